@@ -1,0 +1,1 @@
+//! agentic-operator library.
