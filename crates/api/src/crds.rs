@@ -1,4 +1,4 @@
-//! Generation of the CustomResourceDefinition manifests for every kind in this crate.
+//! Generation of the `CustomResourceDefinition` manifests for every kind in this crate.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
