@@ -1,1 +1,3 @@
+//! The `agentic-operator` binary.
+
 fn main() {}
