@@ -1,151 +1,51 @@
 //! Validation, defaulting, pruning and CEL evaluation of custom objects against the
 //! `openAPIV3Schema` of a `CustomResourceDefinition` version, with the field paths and
-//! messages a real Kubernetes API server uses.
+//! messages a real Kubernetes API server uses. Pure: JSON in, JSON or errors out, no I/O.
 //!
 //! # Public interface
 //!
 //! - [`structural_problems`]`(schema) -> Vec<String>`: why an `openAPIV3Schema` is not
-//!   structural; empty means structural. Each message starts with the JSON path of the node.
-//! - [`Schema::new`]`(open_api_v3_schema) -> Result<Schema, SchemaError>`: compiles a schema
-//!   once (patterns, CEL rules).
-//! - [`Schema::admit`]`(&mut obj, old) -> Result<Admitted, FieldErrors>`: prunes unknown
-//!   fields, applies defaults, then validates (OpenAPI keywords, list types, CEL rules), in
-//!   the order the API server uses. [`Admitted::pruned`] lists the dropped field paths.
+//!   structural (or otherwise refused by the API server); empty means acceptable. Each message
+//!   starts with the path of the offending schema node.
+//! - [`Schema::new`]`(open_api_v3_schema) -> Result<Schema, SchemaError>`: checks the schema
+//!   is structural and compiles it once (patterns, CEL rules via kube-cel).
+//! - [`Schema::admit`]`(&mut obj, old) -> Result<Admitted, FieldErrors>`: in the API server's
+//!   order, prunes unknown fields (keeping `apiVersion`, `kind`, `metadata` at the root),
+//!   drops non-nullable `null`s, applies defaults, then validates (`OpenAPI` keywords,
+//!   `x-kubernetes-list-type` invariants, and `x-kubernetes-validations` CEL rules unless an
+//!   earlier error blocks them). [`Admitted::pruned`] lists the dropped field paths.
 //! - [`FieldError`] / [`FieldErrors`]: errors rendered like the API server
-//!   (`spec.x: Invalid value: ...`), and [`FieldErrors::to_status`] builds the 422
-//!   `metav1.Status` body.
+//!   (`spec.x: Invalid value: 1.5: spec.x in body should be less than or equal to 1`), and
+//!   [`FieldErrors::to_status`] builds the `422 Invalid` `metav1.Status` body.
+//!
+//! ```
+//! use serde_json::json;
+//!
+//! let schema = crd_validation::Schema::new(&json!({
+//!     "type": "object",
+//!     "properties": {"spec": {"type": "object", "properties": {
+//!         "replicas": {"type": "integer", "default": 1, "maximum": 5}
+//!     }}}
+//! }))
+//! .unwrap();
+//! let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "spec": {"extra": true}});
+//! let admitted = schema.admit(&mut obj, None).unwrap();
+//! assert_eq!(admitted.pruned, ["spec.extra"]);
+//! assert_eq!(obj["spec"]["replicas"], 1);
+//!
+//! let mut bad = json!({"spec": {"replicas": 9}});
+//! let errors = schema.admit(&mut bad, None).unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5"
+//! );
+//! ```
 
-use std::fmt;
+mod error;
+mod formats;
+mod schema;
+mod structural;
 
-use serde_json::Value;
-
-/// Reasons why `schema` is not a structural schema; empty when it is structural.
-pub fn structural_problems(schema: &Value) -> Vec<String> {
-    let _ = schema;
-    Vec::new()
-}
-
-/// A schema that could not be compiled.
-#[derive(Debug, thiserror::Error)]
-pub enum SchemaError {
-    /// The schema is not structural.
-    #[error("schema is not structural: {}", .0.join("; "))]
-    NotStructural(Vec<String>),
-    /// A `pattern` is not a valid regular expression.
-    #[error("{path}.pattern: invalid regular expression {pattern:?}: {reason}")]
-    Pattern {
-        /// Path of the schema node.
-        path: String,
-        /// The rejected pattern.
-        pattern: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-    /// An `x-kubernetes-validations` rule does not compile.
-    #[error("{path}.x-kubernetes-validations[{index}].rule: compilation failed: {reason}")]
-    Cel {
-        /// Path of the schema node.
-        path: String,
-        /// Index of the rule in the node's list.
-        index: usize,
-        /// Compiler message.
-        reason: String,
-    },
-}
-
-/// A compiled `openAPIV3Schema`.
-#[derive(Debug, Clone)]
-pub struct Schema {
-    root: Value,
-}
-
-/// What admission changed in an accepted object.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Admitted {
-    /// Paths of fields removed because the schema does not know them (`spec.foo`).
-    pub pruned: Vec<String>,
-}
-
-impl Schema {
-    /// Compiles an `openAPIV3Schema`.
-    pub fn new(open_api_v3_schema: &Value) -> Result<Schema, SchemaError> {
-        Ok(Schema {
-            root: open_api_v3_schema.clone(),
-        })
-    }
-
-    /// Prunes, defaults and validates `obj` in place; `old` is the stored object on update.
-    pub fn admit(&self, obj: &mut Value, old: Option<&Value>) -> Result<Admitted, FieldErrors> {
-        let _ = (&self.root, obj, old);
-        Ok(Admitted::default())
-    }
-}
-
-/// The category of a field error, as in Kubernetes' `field.ErrorType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// `Invalid value`.
-    Invalid,
-    /// `Required value`.
-    Required,
-    /// `Unsupported value`.
-    NotSupported,
-    /// `Too long`.
-    TooLong,
-    /// `Too many`.
-    TooMany,
-    /// `Duplicate value`.
-    Duplicate,
-    /// `Forbidden`.
-    Forbidden,
-    /// `Invalid value` for a type mismatch.
-    TypeInvalid,
-}
-
-/// One rejected field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    /// Field path with dots and `[i]` indices, e.g. `spec.targets[0].name`.
-    pub path: String,
-    /// What kind of problem this is.
-    pub kind: ErrorKind,
-    /// The offending value, when the message shows one.
-    pub value: Option<Value>,
-    /// Human-readable detail.
-    pub detail: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {:?}: {}", self.path, self.kind, self.detail)
-    }
-}
-
-/// All errors found in one object.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FieldErrors(pub Vec<FieldError>);
-
-impl FieldErrors {
-    /// The 422 `metav1.Status` the API server answers with.
-    pub fn to_status(&self, group: &str, kind: &str, name: &str) -> Value {
-        serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": format!("{kind}.{group} \"{name}\" is invalid"),
-            "reason": "Invalid",
-            "details": {"name": name, "group": group, "kind": kind, "causes": []},
-            "code": 422
-        })
-    }
-}
-
-impl fmt::Display for FieldErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        write!(f, "[{}]", parts.join(", "))
-    }
-}
-
-impl std::error::Error for FieldErrors {}
+pub use error::{ErrorKind, FieldError, FieldErrors};
+pub use schema::{Admitted, RULES_NOT_CHECKED, Schema, SchemaError};
+pub use structural::structural_problems;
