@@ -1,0 +1,66 @@
+//! Kubernetes Event recorders, one per controller.
+//!
+//! kube's `Recorder` deduplicates repeated events (turning them into `series.count` updates)
+//! with a cache that lives in the recorder, so every controller must share one recorder rather
+//! than create one per reconcile. [`EventRecorders::recorder`] hands out that shared instance.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use kube::{
+    Client,
+    runtime::events::{Recorder, Reporter},
+};
+
+/// Field manager and `reportingController` prefix used by this operator.
+pub const REPORTING_CONTROLLER: &str = "agentic-operator";
+
+/// Creates and caches one [`Recorder`] per controller name.
+#[derive(Clone)]
+pub struct EventRecorders {
+    client: Client,
+    instance: String,
+    recorders: Arc<Mutex<HashMap<String, Arc<Recorder>>>>,
+}
+
+impl std::fmt::Debug for EventRecorders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRecorders")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventRecorders {
+    /// Recorders that publish through `client`, reporting `instance` (the pod name) as
+    /// `reportingInstance`.
+    pub fn new(client: Client, instance: impl Into<String>) -> Self {
+        Self {
+            client,
+            instance: instance.into(),
+            recorders: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The shared recorder for `controller`; its `reportingController` is
+    /// `agentic-operator/<controller>`.
+    pub fn recorder(&self, controller: &str) -> Arc<Recorder> {
+        let mut map = self
+            .recorders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(controller.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Recorder::new(
+                    self.client.clone(),
+                    Reporter {
+                        controller: format!("{REPORTING_CONTROLLER}/{controller}"),
+                        instance: Some(self.instance.clone()),
+                    },
+                ))
+            })
+            .clone()
+    }
+}

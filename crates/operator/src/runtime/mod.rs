@@ -1,0 +1,24 @@
+//! What every controller family shares: configuration, the manager, backoff, metrics, probes,
+//! leader election, Events, shared watches and shutdown.
+//!
+//! Start with [`manager`] (the [`manager::Family`] trait and [`manager::RuntimeContext`]) and
+//! [`controller::controller_task`]; docs/operations.md describes the operator's behaviour.
+
+pub mod backoff;
+pub mod config;
+pub mod controller;
+pub mod events;
+pub mod leader;
+pub mod logging;
+pub mod manager;
+pub mod metrics;
+pub mod probes;
+pub mod shutdown;
+pub mod startup;
+pub mod watches;
+
+pub use controller::{
+    ControllerError, ControllerOptions, ControllerTask, Guarded, ReconcileError, controller_task,
+};
+pub use manager::{CrdRef, Family, FamilyError, Manager, RuntimeContext};
+pub use watches::{SharedWatch, SharedWatches};

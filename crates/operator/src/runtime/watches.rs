@@ -1,0 +1,279 @@
+//! One shared watch (reflector) per kind, feeding every controller that needs that kind.
+//!
+//! Families call [`SharedWatches::subscribe`] while they build their controllers. Two
+//! subscriptions with the same type, URL scope and selectors share one watch and one cache.
+//! After every family has been built, the manager calls [`SharedWatches::start`], which spawns
+//! the reflectors; subscribing after that is not possible (kube-runtime can only hand out
+//! subscriptions before the writer is moved into its reflector).
+//!
+//! Every cached object has `metadata.managedFields` dropped before it is stored.
+//!
+//! Back-pressure: a shared watch waits until every subscriber has taken an event, so every
+//! [`SharedWatch::stream`] must be polled (pass it to `Controller::for_shared_stream`,
+//! `owns_shared_stream` or `watches_shared_stream`), never stored unused.
+
+use std::{any::Any, collections::HashMap, fmt::Debug, hash::Hash};
+
+use futures::{StreamExt, future::BoxFuture};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ReflectHandle, Store, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+use super::probes::HealthState;
+
+/// Events buffered per shared watch before back-pressure applies.
+pub const DEFAULT_BUFFER: usize = 1024;
+
+/// A subscription to a shared watch: the cache plus a stream of changed objects.
+pub struct SharedWatch<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    /// The shared cache for this kind and scope.
+    pub reader: Store<K>,
+    /// Objects as they change; must be polled (see the module docs).
+    pub stream: ReflectHandle<K>,
+}
+
+impl<K> Debug for SharedWatch<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWatch").finish_non_exhaustive()
+    }
+}
+
+/// Errors from the shared-watch registry.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// Subscribing is only possible before [`SharedWatches::start`].
+    #[error("cannot subscribe to {key} after the shared watches were started")]
+    AlreadyStarted {
+        /// Registry key of the watch.
+        key: String,
+    },
+    /// kube-runtime refused a subscription (a store that is not shared).
+    #[error("the reflector for {key} does not support subscriptions")]
+    NotShared {
+        /// Registry key of the watch.
+        key: String,
+    },
+    /// The registry holds a different Rust type under this key (a bug in key construction).
+    #[error("the shared watch {key} holds a different object type")]
+    TypeMismatch {
+        /// Registry key of the watch.
+        key: String,
+    },
+}
+
+trait PendingWatch: Send {
+    fn key(&self) -> &str;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    fn start(self: Box<Self>, health: HealthState) -> BoxFuture<'static, ()>;
+}
+
+struct Entry<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    key: String,
+    api: Api<K>,
+    config: watcher::Config,
+    reader: Store<K>,
+    writer: Writer<K>,
+}
+
+impl<K> PendingWatch for Entry<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+{
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn start(self: Box<Self>, health: HealthState) -> BoxFuture<'static, ()> {
+        let Entry {
+            key,
+            api,
+            config,
+            reader,
+            writer,
+        } = *self;
+        let ready_key = key.clone();
+        let ready_health = health.clone();
+        tokio::spawn(async move {
+            if reader.wait_until_ready().await.is_ok() {
+                tracing::info!(watch = %ready_key, objects = reader.len(), "cache synced");
+                ready_health.cache_synced();
+            }
+        });
+        health.loop_started(&key);
+        Box::pin(async move {
+            watcher(api, config)
+                .default_backoff()
+                .modify(|obj: &mut K| {
+                    obj.managed_fields_mut().clear();
+                })
+                .reflect_shared(writer)
+                .for_each(|event| {
+                    if let Err(error) = event {
+                        tracing::warn!(watch = %key, %error, "watch error; retrying with backoff");
+                    }
+                    futures::future::ready(())
+                })
+                .await;
+            health.loop_failed(&key, "the watch stream ended");
+        })
+    }
+}
+
+/// Registry of shared watches, filled while families build their controllers.
+pub struct SharedWatches {
+    buffer: usize,
+    pending: Vec<Box<dyn PendingWatch>>,
+    index: HashMap<String, usize>,
+}
+
+impl Debug for SharedWatches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWatches")
+            .field("buffer", &self.buffer)
+            .field("watches", &self.index.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SharedWatches {
+    fn default() -> Self {
+        Self::new(DEFAULT_BUFFER)
+    }
+}
+
+fn watch_key<K>(api: &Api<K>, config: &watcher::Config) -> String
+where
+    K: Resource,
+{
+    format!(
+        "{}|{}|labels={}|fields={}",
+        std::any::type_name::<K>(),
+        api.resource_url(),
+        config.label_selector.as_deref().unwrap_or(""),
+        config.field_selector.as_deref().unwrap_or("")
+    )
+}
+
+impl SharedWatches {
+    /// An empty registry whose watches buffer `buffer` events each.
+    pub fn new(buffer: usize) -> Self {
+        Self {
+            buffer: buffer.max(1),
+            pending: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// Number of distinct watches registered.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no watch is registered.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn entry<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> Result<&mut Entry<K>, WatchError>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    {
+        let key = watch_key(&api, &config);
+        let position = if let Some(position) = self.index.get(&key) {
+            *position
+        } else {
+            let (reader, writer) = reflector::store_shared::<K>(self.buffer);
+            self.pending.push(Box::new(Entry {
+                key: key.clone(),
+                api,
+                config,
+                reader,
+                writer,
+            }));
+            let position = self.pending.len() - 1;
+            self.index.insert(key, position);
+            position
+        };
+        let pending = &mut self.pending[position];
+        let key = pending.key().to_owned();
+        pending
+            .as_any_mut()
+            .downcast_mut::<Entry<K>>()
+            .ok_or(WatchError::TypeMismatch { key })
+    }
+
+    /// Subscribes to the watch of `api` with `config` (created on first use): returns the
+    /// shared cache and a stream of changed objects for one controller.
+    pub fn subscribe<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> Result<SharedWatch<K>, WatchError>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    {
+        let entry = self.entry(api, config)?;
+        let stream = entry
+            .writer
+            .subscribe()
+            .ok_or_else(|| WatchError::NotShared {
+                key: entry.key.clone(),
+            })?;
+        Ok(SharedWatch {
+            reader: entry.reader.clone(),
+            stream,
+        })
+    }
+
+    /// The shared cache of `api` with `config` (created on first use), without an event
+    /// stream: for lookups of objects whose changes do not trigger reconciles.
+    pub fn store<K>(&mut self, api: Api<K>, config: watcher::Config) -> Result<Store<K>, WatchError>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    {
+        Ok(self.entry(api, config)?.reader.clone())
+    }
+
+    /// Starts one reflector task per registered watch and returns their futures (the caller
+    /// spawns them). Each reports "cache synced" to `health` after its first list.
+    pub fn start(self, health: &HealthState) -> Vec<(String, BoxFuture<'static, ()>)> {
+        health.expect_caches(self.pending.len());
+        self.pending
+            .into_iter()
+            .map(|entry| {
+                let key = entry.key().to_owned();
+                (key, entry.start(health.clone()))
+            })
+            .collect()
+    }
+}
