@@ -105,7 +105,6 @@ struct Node {
     format: Option<String>,
     max_items: Option<u64>,
     min_items: Option<u64>,
-    unique_items: bool,
     max_properties: Option<u64>,
     min_properties: Option<u64>,
     list_type: Option<String>,
@@ -252,7 +251,6 @@ impl Node {
             format: obj.get("format").and_then(Value::as_str).map(str::to_owned),
             max_items: as_u64(obj, "maxItems"),
             min_items: as_u64(obj, "minItems"),
-            unique_items: is_true(obj, "uniqueItems"),
             max_properties: as_u64(obj, "maxProperties"),
             min_properties: as_u64(obj, "minProperties"),
             list_type: obj
@@ -936,19 +934,6 @@ fn check_array(
             Some(Value::from(size)),
             format!("must have at most {max} {unit}"),
         ));
-    }
-    if node.unique_items {
-        let dup = items
-            .iter()
-            .enumerate()
-            .any(|(i, a)| items[..i].iter().any(|b| json_eq(a, b)));
-        if dup {
-            errs.push(invalid(
-                path,
-                Value::Array(items.to_vec()),
-                "shouldn't contain duplicates",
-            ));
-        }
     }
     if let Some(item_node) = &node.items {
         for (i, item) in items.iter().enumerate() {
