@@ -29,6 +29,7 @@ use kube::{
 };
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{
@@ -372,36 +373,58 @@ where
             }
             return;
         }
-        let config = controller::Config::default().concurrency(guard.options().concurrency);
-        let controller = configure(Controller::for_shared_stream(primary.stream, primary.reader))
-            .with_config(config)
-            .graceful_shutdown_on(shutdown.cancelled_owned());
-        controller
-            .run(
-                |obj, guard: Arc<Guarded<K, Ctx, E, F>>| async move { guard.reconcile(obj).await },
-                |obj, error, guard| guard.error_policy(&obj, error),
-                guard,
-            )
-            .for_each(|item| {
-                match item {
-                    Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
-                    Err(controller::Error::ObjectNotFound(obj)) => {
-                        tracing::debug!(controller = %task_name, object = %obj, "object deleted before its reconcile");
-                    }
-                    Err(controller::Error::QueueError(error)) => {
-                        tracing::warn!(controller = %task_name, %error, "watch error");
-                    }
-                    Err(error) => {
-                        tracing::error!(controller = %task_name, %error, "controller error");
-                    }
-                }
-                futures::future::ready(())
-            })
-            .await;
+        let controller = configure(Controller::for_shared_stream(
+            primary.stream,
+            primary.reader,
+        ));
+        run_guarded(controller, guard, shutdown).await;
     }
     .boxed();
     ControllerTask {
         name: name.to_owned(),
         future,
     }
+}
+
+/// Runs `controller` with `guard` as reconcile and error policy, at the guard's concurrency,
+/// until `shutdown` is cancelled and in-flight reconciles have finished. Errors on the result
+/// stream are logged (reconcile errors were already logged by the guard).
+pub async fn run_guarded<K, Ctx, E, F, Fut>(
+    controller: Controller<K>,
+    guard: Arc<Guarded<K, Ctx, E, F>>,
+    shutdown: CancellationToken,
+) where
+    K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Debug + Unpin + Send + Sync,
+    Ctx: Send + Sync + 'static,
+    E: ReconcileError,
+    F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    let name = guard.options().name.clone();
+    let config = controller::Config::default().concurrency(guard.options().concurrency);
+    controller
+        .with_config(config)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            |obj, guard: Arc<Guarded<K, Ctx, E, F>>| async move { guard.reconcile(obj).await },
+            |obj, error, guard| guard.error_policy(&obj, error),
+            guard,
+        )
+        .for_each(|item| {
+            match item {
+                Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(obj)) => {
+                    tracing::debug!(controller = %name, object = %obj, "object deleted before its reconcile");
+                }
+                Err(controller::Error::QueueError(error)) => {
+                    tracing::warn!(controller = %name, %error, "watch error");
+                }
+                Err(error) => {
+                    tracing::error!(controller = %name, %error, "controller error");
+                }
+            }
+            futures::future::ready(())
+        })
+        .await;
 }

@@ -1,0 +1,304 @@
+//! The reconcile wrapper: panic isolation, per-object backoff, permanent errors, the deadline,
+//! and a real kube `Controller` that keeps running after panics.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use agentic_operator::runtime::{
+    backoff::BackoffPolicy,
+    controller::{ControllerError, ControllerOptions, Guarded, ReconcileError, run_guarded},
+    metrics::Metrics,
+};
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::runtime::{
+    controller::{Action, Controller},
+    reflector, watcher,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+enum TestError {
+    #[error("the backend is unavailable")]
+    Transient,
+    #[error("spec.size must be positive")]
+    Invalid,
+}
+
+impl ReconcileError for TestError {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Transient => "BackendUnavailable",
+            Self::Invalid => "InvalidSpec",
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Invalid)
+    }
+}
+
+/// What the test reconcile does on its n-th call (0-based); `Ok` after the script ends.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Panic,
+    Fail,
+    Invalid,
+    Hang,
+}
+
+#[derive(Debug)]
+struct Script {
+    steps: Vec<Step>,
+    calls: AtomicU32,
+}
+
+async fn scripted(obj: Arc<ConfigMap>, script: Arc<Script>) -> Result<Action, TestError> {
+    let call = script.calls.fetch_add(1, Ordering::SeqCst) as usize;
+    let _ = obj;
+    match script.steps.get(call) {
+        Some(Step::Panic) => panic!("reconcile bug on call {call}"),
+        Some(Step::Fail) => Err(TestError::Transient),
+        Some(Step::Invalid) => Err(TestError::Invalid),
+        Some(Step::Hang) => {
+            std::future::pending::<()>().await;
+            Ok(Action::await_change())
+        }
+        None => Ok(Action::await_change()),
+    }
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            uid: Some(format!("uid-{name}")),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    }
+}
+
+fn options(timeout: Option<Duration>) -> ControllerOptions {
+    ControllerOptions {
+        name: "test".into(),
+        concurrency: 2,
+        timeout,
+        backoff: BackoffPolicy {
+            jitter: 0.0,
+            ..BackoffPolicy::default()
+        },
+    }
+}
+
+type Reconcile = fn(
+    Arc<ConfigMap>,
+    Arc<Script>,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Action, TestError>> + Send>>;
+
+fn guard(
+    steps: Vec<Step>,
+    timeout: Option<Duration>,
+) -> (
+    Arc<Guarded<ConfigMap, Script, TestError, Reconcile>>,
+    Arc<Script>,
+    Metrics,
+) {
+    let metrics = Metrics::new();
+    let script = Arc::new(Script {
+        steps,
+        calls: AtomicU32::new(0),
+    });
+    let reconcile: Reconcile = |obj, script| Box::pin(scripted(obj, script));
+    let guard = Arc::new(Guarded::new(
+        options(timeout),
+        metrics.controllers().clone(),
+        reconcile,
+        script.clone(),
+    ));
+    (guard, script, metrics)
+}
+
+fn metric_line(metrics: &Metrics, prefix: &str) -> String {
+    let text = metrics.encode().unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix} in\n{text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn panic_becomes_an_error_is_counted_and_retried() {
+    let (guard, script, metrics) = guard(vec![Step::Panic], None);
+    let obj = Arc::new(config_map("a"));
+
+    let first = guard.reconcile(obj.clone()).await;
+    let Err(error @ ControllerError::Panicked { .. }) = &first else {
+        panic!("expected a panic error, got {first:?}");
+    };
+    assert!(
+        error.to_string().contains("reconcile bug on call 0"),
+        "{error}"
+    );
+    assert_eq!(error.reason(), "Panic");
+    assert_eq!(
+        guard.error_policy(&obj, error),
+        Action::requeue(Duration::from_millis(5))
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_reconcile_panics_total{"),
+        "controller_runtime_reconcile_panics_total{controller=\"test\"} 1"
+    );
+
+    // The same wrapper keeps working: the retry succeeds and clears the failure count.
+    assert_eq!(
+        guard.reconcile(obj.clone()).await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(script.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(guard.tracker().failures("uid-a"), 0);
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"}"
+        ),
+        "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"} 1"
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_reconcile_errors_total{"),
+        "controller_runtime_reconcile_errors_total{controller=\"test\"} 1"
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_active_workers{"),
+        "controller_runtime_active_workers{controller=\"test\"} 0"
+    );
+}
+
+#[tokio::test]
+async fn transient_errors_back_off_per_object_and_reset_on_success() {
+    let (guard, _, metrics) = guard(vec![Step::Fail, Step::Fail, Step::Fail], None);
+    let a = Arc::new(config_map("a"));
+    let b = Arc::new(config_map("b"));
+    let ms = Duration::from_millis;
+
+    for expected in [ms(5), ms(10), ms(20)] {
+        let error = guard.reconcile(a.clone()).await.unwrap_err();
+        assert_eq!(error.reason(), "BackendUnavailable");
+        assert_eq!(guard.error_policy(&a, &error), Action::requeue(expected));
+    }
+    // Another object starts its own schedule.
+    let error = ControllerError::Reconcile(TestError::Transient);
+    assert_eq!(guard.error_policy(&b, &error), Action::requeue(ms(5)));
+    assert_eq!(
+        metric_line(&metrics, "workqueue_retries_total{"),
+        "workqueue_retries_total{name=\"test\"} 4"
+    );
+
+    assert!(guard.reconcile(a.clone()).await.is_ok());
+    assert_eq!(guard.tracker().failures("uid-a"), 0);
+    assert_eq!(guard.error_policy(&a, &error), Action::requeue(ms(5)));
+}
+
+#[tokio::test]
+async fn permanent_errors_wait_for_a_change() {
+    let (guard, _, metrics) = guard(vec![Step::Fail, Step::Invalid], None);
+    let obj = Arc::new(config_map("a"));
+    let error = guard.reconcile(obj.clone()).await.unwrap_err();
+    assert_eq!(
+        guard.error_policy(&obj, &error),
+        Action::requeue(Duration::from_millis(5))
+    );
+    let error = guard.reconcile(obj.clone()).await.unwrap_err();
+    assert!(error.is_permanent());
+    assert_eq!(error.reason(), "InvalidSpec");
+    assert_eq!(guard.error_policy(&obj, &error), Action::await_change());
+    assert_eq!(guard.tracker().failures("uid-a"), 0);
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "controller_runtime_terminal_reconcile_errors_total{"
+        ),
+        "controller_runtime_terminal_reconcile_errors_total{controller=\"test\"} 1"
+    );
+}
+
+#[tokio::test]
+async fn deadline_cancels_a_hanging_reconcile() {
+    let (guard, _, metrics) = guard(vec![Step::Hang], Some(Duration::from_millis(20)));
+    let obj = Arc::new(config_map("a"));
+    let error = guard.reconcile(obj.clone()).await.unwrap_err();
+    assert!(matches!(error, ControllerError::TimedOut(_)), "{error:?}");
+    assert_eq!(error.reason(), "Timeout");
+    assert_eq!(
+        guard.error_policy(&obj, &error),
+        Action::requeue(Duration::from_millis(5))
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_reconcile_timeouts_total{"),
+        "controller_runtime_reconcile_timeouts_total{controller=\"test\"} 1"
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_active_workers{"),
+        "controller_runtime_active_workers{controller=\"test\"} 0"
+    );
+    assert!(guard.reconcile(obj).await.is_ok());
+}
+
+#[tokio::test]
+async fn controller_keeps_running_after_panics() {
+    let (guard, script, metrics) = guard(vec![Step::Panic, Step::Panic, Step::Fail], None);
+    let obj = config_map("a");
+
+    let (reader, mut writer) = reflector::store::<ConfigMap>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
+    tx.unbounded_send(Arc::new(obj)).unwrap();
+
+    let shutdown = CancellationToken::new();
+    let controller = Controller::for_shared_stream(rx, reader);
+    let running = tokio::spawn(run_guarded(controller, guard.clone(), shutdown.clone()));
+
+    // Two panics and one error are retried with backoff until the fourth call succeeds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let success = metrics.encode().unwrap().contains(
+            "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"} 1",
+        );
+        if success {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no successful reconcile; calls = {}",
+            script.calls.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(script.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_reconcile_panics_total{"),
+        "controller_runtime_reconcile_panics_total{controller=\"test\"} 2"
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_reconcile_errors_total{"),
+        "controller_runtime_reconcile_errors_total{controller=\"test\"} 3"
+    );
+    assert!(
+        !running.is_finished(),
+        "the controller stopped after panics"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("controller did not stop after shutdown")
+        .unwrap();
+    drop(tx);
+}
