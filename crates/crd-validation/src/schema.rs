@@ -20,8 +20,9 @@ pub const RULES_NOT_CHECKED: &str = "some validation rules were not checked beca
 /// A schema that could not be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    /// The schema is not structural; each entry names the offending schema node.
-    #[error("schema is not structural: {}", .0.join("; "))]
+    /// The schema is not structural (or has a `default` that would be pruned or does not
+    /// validate); each entry names the offending schema node.
+    #[error("schema refused: {}", .0.join("; "))]
     NotStructural(Vec<String>),
     /// A `pattern` is not a valid regular expression.
     #[error("{path}.pattern: Invalid value: {pattern:?}: not a valid regular expression: {reason}")]
@@ -122,6 +123,14 @@ fn child_path(path: &str, name: &str) -> String {
     } else {
         format!("{path}.{name}")
     }
+}
+
+/// The entries of an object in key order, so that errors and pruned paths come out in the
+/// same order whatever map implementation `serde_json` was built with.
+fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
 }
 
 fn index_path(path: &str, i: usize) -> String {
@@ -424,7 +433,8 @@ fn prune(node: Option<&Node>, value: &mut Value, path: &str, root: bool, pruned:
     match value {
         Value::Object(map) => {
             let Some(node) = node else {
-                let keys: Vec<String> = map.keys().cloned().collect();
+                let mut keys: Vec<String> = map.keys().cloned().collect();
+                keys.sort();
                 for k in keys {
                     pruned.push(child_path(path, &k));
                 }
@@ -434,7 +444,8 @@ fn prune(node: Option<&Node>, value: &mut Value, path: &str, root: bool, pruned:
             if matches!(node.additional, Additional::Any) {
                 return;
             }
-            let keys: Vec<String> = map.keys().cloned().collect();
+            let mut keys: Vec<String> = map.keys().cloned().collect();
+            keys.sort();
             for k in keys {
                 if (root || node.embedded) && keeps_object_meta(&k) {
                     continue;
@@ -981,7 +992,7 @@ fn check_object(
             ));
         }
     }
-    for (k, v) in map {
+    for (k, v) in sorted(map) {
         let child = node.properties.get(k).or_else(|| node.additional_schema());
         if let Some(child) = child {
             let old_child = old.and_then(|o| o.get(k));
@@ -997,7 +1008,7 @@ fn check_object(
 fn list_invariants(node: &Node, value: &Value, path: &str, errs: &mut Vec<FieldError>) {
     match value {
         Value::Object(map) => {
-            for (k, v) in map {
+            for (k, v) in sorted(map) {
                 if let Some(child) = node.properties.get(k).or_else(|| node.additional_schema()) {
                     list_invariants(child, v, &child_path(path, k), errs);
                 }
@@ -1126,7 +1137,7 @@ fn run_rules(
     }
     match value {
         Value::Object(map) => {
-            for (k, v) in map {
+            for (k, v) in sorted(map) {
                 if let Some(child) = node.properties.get(k).or_else(|| node.additional_schema()) {
                     let old_child = old.and_then(|o| o.get(k));
                     run_rules(child, v, old_child, &child_path(path, k), errs);
@@ -1176,5 +1187,83 @@ fn rule_error(node: &Node, rules: &Rules, e: &kube_cel::ValidationError, path: &
             FieldError::new(at, ErrorKind::Duplicate, Some(node.type_value()), "")
         }
         _ => FieldError::new(at, ErrorKind::Invalid, Some(node.type_value()), message),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking `default`s when a schema is accepted
+// ---------------------------------------------------------------------------------------------
+
+/// Problems with the `default`s of a structural schema: a default must survive pruning and
+/// must pass the validations (`OpenAPI` and CEL) of its own node, as the API server demands
+/// before it accepts a CRD. Paths are written like those of `structural_problems`.
+pub(crate) fn default_problems(schema: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    walk_defaults(schema, "openAPIV3Schema", true, &mut problems);
+    problems
+}
+
+fn walk_defaults(schema: &Value, path: &str, root: bool, problems: &mut Vec<String>) {
+    let Some(obj) = schema.as_object() else {
+        return;
+    };
+    if let Some(default) = obj.get("default")
+        && let Ok(node) = Node::compile(schema, path)
+    {
+        check_default(&node, default, path, problems);
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, child) in sorted(props) {
+            if root && name == "metadata" {
+                continue;
+            }
+            walk_defaults(
+                child,
+                &format!("{path}.properties[{name}]"),
+                false,
+                problems,
+            );
+        }
+    }
+    if let Some(add) = obj.get("additionalProperties") {
+        walk_defaults(
+            add,
+            &format!("{path}.additionalProperties"),
+            false,
+            problems,
+        );
+    }
+    if let Some(items) = obj.get("items") {
+        walk_defaults(items, &format!("{path}.items"), false, problems);
+    }
+}
+
+fn check_default(node: &Node, default: &Value, path: &str, problems: &mut Vec<String>) {
+    let shown = crate::error::go_value(default);
+    let mut value = default.clone();
+    let mut pruned = Vec::new();
+    prune(Some(node), &mut value, "", false, &mut pruned);
+    if !pruned.is_empty() {
+        problems.push(format!(
+            "{path}.default: Invalid value: {shown}: must not have unknown fields: {}",
+            pruned.join(", ")
+        ));
+        return;
+    }
+    drop_non_nullable_nulls(node, &mut value);
+    apply_defaults(node, &mut value, false);
+    let mut errs = Vec::new();
+    validate(node, &value, None, "", &mut errs);
+    list_invariants(node, &value, "", &mut errs);
+    if errs.is_empty() {
+        run_rules(node, &value, None, "", &mut errs);
+    }
+    for e in errs {
+        let reason = if e.path.is_empty() {
+            e.body()
+        } else {
+            e.to_string()
+        };
+        problems.push(format!("{path}.default: Invalid value: {shown}: {reason}"));
     }
 }

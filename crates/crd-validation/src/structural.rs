@@ -70,7 +70,10 @@ enum Place {
 /// - root `metadata` restricting anything other than `name` and `generateName`;
 /// - `x-kubernetes-list-type` on a non-array, `map` without `x-kubernetes-list-map-keys`,
 ///   list-map keys that are not scalar, required-or-defaulted properties of the items;
-/// - `uniqueItems: true`, `$ref`, `definitions`, `patternProperties`, … anywhere.
+/// - `uniqueItems: true`, `$ref`, `definitions`, `patternProperties`, … anywhere;
+/// - (checked once the schema is otherwise structural) a `default` with fields the schema
+///   would prune, or that fails its node's validations: `….properties[n].default: Invalid
+///   value: 10: Invalid value: 10: in body should be less than or equal to 5`.
 pub fn structural_problems(schema: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     let Some(obj) = schema.as_object() else {
@@ -91,6 +94,9 @@ pub fn structural_problems(schema: &Value) -> Vec<String> {
         .and_then(Value::as_object)
     {
         check_root_metadata(meta, &format!("{ROOT}.properties[metadata]"), &mut problems);
+    }
+    if problems.is_empty() {
+        problems = crate::schema::default_problems(schema);
     }
     problems
 }

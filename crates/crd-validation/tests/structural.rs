@@ -274,3 +274,51 @@ fn problems_are_reported_all_at_once() {
         ]
     );
 }
+
+#[test]
+fn defaults_must_be_pruned_and_valid() {
+    let cases = [
+        (
+            spec(
+                json!({"type": "object", "properties": {"n": {"type": "integer", "default": 10, "maximum": 5}}}),
+            ),
+            "openAPIV3Schema.properties[spec].properties[n].default: Invalid value: 10: Invalid value: 10: in body should be less than or equal to 5",
+        ),
+        (
+            spec(json!({"type": "object", "properties": {"o": {
+                "type": "object", "default": {"a": "x", "zz": 1},
+                "properties": {"a": {"type": "string"}}
+            }}})),
+            "openAPIV3Schema.properties[spec].properties[o].default: Invalid value: map[string]interface {}{\"a\":\"x\", \"zz\":1}: must not have unknown fields: zz",
+        ),
+        (
+            spec(json!({"type": "object", "properties": {"o": {
+                "type": "object", "default": {"a": 3},
+                "properties": {"a": {"type": "string"}}
+            }}})),
+            "openAPIV3Schema.properties[spec].properties[o].default: Invalid value: map[string]interface {}{\"a\":3}: a: Invalid value: \"integer\": a in body must be of type string: \"integer\"",
+        ),
+        (
+            spec(json!({"type": "object", "properties": {"m": {
+                "type": "string", "default": "b", "enum": ["a"]
+            }}})),
+            "openAPIV3Schema.properties[spec].properties[m].default: Invalid value: \"b\": Unsupported value: \"b\": supported values: \"a\"",
+        ),
+        (
+            spec(json!({"type": "object", "properties": {"r": {
+                "type": "integer", "default": 0,
+                "x-kubernetes-validations": [{"rule": "self > 0", "message": "must be positive"}]
+            }}})),
+            "openAPIV3Schema.properties[spec].properties[r].default: Invalid value: 0: Invalid value: \"integer\": must be positive",
+        ),
+    ];
+    for (schema, expected) in cases {
+        assert_eq!(structural_problems(&schema), [expected]);
+    }
+    // A valid default, including one whose nested defaults fill required fields.
+    let ok = spec(json!({"type": "object", "properties": {"o": {
+        "type": "object", "default": {}, "required": ["a"],
+        "properties": {"a": {"type": "string", "default": "x"}}
+    }}}));
+    assert_eq!(structural_problems(&ok), Vec::<String>::new());
+}
