@@ -1,0 +1,152 @@
+//! Extension points in the request path: authentication, authorization, admission, and
+//! extra subresource handlers. The defaults let every request through as a cluster admin.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::Cluster;
+use crate::error::ApiError;
+
+/// Who is making a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    /// User name, e.g. `system:admin` or `system:serviceaccount:ns:name`.
+    pub username: String,
+    /// User uid.
+    pub uid: String,
+    /// Groups, e.g. `system:masters`.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// The built-in administrator every request runs as by default.
+    pub fn admin() -> Self {
+        Self {
+            username: "system:admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+}
+
+/// The attributes of a resource request, as an authorizer sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: String,
+    /// API group (empty for core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Resource plural.
+    pub resource: String,
+    /// Subresource, if any (`status`, `token`, ...).
+    pub subresource: String,
+    /// Namespace, empty for cluster-scoped requests.
+    pub namespace: String,
+    /// Object name, empty for collection requests.
+    pub name: String,
+    /// The authenticated user.
+    pub user: UserInfo,
+}
+
+/// Turns request headers into a user. Return a 401 `ApiError` to reject.
+pub trait Authenticator: Send + Sync {
+    /// Authenticates one request.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<UserInfo, ApiError>;
+}
+
+/// Decides whether a user may perform a request. Return a 403 `ApiError` to deny.
+pub trait Authorizer: Send + Sync {
+    /// Authorizes one resource request.
+    fn authorize(&self, request: &RequestInfo) -> Result<(), ApiError>;
+}
+
+/// Admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Object creation (including create-on-apply).
+    Create,
+    /// Update, patch or apply of an existing object.
+    Update,
+    /// Deletion.
+    Delete,
+}
+
+/// What an admission hook is told about a write.
+pub struct AdmissionRequest<'a> {
+    /// The request attributes.
+    pub info: &'a RequestInfo,
+    /// The operation.
+    pub operation: Operation,
+    /// `apiVersion` of the object.
+    pub api_version: &'a str,
+    /// `kind` of the object.
+    pub kind: &'a str,
+    /// The stored object before the write (updates and deletes).
+    pub old_object: Option<&'a Value>,
+    /// Whether this is a dry run.
+    pub dry_run: bool,
+    /// Read access to the cluster (e.g. webhook configurations).
+    pub cluster: &'a Cluster,
+}
+
+/// Mutating and validating admission, run after defaulting and schema validation and before
+/// the object is stored. The hook may change `object` (for deletes it is the stored object).
+pub trait AdmissionHook: Send + Sync {
+    /// Admits, mutates or rejects one write.
+    fn admit<'a>(
+        &'a self,
+        request: &'a AdmissionRequest<'a>,
+        object: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+}
+
+/// A request to a custom subresource route.
+pub struct SubresourceRequest<'a> {
+    /// The request attributes (resource, subresource, namespace, name, user).
+    pub info: &'a RequestInfo,
+    /// HTTP method.
+    pub method: &'a http::Method,
+    /// Request body.
+    pub body: Bytes,
+    /// Access to the cluster.
+    pub cluster: &'a Cluster,
+}
+
+/// Serves one custom subresource (e.g. `serviceaccounts/{name}/token`). Returns the HTTP
+/// status code and the JSON response body.
+pub trait SubresourceHandler: Send + Sync {
+    /// Handles one request.
+    fn handle<'a>(
+        &'a self,
+        request: SubresourceRequest<'a>,
+    ) -> BoxFuture<'a, Result<(u16, Value), ApiError>>;
+}
+
+/// The set of hooks a server runs with.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Authentication; `None` treats every request as [`UserInfo::admin`].
+    pub authenticator: Option<Arc<dyn Authenticator>>,
+    /// Authorization; `None` allows everything.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// Admission chain, run in order.
+    pub admission: Vec<Arc<dyn AdmissionHook>>,
+    /// Extra subresources keyed by `(group, resource, subresource)`.
+    pub subresources: Vec<((String, String, String), Arc<dyn SubresourceHandler>)>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("authenticator", &self.authenticator.is_some())
+            .field("authorizer", &self.authorizer.is_some())
+            .field("admission", &self.admission.len())
+            .field("subresources", &self.subresources.len())
+            .finish()
+    }
+}

@@ -1,0 +1,716 @@
+//! Server-side apply and `managedFields` bookkeeping: field sets in the `FieldsV1` format,
+//! ownership per manager and operation, conflicts, and removal of fields a manager stops
+//! applying.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{ApiError, Cause};
+use crate::patch::{ListKind, builtin_list_kind};
+use crate::registry::ResourceDef;
+use crate::state::now;
+
+/// A field path in `FieldsV1` element notation (`f:spec`, `k:{"name":"a"}`, `v:"x"`).
+pub type Path = Vec<String>;
+
+/// A set of owned field paths.
+pub type FieldSet = BTreeSet<Path>;
+
+/// One field owned by another manager whose value the apply would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The other manager.
+    pub manager: String,
+    /// Dotted path such as `.spec.replicas`.
+    pub field: String,
+}
+
+fn list_kind(def: &ResourceDef, path: &[String], items: &[Value]) -> ListKind {
+    let last_field = path
+        .iter()
+        .rev()
+        .find_map(|p| p.strip_prefix("f:"))
+        .unwrap_or_default();
+    if def.is_builtin() || path.first().map(String::as_str) == Some("f:metadata") {
+        return builtin_list_kind(last_field, items);
+    }
+    let Some(schema) = def.crd.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return ListKind::Atomic;
+    };
+    let mut node = schema;
+    for p in path {
+        let next = if let Some(f) = p.strip_prefix("f:") {
+            node.get("properties")
+                .and_then(|ps| ps.get(f))
+                .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))
+        } else {
+            node.get("items")
+        };
+        match next {
+            Some(n) => node = n,
+            None => return ListKind::Atomic,
+        }
+    }
+    match node.get("x-kubernetes-list-type").and_then(Value::as_str) {
+        Some("map") => ListKind::Map(
+            node.get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        Some("set") => ListKind::Set,
+        _ => ListKind::Atomic,
+    }
+}
+
+fn key_token(item: &Value, keys: &[String]) -> String {
+    let mut m = Map::new();
+    for k in keys {
+        if let Some(v) = item.get(k) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    format!("k:{}", Value::Object(m))
+}
+
+fn walk(def: &ResourceDef, v: &Value, path: &mut Path, out: &mut FieldSet) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                path.push(format!("f:{k}"));
+                walk(def, x, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => match list_kind(def, path, items) {
+            ListKind::Map(keys) if !keys.is_empty() => {
+                for item in items {
+                    path.push(key_token(item, &keys));
+                    out.insert(path.clone());
+                    walk(def, item, path, out);
+                    path.pop();
+                }
+            }
+            ListKind::Set => {
+                for item in items {
+                    path.push(format!("v:{item}"));
+                    out.insert(path.clone());
+                    path.pop();
+                }
+            }
+            _ => {
+                out.insert(path.clone());
+            }
+        },
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+/// The fields an object sets, excluding identity and system metadata; `status_only` selects
+/// the status subresource's view, otherwise status is left out when it is a subresource.
+pub fn fields_of(def: &ResourceDef, v: &Value, status_only: bool) -> FieldSet {
+    let mut out = FieldSet::new();
+    let Some(m) = v.as_object() else {
+        return out;
+    };
+    let mut path = Vec::new();
+    for (k, x) in m {
+        match k.as_str() {
+            "apiVersion" | "kind" => continue,
+            "status" if def.status_subresource && !status_only => continue,
+            "status" => {}
+            _ if status_only => continue,
+            "metadata" => {
+                for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
+                    if let Some(mv) = x.get(mk) {
+                        path.push("f:metadata".into());
+                        path.push(format!("f:{mk}"));
+                        walk(def, mv, &mut path, &mut out);
+                        path.clear();
+                    }
+                }
+                continue;
+            }
+            _ => {}
+        }
+        path.push(format!("f:{k}"));
+        walk(def, x, &mut path, &mut out);
+        path.clear();
+    }
+    out
+}
+
+/// The value at a field path.
+pub fn get_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = v;
+    for p in path {
+        cur = step(cur, p)?;
+    }
+    Some(cur)
+}
+
+fn matches_key(item: &Value, key_json: &str) -> bool {
+    serde_json::from_str::<Map<String, Value>>(key_json)
+        .is_ok_and(|k| k.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+}
+
+fn step<'a>(cur: &'a Value, p: &str) -> Option<&'a Value> {
+    if let Some(f) = p.strip_prefix("f:") {
+        cur.get(f)
+    } else if let Some(k) = p.strip_prefix("k:") {
+        cur.as_array()?.iter().find(|i| matches_key(i, k))
+    } else if let Some(val) = p.strip_prefix("v:") {
+        let want: Value = serde_json::from_str(val).ok()?;
+        cur.as_array()?.iter().find(|i| **i == want)
+    } else if let Some(i) = p.strip_prefix("i:") {
+        cur.as_array()?.get(i.parse::<usize>().ok()?)
+    } else {
+        None
+    }
+}
+
+fn remove_at(v: &mut Value, path: &[String]) {
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
+    let mut cur = v;
+    for p in parent {
+        let next = if let Some(f) = p.strip_prefix("f:") {
+            cur.get_mut(f)
+        } else if let Some(k) = p.strip_prefix("k:") {
+            cur.as_array_mut()
+                .and_then(|a| a.iter_mut().find(|i| matches_key(i, k)))
+        } else {
+            None
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = cur.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(k) = last.strip_prefix("k:") {
+        if let Some(a) = cur.as_array_mut() {
+            a.retain(|i| !matches_key(i, k));
+        }
+    } else if let Some(val) = last.strip_prefix("v:") {
+        if let (Some(a), Ok(want)) = (cur.as_array_mut(), serde_json::from_str::<Value>(val)) {
+            a.retain(|i| *i != want);
+        }
+    }
+}
+
+/// Converts a field set into the `fieldsV1` tree.
+pub fn to_fields_v1(set: &FieldSet) -> Value {
+    fn insert_path(node: &mut Map<String, Value>, p: &[String]) {
+        if let Some((first, rest)) = p.split_first() {
+            let child = node
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = child {
+                insert_path(m, rest);
+            }
+        }
+    }
+    let mut root = Map::new();
+    for p in set {
+        insert_path(&mut root, p);
+    }
+    // Mark interior nodes that are themselves owned.
+    fn mark(node: &mut Map<String, Value>, path: &mut Path, set: &FieldSet) {
+        for (k, v) in node.iter_mut() {
+            path.push(k.clone());
+            if let Some(m) = v.as_object_mut() {
+                if !m.is_empty() {
+                    if set.contains(path) {
+                        m.insert(".".into(), json!({}));
+                    }
+                    mark(m, path, set);
+                }
+            }
+            path.pop();
+        }
+    }
+    mark(&mut root, &mut Vec::new(), set);
+    Value::Object(root)
+}
+
+/// Parses a `fieldsV1` tree into a field set.
+pub fn from_fields_v1(v: &Value) -> FieldSet {
+    fn go(v: &Value, path: &mut Path, out: &mut FieldSet) {
+        let Some(m) = v.as_object() else {
+            return;
+        };
+        if m.is_empty() {
+            out.insert(path.clone());
+            return;
+        }
+        for (k, c) in m {
+            if k == "." {
+                out.insert(path.clone());
+                continue;
+            }
+            path.push(k.clone());
+            go(c, path, out);
+            path.pop();
+        }
+    }
+    let mut out = FieldSet::new();
+    go(v, &mut Vec::new(), &mut out);
+    out
+}
+
+/// Renders a path like the API server does in conflict messages (`.spec.replicas`).
+pub fn dotted(path: &[String]) -> String {
+    let mut s = String::new();
+    for p in path {
+        if let Some(f) = p.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(k) = p.strip_prefix("k:") {
+            s.push('[');
+            s.push_str(
+                k.trim_start_matches('{')
+                    .trim_end_matches('}')
+                    .replace(':', "=")
+                    .replace('"', "")
+                    .as_str(),
+            );
+            s.push(']');
+        } else if let Some(v) = p.strip_prefix("v:") {
+            s.push_str(&format!("[{v}]"));
+        }
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    raw: Value,
+    set: FieldSet,
+}
+
+fn entries(v: &Value) -> Vec<Entry> {
+    v["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| Entry {
+                    raw: e.clone(),
+                    set: from_fields_v1(&e["fieldsV1"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_entry(e: &Entry, manager: &str, op: &str, status: bool) -> bool {
+    e.raw["manager"] == manager
+        && e.raw["operation"] == op
+        && (e.raw["subresource"].as_str() == Some("status")) == status
+}
+
+fn write_entries(v: &mut Value, list: Vec<Entry>) {
+    let arr: Vec<Value> = list
+        .into_iter()
+        .filter(|e| !e.set.is_empty())
+        .map(|mut e| {
+            e.raw["fieldsV1"] = to_fields_v1(&e.set);
+            e.raw["fieldsType"] = json!("FieldsV1");
+            e.raw
+        })
+        .collect();
+    if arr.is_empty() {
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
+    } else {
+        v["metadata"]["managedFields"] = Value::Array(arr);
+    }
+}
+
+fn new_entry(def: &ResourceDef, manager: &str, op: &str, status: bool, set: FieldSet) -> Entry {
+    let mut raw = json!({
+        "manager": manager,
+        "operation": op,
+        "apiVersion": def.api_version(),
+        "time": now(),
+        "fieldsType": "FieldsV1",
+    });
+    if status {
+        raw["subresource"] = json!("status");
+    }
+    Entry { raw, set }
+}
+
+/// Records the fields an update (create, PUT, non-apply PATCH) changed as owned by
+/// `manager`, and takes them away from other managers.
+pub fn record_update(
+    def: &ResourceDef,
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    status: bool,
+) {
+    let new_set = fields_of(def, new, status);
+    let (changed, removed): (FieldSet, FieldSet) = match old {
+        None => (new_set.clone(), FieldSet::new()),
+        Some(o) => {
+            let old_set = fields_of(def, o, status);
+            let changed = new_set
+                .iter()
+                .filter(|p| get_at(o, p) != get_at(new, p))
+                .cloned()
+                .collect();
+            let removed = old_set.difference(&new_set).cloned().collect();
+            (changed, removed)
+        }
+    };
+    let mut list = entries(new);
+    if changed.is_empty() && removed.is_empty() {
+        return;
+    }
+    for e in &mut list {
+        e.set
+            .retain(|p| !changed.contains(p) && !removed.contains(p));
+    }
+    if !changed.is_empty() {
+        if let Some(e) = list
+            .iter_mut()
+            .find(|e| is_entry(e, manager, "Update", status))
+        {
+            e.set.extend(changed);
+            e.raw["time"] = json!(now());
+            e.raw["apiVersion"] = json!(def.api_version());
+        } else {
+            list.push(new_entry(def, manager, "Update", status, changed));
+        }
+    }
+    write_entries(new, list);
+}
+
+/// Records a create-on-apply: the manager owns every field of the applied object.
+pub fn record_apply(def: &ResourceDef, new: &mut Value, manager: &str, status: bool) {
+    let set = fields_of(def, new, status);
+    write_entries(new, vec![new_entry(def, manager, "Apply", status, set)]);
+}
+
+fn merge_apply(def: &ResourceDef, live: &mut Value, applied: &Value, path: &mut Path) {
+    match (live, applied) {
+        (Value::Object(l), Value::Object(a)) => {
+            for (k, av) in a {
+                if av.is_null() {
+                    l.remove(k);
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                match l.get_mut(k) {
+                    Some(lv) => merge_apply(def, lv, av, path),
+                    None => {
+                        l.insert(k.clone(), av.clone());
+                    }
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(l), Value::Array(a)) => match list_kind(def, path, a) {
+            ListKind::Map(keys) if !keys.is_empty() => {
+                for item in a {
+                    let tok = key_token(item, &keys);
+                    path.push(tok.clone());
+                    let k = tok.trim_start_matches("k:").to_string();
+                    match l.iter_mut().find(|i| matches_key(i, &k)) {
+                        Some(li) => merge_apply(def, li, item, path),
+                        None => l.push(item.clone()),
+                    }
+                    path.pop();
+                }
+            }
+            ListKind::Set => {
+                for item in a {
+                    if !l.contains(item) {
+                        l.push(item.clone());
+                    }
+                }
+            }
+            _ => l.clone_from(a),
+        },
+        (l, a) => *l = a.clone(),
+    }
+}
+
+/// Server-side apply of `applied` by `manager` onto `live`. Returns the new object with
+/// updated `managedFields`, or the conflicts when `force` is false.
+pub fn apply(
+    def: &ResourceDef,
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    status: bool,
+) -> Result<Value, Vec<Conflict>> {
+    let mut applied = applied.clone();
+    if let Some(m) = applied.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if status {
+            m.retain(|k, _| k == "status" || k == "metadata");
+        } else if def.status_subresource {
+            m.remove("status");
+        }
+    }
+    if let Some(md) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "labels"
+                    | "annotations"
+                    | "finalizers"
+                    | "ownerReferences"
+                    | "resourceVersion"
+                    | "name"
+                    | "namespace"
+            )
+        });
+        if status {
+            md.retain(|k, _| k == "resourceVersion");
+        }
+    }
+    let new_set = fields_of(def, &applied, status);
+    let mut list = entries(live);
+    let mut conflicts = Vec::new();
+    for e in &mut list {
+        if is_entry(e, manager, "Apply", status) {
+            continue;
+        }
+        if (e.raw["subresource"].as_str() == Some("status")) != status {
+            continue;
+        }
+        let mut lost = Vec::new();
+        for p in e.set.intersection(&new_set) {
+            let lv = get_at(live, p);
+            let av = get_at(&applied, p);
+            let leaf =
+                av.is_some_and(|v| !v.is_object() || v.as_object().is_some_and(Map::is_empty));
+            if leaf && lv.is_some() && lv != av {
+                if force {
+                    lost.push(p.clone());
+                } else {
+                    conflicts.push(Conflict {
+                        manager: e.raw["manager"].as_str().unwrap_or_default().to_string(),
+                        field: dotted(p),
+                    });
+                }
+            }
+        }
+        for p in lost {
+            e.set.remove(&p);
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    let mut merged = live.clone();
+    if let Some(rv) = applied["metadata"].get("resourceVersion") {
+        merged["metadata"]["resourceVersion"] = rv.clone();
+    }
+    if let Some(md) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.remove("resourceVersion");
+        md.remove("name");
+        md.remove("namespace");
+    }
+    merge_apply(def, &mut merged, &applied, &mut Vec::new());
+    let prev: FieldSet = list
+        .iter()
+        .find(|e| is_entry(e, manager, "Apply", status))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
+    let mut removed: Vec<&Path> = prev.difference(&new_set).collect();
+    removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in removed {
+        let owned_by_other = list.iter().any(|e| {
+            !is_entry(e, manager, "Apply", status) && e.set.iter().any(|q| q.starts_with(p))
+        });
+        let still_applied = new_set.iter().any(|q| q.starts_with(p));
+        if !owned_by_other && !still_applied {
+            remove_at(&mut merged, p);
+        }
+    }
+    match list
+        .iter_mut()
+        .find(|e| is_entry(e, manager, "Apply", status))
+    {
+        Some(e) => {
+            if e.set != new_set {
+                e.raw["time"] = json!(now());
+            }
+            e.set.clone_from(&new_set);
+            e.raw["apiVersion"] = json!(def.api_version());
+        }
+        None => list.push(new_entry(def, manager, "Apply", status, new_set)),
+    }
+    write_entries(&mut merged, list);
+    Ok(merged)
+}
+
+/// The 409 an apply with conflicts answers with.
+pub fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[Conflict]) -> ApiError {
+    let n = conflicts.len();
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .collect();
+    let msg = if n == 1 {
+        format!("Apply failed with 1 conflict: {}", lines.join(""))
+    } else {
+        format!("Apply failed with {n} conflicts: {}", lines.join("\n"))
+    };
+    let mut e = ApiError::new(409, "Conflict", msg);
+    e.name = Some(name.to_string());
+    e.group = Some(def.group.clone());
+    e.kind = Some(def.plural.clone());
+    e.causes = conflicts
+        .iter()
+        .map(|c| Cause {
+            reason: "FieldManagerConflict".into(),
+            message: format!("conflict with \"{}\"", c.manager),
+            field: c.field.clone(),
+        })
+        .collect();
+    e
+}
+
+/// Whether two objects are equal apart from `managedFields` timestamps.
+pub fn same_ignoring_times(a: &Value, b: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut c = v.clone();
+        if let Some(arr) = c["metadata"]
+            .get_mut("managedFields")
+            .and_then(Value::as_array_mut)
+        {
+            for e in arr {
+                if let Some(m) = e.as_object_mut() {
+                    m.remove("time");
+                }
+            }
+        }
+        c
+    }
+    if a == b {
+        return true;
+    }
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::builtin_resources;
+
+    fn deploy_def() -> ResourceDef {
+        builtin_resources()
+            .into_iter()
+            .find(|d| d.plural == "deployments")
+            .unwrap()
+    }
+
+    #[test]
+    fn fields_v1_round_trip() {
+        let def = deploy_def();
+        let v = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let set = fields_of(&def, &v, false);
+        let tree = to_fields_v1(&set);
+        assert_eq!(
+            tree["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."],
+            json!({})
+        );
+        assert_eq!(from_fields_v1(&tree), set);
+    }
+
+    #[test]
+    fn apply_conflicts_force_and_removal() {
+        let def = deploy_def();
+        let live = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}});
+        let a = apply(
+            &def,
+            &live,
+            &json!({"spec": {"replicas": 2, "paused": true}}),
+            "a",
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(a["spec"]["replicas"], 2);
+        let err = apply(
+            &def,
+            &a,
+            &json!({"spec": {"replicas": 3}}),
+            "b",
+            false,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![Conflict {
+                manager: "a".into(),
+                field: ".spec.replicas".into()
+            }]
+        );
+        // Same value: shared ownership, no conflict.
+        let shared = apply(
+            &def,
+            &a,
+            &json!({"spec": {"replicas": 2}}),
+            "b",
+            false,
+            false,
+        )
+        .unwrap();
+        let forced = apply(
+            &def,
+            &shared,
+            &json!({"spec": {"replicas": 5}}),
+            "b",
+            true,
+            false,
+        )
+        .unwrap();
+        assert_eq!(forced["spec"]["replicas"], 5);
+        // a stops applying paused: removed; replicas now owned by b only, so kept.
+        let dropped = apply(&def, &forced, &json!({"spec": {}}), "a", false, false).unwrap();
+        assert!(dropped["spec"].get("paused").is_none());
+        assert_eq!(dropped["spec"]["replicas"], 5);
+    }
+
+    #[test]
+    fn updates_take_ownership() {
+        let def = deploy_def();
+        let live = apply(
+            &def,
+            &json!({"metadata": {}}),
+            &json!({"spec": {"replicas": 2}}),
+            "a",
+            false,
+            false,
+        )
+        .unwrap();
+        let mut new = live.clone();
+        new["spec"]["replicas"] = json!(4);
+        record_update(&def, Some(&live), &mut new, "kubectl", false);
+        let mf = new["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(mf.len(), 1);
+        assert_eq!(mf[0]["manager"], "kubectl");
+        assert_eq!(mf[0]["operation"], "Update");
+    }
+}
