@@ -328,3 +328,69 @@ fn go_syntax(v: &Value) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_like_go() {
+        assert_eq!(go_value(&json!(1.5)), "1.5");
+        assert_eq!(go_value(&json!(2.0)), "2");
+        assert_eq!(go_value(&json!(1e21)), "1e+21");
+        assert_eq!(go_value(&json!(0.000_01)), "1e-05");
+        assert_eq!(go_value(&json!(-7)), "-7");
+        assert_eq!(go_value(&json!("a\"b\n")), "\"a\\\"b\\n\"");
+        assert_eq!(go_value(&Value::Null), "\"null\"");
+        assert_eq!(go_value(&json!(true)), "true");
+        assert_eq!(
+            go_value(&json!({"b": [1, "x"], "a": null})),
+            "map[string]interface {}{\"a\":interface {}(nil), \"b\":[]interface {}{1, \"x\"}}"
+        );
+    }
+
+    #[test]
+    fn bodies_follow_the_error_kind() {
+        let e = |kind, value| FieldError::new("spec.a", kind, value, "d");
+        assert_eq!(
+            e(ErrorKind::Required, Some(json!(1))).body(),
+            "Required value: d"
+        );
+        assert_eq!(e(ErrorKind::Forbidden, None).body(), "Forbidden: d");
+        assert_eq!(
+            e(ErrorKind::TooLong, Some(json!("x"))).body(),
+            "Too long: d"
+        );
+        assert_eq!(e(ErrorKind::TooMany, None).body(), "Too many: d");
+        assert_eq!(
+            e(ErrorKind::TooMany, Some(json!(3))).body(),
+            "Too many: 3: d"
+        );
+        assert_eq!(
+            e(ErrorKind::Duplicate, Some(json!("x"))).body(),
+            "Duplicate value: \"x\": d"
+        );
+        assert_eq!(
+            e(ErrorKind::Invalid, None).body(),
+            "Invalid value: \"null\": d"
+        );
+        assert_eq!(
+            FieldError::new("", ErrorKind::Invalid, Some(json!("object")), "m").to_string(),
+            "<nil>: Invalid value: \"object\": m"
+        );
+    }
+
+    #[test]
+    fn repeated_messages_are_aggregated_once() {
+        let e = FieldError::new("spec", ErrorKind::Required, None, "");
+        assert_eq!(
+            FieldErrors(vec![e.clone(), e.clone()]).message(),
+            "spec: Required value"
+        );
+        let other = FieldError::new("x", ErrorKind::Forbidden, None, "no");
+        assert_eq!(
+            FieldErrors(vec![e, other]).message(),
+            "[spec: Required value, x: Forbidden: no]"
+        );
+    }
+}

@@ -13,7 +13,9 @@
 //!   order, prunes unknown fields (keeping `apiVersion`, `kind`, `metadata` at the root),
 //!   drops non-nullable `null`s, applies defaults, then validates (`OpenAPI` keywords,
 //!   `x-kubernetes-list-type` invariants, and `x-kubernetes-validations` CEL rules unless an
-//!   earlier error blocks them). [`Admitted::pruned`] lists the dropped field paths.
+//!   earlier error blocks them). [`Admitted::pruned`] lists the dropped field paths;
+//!   [`Admitted::unknown_field_messages`] gives the `Warning` texts and
+//!   [`Admitted::strict_error_status`] the 400 answer under `fieldValidation=Strict`.
 //! - [`FieldError`] / [`FieldErrors`]: errors rendered like the API server
 //!   (`spec.x: Invalid value: 1.5: spec.x in body should be less than or equal to 1`), and
 //!   [`FieldErrors::to_status`] builds the `422 Invalid` `metav1.Status` body.

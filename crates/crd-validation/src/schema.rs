@@ -352,6 +352,41 @@ pub struct Admitted {
     pub pruned: Vec<String>,
 }
 
+impl Admitted {
+    /// One `unknown field "<path>"` message per pruned field: the text of the `Warning`
+    /// header (`299 - "unknown field \"spec.foo\""`) under `fieldValidation=Warn`.
+    pub fn unknown_field_messages(&self) -> Vec<String> {
+        self.pruned
+            .iter()
+            .map(|p| format!("unknown field {}", crate::error::go_quote(p)))
+            .collect()
+    }
+
+    /// Under `fieldValidation=Strict`, the `400 BadRequest` `metav1.Status` the API server
+    /// answers with when fields were pruned, e.g. message `Experiment in version "v1alpha1"
+    /// cannot be handled as a Experiment: strict decoding error: unknown field "spec.foo"`;
+    /// `None` when nothing was pruned.
+    pub fn strict_error_status(&self, kind: &str, version: &str) -> Option<Value> {
+        if self.pruned.is_empty() {
+            return None;
+        }
+        let message = format!(
+            "{kind} in version {} cannot be handled as a {kind}: strict decoding error: {}",
+            crate::error::go_quote(version),
+            self.unknown_field_messages().join(", ")
+        );
+        Some(serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "BadRequest",
+            "code": 400
+        }))
+    }
+}
+
 impl Schema {
     /// Compiles an `openAPIV3Schema`: checks it is structural, compiles `pattern`s and the
     /// CEL rules of `x-kubernetes-validations` (rules and `messageExpression`s that do not
@@ -381,7 +416,31 @@ impl Schema {
     /// place even when errors are returned.
     ///
     /// On update, errors of a value equal to its counterpart in `old` are ignored (validation
-    /// ratcheting), except for transition rules, which always run.
+    /// ratcheting), except for transition rules, which always run. Counterparts are found by
+    /// property name, map key, and for `x-kubernetes-list-type: map` lists by item key;
+    /// items of other lists have none (so `oldSelf` rules below them do not run).
+    ///
+    /// What each kind of bad input produces (all paths relative to the object):
+    /// - unknown field: no error, removed and listed in [`Admitted::pruned`];
+    /// - wrong JSON type (incl. `null` in a non-nullable field that has no default to fall back
+    ///   to, and bad `format`s): `TypeInvalid`, e.g. `spec.x: Invalid value: "string": spec.x in
+    ///   body must be of type integer: "string"`;
+    /// - missing `required` field: `spec.targets: Required value`;
+    /// - value outside `enum`: `spec.mode: Unsupported value: "x": supported values: "a", "b"`;
+    /// - string over `maxLength`: `spec.name: Too long: may not be more than 5 bytes`;
+    /// - list over `maxItems` / map over `maxProperties`: `spec.l: Too many: 3: must have at
+    ///   most 2 items`;
+    /// - `minimum`/`maximum`/`multipleOf`/`minLength`/`pattern`/`minItems`/`minProperties`
+    ///   and failed `allOf`/`anyOf`/`oneOf`/`not`: `Invalid value`, e.g. `spec.t: Invalid
+    ///   value: 1.5: spec.t in body should be less than or equal to 1`;
+    /// - repeated element of a `set` list or repeated key of a `map` list: `spec.tags[2]:
+    ///   Duplicate value: "a"`;
+    /// - failed CEL rule: `spec: Invalid value: "object": <message>` (or `Forbidden`,
+    ///   `Required`, `Duplicate` per its `reason`, at its `fieldPath`); a rule on the root
+    ///   reports path `<nil>`;
+    /// - when a type, required, enum, too-long or too-many error exists, CEL rules are not run
+    ///   and `<nil>: Invalid value: "null": some validation rules were not checked …` is added
+    ///   ([`RULES_NOT_CHECKED`]).
     pub fn admit(&self, obj: &mut Value, old: Option<&Value>) -> Result<Admitted, FieldErrors> {
         let mut pruned = Vec::new();
         prune(Some(&self.root), obj, "", true, &mut pruned);

@@ -999,3 +999,29 @@ fn bad_schemas_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn unknown_field_warnings_and_strict_status() {
+    let schema = Schema::new(&root(obj(json!({"a": {"type": "string"}})))).unwrap();
+    let mut o = wrap(json!({"a": "x", "b": 1, "c": {"d": 2}}));
+    let admitted = schema.admit(&mut o, None).unwrap();
+    assert_eq!(
+        admitted.unknown_field_messages(),
+        ["unknown field \"spec.b\"", "unknown field \"spec.c\""]
+    );
+    assert_eq!(
+        admitted.strict_error_status("Experiment", "v1alpha1"),
+        Some(json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "Experiment in version \"v1alpha1\" cannot be handled as a Experiment: strict decoding error: unknown field \"spec.b\", unknown field \"spec.c\"",
+            "reason": "BadRequest",
+            "code": 400
+        }))
+    );
+    let mut clean = wrap(json!({"a": "x"}));
+    let admitted = schema.admit(&mut clean, None).unwrap();
+    assert_eq!(admitted.strict_error_status("Experiment", "v1alpha1"), None);
+}
