@@ -346,3 +346,153 @@ pub struct LastExecution {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
+
+/// Where an experiment's scenarios come from, resolved from either schema generation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScenarioSource<'a> {
+    /// Scenarios written in the object: top-level `scenarios` or `dataset.inline`.
+    Inline(InlineScenarios<'a>),
+    /// An S3 object to download.
+    S3(&'a S3Source),
+    /// An HTTP(S) URL to download.
+    Url(&'a str),
+}
+
+/// Inline scenarios with the judge settings that apply to them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InlineScenarios<'a> {
+    /// The scenarios.
+    pub scenarios: &'a [Scenario],
+    /// Judge model: `dataset.inline.llmAsAJudgeModel`, else `spec.llmAsAJudgeModel`.
+    pub llm_as_a_judge_model: Option<&'a str>,
+    /// Default threshold: `dataset.inline.defaultThreshold`, else `spec.defaultThreshold`.
+    pub default_threshold: Option<f64>,
+}
+
+impl ExperimentSpec {
+    /// The scenario source, or `None` when the spec names none (the schema rejects that).
+    ///
+    /// A `dataset` wins over top-level `scenarios` (the schema forbids both); within a
+    /// dataset, `inline` wins over `s3`, which wins over `url` (the schema allows one).
+    pub fn scenario_source(&self) -> Option<ScenarioSource<'_>> {
+        if let Some(dataset) = &self.dataset {
+            if let Some(inline) = &dataset.inline {
+                return Some(ScenarioSource::Inline(InlineScenarios {
+                    scenarios: &inline.scenarios,
+                    llm_as_a_judge_model: inline
+                        .llm_as_a_judge_model
+                        .as_deref()
+                        .or(self.llm_as_a_judge_model.as_deref()),
+                    default_threshold: inline.default_threshold.or(self.default_threshold),
+                }));
+            }
+            if let Some(s3) = &dataset.s3 {
+                return Some(ScenarioSource::S3(s3));
+            }
+            return dataset.url.as_deref().map(ScenarioSource::Url);
+        }
+        self.scenarios.as_deref().map(|scenarios| {
+            ScenarioSource::Inline(InlineScenarios {
+                scenarios,
+                llm_as_a_judge_model: self.llm_as_a_judge_model.as_deref(),
+                default_threshold: self.default_threshold,
+            })
+        })
+    }
+}
+
+impl AgentRef {
+    /// The agent's namespace, defaulting to the experiment's.
+    pub fn namespace_or<'a>(&'a self, experiment_namespace: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(experiment_namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        Scenario {
+            name: name.into(),
+            steps: vec![Step {
+                input: "hi".into(),
+                ..Step::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn scenario_source_resolves_both_generations() {
+        let v1 = ExperimentSpec {
+            llm_as_a_judge_model: Some("gpt-4o".into()),
+            default_threshold: Some(0.8),
+            scenarios: Some(vec![scenario("a")]),
+            ..ExperimentSpec::default()
+        };
+        let Some(ScenarioSource::Inline(view)) = v1.scenario_source() else {
+            panic!("v1 scenarios are inline");
+        };
+        assert_eq!(view.scenarios[0].name, "a");
+        assert_eq!(view.llm_as_a_judge_model, Some("gpt-4o"));
+        assert_eq!(view.default_threshold, Some(0.8));
+
+        let v5 = ExperimentSpec {
+            llm_as_a_judge_model: Some("fallback".into()),
+            default_threshold: Some(DEFAULT_THRESHOLD),
+            dataset: Some(DatasetSource {
+                inline: Some(InlineDataset {
+                    llm_as_a_judge_model: None,
+                    default_threshold: Some(0.5),
+                    scenarios: vec![scenario("b")],
+                }),
+                ..DatasetSource::default()
+            }),
+            ..ExperimentSpec::default()
+        };
+        let Some(ScenarioSource::Inline(view)) = v5.scenario_source() else {
+            panic!("dataset.inline is inline");
+        };
+        assert_eq!(view.scenarios[0].name, "b");
+        assert_eq!(view.llm_as_a_judge_model, Some("fallback"));
+        assert_eq!(view.default_threshold, Some(0.5));
+
+        let s3 = ExperimentSpec {
+            dataset: Some(DatasetSource {
+                s3: Some(S3Source {
+                    bucket: "testbench".into(),
+                    key: "dataset.json".into(),
+                }),
+                ..DatasetSource::default()
+            }),
+            ..ExperimentSpec::default()
+        };
+        assert!(
+            matches!(s3.scenario_source(), Some(ScenarioSource::S3(s)) if s.key == "dataset.json")
+        );
+
+        let url = ExperimentSpec {
+            dataset: Some(DatasetSource {
+                url: Some("https://example.com/d.json".into()),
+                ..DatasetSource::default()
+            }),
+            ..ExperimentSpec::default()
+        };
+        assert_eq!(
+            url.scenario_source(),
+            Some(ScenarioSource::Url("https://example.com/d.json"))
+        );
+        assert_eq!(ExperimentSpec::default().scenario_source(), None);
+    }
+
+    #[test]
+    fn agent_namespace_defaults_to_experiment_namespace() {
+        let mut agent = AgentRef {
+            name: "weather-agent".into(),
+            namespace: None,
+        };
+        assert_eq!(agent.namespace_or("testkube"), "testkube");
+        agent.namespace = Some("sample-agents".into());
+        assert_eq!(agent.namespace_or("testkube"), "sample-agents");
+    }
+}

@@ -942,3 +942,67 @@ pub struct ComponentStatus {
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Option<Vec<Condition>>,
 }
+
+impl Experiment {
+    /// The `experiments.illm.io/review` decision: `None` when absent, an error when the
+    /// annotation holds something other than `approved` or `rejected`.
+    pub fn review_decision(&self) -> Option<Result<ReviewDecision, crate::UnknownValue>> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REVIEW))
+            .map(|v| v.parse())
+    }
+
+    /// `status.phase`, or `Pending` when no phase is recorded yet.
+    pub fn phase(&self) -> ExperimentPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default()
+    }
+}
+
+impl Target {
+    /// Names of the targets this one waits for (empty when none).
+    pub fn depends_on(&self) -> &[String] {
+        self.depends.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_decision_and_phase() {
+        let mut exp = Experiment::new("e", ExperimentSpec::default());
+        assert_eq!(exp.review_decision(), None);
+        assert_eq!(exp.phase(), ExperimentPhase::Pending);
+        exp.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_REVIEW.into(), "approved".into());
+        assert_eq!(exp.review_decision(), Some(Ok(ReviewDecision::Approved)));
+        exp.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_REVIEW.into(), "lgtm".into());
+        let err = exp
+            .review_decision()
+            .and_then(Result::err)
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("experiments.illm.io/review: unknown value \"lgtm\"; allowed: approved, rejected")
+        );
+    }
+
+    #[test]
+    fn depends_defaults_to_empty() {
+        let mut target = Target::default();
+        assert!(target.depends_on().is_empty());
+        target.depends = Some(vec!["app".into()]);
+        assert_eq!(target.depends_on(), ["app".to_owned()]);
+    }
+}

@@ -526,3 +526,49 @@ pub struct ProjectSettingsStatus {
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Option<Vec<Condition>>,
 }
+
+impl AgenticSession {
+    /// `status.phase`, or `Pending` when no phase is recorded yet.
+    pub fn phase(&self) -> SessionPhase {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default()
+    }
+
+    /// The `ambient-code.io/desired-phase` request: `None` when absent, an error when the
+    /// annotation holds something other than `Running` or `Stopped`.
+    pub fn desired_phase(&self) -> Option<Result<DesiredPhase, crate::UnknownValue>> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_DESIRED_PHASE))
+            .map(|v| v.parse())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_and_desired_phase() {
+        let mut session = AgenticSession::new("s", AgenticSessionSpec::default());
+        assert_eq!(session.phase(), SessionPhase::Pending);
+        assert_eq!(session.desired_phase(), None);
+        session.status = Some(AgenticSessionStatus {
+            phase: Some(SessionPhase::Running),
+            ..AgenticSessionStatus::default()
+        });
+        assert_eq!(session.phase(), SessionPhase::Running);
+        let annotations = session.metadata.annotations.get_or_insert_default();
+        annotations.insert(ANNOTATION_DESIRED_PHASE.into(), "Stopped".into());
+        assert_eq!(session.desired_phase(), Some(Ok(DesiredPhase::Stopped)));
+        session
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(ANNOTATION_DESIRED_PHASE.into(), "stopped".into());
+        assert!(matches!(session.desired_phase(), Some(Err(e)) if e.value == "stopped"));
+    }
+}
