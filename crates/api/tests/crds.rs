@@ -1066,3 +1066,45 @@ fn enum_text_roundtrip() {
         sessions::SessionPhase::Pending
     );
 }
+
+/// Every CEL rule compiles, uses only variables available to CRD rules, and stays within
+/// the API server's cost budget (an over-budget rule makes the API server refuse the CRD).
+#[test]
+fn cel_rules_compile_and_fit_the_cost_budget() {
+    use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
+
+    fn walk(schema: &Value, path: &str, out: &mut Vec<String>, count: &mut usize) {
+        if let Some(rules) = schema
+            .get("x-kubernetes-validations")
+            .and_then(Value::as_array)
+        {
+            let compiled = compile_schema(schema);
+            if compiled.has_errors() {
+                out.push(format!("{path}: {:?}", compiled.compilation_errors()));
+            }
+            for rule in rules.iter().filter_map(|r| r["rule"].as_str()) {
+                *count += 1;
+                let warnings = analyze_rule(rule, &compiled, ScopeContext::CrdValidation);
+                if !warnings.is_empty() {
+                    out.push(format!("{path}: {rule}: {warnings:?}"));
+                }
+            }
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (key, value) in props {
+                walk(value, &format!("{path}.{key}"), out, count);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), out, count);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for crd in crds::all() {
+        walk(&schema_of(&crd), "", &mut problems, &mut count);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // ProjectSettings name, evaluation spec (2) and dataset (1).
+    assert_eq!(count, 4);
+}
