@@ -1,5 +1,7 @@
 //! `/metrics`, `/healthz` and `/readyz` through the real axum routers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use agentic_operator::runtime::{
@@ -125,7 +127,7 @@ async fn metrics_endpoint_uses_controller_runtime_names_and_types() {
             "ambient_sessions",
             "Total sessions created",
             sessions.clone(),
-        )
+        );
     });
     sessions.inc();
     let (_, body, _) = get(&router, "/metrics").await;

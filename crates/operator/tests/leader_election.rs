@@ -1,6 +1,8 @@
 //! Leader election against a fake Lease API served through `tower-test`: acquire, renew,
 //! follow, take over, conflict, lose, release, 403 — for the elector and for the manager.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,

@@ -1,6 +1,8 @@
 //! The reconcile wrapper: panic isolation, per-object backoff, permanent errors, the deadline,
 //! and a real kube `Controller` that keeps running after panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     sync::{
         Arc,
@@ -101,14 +103,9 @@ type Reconcile = fn(
     Arc<Script>,
 ) -> std::pin::Pin<Box<dyn Future<Output = Result<Action, TestError>> + Send>>;
 
-fn guard(
-    steps: Vec<Step>,
-    timeout: Option<Duration>,
-) -> (
-    Arc<Guarded<ConfigMap, Script, TestError, Reconcile>>,
-    Arc<Script>,
-    Metrics,
-) {
+type TestGuard = Arc<Guarded<ConfigMap, Script, TestError, Reconcile>>;
+
+fn guard(steps: Vec<Step>, timeout: Option<Duration>) -> (TestGuard, Arc<Script>, Metrics) {
     let metrics = Metrics::new();
     let script = Arc::new(Script {
         steps,

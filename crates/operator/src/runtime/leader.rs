@@ -361,7 +361,7 @@ impl LeaderElector {
                 Ok(Attempt::Following { holder }) => on_follow(holder.as_deref()),
                 Err(e @ LeaseError::Forbidden { .. }) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not acquire the leader-election Lease; retrying")
+                    tracing::warn!(error = %e, "could not acquire the leader-election Lease; retrying");
                 }
             }
             tokio::select! {
@@ -402,7 +402,7 @@ impl LeaderElector {
                     );
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "renewing the leader-election Lease failed")
+                    tracing::warn!(error = %e, "renewing the leader-election Lease failed");
                 }
                 Err(_) => tracing::warn!("renewing the leader-election Lease timed out"),
             }

@@ -1,12 +1,17 @@
 //! Structured logging: JSON lines by default, human-readable with `DEV_MODE=true`.
 //!
-//! The level comes from `RUST_LOG` (default `info`). Logs go to stderr.
+//! The level comes from `RUST_LOG` (default [`DEFAULT_FILTER`]). Logs go to stderr.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+/// Log filter used when `RUST_LOG` is not set. The kube client's own per-request error lines
+/// are off because every failed call is reported, with context, by the code that made it.
+pub const DEFAULT_FILTER: &str = "info,kube_client::client::builder=off";
+
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(dev_mode: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if dev_mode {
         registry

@@ -119,15 +119,30 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// An error and its sources as one line, skipping messages already contained in the previous
+/// one (kube includes sources in its own messages).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![one_line(&error.to_string())];
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let message = one_line(&inner.to_string());
+        if !parts.iter().any(|p| p.contains(&message)) {
+            parts.push(message);
+        }
+        source = inner.source();
+    }
+    parts.join(": ")
+}
+
 /// Loads the kubeconfig (or in-cluster configuration) and builds a client, without I/O to the
 /// API server.
 pub async fn load_client() -> Result<(Client, String), RunError> {
     let config = Config::infer().await.map_err(|e| RunError::NoKubeconfig {
-        detail: one_line(&e.to_string()),
+        detail: error_chain(&e),
     })?;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| RunError::Client {
-        detail: one_line(&e.to_string()),
+        detail: error_chain(&e),
     })?;
     Ok((client, url))
 }
@@ -142,7 +157,7 @@ pub async fn check_reachable(client: &Client, url: &str) -> Result<(), RunError>
         Ok(Ok(_) | Err(kube::Error::Api(_))) => Ok(()),
         Ok(Err(error)) => Err(RunError::Unreachable {
             url: url.to_owned(),
-            detail: one_line(&error.to_string()),
+            detail: error_chain(&error),
         }),
         Err(_) => Err(RunError::Unreachable {
             url: url.to_owned(),
