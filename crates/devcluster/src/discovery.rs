@@ -108,10 +108,81 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
-/// `/openapi/v3` (an index with no paths) ; other OpenAPI documents are not served.
-pub fn openapi(_reg: &Registry, rest: &[String]) -> Option<Value> {
-    match rest {
-        [v] if v == "v3" => Some(json!({"paths": {}})),
-        _ => None,
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
     }
+}
+
+fn gv_hash(reg: &Registry, group: &str, version: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for d in reg.resources_of(group, version) {
+        d.plural.hash(&mut h);
+        d.kind.hash(&mut h);
+        d.namespaced.hash(&mut h);
+    }
+    format!("{:016X}", h.finish())
+}
+
+/// The OpenAPI v3 documents kubectl reads: an index of group-versions, and per group-version
+/// a document whose PATCH operations declare the `fieldValidation` parameter (so kubectl
+/// relies on server-side field validation instead of client-side schemas). Component
+/// schemas are not served.
+pub fn openapi(reg: &Registry, rest: &[String]) -> Option<Value> {
+    let r: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let (group, version) = match r.as_slice() {
+        ["v3"] => {
+            let mut paths = serde_json::Map::new();
+            for (g, vs) in reg.groups() {
+                for v in vs {
+                    let p = gv_path(&g, &v);
+                    paths.insert(
+                        p.clone(),
+                        json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", gv_hash(reg, &g, &v))}),
+                    );
+                }
+            }
+            return Some(json!({"paths": paths}));
+        }
+        ["v3", "api", v] => ("", *v),
+        ["v3", "apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    let defs = reg.resources_of(group, version);
+    if defs.is_empty() {
+        return None;
+    }
+    let mut paths = serde_json::Map::new();
+    for d in defs {
+        let base = if d.namespaced {
+            format!(
+                "/{}/namespaces/{{namespace}}/{}/{{name}}",
+                gv_path(group, version),
+                d.plural
+            )
+        } else {
+            format!("/{}/{}/{{name}}", gv_path(group, version), d.plural)
+        };
+        let op = json!({
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": d.kind},
+            "x-kubernetes-action": "patch",
+            "parameters": [
+                {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "force", "in": "query", "schema": {"type": "boolean"}}
+            ],
+            "responses": {"200": {"description": "OK"}}
+        });
+        paths.insert(base, json!({"patch": op}));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}}
+    }))
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod hooks;
 pub mod ops;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selectors;
 pub mod server;

@@ -551,7 +551,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
             ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
         })?
     } else if ct.contains("protobuf") {
-        return Err(ApiError::unsupported_media(ct));
+        crate::protobuf::decode(body)?
     } else {
         serde_json::from_slice(body).map_err(|_| ApiError::unsupported_media(ct))?
     };
@@ -756,9 +756,20 @@ impl Ctx<'_> {
             let meta = obj.get("metadata").cloned();
             let api_version = obj.get("apiVersion").cloned();
             let kind = obj.get("kind").cloned();
-            schema.admit(obj, old).map_err(|e| {
+            let admitted = schema.admit(obj, old).map_err(|e| {
                 ApiError::from_status(e.to_status(&self.def.group, &self.def.kind, &name))
             })?;
+            if self.q.get("fieldValidation") == Some("Strict") && !admitted.pruned.is_empty() {
+                let list: Vec<String> = admitted
+                    .pruned
+                    .iter()
+                    .map(|p| format!("unknown field {p:?}"))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
             // apiVersion, kind and metadata are not subject to the schema.
             if let Some(m) = meta {
                 obj["metadata"] = m;

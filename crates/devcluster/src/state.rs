@@ -625,6 +625,10 @@ fn builtin_defaults(def: &ResourceDef, v: &mut Value) {
             if s["progressDeadlineSeconds"].is_null() {
                 s["progressDeadlineSeconds"] = json!(600);
             }
+            if s["strategy"].is_null() {
+                s["strategy"] = json!({"type": "RollingUpdate",
+                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+            }
         }
         ("batch", "jobs") => {
             let uid = v["metadata"]["uid"].clone();
