@@ -114,16 +114,9 @@ where
             reader,
             writer,
         } = *self;
-        let ready_key = key.clone();
-        let ready_health = health.clone();
-        tokio::spawn(async move {
-            if reader.wait_until_ready().await.is_ok() {
-                tracing::info!(watch = %ready_key, objects = reader.len(), "cache synced");
-                ready_health.cache_synced();
-            }
-        });
         health.loop_started(&key);
         Box::pin(async move {
+            let mut synced = false;
             watcher(api, config)
                 .default_backoff()
                 .modify(|obj: &mut K| {
@@ -131,8 +124,19 @@ where
                 })
                 .reflect_shared(writer)
                 .for_each(|event| {
-                    if let Err(error) = event {
-                        tracing::warn!(watch = %key, %error, "watch error; retrying with backoff");
+                    match event {
+                        // The reflector has applied the event, so the cache is complete now.
+                        // (Readiness is taken from the stream rather than from
+                        // `Store::wait_until_ready`, which wakes only its latest waiter.)
+                        Ok(watcher::Event::InitDone) if !synced => {
+                            synced = true;
+                            tracing::info!(watch = %key, objects = reader.len(), "cache synced");
+                            health.cache_synced();
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(watch = %key, %error, "watch error; retrying with backoff");
+                        }
                     }
                     futures::future::ready(())
                 })
