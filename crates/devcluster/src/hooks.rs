@@ -1,6 +1,7 @@
 //! Extension points in the request path: authentication, authorization, admission, and
 //! extra subresource handlers. The defaults let every request through as a cluster admin.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -148,5 +149,47 @@ impl std::fmt::Debug for Hooks {
             .field("admission", &self.admission.len())
             .field("subresources", &self.subresources.len())
             .finish()
+    }
+}
+
+tokio::task_local! {
+    static WARNINGS: RefCell<Vec<String>>;
+}
+
+/// Adds a warning to the response of the request being served; clients see it as a
+/// `Warning: 299 - "..."` header (kubectl prints `Warning: ...`). Outside a request it does
+/// nothing.
+pub fn add_warning(message: impl Into<String>) {
+    let message = message.into();
+    let _ = WARNINGS.try_with(|w| w.borrow_mut().push(message));
+}
+
+/// Runs a request future, collecting the warnings added with [`add_warning`] while it runs.
+pub async fn collect_warnings<F: Future>(f: F) -> (F::Output, Vec<String>) {
+    WARNINGS
+        .scope(RefCell::new(Vec::new()), async move {
+            let out = f.await;
+            let warnings = WARNINGS.with(RefCell::take);
+            (out, warnings)
+        })
+        .await
+}
+
+/// Appends one `Warning: 299 - "<text>"` header per warning, skipping duplicates.
+pub fn append_warning_headers(headers: &mut http::HeaderMap, warnings: &[String]) {
+    let mut seen = std::collections::HashSet::new();
+    for w in warnings {
+        if !seen.insert(w.as_str()) {
+            continue;
+        }
+        let text: String = w
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_bytes(format!("299 - \"{text}\"").as_bytes()) {
+            headers.append(http::header::WARNING, v);
+        }
     }
 }

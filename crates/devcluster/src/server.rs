@@ -328,14 +328,16 @@ async fn resource_request(
         if t.sub.is_some() { "/" } else { "" },
         t.sub.as_deref().unwrap_or_default()
     );
-    let result = dispatch(st, req, group, version, &t, verb, q).await;
-    let (resp, err) = match result {
+    let (result, warnings) =
+        crate::hooks::collect_warnings(dispatch(st, req, group, version, &t, verb, q)).await;
+    let (mut resp, err) = match result {
         Ok(r) => {
             let e = r.status().as_u16() >= 400;
             (r, e)
         }
         Err(e) => (error_response(&e), true),
     };
+    crate::hooks::append_warning_headers(resp.headers_mut(), &warnings);
     st.stats.record(verb, &account, start.elapsed(), err);
     resp
 }
