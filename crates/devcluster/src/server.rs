@@ -931,6 +931,7 @@ impl Ctx<'_> {
                 }
             }
         }
+        crate::state::fill_defaults(def, &mut new);
         if def.is_builtin() && def.group.is_empty() && def.plural == "namespaces" {
             if let Some(s) = old.get("spec") {
                 new["spec"] = s.clone();

@@ -578,11 +578,56 @@ pub fn prepare_create(def: &ResourceDef, v: &mut Value) {
     builtin_defaults(def, v);
 }
 
-/// Cheap defaults the real API server applies to built-in kinds.
+/// Sets `v[key]` when it is absent or null.
+fn default_to(v: &mut Value, key: &str, d: Value) {
+    if v[key].is_null() {
+        v[key] = d;
+    }
+}
+
+/// Defaults the real API server applies when decoding built-in kinds, on every write, so
+/// fields dropped by a patch or apply come back like they do on a real server.
+pub fn fill_defaults(def: &ResourceDef, v: &mut Value) {
+    if !def.is_builtin() {
+        return;
+    }
+    match (def.group.as_str(), def.plural.as_str()) {
+        ("", "pods") => {
+            default_to(&mut v["spec"], "restartPolicy", json!("Always"));
+            default_to(&mut v["spec"], "serviceAccountName", json!("default"));
+        }
+        ("", "services") => default_to(&mut v["spec"], "type", json!("ClusterIP")),
+        ("", "secrets") => default_to(v, "type", json!("Opaque")),
+        ("apps", "deployments") => {
+            let s = &mut v["spec"];
+            default_to(s, "replicas", json!(1));
+            default_to(s, "revisionHistoryLimit", json!(10));
+            default_to(s, "progressDeadlineSeconds", json!(600));
+            default_to(&mut s["strategy"], "type", json!("RollingUpdate"));
+            if s["strategy"]["type"] == "RollingUpdate" {
+                let ru = &mut s["strategy"]["rollingUpdate"];
+                default_to(ru, "maxSurge", json!("25%"));
+                default_to(ru, "maxUnavailable", json!("25%"));
+            }
+        }
+        ("batch", "jobs") => {
+            let s = &mut v["spec"];
+            default_to(s, "backoffLimit", json!(6));
+            default_to(s, "completions", json!(1));
+            default_to(s, "parallelism", json!(1));
+            default_to(s, "completionMode", json!("NonIndexed"));
+            default_to(s, "suspend", json!(false));
+        }
+        _ => {}
+    }
+}
+
+/// Cheap defaults the real API server applies to built-in kinds at creation.
 fn builtin_defaults(def: &ResourceDef, v: &mut Value) {
     if !def.is_builtin() {
         return;
     }
+    fill_defaults(def, v);
     match (def.group.as_str(), def.plural.as_str()) {
         ("", "namespaces") => {
             let name = v["metadata"]["name"].clone();
@@ -592,67 +637,25 @@ fn builtin_defaults(def: &ResourceDef, v: &mut Value) {
         }
         ("", "pods") => {
             v["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-            if v["spec"]["restartPolicy"].is_null() {
-                v["spec"]["restartPolicy"] = json!("Always");
-            }
-            if v["spec"]["serviceAccountName"].is_null() {
-                v["spec"]["serviceAccountName"] = json!("default");
-            }
         }
         ("", "services") => {
-            if v["spec"]["type"].is_null() {
-                v["spec"]["type"] = json!("ClusterIP");
-            }
             if v["spec"]["clusterIP"].is_null() && v["spec"]["type"] == "ClusterIP" {
                 let b: [u8; 2] = rand::random();
                 v["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", b[0], b[1].max(1)));
             }
             v["status"] = json!({"loadBalancer": {}});
         }
-        ("", "secrets") => {
-            if v["type"].is_null() {
-                v["type"] = json!("Opaque");
-            }
-        }
-        ("apps", "deployments") => {
-            let s = &mut v["spec"];
-            if s["replicas"].is_null() {
-                s["replicas"] = json!(1);
-            }
-            if s["revisionHistoryLimit"].is_null() {
-                s["revisionHistoryLimit"] = json!(10);
-            }
-            if s["progressDeadlineSeconds"].is_null() {
-                s["progressDeadlineSeconds"] = json!(600);
-            }
-            if s["strategy"].is_null() {
-                s["strategy"] = json!({"type": "RollingUpdate",
-                    "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
-            }
-        }
         ("batch", "jobs") => {
             let uid = v["metadata"]["uid"].clone();
+            let name = v["metadata"]["name"].clone();
             let s = &mut v["spec"];
-            for (k, d) in [
-                ("backoffLimit", json!(6)),
-                ("completions", json!(1)),
-                ("parallelism", json!(1)),
-                ("completionMode", json!("NonIndexed")),
-                ("suspend", json!(false)),
-            ] {
-                if s[k].is_null() {
-                    s[k] = d;
-                }
-            }
             if s["manualSelector"] != json!(true) && s["selector"].is_null() {
                 s["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-                s["template"]["metadata"]["labels"]["batch.kubernetes.io/controller-uid"] =
-                    uid.clone();
-                s["template"]["metadata"]["labels"]["controller-uid"] = uid;
-                let name = v["metadata"]["name"].clone();
-                v["spec"]["template"]["metadata"]["labels"]["batch.kubernetes.io/job-name"] =
-                    name.clone();
-                v["spec"]["template"]["metadata"]["labels"]["job-name"] = name;
+                let labels = &mut s["template"]["metadata"]["labels"];
+                labels["batch.kubernetes.io/controller-uid"] = uid.clone();
+                labels["controller-uid"] = uid;
+                labels["batch.kubernetes.io/job-name"] = name.clone();
+                labels["job-name"] = name;
             }
         }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
