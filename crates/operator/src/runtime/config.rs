@@ -25,13 +25,26 @@ pub const IN_CLUSTER_NAMESPACE_FILE: &str =
 /// The controller families this binary knows, in the order they are started.
 pub const KNOWN_FAMILIES: [&str; 3] = ["sessions", "evaluations", "labs"];
 
+/// The environment variables `run` reads, shown at the end of `--help`.
+pub const ENV_HELP: &str = "\
+Environment:
+  MAX_CONCURRENT_RECONCILES  overrides --max-concurrent-reconciles when > 0
+  DEV_MODE                   true: human-readable logs instead of JSON [default: false]
+  NAMESPACE                  the operator's namespace [default: in-cluster namespace, else default]
+  BACKEND_NAMESPACE          the backend API namespace [default: NAMESPACE]
+  AMBIENT_CODE_RUNNER_IMAGE  runner image for sessions [default: quay.io/ambient_code/vteam_claude_runner:latest]
+  POD_NAME, HOSTNAME         this replica's name in Events and in the leader-election identity
+  RUST_LOG                   log filter [default: info]
+  KUBECONFIG                 kubeconfig path; in a pod the service account is used";
+
 /// Top-level command line of `agentic-operator`.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "agentic-operator",
     version,
     about = "Kubernetes controllers for AI-agent sessions, evaluations and labs",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    after_help = ENV_HELP
 )]
 pub struct Cli {
     /// What to do; `run` when omitted.
@@ -54,6 +67,7 @@ impl Cli {
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Run the controllers (the default).
+    #[command(after_help = ENV_HELP)]
     Run(RunArgs),
     /// Print every `CustomResourceDefinition` as YAML, or write one file per CRD.
     Crd(CrdArgs),
@@ -234,7 +248,11 @@ pub struct Settings {
     pub backend_namespace: String,
     /// Runner image for sessions (`AMBIENT_CODE_RUNNER_IMAGE`).
     pub runner_image: String,
-    /// This replica's identity (pod name or host name plus a random suffix).
+    /// This replica's name: `POD_NAME`, else `HOSTNAME` (in a pod: the pod name). Used as the
+    /// Events' `reportingInstance`.
+    pub instance: String,
+    /// This replica's leader-election identity: [`Settings::instance`] plus a random suffix, so
+    /// a restarted pod with the same name is a new candidate.
     pub identity: String,
 }
 
@@ -302,7 +320,15 @@ impl Environment {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         Self {
-            lookup: Box::new(|key| std::env::var(key).ok()),
+            lookup: Box::new(|key| {
+                std::env::var(key).ok().or_else(|| {
+                    // Not every shell exports HOSTNAME; the kernel always knows it.
+                    (key == "HOSTNAME")
+                        .then(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                        .flatten()
+                        .map(|h| h.trim().to_owned())
+                })
+            }),
             in_cluster_namespace,
             random_suffix: format!("{:08x}", rand::random::<u32>()),
         }
@@ -425,6 +451,7 @@ impl Settings {
             namespace,
             backend_namespace,
             runner_image,
+            instance: host,
             identity,
         })
     }
@@ -521,6 +548,21 @@ mod tests {
         assert_eq!(settings.namespace, "default");
         assert_eq!(settings.backend_namespace, "default");
         assert_eq!(settings.runner_image, DEFAULT_RUNNER_IMAGE);
+        assert_eq!(settings.instance, "agentic-operator");
+        assert_eq!(settings.identity, "agentic-operator_00000000");
+    }
+
+    #[test]
+    fn identity_from_pod_name_or_hostname() {
+        let env = Environment::fixed([("POD_NAME", "op-7d9f"), ("HOSTNAME", "host")], None);
+        let settings = Settings::resolve(&run_args(&[]), &env).unwrap();
+        assert_eq!(settings.instance, "op-7d9f");
+        assert_eq!(settings.identity, "op-7d9f_00000000");
+        let env = Environment::fixed([("HOSTNAME", "host")], None);
+        assert_eq!(
+            Settings::resolve(&run_args(&[]), &env).unwrap().instance,
+            "host"
+        );
     }
 
     #[test]

@@ -444,7 +444,7 @@ impl Manager {
         self.health.set_role(Role::Active);
 
         let rt = RuntimeContext {
-            recorders: EventRecorders::new(client.clone(), self.settings.identity.clone()),
+            recorders: EventRecorders::new(client.clone(), self.settings.instance.clone()),
             client,
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
