@@ -64,6 +64,13 @@ pub trait Authenticator: Send + Sync {
 pub trait Authorizer: Send + Sync {
     /// Authorizes one resource request.
     fn authorize(&self, request: &RequestInfo) -> Result<(), ApiError>;
+
+    /// Authorizes a request for a path that names no resource (`/api`, `/version`,
+    /// `/openapi/v2`, ...); `verb` is the lower-case HTTP method. The default allows it.
+    fn authorize_path(&self, user: &UserInfo, verb: &str, path: &str) -> Result<(), ApiError> {
+        let _ = (user, verb, path);
+        Ok(())
+    }
 }
 
 /// Admission operation.

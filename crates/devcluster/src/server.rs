@@ -139,6 +139,9 @@ pub async fn handle(AxState(st): AxState<Arc<State>>, req: Request) -> Response 
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let query = Query::parse(req.uri().query());
+    if let Err(e) = authorize_non_resource(&st, &req, &segs) {
+        return error_response(&e);
+    }
     match segs.as_slice() {
         ["devcluster", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_string()).collect();
@@ -261,6 +264,26 @@ fn verb_of(method: &Method, t: &Target, q: &Query) -> Option<&'static str> {
         ("DELETE", false) => "deletecollection",
         _ => return None,
     })
+}
+
+/// Authenticates and authorizes requests for paths that name no resource (discovery,
+/// `/version`, health, `/devcluster/*`); resource requests are checked in `dispatch`.
+fn authorize_non_resource(st: &State, req: &Request, segs: &[&str]) -> Result<(), ApiError> {
+    if st.hooks.authenticator.is_none() && st.hooks.authorizer.is_none() {
+        return Ok(());
+    }
+    if matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]) {
+        return Ok(());
+    }
+    let user = user_of(st, req.headers())?;
+    match &st.hooks.authorizer {
+        Some(a) => a.authorize_path(
+            &user,
+            &req.method().as_str().to_ascii_lowercase(),
+            req.uri().path(),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn user_of(st: &State, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
