@@ -6,32 +6,57 @@ use std::time::Duration;
 
 use agentic_operator::runtime::{
     metrics::{Metrics, ReconcileResult},
-    probes::{HealthState, Role, metrics_router, probe_router},
+    probes::{HealthState, Role, metrics_router, probe_router, serve},
 };
-use axum::{
-    Router,
-    body::{Body, to_bytes},
-    http::{Request, StatusCode, header},
-};
-use tower::ServiceExt;
+use axum::{Router, http::StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
-async fn get(router: &Router, path: &str) -> (StatusCode, String, Option<String>) {
-    let response = router
-        .clone()
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
+/// A server for `router` on a free loopback port, stopped when the token is dropped.
+async fn start(router: Router) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
+    let stop = CancellationToken::new();
+    let (addr, _) = serve("127.0.0.1:0".parse().unwrap(), router, stop.clone())
         .await
         .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (
-        status,
-        String::from_utf8(body.to_vec()).unwrap(),
-        content_type,
-    )
+    (addr, stop.drop_guard())
+}
+
+/// `GET path` over plain HTTP/1.1: status, body and `Content-Type`.
+async fn get(addr: &std::net::SocketAddr, path: &str) -> (StatusCode, String, Option<String>) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let content_type = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-type: ")
+            .map(str::to_owned)
+    });
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (StatusCode::from_u16(status).unwrap(), body, content_type)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
 }
 
 /// The `# TYPE` of every metric family in an exposition.
@@ -62,9 +87,9 @@ async fn metrics_endpoint_uses_controller_runtime_names_and_types() {
     c.inc_retries("agenticsession");
     c.set_queue_depth("agenticsession", 3);
     c.set_leader("agentic-operator-leader", true);
-    let router = metrics_router(metrics.clone());
+    let (server, _stop) = start(metrics_router(metrics.clone())).await;
 
-    let (status, body, content_type) = get(&router, "/metrics").await;
+    let (status, body, content_type) = get(&server, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         content_type
@@ -130,68 +155,69 @@ async fn metrics_endpoint_uses_controller_runtime_names_and_types() {
         );
     });
     sessions.inc();
-    let (_, body, _) = get(&router, "/metrics").await;
+    let (_, body, _) = get(&server, "/metrics").await;
     assert!(body.contains("ambient_sessions_total 1"), "{body}");
 }
 
 #[tokio::test]
 async fn readyz_waits_for_caches_and_passes_on_standby() {
     let health = HealthState::new();
-    let router = probe_router(health.clone());
+    let (server, _stop) = start(probe_router(health.clone())).await;
 
-    assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(&server, "/healthz").await.0, StatusCode::OK);
     assert_eq!(
-        get(&router, "/readyz").await.0,
+        get(&server, "/readyz").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
 
     health.set_role(Role::Standby);
-    let (status, body, _) = get(&router, "/readyz").await;
+    let (status, body, _) = get(&server, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("standing by"), "{body}");
 
     health.set_role(Role::Active);
     health.expect_caches(2);
     health.cache_synced();
-    let (status, body, _) = get(&router, "/readyz").await;
+    let (status, body, _) = get(&server, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("1 of 2"), "{body}");
 
     health.cache_synced();
-    assert_eq!(get(&router, "/readyz").await.0, StatusCode::OK);
-    assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(&server, "/readyz").await.0, StatusCode::OK);
+    assert_eq!(get(&server, "/healthz").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn healthz_fails_when_a_loop_dies() {
     let health = HealthState::new();
     health.set_role(Role::Active);
-    let router = probe_router(health.clone());
+    let (server, _stop) = start(probe_router(health.clone())).await;
     health.loop_started("agenticsession");
-    let (status, body, _) = get(&router, "/healthz").await;
+    let (status, body, _) = get(&server, "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("1 loops running"), "{body}");
 
     health.loop_stopped("agenticsession");
-    assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(&server, "/healthz").await.0, StatusCode::OK);
 
     health.loop_failed("agenticsession", "the controller loop ended");
-    let (status, body, _) = get(&router, "/healthz").await;
+    let (status, body, _) = get(&server, "/healthz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("agenticsession"), "{body}");
     assert_eq!(
-        get(&router, "/livez").await.0,
+        get(&server, "/livez").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
-        get(&router, "/readyz").await.0,
+        get(&server, "/readyz").await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
 
 #[tokio::test]
 async fn unknown_paths_are_404() {
-    let router = probe_router(HealthState::new()).merge(metrics_router(Metrics::new()));
-    assert_eq!(get(&router, "/nope").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&router, "/metrics").await.0, StatusCode::OK);
+    let (server, _stop) =
+        start(probe_router(HealthState::new()).merge(metrics_router(Metrics::new()))).await;
+    assert_eq!(get(&server, "/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&server, "/metrics").await.0, StatusCode::OK);
 }
