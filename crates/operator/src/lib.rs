@@ -16,11 +16,9 @@ pub fn families() -> Vec<Box<dyn runtime::Family>> {
 /// Errors of `agentic-operator crd`.
 #[derive(Debug, thiserror::Error)]
 pub enum CrdCommandError {
-    /// A CRD could not be rendered as YAML.
-    #[error("cannot render CRD {name} as YAML: {source}")]
+    /// The CRDs could not be rendered as YAML.
+    #[error("cannot render the CRDs as YAML: {source}")]
     Render {
-        /// The CRD name.
-        name: String,
         /// The serializer error.
         #[source]
         source: serde_yaml::Error,
@@ -38,10 +36,7 @@ pub enum CrdCommandError {
 
 /// All CRDs as one multi-document YAML stream (`agentic-operator crd`).
 pub fn crds_yaml() -> Result<String, CrdCommandError> {
-    agentic_api::crds::all_to_yaml().map_err(|source| CrdCommandError::Render {
-        name: "(all)".into(),
-        source,
-    })
+    agentic_api::crds::all_to_yaml().map_err(|source| CrdCommandError::Render { source })
 }
 
 /// Writes one `<group>_<plural>.yaml` per CRD into `dir` (`agentic-operator crd --out-dir`),
@@ -51,12 +46,11 @@ pub fn write_crds(dir: &Path) -> Result<Vec<std::path::PathBuf>, CrdCommandError
         path: dir.display().to_string(),
         source,
     })?;
+    let rendered =
+        agentic_api::crds::rendered().map_err(|source| CrdCommandError::Render { source })?;
     let mut written = Vec::new();
-    for crd in agentic_api::crds::all() {
-        let name = kube::ResourceExt::name_any(&crd);
-        let yaml = agentic_api::crds::to_yaml(&crd)
-            .map_err(|source| CrdCommandError::Render { name, source })?;
-        let path = dir.join(agentic_api::crds::file_name(&crd));
+    for (file_name, yaml) in rendered {
+        let path = dir.join(file_name);
         std::fs::write(&path, yaml).map_err(|source| CrdCommandError::Write {
             path: path.display().to_string(),
             source,

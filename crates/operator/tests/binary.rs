@@ -14,14 +14,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentic-operator");
 
-fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "agentic-operator-test-{tag}-{}-{:x}",
         std::process::id(),
         rand::random::<u32>()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// The binary with an empty environment except HOME (an empty directory) and `vars`.
@@ -169,7 +185,8 @@ fn crd_subcommand_prints_or_writes_every_crd() {
         "{yaml}"
     );
 
-    let dir = temp_dir("crds").join("bases");
+    let root = temp_dir("crds");
+    let dir = root.join("bases");
     let output = Command::new(BIN)
         .args(["crd", "--out-dir"])
         .arg(&dir)
@@ -231,7 +248,7 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
     let (metrics_port, probe_port) = (free_port(), free_port());
     let mut child = tokio::process::Command::new(BIN)
         .env_clear()
-        .env("HOME", &home)
+        .env("HOME", &*home)
         .env("KUBECONFIG", &kubeconfig)
         .env("DEV_MODE", "true")
         .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))

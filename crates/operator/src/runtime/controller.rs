@@ -354,7 +354,35 @@ where
     F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
-    let options = ControllerOptions::from_context(rt, name);
+    controller_task_with(
+        rt,
+        ControllerOptions::from_context(rt, name),
+        primary,
+        configure,
+        reconcile,
+        ctx,
+    )
+}
+
+/// [`controller_task`] with explicit [`ControllerOptions`] (its own concurrency, deadline or
+/// backoff schedule instead of the runtime-wide flags).
+pub fn controller_task_with<K, Ctx, E, F, Fut>(
+    rt: &RuntimeContext,
+    options: ControllerOptions,
+    primary: SharedWatch<K>,
+    configure: impl FnOnce(Controller<K>) -> Controller<K> + Send + 'static,
+    reconcile: F,
+    ctx: Arc<Ctx>,
+) -> ControllerTask
+where
+    K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Debug + Unpin + Send + Sync,
+    Ctx: Send + Sync + 'static,
+    E: ReconcileError,
+    F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    let name = options.name.clone();
     let guard = Arc::new(Guarded::new(
         options,
         rt.metrics.controllers().clone(),
@@ -363,7 +391,7 @@ where
     ));
     let shutdown = rt.shutdown.clone();
     let legacy = rt.settings.legacy_watch;
-    let task_name = name.to_owned();
+    let task_name = name.clone();
     let future = async move {
         if legacy {
             tracing::info!(controller = %task_name, "running in --legacy-watch mode");
@@ -380,10 +408,7 @@ where
         run_guarded(controller, guard, shutdown).await;
     }
     .boxed();
-    ControllerTask {
-        name: name.to_owned(),
-        future,
-    }
+    ControllerTask { name, future }
 }
 
 /// Runs `controller` with `guard` as reconcile and error policy, at the guard's concurrency,

@@ -19,6 +19,7 @@ pub mod watches;
 
 pub use controller::{
     ControllerError, ControllerOptions, ControllerTask, Guarded, ReconcileError, controller_task,
+    controller_task_with,
 };
 pub use manager::{CrdRef, Family, FamilyError, Manager, RuntimeContext};
 pub use watches::{SharedWatch, SharedWatches};
