@@ -299,3 +299,63 @@ async fn controller_keeps_running_after_panics() {
         .unwrap();
     drop(tx);
 }
+
+#[tokio::test]
+async fn shutdown_lets_the_in_flight_reconcile_finish() {
+    let metrics = Metrics::new();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let ctx = Arc::new((started.clone(), release.clone()));
+    let guard = Arc::new(Guarded::new(
+        options(None),
+        metrics.controllers().clone(),
+        |_obj: Arc<ConfigMap>, ctx: Arc<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>| async move {
+            ctx.0.notify_one();
+            ctx.1.notified().await;
+            Ok::<_, TestError>(Action::await_change())
+        },
+        ctx,
+    ));
+
+    let obj = config_map("slow");
+    let (reader, mut writer) = reflector::store::<ConfigMap>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
+    tx.unbounded_send(Arc::new(obj)).unwrap();
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(run_guarded(
+        Controller::for_shared_stream(rx, reader),
+        guard,
+        shutdown.clone(),
+    ));
+
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the reconcile never started");
+    shutdown.cancel();
+    tokio::task::yield_now().await;
+    assert!(
+        !running.is_finished(),
+        "shutdown did not wait for the running reconcile"
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_active_workers{"),
+        "controller_runtime_active_workers{controller=\"test\"} 1"
+    );
+
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the controller did not stop after its reconcile finished")
+        .unwrap();
+    assert_eq!(
+        metric_line(
+            &metrics,
+            "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"}"
+        ),
+        "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"} 1"
+    );
+    drop(tx);
+}

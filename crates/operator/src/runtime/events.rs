@@ -64,3 +64,22 @@ impl EventRecorders {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_shared_recorder_per_controller() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let recorders = EventRecorders::new(Client::new(service, "default"), "pod-a");
+        let first = recorders.recorder("agenticsession");
+        let again = recorders.clone().recorder("agenticsession");
+        let other = recorders.recorder("projectsettings");
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(!Arc::ptr_eq(&first, &other));
+    }
+}
