@@ -1,0 +1,3 @@
+//! One module per `bench` subcommand.
+
+pub mod devcluster;
