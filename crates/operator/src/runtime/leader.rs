@@ -337,12 +337,8 @@ impl LeaderElector {
                 self.last_renewed = Some(now);
                 Ok(Attempt::Leading)
             }
+            // 409 on create (AlreadyExists) or update (Conflict): another replica wrote first.
             Err((_, e)) if Self::is_conflict(&e) => Ok(Attempt::Following { holder: None }),
-            Err((_, kube::Error::Api(status)))
-                if status.code == 409 || status.is_already_exists() =>
-            {
-                Ok(Attempt::Following { holder: None })
-            }
             Err((verb, e)) => Err(self.api_error(verb, e)),
         }
     }
