@@ -1,3 +1,267 @@
-//! Simulated cluster components (scheduler, kubelet, workload controllers) that run next to
-//! the API server as [`crate::DevClusterBuilder::on_start`] tasks, talking to it through a
-//! regular `kube::Client`. Each simulator lives in its own submodule.
+//! Simulated cluster components: a scheduler, a kubelet, a Job controller and a Deployment
+//! status controller. They are ordinary Kubernetes clients (watches, reflectors and kube's
+//! `Controller` over a `kube::Client`), so they run against this crate's server or any other
+//! API server that has no nodes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), devcluster::StartError> {
+//! use devcluster::simulators::Simulators;
+//! let cluster = devcluster::DevCluster::builder()
+//!     .with_simulators(Simulators::all())
+//!     .start()
+//!     .await?;
+//! # drop(cluster);
+//! # Ok(()) }
+//! ```
+//!
+//! Pods are scripted with `devcluster.io/*` annotations; see `docs/devcluster.md`.
+
+mod deployments;
+mod jobs;
+mod pods;
+mod util;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use pods::{ContainerScript, UNSCHEDULABLE_MESSAGE, container_script, pod_status};
+pub use util::PREFIX as ANNOTATION_PREFIX;
+
+/// The node name pods are bound to by default.
+pub const DEFAULT_NODE_NAME: &str = "devcluster-node";
+
+/// The names accepted by [`Simulators::from_str`], in order.
+pub const NAMES: [&str; 4] = ["scheduler", "kubelet", "jobs", "deployments"];
+
+/// Why a reconcile of a simulator failed (it is retried shortly).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A request to the API server failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object could not be encoded or decoded.
+    #[error("cannot encode object: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// A simulator list could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseSimulatorsError {
+    /// A name that is not a simulator.
+    #[error(
+        "simulators: unknown simulator {name:?}; allowed: scheduler, kubelet, jobs, deployments, all, none"
+    )]
+    Unknown {
+        /// The offending name.
+        name: String,
+    },
+}
+
+/// Default durations of the simulated timeline. Annotations override them per object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    /// How long containers stay `Waiting` with reason `ContainerCreating` (per pod:
+    /// `devcluster.io/start-seconds`).
+    pub container_creating: Duration,
+    /// How long a container that finishes runs (Job pods, init containers, containers
+    /// with an exit code): per container `devcluster.io/run-seconds`.
+    pub run: Duration,
+    /// How long `ErrImagePull` shows before `ImagePullBackOff`.
+    pub image_pull_backoff: Duration,
+    /// First restart back-off of a restarting container (doubles per restart, up to 16x).
+    pub restart_backoff: Duration,
+    /// How long a Deployment rollout takes to become available (per Deployment:
+    /// `devcluster.io/ready-seconds`).
+    pub deployment_ready: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            container_creating: Duration::from_millis(100),
+            run: Duration::from_secs(1),
+            image_pull_backoff: Duration::from_secs(1),
+            restart_backoff: Duration::from_secs(1),
+            deployment_ready: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Which simulators to run, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulators {
+    /// Bind pending pods to [`Self::node_name`] (or mark them unschedulable).
+    pub scheduler: bool,
+    /// Drive the status of pods bound to [`Self::node_name`].
+    pub kubelet: bool,
+    /// Run batch/v1 Jobs.
+    pub jobs: bool,
+    /// Report apps/v1 Deployment status.
+    pub deployments: bool,
+    /// The fake node's name.
+    pub node_name: String,
+    /// Default durations.
+    pub timing: Timing,
+}
+
+impl Default for Simulators {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Simulators {
+    /// Every simulator.
+    pub fn all() -> Self {
+        Self {
+            scheduler: true,
+            kubelet: true,
+            jobs: true,
+            deployments: true,
+            node_name: DEFAULT_NODE_NAME.to_string(),
+            timing: Timing::default(),
+        }
+    }
+
+    /// No simulator.
+    pub fn none() -> Self {
+        Self {
+            scheduler: false,
+            kubelet: false,
+            jobs: false,
+            deployments: false,
+            ..Self::all()
+        }
+    }
+
+    /// Whether nothing is enabled.
+    pub fn is_empty(&self) -> bool {
+        !(self.scheduler || self.kubelet || self.jobs || self.deployments)
+    }
+
+    /// The enabled simulators' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [self.scheduler, self.kubelet, self.jobs, self.deployments];
+        NAMES
+            .iter()
+            .zip(on)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Sets the fake node's name.
+    #[must_use]
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = name.into();
+        self
+    }
+
+    /// Sets the default durations.
+    #[must_use]
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    /// Runs the enabled simulators against the API server behind `client` until the
+    /// returned future is dropped.
+    pub async fn run(self, client: kube::Client) {
+        let mut tasks: Vec<futures::future::BoxFuture<'static, ()>> = Vec::new();
+        if self.scheduler || self.kubelet {
+            tasks.push(Box::pin(pods::run(client.clone(), self.clone())));
+        }
+        if self.jobs {
+            tasks.push(Box::pin(jobs::run(client.clone())));
+        }
+        if self.deployments {
+            tasks.push(Box::pin(deployments::run(
+                client.clone(),
+                self.timing.clone(),
+            )));
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        tracing::info!(simulators = ?self.names(), node = %self.node_name, "simulators running");
+        futures::future::join_all(tasks).await;
+    }
+}
+
+impl fmt::Display for Simulators {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&self.names().join(","))
+        }
+    }
+}
+
+impl FromStr for Simulators {
+    type Err = ParseSimulatorsError;
+
+    /// Parses `all`, `none`, or a comma-separated list of [`NAMES`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Self::none();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "all" => {
+                    out = Self {
+                        node_name: out.node_name,
+                        timing: out.timing,
+                        ..Self::all()
+                    };
+                }
+                "none" => {}
+                "scheduler" => out.scheduler = true,
+                "kubelet" => out.kubelet = true,
+                "jobs" => out.jobs = true,
+                "deployments" => out.deployments = true,
+                other => {
+                    return Err(ParseSimulatorsError::Unknown {
+                        name: other.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl crate::DevClusterBuilder {
+    /// Runs `simulators` next to the server, as an [`Self::on_start`] task talking to it
+    /// through the admin client. Without this call no simulator runs, so API-level tests
+    /// stay deterministic.
+    #[must_use]
+    pub fn with_simulators(self, simulators: Simulators) -> Self {
+        if simulators.is_empty() {
+            return self;
+        }
+        self.on_start(move |_cluster, client| Box::pin(simulators.run(client)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists() {
+        let s: Simulators = "scheduler, jobs".parse().unwrap();
+        assert!(s.scheduler && s.jobs && !s.kubelet && !s.deployments);
+        assert_eq!(s.to_string(), "scheduler,jobs");
+        assert_eq!("all".parse::<Simulators>().unwrap(), Simulators::all());
+        assert!("none".parse::<Simulators>().unwrap().is_empty());
+        assert!("".parse::<Simulators>().unwrap().is_empty());
+        let err = "kubelet,etcd".parse::<Simulators>().unwrap_err();
+        assert_eq!(
+            err,
+            ParseSimulatorsError::Unknown {
+                name: "etcd".into()
+            }
+        );
+        assert!(err.to_string().contains("allowed: scheduler"));
+    }
+}

@@ -1,0 +1,516 @@
+//! A batch/v1 Job controller: creates pods from the template one at a time, counts their
+//! outcomes, retries failures up to `backoffLimit`, enforces `activeDeadlineSeconds`,
+//! honours `suspend`, and deletes finished Jobs after `ttlSecondsAfterFinished`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, watcher as watch};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+use super::SimError;
+use super::util::{Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid_of};
+
+/// Field manager of the Job controller's writes.
+const MANAGER: &str = "devcluster-job-controller";
+/// Label every Job pod carries (and the pod watch selects on).
+const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// How long a created pod counts as active before the watch shows it.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the controller remembers about one Job between reconciles.
+#[derive(Debug, Clone, Default)]
+struct JobMem {
+    /// Pods whose outcome is already in the counters.
+    counted: HashSet<String>,
+    succeeded: i64,
+    failed: i64,
+    /// Pods created but not yet seen in the watch.
+    expected: Vec<(String, Instant)>,
+    start_time: Option<String>,
+    /// The terminal status once written.
+    done: Option<Value>,
+}
+
+struct Ctx {
+    client: kube::Client,
+    pods: Store<Pod>,
+    index: Arc<OwnerIndex<Pod>>,
+    mem: Memo<JobMem>,
+    written: Memo<Value>,
+}
+
+/// Runs the Job controller until the future is dropped.
+pub async fn run(client: kube::Client) {
+    let jobs: Api<Job> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let (pod_reader, pod_writer) = reflector::store();
+    let (job_reader, job_writer) = reflector::store();
+    let index: Arc<OwnerIndex<Pod>> = Arc::new(OwnerIndex::default());
+    let ctx = Arc::new(Ctx {
+        client,
+        pods: pod_reader,
+        index: index.clone(),
+        mem: Memo::default(),
+        written: Memo::default(),
+    });
+    let pod_stream = watch::watcher(
+        pods,
+        watcher::Config::default().labels(CONTROLLER_UID_LABEL),
+    )
+    .default_backoff()
+    .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+    .reflect(pod_writer)
+    .inspect(move |ev| {
+        if let Ok(ev) = ev {
+            index.apply(ev);
+        }
+    })
+    .touched_objects();
+    let forget = ctx.clone();
+    let job_stream = watch::watcher(jobs, watcher::Config::default())
+        .default_backoff()
+        .modify(|j: &mut Job| j.managed_fields_mut().clear())
+        .reflect(job_writer)
+        .inspect(move |ev| {
+            if let Ok(Event::Delete(j)) = ev {
+                let uid = uid_of(j);
+                forget.mem.forget(&uid);
+                forget.written.forget(&uid);
+            }
+        })
+        .touched_objects();
+    Controller::for_stream(job_stream, job_reader)
+        .owns_stream(pod_stream)
+        .with_config(ControllerConfig::default().concurrency(32))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "job simulator");
+            }
+        })
+        .await;
+}
+
+#[allow(clippy::needless_pass_by_value)]
+fn error_policy(_j: Arc<Job>, e: &SimError, _ctx: Arc<Ctx>) -> Action {
+    tracing::debug!(error = %e, "job simulator write failed; retrying");
+    Action::requeue(Duration::from_millis(500))
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn restarts(p: &Pod) -> i64 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |cs| cs.iter().map(|c| i64::from(c.restart_count)).sum())
+}
+
+fn condition(ty: &str, ok: bool, reason: &str, message: &str, now: &str) -> Value {
+    json!({
+        "type": ty,
+        "status": if ok { "True" } else { "False" },
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    })
+}
+
+/// Replaces the condition of the same type, keeping its transition time when the status
+/// did not change.
+fn upsert(conds: &mut Vec<Value>, c: Value) {
+    if let Some(old) = conds.iter_mut().find(|x| x["type"] == c["type"]) {
+        if old["status"] == c["status"] && old["reason"] == c["reason"] {
+            return;
+        }
+        *old = c;
+    } else {
+        conds.push(c);
+    }
+}
+
+fn finished(status: &Value) -> Option<(&'static str, Option<Timestamp>)> {
+    let conds = status["conditions"].as_array()?;
+    for (ty, name) in [("Complete", "Complete"), ("Failed", "Failed")] {
+        if let Some(c) = conds
+            .iter()
+            .find(|c| c["type"] == ty && c["status"] == "True")
+        {
+            let at = status["completionTime"]
+                .as_str()
+                .or_else(|| c["lastTransitionTime"].as_str())
+                .and_then(parse_ts);
+            return Some((name, at));
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_lines)]
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
+    if job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let uid = uid_of(job.as_ref());
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let cached = job
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_else(|| json!({}));
+    let pods: Vec<Arc<Pod>> = ctx
+        .index
+        .children(&uid)
+        .iter()
+        .filter_map(|r| ctx.pods.get(r))
+        .collect();
+    let active: Vec<&Arc<Pod>> = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .collect();
+
+    // A finished Job: stop leftovers, then wait for the TTL.
+    let done = ctx.mem.get(&uid).and_then(|m| m.done);
+    let finished_status = done.as_ref().unwrap_or(&cached);
+    if let Some((_, at)) = finished(finished_status) {
+        for p in &active {
+            delete_pod(&pods_api, p).await?;
+        }
+        let ttl = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.ttl_seconds_after_finished)
+            .and_then(|t| u64::try_from(t).ok());
+        if let Some(ttl) = ttl {
+            let ttl = Duration::from_secs(ttl);
+            let elapsed = at.map_or(ttl, since);
+            if elapsed >= ttl {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    ..DeleteParams::default()
+                };
+                match jobs.delete(&name, &dp).await {
+                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(ttl - elapsed));
+        }
+        return Ok(Action::await_change());
+    }
+
+    let spec = job.spec.clone().unwrap_or_default();
+    let now = fmt_ts(Timestamp::now());
+    let pod_names: HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    let status_counts = (
+        cached["succeeded"].as_i64().unwrap_or(0),
+        cached["failed"].as_i64().unwrap_or(0),
+    );
+    let cached_start = cached["startTime"].as_str().map(str::to_string);
+    let mut mem = ctx.mem.with(
+        &uid,
+        || {
+            // First sight (or a restart of the simulator): what is already terminal is
+            // taken as counted.
+            let mut m = JobMem {
+                start_time: cached_start.clone(),
+                ..JobMem::default()
+            };
+            let (mut s, mut f) = (0, 0);
+            for p in &pods {
+                match phase(p) {
+                    "Succeeded" => s += 1,
+                    "Failed" => f += 1,
+                    _ => continue,
+                }
+                m.counted.insert(uid_of(p.as_ref()));
+            }
+            m.succeeded = status_counts.0.max(s);
+            m.failed = status_counts.1.max(f);
+            m
+        },
+        |m| {
+            for p in &pods {
+                let p_uid = uid_of(p.as_ref());
+                if m.counted.contains(&p_uid) {
+                    continue;
+                }
+                match phase(p) {
+                    "Succeeded" => m.succeeded += 1,
+                    "Failed" => m.failed += 1,
+                    _ => continue,
+                }
+                m.counted.insert(p_uid);
+            }
+            m.expected
+                .retain(|(n, at)| !pod_names.contains(n) && at.elapsed() < EXPECTATION_TIMEOUT);
+            m.clone()
+        },
+    );
+
+    let mut conds: Vec<Value> = cached["conditions"].as_array().cloned().unwrap_or_default();
+    let suspended_before = conds
+        .iter()
+        .any(|c| c["type"] == "Suspended" && c["status"] == "True");
+    if spec.suspend == Some(true) {
+        for p in &active {
+            delete_pod(&pods_api, p).await?;
+        }
+        ctx.mem.with(&uid, JobMem::default, |m| m.expected.clear());
+        upsert(
+            &mut conds,
+            condition("Suspended", true, "JobSuspended", "Job suspended", &now),
+        );
+        let desired = json!({
+            "active": null,
+            "ready": 0,
+            "succeeded": nonzero(mem.succeeded),
+            "failed": nonzero(mem.failed),
+            "conditions": conds,
+            "uncountedTerminatedPods": {},
+        });
+        write_status(&ctx, &jobs, &name, &uid, &cached, desired).await?;
+        return Ok(Action::await_change());
+    }
+    if suspended_before {
+        upsert(
+            &mut conds,
+            condition("Suspended", false, "JobResumed", "Job resumed", &now),
+        );
+        mem.start_time = Some(now.clone());
+    }
+    let start_time = mem.start_time.clone().unwrap_or_else(|| now.clone());
+    ctx.mem.with(&uid, JobMem::default, |m| {
+        m.start_time = Some(start_time.clone())
+    });
+
+    let completions = i64::from(spec.completions.unwrap_or(1).max(1));
+    let parallelism = i64::from(spec.parallelism.unwrap_or(1).max(0));
+    let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
+    let restart_failures: i64 = if on_failure {
+        active.iter().map(|p| restarts(p)).sum()
+    } else {
+        0
+    };
+    let deadline = spec
+        .active_deadline_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs);
+    let running_for = parse_ts(&start_time).map_or(Duration::ZERO, since);
+
+    let outcome: Option<(bool, &str, &str)> = if mem.succeeded >= completions {
+        Some((
+            true,
+            "CompletionsReached",
+            "Reached expected number of succeeded pods",
+        ))
+    } else if mem.failed + restart_failures > backoff_limit {
+        Some((
+            false,
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        ))
+    } else if deadline.is_some_and(|d| running_for >= d) {
+        Some((
+            false,
+            "DeadlineExceeded",
+            "Job was active longer than specified deadline",
+        ))
+    } else {
+        None
+    };
+
+    if let Some((ok, reason, message)) = outcome {
+        let mut killed = 0;
+        for p in &active {
+            delete_pod(&pods_api, p).await?;
+            killed += 1;
+        }
+        let (succeeded, failed) = ctx.mem.with(&uid, JobMem::default, |m| {
+            if !ok {
+                for p in &active {
+                    if m.counted.insert(uid_of(p.as_ref())) {
+                        m.failed += 1;
+                    }
+                }
+            }
+            m.expected.clear();
+            (m.succeeded, m.failed)
+        });
+        let _ = killed;
+        let mut desired = json!({
+            "startTime": start_time,
+            "active": null,
+            "ready": 0,
+            "succeeded": nonzero(succeeded),
+            "failed": nonzero(failed),
+            "uncountedTerminatedPods": {},
+        });
+        if ok {
+            upsert(
+                &mut conds,
+                condition("SuccessCriteriaMet", true, reason, message, &now),
+            );
+            upsert(
+                &mut conds,
+                condition("Complete", true, reason, message, &now),
+            );
+            desired["completionTime"] = json!(now);
+        } else {
+            upsert(
+                &mut conds,
+                condition("FailureTarget", true, reason, message, &now),
+            );
+            upsert(&mut conds, condition("Failed", true, reason, message, &now));
+        }
+        desired["conditions"] = json!(conds);
+        write_status(&ctx, &jobs, &name, &uid, &cached, desired.clone()).await?;
+        ctx.mem
+            .with(&uid, JobMem::default, |m| m.done = Some(desired));
+        // Come back for the TTL (the status write also triggers a reconcile).
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+
+    // Still running: keep `parallelism` pods going.
+    let live = i64::try_from(active.len() + mem.expected.len()).unwrap_or(i64::MAX);
+    let wanted = parallelism.min(completions - mem.succeeded).max(0);
+    for _ in live..wanted {
+        let created = create_pod(&pods_api, &job, &uid).await?;
+        ctx.mem.with(&uid, JobMem::default, |m| {
+            m.expected.push((created, Instant::now()));
+        });
+    }
+    let active_now = live.max(wanted);
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let desired = json!({
+        "startTime": start_time,
+        "active": nonzero(active_now),
+        "ready": ready,
+        "succeeded": nonzero(mem.succeeded),
+        "failed": nonzero(mem.failed),
+        "conditions": if conds.is_empty() { Value::Null } else { json!(conds) },
+        "uncountedTerminatedPods": {},
+    });
+    write_status(&ctx, &jobs, &name, &uid, &cached, desired).await?;
+    Ok(match deadline {
+        Some(d) => Action::requeue(d.saturating_sub(running_for).max(Duration::from_millis(10))),
+        None => Action::await_change(),
+    })
+}
+
+fn nonzero(n: i64) -> Value {
+    if n == 0 { Value::Null } else { json!(n) }
+}
+
+async fn write_status(
+    ctx: &Ctx,
+    jobs: &Api<Job>,
+    name: &str,
+    uid: &str,
+    cached: &Value,
+    desired: Value,
+) -> Result<(), SimError> {
+    if subset_matches(&desired, cached) || ctx.written.get(uid).is_some_and(|w| w == desired) {
+        return Ok(());
+    }
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match jobs
+        .patch_status(name, &pp, &Patch::Merge(json!({"status": desired.clone()})))
+        .await
+    {
+        Ok(_) => {
+            ctx.written.set(uid, desired);
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_pod(api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
+    match api.delete(&p.name_any(), &DeleteParams::default()).await {
+        Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates one pod from the Job's template and returns its name.
+async fn create_pod(api: &Api<Pod>, job: &Job, uid: &str) -> Result<String, SimError> {
+    let name = job.name_any();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    let mut labels = meta.labels.unwrap_or_default();
+    for (k, v) in [
+        ("batch.kubernetes.io/job-name", name.as_str()),
+        ("job-name", name.as_str()),
+        (CONTROLLER_UID_LABEL, uid),
+        ("controller-uid", uid),
+    ] {
+        labels.entry(k.to_string()).or_insert_with(|| v.to_string());
+    }
+    let base: String = name.chars().take(57).collect();
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": format!("{base}-"),
+            "labels": labels,
+            "annotations": meta.annotations.unwrap_or_default(),
+            "ownerReferences": [{
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": name,
+                "uid": uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": template.spec.unwrap_or_default(),
+    });
+    let pod: Pod = serde_json::from_value(pod).map_err(SimError::Encode)?;
+    let created = api.create(&PostParams::default(), &pod).await?;
+    Ok(created.name_any())
+}
