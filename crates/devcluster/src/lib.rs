@@ -13,6 +13,7 @@
 //!
 //! See `docs/devcluster.md` for what is implemented.
 
+pub mod admission;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
@@ -164,6 +165,8 @@ pub struct DevClusterBuilder {
     addr: SocketAddr,
     kubeconfig: Option<PathBuf>,
     on_start: Vec<StartHook>,
+    admission_webhooks: bool,
+    webhook_services: Vec<admission::ServiceMapping>,
 }
 
 impl std::fmt::Debug for DevClusterBuilder {
@@ -185,6 +188,8 @@ impl Default for DevClusterBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig: None,
             on_start: Vec::new(),
+            admission_webhooks: false,
+            webhook_services: Vec::new(),
         }
     }
 }
@@ -232,6 +237,24 @@ impl DevClusterBuilder {
         self
     }
 
+    /// Calls the webhooks registered in stored `ValidatingWebhookConfiguration` and
+    /// `MutatingWebhookConfiguration` objects on every write (off by default in the library,
+    /// on in `devcluster serve`). The webhook hook runs after the hooks given to
+    /// [`Self::hooks`].
+    #[must_use]
+    pub fn admission_webhooks(mut self, on: bool) -> Self {
+        self.admission_webhooks = on;
+        self
+    }
+
+    /// Routes webhook calls for a `clientConfig.service` to a local address (see
+    /// [`admission::ServiceMapping`]).
+    #[must_use]
+    pub fn webhook_service(mut self, mapping: admission::ServiceMapping) -> Self {
+        self.webhook_services.push(mapping);
+        self
+    }
+
     /// A task started with the cluster and stopped with it (e.g. a simulated controller).
     #[must_use]
     pub fn on_start(
@@ -272,7 +295,15 @@ impl DevClusterBuilder {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        let st = State::new(self.opts, self.hooks);
+        let mut hooks = self.hooks;
+        if self.admission_webhooks {
+            hooks
+                .admission
+                .push(Arc::new(admission::WebhookAdmission::new(
+                    self.webhook_services,
+                )));
+        }
+        let st = State::new(self.opts, hooks);
         let stop = CancellationToken::new();
         let router = axum::Router::new()
             .fallback(server::handle)

@@ -153,8 +153,9 @@ pub(crate) fn eval_conditions(conditions: &Value, request: &Value) -> Conditions
                 });
             }
             Err(e) => {
-                first_error
-                    .get_or_insert_with(|| format!("failed to evaluate match condition {name:?}: {e}"));
+                first_error.get_or_insert_with(|| {
+                    format!("failed to evaluate match condition {name:?}: {e}")
+                });
             }
         }
     }
@@ -189,26 +190,44 @@ mod tests {
         assert!(rule_matches(&rule, &attrs("CREATE", "widgets", "", "ns")));
         assert!(!rule_matches(&rule, &attrs("DELETE", "widgets", "", "ns")));
         assert!(!rule_matches(&rule, &attrs("CREATE", "gadgets", "", "ns")));
-        assert!(!rule_matches(&rule, &attrs("UPDATE", "widgets", "status", "ns")));
+        assert!(!rule_matches(
+            &rule,
+            &attrs("UPDATE", "widgets", "status", "ns")
+        ));
         let mut other_group = attrs("CREATE", "widgets", "", "ns");
         other_group.group = "other.io";
         assert!(!rule_matches(&rule, &other_group));
 
         let status = json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"],
             "resources": ["*/status"]});
-        assert!(rule_matches(&status, &attrs("UPDATE", "widgets", "status", "ns")));
-        assert!(!rule_matches(&status, &attrs("UPDATE", "widgets", "", "ns")));
+        assert!(rule_matches(
+            &status,
+            &attrs("UPDATE", "widgets", "status", "ns")
+        ));
+        assert!(!rule_matches(
+            &status,
+            &attrs("UPDATE", "widgets", "", "ns")
+        ));
 
         let all = json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"],
             "resources": ["*"], "scope": "Cluster"});
         assert!(rule_matches(&all, &attrs("CREATE", "widgets", "", "")));
         assert!(!rule_matches(&all, &attrs("CREATE", "widgets", "", "ns")));
-        assert!(!rule_matches(&all, &attrs("CREATE", "widgets", "scale", "")));
+        assert!(!rule_matches(
+            &all,
+            &attrs("CREATE", "widgets", "scale", "")
+        ));
 
         let sub_any = json!({"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"],
             "resources": ["widgets/*"], "scope": "Namespaced"});
-        assert!(rule_matches(&sub_any, &attrs("CREATE", "widgets", "", "ns")));
-        assert!(rule_matches(&sub_any, &attrs("CREATE", "widgets", "status", "ns")));
+        assert!(rule_matches(
+            &sub_any,
+            &attrs("CREATE", "widgets", "", "ns")
+        ));
+        assert!(rule_matches(
+            &sub_any,
+            &attrs("CREATE", "widgets", "status", "ns")
+        ));
         assert!(!rule_matches(&sub_any, &attrs("CREATE", "widgets", "", "")));
     }
 
@@ -218,7 +237,8 @@ mod tests {
         let sel = json!({"matchLabels": {"env": "prod"},
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]});
         assert_eq!(selector_matches(&sel, Some(&labels)), Ok(true));
-        let sel = json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]});
+        let sel =
+            json!({"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]});
         assert_eq!(selector_matches(&sel, Some(&labels)), Ok(false));
         let sel = json!({"matchExpressions": [{"key": "skip", "operator": "DoesNotExist"}]});
         assert_eq!(selector_matches(&sel, Some(&labels)), Ok(true));
@@ -227,7 +247,8 @@ mod tests {
         assert_eq!(selector_matches(&sel, None), Ok(false));
         assert_eq!(selector_matches(&json!({}), None), Ok(true));
         assert_eq!(selector_matches(&Value::Null, None), Ok(true));
-        let bad = json!({"matchExpressions": [{"key": "env", "operator": "Near", "values": ["x"]}]});
+        let bad =
+            json!({"matchExpressions": [{"key": "env", "operator": "Near", "values": ["x"]}]});
         assert!(selector_matches(&bad, Some(&labels)).is_err());
         let bad = json!({"matchExpressions": [{"key": "env", "operator": "In"}]});
         assert!(selector_matches(&bad, Some(&labels)).is_err());
