@@ -28,6 +28,16 @@ enum Command {
         /// Where to write a kubeconfig for kubectl and clients.
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// Do not call the webhooks registered in webhook configurations.
+        #[arg(long)]
+        no_admission_webhooks: bool,
+        /// Route webhook calls for a service to a local address:
+        /// NAMESPACE/NAME[:PORT]=HOST:PORT (repeatable).
+        #[arg(
+            long = "webhook-service",
+            value_name = "NAMESPACE/NAME[:PORT]=HOST:PORT"
+        )]
+        webhook_services: Vec<devcluster::admission::ServiceMapping>,
     },
 }
 
@@ -39,8 +49,18 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { addr, kubeconfig } => {
-            let mut b = devcluster::DevCluster::builder().addr(addr);
+        Command::Serve {
+            addr,
+            kubeconfig,
+            no_admission_webhooks,
+            webhook_services,
+        } => {
+            let mut b = devcluster::DevCluster::builder()
+                .addr(addr)
+                .admission_webhooks(!no_admission_webhooks);
+            for m in webhook_services {
+                b = b.webhook_service(m);
+            }
             if let Some(k) = kubeconfig {
                 b = b.kubeconfig_path(k);
             }
