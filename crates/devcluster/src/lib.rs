@@ -14,6 +14,7 @@
 //! See `docs/devcluster.md` for what is implemented.
 
 pub mod admission;
+pub mod auth;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
@@ -75,6 +76,9 @@ pub enum StartError {
         /// What kube reported.
         message: String,
     },
+    /// The TLS CA or serving certificate could not be generated.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] auth::tls::TlsError),
 }
 
 /// A cheap, cloneable handle on the running cluster's state: read objects, accounting and
@@ -165,6 +169,8 @@ pub struct DevClusterBuilder {
     addr: SocketAddr,
     kubeconfig: Option<PathBuf>,
     on_start: Vec<StartHook>,
+    rbac: bool,
+    tls: bool,
     admission_webhooks: bool,
     webhook_services: Vec<admission::ServiceMapping>,
 }
@@ -188,6 +194,8 @@ impl Default for DevClusterBuilder {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig: None,
             on_start: Vec::new(),
+            rbac: false,
+            tls: false,
             admission_webhooks: false,
             webhook_services: Vec::new(),
         }
@@ -288,7 +296,9 @@ impl DevClusterBuilder {
                 (dir.join("kubeconfig"), Some(dir))
             }
         };
-        write_kubeconfig(&path, addr, &self.opts.admin_token)?;
+        let tls = auth::tls::ServerTls::when(self.tls, addr.ip())?;
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        write_kubeconfig(&path, addr, &self.opts.admin_token, ca_pem.as_deref())?;
         let config = client_config(&path).await?;
         let client =
             kube::Client::try_from(config.clone()).map_err(|e| StartError::ClientConfig {
@@ -303,17 +313,24 @@ impl DevClusterBuilder {
                     self.webhook_services,
                 )));
         }
+        let auth = self
+            .rbac
+            .then(|| auth::Auth::install(&mut hooks, &self.opts.admin_token));
         let st = State::new(self.opts, hooks);
+        if let Some(a) = &auth {
+            a.bind(&st);
+        }
         let stop = CancellationToken::new();
         let router = axum::Router::new()
             .fallback(server::handle)
             .with_state(st.clone());
         let server_stop = stop.clone();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(server_stop.cancelled_owned())
-                .await;
-        });
+        let server = auth::tls::spawn_server(listener, router, tls.as_ref(), server_stop).map_err(
+            |source| StartError::Bind {
+                addr: self.addr,
+                source,
+            },
+        )?;
         let mut tasks = vec![tokio::spawn(controllers::run(st.clone(), stop.clone()))];
         let cluster = Cluster(st);
         for f in self.on_start {
@@ -336,24 +353,31 @@ impl DevClusterBuilder {
             stop,
             server: Some(server),
             tasks,
+            auth,
+            ca_pem,
         })
     }
 }
 
-fn write_kubeconfig(path: &Path, addr: SocketAddr, token: &str) -> Result<(), StartError> {
-    let err = |source| StartError::Kubeconfig {
+fn write_kubeconfig(
+    path: &Path,
+    addr: SocketAddr,
+    token: &str,
+    ca_pem: Option<&str>,
+) -> Result<(), StartError> {
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    auth::write_kubeconfig(
+        path,
+        &format!("{scheme}://{addr}"),
+        ca_pem,
+        "admin",
+        token,
+        "default",
+    )
+    .map_err(|source| StartError::Kubeconfig {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(parent) = path.parent() {
-        if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent).map_err(err)?;
-        }
-    }
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: devcluster\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: devcluster\n  context:\n    cluster: devcluster\n    user: admin\n    namespace: default\ncurrent-context: devcluster\nusers:\n- name: admin\n  user:\n    token: {token}\n"
-    );
-    std::fs::write(path, text).map_err(err)
+    })
 }
 
 async fn client_config(path: &Path) -> Result<kube::Config, StartError> {
@@ -378,6 +402,8 @@ pub struct DevCluster {
     stop: CancellationToken,
     server: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    auth: Option<Arc<auth::Auth>>,
+    ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for DevCluster {
@@ -420,9 +446,14 @@ impl DevCluster {
         self.addr
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A handle on the state, accounting and faults.

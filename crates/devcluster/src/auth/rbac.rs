@@ -1,5 +1,5 @@
-//! RBAC evaluation over the cluster's stored Role, ClusterRole, RoleBinding and
-//! ClusterRoleBinding objects, plus the default discovery roles every real cluster has.
+//! RBAC evaluation over the cluster's stored `Role`, `ClusterRole`, `RoleBinding` and
+//! `ClusterRoleBinding` objects, plus the default discovery roles every real cluster has.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -153,12 +153,11 @@ struct Binding {
 
 impl Binding {
     fn applies_to(&self, user: &UserInfo) -> bool {
-        self.users.iter().any(|u| *u == user.username)
-            || self.groups.iter().any(|g| user.groups.contains(g))
+        self.users.contains(&user.username) || self.groups.iter().any(|g| user.groups.contains(g))
     }
 
-    /// Reads a binding's subjects; ServiceAccount subjects become their user names
-    /// (a RoleBinding's subject without a namespace means the binding's namespace).
+    /// Reads a binding's subjects; `ServiceAccount` subjects become their user names
+    /// (a `RoleBinding`'s subject without a namespace means the binding's namespace).
     fn new(binding: &Value, namespace: &str, rules: Arc<Vec<Rule>>) -> Self {
         let mut users = Vec::new();
         let mut groups = Vec::new();
@@ -198,8 +197,17 @@ static DEFAULT_BINDINGS: LazyLock<Vec<Binding>> = LazyLock::new(|| {
     let discovery = Rule::paths(
         &["get"],
         &[
-            "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*",
-            "/readyz", "/version", "/version/",
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/healthz",
+            "/livez",
+            "/openapi",
+            "/openapi/*",
+            "/readyz",
+            "/version",
+            "/version/",
         ],
     );
     let basic = Rule {
@@ -266,7 +274,11 @@ fn selector_matches(selector: &Value, labels: &Value) -> bool {
             }
         }
     }
-    for e in selector["matchExpressions"].as_array().into_iter().flatten() {
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         any = true;
         let key = e["key"].as_str().unwrap_or_default();
         let values = strings(&e["values"]);
@@ -287,10 +299,10 @@ fn selector_matches(selector: &Value, labels: &Value) -> bool {
 
 impl Index {
     /// Resolves bindings against roles. A binding whose role does not exist grants nothing;
-    /// a ClusterRole with an `aggregationRule` also grants the rules of every ClusterRole its
+    /// a `ClusterRole` with an `aggregationRule` also grants the rules of every `ClusterRole` its
     /// selectors match.
     pub fn build(
-        roles: &[&Value],
+        namespaced_roles: &[&Value],
         cluster_roles: &[&Value],
         role_bindings: &[&Value],
         cluster_role_bindings: &[&Value],
@@ -303,19 +315,19 @@ impl Index {
             let Some(sel) = r["aggregationRule"]["clusterRoleSelectors"].as_array() else {
                 continue;
             };
-            let mut rules = rules_of(r);
+            let mut merged = rules_of(r);
             for other in cluster_roles {
                 if name_of(other) != name_of(r)
                     && sel
                         .iter()
                         .any(|s| selector_matches(s, &other["metadata"]["labels"]))
                 {
-                    rules.extend(rules_of(other));
+                    merged.extend(rules_of(other));
                 }
             }
-            cr.insert(name_of(r), Arc::new(rules));
+            cr.insert(name_of(r), Arc::new(merged));
         }
-        let roles: HashMap<(&str, &str), Arc<Vec<Rule>>> = roles
+        let by_key: HashMap<(&str, &str), Arc<Vec<Rule>>> = namespaced_roles
             .iter()
             .map(|r| ((ns_of(r), name_of(r)), Arc::new(rules_of(r))))
             .collect();
@@ -333,12 +345,12 @@ impl Index {
             let ns = ns_of(b);
             let rr = &b["roleRef"];
             let name = rr["name"].as_str().unwrap_or_default();
-            let rules = match rr["kind"].as_str() {
+            let granted = match rr["kind"].as_str() {
                 Some("ClusterRole") => cr.get(name),
-                Some("Role") => roles.get(&(ns, name)),
+                Some("Role") => by_key.get(&(ns, name)),
                 _ => None,
             };
-            if let Some(rules) = rules {
+            if let Some(rules) = granted {
                 idx.namespaced
                     .entry(ns.to_string())
                     .or_default()
@@ -361,8 +373,8 @@ impl Index {
     }
 
     /// Whether any rule bound to the user allows the request. Namespaced requests consult
-    /// ClusterRoleBindings and the RoleBindings of that namespace; others only
-    /// ClusterRoleBindings.
+    /// `ClusterRoleBindings` and the `RoleBindings` of that namespace; others only
+    /// `ClusterRoleBindings`.
     pub fn allows(&self, user: &UserInfo, a: &Attributes<'_>) -> bool {
         self.bindings(a.namespace())
             .filter(|b| b.applies_to(user))

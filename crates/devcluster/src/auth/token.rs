@@ -1,4 +1,4 @@
-//! ServiceAccount tokens: signed JWTs (HS256 with a per-server random key) carrying the
+//! `ServiceAccount` tokens: signed `JWTs` (`HS256` with a per-server random key) carrying the
 //! claims a real API server puts into a bound token.
 
 use base64::Engine as _;
@@ -12,9 +12,9 @@ pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// The `kubernetes.io` claim block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KubernetesClaims {
-    /// Namespace of the ServiceAccount.
+    /// Namespace of the `ServiceAccount`.
     pub namespace: String,
-    /// The ServiceAccount the token belongs to.
+    /// The `ServiceAccount` the token belongs to.
     pub serviceaccount: ObjectRef,
 }
 
@@ -27,7 +27,7 @@ pub struct ObjectRef {
     pub uid: String,
 }
 
-/// The claims of a ServiceAccount token.
+/// The claims of a `ServiceAccount` token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer.
@@ -44,13 +44,13 @@ pub struct Claims {
     pub nbf: i64,
     /// Unique token id.
     pub jti: String,
-    /// Namespace and ServiceAccount.
+    /// Namespace and `ServiceAccount`.
     #[serde(rename = "kubernetes.io")]
     pub kubernetes: KubernetesClaims,
 }
 
 impl Claims {
-    /// Claims for a ServiceAccount, issued at `iat` and valid until `exp`.
+    /// Claims for a `ServiceAccount`, issued at `iat` and valid until `exp`.
     pub fn new(
         namespace: &str,
         name: &str,
@@ -84,7 +84,7 @@ pub enum TokenError {
     /// Not three base64url segments of JSON.
     #[error("token is malformed: {0}")]
     Malformed(&'static str),
-    /// The header names an algorithm other than HS256.
+    /// The header names an algorithm other than `HS256`.
     #[error("token algorithm {0:?} is not accepted; only HS256 is")]
     Algorithm(String),
     /// The signature does not match this server's key.
@@ -102,6 +102,9 @@ pub enum TokenError {
     /// No audience in `aud` is accepted by this server.
     #[error("token audiences {0:?} do not include {ISSUER:?}")]
     Audience(Vec<String>),
+    /// The `ServiceAccount` named in the token no longer exists (or was recreated).
+    #[error("the ServiceAccount of the token no longer exists")]
+    Revoked,
 }
 
 /// Signs and verifies tokens with one HMAC key.
@@ -151,7 +154,9 @@ impl Signer {
         let (Some(head), Some(body), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(TokenError::Malformed("expected three dot-separated segments"));
+            return Err(TokenError::Malformed(
+                "expected three dot-separated segments",
+            ));
         };
         let header: serde_json::Value = URL_SAFE_NO_PAD
             .decode(head)
