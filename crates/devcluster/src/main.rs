@@ -20,7 +20,7 @@ struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the API on plain HTTP until interrupted.
+    /// Serve the API (plain HTTP, or HTTPS with --tls) until interrupted.
     Serve {
         /// Listen address, e.g. 127.0.0.1:6443 (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -38,6 +38,13 @@ enum Command {
             value_name = "NAMESPACE/NAME[:PORT]=HOST:PORT"
         )]
         webhook_services: Vec<devcluster::admission::ServiceMapping>,
+        /// Serve HTTPS with a CA and serving certificate generated at start-up (the CA goes
+        /// into the kubeconfig).
+        #[arg(long)]
+        tls: bool,
+        /// Turn off authentication and RBAC: every request runs as the admin.
+        #[arg(long)]
+        no_rbac: bool,
     },
 }
 
@@ -54,9 +61,13 @@ async fn main() -> std::process::ExitCode {
             kubeconfig,
             no_admission_webhooks,
             webhook_services,
+            tls,
+            no_rbac,
         } => {
             let mut b = devcluster::DevCluster::builder()
                 .addr(addr)
+                .tls(tls)
+                .rbac(!no_rbac)
                 .admission_webhooks(!no_admission_webhooks);
             for m in webhook_services {
                 b = b.webhook_service(m);

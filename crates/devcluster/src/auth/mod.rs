@@ -8,6 +8,7 @@
 pub mod rbac;
 pub mod tls;
 pub mod token;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
@@ -225,6 +226,8 @@ impl Auth {
             .ok_or_else(|| ApiError::not_found("", "serviceaccounts", &info.name))?;
         let body: Value = if req.body.is_empty() {
             json!({})
+        } else if let Some(v) = wire::decode_token_request(&req.body) {
+            v
         } else {
             crate::server::decode_body(&http::HeaderMap::new(), &req.body)?
         };
