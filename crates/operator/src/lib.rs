@@ -5,12 +5,13 @@
 //! [`runtime::Family`] and is listed in [`families`].
 
 pub mod runtime;
+pub mod sessions;
 
 use std::path::Path;
 
 /// Every controller family built into this binary, in start order. A new family is added here.
 pub fn families() -> Vec<Box<dyn runtime::Family>> {
-    Vec::new()
+    vec![Box::new(sessions::Sessions)]
 }
 
 /// Errors of `agentic-operator crd`.
