@@ -1,5 +1,5 @@
 //! An apps/v1 Deployment status simulator: reports a rollout of each generation that
-//! becomes available after a short delay, without creating ReplicaSets or pods.
+//! becomes available after a short delay, without creating `ReplicaSets` or pods.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,9 @@ use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::util::{Memo, fmt_ts, hash_of, lookup, seconds, since, subset_matches, truthy, uid_of};
+use super::util::{
+    Length, Memo, fmt_ts, hash_of, lookup, seconds, since, subset_matches, truthy, uid_of,
+};
 use super::{SimError, Timing};
 
 /// Field manager of the Deployment simulator's writes.
@@ -153,9 +155,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, SimError
         lookup(d.annotations(), "ready-seconds", None),
         "devcluster.io/ready-seconds",
     )
-    .map_or(ctx.timing.deployment_ready, |x| {
-        x.unwrap_or(Duration::MAX / 4)
-    });
+    .map_or(ctx.timing.deployment_ready, Length::or_long);
     let progress_deadline = Duration::from_secs(
         u64::try_from(spec.progress_deadline_seconds.unwrap_or(600)).unwrap_or(600),
     );
@@ -255,11 +255,11 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, SimError
         Action::await_change()
     } else if never_ready {
         if elapsed < progress_deadline {
-            Action::requeue(progress_deadline - elapsed)
+            Action::requeue(progress_deadline.saturating_sub(elapsed))
         } else {
             Action::await_change()
         }
     } else {
-        Action::requeue((delay - elapsed).max(Duration::from_millis(1)))
+        Action::requeue(delay.saturating_sub(elapsed).max(Duration::from_millis(1)))
     })
 }

@@ -26,7 +26,7 @@ const MANAGER: &str = "devcluster-job-controller";
 /// Label every Job pod carries (and the pod watch selects on).
 const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 /// How long a created pod counts as active before the watch shows it.
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(60);
+const EXPECTATION_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// What the controller remembers about one Job between reconciles.
 #[derive(Debug, Clone, Default)]
@@ -224,7 +224,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
                 }
                 return Ok(Action::await_change());
             }
-            return Ok(Action::requeue(ttl - elapsed));
+            return Ok(Action::requeue(ttl.saturating_sub(elapsed)));
         }
         return Ok(Action::await_change());
     }
@@ -311,7 +311,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     }
     let start_time = mem.start_time.clone().unwrap_or_else(|| now.clone());
     ctx.mem.with(&uid, JobMem::default, |m| {
-        m.start_time = Some(start_time.clone())
+        m.start_time = Some(start_time.clone());
     });
 
     let completions = i64::from(spec.completions.unwrap_or(1).max(1));

@@ -58,6 +58,39 @@ pub enum ParseSimulatorsError {
     },
 }
 
+/// A client for `simulate` could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The kubeconfig path (or `(default)` when inferred).
+        path: String,
+        /// What kube reported.
+        message: String,
+    },
+}
+
+/// A client for `kubeconfig`, or for the default configuration (`$KUBECONFIG`,
+/// `~/.kube/config` or the in-cluster service account) when `None`.
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, ConnectError> {
+    let path = kubeconfig.map_or_else(|| "(default)".to_string(), |p| p.display().to_string());
+    let err = |e: &dyn fmt::Display| ConnectError::Kubeconfig {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| err(&e))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    kube::Client::try_from(config).map_err(|e| err(&e))
+}
+
 /// Default durations of the simulated timeline. Annotations override them per object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timing {
@@ -89,6 +122,7 @@ impl Default for Timing {
 }
 
 /// Which simulators to run, and how.
+#[allow(clippy::struct_excessive_bools)] // one switch per simulator
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Simulators {
     /// Bind pending pods to [`Self::node_name`] (or mark them unschedulable).

@@ -22,7 +22,8 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::util::{
-    Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, since, subset_matches, truthy, uid_of,
+    Length, Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, since, subset_matches, truthy,
+    uid_of,
 };
 use super::{SimError, Simulators, Timing};
 
@@ -208,16 +209,15 @@ async fn kubelet(pod: &Pod, ctx: &Ctx) -> Result<Action, SimError> {
     let uid = uid_of(pod);
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let cached = pod_status_value(pod);
-    let t0 = match ctx.anchors.get(&uid) {
-        Some(t) => t,
-        None => {
-            let t = cached["startTime"]
-                .as_str()
-                .and_then(parse_ts)
-                .unwrap_or_else(Timestamp::now);
-            ctx.anchors.set(&uid, t);
-            t
-        }
+    let t0 = if let Some(t) = ctx.anchors.get(&uid) {
+        t
+    } else {
+        let t = cached["startTime"]
+            .as_str()
+            .and_then(parse_ts)
+            .unwrap_or_else(Timestamp::now);
+        ctx.anchors.set(&uid, t);
+        t
     };
     let elapsed = since(t0);
     let kill = if deleting { Some(elapsed) } else { None };
@@ -307,7 +307,7 @@ pub fn container_script(
         lookup(annotations, "run-seconds", c),
         "devcluster.io/run-seconds",
     ) {
-        Some(r) => r,
+        Some(r) => r.finite(),
         None if finishes_by_default || exit_annotation.is_some() || oom => Some(timing.run),
         None => None,
     };
@@ -419,8 +419,7 @@ fn terminated_state(
     restart: u32,
     exit: i32,
     reason: &str,
-    start: Duration,
-    end: Duration,
+    (start, end): (Duration, Duration),
 ) -> Value {
     json!({"terminated": {
         "exitCode": exit,
@@ -442,7 +441,7 @@ fn exit_reason(s: &ContainerScript) -> &'static str {
 }
 
 /// Simulates one container that may start at offset `start`, evaluated at offset `e`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)]
 fn sim_container(
     pod: &Pod,
     c: &Container,
@@ -531,8 +530,7 @@ fn sim_container(
             restarts,
             s.exit_code,
             exit_reason(s),
-            run_start,
-            end,
+            (run_start, end),
         );
         if !policy.restarts(s.exit_code) {
             m.insert("state".into(), term);
@@ -674,9 +672,7 @@ pub fn pod_status(
         lookup(annotations, "start-seconds", None),
         "devcluster.io/start-seconds",
     )
-    .map_or(timing.container_creating, |d| {
-        d.unwrap_or(Duration::MAX / 4)
-    });
+    .map_or(timing.container_creating, Length::or_long);
     // Evaluate at the earliest of now, the deadline and the deletion.
     let deadline_hit = deadline.filter(|d| e >= *d);
     let eval_at = [Some(e), deadline_hit, kill_at]
@@ -976,6 +972,7 @@ mod tests {
         Simulators::all()
     }
 
+    #[allow(clippy::needless_pass_by_value)]
     fn base(annotations: Value, restart: &str) -> Pod {
         pod(json!({
             "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": annotations},

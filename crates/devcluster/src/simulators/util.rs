@@ -21,10 +21,8 @@ pub fn lookup<'a>(
     key: &str,
     container: Option<&str>,
 ) -> Option<&'a str> {
-    if let Some(c) = container {
-        if let Some(v) = annotations.get(&format!("{PREFIX}{key}.{c}")) {
-            return Some(v.trim());
-        }
+    if let Some(v) = container.and_then(|c| annotations.get(&format!("{PREFIX}{key}.{c}"))) {
+        return Some(v.trim());
     }
     annotations.get(&format!("{PREFIX}{key}")).map(|v| v.trim())
 }
@@ -34,16 +32,40 @@ pub fn truthy(v: Option<&str>) -> bool {
     v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"))
 }
 
-/// A duration annotation: decimal seconds; `forever` (or a negative number) gives
-/// `Some(None)`; an unparsable value is logged and ignored (`None`).
-pub fn seconds(v: Option<&str>, what: &str) -> Option<Option<Duration>> {
+/// A scripted duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// Never ends.
+    Forever,
+    /// Ends after this long.
+    For(Duration),
+}
+
+impl Length {
+    /// The duration, with `Forever` as `None`.
+    pub fn finite(self) -> Option<Duration> {
+        match self {
+            Length::Forever => None,
+            Length::For(d) => Some(d),
+        }
+    }
+
+    /// The duration, with `Forever` as a very long time.
+    pub fn or_long(self) -> Duration {
+        self.finite().unwrap_or(Duration::MAX / 4)
+    }
+}
+
+/// A duration annotation: decimal seconds, or `forever` (also a negative number); an
+/// unparsable value is logged and ignored (`None`).
+pub fn seconds(v: Option<&str>, what: &str) -> Option<Length> {
     let v = v?;
     if v.eq_ignore_ascii_case("forever") || v.eq_ignore_ascii_case("never") {
-        return Some(None);
+        return Some(Length::Forever);
     }
     match v.parse::<f64>() {
-        Ok(s) if s.is_finite() && s < 0.0 => Some(None),
-        Ok(s) if s.is_finite() => Some(Some(Duration::from_secs_f64(s.min(1.0e9)))),
+        Ok(s) if s.is_finite() && s < 0.0 => Some(Length::Forever),
+        Ok(s) if s.is_finite() => Some(Length::For(Duration::from_secs_f64(s.min(1.0e9)))),
         _ => {
             tracing::warn!(
                 annotation = what,
@@ -257,10 +279,10 @@ mod tests {
     fn seconds_parsing() {
         assert_eq!(
             seconds(Some("1.5"), "x"),
-            Some(Some(Duration::from_millis(1500)))
+            Some(Length::For(Duration::from_millis(1500)))
         );
-        assert_eq!(seconds(Some("forever"), "x"), Some(None));
-        assert_eq!(seconds(Some("-1"), "x"), Some(None));
+        assert_eq!(seconds(Some("forever"), "x"), Some(Length::Forever));
+        assert_eq!(seconds(Some("-1"), "x"), Some(Length::Forever));
         assert_eq!(seconds(Some("soon"), "x"), None);
         assert_eq!(seconds(None, "x"), None);
     }
