@@ -1,4 +1,6 @@
 //! `devcluster serve`: runs the in-memory Kubernetes API server until SIGINT or SIGTERM.
+//! `devcluster simulate`: runs the simulated scheduler, kubelet and workload controllers
+//! against another API server.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -45,6 +47,29 @@ enum Command {
         /// Turn off authentication and RBAC: every request runs as the admin.
         #[arg(long)]
         no_rbac: bool,
+        /// Simulators to run in-process: `all`, `none` or a list of scheduler, kubelet,
+        /// jobs, deployments.
+        #[arg(long, value_name = "LIST", default_value = "all")]
+        simulators: devcluster::simulators::Simulators,
+        /// Run no simulator (same as `--simulators none`).
+        #[arg(long)]
+        no_simulators: bool,
+        /// Name of the fake node pods are bound to.
+        #[arg(long, default_value = devcluster::simulators::DEFAULT_NODE_NAME)]
+        node_name: String,
+    },
+    /// Run the simulators against an API server until interrupted.
+    Simulate {
+        /// Kubeconfig of the target cluster (default: $KUBECONFIG, ~/.kube/config or
+        /// in-cluster).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Simulators to run: `all` or a list of scheduler, kubelet, jobs, deployments.
+        #[arg(long, value_name = "LIST", default_value = "all")]
+        simulators: devcluster::simulators::Simulators,
+        /// Name of the fake node pods are bound to.
+        #[arg(long, default_value = devcluster::simulators::DEFAULT_NODE_NAME)]
+        node_name: String,
     },
 }
 
@@ -63,6 +88,9 @@ async fn main() -> std::process::ExitCode {
             webhook_services,
             tls,
             no_rbac,
+            simulators,
+            no_simulators,
+            node_name,
         } => {
             let mut b = devcluster::DevCluster::builder()
                 .addr(addr)
@@ -74,6 +102,9 @@ async fn main() -> std::process::ExitCode {
             }
             if let Some(k) = kubeconfig {
                 b = b.kubeconfig_path(k);
+            }
+            if !no_simulators {
+                b = b.with_simulators(simulators.node_name(node_name));
             }
             let cluster = match b.start().await {
                 Ok(c) => c,
@@ -88,6 +119,28 @@ async fn main() -> std::process::ExitCode {
             eprintln!("kubeconfig: {}", cluster.kubeconfig_path().display());
             wait_for_signal().await;
             cluster.shutdown().await;
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Simulate {
+            kubeconfig,
+            simulators,
+            node_name,
+        } => {
+            let client = match devcluster::simulators::connect(kubeconfig.as_deref()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("devcluster: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let simulators = simulators.node_name(node_name);
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "simulating {simulators}");
+            let _ = out.flush();
+            tokio::select! {
+                () = simulators.run(client) => {}
+                () = wait_for_signal() => {}
+            }
             std::process::ExitCode::SUCCESS
         }
     }
