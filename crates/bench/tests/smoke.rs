@@ -68,6 +68,7 @@ async fn in_process_run_counts_everything() {
     assert_eq!(list.unpaged.samples_ms.len(), 3);
     assert_eq!(list.paged.samples_ms.len(), 3);
     assert_eq!(list.client_decode.samples_ms.len(), 3);
+    assert_eq!(list.client_typed_decode.samples_ms.len(), 3);
     // 30 items in pages of 7: 7, 7, 7, 7, 2.
     assert_eq!(list.pages, 5);
     let lists = list
