@@ -25,7 +25,8 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
@@ -67,7 +68,7 @@ fn b64(s: &str) -> String {
 
 /// The webhook logic: `/validate` denies `data.mode: bad` and warns on `data.mode: old`,
 /// `/deny-all` denies without a code, `/mutate` adds a label and a data key, `/slow` answers
-/// after 20 s, anything else allows.
+/// after 20 s, `/mutate-size` copies `spec.want` into `spec.size`, anything else allows.
 async fn review(State(seen): State<Seen>, uri: Uri, Json(review): Json<Value>) -> Json<Value> {
     let path = uri.path().to_string();
     seen.0.lock().unwrap().push((
@@ -106,6 +107,13 @@ async fn review(State(seen): State<Seen>, uri: Uri, Json(review): Json<Value>) -
             resp["patch"] = json!(b64(&Value::Array(ops).to_string()));
         }
         "/slow" => tokio::time::sleep(Duration::from_secs(20)).await,
+        "/mutate-size" => {
+            if let Some(want) = obj["spec"]["want"].as_i64() {
+                let ops = json!([{"op": "add", "path": "/spec/size", "value": want}]);
+                resp["patchType"] = json!("JSONPatch");
+                resp["patch"] = json!(b64(&ops.to_string()));
+            }
+        }
         _ => {}
     }
     Json(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}))
@@ -824,4 +832,233 @@ async fn services_resolve_through_the_address_annotation() {
             .await
             .is_none()
     );
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn gadgets(dc: &DevCluster) -> Api<DynamicObject> {
+    let ar = ApiResource {
+        group: "test.example.io".into(),
+        version: "v1".into(),
+        api_version: "test.example.io/v1".into(),
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+    };
+    Api::namespaced_with(dc.client(), "default", &ar)
+}
+
+fn gadget(name: &str, want: i64) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "test.example.io/v1", "kind": "Gadget",
+        "metadata": {"name": name},
+        "spec": {"want": want, "size": 1},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn custom_resources_are_revalidated_after_mutation_and_subresources_match_separately() {
+    let wh = WebhookServer::start().await;
+    let dc = cluster().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(dc.client());
+    let crd = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.test.example.io"},
+        "spec": {
+            "group": "test.example.io", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "want": {"type": "integer"},
+                        "size": {"type": "integer", "maximum": 10}}},
+                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}}}}}}],
+        },
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let api = gadgets(&dc);
+    eventually("gadgets served", || {
+        let api = api.clone();
+        async move { api.list(&Default::default()).await.is_ok() }
+    })
+    .await;
+    let mut size = hook("size.example.io", wh.url("/mutate-size"));
+    size["rules"] = json!([{"operations": ["CREATE", "UPDATE"], "apiGroups": ["test.example.io"],
+        "apiVersions": ["*"], "resources": ["gadgets"], "scope": "Namespaced"}]);
+    mutating(&dc, "size", vec![size]).await;
+    let mut frozen = hook("frozen-status.example.io", wh.url("/deny-all"));
+    frozen["rules"] = json!([{"operations": ["UPDATE"], "apiGroups": ["test.example.io"],
+        "apiVersions": ["v1"], "resources": ["*/status"]}]);
+    validating(&dc, "frozen", vec![frozen]).await;
+
+    let created = api
+        .create(&PostParams::default(), &gadget("small", 3))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["size"], 3, "the patch is applied");
+
+    // The patched object goes through the schema again: size 50 exceeds the maximum.
+    let err = api
+        .create(&PostParams::default(), &gadget("large", 50))
+        .await
+        .expect_err("schema rejects the mutation");
+    let kube::Error::Api(s) = err else {
+        panic!("unexpected error {err}")
+    };
+    assert_eq!(s.code, 422, "{}", s.message);
+    assert!(s.message.contains("spec.size"), "{}", s.message);
+    assert!(api.get_opt("large").await.unwrap().is_none());
+
+    // `*/status` matches the status subresource only.
+    api.patch(
+        "small",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"want": 4}})),
+    )
+    .await
+    .expect("main resource update is not matched by */status");
+    let err = api
+        .patch_status(
+            "small",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .expect_err("status update denied");
+    let kube::Error::Api(s) = err else {
+        panic!("unexpected error {err}")
+    };
+    assert_eq!(
+        s.message,
+        "admission webhook \"frozen-status.example.io\" denied the request: denied by policy"
+    );
+    let status_review = wh.seen.on("/deny-all");
+    assert_eq!(status_review.len(), 1);
+    assert_eq!(status_review[0]["request"]["subResource"], "status");
+    assert_eq!(
+        status_review[0]["request"]["resource"],
+        json!({"group": "test.example.io", "version": "v1", "resource": "gadgets"})
+    );
+}
+
+/// `devcluster serve` calls webhooks by default and maps services given on the command line.
+#[tokio::test]
+async fn serve_maps_webhook_services_from_the_command_line() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let wh = WebhookServer::start().await;
+    let dir =
+        std::env::temp_dir().join(format!("devcluster-admission-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devcluster"))
+        .arg("serve")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        // Authentication and RBAC are not what this test is about.
+        .arg("--no-rbac")
+        .arg("--webhook-service")
+        .arg(format!("webhooks/hook:443={}", wh.addr))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("server started")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(ready.starts_with("ready "), "{ready}");
+
+    let run = |args: Vec<String>| {
+        let kubeconfig = kubeconfig.clone();
+        let dir = dir.clone();
+        async move {
+            let out = Command::new(KUBECTL)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--cache-dir")
+                .arg(dir.join("cache"))
+                .args(&args)
+                .env("HOME", &dir)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let config = dir.join("webhook.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: modes
+webhooks:
+- name: validate.example.io
+  clientConfig:
+    service: {{namespace: webhooks, name: hook, path: /validate}}
+    caBundle: {}
+  rules:
+  - {{operations: [CREATE, UPDATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}}
+  sideEffects: None
+  admissionReviewVersions: [v1]
+",
+            wh.ca_bundle
+        ),
+    )
+    .unwrap();
+    // The served OpenAPI documents do not describe admissionregistration.k8s.io yet, so
+    // kubectl's client-side schema check is skipped for this one object.
+    let (ok, err) = run(vec![
+        "apply".into(),
+        "--validate=false".into(),
+        "-f".into(),
+        config.to_string_lossy().into(),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: default\ndata:\n  mode: bad\n",
+    )
+    .unwrap();
+    let (ok, err) = run(vec![
+        "apply".into(),
+        "-f".into(),
+        bad.to_string_lossy().into(),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "admission webhook \"validate.example.io\" denied the request: mode \"bad\" is not allowed"
+        ),
+        "{err}"
+    );
+    assert_eq!(wh.seen.on("/validate").len(), 1);
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
