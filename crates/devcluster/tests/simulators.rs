@@ -610,3 +610,117 @@ async fn jobs_cost_a_bounded_number_of_writes_and_none_when_settled() {
         "writes after every Job finished: {settled:#?}"
     );
 }
+
+/// Kills the child process when the test ends, whatever the outcome.
+struct Child(tokio::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Reads the child's stdout until a line starts with `prefix`; returns that line.
+async fn wait_for_line(child: &mut Child, prefix: &str) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let out = child.0.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let line = tokio::time::timeout(DEADLINE, async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with(prefix) {
+                return l;
+            }
+        }
+        panic!("the process exited before printing {prefix:?}");
+    })
+    .await
+    .unwrap();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    line
+}
+
+#[tokio::test]
+async fn simulate_subcommand_drives_a_separately_started_cluster() {
+    let target = DevCluster::start().await.unwrap();
+    let mut child = Child(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+            .arg("simulate")
+            .arg("--kubeconfig")
+            .arg(target.kubeconfig_path())
+            .arg("--simulators")
+            .arg("scheduler,kubelet,jobs")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    let line = wait_for_line(&mut child, "simulating").await;
+    assert_eq!(line, "simulating scheduler,kubelet,jobs");
+    let jobs: Api<Job> = Api::namespaced(target.client(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("via-cli", &json!({}), &json!({})),
+    )
+    .await
+    .unwrap();
+    eventually("the Job to complete", || async {
+        let s = job_status(&jobs, "via-cli").await;
+        is_true(&s, "Complete").then_some(())
+    })
+    .await;
+    // Deployments were not asked for, so nothing reports their status.
+    let deploys: Api<Deployment> = Api::namespaced(target.client(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "idle"},
+        "spec": {"selector": {"matchLabels": {"app": "idle"}}, "template": {
+            "metadata": {"labels": {"app": "idle"}},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    }))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status(&deploys.get("idle").await.unwrap())["observedGeneration"].is_null());
+}
+
+#[tokio::test]
+async fn serve_runs_simulators_in_process_by_default() {
+    let dir = std::env::temp_dir().join(format!(
+        "devcluster-sim-serve-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = Child(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+            .arg("serve")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut child, "ready").await;
+    let client = devcluster::simulators::connect(Some(&kubeconfig))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    pods.create(&PostParams::default(), &pod("served", "Always", &json!({})))
+        .await
+        .unwrap();
+    eventually("the pod to run", || async {
+        let s = status(&pods.get("served").await.unwrap());
+        (s["phase"] == "Running").then_some(())
+    })
+    .await;
+    drop(child);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
