@@ -839,7 +839,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     while tokio::time::Instant::now() < deadline {
         if f().await {
             return;
@@ -894,7 +894,7 @@ async fn custom_resources_are_revalidated_after_mutation_and_subresources_match_
     let api = gadgets(&dc);
     eventually("gadgets served", || {
         let api = api.clone();
-        async move { api.list(&Default::default()).await.is_ok() }
+        async move { api.list(&kube::api::ListParams::default()).await.is_ok() }
     })
     .await;
     let mut size = hook("size.example.io", wh.url("/mutate-size"));
@@ -979,7 +979,7 @@ async fn serve_maps_webhook_services_from_the_command_line() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+    let ready = tokio::time::timeout(Duration::from_mins(1), lines.next_line())
         .await
         .expect("server started")
         .unwrap()
