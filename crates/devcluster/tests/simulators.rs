@@ -595,8 +595,8 @@ async fn jobs_cost_a_bounded_number_of_writes_and_none_when_settled() {
     .await;
     let stats = c.stats();
     eprintln!("{stats:#?}");
-    // Job create, pod create, binding, three kubelet status writes and two Job status
-    // writes are about ten per Job; a polling loop would be far above this bound.
+    // Job create, pod create, binding, three kubelet status writes and three Job status
+    // writes make nine per Job; a polling loop would be far above this bound.
     assert!(
         stats.writes <= u64::try_from(N * 16).unwrap(),
         "{} writes for {N} Jobs",

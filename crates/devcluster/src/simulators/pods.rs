@@ -177,6 +177,10 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<(), SimError> {
         &Patch::Merge(json!({"spec": {"nodeName": node}})),
     )
     .await?;
+    if ctx.sims.kubelet {
+        // The kubelet's first status write carries `PodScheduled=True`.
+        return Ok(());
+    }
     let mut conds: Vec<Value> = status["conditions"]
         .as_array()
         .cloned()
