@@ -724,3 +724,37 @@ fn rand_suffix() -> u64 {
     h.write_u8(0);
     h.finish()
 }
+
+#[tokio::test]
+async fn on_failure_restarts_count_against_the_backoff_limit() {
+    let c = cluster().await;
+    let client = c.client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let mut j = job(
+        "crashy",
+        &json!({"backoffLimit": 1}),
+        &json!({"devcluster.io/exit-code": "2", "devcluster.io/run-seconds": "0.1"}),
+    );
+    j.spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .restart_policy = Some("OnFailure".into());
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    let st = eventually("the Job to fail", || async {
+        let s = job_status(&jobs, "crashy").await;
+        is_true(&s, "Failed").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        condition(&st, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    eventually("the restarting pod to be deleted", || async {
+        job_pods(&client, "crashy").await.is_empty().then_some(())
+    })
+    .await;
+}
