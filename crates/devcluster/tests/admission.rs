@@ -1,6 +1,6 @@
-//! Admission webhooks end to end: a TLS webhook server inside the test (self-signed CA in
-//! `caBundle`), configurations registered through kube, and writes through kube and the real
-//! kubectl binary.
+//! Admission webhooks end to end: a TLS webhook server inside the test (a CA generated with
+//! rcgen in `caBundle`), configurations registered through kube, and writes through kube and
+//! the real kubectl binary.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,15 +20,15 @@ use axum::extract::State;
 use axum::http::Uri;
 use base64::Engine as _;
 use devcluster::DevCluster;
-use devcluster::admission::ServiceMapping;
+use devcluster::admission::{ServiceMapping, WebhookCertificates};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
@@ -144,23 +144,6 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// A CA and a serving certificate for 127.0.0.1, localhost and `hook.webhooks.svc`.
-fn certificates() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec![
-        "127.0.0.1".to_string(),
-        "localhost".to_string(),
-        "hook.webhooks.svc".to_string(),
-    ])
-    .unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    (ca.pem(), vec![cert.der().clone()], key_der)
-}
-
 /// A running HTTPS webhook server.
 struct WebhookServer {
     addr: SocketAddr,
@@ -177,7 +160,10 @@ impl Drop for WebhookServer {
 
 impl WebhookServer {
     async fn start() -> Self {
-        let (ca_pem, chain, key) = certificates();
+        let certs = WebhookCertificates::generate(&["127.0.0.1", "localhost", "hook.webhooks.svc"])
+            .unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(certs.cert_pem.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(certs.key_pem.as_bytes()).unwrap();
         let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -202,7 +188,7 @@ impl WebhookServer {
         });
         Self {
             addr,
-            ca_bundle: b64(&ca_pem),
+            ca_bundle: certs.ca_bundle(),
             seen,
             task,
         }

@@ -11,7 +11,10 @@
 #![allow(clippy::result_large_err)]
 
 mod call;
+mod certs;
 mod matching;
+
+pub use certs::{CertificateError, WebhookCertificates};
 
 use std::str::FromStr;
 use std::time::Duration;
