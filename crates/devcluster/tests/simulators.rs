@@ -758,3 +758,36 @@ async fn on_failure_restarts_count_against_the_backoff_limit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn annotating_a_running_pod_rescripts_it() {
+    let c = cluster().await;
+    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    pods.create(&PostParams::default(), &pod("agent", "Never", &json!({})))
+        .await
+        .unwrap();
+    eventually("the pod to run", || async {
+        let s = status(&pods.get("agent").await.unwrap());
+        (s["phase"] == "Running").then_some(())
+    })
+    .await;
+    pods.patch(
+        "agent",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {
+            "devcluster.io/exit-code": "3",
+            "devcluster.io/run-seconds": "0",
+        }}})),
+    )
+    .await
+    .unwrap();
+    let st = eventually("the pod to fail", || async {
+        let s = status(&pods.get("agent").await.unwrap());
+        (s["phase"] == "Failed").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        st["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        3
+    );
+}
