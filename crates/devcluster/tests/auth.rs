@@ -1,9 +1,17 @@
-//! Authentication, RBAC authorization, TokenRequest and HTTPS serving of the dev cluster,
-//! exercised through kube-rs and kubectl the way an operator running as a ServiceAccount
+//! Authentication, RBAC authorization, `TokenRequest` and HTTPS serving of the dev cluster,
+//! exercised through kube-rs and kubectl the way an operator running as a `ServiceAccount`
 //! would meet them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use devcluster::DevCluster;
 use devcluster::auth::token::{Claims, ISSUER, Signer};
 use futures::StreamExt;
@@ -542,7 +550,6 @@ async fn token_request_round_trip() {
     // The claims are those of a real bound token.
     let parts: Vec<&str> = st.token.split('.').collect();
     assert_eq!(parts.len(), 3);
-    use base64::Engine as _;
     let claims: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(parts[1])
@@ -680,7 +687,6 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     expect_unauthorized(&client_with_token(&dc, &other_audience)).await;
     // Tampering with the claims breaks the signature.
     let parts: Vec<&str> = good.split('.').collect();
-    use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut claims: Value = serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
     claims["exp"] = json!(now + 100_000);
@@ -925,4 +931,164 @@ async fn https_with_generated_ca_for_kube_and_kubectl() {
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn rbac_writes_cannot_escalate() {
+    let dc = rbac_cluster().await;
+    namespace(&dc, "team").await;
+    service_account(&dc, "team", "worker").await;
+    role(
+        &dc,
+        "team",
+        "delegator",
+        json!([
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+             "verbs": ["create", "update", "get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}
+        ]),
+    )
+    .await;
+    role_binding(
+        &dc,
+        "team",
+        "delegator",
+        role_ref("Role", "delegator"),
+        sa_subject("team", "worker"),
+    )
+    .await;
+    cluster_role(
+        &dc,
+        "cm-reader",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]),
+    )
+    .await;
+    cluster_role(
+        &dc,
+        "secret-admin",
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]),
+    )
+    .await;
+    let client = dc.service_account_client("team", "worker").await.unwrap();
+    let roles: Api<Role> = Api::namespaced(client.clone(), "team");
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), "team");
+
+    // Granting what the writer holds is fine.
+    roles
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "cm-get"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]})),
+        )
+        .await
+        .unwrap();
+    bindings
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "cm-reader"},
+                "roleRef": role_ref("ClusterRole", "cm-reader"),
+                "subjects": sa_subject("team", "other")})),
+        )
+        .await
+        .unwrap();
+
+    // More than the writer holds is refused with the real server's message.
+    let groups =
+        "[\"system:serviceaccounts\" \"system:serviceaccounts:team\" \"system:authenticated\"]";
+    let m = forbidden(
+        roles
+            .create(
+                &PostParams::default(),
+                &obj(json!({"metadata": {"name": "secrets"},
+                    "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"],
+                               "verbs": ["get", "delete"]}]})),
+            )
+            .await,
+    );
+    assert_eq!(
+        m,
+        format!(
+            "roles.rbac.authorization.k8s.io \"secrets\" is forbidden: user \"{SA}\" (groups={groups}) is attempting to grant RBAC permissions not currently held:\n{{APIGroups:[\"\"], Resources:[\"configmaps\"], Verbs:[\"delete\"]}}\n{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\" \"delete\"]}}"
+        )
+    );
+    let m = forbidden(
+        bindings
+            .create(
+                &PostParams::default(),
+                &obj(json!({"metadata": {"name": "secret-admin"},
+                    "roleRef": role_ref("ClusterRole", "secret-admin"),
+                    "subjects": sa_subject("team", "other")})),
+            )
+            .await,
+    );
+    assert_eq!(
+        m,
+        format!(
+            "rolebindings.rbac.authorization.k8s.io \"secret-admin\" is forbidden: user \"{SA}\" (groups={groups}) is attempting to grant RBAC permissions not currently held:\n{{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"*\"]}}"
+        )
+    );
+    // Widening an existing role is checked as well.
+    let mut widened = roles.get("cm-get").await.unwrap();
+    widened.rules = Some(vec![obj(
+        json!({"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "watch"]}),
+    )]);
+    let m = forbidden(
+        roles
+            .replace("cm-get", &PostParams::default(), &widened)
+            .await,
+    );
+    assert!(
+        m.ends_with("{APIGroups:[\"\"], Resources:[\"configmaps\"], Verbs:[\"watch\"]}"),
+        "{m}"
+    );
+    // A binding to a role that does not exist.
+    let (code, _, message) = status(
+        bindings
+            .create(
+                &PostParams::default(),
+                &obj(json!({"metadata": {"name": "ghost"},
+                    "roleRef": role_ref("Role", "ghost"),
+                    "subjects": sa_subject("team", "other")})),
+            )
+            .await,
+    );
+    assert_eq!(
+        (code, message.as_str()),
+        (404, "roles.rbac.authorization.k8s.io \"ghost\" not found")
+    );
+
+    // `bind` on the named role and `escalate` on roles lift the checks.
+    role(
+        &dc,
+        "team",
+        "binder",
+        json!([
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+             "verbs": ["bind"], "resourceNames": ["secret-admin"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"],
+             "verbs": ["escalate"]}
+        ]),
+    )
+    .await;
+    role_binding(
+        &dc,
+        "team",
+        "binder",
+        role_ref("Role", "binder"),
+        sa_subject("team", "worker"),
+    )
+    .await;
+    bindings
+        .create(
+            &PostParams::default(),
+            &obj(json!({"metadata": {"name": "secret-admin"},
+                "roleRef": role_ref("ClusterRole", "secret-admin"),
+                "subjects": sa_subject("team", "other")})),
+        )
+        .await
+        .unwrap();
+    roles
+        .replace("cm-get", &PostParams::default(), &widened)
+        .await
+        .unwrap();
 }

@@ -5,6 +5,10 @@
 //! Turned on with [`crate::DevClusterBuilder::rbac`] and [`crate::DevClusterBuilder::tls`];
 //! [`crate::DevCluster::service_account_client`] runs code as a `ServiceAccount`.
 
+// The hook traits this module implements return `ApiError` by value.
+#![allow(clippy::result_large_err)]
+
+pub mod escalation;
 pub mod rbac;
 pub mod tls;
 pub mod token;
@@ -19,7 +23,8 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, Cause};
 use crate::hooks::{
-    Authenticator, Authorizer, Hooks, RequestInfo, SubresourceHandler, SubresourceRequest, UserInfo,
+    AdmissionHook, AdmissionRequest, Authenticator, Authorizer, Hooks, RequestInfo,
+    SubresourceHandler, SubresourceRequest, UserInfo,
 };
 use crate::state::State;
 use crate::store::Store;
@@ -111,12 +116,13 @@ impl Auth {
         }
     }
 
-    /// Creates an instance and registers it as authenticator, authorizer and
-    /// `serviceaccounts/token` handler.
+    /// Creates an instance and registers it as authenticator, authorizer, admission hook
+    /// (privilege-escalation checks on RBAC writes) and `serviceaccounts/token` handler.
     pub fn install(hooks: &mut Hooks, admin_token: &str) -> Arc<Self> {
         let auth = Arc::new(Self::new(admin_token));
         hooks.authenticator = Some(auth.clone());
         hooks.authorizer = Some(auth.clone());
+        hooks.admission.push(auth.clone());
         hooks.subresources.push((
             (String::new(), "serviceaccounts".into(), "token".into()),
             auth.clone(),
@@ -382,6 +388,34 @@ impl Authorizer for Auth {
         } else {
             Err(forbidden(user, &a))
         }
+    }
+}
+
+impl AdmissionHook for Auth {
+    fn admit<'a>(
+        &'a self,
+        request: &'a AdmissionRequest<'a>,
+        object: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            let info = request.info;
+            if info.group != RBAC_GROUP || is_master(&info.user) {
+                return Ok(());
+            }
+            let role = |resource: &str, ns: &str, name: &str| {
+                request.cluster.get(RBAC_GROUP, resource, ns, name)
+            };
+            escalation::check(
+                &self.index(),
+                &escalation::Write {
+                    info,
+                    operation: request.operation,
+                    object,
+                    old: request.old_object,
+                    role: &role,
+                },
+            )
+        })
     }
 }
 
