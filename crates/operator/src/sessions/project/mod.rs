@@ -1,11 +1,120 @@
-//! The `ProjectSettings` and namespace controller of the sessions family.
+//! The `ProjectSettings` and namespace controllers of the sessions family.
+//!
+//! * `namespace` watches namespaces labelled `ambient-code.io/managed=true` (only those) and
+//!   gives each the default `ProjectSettings/projectsettings` when it has none
+//!   ([`namespace`]).
+//! * `projectsettings` keeps what a `ProjectSettings` in a managed namespace owns: one
+//!   `RoleBinding` per `spec.groupAccess` entry (updated and pruned as the list changes), the
+//!   `ambient-session-trigger` ServiceAccount/Role/RoleBinding for scheduled sessions, and the
+//!   `ambient-default-limits` `LimitRange`; then its status ([`reconcile`]).
+//!
+//! Stages: [`model`] (view and validation), [`build`] (pure desired objects), [`reconcile`]
+//! (apply, prune, status), [`status`] (pure status computation).
 
-use crate::runtime::{ControllerTask, FamilyError, RuntimeContext, SharedWatches};
+pub mod build;
+pub mod error;
+pub mod model;
+pub mod namespace;
+pub mod reconcile;
+pub mod status;
 
-/// Builds this module's controllers on the shared runtime.
+use std::sync::Arc;
+
+use agentic_api::sessions::{LABEL_MANAGED_NAMESPACE, PROJECT_SETTINGS_NAME};
+use k8s_openapi::api::{
+    core::v1::{LimitRange, Namespace, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, ResourceExt,
+    runtime::{reflector::ObjectRef, watcher},
+};
+
+use crate::runtime::{ControllerTask, FamilyError, RuntimeContext, SharedWatches, controller_task};
+
+use model::ProjectSettingsView;
+
+/// Controller name of the `ProjectSettings` controller (metrics label, Events).
+pub const PROJECT_SETTINGS_CONTROLLER: &str = "projectsettings";
+/// Controller name of the namespace controller.
+pub const NAMESPACE_CONTROLLER: &str = "namespace";
+
+/// Label selector of the namespace watch.
+pub fn managed_namespace_selector() -> String {
+    format!("{LABEL_MANAGED_NAMESPACE}=true")
+}
+
+/// Builds the namespace and `ProjectSettings` controllers on the shared runtime.
 pub fn controllers(
-    _rt: &RuntimeContext,
-    _watches: &mut SharedWatches,
+    rt: &RuntimeContext,
+    watches: &mut SharedWatches,
 ) -> Result<Vec<ControllerTask>, FamilyError> {
-    Ok(Vec::new())
+    let client = rt.client.clone();
+    let managed = watcher::Config::default().labels(&managed_namespace_selector());
+    let children = watcher::Config::default().labels(build::CHILD_SELECTOR);
+
+    let namespaces = watches.subscribe(Api::<Namespace>::all(client.clone()), managed.clone())?;
+    let namespaces_for_ps = watches.subscribe(Api::<Namespace>::all(client.clone()), managed)?;
+    let settings = watches.subscribe(
+        Api::<ProjectSettingsView>::all(client.clone()),
+        watcher::Config::default(),
+    )?;
+    let settings_for_ns = watches.subscribe(
+        Api::<ProjectSettingsView>::all(client.clone()),
+        watcher::Config::default(),
+    )?;
+    let role_bindings =
+        watches.subscribe(Api::<RoleBinding>::all(client.clone()), children.clone())?;
+    let roles = watches.subscribe(Api::<Role>::all(client.clone()), children.clone())?;
+    let service_accounts =
+        watches.subscribe(Api::<ServiceAccount>::all(client.clone()), children)?;
+    let limit_ranges = watches.subscribe(
+        Api::<LimitRange>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", build::LIMIT_RANGE)),
+    )?;
+
+    let ps_ctx = Arc::new(reconcile::Context {
+        client: client.clone(),
+        recorder: rt.recorders.recorder(PROJECT_SETTINGS_CONTROLLER),
+        namespaces: namespaces_for_ps.reader.clone(),
+        role_bindings: role_bindings.reader.clone(),
+        roles: roles.reader.clone(),
+        service_accounts: service_accounts.reader.clone(),
+        limit_ranges: limit_ranges.reader.clone(),
+    });
+    let ns_ctx = Arc::new(namespace::Context {
+        client,
+        recorder: rt.recorders.recorder(NAMESPACE_CONTROLLER),
+        project_settings: settings_for_ns.reader.clone(),
+    });
+
+    let ps_task = controller_task(
+        rt,
+        PROJECT_SETTINGS_CONTROLLER,
+        settings,
+        move |c| {
+            c.owns_shared_stream(role_bindings.stream)
+                .owns_shared_stream(roles.stream)
+                .owns_shared_stream(service_accounts.stream)
+                .owns_shared_stream(limit_ranges.stream)
+                .watches_shared_stream(namespaces_for_ps.stream, |ns: Arc<Namespace>| {
+                    Some(ObjectRef::new(PROJECT_SETTINGS_NAME).within(&ns.name_any()))
+                })
+        },
+        reconcile::reconcile,
+        ps_ctx,
+    );
+    let ns_task = controller_task(
+        rt,
+        NAMESPACE_CONTROLLER,
+        namespaces,
+        move |c| {
+            c.watches_shared_stream(settings_for_ns.stream, |ps: Arc<ProjectSettingsView>| {
+                ps.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
+            })
+        },
+        namespace::reconcile,
+        ns_ctx,
+    );
+    Ok(vec![ns_task, ps_task])
 }

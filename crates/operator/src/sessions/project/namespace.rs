@@ -1,0 +1,110 @@
+//! The namespace controller: every namespace labelled `ambient-code.io/managed=true` gets the
+//! default `ProjectSettings` named `projectsettings` (with an empty `groupAccess`) when it has
+//! none. An existing object, whoever made it, is never changed.
+
+use std::sync::Arc;
+
+use agentic_api::sessions::{
+    LABEL_MANAGED_NAMESPACE, PROJECT_SETTINGS_NAME, ProjectSettings, ProjectSettingsSpec,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::PostParams,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use super::{build::FIELD_MANAGER, error::ProjectError, model::ProjectSettingsView};
+
+/// What the namespace reconcile reads and writes through.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder of the controller.
+    pub recorder: Arc<Recorder>,
+    /// Every `ProjectSettings`.
+    pub project_settings: Store<ProjectSettingsView>,
+}
+
+/// The default object a managed namespace gets.
+pub fn default_project_settings(namespace: &str) -> ProjectSettings {
+    let mut ps = ProjectSettings::new(
+        PROJECT_SETTINGS_NAME,
+        ProjectSettingsSpec {
+            group_access: Vec::new(),
+            ..ProjectSettingsSpec::default()
+        },
+    );
+    ps.metadata.namespace = Some(namespace.to_owned());
+    ps
+}
+
+/// Reconciles one managed namespace.
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ProjectError> {
+    let name = ns.name_any();
+    let managed = ns.labels().get(LABEL_MANAGED_NAMESPACE).map(String::as_str) == Some("true");
+    let terminating = ns.meta().deletion_timestamp.is_some()
+        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    if !managed || terminating {
+        return Ok(Action::await_change());
+    }
+    let key = ObjectRef::new(PROJECT_SETTINGS_NAME).within(&name);
+    if ctx.project_settings.get(&key).is_some() {
+        return Ok(Action::await_change());
+    }
+    let api: Api<ProjectSettings> = Api::namespaced(ctx.client.clone(), &name);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &default_project_settings(&name)).await {
+        Ok(created) => {
+            tracing::info!(namespace = %name, "created the default ProjectSettings");
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Created".into(),
+                note: Some(format!(
+                    "Created the default ProjectSettings for managed namespace {name}"
+                )),
+                action: "CreateDefault".into(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &created.object_ref(&())).await {
+                tracing::warn!(%error, "cannot publish Event");
+            }
+        }
+        // Made by someone else since the cache was read: theirs stays as it is.
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        // The namespace is going away.
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(source) => {
+            return Err(ProjectError::Write {
+                verb: "create",
+                kind: "ProjectSettings".into(),
+                namespace: name,
+                name: PROJECT_SETTINGS_NAME.into(),
+                source: Box::new(source),
+            });
+        }
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_object_is_the_upstream_singleton() {
+        let ps = default_project_settings("team-a");
+        let value = serde_json::to_value(&ps).unwrap();
+        assert_eq!(value["metadata"]["name"], "projectsettings");
+        assert_eq!(value["metadata"]["namespace"], "team-a");
+        assert_eq!(value["spec"], serde_json::json!({"groupAccess": []}));
+        assert_eq!(value["apiVersion"], "vteam.ambient-code/v1alpha1");
+    }
+}
