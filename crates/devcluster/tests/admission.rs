@@ -918,6 +918,33 @@ async fn custom_resources_are_revalidated_after_mutation_and_subresources_match_
     )
     .await
     .expect("main resource update is not matched by */status");
+    // The update changed spec.want and the webhook spec.size: one generation step.
+    let updated = api.get("small").await.unwrap();
+    assert_eq!(updated.data["spec"]["size"], 4);
+    assert_eq!(updated.metadata.generation, Some(2));
+    // An update whose spec change the webhook undoes leaves the generation alone.
+    api.patch(
+        "small",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 1}})),
+    )
+    .await
+    .unwrap();
+    let updated = api.get("small").await.unwrap();
+    assert_eq!(updated.data["spec"]["size"], 4, "the webhook restores size");
+    assert_eq!(
+        updated.metadata.generation,
+        Some(2),
+        "nothing changed in the end"
+    );
+    api.patch(
+        "small",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.get("small").await.unwrap().metadata.generation, Some(2));
     let err = api
         .patch_status(
             "small",

@@ -686,8 +686,22 @@ impl WebhookAdmission {
     }
 }
 
-/// Runs the CRD schema (defaulting, pruning, validation) again on an object a mutating
-/// webhook changed, as kube-apiserver validates after mutating admission.
+/// What the generation of an object depends on: everything but metadata (and status when
+/// it is a subresource).
+fn generation_content(v: &Value, status_subresource: bool) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove("metadata");
+        if status_subresource {
+            m.remove("status");
+        }
+    }
+    c
+}
+
+/// After a mutating webhook changed the object: runs the CRD schema (pruning, defaulting,
+/// validation) again, as kube-apiserver validates after mutating admission, and sets
+/// `metadata.generation` of an update from the final object, not from the request.
 fn revalidate(req: &AdmissionRequest<'_>, object: &mut Value) -> Result<(), ApiError> {
     let info = req.info;
     let Some(def) = req
@@ -698,21 +712,31 @@ fn revalidate(req: &AdmissionRequest<'_>, object: &mut Value) -> Result<(), ApiE
     else {
         return Ok(());
     };
-    let Some(schema) = def.crd.as_ref().and_then(|c| c.compiled.clone()) else {
-        return Ok(());
-    };
-    let keep = ["apiVersion", "kind", "metadata"].map(|k| (k, object.get(k).cloned()));
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    schema
-        .admit(object, req.old_object)
-        .map_err(|e| ApiError::from_status(e.to_status(&def.group, &def.kind, &name)))?;
-    for (k, v) in keep {
-        if let Some(v) = v {
-            object[k] = v;
+    if let Some(schema) = def.crd.as_ref().and_then(|c| c.compiled.clone()) {
+        let keep = ["apiVersion", "kind", "metadata"].map(|k| (k, object.get(k).cloned()));
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        schema
+            .admit(object, req.old_object)
+            .map_err(|e| ApiError::from_status(e.to_status(&def.group, &def.kind, &name)))?;
+        for (k, v) in keep {
+            if let Some(v) = v {
+                object[k] = v;
+            }
         }
+    }
+    if let (Operation::Update, Some(old)) = (req.operation, req.old_object)
+        && info.subresource.is_empty()
+        && def.tracks_generation()
+    {
+        // kube-apiserver compares after mutating admission: the generation moves by one
+        // exactly when the final object differs from the stored one.
+        let old_generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
+        let moved = generation_content(object, def.status_subresource)
+            != generation_content(old, def.status_subresource);
+        object["metadata"]["generation"] = json!(old_generation + i64::from(moved));
     }
     Ok(())
 }
