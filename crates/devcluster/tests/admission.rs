@@ -335,6 +335,12 @@ async fn validating_denial_reaches_kube_and_kubectl() {
     let (ok, _, err) = kubectl(&dc, &["apply", "-f", &path]).await;
     assert!(!ok, "kubectl apply must fail");
     assert!(
+        err.contains(&format!(
+            "Error from server (Forbidden): error when creating \"{path}\""
+        )),
+        "{err}"
+    );
+    assert!(
         err.contains(
             "admission webhook \"validate.example.io\" denied the request: mode \"bad\" is not allowed"
         ),
