@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use bench::process::{build_release_binary, release_binary};
 use bench::report::write_json;
-use bench::suites::devcluster::{self, Config, Mode};
+use bench::suites::devcluster::{self, Config, Mode, ServerOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Command line.
@@ -74,6 +74,10 @@ enum Command {
         /// Use `target/release/devcluster` as it is, without running cargo build first.
         #[arg(long)]
         no_build: bool,
+        /// An extra argument for `devcluster serve` in process mode, e.g.
+        /// `--server-arg=--no-rbac` (repeatable).
+        #[arg(long = "server-arg", allow_hyphen_values = true)]
+        server_args: Vec<String>,
         /// Where to write the JSON results.
         #[arg(long, default_value = "target/bench/devcluster.json")]
         output: PathBuf,
@@ -101,6 +105,7 @@ async fn main() -> ExitCode {
             phase_timeout_s,
             server_bin,
             no_build,
+            server_args,
             output,
             server_log,
         } => {
@@ -144,7 +149,12 @@ async fn main() -> ExitCode {
             } else {
                 None
             };
-            let report = match devcluster::run(&cfg, modes, binary, Some(server_log)).await {
+            let server = ServerOptions {
+                binary,
+                extra_args: server_args,
+                log: Some(server_log),
+            };
+            let report = match devcluster::run(&cfg, modes, &server).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("bench: {e}");

@@ -2,7 +2,7 @@
 //! phase issues and observes the expected number of requests, events and items, and that
 //! the result has the documented shape. It never checks speed.
 
-use bench::suites::devcluster::{self, Config, Mode};
+use bench::suites::devcluster::{self, Config, Mode, ServerOptions};
 
 fn tiny() -> Config {
     Config {
@@ -22,7 +22,7 @@ fn tiny() -> Config {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_run_counts_everything() {
     let cfg = tiny();
-    let report = devcluster::run(&cfg, &[Mode::InProcess], None, None)
+    let report = devcluster::run(&cfg, &[Mode::InProcess], &ServerOptions::default())
         .await
         .unwrap();
     assert_eq!(report.schema, devcluster::SCHEMA);
@@ -91,7 +91,7 @@ async fn a_bad_parameter_is_refused_before_starting() {
         list_runs: 0,
         ..tiny()
     };
-    let e = devcluster::run(&cfg, &[Mode::InProcess], None, None)
+    let e = devcluster::run(&cfg, &[Mode::InProcess], &ServerOptions::default())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("--list-runs"), "{e}");

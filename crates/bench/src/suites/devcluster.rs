@@ -302,6 +302,8 @@ pub struct Results {
     pub config: Config,
     /// The server binary (process mode).
     pub server_binary: Option<String>,
+    /// Extra arguments given to `devcluster serve`.
+    pub server_args: Vec<String>,
     /// One entry per mode, in the order run.
     pub runs: Vec<RunResult>,
 }
@@ -312,6 +314,7 @@ pub type Report = Envelope<Results>;
 /// A server to benchmark: its address and, for a child process, its pid.
 pub struct Server {
     addr: SocketAddr,
+    token: Option<String>,
     scratch: Option<PathBuf>,
     pid: Option<u32>,
     child: Option<ChildProcess>,
@@ -328,8 +331,13 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Starts `devcluster serve` from `binary`, logging its stderr to `log`.
-    pub async fn spawn(binary: &std::path::Path, log: Option<PathBuf>) -> Result<Self, BenchError> {
+    /// Starts `devcluster serve` from `binary` with its default settings plus `extra_args`,
+    /// logging its stderr to `log`; requests carry the admin token from its kubeconfig.
+    pub async fn spawn(
+        binary: &std::path::Path,
+        extra_args: &[String],
+        log: Option<PathBuf>,
+    ) -> Result<Self, BenchError> {
         let scratch = std::env::temp_dir().join(format!("bench-devcluster-{}", std::process::id()));
         let kubeconfig = scratch.join("kubeconfig");
         let spec = SpawnSpec {
@@ -340,7 +348,10 @@ impl Server {
                 "127.0.0.1:0".into(),
                 "--kubeconfig".into(),
                 kubeconfig.display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra_args.iter().cloned())
+            .collect(),
             env: Vec::new(),
             log,
         };
@@ -349,8 +360,10 @@ impl Server {
             program: binary.display().to_string(),
             detail: format!("ready line address {rest:?} is not host:port: {e}"),
         })?;
+        let token = read_kubeconfig_token(&kubeconfig)?;
         Ok(Self {
             addr,
+            token,
             scratch: Some(scratch),
             pid: Some(child.pid()),
             child: Some(child),
@@ -358,11 +371,18 @@ impl Server {
         })
     }
 
-    /// Starts a server inside this process.
+    /// Starts a server inside this process with the request path `devcluster serve` has by
+    /// default (authentication and RBAC, admission webhooks; no simulators).
     pub async fn in_process() -> Result<Self, BenchError> {
-        let dc = devcluster::DevCluster::start().await?;
+        let dc = devcluster::DevCluster::builder()
+            .rbac(true)
+            .admission_webhooks(true)
+            .start()
+            .await?;
+        let token = read_kubeconfig_token(dc.kubeconfig_path())?;
         Ok(Self {
             addr: dc.addr(),
+            token,
             scratch: None,
             pid: None,
             child: None,
@@ -373,6 +393,11 @@ impl Server {
     /// The listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A new connection that sends the server's admin token.
+    pub async fn connect(&self) -> Result<Conn, BenchError> {
+        connect(self.addr, self.token.as_deref()).await
     }
 
     /// The child's pid (process mode).
@@ -393,6 +418,32 @@ impl Server {
         }
         Ok(())
     }
+}
+
+async fn connect(addr: SocketAddr, token: Option<&str>) -> Result<Conn, BenchError> {
+    let c = Conn::connect(addr).await?;
+    Ok(match token {
+        Some(t) => c.with_token(t),
+        None => c,
+    })
+}
+
+/// The bearer token of the first user in a kubeconfig's text (`token: ...`), if any.
+pub fn kubeconfig_token(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.trim_start().strip_prefix("token:")?.trim();
+        let v = v.trim_matches(|c| c == '"' || c == '\'');
+        (!v.is_empty()).then(|| v.to_string())
+    })
+}
+
+fn read_kubeconfig_token(path: &std::path::Path) -> Result<Option<String>, BenchError> {
+    std::fs::read_to_string(path)
+        .map(|t| kubeconfig_token(&t))
+        .map_err(|source| BenchError::Proc {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn configmap_body(name: &str, payload: &str) -> Bytes {
@@ -425,6 +476,8 @@ async fn create_namespace(conn: &mut Conn, ns: &str) -> Result<(), BenchError> {
 pub struct CreateBatch {
     /// The server.
     pub addr: SocketAddr,
+    /// Bearer token to send, if the server needs one.
+    pub token: Option<String>,
     /// Namespace to create in (must exist).
     pub namespace: String,
     /// Objects are named `<prefix>-<index>`.
@@ -440,9 +493,10 @@ pub struct CreateBatch {
 }
 
 impl CreateBatch {
-    fn new(addr: SocketAddr, namespace: &str, prefix: &str, count: usize, cfg: &Config) -> Self {
+    fn new(server: &Server, namespace: &str, prefix: &str, count: usize, cfg: &Config) -> Self {
         Self {
-            addr,
+            addr: server.addr,
+            token: server.token.clone(),
             namespace: namespace.into(),
             prefix: prefix.into(),
             count,
@@ -463,7 +517,7 @@ impl CreateBatch {
         let workers = self.concurrency.min(n).max(1);
         let mut conns = Vec::with_capacity(workers);
         for _ in 0..workers {
-            conns.push(Conn::connect(self.addr).await?);
+            conns.push(connect(self.addr, self.token.as_deref()).await?);
         }
         let next = Arc::new(AtomicUsize::new(0));
         let path: Arc<str> = format!("/api/v1/namespaces/{}/configmaps", self.namespace).into();
@@ -598,13 +652,13 @@ async fn write_phase(
     cfg: &Config,
 ) -> Result<WritePhase, BenchError> {
     if cfg.warmup > 0 {
-        CreateBatch::new(server.addr(), NS_WARMUP, "warm", cfg.warmup, cfg)
+        CreateBatch::new(server, NS_WARMUP, "warm", cfg.warmup, cfg)
             .run()
             .await?;
     }
     accounting::reset(admin).await?;
     let usage = PhaseUsage::start(server.pid())?;
-    let result = CreateBatch::new(server.addr(), NS_WRITES, "w", cfg.writes, cfg)
+    let result = CreateBatch::new(server, NS_WRITES, "w", cfg.writes, cfg)
         .run()
         .await?;
     let (server_process, bench_process) = usage.finish()?;
@@ -697,7 +751,7 @@ async fn watch_phase(
     let until = tokio::time::Instant::now() + cfg.deadline();
     let mut readers = Vec::with_capacity(cfg.watchers);
     for _ in 0..cfg.watchers {
-        let mut conn = Conn::connect(server.addr()).await?;
+        let mut conn = server.connect().await?;
         let resp = conn.send(Method::GET, &watch_path, None).await?;
         if resp.status() != 200 {
             return Err(BenchError::Status {
@@ -717,10 +771,9 @@ async fn watch_phase(
     }
     accounting::reset(admin).await?;
     let usage = PhaseUsage::start(server.pid())?;
-    let (writes, first_write) =
-        CreateBatch::new(server.addr(), NS_WATCH, "e", cfg.watch_writes, cfg)
-            .run_timed()
-            .await?;
+    let (writes, first_write) = CreateBatch::new(server, NS_WATCH, "e", cfg.watch_writes, cfg)
+        .run_timed()
+        .await?;
     want_tx.send_replace(Some(writes.ok));
     let outcomes = futures::future::join_all(readers).await;
     let (server_process, bench_process) = usage.finish()?;
@@ -768,11 +821,11 @@ async fn list_phase(
     admin: &mut Conn,
     cfg: &Config,
 ) -> Result<ListPhase, BenchError> {
-    let fill = CreateBatch::new(server.addr(), NS_LIST, "l", cfg.list_objects, cfg)
+    let fill = CreateBatch::new(server, NS_LIST, "l", cfg.list_objects, cfg)
         .run()
         .await?;
     let path = format!("/api/v1/namespaces/{NS_LIST}/configmaps");
-    let mut conn = Conn::connect(server.addr()).await?;
+    let mut conn = server.connect().await?;
     // One untimed list to warm the connection and allocator.
     let warm = conn.call_expect(Method::GET, &path, None, 200).await?;
     let items = parse_list(&path, &warm)?.items.len();
@@ -862,7 +915,7 @@ pub async fn run_against(
 ) -> Result<RunResult, BenchError> {
     cfg.validate()?;
     let load_start = LoadAverage::now()?;
-    let mut admin = Conn::connect(server.addr()).await?;
+    let mut admin = server.connect().await?;
     for ns in [NS_WARMUP, NS_WRITES, NS_WATCH, NS_LIST] {
         create_namespace(&mut admin, ns).await?;
     }
@@ -888,16 +941,15 @@ pub async fn run_against(
 pub async fn run_mode(
     mode: Mode,
     cfg: &Config,
-    server_binary: Option<&std::path::Path>,
-    server_log: Option<PathBuf>,
+    server: &ServerOptions,
 ) -> Result<RunResult, BenchError> {
     let server = match mode {
         Mode::Process => {
-            let bin = server_binary.ok_or_else(|| BenchError::Config {
+            let bin = server.binary.as_deref().ok_or_else(|| BenchError::Config {
                 field: "--server-bin".into(),
                 detail: "process mode needs the devcluster binary".into(),
             })?;
-            Server::spawn(bin, server_log).await?
+            Server::spawn(bin, &server.extra_args, server.log.clone()).await?
         }
         Mode::InProcess => Server::in_process().await?,
     };
@@ -937,19 +989,29 @@ pub fn check_targets(runs: &[RunResult]) -> Vec<TargetCheck> {
     out
 }
 
+/// How to start the server in process mode.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// The `devcluster` binary.
+    pub binary: Option<PathBuf>,
+    /// Arguments added after `serve --addr 127.0.0.1:0 --kubeconfig <tmp>`.
+    pub extra_args: Vec<String>,
+    /// Where its stderr goes.
+    pub log: Option<PathBuf>,
+}
+
 /// Runs the suite in each of `modes` and assembles the result file.
 pub async fn run(
     cfg: &Config,
     modes: &[Mode],
-    server_binary: Option<PathBuf>,
-    server_log: Option<PathBuf>,
+    server: &ServerOptions,
 ) -> Result<Report, BenchError> {
     cfg.validate()?;
     let machine = MachineFacts::collect()?;
     let started_at = now_utc();
     let mut runs = Vec::with_capacity(modes.len());
     for &mode in modes {
-        runs.push(run_mode(mode, cfg, server_binary.as_deref(), server_log.clone()).await?);
+        runs.push(run_mode(mode, cfg, server).await?);
     }
     let targets = check_targets(&runs);
     Ok(Envelope {
@@ -961,7 +1023,8 @@ pub async fn run(
         load_average_at_end: LoadAverage::now()?,
         results: Results {
             config: cfg.clone(),
-            server_binary: server_binary.map(|p| p.display().to_string()),
+            server_binary: server.binary.as_ref().map(|p| p.display().to_string()),
+            server_args: server.extra_args.clone(),
             runs,
         },
         targets,
@@ -1144,6 +1207,20 @@ mod tests {
     }
 
     #[test]
+    fn token_from_kubeconfig() {
+        let kc = "apiVersion: v1\nkind: Config\nusers:\n- name: admin\n  user:\n    token: devcluster-admin-token\n";
+        assert_eq!(
+            kubeconfig_token(kc).as_deref(),
+            Some("devcluster-admin-token")
+        );
+        assert_eq!(
+            kubeconfig_token("users:\n- user:\n    token: \"abc\"\n").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(kubeconfig_token("users:\n- user:\n    username: x\n"), None);
+    }
+
+    #[test]
     fn timings_median_min_max() {
         let t = Timings::of(vec![30.0, 10.0, 20.0, 40.0]);
         assert!((t.median_ms - 25.0).abs() < 1e-9);
@@ -1202,6 +1279,7 @@ mod tests {
             results: Results {
                 config: Config::default(),
                 server_binary: Some("/x/devcluster".into()),
+                server_args: vec!["--no-simulators".into()],
                 runs,
             },
         };
