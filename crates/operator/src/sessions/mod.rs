@@ -3,6 +3,7 @@
 //! each managed project namespace configured.
 
 pub mod project;
+pub mod session;
 
 use crate::runtime::{ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches};
 
@@ -35,6 +36,8 @@ impl Family for Sessions {
         rt: &RuntimeContext,
         watches: &mut SharedWatches,
     ) -> Result<Vec<ControllerTask>, FamilyError> {
-        project::controllers(rt, watches)
+        let mut tasks = project::controllers(rt, watches)?;
+        tasks.extend(session::controllers(rt, watches)?);
+        Ok(tasks)
     }
 }

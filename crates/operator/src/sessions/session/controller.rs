@@ -1,0 +1,875 @@
+//! The `AgenticSession` reconcile: observe (caches) → validate → build → apply → status.
+//!
+//! Everything that decides lives in pure modules ([`super::state`], [`super::build`],
+//! [`super::status`]); this module only reads the caches, calls the API for the chosen
+//! effect and writes the status when it changed.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agentic_api::sessions::{
+    self as api, AgenticSession, DesiredPhase, ProjectSettings, SessionPhase, StoppedReason,
+};
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        batch::v1::Job,
+        core::v1::{Namespace, Secret, Service, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
+    },
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy},
+    core::PartialObjectMeta,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::{Value, json};
+
+use super::{
+    build::{self, ANNOTATION_RUN, RunInputs},
+    cached::{RunnerJob, RunnerPod},
+    config::{SessionConfig, TOKEN_REFRESH_AFTER},
+    error::SessionError,
+    metrics::SessionMetrics,
+    names,
+    state::{self, Effect, JobView, Observed, PodView, Request, RunView, Transition},
+    status::{self, StatusInputs},
+};
+use crate::runtime::{
+    ControllerTask, FamilyError, RuntimeContext, SharedWatches, controller_task,
+    events::REPORTING_CONTROLLER,
+};
+
+/// Controller name (metric label, Event reporter, log field).
+pub const CONTROLLER: &str = "agenticsession";
+/// Label selector of the runner Job and pod watches.
+pub const RUNNER_SELECTOR: &str = "app=ambient-code-runner";
+/// Label selector of the runner-token Secret watch.
+pub const TOKEN_SELECTOR: &str = "app=ambient-runner-token";
+/// How often a session in a namespace without the managed label is looked at again.
+const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
+/// Safety net for sessions waiting on other objects (changes of those objects also wake them).
+const WAITING_RECHECK: Duration = Duration::from_secs(30);
+/// How long a Running session may go without being looked at.
+const RUNNING_RECHECK: Duration = Duration::from_hours(1);
+
+/// What every reconcile shares: the client, settings, caches, metrics and Event recorder.
+pub struct Ctx {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Operator settings.
+    pub config: SessionConfig,
+    /// Runner Jobs (label-selected, slim).
+    pub jobs: Store<RunnerJob>,
+    /// Runner pods (label-selected, slim).
+    pub pods: Store<RunnerPod>,
+    /// Runner-token Secrets (label-selected, metadata only).
+    pub tokens: Store<PartialObjectMeta<Secret>>,
+    /// Managed namespaces (label-selected, metadata only).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// `ProjectSettings` (for the inactivity timeout and MCP servers).
+    pub projects: Store<ProjectSettings>,
+    /// Domain metrics.
+    pub metrics: SessionMetrics,
+    /// Event recorder, if Events are published.
+    pub recorder: Option<Arc<Recorder>>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Subscribes to the watches the session controller needs and builds it.
+pub fn controllers(
+    rt: &RuntimeContext,
+    watches: &mut SharedWatches,
+) -> Result<Vec<ControllerTask>, FamilyError> {
+    let client = rt.client.clone();
+    let sessions = watches.subscribe(
+        Api::<AgenticSession>::all(client.clone()),
+        watcher::Config::default(),
+    )?;
+    let jobs = watches.subscribe(
+        Api::<RunnerJob>::all(client.clone()),
+        watcher::Config::default().labels(RUNNER_SELECTOR),
+    )?;
+    let pods = watches.subscribe(
+        Api::<RunnerPod>::all(client.clone()),
+        watcher::Config::default().labels(RUNNER_SELECTOR),
+    )?;
+    let namespaces = watches.subscribe(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default().labels(&format!("{}=true", api::LABEL_MANAGED_NAMESPACE)),
+    )?;
+    let tokens = watches.store(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default().labels(TOKEN_SELECTOR),
+    )?;
+    let projects = watches.store(
+        Api::<ProjectSettings>::all(client.clone()),
+        watcher::Config::default(),
+    )?;
+    let config = SessionConfig::from_lookup(
+        &rt.settings.runner_image,
+        &rt.settings.backend_namespace,
+        |k| std::env::var(k).ok(),
+    );
+    let metrics = SessionMetrics::default();
+    let session_reader = sessions.reader.clone();
+    rt.metrics
+        .register(|r| metrics.register(r, Some(session_reader.clone())));
+    let ctx = Arc::new(Ctx {
+        client,
+        config,
+        jobs: jobs.reader.clone(),
+        pods: pods.reader.clone(),
+        tokens,
+        namespaces: namespaces.reader.clone(),
+        projects,
+        metrics,
+        recorder: Some(rt.recorders.recorder(CONTROLLER)),
+    });
+    let task = controller_task(
+        rt,
+        CONTROLLER,
+        sessions,
+        move |c| {
+            c.owns_shared_stream(jobs.stream)
+                .watches_shared_stream(pods.stream, |pod: Arc<RunnerPod>| {
+                    let name = pod.labels().get(api::LABEL_AGENTIC_SESSION).cloned();
+                    let ns = pod.namespace();
+                    name.zip(ns)
+                        .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+                })
+                .watches_shared_stream(
+                    namespaces.stream,
+                    move |ns: Arc<PartialObjectMeta<Namespace>>| {
+                        let name = ns.name_any();
+                        session_reader
+                            .state_filter(|s| s.namespace().as_deref() == Some(name.as_str()))
+                            .into_iter()
+                            .map(|s| ObjectRef::from_obj(s.as_ref()))
+                            .collect::<Vec<_>>()
+                    },
+                )
+        },
+        reconcile,
+        ctx,
+    );
+    Ok(vec![task])
+}
+
+/// Reconciles one session (the function the runtime calls).
+pub async fn reconcile(
+    session: Arc<AgenticSession>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, SessionError> {
+    let started = Instant::now();
+    let phase = session.phase();
+    let result = reconcile_session(&session, &ctx).await;
+    ctx.metrics
+        .reconciled(phase, result.is_ok(), started.elapsed());
+    if let Err(error) = &result {
+        use crate::runtime::ReconcileError;
+        ctx.metrics.error(
+            &session.namespace().unwrap_or_default(),
+            phase,
+            error.reason(),
+        );
+    }
+    result
+}
+
+fn annotation<'a>(session: &'a AgenticSession, key: &str) -> Option<&'a str> {
+    session.annotations().get(key).map(String::as_str)
+}
+
+/// The start/stop request of the desired-phase annotation, and its `*-requested-at` value.
+pub fn request(session: &AgenticSession) -> (Option<Request>, Option<String>) {
+    let acted_on = session
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_desired_phase_at.as_deref());
+    let (at_key, request) = match session.desired_phase() {
+        None => return (None, None),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "ignoring the desired-phase annotation");
+            return (None, None);
+        }
+        Some(Ok(DesiredPhase::Running)) => (api::ANNOTATION_START_REQUESTED_AT, Request::Start),
+        Some(Ok(DesiredPhase::Stopped)) => {
+            let reason = if annotation(session, api::ANNOTATION_STOP_REASON) == Some("inactivity") {
+                StoppedReason::Inactivity
+            } else {
+                StoppedReason::User
+            };
+            (api::ANNOTATION_STOP_REQUESTED_AT, Request::Stop(reason))
+        }
+    };
+    let at = annotation(session, at_key).map(str::to_owned);
+    if at.is_some() && at.as_deref() == acted_on {
+        return (Some(Request::Stale), at);
+    }
+    (Some(request), at)
+}
+
+fn job_view(job: &RunnerJob) -> JobView {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for c in conditions {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return JobView::Complete,
+            "Failed" => {
+                return JobView::Failed {
+                    reason: c.reason.clone().unwrap_or_default(),
+                    message: c.message.clone().unwrap_or_default(),
+                };
+            }
+            _ => {}
+        }
+    }
+    JobView::Active
+}
+
+/// What the runner pod shows, judged by the `ambient-code-runner` container.
+pub fn pod_view(pod: Option<&RunnerPod>) -> PodView {
+    let Some(pod) = pod else {
+        return PodView::Missing;
+    };
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodView::Missing;
+    }
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let status = pod.status.clone().unwrap_or_default();
+    let runner = status
+        .container_statuses
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.name == api::RUNNER_CONTAINER));
+    if let Some(runner) = runner {
+        let terminated = runner
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .or_else(|| {
+                (runner.restart_count > 0)
+                    .then(|| {
+                        runner
+                            .last_state
+                            .as_ref()
+                            .and_then(|s| s.terminated.as_ref())
+                    })
+                    .flatten()
+            });
+        if let Some(t) = terminated {
+            return PodView::Terminated {
+                exit_code: t.exit_code,
+                reason: t.reason.clone().unwrap_or_default(),
+                message: t.message.clone().unwrap_or_default(),
+            };
+        }
+        if runner.state.as_ref().is_some_and(|s| s.running.is_some()) {
+            return PodView::Running { node };
+        }
+    }
+    if status.phase.as_deref() == Some("Failed") {
+        let init_failure = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .find_map(|c| {
+                let t = c.state.as_ref()?.terminated.as_ref()?;
+                (t.exit_code != 0)
+                    .then(|| format!("init container {} exited with code {}", c.name, t.exit_code))
+            });
+        return PodView::Failed {
+            reason: status.reason.clone().unwrap_or_else(|| "PodFailed".into()),
+            message: init_failure
+                .or_else(|| status.message.clone())
+                .unwrap_or_else(|| "the runner pod failed".into()),
+        };
+    }
+    let unschedulable = status.conditions.iter().flatten().find_map(|c| {
+        (c.type_ == "PodScheduled" && c.status == "False")
+            .then(|| c.message.clone().unwrap_or_else(|| "Unschedulable".into()))
+    });
+    let waiting = runner
+        .and_then(|r| r.state.as_ref())
+        .and_then(|s| s.waiting.as_ref());
+    PodView::Waiting {
+        node,
+        unschedulable,
+        reason: waiting.and_then(|w| w.reason.clone()),
+        message: waiting.and_then(|w| w.message.clone()),
+    }
+}
+
+fn owned_by(pod: &RunnerPod, uid: &str) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid)
+}
+
+/// Classifies the runner objects of `name` in `ns` against the current run `run_id`.
+pub fn observe_run(
+    jobs: &Store<RunnerJob>,
+    pods: &Store<RunnerPod>,
+    ns: &str,
+    name: &str,
+    run_id: Option<&str>,
+) -> RunView {
+    let job = jobs.get(&ObjectRef::new(&names::job(name)).within(ns));
+    let current = job.as_ref().filter(|j| {
+        j.metadata.deletion_timestamp.is_none()
+            && run_id.is_some()
+            && j.annotations().get(ANNOTATION_RUN).map(String::as_str) == run_id
+    });
+    if let Some(job) = current {
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let pod = pods
+            .find(|p| {
+                p.metadata.namespace.as_deref() == Some(ns)
+                    && owned_by(p, &uid)
+                    && p.metadata.deletion_timestamp.is_none()
+            })
+            .or_else(|| {
+                pods.find(|p| p.metadata.namespace.as_deref() == Some(ns) && owned_by(p, &uid))
+            });
+        return RunView::Current {
+            job: job_view(job),
+            pod: pod_view(pod.as_deref()),
+            pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
+        };
+    }
+    let stray_pod = pods.find(|p| {
+        p.metadata.namespace.as_deref() == Some(ns)
+            && p.labels()
+                .get(api::LABEL_AGENTIC_SESSION)
+                .map(String::as_str)
+                == Some(name)
+    });
+    if job.is_some() || stray_pod.is_some() {
+        RunView::Leftover
+    } else {
+        RunView::Nothing
+    }
+}
+
+/// The effective inactivity timeout in seconds: `spec.inactivityTimeout`, else the project's
+/// `inactivityTimeoutSeconds`, else `DEFAULT_INACTIVITY_TIMEOUT`; 0 disables the idler.
+pub fn inactivity_timeout(
+    session: &AgenticSession,
+    project: Option<&ProjectSettings>,
+    default: i64,
+) -> i64 {
+    session
+        .spec
+        .inactivity_timeout
+        .or_else(|| project.and_then(|p| p.spec.inactivity_timeout_seconds))
+        .unwrap_or(default)
+}
+
+/// When a Running session becomes idle, if the idler is on: last activity (else start time,
+/// else creation) plus the timeout.
+pub fn idle_deadline(session: &AgenticSession, timeout: i64) -> Option<Timestamp> {
+    if timeout <= 0 {
+        return None;
+    }
+    let status = session.status.as_ref();
+    let last = status
+        .and_then(|s| s.last_activity_time.clone())
+        .or_else(|| status.and_then(|s| s.start_time.clone()))
+        .or_else(|| session.metadata.creation_timestamp.clone())?;
+    Timestamp::from_second(last.0.as_second().saturating_add(timeout)).ok()
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    let secs = at.as_second().saturating_sub(now.as_second()).max(1);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(1))
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(REPORTING_CONTROLLER).force()
+}
+
+async fn apply<K>(api: &Api<K>, object: &K, what: &str) -> Result<K, SessionError>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(|e| SessionError::kube(format!("apply {what} {name}"), e))
+}
+
+fn ignore_status(result: Result<(), kube::Error>, code: u16) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == code => Ok(()),
+        other => other,
+    }
+}
+
+struct Reconciler<'a> {
+    session: &'a AgenticSession,
+    ctx: &'a Ctx,
+    ns: String,
+    name: String,
+    now: Timestamp,
+}
+
+async fn reconcile_session(session: &AgenticSession, ctx: &Ctx) -> Result<Action, SessionError> {
+    let ns = session.namespace().ok_or(SessionError::NoNamespace)?;
+    if session.metadata.deletion_timestamp.is_some() {
+        // Owner references remove every child.
+        return Ok(Action::await_change());
+    }
+    if ctx.namespaces.get(&ObjectRef::new(&ns)).is_none() {
+        tracing::debug!(namespace = %ns, "namespace is not labelled {}=true; skipping", api::LABEL_MANAGED_NAMESPACE);
+        return Ok(Action::requeue(UNMANAGED_RECHECK));
+    }
+    let r = Reconciler {
+        session,
+        ctx,
+        ns,
+        name: session.name_any(),
+        now: status::truncate(Timestamp::now()),
+    };
+    r.run().await
+}
+
+impl Reconciler<'_> {
+    fn status(&self) -> Option<&api::AgenticSessionStatus> {
+        self.session.status.as_ref()
+    }
+
+    fn run_id(&self) -> Option<String> {
+        let start = self.status()?.start_time.as_ref()?;
+        serde_json::to_value(start)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+    }
+
+    fn project(&self) -> Option<Arc<ProjectSettings>> {
+        self.ctx
+            .projects
+            .get(&ObjectRef::new(api::PROJECT_SETTINGS_NAME).within(&self.ns))
+    }
+
+    async fn run(&self) -> Result<Action, SessionError> {
+        let from = self.status().and_then(|s| s.phase);
+        let (request, requested_at) = request(self.session);
+        let run = observe_run(
+            &self.ctx.jobs,
+            &self.ctx.pods,
+            &self.ns,
+            &self.name,
+            self.run_id().as_deref(),
+        );
+        let timeout = inactivity_timeout(
+            self.session,
+            self.project().as_deref(),
+            self.ctx.config.default_inactivity_timeout,
+        );
+        let idle_at = (from == Some(SessionPhase::Running))
+            .then(|| idle_deadline(self.session, timeout))
+            .flatten();
+        let mut observed = Observed {
+            request,
+            invalid: names::check(&self.name).err(),
+            run,
+            recorded_pod_uid: self.status().and_then(|s| s.runner_pod_uid.clone()),
+            idle: idle_at.is_some_and(|at| self.now >= at),
+            blocked: None,
+            stopped_reason: self.status().and_then(|s| s.stopped_reason),
+        };
+        if from == Some(SessionPhase::Pending)
+            && observed.run != RunView::Leftover
+            && observed.invalid.is_none()
+            && !matches!(observed.request, Some(Request::Stop(_)))
+        {
+            observed.blocked = self.missing_runner_secret().await?;
+        }
+        let t = state::next(from, &observed);
+
+        let mut token_annotations = false;
+        match t.effect {
+            Effect::None => {}
+            Effect::StartRun => token_annotations = self.start_run().await?,
+            Effect::DeleteRun => self.delete_run().await?,
+        }
+
+        let inputs = StatusInputs {
+            now: self.now,
+            generation: self.session.metadata.generation,
+            requested_at,
+        };
+        let desired = status::desired(self.status(), &t, &observed, &inputs);
+        let patch = status::merge_patch(self.status(), &desired).map_err(|source| {
+            SessionError::Serialize {
+                what: "status",
+                source,
+            }
+        })?;
+        let mut resource_version = self.session.resource_version();
+        if let Some(patch) = patch {
+            let written = self.patch_status(patch).await?;
+            resource_version = written.resource_version();
+            self.record_transition(from, &t);
+        }
+        self.patch_annotations(&t, token_annotations, resource_version)
+            .await?;
+
+        let mut next_check = match t.to {
+            SessionPhase::Running => Some(RUNNING_RECHECK),
+            p if p.is_terminal() => None,
+            _ => Some(WAITING_RECHECK),
+        };
+        if t.to == SessionPhase::Running {
+            if let Some(at) = idle_at {
+                next_check = next_check.map(|d| d.min(until(self.now, at)));
+            }
+            if let Some(due) = self.refresh_token_if_due().await? {
+                next_check = next_check.map(|d| d.min(due));
+            }
+        }
+        Ok(next_check.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    async fn missing_runner_secret(&self) -> Result<Option<String>, SessionError> {
+        if !self.ctx.config.require_runner_secrets {
+            return Ok(None);
+        }
+        let api: Api<PartialObjectMeta<Secret>> =
+            Api::namespaced(self.ctx.client.clone(), &self.ns);
+        match api.get_metadata_opt(build::RUNNER_SECRETS).await {
+            Ok(Some(_)) => Ok(None),
+            Ok(None) => Ok(Some(format!(
+                "Secret {}/{} with the runner's API keys does not exist",
+                self.ns,
+                build::RUNNER_SECRETS
+            ))),
+            Err(e) => Err(SessionError::kube(
+                format!("get Secret {}/{}", self.ns, build::RUNNER_SECRETS),
+                e,
+            )),
+        }
+    }
+
+    /// Provisions credentials if needed and creates the run's Job and Service. Returns
+    /// whether the session's token annotations must be written.
+    async fn start_run(&self) -> Result<bool, SessionError> {
+        let token_name = names::token_secret(&self.name);
+        let has_token = self
+            .ctx
+            .tokens
+            .get(&ObjectRef::new(&token_name).within(&self.ns))
+            .is_some();
+        if !has_token {
+            let started = Instant::now();
+            self.provision_credentials().await?;
+            self.ctx
+                .metrics
+                .token_provisioned(&self.ns, started.elapsed());
+        }
+        let Some(run_id) = self.run_id() else {
+            return Ok(false);
+        };
+        let started = Instant::now();
+        let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let existing = self
+            .ctx
+            .jobs
+            .get(&ObjectRef::new(&names::job(&self.name)).within(&self.ns))
+            .filter(|j| j.annotations().get(ANNOTATION_RUN) == Some(&run_id));
+        let owner = if let Some(job) = existing {
+            build::job_owner(&Job {
+                metadata: job.metadata.clone(),
+                ..Job::default()
+            })
+        } else {
+            let project = self.project();
+            let inputs = RunInputs {
+                config: &self.ctx.config,
+                run_id,
+                resume: self.status().is_some_and(|s| s.runner_started_at.is_some()),
+                project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
+            };
+            let job = build::job(self.session, &inputs);
+            let created = apply(&jobs, &job, "Job").await?;
+            build::job_owner(&created)
+        };
+        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let service = build::service(self.session, owner);
+        let created = services.create(&PostParams::default(), &service).await;
+        ignore_status(created.map(drop), 409).map_err(|e| {
+            SessionError::kube(format!("create Service {}", names::service(&self.name)), e)
+        })?;
+        self.ctx.metrics.pod_created(&self.ns, started.elapsed());
+        Ok(true)
+    }
+
+    async fn provision_credentials(&self) -> Result<(), SessionError> {
+        let client = &self.ctx.client;
+        let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.ns);
+        apply(
+            &sa_api,
+            &build::service_account(self.session),
+            "ServiceAccount",
+        )
+        .await?;
+        let roles: Api<Role> = Api::namespaced(client.clone(), &self.ns);
+        apply(&roles, &build::role(self.session), "Role").await?;
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &self.ns);
+        apply(&bindings, &build::role_binding(self.session), "RoleBinding").await?;
+        let token = self.request_token().await?;
+        let agui = format!("{:032x}", rand::random::<u128>());
+        let secret = build::token_secret(self.session, &token, &agui, &self.now.to_string());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.ns);
+        let created = secrets.create(&PostParams::default(), &secret).await;
+        ignore_status(created.map(drop), 409).map_err(|e| {
+            SessionError::kube(
+                format!("create Secret {}", names::token_secret(&self.name)),
+                e,
+            )
+        })
+    }
+
+    async fn request_token(&self) -> Result<String, SessionError> {
+        let sa = names::service_account(&self.name);
+        let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let answer = api
+            .create_token_request(&sa, &PostParams::default(), &request)
+            .await
+            .map_err(|e| SessionError::kube(format!("TokenRequest for ServiceAccount {sa}"), e))?;
+        answer
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| SessionError::EmptyToken {
+                namespace: self.ns.clone(),
+                name: sa,
+            })
+    }
+
+    /// Refreshes the runner token when it is older than [`TOKEN_REFRESH_AFTER`]; returns
+    /// when to look again.
+    async fn refresh_token_if_due(&self) -> Result<Option<Duration>, SessionError> {
+        let name = names::token_secret(&self.name);
+        let Some(secret) = self.ctx.tokens.get(&ObjectRef::new(&name).within(&self.ns)) else {
+            return Ok(None);
+        };
+        let refreshed = secret
+            .annotations()
+            .get(api::ANNOTATION_TOKEN_REFRESHED_AT)
+            .and_then(|v| v.parse::<Timestamp>().ok());
+        let max_age = i64::try_from(TOKEN_REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX);
+        if let Some(at) = refreshed {
+            let due = at.as_second().saturating_add(max_age);
+            if due > self.now.as_second() {
+                return Ok(Some(Duration::from_secs(
+                    u64::try_from(due - self.now.as_second()).unwrap_or(1),
+                )));
+            }
+        }
+        let token = self.request_token().await?;
+        let patch = json!({
+            "metadata": {"annotations": {api::ANNOTATION_TOKEN_REFRESHED_AT: self.now.to_string()}},
+            "data": {"k8s-token": ByteString(token.into_bytes())},
+        });
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| SessionError::kube(format!("refresh token in Secret {name}"), e))?;
+        Ok(Some(TOKEN_REFRESH_AFTER))
+    }
+
+    async fn delete_run(&self) -> Result<(), SessionError> {
+        let job_name = names::job(&self.name);
+        let job = self
+            .ctx
+            .jobs
+            .get(&ObjectRef::new(&job_name).within(&self.ns));
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        if let Some(job) = job {
+            if job.metadata.deletion_timestamp.is_none() {
+                let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+                let deleted = jobs.delete(&job_name, &background).await.map(drop);
+                ignore_status(deleted, 404)
+                    .map_err(|e| SessionError::kube(format!("delete Job {job_name}"), e))?;
+            }
+            return Ok(());
+        }
+        let strays = self.ctx.pods.state_filter(|p| {
+            p.metadata.namespace.as_deref() == Some(self.ns.as_str())
+                && p.labels().get(api::LABEL_AGENTIC_SESSION) == Some(&self.name)
+                && p.metadata.deletion_timestamp.is_none()
+        });
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.ctx.client.clone(), &self.ns);
+        for pod in strays {
+            let name = pod.name_any();
+            let deleted = pods.delete(&name, &DeleteParams::default()).await.map(drop);
+            ignore_status(deleted, 404)
+                .map_err(|e| SessionError::kube(format!("delete Pod {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn patch_status(&self, patch: Value) -> Result<AgenticSession, SessionError> {
+        let api: Api<AgenticSession> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        // The resourceVersion makes the write conditional: a reconcile working from a stale
+        // cache gets a conflict and retries instead of recording a transition twice.
+        let body = json!({
+            "metadata": {"resourceVersion": self.session.resource_version()},
+            "status": patch,
+        });
+        api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map_err(|e| {
+                SessionError::kube(format!("patch status of {}/{}", self.ns, self.name), e)
+            })
+    }
+
+    async fn patch_annotations(
+        &self,
+        t: &Transition,
+        token_annotations: bool,
+        resource_version: Option<String>,
+    ) -> Result<(), SessionError> {
+        let present = self.session.annotations();
+        let mut changes = serde_json::Map::new();
+        if t.acknowledge {
+            let mut clear = vec![
+                api::ANNOTATION_DESIRED_PHASE,
+                api::ANNOTATION_START_REQUESTED_AT,
+                api::ANNOTATION_STOP_REQUESTED_AT,
+            ];
+            if matches!(t.to, SessionPhase::Stopping | SessionPhase::Stopped) {
+                clear.push(api::ANNOTATION_STOP_REASON);
+            }
+            for key in clear {
+                if present.contains_key(key) {
+                    changes.insert(key.to_owned(), Value::Null);
+                }
+            }
+        }
+        if t.effect == Effect::StartRun
+            && present.contains_key(api::ANNOTATION_FORCE_EXECUTE_PROMPT)
+        {
+            changes.insert(api::ANNOTATION_FORCE_EXECUTE_PROMPT.to_owned(), Value::Null);
+        }
+        if token_annotations {
+            for (key, value) in [
+                (
+                    api::ANNOTATION_RUNNER_TOKEN_SECRET,
+                    names::token_secret(&self.name),
+                ),
+                (
+                    api::ANNOTATION_RUNNER_SA,
+                    names::service_account(&self.name),
+                ),
+            ] {
+                if present.get(key) != Some(&value) {
+                    changes.insert(key.to_owned(), Value::String(value));
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let api: Api<AgenticSession> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let body = json!({
+            "metadata": {"resourceVersion": resource_version, "annotations": changes},
+        });
+        api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map_err(|e| {
+                SessionError::kube(
+                    format!("update annotations of {}/{}", self.ns, self.name),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+
+    fn record_transition(&self, from: Option<SessionPhase>, t: &Transition) {
+        if from == Some(t.to) {
+            return;
+        }
+        let startup = self
+            .status()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|start| {
+                let secs = self.now.as_second().saturating_sub(start.0.as_second());
+                Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+            });
+        self.ctx
+            .metrics
+            .transition(&self.ns, from, t.to, &t.reason, startup);
+        tracing::info!(
+            from = from.map_or("None", |p| p.as_str()),
+            to = t.to.as_str(),
+            reason = %t.reason,
+            "phase changed"
+        );
+        if let Some(recorder) = self.ctx.recorder.clone() {
+            let event = Event {
+                type_: if t.to == SessionPhase::Failed {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: if t.reason.is_empty() {
+                    t.to.as_str().to_owned()
+                } else {
+                    t.reason.clone()
+                },
+                note: Some(format!("{}: {}", t.to.as_str(), t.message)),
+                action: "PhaseChange".into(),
+                secondary: None,
+            };
+            let reference = self.session.object_ref(&());
+            tokio::spawn(async move {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(%error, "could not publish an Event");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! Observation tests: the runner pod and Job views, run classification, requests, and the
+//! inactivity timeout precedence.
+
+#![allow(clippy::needless_pass_by_value)] // JSON literals read better inline
+
+use super::*;
+use agentic_api::sessions::{AgenticSessionSpec, AgenticSessionStatus, ProjectSettingsSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::{reflector, watcher};
+
+fn pod(value: Value) -> RunnerPod {
+    serde_json::from_value(value).unwrap()
+}
+
+fn runner_pod(state: Value, extra_status: Value) -> RunnerPod {
+    let mut status = json!({"phase": "Running",
+        "containerStatuses": [{"name": "ambient-code-runner", "restartCount": 0, "state": state}]});
+    if let (Some(s), Some(e)) = (status.as_object_mut(), extra_status.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    pod(
+        json!({"metadata": {"name": "p", "namespace": "ns", "uid": "pod-uid",
+        "labels": {"agentic-session": "s1", "app": "ambient-code-runner"},
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "s1-job",
+                              "uid": "job-uid", "controller": true}]},
+        "spec": {"nodeName": "node-a"}, "status": status}),
+    )
+}
+
+#[test]
+fn pod_views() {
+    assert_eq!(pod_view(None), PodView::Missing);
+    let running = runner_pod(
+        json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+        json!({}),
+    );
+    assert_eq!(
+        pod_view(Some(&running)),
+        PodView::Running {
+            node: Some("node-a".into())
+        }
+    );
+    // OOM while the pod phase stays Running (a sidecar keeps it alive): still detected.
+    let oom = runner_pod(
+        json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}),
+        json!({}),
+    );
+    assert_eq!(
+        pod_view(Some(&oom)),
+        PodView::Terminated {
+            exit_code: 137,
+            reason: "OOMKilled".into(),
+            message: String::new()
+        }
+    );
+    let pulling = runner_pod(
+        json!({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}),
+        json!({"phase": "Pending"}),
+    );
+    assert!(
+        matches!(pod_view(Some(&pulling)), PodView::Waiting { reason: Some(r), .. } if r == "ImagePullBackOff")
+    );
+    let unschedulable = pod(
+        json!({"metadata": {"name": "p"}, "status": {"phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/1 nodes are available"}]}}),
+    );
+    assert!(matches!(pod_view(Some(&unschedulable)),
+        PodView::Waiting { unschedulable: Some(m), node: None, .. } if m.contains("0/1")));
+    let init_failed = pod(
+        json!({"metadata": {"name": "p"}, "status": {"phase": "Failed",
+        "initContainerStatuses": [{"name": "init-hydrate", "restartCount": 0,
+            "state": {"terminated": {"exitCode": 3}}}],
+        "containerStatuses": [{"name": "ambient-code-runner", "restartCount": 0,
+            "state": {"waiting": {"reason": "PodInitializing"}}}]}}),
+    );
+    assert!(matches!(pod_view(Some(&init_failed)),
+        PodView::Failed { message, .. } if message.contains("init-hydrate")));
+    let mut deleting = running.clone();
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    assert_eq!(pod_view(Some(&deleting)), PodView::Missing);
+}
+
+fn stores(jobs: Vec<RunnerJob>, pods: Vec<RunnerPod>) -> (Store<RunnerJob>, Store<RunnerPod>) {
+    let (job_store, mut job_writer) = reflector::store();
+    for j in jobs {
+        job_writer.apply_watcher_event(&watcher::Event::Apply(j));
+    }
+    let (pod_store, mut pod_writer) = reflector::store();
+    for p in pods {
+        pod_writer.apply_watcher_event(&watcher::Event::Apply(p));
+    }
+    (job_store, pod_store)
+}
+
+fn job(run: &str, conditions: Value) -> RunnerJob {
+    serde_json::from_value(json!({"metadata": {"name": "s1-job", "namespace": "ns",
+        "uid": "job-uid", "annotations": {ANNOTATION_RUN: run}},
+        "status": {"conditions": conditions}}))
+    .unwrap()
+}
+
+#[test]
+fn run_classification() {
+    let (jobs, pods) = stores(vec![], vec![]);
+    assert_eq!(
+        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        RunView::Nothing
+    );
+
+    let running = runner_pod(json!({"running": {}}), json!({}));
+    let (jobs, pods) = stores(vec![job("t1", json!([]))], vec![running.clone()]);
+    assert_eq!(
+        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        RunView::Current {
+            job: JobView::Active,
+            pod: PodView::Running {
+                node: Some("node-a".into())
+            },
+            pod_uid: Some("pod-uid".into())
+        }
+    );
+    // The Job of an earlier run is a leftover, and so is a pod without a Job.
+    assert_eq!(
+        observe_run(&jobs, &pods, "ns", "s1", Some("t2")),
+        RunView::Leftover
+    );
+    let (jobs, pods) = stores(vec![], vec![running]);
+    assert_eq!(
+        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        RunView::Leftover
+    );
+    // Another namespace is not ours.
+    assert_eq!(
+        observe_run(&jobs, &pods, "other", "s1", Some("t1")),
+        RunView::Nothing
+    );
+
+    let (jobs, pods) = stores(
+        vec![job(
+            "t1",
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline"}]),
+        )],
+        vec![],
+    );
+    assert!(matches!(
+        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        RunView::Current { job: JobView::Failed { reason, .. }, pod: PodView::Missing, .. }
+            if reason == "DeadlineExceeded"
+    ));
+}
+
+fn session_with(annotations: &[(&str, &str)], acted_on: Option<&str>) -> AgenticSession {
+    let mut s = AgenticSession::new("s1", AgenticSessionSpec::default());
+    s.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    s.status = Some(AgenticSessionStatus {
+        observed_desired_phase_at: acted_on.map(str::to_owned),
+        ..AgenticSessionStatus::default()
+    });
+    s
+}
+
+#[test]
+fn requests() {
+    let none = session_with(&[], None);
+    assert_eq!(request(&none), (None, None));
+    let stop = session_with(&[(api::ANNOTATION_DESIRED_PHASE, "Stopped")], None);
+    assert_eq!(request(&stop).0, Some(Request::Stop(StoppedReason::User)));
+    let idle = session_with(
+        &[
+            (api::ANNOTATION_DESIRED_PHASE, "Stopped"),
+            (api::ANNOTATION_STOP_REASON, "inactivity"),
+        ],
+        None,
+    );
+    assert_eq!(
+        request(&idle).0,
+        Some(Request::Stop(StoppedReason::Inactivity))
+    );
+    let finished = session_with(
+        &[
+            (api::ANNOTATION_DESIRED_PHASE, "Stopped"),
+            (api::ANNOTATION_STOP_REASON, "run-finished"),
+        ],
+        None,
+    );
+    assert_eq!(
+        request(&finished).0,
+        Some(Request::Stop(StoppedReason::User))
+    );
+    let start = session_with(
+        &[
+            (api::ANNOTATION_DESIRED_PHASE, "Running"),
+            (api::ANNOTATION_START_REQUESTED_AT, "2026-01-01T00:00:00Z"),
+        ],
+        None,
+    );
+    assert_eq!(
+        request(&start),
+        (Some(Request::Start), Some("2026-01-01T00:00:00Z".into()))
+    );
+    // The same request again after it was acted on is only cleared (upstream restarted a
+    // completed session from a lingering annotation).
+    let lingering = session_with(
+        &[
+            (api::ANNOTATION_DESIRED_PHASE, "Running"),
+            (api::ANNOTATION_START_REQUESTED_AT, "2026-01-01T00:00:00Z"),
+        ],
+        Some("2026-01-01T00:00:00Z"),
+    );
+    assert_eq!(request(&lingering).0, Some(Request::Stale));
+    let garbage = session_with(&[(api::ANNOTATION_DESIRED_PHASE, "stopped")], None);
+    assert_eq!(request(&garbage), (None, None));
+}
+
+#[test]
+fn inactivity_precedence() {
+    let mut s = AgenticSession::new("s1", AgenticSessionSpec::default());
+    let project = ProjectSettings::new(
+        "projectsettings",
+        ProjectSettingsSpec {
+            inactivity_timeout_seconds: Some(7200),
+            ..ProjectSettingsSpec::default()
+        },
+    );
+    assert_eq!(inactivity_timeout(&s, None, 86_400), 86_400);
+    assert_eq!(inactivity_timeout(&s, Some(&project), 86_400), 7200);
+    s.spec.inactivity_timeout = Some(60);
+    assert_eq!(inactivity_timeout(&s, Some(&project), 86_400), 60);
+    s.spec.inactivity_timeout = Some(0);
+    assert_eq!(inactivity_timeout(&s, Some(&project), 86_400), 0);
+    assert_eq!(idle_deadline(&s, 0), None);
+
+    let t = |secs: i64| Time(Timestamp::from_second(1_800_000_000 + secs).unwrap());
+    s.metadata.creation_timestamp = Some(t(0));
+    assert_eq!(idle_deadline(&s, 60), Some(t(60).0));
+    s.status = Some(AgenticSessionStatus {
+        start_time: Some(t(10)),
+        ..AgenticSessionStatus::default()
+    });
+    assert_eq!(idle_deadline(&s, 60), Some(t(70).0));
+    s.status.as_mut().unwrap().last_activity_time = Some(t(100));
+    assert_eq!(idle_deadline(&s, 60), Some(t(160).0));
+}

@@ -1,0 +1,89 @@
+//! The one error type of the `AgenticSession` controller.
+
+use crate::runtime::ReconcileError;
+
+/// Why one reconcile of an `AgenticSession` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A Kubernetes API request failed (retried with backoff).
+    #[error("{action} failed: {source}")]
+    Kube {
+        /// What was being done, e.g. `apply Job team-a/s1-job`.
+        action: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object could not be serialized (a bug; retried).
+    #[error("cannot serialize {what}: {source}")]
+    Serialize {
+        /// The object.
+        what: &'static str,
+        /// The serializer error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The `TokenRequest` answer carried no token.
+    #[error("TokenRequest for serviceaccount {namespace}/{name} returned no status.token")]
+    EmptyToken {
+        /// Namespace of the `ServiceAccount`.
+        namespace: String,
+        /// `ServiceAccount` name.
+        name: String,
+    },
+    /// The session has no namespace (it is namespaced, so this is a malformed object).
+    #[error("metadata.namespace is missing; AgenticSession is a namespaced kind")]
+    NoNamespace,
+}
+
+impl SessionError {
+    /// Wraps a client error with what was being done.
+    pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+}
+
+impl ReconcileError for SessionError {
+    fn reason(&self) -> &str {
+        match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) if status.code == 409 => "Conflict",
+                kube::Error::Api(status) if status.code == 403 => "Forbidden",
+                kube::Error::Api(_) => "ApiError",
+                _ => "ClientError",
+            },
+            Self::Serialize { .. } => "SerializeFailed",
+            Self::EmptyToken { .. } => "TokenProvisionFailed",
+            Self::NoNamespace => "NoNamespace",
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::NoNamespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_retryability() {
+        let conflict = SessionError::kube(
+            "patch status",
+            kube::Error::Api(
+                kube::core::Status::failure("conflict", "Conflict")
+                    .with_code(409)
+                    .boxed(),
+            ),
+        );
+        assert_eq!(conflict.reason(), "Conflict");
+        assert!(!conflict.is_permanent());
+        assert!(conflict.to_string().starts_with("patch status failed"));
+        assert_eq!(SessionError::NoNamespace.reason(), "NoNamespace");
+        assert!(SessionError::NoNamespace.is_permanent());
+    }
+}

@@ -1,0 +1,20 @@
+//! The `AgenticSession` controller: runs each session as a runner Job, tracks its phase from
+//! the Job and its pod, enforces timeouts, stops and resumes on request, and provisions
+//! per-session credentials.
+//!
+//! Stages: [`controller`] observes the caches and applies; [`state`] decides (pure);
+//! [`build`] makes the desired objects (pure); [`status`] computes the status and the patch
+//! (pure). [`cached`] holds the slim cached views of Jobs and pods.
+
+pub mod build;
+pub mod cached;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod metrics;
+pub mod names;
+pub mod state;
+pub mod status;
+
+pub use controller::controllers;
+pub use error::SessionError;
