@@ -286,6 +286,20 @@ fn authorize_non_resource(st: &State, req: &Request, segs: &[&str]) -> Result<()
     }
 }
 
+/// A list or watch whose field selector pins `metadata.name` is authorized as a request
+/// for that name, as a real server does (so `resourceNames` rules cover it).
+fn named_by_selector(info: &RequestInfo, q: &Query) -> Option<RequestInfo> {
+    if !info.name.is_empty() || !matches!(info.verb.as_str(), "list" | "watch") {
+        return None;
+    }
+    let sel = FieldSelector::parse(q.get("fieldSelector")?).ok()?;
+    let name = sel.pinned_name()?.to_string();
+    Some(RequestInfo {
+        name,
+        ..info.clone()
+    })
+}
+
 fn user_of(st: &State, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
     match &st.hooks.authenticator {
         Some(a) => a.authenticate(headers),
@@ -375,13 +389,7 @@ async fn dispatch(
     verb: &'static str,
     q: Query,
 ) -> Result<Response, ApiError> {
-    let reg = st.registry();
-    let def = reg
-        .get(group, version, &t.plural)
-        .ok_or_else(ApiError::no_route)?;
-    if def.namespaced != t.ns.is_some() && !(def.namespaced && t.name.is_none()) {
-        return Err(ApiError::no_route());
-    }
+    // Like a real server: authenticate, then authorize, then look the resource up.
     let (parts, body) = req.into_parts();
     let user = user_of(st, &parts.headers)?;
     let info = RequestInfo {
@@ -395,7 +403,14 @@ async fn dispatch(
         user,
     };
     if let Some(a) = &st.hooks.authorizer {
-        a.authorize(&info)?;
+        a.authorize(named_by_selector(&info, &q).as_ref().unwrap_or(&info))?;
+    }
+    let reg = st.registry();
+    let def = reg
+        .get(group, version, &t.plural)
+        .ok_or_else(ApiError::no_route)?;
+    if def.namespaced != t.ns.is_some() && !(def.namespaced && t.name.is_none()) {
+        return Err(ApiError::no_route());
     }
     apply_faults(st, verb, &t.plural, group).await?;
     let body = axum::body::to_bytes(body, st.opts.body_limit)

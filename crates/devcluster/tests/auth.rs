@@ -425,7 +425,7 @@ async fn resource_names_restrict_named_requests() {
         &dc,
         "team",
         "one-cm",
-        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"],
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update", "list"],
                 "resourceNames": ["allowed"]}]),
     )
     .await;
@@ -451,8 +451,34 @@ async fn resource_names_restrict_named_requests() {
             "configmaps \"other\" is forbidden: User \"{SA}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"team\""
         )
     );
-    // A collection request names no object, so a resourceNames rule never covers it.
-    forbidden(api.list(&ListParams::default()).await);
+    // A collection request names no object, so a resourceNames rule never covers it ...
+    let m = forbidden(api.list(&ListParams::default()).await);
+    assert_eq!(
+        m,
+        format!(
+            "configmaps is forbidden: User \"{SA}\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"team\""
+        )
+    );
+    // ... unless a field selector pins metadata.name, which makes it a named request.
+    let names = api
+        .list(&ListParams::default().fields("metadata.name=allowed"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect::<Vec<_>>();
+    assert_eq!(names, vec!["allowed".to_string()]);
+    let m = forbidden(
+        api.list(&ListParams::default().fields("metadata.name=other"))
+            .await,
+    );
+    assert_eq!(
+        m,
+        format!(
+            "configmaps \"other\" is forbidden: User \"{SA}\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"team\""
+        )
+    );
 }
 
 #[tokio::test]
@@ -698,6 +724,30 @@ async fn forged_expired_and_misaddressed_tokens_are_refused() {
     );
     expect_unauthorized(&client_with_token(&dc, &tampered)).await;
     expect_unauthorized(&client_with_token(&dc, "not-a-token")).await;
+
+    // Authentication and authorization come before the resource lookup, as on a real
+    // server: an unknown resource is 401 for a bad token and 403 without permission.
+    let (code, body) = raw_get(
+        &client_with_token(&dc, &forged),
+        "/apis/example.com/v1/widgets",
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = raw_get(
+        &client_with_token(&dc, &good),
+        "/apis/example.com/v1/widgets",
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        format!(
+            "widgets.example.com is forbidden: User \"{SA}\" cannot list resource \"widgets\" in API group \"example.com\" at the cluster scope"
+        )
+    );
+    let (code, _) = raw_get(&dc.client(), "/apis/example.com/v1/widgets").await;
+    assert_eq!(code, 404);
 }
 
 #[tokio::test]
