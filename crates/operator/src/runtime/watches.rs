@@ -11,10 +11,19 @@
 //! Back-pressure: a shared watch waits until every subscriber has taken an event, so every
 //! [`SharedWatch::stream`] must be polled (pass it to `Controller::for_shared_stream`,
 //! `owns_shared_stream` or `watches_shared_stream`), never stored unused.
+//!
+//! Deletions: kube-runtime's shared subscriptions report objects that were added or changed,
+//! not objects that were deleted. A controller that must react to a deleted child (to recreate
+//! it) also takes [`SharedWatches::deletions`] and merges it into the same trigger, e.g.
+//! `c.owns_shared_stream(futures::stream::select(sub.stream, deleted))`.
 
-use std::{any::Any, collections::HashMap, fmt::Debug, hash::Hash};
+use std::{any::Any, collections::HashMap, fmt::Debug, hash::Hash, sync::Arc};
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::{
+    StreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
+    future::BoxFuture,
+};
 use kube::{
     Api, Resource, ResourceExt,
     runtime::{
@@ -51,6 +60,9 @@ where
         f.debug_struct("SharedWatch").finish_non_exhaustive()
     }
 }
+
+/// Objects of one shared watch as they are deleted (see [`SharedWatches::deletions`]).
+pub type Deletions<K> = UnboundedReceiver<Arc<K>>;
 
 /// Errors from the shared-watch registry.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +103,7 @@ where
     config: watcher::Config,
     reader: Store<K>,
     writer: Writer<K>,
+    deleted: Vec<UnboundedSender<Arc<K>>>,
 }
 
 impl<K> PendingWatch for Entry<K>
@@ -113,6 +126,7 @@ where
             config,
             reader,
             writer,
+            mut deleted,
         } = *self;
         health.loop_started(&key);
         Box::pin(async move {
@@ -132,6 +146,10 @@ where
                             synced = true;
                             tracing::info!(watch = %key, objects = reader.len(), "cache synced");
                             health.cache_synced();
+                        }
+                        Ok(watcher::Event::Delete(obj)) if !deleted.is_empty() => {
+                            let obj = Arc::new(obj);
+                            deleted.retain(|tx| tx.unbounded_send(obj.clone()).is_ok());
                         }
                         Ok(_) => {}
                         Err(error) => {
@@ -221,6 +239,7 @@ impl SharedWatches {
                 config,
                 reader,
                 writer,
+                deleted: Vec::new(),
             }));
             let position = self.pending.len() - 1;
             self.index.insert(key, position);
@@ -256,6 +275,23 @@ impl SharedWatches {
             reader: entry.reader.clone(),
             stream,
         })
+    }
+
+    /// Objects of the watch of `api` with `config` (created on first use) as the watch reports
+    /// them deleted, for a controller that must react to deletions (see the module docs). The
+    /// stream must be polled; dropping it unsubscribes.
+    pub fn deletions<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> Result<Deletions<K>, WatchError>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+    {
+        let (tx, rx) = unbounded();
+        self.entry(api, config)?.deleted.push(tx);
+        Ok(rx)
     }
 
     /// The shared cache of `api` with `config` (created on first use), without an event
