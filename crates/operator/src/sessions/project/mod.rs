@@ -20,6 +20,8 @@ pub mod status;
 
 use std::sync::Arc;
 
+use futures::stream::select;
+
 use agentic_api::sessions::{LABEL_MANAGED_NAMESPACE, PROJECT_SETTINGS_NAME};
 use k8s_openapi::api::{
     core::v1::{LimitRange, Namespace, ServiceAccount},
@@ -65,12 +67,21 @@ pub fn controllers(
     )?;
     let role_bindings =
         watches.subscribe(Api::<RoleBinding>::all(client.clone()), children.clone())?;
+    let role_bindings_gone =
+        watches.deletions(Api::<RoleBinding>::all(client.clone()), children.clone())?;
     let roles = watches.subscribe(Api::<Role>::all(client.clone()), children.clone())?;
+    let roles_gone = watches.deletions(Api::<Role>::all(client.clone()), children.clone())?;
     let service_accounts =
-        watches.subscribe(Api::<ServiceAccount>::all(client.clone()), children)?;
-    let limit_ranges = watches.subscribe(
-        Api::<LimitRange>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={}", build::LIMIT_RANGE)),
+        watches.subscribe(Api::<ServiceAccount>::all(client.clone()), children.clone())?;
+    let service_accounts_gone =
+        watches.deletions(Api::<ServiceAccount>::all(client.clone()), children)?;
+    let limits =
+        watcher::Config::default().fields(&format!("metadata.name={}", build::LIMIT_RANGE));
+    let limit_ranges = watches.subscribe(Api::<LimitRange>::all(client.clone()), limits.clone())?;
+    let limit_ranges_gone = watches.deletions(Api::<LimitRange>::all(client.clone()), limits)?;
+    let settings_gone = watches.deletions(
+        Api::<ProjectSettingsView>::all(client.clone()),
+        watcher::Config::default(),
     )?;
 
     let ps_ctx = Arc::new(reconcile::Context {
@@ -93,10 +104,11 @@ pub fn controllers(
         PROJECT_SETTINGS_CONTROLLER,
         settings,
         move |c| {
-            c.owns_shared_stream(role_bindings.stream)
-                .owns_shared_stream(roles.stream)
-                .owns_shared_stream(service_accounts.stream)
-                .owns_shared_stream(limit_ranges.stream)
+            // A deleted child is recreated: deletions trigger the owner like changes do.
+            c.owns_shared_stream(select(role_bindings.stream, role_bindings_gone))
+                .owns_shared_stream(select(roles.stream, roles_gone))
+                .owns_shared_stream(select(service_accounts.stream, service_accounts_gone))
+                .owns_shared_stream(select(limit_ranges.stream, limit_ranges_gone))
                 .watches_shared_stream(namespaces_for_ps.stream, |ns: Arc<Namespace>| {
                     Some(ObjectRef::new(PROJECT_SETTINGS_NAME).within(&ns.name_any()))
                 })
@@ -109,7 +121,9 @@ pub fn controllers(
         NAMESPACE_CONTROLLER,
         namespaces,
         move |c| {
-            c.watches_shared_stream(settings_for_ns.stream, |ps: Arc<ProjectSettingsView>| {
+            // A deleted ProjectSettings in a managed namespace is created again.
+            let settings = select(settings_for_ns.stream, settings_gone);
+            c.watches_shared_stream(settings, |ps: Arc<ProjectSettingsView>| {
                 ps.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
             })
         },

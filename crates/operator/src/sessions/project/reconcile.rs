@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, fmt::Debug, sync::Arc};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        core::v1::{LimitRange, Namespace, ServiceAccount},
+        core::v1::{LimitRange, Namespace, ObjectReference, ServiceAccount},
         rbac::v1::{Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::Time,
@@ -59,6 +59,29 @@ pub struct Change {
     pub kind: String,
     /// Its name.
     pub name: String,
+    /// Its API version (for the Event's `related` object).
+    pub api_version: String,
+}
+
+impl Change {
+    fn of<K: Resource<DynamicType = ()>>(verb: &'static str, name: &str) -> Self {
+        Self {
+            verb,
+            kind: K::kind(&()).into_owned(),
+            name: name.to_owned(),
+            api_version: K::api_version(&()).into_owned(),
+        }
+    }
+
+    fn related(&self, namespace: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(self.api_version.clone()),
+            kind: Some(self.kind.clone()),
+            name: Some(self.name.clone()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectReference::default()
+        }
+    }
 }
 
 /// Whether `namespace` carries `ambient-code.io/managed=true` in the namespace cache.
@@ -182,11 +205,10 @@ where
     )
     .await
     .map_err(|e| write_error("apply", &kind, &namespace, &name, e))?;
-    changes.push(Change {
-        verb: if live.is_some() { "Updated" } else { "Created" },
-        kind,
-        name,
-    });
+    changes.push(Change::of::<K>(
+        if live.is_some() { "Updated" } else { "Created" },
+        &name,
+    ));
     Ok(())
 }
 
@@ -209,11 +231,7 @@ where
         Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
         Err(e) => return Err(write_error("delete", &kind, namespace, name, e)),
     }
-    changes.push(Change {
-        verb: "Deleted",
-        kind,
-        name: name.to_owned(),
-    });
+    changes.push(Change::of::<K>("Deleted", name));
     Ok(())
 }
 
@@ -272,11 +290,7 @@ async fn apply_all(
             ..PostParams::default()
         };
         match api.create(&params, limits).await {
-            Ok(_) => changes.push(Change {
-                verb: "Created",
-                kind: "LimitRange".into(),
-                name: limits.name_any(),
-            }),
+            Ok(_) => changes.push(Change::of::<LimitRange>("Created", &limits.name_any())),
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => {
                 return Err(write_error(
@@ -446,7 +460,7 @@ pub async fn reconcile(
                 reason: change.verb.into(),
                 note: Some(format!("{} {} {}", change.verb, change.kind, change.name)),
                 action: "Reconcile".into(),
-                secondary: None,
+                secondary: Some(change.related(&namespace)),
             },
         )
         .await;
