@@ -4,6 +4,7 @@
 //! [`runtime`] holds what every controller family shares; each family plugs in through
 //! [`runtime::Family`] and is listed in [`families`].
 
+pub mod rbac;
 pub mod runtime;
 pub mod sessions;
 

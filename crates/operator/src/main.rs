@@ -10,6 +10,10 @@ use agentic_operator::runtime::{
 use clap::Parser;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = agentic_operator::rbac::command(&args) {
+        return code;
+    }
     let cli = Cli::parse();
     match cli.into_command() {
         Command::Crd(args) => crd(args.out_dir.as_deref()),
