@@ -239,7 +239,9 @@ async fn finished_job_is_deleted_after_its_ttl() {
         &PostParams::default(),
         &job(
             "short",
-            &json!({"ttlSecondsAfterFinished": 1}),
+            // Long enough to see the Job complete before it goes (completionTime has
+            // second precision).
+            &json!({"ttlSecondsAfterFinished": 3}),
             &json!({"devcluster.io/run-seconds": "0.1"}),
         ),
     )
@@ -595,8 +597,9 @@ async fn jobs_cost_a_bounded_number_of_writes_and_none_when_settled() {
     .await;
     let stats = c.stats();
     eprintln!("{stats:#?}");
-    // Job create, pod create, binding, three kubelet status writes and three Job status
-    // writes make nine per Job; a polling loop would be far above this bound.
+    // Job create, pod create, binding, three kubelet status writes, three Job status
+    // writes and the finalizer removal make ten per Job; a polling loop would be far
+    // above this bound.
     assert!(
         stats.writes <= u64::try_from(N * 16).unwrap(),
         "{} writes for {N} Jobs",
@@ -790,4 +793,92 @@ async fn annotating_a_running_pod_rescripts_it() {
         st["containerStatuses"][0]["state"]["terminated"]["exitCode"],
         3
     );
+}
+
+#[tokio::test]
+async fn deleting_a_running_job_pod_counts_as_a_failure() {
+    let c = cluster().await;
+    let client = c.client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "victim",
+            &json!({"backoffLimit": 0}),
+            &json!({"devcluster.io/run-seconds": "forever"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let running = eventually("the pod to run", || async {
+        job_pods(&client, "victim")
+            .await
+            .into_iter()
+            .find(|p| status(p)["phase"] == "Running")
+    })
+    .await;
+    assert!(
+        running
+            .finalizers()
+            .contains(&"batch.kubernetes.io/job-tracking".to_string())
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.delete(&running.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let st = eventually("the Job to fail", || async {
+        let s = job_status(&jobs, "victim").await;
+        is_true(&s, "Failed").then_some(s)
+    })
+    .await;
+    assert_eq!(st["failed"], 1, "{st}");
+    assert_eq!(
+        condition(&st, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    eventually("the deleted pod to go", || async {
+        job_pods(&client, "victim").await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_running_job_releases_its_pods() {
+    let c = cluster().await;
+    let client = c.client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    for (name, policy) in [
+        ("bg", kube::api::PropagationPolicy::Background),
+        ("fg", kube::api::PropagationPolicy::Foreground),
+    ] {
+        jobs.create(
+            &PostParams::default(),
+            &job(
+                name,
+                &json!({}),
+                &json!({"devcluster.io/run-seconds": "forever"}),
+            ),
+        )
+        .await
+        .unwrap();
+        eventually("the pod to run", || async {
+            job_pods(&client, name)
+                .await
+                .iter()
+                .any(|p| status(p)["phase"] == "Running")
+                .then_some(())
+        })
+        .await;
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            ..DeleteParams::default()
+        };
+        jobs.delete(name, &dp).await.unwrap();
+        eventually("the Job and its pods to go", || async {
+            let gone = jobs.get_opt(name).await.unwrap().is_none()
+                && job_pods(&client, name).await.is_empty();
+            gone.then_some(())
+        })
+        .await;
+    }
 }

@@ -1,6 +1,10 @@
 //! A batch/v1 Job controller: creates pods from the template one at a time, counts their
 //! outcomes, retries failures up to `backoffLimit`, enforces `activeDeadlineSeconds`,
 //! honours `suspend`, and deletes finished Jobs after `ttlSecondsAfterFinished`.
+//!
+//! Like the real controller, it puts the `batch.kubernetes.io/job-tracking` finalizer on
+//! the pods it creates and removes it once a pod's outcome is in the Job's status, so a pod
+//! deleted while running is still counted (as failed).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, ResourceExt};
@@ -25,6 +29,8 @@ use super::util::{Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid
 const MANAGER: &str = "devcluster-job-controller";
 /// Label every Job pod carries (and the pod watch selects on).
 const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// Finalizer that keeps a Job's pod until its outcome is counted.
+pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// How long a created pod counts as active before the watch shows it.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_mins(1);
 
@@ -48,6 +54,8 @@ struct Ctx {
     index: Arc<OwnerIndex<Pod>>,
     mem: Memo<JobMem>,
     written: Memo<Value>,
+    /// Pods whose tracking finalizer was already removed (until the pod is gone).
+    released: Memo<()>,
 }
 
 /// Runs the Job controller until the future is dropped.
@@ -63,7 +71,10 @@ pub async fn run(client: kube::Client) {
         index: index.clone(),
         mem: Memo::default(),
         written: Memo::default(),
+        released: Memo::default(),
     });
+    let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pod_ctx = ctx.clone();
     let pod_stream = watch::watcher(
         pods,
         watcher::Config::default().labels(CONTROLLER_UID_LABEL),
@@ -74,9 +85,19 @@ pub async fn run(client: kube::Client) {
     .inspect(move |ev| {
         if let Ok(ev) = ev {
             index.apply(ev);
+            if let Event::Delete(p) = ev {
+                pod_ctx.released.forget(&uid_of(p));
+            }
+            if let Event::Apply(p) | Event::InitApply(p) = ev
+                && deleting(p)
+                && tracked(p)
+            {
+                let _ = orphans_tx.send(ObjectRef::from_obj(p));
+            }
         }
     })
     .touched_objects();
+    let release = release_orphans(ctx.clone(), job_reader.clone(), orphans_rx);
     let forget = ctx.clone();
     let job_stream = watch::watcher(jobs, watcher::Config::default())
         .default_backoff()
@@ -90,7 +111,7 @@ pub async fn run(client: kube::Client) {
             }
         })
         .touched_objects();
-    Controller::for_stream(job_stream, job_reader)
+    let controller = Controller::for_stream(job_stream, job_reader)
         .owns_stream(pod_stream)
         .with_config(ControllerConfig::default().concurrency(32))
         .run(reconcile, error_policy, ctx)
@@ -98,8 +119,113 @@ pub async fn run(client: kube::Client) {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "job simulator");
             }
-        })
-        .await;
+        });
+    futures::future::join(controller, release).await;
+}
+
+/// Removes the tracking finalizer from deleted pods whose Job is gone (deleted with its
+/// pods still running), re-checking a little later while the Job is still cached.
+async fn release_orphans(
+    ctx: Arc<Ctx>,
+    jobs: Store<Job>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+) {
+    if jobs.wait_until_ready().await.is_err() {
+        return;
+    }
+    let (retry_tx, mut retry_rx) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    loop {
+        let r = tokio::select! {
+            Some(r) = rx.recv() => r,
+            Some(r) = retry_rx.recv() => r,
+            else => return,
+        };
+        let Some(p) = ctx.pods.get(&r) else { continue };
+        if !tracked(&p) || !deleting(&p) {
+            continue;
+        }
+        let owner = p
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .cloned();
+        let ns = p.namespace().unwrap_or_default();
+        let job_alive = owner.as_ref().is_some_and(|o| {
+            jobs.get(&ObjectRef::new(&o.name).within(&ns))
+                .is_some_and(|j| j.uid().as_deref() == Some(o.uid.as_str()))
+        });
+        if job_alive {
+            // The Job's own reconcile releases it; look again later in case the Job goes.
+            let tx = retry_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = tx.send(r);
+            });
+            continue;
+        }
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        if let Err(e) = untrack(&ctx, &api, &p).await {
+            tracing::debug!(error = %e, pod = %r, "cannot release orphaned Job pod");
+        }
+    }
+}
+
+fn deleting(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+}
+
+fn tracked(p: &Pod) -> bool {
+    p.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
+}
+
+/// Removes the tracking finalizer (a `test`-guarded JSON patch, so other finalizers
+/// written concurrently are kept).
+async fn untrack(ctx: &Ctx, api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
+    let Some(i) = p.finalizers().iter().position(|f| f == TRACKING_FINALIZER) else {
+        return Ok(());
+    };
+    let uid = uid_of(p);
+    if ctx.released.get(&uid).is_some() {
+        return Ok(());
+    }
+    let pointer = format!("/metadata/finalizers/{i}");
+    let ops = json!([
+        {"op": "test", "path": pointer, "value": TRACKING_FINALIZER},
+        {"op": "remove", "path": pointer},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).map_err(SimError::Encode)?;
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch(&p.name_any(), &pp, &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(_) | Err(kube::Error::Api(_)) => {
+            ctx.released.set(&uid, ());
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases the pods whose outcome is recorded (in `counted`, or all finished and deleted
+/// ones when `counted` is `None`).
+async fn release(
+    ctx: &Ctx,
+    api: &Api<Pod>,
+    pods: &[Arc<Pod>],
+    counted: Option<&HashSet<String>>,
+) -> Result<(), SimError> {
+    for p in pods {
+        let done = deleting(p) || matches!(phase(p), "Succeeded" | "Failed");
+        let recorded = counted.is_none_or(|c| c.contains(&uid_of(p.as_ref())));
+        if tracked(p) && done && recorded {
+            untrack(ctx, api, p).await?;
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::needless_pass_by_value)]
@@ -113,6 +239,17 @@ fn phase(p: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("Pending")
+}
+
+/// A pod's outcome once it has one: `Some(true)` when it succeeded, `Some(false)` when it
+/// failed or was deleted before finishing.
+fn outcome(p: &Pod) -> Option<bool> {
+    match phase(p) {
+        "Succeeded" => Some(true),
+        "Failed" => Some(false),
+        _ if deleting(p) => Some(false),
+        _ => None,
+    }
 }
 
 fn is_ready(p: &Pod) -> bool {
@@ -172,9 +309,6 @@ fn finished(status: &Value) -> Option<(&'static str, Option<Timestamp>)> {
 
 #[allow(clippy::too_many_lines)]
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
-    if job.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let uid = uid_of(job.as_ref());
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
@@ -193,10 +327,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         .collect();
     let active: Vec<&Arc<Pod>> = pods
         .iter()
-        .filter(|p| {
-            p.metadata.deletion_timestamp.is_none() && !matches!(phase(p), "Succeeded" | "Failed")
-        })
+        .filter(|p| !deleting(p) && !matches!(phase(p), "Succeeded" | "Failed"))
         .collect();
+    if job.metadata.deletion_timestamp.is_some() {
+        // Let the garbage collector take the pods (foreground deletion waits for them).
+        release(&ctx, &pods_api, &pods, None).await?;
+        return Ok(Action::await_change());
+    }
 
     // A finished Job: stop leftovers, then wait for the TTL.
     let done = ctx.mem.get(&uid).and_then(|m| m.done);
@@ -205,6 +342,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         for p in &active {
             delete_pod(&pods_api, p).await?;
         }
+        release(&ctx, &pods_api, &pods, None).await?;
         let ttl = job
             .spec
             .as_ref()
@@ -240,37 +378,31 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let mut mem = ctx.mem.with(
         &uid,
         || {
-            // First sight (or a restart of the simulator): what is already terminal is
-            // taken as counted.
+            // First sight (or a restart of the simulator): the status counters hold the
+            // outcomes of every finished pod already released from tracking.
             let mut m = JobMem {
                 start_time: cached_start.clone(),
+                succeeded: status_counts.0,
+                failed: status_counts.1,
                 ..JobMem::default()
             };
-            let (mut s, mut f) = (0, 0);
             for p in &pods {
-                match phase(p) {
-                    "Succeeded" => s += 1,
-                    "Failed" => f += 1,
-                    _ => continue,
+                if outcome(p).is_some() && !tracked(p) {
+                    m.counted.insert(uid_of(p.as_ref()));
                 }
-                m.counted.insert(uid_of(p.as_ref()));
             }
-            m.succeeded = status_counts.0.max(s);
-            m.failed = status_counts.1.max(f);
             m
         },
         |m| {
             for p in &pods {
-                let p_uid = uid_of(p.as_ref());
-                if m.counted.contains(&p_uid) {
-                    continue;
+                let Some(ok) = outcome(p) else { continue };
+                if m.counted.insert(uid_of(p.as_ref())) {
+                    if ok {
+                        m.succeeded += 1;
+                    } else {
+                        m.failed += 1;
+                    }
                 }
-                match phase(p) {
-                    "Succeeded" => m.succeeded += 1,
-                    "Failed" => m.failed += 1,
-                    _ => continue,
-                }
-                m.counted.insert(p_uid);
             }
             m.expected
                 .retain(|(n, at)| !pod_names.contains(n) && at.elapsed() < EXPECTATION_TIMEOUT);
@@ -286,7 +418,14 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         for p in &active {
             delete_pod(&pods_api, p).await?;
         }
-        ctx.mem.with(&uid, JobMem::default, |m| m.expected.clear());
+        // Pods stopped by suspension are not failures.
+        let counted = ctx.mem.with(&uid, JobMem::default, |m| {
+            m.expected.clear();
+            for p in &active {
+                m.counted.insert(uid_of(p.as_ref()));
+            }
+            m.counted.clone()
+        });
         upsert(
             &mut conds,
             condition("Suspended", true, "JobSuspended", "Job suspended", &now),
@@ -300,6 +439,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
             "uncountedTerminatedPods": {},
         });
         write_status(&ctx, &jobs, &name, &uid, &cached, desired).await?;
+        release(&ctx, &pods_api, &pods, Some(&counted)).await?;
         return Ok(Action::await_change());
     }
     if suspended_before {
@@ -334,7 +474,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         .map(Duration::from_secs);
     let running_for = parse_ts(&start_time).map_or(Duration::ZERO, since);
 
-    let outcome: Option<(bool, &str, &str)> = if mem.succeeded >= completions {
+    let verdict: Option<(bool, &str, &str)> = if mem.succeeded >= completions {
         Some((
             true,
             "CompletionsReached",
@@ -356,24 +496,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         None
     };
 
-    if let Some((ok, reason, message)) = outcome {
-        let mut killed = 0;
+    if let Some((ok, reason, message)) = verdict {
         for p in &active {
             delete_pod(&pods_api, p).await?;
-            killed += 1;
         }
-        let (succeeded, failed) = ctx.mem.with(&uid, JobMem::default, |m| {
-            if !ok {
-                for p in &active {
-                    if m.counted.insert(uid_of(p.as_ref())) {
-                        m.failed += 1;
-                    }
+        // Pods killed by a failure count as failed; leftovers of a success do not count.
+        let (succeeded, failed, counted) = ctx.mem.with(&uid, JobMem::default, |m| {
+            for p in &active {
+                if m.counted.insert(uid_of(p.as_ref())) && !ok {
+                    m.failed += 1;
                 }
             }
             m.expected.clear();
-            (m.succeeded, m.failed)
+            (m.succeeded, m.failed, m.counted.clone())
         });
-        let _ = killed;
         let mut desired = json!({
             "startTime": start_time,
             "active": null,
@@ -401,6 +537,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         }
         desired["conditions"] = json!(conds);
         write_status(&ctx, &jobs, &name, &uid, &cached, desired.clone()).await?;
+        release(&ctx, &pods_api, &pods, Some(&counted)).await?;
         ctx.mem
             .with(&uid, JobMem::default, |m| m.done = Some(desired));
         // Come back for the TTL (the status write also triggers a reconcile).
@@ -428,6 +565,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
         "uncountedTerminatedPods": {},
     });
     write_status(&ctx, &jobs, &name, &uid, &cached, desired).await?;
+    release(&ctx, &pods_api, &pods, Some(&mem.counted)).await?;
     Ok(match deadline {
         Some(d) => Action::requeue(d.saturating_sub(running_for).max(Duration::from_millis(10))),
         None => Action::await_change(),
@@ -499,6 +637,7 @@ async fn create_pod(api: &Api<Pod>, job: &Job, uid: &str) -> Result<String, SimE
             "generateName": format!("{base}-"),
             "labels": labels,
             "annotations": meta.annotations.unwrap_or_default(),
+            "finalizers": [TRACKING_FINALIZER],
             "ownerReferences": [{
                 "apiVersion": "batch/v1",
                 "kind": "Job",

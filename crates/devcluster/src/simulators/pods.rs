@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -42,9 +42,15 @@ struct Ctx {
     anchors: Memo<Timestamp>,
     /// The last status written per pod, to skip repeating a write on a stale cache.
     written: Memo<Value>,
-    /// Set once the server has refused the `binding` subresource.
-    no_binding: AtomicBool,
+    /// Whether the server serves `pods/binding`: [`BINDING_UNKNOWN`] until the first try.
+    binding: AtomicU8,
+    /// Lets one reconcile find out about `pods/binding` while the others wait.
+    binding_probe: tokio::sync::Mutex<()>,
 }
+
+const BINDING_UNKNOWN: u8 = 0;
+const BINDING_SERVED: u8 = 1;
+const BINDING_MISSING: u8 = 2;
 
 /// Runs the scheduler and/or kubelet until the future is dropped.
 pub async fn run(client: kube::Client, sims: Simulators) {
@@ -54,7 +60,8 @@ pub async fn run(client: kube::Client, sims: Simulators) {
         sims,
         anchors: Memo::default(),
         written: Memo::default(),
-        no_binding: AtomicBool::new(false),
+        binding: AtomicU8::new(BINDING_UNKNOWN),
+        binding_probe: tokio::sync::Mutex::new(()),
     });
     let (reader, writer) = reflector::store();
     let forget = ctx.clone();
@@ -118,40 +125,15 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<(), SimError> {
     };
     let status = pod_status_value(pod);
     if truthy(lookup(pod.annotations(), "unschedulable", None)) {
-        let cond = json!({
-            "type": "PodScheduled",
-            "status": "False",
-            "reason": "Unschedulable",
-            "message": UNSCHEDULABLE_MESSAGE,
-            "lastTransitionTime": fmt_ts(Timestamp::now()),
-        });
-        let already = status["conditions"].as_array().is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["type"] == "PodScheduled"
-                    && c["status"] == "False"
-                    && c["reason"] == "Unschedulable"
-            })
-        });
-        if !already {
-            let mut conds: Vec<Value> = status["conditions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c["type"] != "PodScheduled")
-                .collect();
-            conds.push(cond);
-            api.patch_status(
-                &name,
-                &pp,
-                &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": conds}})),
-            )
-            .await?;
-        }
-        return Ok(());
+        return mark_unschedulable(&api, &name, &pp, &status).await;
     }
     let node = &ctx.sims.node_name;
-    if !ctx.no_binding.load(Ordering::Relaxed) {
+    let _probe = if ctx.binding.load(Ordering::Acquire) == BINDING_UNKNOWN {
+        Some(ctx.binding_probe.lock().await)
+    } else {
+        None
+    };
+    if ctx.binding.load(Ordering::Acquire) != BINDING_MISSING {
         let binding = json!({
             "apiVersion": "v1",
             "kind": "Binding",
@@ -162,11 +144,17 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<(), SimError> {
             .create_subresource("binding", &name, &PostParams::default(), &binding)
             .await;
         match res {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                ctx.binding.store(BINDING_SERVED, Ordering::Release);
+                return Ok(());
+            }
             Err(kube::Error::Api(s)) if matches!(s.code, 404 | 405) => {
-                // A server without the binding subresource: set the node name directly.
+                // Either the pod is gone or the server has no binding subresource.
+                if api.get_opt(&name).await?.is_none() {
+                    return Ok(());
+                }
                 tracing::debug!("binding subresource unavailable; patching spec.nodeName");
-                ctx.no_binding.store(true, Ordering::Relaxed);
+                ctx.binding.store(BINDING_MISSING, Ordering::Release);
             }
             Err(e) => return Err(e.into()),
         }
@@ -197,6 +185,44 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<(), SimError> {
         &name,
         &pp,
         &Patch::Merge(json!({"status": {"conditions": conds}})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets `PodScheduled=False` reason `Unschedulable`, unless it is already there.
+async fn mark_unschedulable(
+    api: &Api<Pod>,
+    name: &str,
+    pp: &PatchParams,
+    status: &Value,
+) -> Result<(), SimError> {
+    let already = status["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["type"] == "PodScheduled" && c["status"] == "False" && c["reason"] == "Unschedulable"
+        })
+    });
+    if already {
+        return Ok(());
+    }
+    let mut conds: Vec<Value> = status["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conds.push(json!({
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": "Unschedulable",
+        "message": UNSCHEDULABLE_MESSAGE,
+        "lastTransitionTime": fmt_ts(Timestamp::now()),
+    }));
+    api.patch_status(
+        name,
+        pp,
+        &Patch::Merge(json!({"status": {"phase": "Pending", "conditions": conds}})),
     )
     .await?;
     Ok(())
