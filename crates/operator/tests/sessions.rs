@@ -1,0 +1,845 @@
+//! The `AgenticSession` controller against devcluster with the simulated scheduler, kubelet
+//! and Job controller: the whole lifecycle, failures, timeouts, stop and resume, pod loss,
+//! deletion, operator restarts and idle resyncs.
+//!
+//! Runner pods are scripted through their session: an admission hook copies the session's
+//! `devcluster.io/*` annotations onto each runner pod when it is created (by default the
+//! init container finishes at once and the runner runs until it is stopped).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use agentic_api::sessions::{
+    ANNOTATION_DESIRED_PHASE, ANNOTATION_STOP_REQUESTED_AT, AgenticSession, SessionPhase,
+    StoppedReason,
+};
+use agentic_operator::runtime::{
+    config::{Environment, RunArgs, Settings},
+    manager::Manager,
+    metrics::Metrics,
+};
+use devcluster::{
+    AdmissionHook, Hooks,
+    hooks::{AdmissionRequest, Operation},
+    simulators::Simulators,
+};
+use futures::future::BoxFuture;
+use k8s_openapi::{
+    api::{
+        batch::v1::Job,
+        core::v1::{Namespace, Pod, Secret, Service, ServiceAccount},
+        rbac::v1::{Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous deadline of every wait.
+const DEADLINE: Duration = Duration::from_secs(90);
+/// Test namespace (labelled as an ambient-code project).
+const NS: &str = "team-a";
+
+/// Copies a session's `devcluster.io/*` annotations onto its runner pods.
+struct ScriptRunnerPods;
+
+impl AdmissionHook for ScriptRunnerPods {
+    fn admit<'a>(
+        &'a self,
+        request: &'a AdmissionRequest<'a>,
+        object: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), devcluster::ApiError>> {
+        Box::pin(async move {
+            if request.kind != "Pod" || request.operation != Operation::Create {
+                return Ok(());
+            }
+            let labels = &object["metadata"]["labels"];
+            if labels["app"] != "ambient-code-runner" {
+                return Ok(());
+            }
+            let session = labels["agentic-session"].as_str().unwrap_or_default();
+            let mut script = serde_json::Map::new();
+            script.insert(
+                "devcluster.io/run-seconds.init-hydrate".into(),
+                json!("0.2"),
+            );
+            script.insert(
+                "devcluster.io/run-seconds.ambient-code-runner".into(),
+                json!("forever"),
+            );
+            if let Some(s) = request.cluster.get(
+                "vteam.ambient-code",
+                "agenticsessions",
+                &request.info.namespace,
+                session,
+            ) && let Some(annotations) = s["metadata"]["annotations"].as_object()
+            {
+                for (k, v) in annotations {
+                    if k.starts_with("devcluster.io/") {
+                        script.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            let meta = object["metadata"].as_object_mut().unwrap();
+            let annotations = meta
+                .entry("annotations")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .unwrap();
+            annotations.extend(script);
+            Ok(())
+        })
+    }
+}
+
+async fn cluster() -> devcluster::DevCluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let hooks = Hooks {
+        admission: vec![Arc::new(ScriptRunnerPods)],
+        ..Hooks::default()
+    };
+    let cluster = devcluster::DevCluster::builder()
+        .hooks(hooks)
+        .rbac(true)
+        .with_simulators(Simulators::all())
+        .start()
+        .await
+        .expect("dev cluster starts");
+    let client = cluster.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in agentic_api::crds::all() {
+        if crd.spec.group == agentic_api::sessions::GROUP {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+    }
+    let gv = format!(
+        "{}/{}",
+        agentic_api::sessions::GROUP,
+        agentic_api::sessions::VERSION
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let served = client.list_api_group_resources(&gv).await.is_ok_and(|l| {
+            l.resources.iter().any(|r| r.name == "agenticsessions")
+                && l.resources.iter().any(|r| r.name == "projectsettings")
+        });
+        if served {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "CRDs not served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    namespace(&client, NS, true).await;
+    cluster
+}
+
+async fn namespace(client: &Client, name: &str, managed: bool) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let labels = if managed {
+        json!({"ambient-code.io/managed": "true"})
+    } else {
+        json!({})
+    };
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels}
+    }))
+    .unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ambient-runner-secrets"},
+        "stringData": {"ANTHROPIC_API_KEY": "test"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+struct Operator {
+    shutdown: CancellationToken,
+    handle: JoinHandle<()>,
+    metrics: Metrics,
+}
+
+impl Operator {
+    fn start(client: &Client) -> Self {
+        let args = RunArgs {
+            metrics_bind_address: "0".into(),
+            health_probe_bind_address: "0".into(),
+            controllers: Some(vec!["sessions".into()]),
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(
+            &args,
+            &Environment::fixed([("POD_NAME", "sessions-test")], None),
+        )
+        .unwrap();
+        let manager = Manager::new(settings, agentic_operator::families());
+        let metrics = manager.metrics().clone();
+        let shutdown = CancellationToken::new();
+        let run = manager.run_with_client(client.clone(), shutdown.clone());
+        let handle = tokio::spawn(async move {
+            if let Err(error) = run.await {
+                panic!("operator stopped: {error}");
+            }
+        });
+        Self {
+            shutdown,
+            handle,
+            metrics,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("operator shuts down")
+            .expect("operator task ends cleanly");
+    }
+}
+
+fn sessions(client: &Client) -> Api<AgenticSession> {
+    Api::namespaced(client.clone(), NS)
+}
+
+async fn create(client: &Client, name: &str, annotations: Value, spec: Value) {
+    let session: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }))
+    .unwrap();
+    sessions(client)
+        .create(&PostParams::default(), &session)
+        .await
+        .unwrap();
+}
+
+async fn annotate(client: &Client, name: &str, annotations: Value) {
+    sessions(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Polls the session until `check` holds; returns it.
+async fn wait_for(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AgenticSession) -> bool,
+) -> AgenticSession {
+    let api = sessions(client);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let current = api.get_opt(name).await.unwrap();
+        if let Some(s) = &current
+            && check(s)
+        {
+            return s.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name} to be {what}; last seen: {:#?}",
+            current.map(|s| s.status)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_phase(client: &Client, name: &str, phase: SessionPhase) -> AgenticSession {
+    wait_for(client, name, phase.as_str(), |s| {
+        s.status.as_ref().and_then(|st| st.phase) == Some(phase)
+    })
+    .await
+}
+
+/// Polls until `check` holds.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition<'a>(
+    s: &'a AgenticSession,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    s.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn ready_reason(s: &AgenticSession) -> String {
+    condition(s, "Ready")
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+async fn job(client: &Client, session: &str) -> Option<Job> {
+    Api::<Job>::namespaced(client.clone(), NS)
+        .get_opt(&format!("{session}-job"))
+        .await
+        .unwrap()
+}
+
+async fn runner_pods(client: &Client, session: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("agentic-session={session}")))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn gone<K>(client: &Client, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .is_none()
+}
+
+fn env_value(job: &Job, name: &str) -> Option<String> {
+    job.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[tokio::test]
+async fn create_run_complete() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(
+        &client,
+        "happy",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+               "devcluster.io/exit-code.ambient-code-runner": "0"}),
+        json!({"initialPrompt": "hello", "timeout": 600,
+               "userContext": {"userId": "u-1"}}),
+    )
+    .await;
+
+    let running = wait_phase(&client, "happy", SessionPhase::Running).await;
+    let status = running.status.clone().unwrap();
+    assert!(status.start_time.is_some());
+    assert!(status.runner_started_at.is_some());
+    assert!(status.runner_pod_uid.is_some());
+    assert_eq!(condition(&running, "Ready").unwrap().status, "True");
+    assert_eq!(
+        condition(&running, "RunnerStarted").unwrap().reason,
+        "ContainerRunning"
+    );
+    assert_eq!(condition(&running, "PodScheduled").unwrap().status, "True");
+    assert_eq!(condition(&running, "PodCreated").unwrap().status, "True");
+    assert_eq!(
+        running
+            .annotations()
+            .get("ambient-code.io/runner-token-secret")
+            .map(String::as_str),
+        Some("ambient-runner-token-happy")
+    );
+
+    // Generated objects while running.
+    let runner_job = job(&client, "happy").await.expect("runner Job exists");
+    assert_eq!(
+        env_value(&runner_job, "INITIAL_PROMPT").as_deref(),
+        Some("hello")
+    );
+    assert_eq!(env_value(&runner_job, "IS_RESUME"), None);
+    assert_eq!(
+        runner_job.spec.as_ref().unwrap().active_deadline_seconds,
+        Some(600)
+    );
+    let owner = &runner_job.owner_references()[0];
+    assert_eq!(owner.api_version, "vteam.ambient-code/v1alpha1");
+    assert_eq!(owner.kind, "AgenticSession");
+    assert!(!gone::<Service>(&client, "session-happy").await);
+    let sa: ServiceAccount = Api::namespaced(client.clone(), NS)
+        .get("ambient-session-happy")
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.annotations()
+            .get("ambient-code.io/created-by-user-id")
+            .map(String::as_str),
+        Some("u-1")
+    );
+    assert!(!gone::<Role>(&client, "ambient-session-happy-role").await);
+    assert!(!gone::<RoleBinding>(&client, "ambient-session-happy-rb").await);
+    let token: Secret = Api::namespaced(client.clone(), NS)
+        .get("ambient-runner-token-happy")
+        .await
+        .unwrap();
+    let data = token.data.clone().unwrap();
+    assert!(!data["k8s-token"].0.is_empty());
+    assert!(!data["agui-token"].0.is_empty());
+    assert!(
+        token
+            .annotations()
+            .contains_key("ambient-code.io/token-refreshed-at")
+    );
+
+    let done = wait_phase(&client, "happy", SessionPhase::Completed).await;
+    assert!(done.status.as_ref().unwrap().completion_time.is_some());
+    assert_eq!(ready_reason(&done), "Completed");
+    // Cleanup: the Job (with its pods) and the Service go.
+    eventually("the Job and Service to be deleted", || async {
+        job(&client, "happy").await.is_none()
+            && gone::<Service>(&client, "session-happy").await
+            && runner_pods(&client, "happy").await.is_empty()
+    })
+    .await;
+
+    let text = operator.metrics.encode().unwrap();
+    for expected in [
+        "ambient_sessions_total{namespace=\"team-a\"} 1",
+        "ambient_session_phase_transitions_total{namespace=\"team-a\",from_phase=\"None\",to_phase=\"Pending\"} 1",
+        "ambient_session_phase_transitions_total{namespace=\"team-a\",from_phase=\"Pending\",to_phase=\"Creating\"} 1",
+        "ambient_session_phase_transitions_total{namespace=\"team-a\",from_phase=\"Running\",to_phase=\"Completed\"} 1",
+        "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Completed\"} 1",
+        "ambient_session_startup_duration_seconds_count{namespace=\"team-a\"} 1",
+        "ambient_pod_creation_duration_seconds_count{namespace=\"team-a\"} 1",
+        "ambient_token_provision_duration_seconds_count{namespace=\"team-a\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    assert!(
+        text.contains(
+            "ambient_reconcile_duration_seconds_count{phase=\"Running\",success=\"true\"}"
+        ),
+        "{text}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn failing_runners() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(
+        &client,
+        "exit-one",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "1",
+               "devcluster.io/exit-code.ambient-code-runner": "1"}),
+        json!({}),
+    )
+    .await;
+    create(
+        &client,
+        "exit-two",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "1",
+               "devcluster.io/exit-code.ambient-code-runner": "2"}),
+        json!({}),
+    )
+    .await;
+    create(
+        &client,
+        "bad-image",
+        json!({"devcluster.io/image-pull-failure.ambient-code-runner": "true"}),
+        json!({}),
+    )
+    .await;
+    let one = wait_phase(&client, "exit-one", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&one), "RunnerExit");
+    let two = wait_phase(&client, "exit-two", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&two), "PrerequisiteFailed");
+    let image = wait_phase(&client, "bad-image", SessionPhase::Failed).await;
+    assert!(
+        ["ErrImagePull", "ImagePullBackOff"].contains(&ready_reason(&image).as_str()),
+        "{}",
+        ready_reason(&image)
+    );
+    eventually("failed runners to be cleaned up", || async {
+        job(&client, "exit-one").await.is_none() && job(&client, "exit-two").await.is_none()
+    })
+    .await;
+    let text = operator.metrics.encode().unwrap();
+    assert!(
+        text.contains(
+            "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Failed\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("error_type=\"PrerequisiteFailed\"} 1"),
+        "{text}"
+    );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn oom_while_running_fails() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(
+        &client,
+        "oom",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+               "devcluster.io/oom-kill.ambient-code-runner": "true"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, "oom", SessionPhase::Running).await;
+    let failed = wait_phase(&client, "oom", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&failed), "OOMKilled");
+    assert!(condition(&failed, "Ready").unwrap().message.contains("137"));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn timeout_fails_with_reason_timeout() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(&client, "slow", json!({}), json!({"timeout": 3})).await;
+    wait_phase(&client, "slow", SessionPhase::Running).await;
+    let failed = wait_phase(&client, "slow", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&failed), "Timeout");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn stop_while_creating_and_while_running_then_resume() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+
+    // Creating: an unschedulable runner pod (upstream could not stop these).
+    create(
+        &client,
+        "stuck",
+        json!({"devcluster.io/unschedulable": "true"}),
+        json!({}),
+    )
+    .await;
+    let creating = wait_for(&client, "stuck", "unschedulable", |s| {
+        condition(s, "PodScheduled").is_some_and(|c| c.reason == "Unschedulable")
+    })
+    .await;
+    assert_eq!(creating.phase(), SessionPhase::Creating);
+    annotate(
+        &client,
+        "stuck",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped"}),
+    )
+    .await;
+    let stopped = wait_phase(&client, "stuck", SessionPhase::Stopped).await;
+    assert_eq!(
+        stopped.status.as_ref().unwrap().stopped_reason,
+        Some(StoppedReason::User)
+    );
+
+    // Running.
+    create(&client, "busy", json!({}), json!({})).await;
+    let running = wait_phase(&client, "busy", SessionPhase::Running).await;
+    let first_pod = running.status.unwrap().runner_pod_uid.unwrap();
+    annotate(
+        &client,
+        "busy",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped", ANNOTATION_STOP_REQUESTED_AT: "2026-01-01T00:00:00Z"}),
+    )
+    .await;
+    let stopped = wait_phase(&client, "busy", SessionPhase::Stopped).await;
+    let status = stopped.status.clone().unwrap();
+    assert_eq!(status.stopped_reason, Some(StoppedReason::User));
+    assert!(status.completion_time.is_some());
+    assert_eq!(ready_reason(&stopped), "UserStopped");
+    assert_eq!(
+        status.observed_desired_phase_at.as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+    let cleared = wait_for(&client, "busy", "acknowledged", |s| {
+        !s.annotations().contains_key(ANNOTATION_DESIRED_PHASE)
+    })
+    .await;
+    assert!(
+        !cleared
+            .annotations()
+            .contains_key(ANNOTATION_STOP_REQUESTED_AT)
+    );
+    eventually("the stopped runner to be gone", || async {
+        job(&client, "busy").await.is_none() && runner_pods(&client, "busy").await.is_empty()
+    })
+    .await;
+
+    // Resume: a new run with IS_RESUME, since the runner ran before.
+    annotate(
+        &client,
+        "busy",
+        json!({ANNOTATION_DESIRED_PHASE: "Running"}),
+    )
+    .await;
+    let resumed = wait_for(&client, "busy", "running again", |s| {
+        s.phase() == SessionPhase::Running
+            && s.status
+                .as_ref()
+                .and_then(|st| st.runner_pod_uid.as_deref())
+                != Some(first_pod.as_str())
+    })
+    .await;
+    assert!(resumed.status.as_ref().unwrap().completion_time.is_none());
+    assert!(resumed.status.as_ref().unwrap().stopped_reason.is_none());
+    let busy_job = job(&client, "busy").await.unwrap();
+    assert_eq!(env_value(&busy_job, "IS_RESUME").as_deref(), Some("true"));
+    assert!(!resumed.annotations().contains_key(ANNOTATION_DESIRED_PHASE));
+
+    // The "stuck" session never ran: resuming it starts it fresh, without IS_RESUME.
+    annotate(
+        &client,
+        "stuck",
+        json!({ANNOTATION_DESIRED_PHASE: "Running", "devcluster.io/unschedulable": null}),
+    )
+    .await;
+    wait_phase(&client, "stuck", SessionPhase::Running).await;
+    let stuck_job = job_named(&client, "stuck").await;
+    assert_eq!(env_value(&stuck_job, "IS_RESUME"), None);
+    operator.stop().await;
+}
+
+/// Total reconciles of the session controller so far.
+fn reconciles(metrics: &Metrics) -> u64 {
+    metrics
+        .encode()
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.starts_with("controller_runtime_reconcile_total{")
+                && l.contains("controller=\"agenticsession\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn job_named(client: &Client, session: &str) -> Job {
+    job(client, session).await.expect("runner Job exists")
+}
+
+#[tokio::test]
+async fn pod_deleted_while_running_is_recreated() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(&client, "fragile", json!({}), json!({})).await;
+    let running = wait_phase(&client, "fragile", SessionPhase::Running).await;
+    let status = running.status.unwrap();
+    let first_pod = status.runner_pod_uid.clone().unwrap();
+    let pods = runner_pods(&client, "fragile").await;
+    assert_eq!(pods.len(), 1);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .delete(&pods[0].name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let again = wait_for(&client, "fragile", "running in a new pod", |s| {
+        s.phase() == SessionPhase::Running
+            && s.status
+                .as_ref()
+                .and_then(|st| st.runner_pod_uid.as_deref())
+                != Some(first_pod.as_str())
+    })
+    .await;
+    let again_status = again.status.unwrap();
+    assert_eq!(again_status.runner_started_at, status.runner_started_at);
+    let job = job_named(&client, "fragile").await;
+    assert_eq!(env_value(&job, "IS_RESUME").as_deref(), Some("true"));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn inactivity_stops_the_session() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(
+        &client,
+        "sleepy",
+        json!({}),
+        json!({"inactivityTimeout": 3}),
+    )
+    .await;
+    wait_phase(&client, "sleepy", SessionPhase::Running).await;
+    let stopped = wait_phase(&client, "sleepy", SessionPhase::Stopped).await;
+    assert_eq!(
+        stopped.status.as_ref().unwrap().stopped_reason,
+        Some(StoppedReason::Inactivity)
+    );
+    assert_eq!(ready_reason(&stopped), "InactivityTimeout");
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_the_session_removes_everything() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(&client, "doomed", json!({}), json!({})).await;
+    wait_phase(&client, "doomed", SessionPhase::Running).await;
+    sessions(&client)
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("every generated object to be gone", || async {
+        job(&client, "doomed").await.is_none()
+            && runner_pods(&client, "doomed").await.is_empty()
+            && gone::<Service>(&client, "session-doomed").await
+            && gone::<ServiceAccount>(&client, "ambient-session-doomed").await
+            && gone::<Role>(&client, "ambient-session-doomed-role").await
+            && gone::<RoleBinding>(&client, "ambient-session-doomed-rb").await
+            && gone::<Secret>(&client, "ambient-runner-token-doomed").await
+    })
+    .await;
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn operator_restart_never_duplicates_the_job() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+    create(&client, "steady", json!({}), json!({})).await;
+    wait_for(&client, "steady", "creating or running", |s| {
+        matches!(s.phase(), SessionPhase::Creating | SessionPhase::Running)
+    })
+    .await;
+    let first = job_named(&client, "steady").await;
+    operator.stop().await;
+
+    let operator = Operator::start(&client);
+    let running = wait_phase(&client, "steady", SessionPhase::Running).await;
+    let after = job_named(&client, "steady").await;
+    assert_eq!(first.uid(), after.uid(), "the Job was replaced");
+    let jobs = Api::<Job>::namespaced(client.clone(), NS)
+        .list(&ListParams::default().labels("agentic-session=steady"))
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1);
+    assert_eq!(runner_pods(&client, "steady").await.len(), 1);
+    assert!(running.status.unwrap().runner_pod_uid.is_some());
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_writes() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    namespace(&client, "elsewhere", false).await;
+    let operator = Operator::start(&client);
+    let other: Api<AgenticSession> = Api::namespaced(client.clone(), "elsewhere");
+    let session: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": "ignored"}, "spec": {}
+    }))
+    .unwrap();
+    other
+        .create(&PostParams::default(), &session)
+        .await
+        .unwrap();
+
+    create(&client, "settled-running", json!({}), json!({})).await;
+    create(
+        &client,
+        "settled-done",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "1"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, "settled-running", SessionPhase::Running).await;
+    wait_phase(&client, "settled-done", SessionPhase::Completed).await;
+    eventually("the completed runner to be gone", || async {
+        job(&client, "settled-done").await.is_none()
+            && runner_pods(&client, "settled-done").await.is_empty()
+    })
+    .await;
+    assert!(other.get("ignored").await.unwrap().status.is_none());
+
+    // Let pending Events and cleanups finish, then force every watch to relist (which
+    // reconciles every session again) and count the operator's writes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = cluster.stats();
+    assert!(
+        before
+            .get("patch", "agenticsessions.vteam.ambient-code/status")
+            .count
+            > 0,
+        "status writes are counted under this key: {:?}",
+        before.requests.keys().collect::<Vec<_>>()
+    );
+    let reconciles_before = reconciles(&operator.metrics);
+    cluster.cluster().reset_stats();
+    cluster.expire_resource_versions();
+    eventually("every session to be reconciled again", || async {
+        reconciles(&operator.metrics) >= reconciles_before + 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = cluster.stats();
+    let operator_writes: Vec<_> = stats
+        .requests
+        .iter()
+        .filter(|(key, v)| {
+            let mut parts = key.splitn(2, ' ');
+            let verb = parts.next().unwrap_or_default();
+            let resource = parts.next().unwrap_or_default();
+            ["create", "update", "patch", "delete"].contains(&verb)
+                && v.count > 0
+                && (resource.starts_with("agenticsessions")
+                    || resource == "jobs.batch"
+                    || resource.starts_with("services")
+                    || resource.starts_with("secrets")
+                    || resource.starts_with("serviceaccounts")
+                    || resource.starts_with("roles")
+                    || resource.starts_with("rolebindings"))
+        })
+        .map(|(k, v)| (k.clone(), v.count))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    assert!(
+        operator_writes.is_empty(),
+        "writes during an idle resync: {operator_writes:?}"
+    );
+    assert!(other.get("ignored").await.unwrap().status.is_none());
+    operator.stop().await;
+}
