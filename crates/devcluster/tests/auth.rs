@@ -1142,3 +1142,85 @@ async fn rbac_writes_cannot_escalate() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn audit_shows_denials_and_unused_rules() {
+    let dc = rbac_cluster().await;
+    namespace(&dc, "team").await;
+    service_account(&dc, "team", "worker").await;
+    let manifest = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: operator
+rules:
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
+"#;
+    let role: Value = serde_yaml::from_str(manifest).unwrap();
+    let rules = devcluster::auth::rbac::rules_of(&role);
+    let api: Api<ClusterRole> = Api::all(dc.client());
+    api.create(&PostParams::default(), &obj(role))
+        .await
+        .unwrap();
+    cluster_role_binding(&dc, "operator", "operator", sa_subject("team", "worker")).await;
+    let admin: Api<ConfigMap> = Api::namespaced(dc.client(), "team");
+    admin
+        .create(&PostParams::default(), &cm("c"))
+        .await
+        .unwrap();
+
+    let client = dc.service_account_client("team", "worker").await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    cms.get("c").await.unwrap();
+    // Keep a watcher running so that its list and watch requests are made.
+    let mut stream = kube::runtime::watcher(cms, kube::runtime::watcher::Config::default()).boxed();
+    let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
+    let audit = dc.auth().unwrap().audit();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !audit
+        .decisions()
+        .iter()
+        .any(|d| d.user == SA && d.verb == "watch" && d.allowed)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no watch within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drain.abort();
+
+    assert!(audit.denied(SA).is_empty(), "{:?}", audit.denied(SA));
+    assert_eq!(
+        audit.unused(SA, &rules),
+        vec![
+            "{APIGroups:[\"\"], Resources:[\"pods/status\"], Verbs:[\"patch\"]}".to_string(),
+            "{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}".to_string(),
+        ]
+    );
+    // A request outside the role shows up as a denial.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "team");
+    forbidden(leases.get("leader").await);
+    let denied = audit.denied(SA);
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(
+        (
+            denied[0].verb.as_str(),
+            denied[0].group.as_str(),
+            denied[0].resource.as_str(),
+            denied[0].namespace.as_str(),
+            denied[0].name.as_str()
+        ),
+        ("get", "coordination.k8s.io", "leases", "team", "leader")
+    );
+    // The admin is never recorded.
+    assert!(audit.decisions().iter().all(|d| d.user != "system:admin"));
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::rbac::{Attributes, Index, RBAC_GROUP, Rule};
+use super::rbac::{Attributes, Index, RBAC_GROUP, Rule, rules_of};
 use crate::error::{ApiError, qualified};
 use crate::hooks::{Operation, RequestInfo, UserInfo};
 
@@ -16,15 +16,15 @@ fn has(list: &[String], want: &str) -> bool {
 
 /// One rule narrowed to a single API group, resource or URL, verb and resource name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Atom {
-    group: Option<String>,
-    resource: Option<String>,
-    url: Option<String>,
-    name: Option<String>,
-    verb: String,
+pub(crate) struct Atom {
+    pub(crate) group: Option<String>,
+    pub(crate) resource: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) verb: String,
 }
 
-fn breakdown(rule: &Rule) -> Vec<Atom> {
+pub(crate) fn breakdown(rule: &Rule) -> Vec<Atom> {
     let mut out = Vec::new();
     let names: Vec<Option<String>> = if rule.resource_names.is_empty() {
         vec![None]
@@ -94,11 +94,19 @@ fn quoted(list: &[String]) -> String {
 /// The rules the owner lacks, compacted (atoms differing only by verb merged) and rendered
 /// like the real server's `PolicyRule.CompactString`, sorted.
 fn missing(owner: &[Rule], wanted: &[Rule]) -> Vec<String> {
+    describe(
+        wanted
+            .iter()
+            .flat_map(breakdown)
+            .filter(|atom| !owner.iter().any(|o| covers(o, atom))),
+    )
+}
+
+/// Renders atoms like the real server's `PolicyRule.CompactString`: atoms that differ only
+/// by verb are merged, the result is sorted.
+pub(crate) fn describe(atoms: impl Iterator<Item = Atom>) -> Vec<String> {
     let mut merged: Vec<(Atom, Vec<String>)> = Vec::new();
-    for atom in wanted.iter().flat_map(breakdown) {
-        if owner.iter().any(|o| covers(o, &atom)) {
-            continue;
-        }
+    for atom in atoms {
         // Like the real server, only resource rules are compacted.
         let key = if atom.url.is_some() {
             atom.clone()
@@ -140,13 +148,6 @@ fn missing(owner: &[Rule], wanted: &[Rule]) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn rules_of(v: &Value) -> Vec<Rule> {
-    v["rules"]
-        .as_array()
-        .map(|a| a.iter().map(Rule::from_value).collect())
-        .unwrap_or_default()
-}
-
 /// Fields whose change makes an update of an RBAC object subject to the check again.
 fn relevant(v: &Value) -> [&Value; 6] {
     [
@@ -172,6 +173,8 @@ pub struct Write<'a> {
     /// Looks up a stored role by `(resource, namespace, name)`, to resolve a binding's
     /// `roleRef`.
     pub role: &'a dyn Fn(&str, &str, &str) -> Option<Value>,
+    /// Authorizes the `escalate` and `bind` verbs (and records an allowed one).
+    pub authorize: &'a dyn Fn(&Attributes<'_>) -> bool,
 }
 
 /// Refuses a `Role`, `ClusterRole`, `RoleBinding` or `ClusterRoleBinding` write by a user that
@@ -192,17 +195,14 @@ pub fn check(index: &Index, w: &Write<'_>) -> Result<(), ApiError> {
     let ns = info.namespace.as_str();
     let wanted = match info.resource.as_str() {
         "roles" | "clusterroles" => {
-            let allowed = index.allows(
-                user,
-                &Attributes::Resource {
-                    verb: "escalate",
-                    group: RBAC_GROUP,
-                    resource: &info.resource,
-                    subresource: "",
-                    namespace: ns,
-                    name,
-                },
-            );
+            let allowed = (w.authorize)(&Attributes::Resource {
+                verb: "escalate",
+                group: RBAC_GROUP,
+                resource: &info.resource,
+                subresource: "",
+                namespace: ns,
+                name,
+            });
             if allowed {
                 return Ok(());
             }
@@ -217,17 +217,14 @@ pub fn check(index: &Index, w: &Write<'_>) -> Result<(), ApiError> {
             } else {
                 ("clusterroles", "")
             };
-            let allowed = index.allows(
-                user,
-                &Attributes::Resource {
-                    verb: "bind",
-                    group: RBAC_GROUP,
-                    resource,
-                    subresource: "",
-                    namespace: ns,
-                    name: role_name,
-                },
-            );
+            let allowed = (w.authorize)(&Attributes::Resource {
+                verb: "bind",
+                group: RBAC_GROUP,
+                resource,
+                subresource: "",
+                namespace: ns,
+                name: role_name,
+            });
             if allowed {
                 return Ok(());
             }

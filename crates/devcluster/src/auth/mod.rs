@@ -8,6 +8,7 @@
 // The hook traits this module implements return `ApiError` by value.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
 pub mod escalation;
 pub mod rbac;
 pub mod tls;
@@ -87,6 +88,7 @@ pub struct Auth {
     admin_token: String,
     state: OnceLock<Weak<State>>,
     cache: RwLock<Option<Cached>>,
+    audit: audit::Audit,
 }
 
 impl std::fmt::Debug for Auth {
@@ -113,6 +115,7 @@ impl Auth {
             admin_token: admin_token.to_string(),
             state: OnceLock::new(),
             cache: RwLock::new(None),
+            audit: audit::Audit::default(),
         }
     }
 
@@ -215,9 +218,28 @@ impl Auth {
         index
     }
 
-    /// Whether a user may perform a request, without producing an error.
+    /// Whether a user may perform a request, without producing an error or a record.
     pub fn allows(&self, user: &UserInfo, a: &Attributes<'_>) -> bool {
         is_master(user) || self.index().allows(user, a)
+    }
+
+    /// The authorization decisions made so far for users outside `system:masters`: what
+    /// was denied, and which rules of a role were never exercised.
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
+    }
+
+    fn decide(&self, user: &UserInfo, a: &Attributes<'_>) -> Result<(), ApiError> {
+        if is_master(user) {
+            return Ok(());
+        }
+        let allowed = self.index().allows(user, a);
+        self.audit.record(user, a, allowed);
+        if allowed {
+            Ok(())
+        } else {
+            Err(forbidden(user, a))
+        }
     }
 
     #[allow(clippy::result_large_err)] // the error type of the subresource hook
@@ -363,31 +385,21 @@ impl Authenticator for Auth {
 
 impl Authorizer for Auth {
     fn authorize(&self, r: &RequestInfo) -> Result<(), ApiError> {
-        if is_master(&r.user) {
-            return Ok(());
-        }
-        let a = Attributes::Resource {
-            verb: &r.verb,
-            group: &r.group,
-            resource: &r.resource,
-            subresource: &r.subresource,
-            namespace: &r.namespace,
-            name: &r.name,
-        };
-        if self.index().allows(&r.user, &a) {
-            Ok(())
-        } else {
-            Err(forbidden(&r.user, &a))
-        }
+        self.decide(
+            &r.user,
+            &Attributes::Resource {
+                verb: &r.verb,
+                group: &r.group,
+                resource: &r.resource,
+                subresource: &r.subresource,
+                namespace: &r.namespace,
+                name: &r.name,
+            },
+        )
     }
 
     fn authorize_path(&self, user: &UserInfo, verb: &str, path: &str) -> Result<(), ApiError> {
-        let a = Attributes::Path { verb, path };
-        if self.allows(user, &a) {
-            Ok(())
-        } else {
-            Err(forbidden(user, &a))
-        }
+        self.decide(user, &Attributes::Path { verb, path })
     }
 }
 
@@ -405,14 +417,23 @@ impl AdmissionHook for Auth {
             let role = |resource: &str, ns: &str, name: &str| {
                 request.cluster.get(RBAC_GROUP, resource, ns, name)
             };
+            let index = self.index();
+            let authorize = |a: &Attributes<'_>| {
+                let allowed = index.allows(&info.user, a);
+                if allowed {
+                    self.audit.record(&info.user, a, true);
+                }
+                allowed
+            };
             escalation::check(
-                &self.index(),
+                &index,
                 &escalation::Write {
                     info,
                     operation: request.operation,
                     object,
                     old: request.old_object,
                     role: &role,
+                    authorize: &authorize,
                 },
             )
         })

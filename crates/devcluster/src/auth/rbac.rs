@@ -254,7 +254,8 @@ fn ns_of(v: &Value) -> &str {
     v["metadata"]["namespace"].as_str().unwrap_or_default()
 }
 
-fn rules_of(v: &Value) -> Vec<Rule> {
+/// The `rules` of a `Role` or `ClusterRole` object (e.g. one read from `config/rbac`).
+pub fn rules_of(v: &Value) -> Vec<Rule> {
     v["rules"]
         .as_array()
         .map(|a| a.iter().map(Rule::from_value).collect())
