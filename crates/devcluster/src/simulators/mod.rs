@@ -25,6 +25,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use jobs::TRACKING_FINALIZER;
 pub use pods::{ContainerScript, UNSCHEDULABLE_MESSAGE, container_script, pod_status};
 pub use util::PREFIX as ANNOTATION_PREFIX;
 
