@@ -1039,15 +1039,120 @@ fn f2(v: f64) -> String {
     format!("{v:.2}")
 }
 
+fn per_unit_us(u: Option<&Usage>, units: u64) -> String {
+    match u {
+        #[allow(clippy::cast_precision_loss)]
+        Some(u) if units > 0 => format!("{:.1}", u.cpu_s * 1e6 / units as f64),
+        _ => "-".into(),
+    }
+}
+
 fn cpu(u: Option<&Usage>) -> String {
     u.map_or_else(|| "-".into(), |u| format!("{:.2}", u.cores))
+}
+
+/// One table row: label and how to read the cell from a run.
+type Row = (&'static str, fn(&RunResult) -> String);
+
+fn server_mean(verbs: &[ServerVerb], key: &str) -> String {
+    verbs
+        .iter()
+        .find(|v| v.key == key)
+        .map_or_else(|| "-".into(), |v| f2(v.mean_ms))
+}
+
+fn write_rows() -> Vec<Row> {
+    vec![
+        ("load average at run start", |r| {
+            r.load_average_start.to_string()
+        }),
+        ("writes: creates/s", |r| f0(r.writes.result.per_second)),
+        ("writes: ok / failed", |r| {
+            format!("{} / {}", r.writes.result.ok, r.writes.result.failed)
+        }),
+        ("writes: latency p50 ms", |r| {
+            f2(r.writes.result.latency.p50_ms)
+        }),
+        ("writes: latency p99 ms", |r| {
+            f2(r.writes.result.latency.p99_ms)
+        }),
+        ("writes: server mean handling ms", |r| {
+            server_mean(&r.writes.server, "create configmaps")
+        }),
+        ("writes: server cores busy", |r| {
+            cpu(r.writes.server_process.as_ref())
+        }),
+        ("writes: server CPU us per create", |r| {
+            per_unit_us(r.writes.server_process.as_ref(), r.writes.result.ok)
+        }),
+        ("writes: bench cores busy", |r| {
+            f2(r.writes.bench_process.cores)
+        }),
+    ]
+}
+
+fn watch_rows() -> Vec<Row> {
+    vec![
+        ("watch: events/s delivered", |r| {
+            f0(r.watch.events_per_second)
+        }),
+        ("watch: delivered / expected", |r| {
+            format!("{} / {}", r.watch.delivered_events, r.watch.expected_events)
+        }),
+        ("watch: watchers complete", |r| {
+            format!("{} / {}", r.watch.watchers_complete, r.watch.watchers)
+        }),
+        ("watch: creates/s while watched", |r| {
+            f0(r.watch.writes.per_second)
+        }),
+        ("watch: server cores busy", |r| {
+            cpu(r.watch.server_process.as_ref())
+        }),
+        ("watch: server CPU us per event", |r| {
+            per_unit_us(r.watch.server_process.as_ref(), r.watch.delivered_events)
+        }),
+        ("watch: bench cores busy", |r| {
+            f2(r.watch.bench_process.cores)
+        }),
+    ]
+}
+
+fn list_rows() -> Vec<Row> {
+    vec![
+        ("list: unpaged median ms", |r| f2(r.list.unpaged.median_ms)),
+        ("list: unpaged min / max ms", |r| {
+            format!(
+                "{} / {}",
+                f2(r.list.unpaged.min_ms),
+                f2(r.list.unpaged.max_ms)
+            )
+        }),
+        ("list: items, MiB per response", |r| {
+            #[allow(clippy::cast_precision_loss)]
+            let mib = r.list.response_bytes as f64 / 1_048_576.0;
+            format!("{}, {mib:.1}", r.list.items_per_list)
+        }),
+        ("list: server mean handling ms", |r| {
+            server_mean(&r.list.server, "list configmaps")
+        }),
+        ("list: client decode to Value, median ms", |r| {
+            f2(r.list.client_decode.median_ms)
+        }),
+        ("list: client typed decode, median ms", |r| {
+            f2(r.list.client_typed_decode.median_ms)
+        }),
+        ("list: paged median ms", |r| {
+            format!("{} ({} pages)", f2(r.list.paged.median_ms), r.list.pages)
+        }),
+        ("list: fill creates/s", |r| f0(r.list.fill.per_second)),
+    ]
 }
 
 /// The console summary: machine, one column per mode, and the targets.
 pub fn render(report: &Report) -> String {
     let m = &report.machine;
     let mut out = format!(
-        "machine: {} cores, {}, {} MiB, kernel {}; load at start {}, at end {}; bench build {}\n\n",
+        "machine: {} cores, {}, {} MiB, kernel {}; load at start {}, at end {}; bench build {}\nclient: {CLIENT}\n\n",
         m.nproc,
         m.cpu_model,
         m.mem_total_mib,
@@ -1060,79 +1165,15 @@ pub fn render(report: &Report) -> String {
     let mut headers = vec!["metric"];
     headers.extend(runs.iter().map(|r| r.mode.name()));
     let mut t = Table::new(&headers);
-    let mut row = |name: &str, f: &dyn Fn(&RunResult) -> String| {
-        let mut cells = vec![name.to_string()];
-        cells.extend(runs.iter().map(f));
+    for (label, cell) in write_rows()
+        .into_iter()
+        .chain(watch_rows())
+        .chain(list_rows())
+    {
+        let mut cells = vec![label.to_string()];
+        cells.extend(runs.iter().map(cell));
         t.row(cells);
-    };
-    row("load average at run start", &|r| {
-        r.load_average_start.to_string()
-    });
-    row("writes: creates/s", &|r| f0(r.writes.result.per_second));
-    row("writes: ok / failed", &|r| {
-        format!("{} / {}", r.writes.result.ok, r.writes.result.failed)
-    });
-    row("writes: latency p50 ms", &|r| {
-        f2(r.writes.result.latency.p50_ms)
-    });
-    row("writes: latency p99 ms", &|r| {
-        f2(r.writes.result.latency.p99_ms)
-    });
-    row("writes: server mean handling ms", &|r| {
-        r.writes
-            .server
-            .iter()
-            .find(|v| v.key == "create configmaps")
-            .map_or_else(|| "-".into(), |v| f2(v.mean_ms))
-    });
-    row("writes: server cores busy", &|r| {
-        cpu(r.writes.server_process.as_ref())
-    });
-    row("writes: bench cores busy", &|r| {
-        f2(r.writes.bench_process.cores)
-    });
-    row("watch: events/s delivered", &|r| {
-        f0(r.watch.events_per_second)
-    });
-    row("watch: delivered / expected", &|r| {
-        format!("{} / {}", r.watch.delivered_events, r.watch.expected_events)
-    });
-    row("watch: watchers complete", &|r| {
-        format!("{} / {}", r.watch.watchers_complete, r.watch.watchers)
-    });
-    row("watch: creates/s while watched", &|r| {
-        f0(r.watch.writes.per_second)
-    });
-    row("watch: server cores busy", &|r| {
-        cpu(r.watch.server_process.as_ref())
-    });
-    row("list: unpaged median ms", &|r| f2(r.list.unpaged.median_ms));
-    row("list: unpaged min / max ms", &|r| {
-        format!(
-            "{} / {}",
-            f2(r.list.unpaged.min_ms),
-            f2(r.list.unpaged.max_ms)
-        )
-    });
-    row("list: items, MiB per response", &|r| {
-        #[allow(clippy::cast_precision_loss)]
-        let mib = r.list.response_bytes as f64 / 1_048_576.0;
-        format!("{}, {mib:.1}", r.list.items_per_list)
-    });
-    row("list: server mean handling ms", &|r| {
-        r.list
-            .server
-            .iter()
-            .find(|v| v.key == "list configmaps")
-            .map_or_else(|| "-".into(), |v| f2(v.mean_ms))
-    });
-    row("list: client JSON decode median ms", &|r| {
-        f2(r.list.client_decode.median_ms)
-    });
-    row("list: paged median ms", &|r| {
-        format!("{} ({} pages)", f2(r.list.paged.median_ms), r.list.pages)
-    });
-    row("list: fill creates/s", &|r| f0(r.list.fill.per_second));
+    }
     out.push_str(&t.render());
     out.push('\n');
     out.push_str(&render_targets(&report.targets));
