@@ -420,6 +420,19 @@ async fn create_run_complete() {
             .contains_key("ambient-code.io/token-refreshed-at")
     );
 
+    // A start request while Running is acknowledged and does nothing (upstream left it in
+    // place and restarted the session once it completed).
+    annotate(
+        &client,
+        "happy",
+        json!({ANNOTATION_DESIRED_PHASE: "Running"}),
+    )
+    .await;
+    wait_for(&client, "happy", "acknowledged", |s| {
+        !s.annotations().contains_key(ANNOTATION_DESIRED_PHASE)
+    })
+    .await;
+
     let done = wait_phase(&client, "happy", SessionPhase::Completed).await;
     assert!(done.status.as_ref().unwrap().completion_time.is_some());
     assert_eq!(ready_reason(&done), "Completed");
@@ -430,6 +443,15 @@ async fn create_run_complete() {
             && runner_pods(&client, "happy").await.is_empty()
     })
     .await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = sessions(&client).get("happy").await.unwrap();
+    assert_eq!(
+        still.phase(),
+        SessionPhase::Completed,
+        "the session restarted"
+    );
+    assert!(job(&client, "happy").await.is_none());
 
     let text = operator.metrics.encode().unwrap();
     for expected in [
@@ -481,6 +503,22 @@ async fn failing_runners() {
         json!({}),
     )
     .await;
+    // session-<name> would have 64 characters: the session fails with a reason instead of
+    // silently lacking its Service.
+    let long_name = "a".repeat(56);
+    create(&client, &long_name, json!({}), json!({})).await;
+    let invalid = wait_phase(&client, &long_name, SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&invalid), "InvalidName");
+    assert!(
+        condition(&invalid, "Ready")
+            .unwrap()
+            .message
+            .contains("at most 55"),
+        "{:?}",
+        condition(&invalid, "Ready")
+    );
+    assert!(job(&client, &long_name).await.is_none());
+
     let one = wait_phase(&client, "exit-one", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&one), "RunnerExit");
     let two = wait_phase(&client, "exit-two", SessionPhase::Failed).await;
@@ -498,7 +536,7 @@ async fn failing_runners() {
     let text = operator.metrics.encode().unwrap();
     assert!(
         text.contains(
-            "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Failed\"} 3"
+            "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Failed\"} 4"
         ),
         "{text}"
     );
@@ -841,5 +879,59 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         "writes during an idle resync: {operator_writes:?}"
     );
     assert!(other.get("ignored").await.unwrap().status.is_none());
+    operator.stop().await;
+}
+
+fn example(file: &str) -> AgenticSession {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/sessions")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn examples_complete_and_stop() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start(&client);
+
+    let mut completes = example("completes.yaml");
+    assert_eq!(completes.namespace().as_deref(), Some(NS));
+    completes.metadata.annotations = Some(BTreeMap::from([(
+        "devcluster.io/run-seconds.ambient-code-runner".to_owned(),
+        "2".to_owned(),
+    )]));
+    sessions(&client)
+        .create(&PostParams::default(), &completes)
+        .await
+        .unwrap();
+    let done = wait_phase(&client, "fix-login-redirect", SessionPhase::Completed).await;
+    assert_eq!(ready_reason(&done), "Completed");
+
+    let stopped = example("stopped.yaml");
+    sessions(&client)
+        .create(&PostParams::default(), &stopped)
+        .await
+        .unwrap();
+    wait_phase(&client, "pairing-session", SessionPhase::Running).await;
+    let runner = job_named(&client, "pairing-session").await;
+    assert_eq!(
+        runner.spec.as_ref().unwrap().active_deadline_seconds,
+        None,
+        "timeout: 0 means no deadline"
+    );
+    assert_eq!(env_value(&runner, "LOG_LEVEL").as_deref(), Some("debug"));
+    annotate(
+        &client,
+        "pairing-session",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped"}),
+    )
+    .await;
+    let stopped = wait_phase(&client, "pairing-session", SessionPhase::Stopped).await;
+    assert_eq!(
+        stopped.status.unwrap().stopped_reason,
+        Some(StoppedReason::User)
+    );
     operator.stop().await;
 }
