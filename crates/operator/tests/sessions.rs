@@ -346,6 +346,7 @@ fn env_value(job: &Job, name: &str) -> Option<String> {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one walk through the whole lifecycle
 async fn create_run_complete() {
     let cluster = cluster().await;
     let client = cluster.client();

@@ -405,6 +405,17 @@ pub fn idle_deadline(session: &AgenticSession, timeout: i64) -> Option<Timestamp
     Timestamp::from_second(last.0.as_second().saturating_add(timeout)).ok()
 }
 
+/// How long a runner token stamped `refreshed_at` (RFC 3339) stays fresh at `now`; `None`
+/// when it is due for a refresh (older than [`TOKEN_REFRESH_AFTER`], or the stamp is missing
+/// or unreadable).
+pub fn token_fresh_for(refreshed_at: Option<&str>, now: Timestamp) -> Option<Duration> {
+    let at = refreshed_at?.parse::<Timestamp>().ok()?;
+    let max_age = i64::try_from(TOKEN_REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX);
+    let due = at.as_second().saturating_add(max_age);
+    (due > now.as_second())
+        .then(|| Duration::from_secs(u64::try_from(due - now.as_second()).unwrap_or(1)))
+}
+
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let secs = at.as_second().saturating_sub(now.as_second()).max(1);
     Duration::from_secs(u64::try_from(secs).unwrap_or(1))
@@ -690,15 +701,9 @@ impl Reconciler<'_> {
         let refreshed = secret
             .annotations()
             .get(api::ANNOTATION_TOKEN_REFRESHED_AT)
-            .and_then(|v| v.parse::<Timestamp>().ok());
-        let max_age = i64::try_from(TOKEN_REFRESH_AFTER.as_secs()).unwrap_or(i64::MAX);
-        if let Some(at) = refreshed {
-            let due = at.as_second().saturating_add(max_age);
-            if due > self.now.as_second() {
-                return Ok(Some(Duration::from_secs(
-                    u64::try_from(due - self.now.as_second()).unwrap_or(1),
-                )));
-            }
+            .map(String::as_str);
+        if let Some(wait) = token_fresh_for(refreshed, self.now) {
+            return Ok(Some(wait));
         }
         let token = self.request_token().await?;
         let patch = json!({

@@ -250,3 +250,18 @@ fn inactivity_precedence() {
     s.status.as_mut().unwrap().last_activity_time = Some(t(100));
     assert_eq!(idle_deadline(&s, 60), Some(t(160).0));
 }
+
+#[test]
+fn token_refresh_schedule() {
+    let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+    // Refreshed 10 minutes ago: fresh for another 35 minutes.
+    assert_eq!(
+        token_fresh_for(Some("2026-01-01T00:50:00Z"), now),
+        Some(Duration::from_secs(35 * 60))
+    );
+    // 45 minutes or older, unstamped or garbage: refresh now.
+    assert_eq!(token_fresh_for(Some("2026-01-01T00:15:00Z"), now), None);
+    assert_eq!(token_fresh_for(Some("2026-01-01T00:00:00Z"), now), None);
+    assert_eq!(token_fresh_for(None, now), None);
+    assert_eq!(token_fresh_for(Some("yesterday"), now), None);
+}
