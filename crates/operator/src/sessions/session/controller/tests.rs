@@ -257,7 +257,7 @@ fn token_refresh_schedule() {
     // Refreshed 10 minutes ago: fresh for another 35 minutes.
     assert_eq!(
         token_fresh_for(Some("2026-01-01T00:50:00Z"), now),
-        Some(Duration::from_secs(35 * 60))
+        Some(Duration::from_mins(35))
     );
     // 45 minutes or older, unstamped or garbage: refresh now.
     assert_eq!(token_fresh_for(Some("2026-01-01T00:15:00Z"), now), None);
