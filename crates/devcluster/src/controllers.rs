@@ -194,10 +194,10 @@ fn handle_pending(st: &State, def: &Arc<ResourceDef>, o: &Arc<Obj>) -> bool {
                     return false;
                 };
                 refs.retain(|r| r["uid"].as_str() != Some(owner.as_str()));
-                if refs.is_empty() {
-                    if let Some(m) = dv["metadata"].as_object_mut() {
-                        m.remove("ownerReferences");
-                    }
+                if refs.is_empty()
+                    && let Some(m) = dv["metadata"].as_object_mut()
+                {
+                    m.remove("ownerReferences");
                 }
                 true
             });

@@ -1,5 +1,5 @@
 //! Discovery documents (`/api`, `/apis`, `/api/v1`, `/apis/{g}/{v}`), `/version`, and a
-//! minimal OpenAPI index.
+//! minimal `OpenAPI` index.
 
 use serde_json::{Value, json};
 
@@ -127,7 +127,7 @@ fn gv_hash(reg: &Registry, group: &str, version: &str) -> String {
     format!("{:016X}", h.finish())
 }
 
-/// The OpenAPI v3 documents kubectl reads: an index of group-versions, and per group-version
+/// The `OpenAPI` v3 documents kubectl reads: an index of group-versions, and per group-version
 /// a document whose PATCH operations declare the `fieldValidation` parameter (so kubectl
 /// relies on server-side field validation instead of client-side schemas). Component
 /// schemas are not served.

@@ -135,6 +135,9 @@ pub trait SubresourceHandler: Send + Sync {
     ) -> BoxFuture<'a, Result<(u16, Value), ApiError>>;
 }
 
+/// `(group, resource, subresource)` naming a custom subresource route.
+pub type SubresourceKey = (String, String, String);
+
 /// The set of hooks a server runs with.
 #[derive(Clone, Default)]
 pub struct Hooks {
@@ -145,7 +148,7 @@ pub struct Hooks {
     /// Admission chain, run in order.
     pub admission: Vec<Arc<dyn AdmissionHook>>,
     /// Extra subresources keyed by `(group, resource, subresource)`.
-    pub subresources: Vec<((String, String, String), Arc<dyn SubresourceHandler>)>,
+    pub subresources: Vec<(SubresourceKey, Arc<dyn SubresourceHandler>)>,
 }
 
 impl std::fmt::Debug for Hooks {

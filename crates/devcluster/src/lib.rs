@@ -13,6 +13,10 @@
 //!
 //! See `docs/devcluster.md` for what is implemented.
 
+// `ApiError` carries a whole `metav1.Status`; it is built only on failing requests, so its
+// size on the error path does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod admission;
 pub mod auth;
 pub mod controllers;
@@ -285,16 +289,15 @@ impl DevClusterBuilder {
             addr: self.addr,
             source,
         })?;
-        let (path, tempdir) = match self.kubeconfig {
-            Some(p) => (p, None),
-            None => {
-                let dir = std::env::temp_dir().join(format!(
-                    "devcluster-{}-{}",
-                    std::process::id(),
-                    state::name_suffix()
-                ));
-                (dir.join("kubeconfig"), Some(dir))
-            }
+        let (path, tempdir) = if let Some(p) = self.kubeconfig {
+            (p, None)
+        } else {
+            let dir = std::env::temp_dir().join(format!(
+                "devcluster-{}-{}",
+                std::process::id(),
+                state::name_suffix()
+            ));
+            (dir.join("kubeconfig"), Some(dir))
         };
         let tls = auth::tls::ServerTls::when(self.tls, addr.ip())?;
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());

@@ -22,11 +22,9 @@ pub struct VerbStats {
 impl VerbStats {
     /// Mean latency.
     pub fn mean(&self) -> Duration {
-        if self.count == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_micros(self.total_micros / self.count)
-        }
+        self.total_micros
+            .checked_div(self.count)
+            .map_or(Duration::ZERO, Duration::from_micros)
     }
 }
 

@@ -17,21 +17,21 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
     // Like the API server, a `test` for null passes when the path is absent.
     let mut kept = Vec::with_capacity(ops.0.len());
     for op in ops.0 {
-        if let json_patch::PatchOperation::Test(t) = &op {
-            if t.value.is_null() {
-                let cur = target.pointer(t.path.as_str());
-                if cur.is_none_or(Value::is_null) {
-                    continue;
-                }
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    format!(
-                        "the server rejected our request due to an error in our request: test failed: {} is not null",
-                        t.path
-                    ),
-                ));
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+        {
+            let cur = target.pointer(t.path.as_str());
+            if cur.is_none_or(Value::is_null) {
+                continue;
             }
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!(
+                    "the server rejected our request due to an error in our request: test failed: {} is not null",
+                    t.path
+                ),
+            ));
         }
         kept.push(op);
     }

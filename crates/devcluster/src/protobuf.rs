@@ -189,25 +189,25 @@ fn text(b: &[u8]) -> Result<String, ApiError> {
     String::from_utf8(b.to_vec()).map_err(|_| malformed())
 }
 
-fn map_entry(b: &[u8], bytes_value: bool) -> Result<(String, Value), ApiError> {
-    let mut r = Reader { b, i: 0 };
-    let (mut k, mut v) = (String::new(), Value::String(String::new()));
+fn map_entry(entry: &[u8], bytes_value: bool) -> Result<(String, Value), ApiError> {
+    let mut r = Reader { b: entry, i: 0 };
+    let (mut key, mut value) = (String::new(), Value::String(String::new()));
     while r.i < r.b.len() {
         let tag = r.varint()?;
         match (tag >> 3, tag & 7) {
-            (1, 2) => k = text(r.bytes()?)?,
+            (1, 2) => key = text(r.bytes()?)?,
             (2, 2) => {
                 let raw = r.bytes()?;
-                v = if bytes_value {
+                value = if bytes_value {
                     json!(base64::engine::general_purpose::STANDARD.encode(raw))
                 } else {
                     json!(text(raw)?)
                 };
             }
-            (_, w) => r.skip(w)?,
+            (_, wire) => r.skip(wire)?,
         }
     }
-    Ok((k, v))
+    Ok((key, value))
 }
 
 fn decode_msg(b: &[u8], fields: &[F]) -> Result<Map<String, Value>, ApiError> {

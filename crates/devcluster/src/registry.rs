@@ -126,6 +126,7 @@ fn builtin(
 }
 
 /// The built-in resource types served from start-up.
+#[allow(clippy::too_many_lines)]
 pub fn builtin_resources() -> Vec<ResourceDef> {
     vec![
         builtin(
@@ -393,7 +394,7 @@ impl Registry {
         let versions = self.groups.entry(def.group.clone()).or_default();
         if !versions.contains(&def.version) {
             versions.push(def.version.clone());
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         if !self.group_order.contains(&def.group) {
             self.group_order.push(def.group.clone());
@@ -416,7 +417,7 @@ impl Registry {
             }
         }
         for vs in live.values_mut() {
-            vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         self.groups = live;
         let groups = &self.groups;
@@ -509,7 +510,7 @@ mod tests {
     #[test]
     fn versions_sort_like_kubernetes() {
         let mut v = vec!["v1alpha1", "v2", "v1beta2", "v1", "v1beta1", "foo"];
-        v.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        v.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(v, vec!["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 }

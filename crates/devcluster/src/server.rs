@@ -74,10 +74,10 @@ fn json_response(code: u16, body: impl Into<Bytes>) -> Response {
 pub fn error_response(e: &ApiError) -> Response {
     let body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
     let mut r = json_response(e.code, body);
-    if let Some(s) = e.retry_after {
-        if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+    if let Some(s) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }
@@ -135,7 +135,7 @@ pub async fn handle(AxState(st): AxState<Arc<State>>, req: Request) -> Response 
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let query = Query::parse(req.uri().query());
@@ -147,21 +147,21 @@ pub async fn handle(AxState(st): AxState<Arc<State>>, req: Request) -> Response 
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_string()).collect();
             return admin(&st, req, &rest).await;
         }
-        ["version"] => return value_response(200, &discovery::version()),
+        ["version"] => value_response(200, &discovery::version()),
         ["healthz" | "livez" | "readyz", ..] => {
             let mut r = Response::new(Body::from("ok"));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            return r;
+            r
         }
         ["openapi", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_string()).collect();
-            return match discovery::openapi(&st.registry(), &rest) {
+            match discovery::openapi(&st.registry(), &rest) {
                 Some(v) => value_response(200, &v),
                 None => error_response(&ApiError::no_route()),
-            };
+            }
         }
-        ["api"] => return value_response(200, &discovery::api_versions()),
+        ["api"] => value_response(200, &discovery::api_versions()),
         ["apis"] => {
             if req
                 .headers()
@@ -173,23 +173,19 @@ pub async fn handle(AxState(st): AxState<Arc<State>>, req: Request) -> Response 
                     "only application/json is served at /apis",
                 ));
             }
-            return value_response(200, &discovery::group_list(&st.registry()));
+            value_response(200, &discovery::group_list(&st.registry()))
         }
-        ["api", "v1"] => {
-            return value_response(200, &discovery::resource_list(&st.registry(), "", "v1"));
-        }
-        ["apis", g] => {
-            return match discovery::group(&st.registry(), g) {
-                Some(v) => value_response(200, &v),
-                None => error_response(&ApiError::no_route()),
-            };
-        }
+        ["api", "v1"] => value_response(200, &discovery::resource_list(&st.registry(), "", "v1")),
+        ["apis", g] => match discovery::group(&st.registry(), g) {
+            Some(v) => value_response(200, &v),
+            None => error_response(&ApiError::no_route()),
+        },
         ["apis", g, v] => {
             let reg = st.registry();
             if reg.resources_of(g, v).is_empty() {
                 return error_response(&ApiError::no_route());
             }
-            return value_response(200, &discovery::resource_list(&reg, g, v));
+            value_response(200, &discovery::resource_list(&reg, g, v))
         }
         ["api", "v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| (*s).to_string()).collect();
@@ -367,16 +363,16 @@ async fn resource_request(
     );
     let (result, warnings) =
         crate::hooks::collect_warnings(dispatch(st, req, group, version, &t, verb, q)).await;
-    let (mut resp, err) = match result {
+    let (mut response, err) = match result {
         Ok(r) => {
             let e = r.status().as_u16() >= 400;
             (r, e)
         }
         Err(e) => (error_response(&e), true),
     };
-    crate::hooks::append_warning_headers(resp.headers_mut(), &warnings);
+    crate::hooks::append_warning_headers(response.headers_mut(), &warnings);
     st.stats.record(verb, &account, start.elapsed(), err);
-    resp
+    response
 }
 
 #[allow(clippy::too_many_lines)]
@@ -634,7 +630,7 @@ fn list(ctx: &Ctx<'_>, mode: Render) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())?;
     let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or_default())?;
     let limit = match q.get("limit") {
-        None | Some("") | Some("0") => None,
+        None | Some("" | "0") => None,
         Some(l) => Some(
             l.parse::<usize>()
                 .map_err(|_| ApiError::bad_request(format!("limit: invalid value {l:?}")))?,
@@ -839,13 +835,13 @@ impl Ctx<'_> {
             return Err(ApiError::bad_request("metadata must be an object"));
         }
         if !self.name.is_empty() {
-            if let Some(n) = v["metadata"]["name"].as_str() {
-                if n != self.name {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({n}) does not match the name on the URL ({})",
-                        self.name
-                    )));
-                }
+            if let Some(n) = v["metadata"]["name"].as_str()
+                && n != self.name
+            {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({})",
+                    self.name
+                )));
             }
             v["metadata"]["name"] = json!(self.name);
         }
@@ -911,22 +907,22 @@ impl Ctx<'_> {
     fn merge_update(&self, cur: &Obj, mut new: Value) -> Result<Value, ApiError> {
         let def = self.def;
         check_type(def, &new)?;
-        if let Some(n) = new["metadata"]["name"].as_str() {
-            if n != self.name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({})",
-                    self.name
-                )));
-            }
+        if let Some(n) = new["metadata"]["name"].as_str()
+            && n != self.name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                self.name
+            )));
         }
         let old = &cur.value;
         if self.status {
             let mut out = old.clone();
             out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-            if out["status"].is_null() {
-                if let Some(m) = out.as_object_mut() {
-                    m.remove("status");
-                }
+            if out["status"].is_null()
+                && let Some(m) = out.as_object_mut()
+            {
+                m.remove("status");
             }
             return Ok(out);
         }
@@ -954,10 +950,10 @@ impl Ctx<'_> {
                 }
             }
         }
-        if new["metadata"].get("managedFields").is_none() {
-            if let Some(mf) = old["metadata"].get("managedFields") {
-                new["metadata"]["managedFields"] = mf.clone();
-            }
+        if new["metadata"].get("managedFields").is_none()
+            && let Some(mf) = old["metadata"].get("managedFields")
+        {
+            new["metadata"]["managedFields"] = mf.clone();
         }
         if def.status_subresource {
             match old.get("status") {
@@ -970,26 +966,28 @@ impl Ctx<'_> {
             }
         }
         crate::state::fill_defaults(def, &mut new);
-        if def.is_builtin() && def.group.is_empty() && def.plural == "namespaces" {
-            if let Some(s) = old.get("spec") {
-                new["spec"] = s.clone();
-            }
+        if def.is_builtin()
+            && def.group.is_empty()
+            && def.plural == "namespaces"
+            && let Some(s) = old.get("spec")
+        {
+            new["spec"] = s.clone();
         }
         if old["metadata"].get("deletionTimestamp").is_some() {
             let before: Vec<&Value> = old["metadata"]["finalizers"]
                 .as_array()
                 .map(|a| a.iter().collect())
                 .unwrap_or_default();
-            if let Some(after) = new["metadata"]["finalizers"].as_array() {
-                if after.iter().any(|f| !before.contains(&f)) {
-                    return Err(ApiError::invalid_field(
-                        &def.group,
-                        &def.kind,
-                        self.name,
-                        "metadata.finalizers",
-                        "Forbidden: no new finalizers can be added if the object is being deleted",
-                    ));
-                }
+            if let Some(after) = new["metadata"]["finalizers"].as_array()
+                && after.iter().any(|f| !before.contains(&f))
+            {
+                return Err(ApiError::invalid_field(
+                    &def.group,
+                    &def.kind,
+                    self.name,
+                    "metadata.finalizers",
+                    "Forbidden: no new finalizers can be added if the object is being deleted",
+                ));
             }
         }
         Ok(new)
@@ -1045,10 +1043,11 @@ impl Ctx<'_> {
             .store
             .get(self.ns, self.name)
             .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, self.name))?;
-        if let Some(rv) = v["metadata"]["resourceVersion"].as_str() {
-            if !rv.is_empty() && rv != cur.rv.to_string() {
-                return Err(ApiError::stale(&def.group, &def.plural, self.name));
-            }
+        if let Some(rv) = v["metadata"]["resourceVersion"].as_str()
+            && !rv.is_empty()
+            && rv != cur.rv.to_string()
+        {
+            return Err(ApiError::stale(&def.group, &def.plural, self.name));
         }
         let pinned = v["metadata"]["resourceVersion"]
             .as_str()
@@ -1105,10 +1104,10 @@ impl Ctx<'_> {
                 if apply && !self.status {
                     let mgr = self.q.get("fieldManager").unwrap_or_default().to_string();
                     let mut v = patch_value.clone();
-                    if let Some(rv) = v["metadata"]["resourceVersion"].as_str() {
-                        if !rv.is_empty() {
-                            return Err(ApiError::not_found(&def.group, &def.plural, self.name));
-                        }
+                    if let Some(rv) = v["metadata"]["resourceVersion"].as_str()
+                        && !rv.is_empty()
+                    {
+                        return Err(ApiError::not_found(&def.group, &def.plural, self.name));
                     }
                     if let Some(m) = v["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
@@ -1131,10 +1130,10 @@ impl Ctx<'_> {
                         .map_err(|c| ssa::conflict_error(def, self.name, &c))?;
                 }
             }
-            if let Some(rv) = patched["metadata"]["resourceVersion"].as_str() {
-                if rv != cur.rv.to_string() {
-                    return Err(ApiError::stale(&def.group, &def.plural, self.name));
-                }
+            if let Some(rv) = patched["metadata"]["resourceVersion"].as_str()
+                && rv != cur.rv.to_string()
+            {
+                return Err(ApiError::stale(&def.group, &def.plural, self.name));
             }
             let new = self.merge_update(&cur, patched)?;
             let manager = if apply {
@@ -1154,13 +1153,14 @@ impl Ctx<'_> {
 }
 
 fn check_type(def: &ResourceDef, v: &Value) -> Result<(), ApiError> {
-    if let Some(k) = v["kind"].as_str() {
-        if !k.is_empty() && k != def.kind {
-            return Err(ApiError::bad_request(format!(
-                "the kind of the object ({k}) does not match the kind of the resource ({})",
-                def.kind
-            )));
-        }
+    if let Some(k) = v["kind"].as_str()
+        && !k.is_empty()
+        && k != def.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the object ({k}) does not match the kind of the resource ({})",
+            def.kind
+        )));
     }
     if let Some(a) = v["apiVersion"].as_str() {
         let (g, _) = crate::registry::split_api_version(a);
@@ -1214,10 +1214,8 @@ fn validate_builtin(def: &ResourceDef, v: &Value, name: &str) -> Result<(), ApiE
         });
     };
     match (def.group.as_str(), def.plural.as_str()) {
-        ("", "pods") => {
-            if v["spec"]["containers"].as_array().is_none_or(Vec::is_empty) {
-                req("spec.containers");
-            }
+        ("", "pods") if v["spec"]["containers"].as_array().is_none_or(Vec::is_empty) => {
+            req("spec.containers");
         }
         ("apps", "deployments") => {
             if v["spec"]["selector"].is_null() {
@@ -1230,15 +1228,13 @@ fn validate_builtin(def: &ResourceDef, v: &Value, name: &str) -> Result<(), ApiE
                 req("spec.template.spec.containers");
             }
         }
-        ("batch", "jobs") => {
+        ("batch", "jobs")
             if v["spec"]["template"]["spec"]["containers"]
                 .as_array()
-                .is_none_or(Vec::is_empty)
-            {
-                req("spec.template.spec.containers");
-            }
+                .is_none_or(Vec::is_empty) =>
+        {
+            req("spec.template.spec.containers");
         }
-        ("coordination.k8s.io", "leases") | ("", "configmaps" | "secrets" | "namespaces") => {}
         _ => {}
     }
     if causes.is_empty() {

@@ -203,10 +203,10 @@ fn remove_at(v: &mut Value, path: &[String]) {
         if let Some(a) = cur.as_array_mut() {
             a.retain(|i| !matches_key(i, k));
         }
-    } else if let Some(val) = last.strip_prefix("v:") {
-        if let (Some(a), Ok(want)) = (cur.as_array_mut(), serde_json::from_str::<Value>(val)) {
-            a.retain(|i| *i != want);
-        }
+    } else if let Some(val) = last.strip_prefix("v:")
+        && let (Some(a), Ok(want)) = (cur.as_array_mut(), serde_json::from_str::<Value>(val))
+    {
+        a.retain(|i| *i != want);
     }
 }
 
@@ -222,24 +222,24 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
             }
         }
     }
-    let mut root = Map::new();
-    for p in set {
-        insert_path(&mut root, p);
-    }
     // Mark interior nodes that are themselves owned.
     fn mark(node: &mut Map<String, Value>, path: &mut Path, set: &FieldSet) {
         for (k, v) in node.iter_mut() {
             path.push(k.clone());
-            if let Some(m) = v.as_object_mut() {
-                if !m.is_empty() {
-                    if set.contains(path) {
-                        m.insert(".".into(), json!({}));
-                    }
-                    mark(m, path, set);
+            if let Some(m) = v.as_object_mut()
+                && !m.is_empty()
+            {
+                if set.contains(path) {
+                    m.insert(".".into(), json!({}));
                 }
+                mark(m, path, set);
             }
             path.pop();
         }
+    }
+    let mut root = Map::new();
+    for p in set {
+        insert_path(&mut root, p);
     }
     mark(&mut root, &mut Vec::new(), set);
     Value::Object(root)
@@ -288,7 +288,9 @@ pub fn dotted(path: &[String]) -> String {
             );
             s.push(']');
         } else if let Some(v) = p.strip_prefix("v:") {
-            s.push_str(&format!("[{v}]"));
+            s.push('[');
+            s.push_str(v);
+            s.push(']');
         }
     }
     s
@@ -451,6 +453,7 @@ fn merge_apply(def: &ResourceDef, live: &mut Value, applied: &Value, path: &mut 
 
 /// Server-side apply of `applied` by `manager` onto `live`. Returns the new object with
 /// updated `managedFields`, or the conflicts when `force` is false.
+#[allow(clippy::too_many_lines)]
 pub fn apply(
     def: &ResourceDef,
     live: &Value,
@@ -496,7 +499,7 @@ pub fn apply(
         if (e.raw["subresource"].as_str() == Some("status")) != status {
             continue;
         }
-        let mut lost = Vec::new();
+        let mut taken = Vec::new();
         for p in e.set.intersection(&new_set) {
             let lv = get_at(live, p);
             let av = get_at(&applied, p);
@@ -504,7 +507,7 @@ pub fn apply(
                 av.is_some_and(|v| !v.is_object() || v.as_object().is_some_and(Map::is_empty));
             if leaf && lv.is_some() && lv != av {
                 if force {
-                    lost.push(p.clone());
+                    taken.push(p.clone());
                 } else {
                     conflicts.push(Conflict {
                         manager: e.raw["manager"].as_str().unwrap_or_default().to_string(),
@@ -513,7 +516,7 @@ pub fn apply(
                 }
             }
         }
-        for p in lost {
+        for p in taken {
             e.set.remove(&p);
         }
     }

@@ -421,31 +421,31 @@ impl State {
             let Some(cur) = store.get(ns, name) else {
                 return Err(ApiError::not_found(&def.group, &def.plural, name));
             };
-            if let Some(uid) = &opts.uid {
-                if uid != cur.uid() {
-                    return Err(ApiError::conflict(
-                        &def.group,
-                        &def.plural,
-                        name,
-                        &format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            cur.uid()
-                        ),
-                    ));
-                }
+            if let Some(uid) = &opts.uid
+                && uid != cur.uid()
+            {
+                return Err(ApiError::conflict(
+                    &def.group,
+                    &def.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        cur.uid()
+                    ),
+                ));
             }
-            if let Some(rv) = &opts.resource_version {
-                if *rv != cur.rv.to_string() {
-                    return Err(ApiError::conflict(
-                        &def.group,
-                        &def.plural,
-                        name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            cur.rv
-                        ),
-                    ));
-                }
+            if let Some(rv) = &opts.resource_version
+                && *rv != cur.rv.to_string()
+            {
+                return Err(ApiError::conflict(
+                    &def.group,
+                    &def.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        cur.rv
+                    ),
+                ));
             }
             let mut new = cur.value.clone();
             let mut fins = finalizers(&new);
@@ -552,10 +552,10 @@ pub fn prepare_create(def: &ResourceDef, v: &mut Value) {
         v["metadata"] = json!({});
     }
     let md = &mut v["metadata"];
-    if md["name"].as_str().unwrap_or_default().is_empty() {
-        if let Some(g) = md["generateName"].as_str() {
-            md["name"] = json!(format!("{g}{}", name_suffix()));
-        }
+    if md["name"].as_str().unwrap_or_default().is_empty()
+        && let Some(g) = md["generateName"].as_str()
+    {
+        md["name"] = json!(format!("{g}{}", name_suffix()));
     }
     md["uid"] = json!(new_uid());
     md["creationTimestamp"] = json!(now());
@@ -570,10 +570,10 @@ pub fn prepare_create(def: &ResourceDef, v: &mut Value) {
             m.remove("generation");
         }
     }
-    if def.status_subresource {
-        if let Some(m) = v.as_object_mut() {
-            m.remove("status");
-        }
+    if def.status_subresource
+        && let Some(m) = v.as_object_mut()
+    {
+        m.remove("status");
     }
     builtin_defaults(def, v);
 }

@@ -216,10 +216,10 @@ impl Store {
         let mut remaining = 0usize;
         let mut next = None;
         for (k, o) in inner.objects.range((lower, Bound::Unbounded)) {
-            if let Some(ns) = ns {
-                if k.0 != ns {
-                    break;
-                }
+            if let Some(ns) = ns
+                && k.0 != ns
+            {
+                break;
             }
             if !keep(o) {
                 continue;

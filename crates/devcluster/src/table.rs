@@ -1,5 +1,5 @@
 //! `meta.k8s.io/v1` Table rendering for `kubectl get`: CRD `additionalPrinterColumns`
-//! (evaluated with a small JSONPath subset) and fixed columns for built-in kinds.
+//! (evaluated with a small `JSONPath` subset) and fixed columns for built-in kinds.
 
 use serde_json::{Value, json};
 
@@ -7,7 +7,7 @@ use crate::registry::ResourceDef;
 use crate::server::meta_only;
 use crate::store::Obj;
 
-/// Evaluates the JSONPath subset printer columns use: `.a.b`, `[N]`, `[*]`, and
+/// Evaluates the `JSONPath` subset printer columns use: `.a.b`, `[N]`, `[*]`, and
 /// `[?(@.k=="v")]`. Returns every matching value.
 pub fn jsonpath(v: &Value, path: &str) -> Vec<Value> {
     let p = path.trim().trim_start_matches('{').trim_end_matches('}');
@@ -73,7 +73,7 @@ fn select(x: &Value, inner: &str) -> Vec<Value> {
                 let got = jsonpath(item, lhs);
                 let hit = got.iter().any(|g| match g {
                     Value::String(s) => s == want,
-                    other => other.to_string() == want,
+                    other => *other == want,
                 });
                 hit != neg
             })
@@ -144,11 +144,12 @@ fn s(v: &Value) -> String {
 }
 
 fn count(v: &Value) -> usize {
-    v.as_object().map_or(0, serde_json::Map::len) + 0
+    v.as_object().map_or(0, serde_json::Map::len)
 }
 
 type Cells = Box<dyn Fn(&Value) -> Vec<Value>>;
 
+#[allow(clippy::too_many_lines)]
 fn builtin_columns(def: &ResourceDef) -> (Vec<Value>, Cells) {
     let age = |v: &Value| {
         json!(human_age(

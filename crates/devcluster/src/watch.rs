@@ -20,7 +20,7 @@ use crate::store::{Event, EventType, Obj, event_line};
 use crate::table;
 
 /// Default server-side watch duration when the client sends no `timeoutSeconds`.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+const DEFAULT_TIMEOUT: Duration = Duration::from_mins(30);
 
 struct Filter {
     ns: Option<String>,
@@ -49,10 +49,12 @@ impl Pump {
     fn line(&self, kind: EventType, obj: &Obj, shared: Option<&Event>) -> Bytes {
         let same_version =
             obj.value["apiVersion"].as_str() == Some(self.def.api_version().as_str());
-        if let Some(ev) = shared {
-            if self.mode == Render::Full && ev.kind == kind && same_version {
-                return ev.line();
-            }
+        if let Some(ev) = shared
+            && self.mode == Render::Full
+            && ev.kind == kind
+            && same_version
+        {
+            return ev.line();
         }
         let body = match self.mode {
             Render::Table => Bytes::from(
@@ -93,9 +95,8 @@ impl Pump {
         let now = self.filter.matches(&ev.obj);
         let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p));
         let kind = match ev.kind {
-            EventType::Added if now => EventType::Added,
             EventType::Modified if now && before => EventType::Modified,
-            EventType::Modified if now => EventType::Added,
+            EventType::Added | EventType::Modified if now => EventType::Added,
             EventType::Modified if before => EventType::Deleted,
             EventType::Deleted if now || before => EventType::Deleted,
             _ => return true,
@@ -105,7 +106,18 @@ impl Pump {
     }
 }
 
+/// Where a watch starts.
+enum Begin {
+    /// A snapshot (sent as ADDED), then live events; the flag asks for the end bookmark.
+    Initial(Vec<Arc<Obj>>, broadcast::Receiver<Arc<Event>>, bool),
+    /// History after the requested resourceVersion, then live events.
+    Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>),
+    /// The requested resourceVersion and the oldest one retained.
+    Expired(u64, u64),
+}
+
 /// Starts a watch for the request in `ctx`.
+#[allow(clippy::too_many_lines)]
 pub fn start(ctx: &Ctx<'_>, mode: Render) -> Result<Response, ApiError> {
     let q = ctx.q;
     let filter = Filter {
@@ -148,11 +160,6 @@ pub fn start(ctx: &Ctx<'_>, mode: Render) -> Result<Response, ApiError> {
         tx,
     };
     // Decide the starting point synchronously so the stream begins at the request's moment.
-    enum Begin {
-        Initial(Vec<Arc<Obj>>, broadcast::Receiver<Arc<Event>>, bool),
-        Resume(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>),
-        Expired(u64, u64),
-    }
     let begin = match from {
         Some(rv) if !send_initial => match store.subscribe_from(rv) {
             Ok(sub) => {

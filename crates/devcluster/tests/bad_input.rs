@@ -1,6 +1,8 @@
 //! Malformed, oversized and invalid requests: each answers a proper `metav1.Status` and
 //! leaves stored state unchanged. Also the HTTP endpoints for accounting and faults.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use devcluster::DevCluster;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};

@@ -1,5 +1,7 @@
 //! Conformance of the in-memory API server with kube-rs's `Api`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use devcluster::DevCluster;
@@ -12,7 +14,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     while tokio::time::Instant::now() < deadline {
         if f().await {
             return;

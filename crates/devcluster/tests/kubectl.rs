@@ -2,6 +2,8 @@
 //! server-side), get (-o yaml, -w, -l), describe, patch, label, annotate, create, delete,
 //! wait and api-resources.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -45,7 +47,7 @@ impl Kubectl {
 
     /// Runs kubectl; returns (success, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
+        let out = tokio::time::timeout(Duration::from_mins(2), self.command(args).output())
             .await
             .expect("kubectl finished")
             .expect("kubectl ran");
@@ -167,7 +169,7 @@ spec:
                 items: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
-const GADGET: &str = r#"
+const GADGET: &str = r"
 apiVersion: example.com/v1
 kind: Gadget
 metadata:
@@ -176,7 +178,7 @@ metadata:
 spec:
   size: 3
   parts: [{name: a}, {name: b}]
-"#;
+";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_client_side_then_server_side() {
@@ -392,7 +394,7 @@ async fn get_watch_streams_changes() {
     let mut stdout = child.stdout.take().unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     let mut n = 0;
     while !seen.contains("configmap/watched-") && tokio::time::Instant::now() < deadline {
         n += 1;

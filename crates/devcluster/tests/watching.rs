@@ -1,5 +1,7 @@
-//! Conformance with kube-rs's `watcher` and `Controller`: paged ListWatch, streaming lists,
+//! Conformance with kube-rs's `watcher` and `Controller`: paged `ListWatch`, streaming lists,
 //! metadata-only watches, resumption after cut streams, and relists after 410.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,7 @@ async fn eventually<F>(what: &str, mut f: F)
 where
     F: FnMut() -> bool,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     while tokio::time::Instant::now() < deadline {
         if f() {
             return;
