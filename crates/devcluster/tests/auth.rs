@@ -1224,3 +1224,130 @@ rules:
     // The admin is never recorded.
     assert!(audit.decisions().iter().all(|d| d.user != "system:admin"));
 }
+
+#[tokio::test]
+async fn owner_references_need_delete_and_owner_finalizers() {
+    let dc = rbac_cluster().await;
+    namespace(&dc, "team").await;
+    service_account(&dc, "team", "worker").await;
+    let admin: Api<ConfigMap> = Api::namespaced(dc.client(), "team");
+    let owner = admin
+        .create(&PostParams::default(), &cm("owner"))
+        .await
+        .unwrap();
+    let owner_uid = owner.metadata.uid.unwrap();
+    role(
+        &dc,
+        "team",
+        "writer",
+        json!([{"apiGroups": [""], "resources": ["configmaps"],
+                "verbs": ["get", "create", "update"]}]),
+    )
+    .await;
+    role_binding(
+        &dc,
+        "team",
+        "writer",
+        role_ref("Role", "writer"),
+        sa_subject("team", "worker"),
+    )
+    .await;
+    let client = dc.service_account_client("team", "worker").await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "team");
+    let child = |name: &str, block: bool, kind: &str| -> ConfigMap {
+        obj(json!({"metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "v1", "kind": kind, "name": "owner", "uid": owner_uid,
+            "controller": true, "blockOwnerDeletion": block}]},
+            "data": {"k": "v"}}))
+    };
+
+    // An owner reference that does not block deletion needs nothing more on create.
+    api.create(&PostParams::default(), &child("loose", false, "ConfigMap"))
+        .await
+        .unwrap();
+    // blockOwnerDeletion needs update on the owner's finalizers.
+    let m = forbidden(
+        api.create(
+            &PostParams::default(),
+            &child("blocking", true, "ConfigMap"),
+        )
+        .await,
+    );
+    assert_eq!(
+        m,
+        "configmaps \"blocking\" is forbidden: cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on: , <nil>"
+    );
+    let m = forbidden(
+        api.create(&PostParams::default(), &child("unknown", true, "Gadget"))
+            .await,
+    );
+    assert_eq!(
+        m,
+        "configmaps \"unknown\" is forbidden: cannot set blockOwnerDeletion in this case because cannot find RESTMapping for APIVersion v1 Kind Gadget: no matches for kind \"Gadget\" in version \"v1\""
+    );
+    // Changing the owner references of an existing object needs delete on it.
+    let plain = api
+        .create(&PostParams::default(), &cm("plain"))
+        .await
+        .unwrap();
+    let mut adopted = child("plain", false, "ConfigMap");
+    adopted.metadata.resource_version = plain.metadata.resource_version.clone();
+    let m = forbidden(api.replace("plain", &PostParams::default(), &adopted).await);
+    assert_eq!(
+        m,
+        "configmaps \"plain\" is forbidden: cannot set an ownerRef on a resource you can't delete: , <nil>"
+    );
+    // Updates that leave the owner references alone are not affected.
+    let mut loose = api.get("loose").await.unwrap();
+    loose.data = Some([("k".to_string(), "w".to_string())].into());
+    api.replace("loose", &PostParams::default(), &loose)
+        .await
+        .unwrap();
+    let denied = dc.auth().unwrap().audit().denied(SA);
+    assert!(
+        denied
+            .iter()
+            .any(|d| d.verb == "update" && d.subresource == "finalizers" && d.name == "owner"),
+        "{denied:?}"
+    );
+
+    // With those permissions both go through.
+    role(
+        &dc,
+        "team",
+        "owner-finalizers",
+        json!([
+            {"apiGroups": [""], "resources": ["configmaps/finalizers"], "verbs": ["update"],
+             "resourceNames": ["owner"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["delete"]}
+        ]),
+    )
+    .await;
+    role_binding(
+        &dc,
+        "team",
+        "owner-finalizers",
+        role_ref("Role", "owner-finalizers"),
+        sa_subject("team", "worker"),
+    )
+    .await;
+    api.create(
+        &PostParams::default(),
+        &child("blocking", true, "ConfigMap"),
+    )
+    .await
+    .unwrap();
+    api.replace("plain", &PostParams::default(), &adopted)
+        .await
+        .unwrap();
+    // The check can be switched off.
+    dc.auth().unwrap().set_owner_references_enforced(false);
+    let other = |name: &str| -> ConfigMap {
+        obj(json!({"metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "loose", "uid": "x",
+            "blockOwnerDeletion": true}]}}))
+    };
+    api.create(&PostParams::default(), &other("free"))
+        .await
+        .unwrap();
+}

@@ -10,12 +10,14 @@
 
 pub mod audit;
 pub mod escalation;
+pub mod owners;
 pub mod rbac;
 pub mod tls;
 pub mod token;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
@@ -89,6 +91,7 @@ pub struct Auth {
     state: OnceLock<Weak<State>>,
     cache: RwLock<Option<Cached>>,
     audit: audit::Audit,
+    owner_references: AtomicBool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -116,11 +119,13 @@ impl Auth {
             state: OnceLock::new(),
             cache: RwLock::new(None),
             audit: audit::Audit::default(),
+            owner_references: AtomicBool::new(true),
         }
     }
 
     /// Creates an instance and registers it as authenticator, authorizer, admission hook
-    /// (privilege-escalation checks on RBAC writes) and `serviceaccounts/token` handler.
+    /// (owner-reference permissions, privilege-escalation checks on RBAC writes) and
+    /// `serviceaccounts/token` handler.
     pub fn install(hooks: &mut Hooks, admin_token: &str) -> Arc<Self> {
         let auth = Arc::new(Self::new(admin_token));
         hooks.authenticator = Some(auth.clone());
@@ -221,6 +226,11 @@ impl Auth {
     /// Whether a user may perform a request, without producing an error or a record.
     pub fn allows(&self, user: &UserInfo, a: &Attributes<'_>) -> bool {
         is_master(user) || self.index().allows(user, a)
+    }
+
+    /// Turns the owner-reference permission checks ([`owners`]) on (the default) or off.
+    pub fn set_owner_references_enforced(&self, on: bool) {
+        self.owner_references.store(on, Ordering::Relaxed);
     }
 
     /// The authorization decisions made so far for users outside `system:masters`: what
@@ -411,12 +421,9 @@ impl AdmissionHook for Auth {
     ) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             let info = request.info;
-            if info.group != RBAC_GROUP || is_master(&info.user) {
+            if is_master(&info.user) {
                 return Ok(());
             }
-            let role = |resource: &str, ns: &str, name: &str| {
-                request.cluster.get(RBAC_GROUP, resource, ns, name)
-            };
             let index = self.index();
             let authorize = |a: &Attributes<'_>| {
                 let allowed = index.allows(&info.user, a);
@@ -424,6 +431,28 @@ impl AdmissionHook for Auth {
                     self.audit.record(&info.user, a, true);
                 }
                 allowed
+            };
+            if self.owner_references.load(Ordering::Relaxed) {
+                let registry = request.cluster.0.registry();
+                let decide = |a: &Attributes<'_>| {
+                    let allowed = index.allows(&info.user, a);
+                    self.audit.record(&info.user, a, allowed);
+                    allowed
+                };
+                owners::check(
+                    &registry,
+                    &decide,
+                    info,
+                    request.operation,
+                    object,
+                    request.old_object,
+                )?;
+            }
+            if info.group != RBAC_GROUP {
+                return Ok(());
+            }
+            let role = |resource: &str, ns: &str, name: &str| {
+                request.cluster.get(RBAC_GROUP, resource, ns, name)
             };
             escalation::check(
                 &index,
