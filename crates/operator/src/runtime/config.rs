@@ -18,6 +18,9 @@ pub const DEFAULT_RUNNER_IMAGE: &str = "quay.io/ambient_code/vteam_claude_runner
 /// Default name of the leader-election Lease (`--leader-election-id`).
 pub const DEFAULT_LEADER_ELECTION_ID: &str = "agentic-operator-leader";
 
+/// Default `--webhook-cert-dir` (where the webhook's TLS Secret is mounted).
+pub const DEFAULT_WEBHOOK_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
+
 /// Where Kubernetes mounts the namespace of the pod's service account.
 pub const IN_CLUSTER_NAMESPACE_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -65,6 +68,7 @@ impl Cli {
 
 /// Subcommands of `agentic-operator`.
 #[derive(Debug, Clone, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up; boxing buys nothing
 pub enum Command {
     /// Run the controllers (the default).
     #[command(after_help = ENV_HELP)]
@@ -146,6 +150,20 @@ pub struct RunArgs {
     /// retried with backoff. "0" disables the deadline.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_timeout: Duration,
+
+    /// Namespace Testkube watches (normally "testkube"): evaluation Experiments' workflows and
+    /// triggers are created there. Default: each Experiment's own namespace.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub testkube_namespace: Option<String>,
+
+    /// Address the validating admission webhook listens on over HTTPS ("0" = disabled).
+    #[arg(long, default_value = ":9443", value_name = "ADDR")]
+    pub webhook_bind_address: String,
+
+    /// Directory holding the webhook's tls.crt and tls.key (a mounted TLS Secret); reloaded
+    /// when the files change.
+    #[arg(long, default_value = DEFAULT_WEBHOOK_CERT_DIR, value_name = "DIR")]
+    pub webhook_cert_dir: PathBuf,
 }
 
 impl Default for RunArgs {
@@ -163,6 +181,9 @@ impl Default for RunArgs {
             legacy_watch: false,
             controllers: None,
             reconcile_timeout: Duration::from_mins(5),
+            testkube_namespace: None,
+            webhook_bind_address: ":9443".into(),
+            webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
         }
     }
 }
@@ -240,6 +261,12 @@ pub struct Settings {
     pub controllers: Option<Vec<String>>,
     /// Per-reconcile deadline; `None` when disabled with `--reconcile-timeout=0`.
     pub reconcile_timeout: Option<Duration>,
+    /// `--testkube-namespace`, `None` when unset or empty.
+    pub testkube_namespace: Option<String>,
+    /// Where the admission webhook is served (`--webhook-bind-address`).
+    pub webhook_address: BindAddress,
+    /// `--webhook-cert-dir`.
+    pub webhook_cert_dir: PathBuf,
     /// `DEV_MODE=true`: human-readable logs instead of JSON.
     pub dev_mode: bool,
     /// The operator's namespace (`NAMESPACE`, else the in-cluster namespace, else `default`).
@@ -447,6 +474,17 @@ impl Settings {
             legacy_watch: args.legacy_watch,
             controllers,
             reconcile_timeout: Some(args.reconcile_timeout).filter(|d| !d.is_zero()),
+            testkube_namespace: args
+                .testkube_namespace
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+            webhook_address: BindAddress::parse(
+                "webhook-bind-address",
+                &args.webhook_bind_address,
+            )?,
+            webhook_cert_dir: args.webhook_cert_dir.clone(),
             dev_mode,
             namespace,
             backend_namespace,
