@@ -1,0 +1,217 @@
+//! The evaluations family (`testbench.agentic-layer.ai/v1alpha1` `Experiment`): each
+//! Experiment becomes an `experiment.json` `ConfigMap`, a Testkube `TestWorkflow` chaining the
+//! phase templates and, when enabled, a `TestTrigger` on the agent's Deployment.
+//!
+//! Stages: [`validate`] (pure spec rules, shared with the webhook), [`agent`] (agent URL
+//! resolution), [`build`] (pure desired objects), [`reconcile`] (observe, apply, prune,
+//! finalize), [`status`] (pure status). docs/evaluations.md describes the behaviour.
+
+pub mod agent;
+pub mod build;
+pub mod error;
+pub mod experiment_json;
+pub mod reconcile;
+pub mod status;
+pub mod validate;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use agentic_api::evaluations::Experiment;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
+    runtime::{
+        WatchStreamExt,
+        reflector::{ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+
+use crate::runtime::{
+    ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
+};
+
+/// Controller name (metrics label, Events).
+pub const CONTROLLER: &str = "experiment";
+
+/// The evaluations family as the manager sees it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Evaluations;
+
+impl Family for Evaluations {
+    fn name(&self) -> &'static str {
+        "evaluations"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        vec![CrdRef::new(
+            agentic_api::evaluations::GROUP,
+            agentic_api::evaluations::VERSION,
+            "experiments",
+        )]
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        Ok(vec![controller(rt, watches)?])
+    }
+}
+
+/// A watch of a kind that may not be installed (Testkube's, the agent runtime's): its own
+/// cache and trigger stream, outside the shared watches so that a missing CRD neither blocks
+/// readiness nor stalls the Experiment watch. Watch errors are retried with backoff and
+/// logged at debug level; `synced` turns true after the first complete list.
+pub struct OptionalWatch {
+    /// The cache.
+    pub store: Store<DynamicObject>,
+    /// Whether the first list completed.
+    pub synced: Arc<AtomicBool>,
+    /// Changed and deleted objects.
+    pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicObject, watcher::Error>> + Send>>,
+}
+
+impl std::fmt::Debug for OptionalWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptionalWatch").finish_non_exhaustive()
+    }
+}
+
+/// Starts (lazily: nothing happens until the stream is polled) an [`OptionalWatch`] of `ar`.
+pub fn optional_watch(client: Client, ar: &ApiResource, config: watcher::Config) -> OptionalWatch {
+    let writer = Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let synced = Arc::new(AtomicBool::new(false));
+    let flag = synced.clone();
+    let kind = ar.kind.clone();
+    let api = Api::<DynamicObject>::all_with(client, ar);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|obj| obj.managed_fields_mut().clear())
+        .map(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                flag.store(true, Ordering::Relaxed);
+            }
+            event
+        })
+        .reflect(writer)
+        .touched_objects()
+        .filter_map(move |item| {
+            let kind = kind.clone();
+            async move {
+                match item {
+                    Ok(obj) => Some(Ok(obj)),
+                    Err(error) => {
+                        tracing::debug!(%kind, %error, "watch error; retrying with backoff");
+                        None
+                    }
+                }
+            }
+        })
+        .boxed();
+    OptionalWatch {
+        store,
+        synced,
+        stream,
+    }
+}
+
+/// The Experiment a generated object belongs to, from its owner annotation.
+pub fn owner_of<K: Resource>(obj: &K) -> Option<ObjectRef<Experiment>> {
+    let value = obj
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(build::ANNOTATION_OWNER)?;
+    let (namespace, name) = build::parse_owner(value)?;
+    Some(ObjectRef::new(name).within(namespace))
+}
+
+/// Builds the Experiment controller on the shared runtime.
+pub fn controller(
+    rt: &RuntimeContext,
+    watches: &mut SharedWatches,
+) -> Result<ControllerTask, FamilyError> {
+    let client = rt.client.clone();
+    let experiments = watches.subscribe(
+        Api::<Experiment>::all(client.clone()),
+        watcher::Config::default(),
+    )?;
+    let config_maps = watches.subscribe(
+        Api::<ConfigMap>::all(client.clone()),
+        watcher::Config::default().labels(build::CHILD_SELECTOR),
+    )?;
+    let children = watcher::Config::default().labels(build::CHILD_SELECTOR);
+    let workflows = optional_watch(
+        client.clone(),
+        &build::test_workflow_resource(),
+        children.clone(),
+    );
+    let triggers = optional_watch(client.clone(), &build::test_trigger_resource(), children);
+    let agents = optional_watch(
+        client.clone(),
+        &agent::agent_resource(),
+        watcher::Config::default(),
+    );
+
+    let ctx = Arc::new(reconcile::Context {
+        client,
+        recorder: rt.recorders.recorder(CONTROLLER),
+        testkube_namespace: rt.settings.testkube_namespace.clone(),
+        config_maps: config_maps.reader.clone(),
+        workflows: workflows.store.clone(),
+        triggers: triggers.store.clone(),
+        agents: agents.store.clone(),
+        agents_synced: agents.synced.clone(),
+    });
+    let index = experiments.reader.clone();
+    let workflow_ar = build::test_workflow_resource();
+    let trigger_ar = build::test_trigger_resource();
+    let agent_ar = agent::agent_resource();
+    Ok(controller_task(
+        rt,
+        CONTROLLER,
+        experiments,
+        move |c| {
+            c.watches_shared_stream(config_maps.stream, |cm: Arc<ConfigMap>| {
+                owner_of(cm.as_ref())
+            })
+            .watches_stream_with(
+                workflows.stream,
+                |o: DynamicObject| owner_of(&o),
+                workflow_ar,
+            )
+            .watches_stream_with(triggers.stream, |o: DynamicObject| owner_of(&o), trigger_ar)
+            .watches_stream_with(
+                agents.stream,
+                move |agent: DynamicObject| referencing(&index, &agent),
+                agent_ar,
+            )
+        },
+        reconcile::reconcile,
+        ctx,
+    ))
+}
+
+/// Experiments whose `agentRef` names `agent`.
+fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRef<Experiment>> {
+    let agent_ns = agent.namespace().unwrap_or_default();
+    let agent_name = agent.name_any();
+    index
+        .state()
+        .iter()
+        .filter(|exp| {
+            let ns = exp.namespace().unwrap_or_default();
+            exp.spec.agent_ref.name == agent_name
+                && exp.spec.agent_ref.namespace_or(&ns) == agent_ns
+        })
+        .map(|exp| ObjectRef::from_obj(exp.as_ref()))
+        .collect()
+}

@@ -1,0 +1,56 @@
+//! The validating admission webhook, served over HTTPS by every replica (leader or not).
+//!
+//! [`rules`] holds the pure checks per kind (evaluation `Experiment`, `AgenticSession`, labs
+//! `Experiment`); [`server`] serves them with certificates reloaded from a mounted Secret.
+//! docs/webhook.md describes what is validated and how to install it.
+
+pub mod rules;
+pub mod server;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{
+    config::{BindAddress, Settings},
+    manager::Manager,
+    startup::{self, RunError},
+};
+
+/// Where and with which certificates the webhook is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookOptions {
+    /// `--webhook-bind-address`.
+    pub address: BindAddress,
+    /// `--webhook-cert-dir`.
+    pub cert_dir: PathBuf,
+}
+
+impl WebhookOptions {
+    /// The webhook options of `settings`.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            address: settings.webhook_address,
+            cert_dir: settings.webhook_cert_dir.clone(),
+        }
+    }
+}
+
+/// Runs the operator like [`Manager::run`], with the admission webhook served next to it on
+/// this replica (whether or not it leads) until shutdown.
+pub async fn run_with_webhook(manager: Manager, options: WebhookOptions) -> Result<(), RunError> {
+    let shutdown = CancellationToken::new();
+    crate::runtime::shutdown::spawn_signal_handler(shutdown.clone());
+    let client = startup::connect().await?;
+    if let BindAddress::Listen(address) = options.address {
+        server::serve(address, &options.cert_dir, client.clone(), shutdown.clone())
+            .await
+            .map_err(|e| RunError::Bind {
+                address: address.to_string(),
+                purpose: "admission webhook",
+                flag: "webhook-bind-address",
+                detail: e.to_string(),
+            })?;
+    }
+    manager.run_with_client(client, shutdown).await
+}

@@ -1,0 +1,387 @@
+//! Pure admission rules: what the validating webhook accepts, warns about and rejects, for
+//! each kind it serves. The server looks up what a rule needs (whether an Agent exists) and
+//! passes it in, so every rule is a plain function of the object.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::evaluations::validate;
+
+/// The outcome of one admission check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Why the object is rejected, one entry per field; empty when allowed.
+    pub denials: Vec<String>,
+    /// Warnings shown to the user (`Warning:` lines in kubectl).
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the object is admitted.
+    pub fn allowed(&self) -> bool {
+        self.denials.is_empty()
+    }
+
+    /// The denial message: every rejected field, separated by `; `.
+    pub fn message(&self) -> String {
+        self.denials.join("; ")
+    }
+}
+
+/// What the server found when it looked for the Agent named by `spec.agentRef`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentLookup {
+    /// The Agent exists.
+    Found,
+    /// The Agent CRD is installed and the Agent does not exist.
+    NotFound,
+    /// The `runtime.agentic-layer.ai` Agent CRD is not installed.
+    CrdNotInstalled,
+    /// The lookup failed (the message says why).
+    Failed(String),
+    /// No lookup was made (the spec names no agent).
+    Skipped,
+}
+
+/// Where `spec.agentRef` points: `(namespace, name)`, the namespace defaulting to the object's.
+pub fn agent_ref(object: &Value) -> Option<(String, String)> {
+    let name = object
+        .pointer("/spec/agentRef/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
+    let namespace = object
+        .pointer("/spec/agentRef/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("default");
+    Some((namespace.to_owned(), name.to_owned()))
+}
+
+/// Rules for `testbench.agentic-layer.ai/v1alpha1` `Experiment`.
+pub fn evaluation_experiment(object: &Value, agent: &AgentLookup) -> Verdict {
+    let spec = object.get("spec").unwrap_or(&Value::Null);
+    let findings = validate::validate_spec(spec);
+    let mut verdict = Verdict {
+        denials: findings.errors.iter().map(ToString::to_string).collect(),
+        warnings: findings.warnings,
+    };
+    let target = agent_ref(object)
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .unwrap_or_default();
+    match agent {
+        AgentLookup::Found | AgentLookup::Skipped => {}
+        AgentLookup::NotFound => verdict.denials.push(format!(
+            "spec.agentRef: Agent {target} (runtime.agentic-layer.ai/v1alpha1) does not exist; create the Agent first or fix spec.agentRef.name/namespace"
+        )),
+        AgentLookup::CrdNotInstalled => verdict.warnings.push(format!(
+            "spec.agentRef: the Agent CRD (agents.runtime.agentic-layer.ai) is not installed, so Agent {target} cannot be checked; the agent is reached at its Service DNS name"
+        )),
+        AgentLookup::Failed(why) => verdict.warnings.push(format!(
+            "spec.agentRef: could not check that Agent {target} exists: {why}"
+        )),
+    }
+    verdict
+}
+
+/// Rules for `vteam.ambient-code/v1alpha1` `AgenticSession`: the name must leave room for
+/// the `session-<name>` Service, the `<name>-job` Job and the other generated names.
+pub fn agentic_session(object: &Value) -> Verdict {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut verdict = Verdict::default();
+    if !name.is_empty()
+        && let Err(message) = crate::sessions::session::names::check(name)
+    {
+        verdict.denials.push(message);
+    }
+    verdict
+}
+
+/// Rules for `experiments.illm.io/v1alpha1` `Experiment`: every `depends` entry names another
+/// target of the same experiment, and the dependencies form no cycle.
+pub fn lab_experiment(object: &Value) -> Verdict {
+    let mut verdict = Verdict::default();
+    let targets = object
+        .pointer("/spec/targets")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            t.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let known: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (i, target) in targets.iter().enumerate() {
+        let deps = target
+            .get("depends")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (j, dep) in deps.iter().enumerate() {
+            let Some(dep) = dep.as_str() else { continue };
+            if dep == names[i] {
+                verdict.denials.push(format!(
+                    "spec.targets[{i}].depends[{j}]: target {dep:?} cannot depend on itself"
+                ));
+            } else if !known.contains(dep) {
+                verdict.denials.push(format!(
+                    "spec.targets[{i}].depends[{j}]: {dep:?} is not a target of this experiment; known targets: {}",
+                    names.join(", ")
+                ));
+            } else if let Some(known_dep) = known.get(dep) {
+                graph.entry(names[i].as_str()).or_default().push(known_dep);
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        verdict.denials.push(format!(
+            "spec.targets[].depends: the dependencies form a cycle: {}",
+            cycle.join(" -> ")
+        ));
+    }
+    verdict
+}
+
+/// A dependency cycle in `graph`, as the path that closes it (first node repeated at the end).
+pub fn find_cycle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit<'a>(
+        node: &'a str,
+        graph: &BTreeMap<&'a str, Vec<&'a str>>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        match marks.get(node) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = path.iter().position(|n| *n == node).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(node);
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(node, Mark::Visiting);
+        path.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, marks, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        marks.insert(node, Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    for node in graph.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(node, graph, &mut marks, &mut path) {
+            return Some(cycle);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(spec: Value) -> Value {
+        json!({"metadata": {"name": "e", "namespace": "team"}, "spec": spec})
+    }
+
+    fn ok_spec() -> Value {
+        json!({"agentRef": {"name": "weather-agent"}, "scenarios": [{"name": "s", "steps": [{"input": "hi"}]}]})
+    }
+
+    fn lab(targets: Value) -> Value {
+        json!({"metadata": {"name": "x"}, "spec": {"targets": targets, "workflow": {"template": "t"}}})
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            verdict: Verdict,
+            denied_field: Option<&'static str>,
+            warning: Option<&'static str>,
+        }
+        let both = {
+            let mut s = ok_spec();
+            s["dataset"] = json!({"url": "https://x/d.json"});
+            s
+        };
+        let bad_threshold = {
+            let mut s = ok_spec();
+            s["defaultThreshold"] = json!(1.2);
+            s
+        };
+        let bad_args = json!({"agentRef": {"name": "a"}, "scenarios": [{"name": "s", "steps": [{"input": "i", "reference": {"toolCalls": [{"name": "t", "args": [1]}]}}]}]});
+        let bad_params = json!({"agentRef": {"name": "a"}, "scenarios": [{"name": "s", "steps": [{"input": "i", "metrics": [{"metricName": "m", "parameters": "precision"}]}]}]});
+        let cases = vec![
+            Case {
+                name: "valid experiment",
+                verdict: evaluation_experiment(&eval(ok_spec()), &AgentLookup::Found),
+                denied_field: None,
+                warning: None,
+            },
+            Case {
+                name: "dataset and scenarios",
+                verdict: evaluation_experiment(&eval(both), &AgentLookup::Found),
+                denied_field: Some("spec.dataset"),
+                warning: None,
+            },
+            Case {
+                name: "threshold out of range",
+                verdict: evaluation_experiment(&eval(bad_threshold), &AgentLookup::Found),
+                denied_field: Some("spec.defaultThreshold"),
+                warning: None,
+            },
+            Case {
+                name: "args not an object",
+                verdict: evaluation_experiment(&eval(bad_args), &AgentLookup::Found),
+                denied_field: Some("spec.scenarios[0].steps[0].reference.toolCalls[0].args"),
+                warning: None,
+            },
+            Case {
+                name: "parameters not an object",
+                verdict: evaluation_experiment(&eval(bad_params), &AgentLookup::Found),
+                denied_field: Some("spec.scenarios[0].steps[0].metrics[0].parameters"),
+                warning: None,
+            },
+            Case {
+                name: "missing agent",
+                verdict: evaluation_experiment(&eval(ok_spec()), &AgentLookup::NotFound),
+                denied_field: Some("spec.agentRef"),
+                warning: None,
+            },
+            Case {
+                name: "agent CRD missing",
+                verdict: evaluation_experiment(&eval(ok_spec()), &AgentLookup::CrdNotInstalled),
+                denied_field: None,
+                warning: Some("not installed"),
+            },
+            Case {
+                name: "agent lookup failed",
+                verdict: evaluation_experiment(
+                    &eval(ok_spec()),
+                    &AgentLookup::Failed("timeout".into()),
+                ),
+                denied_field: None,
+                warning: Some("timeout"),
+            },
+            Case {
+                name: "session name fits",
+                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(55)}})),
+                denied_field: None,
+                warning: None,
+            },
+            Case {
+                name: "session name too long for its Service",
+                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(56)}})),
+                denied_field: Some("Service"),
+                warning: None,
+            },
+            Case {
+                name: "lab depends ok",
+                verdict: lab_experiment(&lab(
+                    json!([{"name": "hub"}, {"name": "app", "depends": ["hub"]}]),
+                )),
+                denied_field: None,
+                warning: None,
+            },
+            Case {
+                name: "lab depends unknown",
+                verdict: lab_experiment(&lab(
+                    json!([{"name": "hub"}, {"name": "app", "depends": ["db"]}]),
+                )),
+                denied_field: Some("spec.targets[1].depends[0]"),
+                warning: None,
+            },
+            Case {
+                name: "lab depends on itself",
+                verdict: lab_experiment(&lab(json!([{"name": "app", "depends": ["app"]}]))),
+                denied_field: Some("spec.targets[0].depends[0]"),
+                warning: None,
+            },
+            Case {
+                name: "lab cycle",
+                verdict: lab_experiment(&lab(
+                    json!([{"name": "a", "depends": ["c"]}, {"name": "b", "depends": ["a"]}, {"name": "c", "depends": ["b"]}]),
+                )),
+                denied_field: Some("cycle"),
+                warning: None,
+            },
+        ];
+        for case in cases {
+            match case.denied_field {
+                None => assert!(case.verdict.allowed(), "{}: {:?}", case.name, case.verdict),
+                Some(field) => {
+                    assert!(!case.verdict.allowed(), "{} should be denied", case.name);
+                    assert!(
+                        case.verdict.message().contains(field),
+                        "{}: {}",
+                        case.name,
+                        case.verdict.message()
+                    );
+                }
+            }
+            match case.warning {
+                None => assert!(
+                    case.verdict.warnings.is_empty(),
+                    "{}: {:?}",
+                    case.name,
+                    case.verdict.warnings
+                ),
+                Some(text) => assert!(
+                    case.verdict.warnings.iter().any(|w| w.contains(text)),
+                    "{}: {:?}",
+                    case.name,
+                    case.verdict.warnings
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn cycle_path_is_reported() {
+        let v = lab_experiment(&lab(
+            json!([{"name": "a", "depends": ["b"]}, {"name": "b", "depends": ["a"]}]),
+        ));
+        assert!(v.message().contains("a -> b -> a"), "{}", v.message());
+    }
+
+    #[test]
+    fn agent_ref_defaults_to_the_object_namespace() {
+        assert_eq!(
+            agent_ref(&eval(ok_spec())),
+            Some(("team".into(), "weather-agent".into()))
+        );
+        let mut spec = ok_spec();
+        spec["agentRef"]["namespace"] = json!("agents");
+        assert_eq!(
+            agent_ref(&eval(spec)),
+            Some(("agents".into(), "weather-agent".into()))
+        );
+        assert_eq!(agent_ref(&eval(json!({}))), None);
+    }
+}
