@@ -4,15 +4,20 @@
 //! [`runtime`] holds what every controller family shares; each family plugs in through
 //! [`runtime::Family`] and is listed in [`families`].
 
+pub mod evaluations;
 pub mod rbac;
 pub mod runtime;
 pub mod sessions;
+pub mod webhook;
 
 use std::path::Path;
 
 /// Every controller family built into this binary, in start order. A new family is added here.
 pub fn families() -> Vec<Box<dyn runtime::Family>> {
-    vec![Box::new(sessions::Sessions)]
+    vec![
+        Box::new(sessions::Sessions),
+        Box::new(evaluations::Evaluations),
+    ]
 }
 
 /// Errors of `agentic-operator crd`.
