@@ -55,8 +55,11 @@ fn main() -> ExitCode {
                 namespace = %settings.namespace,
                 "starting agentic-operator"
             );
+            let webhook = agentic_operator::webhook::WebhookOptions::from_settings(&settings);
             let manager = Manager::new(settings, agentic_operator::families());
-            match runtime.block_on(manager.run()) {
+            match runtime.block_on(agentic_operator::webhook::run_with_webhook(
+                manager, webhook,
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!("{error}");
