@@ -1,0 +1,309 @@
+//! A Crossplane claim simulator for the lab cluster types (`illm.io/v1alpha1` `GKECluster`,
+//! `TalosCluster`, `VCluster`): each claim becomes `Synced` and, after a scriptable delay,
+//! `Ready` with an endpoint and a connection Secret holding a `kubeconfig`; or it reports a
+//! scripted failure message and never becomes Ready. Deleting a claim removes its connection
+//! Secret and then its finalizer.
+//!
+//! Claim annotations: `devcluster.io/ready-seconds` (default 0.1, or `forever`),
+//! `devcluster.io/fail-message` (Synced=False with that message), and
+//! `devcluster.io/stuck-deletion` (`true` keeps the finalizer, like a cloud API that hangs).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::SimError;
+use super::util::{Length, fmt_ts, hash_of, seconds, since, truthy};
+
+/// Field manager of the simulator's writes.
+const MANAGER: &str = "devcluster-crossplane";
+/// Finalizer Crossplane puts on claims.
+pub const CLAIM_FINALIZER: &str = "finalizer.apiextensions.crossplane.io";
+/// Default delay before a claim becomes Ready.
+const DEFAULT_READY: Duration = Duration::from_millis(100);
+
+/// The claim kinds this simulator drives (the lab fixtures' claim CRDs).
+pub fn claim_resources() -> Vec<ApiResource> {
+    [
+        ("GKECluster", "gkeclusters"),
+        ("TalosCluster", "talosclusters"),
+        ("VCluster", "vclusters"),
+    ]
+    .into_iter()
+    .map(|(kind, plural)| ApiResource {
+        group: "illm.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "illm.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    })
+    .collect()
+}
+
+/// Shared state of one dynamic-kind simulator.
+pub(super) struct KindCtx {
+    pub client: kube::Client,
+    pub ar: ApiResource,
+}
+
+impl KindCtx {
+    /// The namespaced API of this kind.
+    pub fn api(&self, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &self.ar)
+    }
+}
+
+/// Runs `reconcile` over every object of kind `ar` until the future is dropped.
+pub(super) async fn run_kind<F, Fut>(
+    client: kube::Client,
+    ar: ApiResource,
+    what: &'static str,
+    reconcile: F,
+) where
+    F: Fn(Arc<DynamicObject>, Arc<KindCtx>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, SimError>> + Send + 'static,
+{
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let ctx = Arc::new(KindCtx {
+        client,
+        ar: ar.clone(),
+    });
+    Controller::new_with(api, watcher::Config::default(), ar)
+        .with_config(ControllerConfig::default().concurrency(16))
+        .run(
+            move |o, c| reconcile(o, c),
+            move |_o, e: &SimError, _c| {
+                tracing::debug!(error = %e, simulator = what, "write failed; retrying");
+                Action::requeue(Duration::from_millis(300))
+            },
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, simulator = what, "reconcile");
+            }
+        })
+        .await;
+}
+
+/// Runs the claim simulator until the future is dropped.
+pub async fn run(client: kube::Client) {
+    let tasks = claim_resources()
+        .into_iter()
+        .map(|ar| Box::pin(run_kind(client.clone(), ar, "crossplane", reconcile)));
+    futures::future::join_all(tasks).await;
+}
+
+fn annotation<'a>(o: &'a DynamicObject, key: &str) -> Option<&'a str> {
+    o.annotations()
+        .get(&format!("{}{key}", super::util::PREFIX))
+        .map(|v| v.trim())
+}
+
+fn cond(type_: &str, status: bool, reason: &str, message: &str, now: &str) -> Value {
+    json!({
+        "type": type_,
+        "status": if status { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    })
+}
+
+/// Whether the conditions in `status` already say the same (ignoring times).
+fn same_conditions(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Vec<(String, String, String, String)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("status"), s("reason"), s("message"))
+            })
+            .collect()
+    };
+    strip(old) == strip(new)
+}
+
+/// A fake kubeconfig for a cluster at `endpoint`.
+pub fn kubeconfig(cluster: &str, endpoint: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: {cluster}\nclusters:\n- name: {cluster}\n  cluster:\n    server: https://{endpoint}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: client\nusers:\n- name: client\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
+        ca = b64(&format!("ca of {cluster}")),
+        cert = b64(&format!("client certificate of {cluster}")),
+        key = b64(&format!("client key of {cluster}")),
+    )
+}
+
+async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action, SimError> {
+    let ns = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    let api = ctx.api(&ns);
+    let secret_name = claim
+        .data
+        .pointer("/spec/writeConnectionSecretToRef/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let has_finalizer = claim.finalizers().iter().any(|f| f == CLAIM_FINALIZER);
+
+    if claim.meta().deletion_timestamp.is_some() {
+        if !has_finalizer || truthy(annotation(&claim, "stuck-deletion")) {
+            return Ok(Action::await_change());
+        }
+        if let Some(s) = &secret_name {
+            match secrets.delete(s, &kube::api::DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let rest: Vec<&String> = claim
+            .finalizers()
+            .iter()
+            .filter(|f| *f != CLAIM_FINALIZER)
+            .collect();
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    if !has_finalizer {
+        let mut all: Vec<String> = claim.finalizers().to_vec();
+        all.push(CLAIM_FINALIZER.to_owned());
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": all, "resourceVersion": claim.resource_version()}})),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+
+    let now = fmt_ts(Timestamp::now());
+    let old = claim
+        .data
+        .pointer("/status/conditions")
+        .cloned()
+        .unwrap_or(Value::Null);
+    if let Some(message) = annotation(&claim, "fail-message") {
+        let conditions = json!([
+            cond("Synced", false, "ReconcileError", message, &now),
+            cond("Ready", false, "Creating", "", &now),
+        ]);
+        if !same_conditions(&old, &conditions) {
+            write_status(&api, &name, json!({"conditions": conditions})).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let delay = seconds(annotation(&claim, "ready-seconds"), "ready-seconds")
+        .unwrap_or(Length::For(DEFAULT_READY));
+    let created = claim
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0);
+    let elapsed = since(created);
+    let remaining = match delay {
+        Length::Forever => None,
+        Length::For(d) => Some(d.saturating_sub(elapsed)),
+    };
+    if remaining != Some(Duration::ZERO) {
+        let conditions = json!([
+            cond("Synced", true, "ReconcileSuccess", "", &now),
+            cond("Ready", false, "Creating", "cluster is being created", &now),
+        ]);
+        if !same_conditions(&old, &conditions) {
+            write_status(&api, &name, json!({"conditions": conditions})).await?;
+        }
+        return Ok(remaining.map_or_else(Action::await_change, Action::requeue));
+    }
+    let h = hash_of(&[&ns, &name]);
+    let endpoint = format!("10.{}.{}.{}", (h >> 16) % 256, (h >> 8) % 256, h % 254 + 1);
+    if let Some(s) = &secret_name
+        && secrets.get_opt(s).await?.is_none()
+    {
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": s, "namespace": ns},
+            "type": "connection.crossplane.io/v1alpha1",
+            "stringData": {"kubeconfig": kubeconfig(&name, &endpoint), "endpoint": endpoint},
+        }))
+        .map_err(SimError::Encode)?;
+        match secrets
+            .create(
+                &PostParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PostParams::default()
+                },
+                &secret,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let conditions = json!([
+        cond("Synced", true, "ReconcileSuccess", "", &now),
+        cond("Ready", true, "Available", "", &now),
+    ]);
+    if !same_conditions(&old, &conditions) || claim.data.pointer("/status/endpoint").is_none() {
+        write_status(
+            &api,
+            &name,
+            json!({"conditions": conditions, "endpoint": endpoint, "clusterName": format!("illm-{name}"), "status": "RUNNING"}),
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<(), SimError> {
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": status})),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_names_the_endpoint_and_client_user() {
+        let kc = kubeconfig("gw-app", "10.1.2.3");
+        assert!(kc.contains("server: https://10.1.2.3"));
+        assert!(kc.contains("current-context: gw-app"));
+        assert!(kc.contains("user: client"));
+        let parsed: Value = serde_yaml::from_str(&kc).unwrap();
+        assert_eq!(parsed["users"][0]["name"], "client");
+    }
+
+    #[test]
+    fn conditions_compare_without_times() {
+        let a = json!([cond("Ready", true, "Available", "", "t1")]);
+        let b = json!([cond("Ready", true, "Available", "", "t2")]);
+        let c = json!([cond("Ready", false, "Creating", "", "t2")]);
+        assert!(same_conditions(&a, &b));
+        assert!(!same_conditions(&a, &c));
+    }
+}
