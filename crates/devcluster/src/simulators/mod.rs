@@ -16,6 +16,9 @@
 //!
 //! Pods are scripted with `devcluster.io/*` annotations; see `docs/devcluster.md`.
 
+pub mod argo_workflows;
+pub mod argocd;
+pub mod crossplane;
 mod deployments;
 mod jobs;
 mod pods;
@@ -33,7 +36,15 @@ pub use util::PREFIX as ANNOTATION_PREFIX;
 pub const DEFAULT_NODE_NAME: &str = "devcluster-node";
 
 /// The names accepted by [`Simulators::from_str`], in order.
-pub const NAMES: [&str; 4] = ["scheduler", "kubelet", "jobs", "deployments"];
+pub const NAMES: [&str; 7] = [
+    "scheduler",
+    "kubelet",
+    "jobs",
+    "deployments",
+    "crossplane",
+    "argocd",
+    "argo-workflows",
+];
 
 /// Why a reconcile of a simulator failed (it is retried shortly).
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +62,7 @@ pub enum SimError {
 pub enum ParseSimulatorsError {
     /// A name that is not a simulator.
     #[error(
-        "simulators: unknown simulator {name:?}; allowed: scheduler, kubelet, jobs, deployments, all, none"
+        "simulators: unknown simulator {name:?}; allowed: scheduler, kubelet, jobs, deployments, crossplane, argocd, argo-workflows, all, none"
     )]
     Unknown {
         /// The offending name.
@@ -134,6 +145,12 @@ pub struct Simulators {
     pub jobs: bool,
     /// Report apps/v1 Deployment status.
     pub deployments: bool,
+    /// Drive Crossplane cluster claims (lab fixtures).
+    pub crossplane: bool,
+    /// Drive ArgoCD Applications.
+    pub argocd: bool,
+    /// Run Argo Workflows.
+    pub argo_workflows: bool,
     /// The fake node's name.
     pub node_name: String,
     /// Default durations.
@@ -154,6 +171,9 @@ impl Simulators {
             kubelet: true,
             jobs: true,
             deployments: true,
+            crossplane: true,
+            argocd: true,
+            argo_workflows: true,
             node_name: DEFAULT_NODE_NAME.to_string(),
             timing: Timing::default(),
         }
@@ -166,18 +186,35 @@ impl Simulators {
             kubelet: false,
             jobs: false,
             deployments: false,
+            crossplane: false,
+            argocd: false,
+            argo_workflows: false,
             ..Self::all()
         }
     }
 
     /// Whether nothing is enabled.
     pub fn is_empty(&self) -> bool {
-        !(self.scheduler || self.kubelet || self.jobs || self.deployments)
+        !(self.scheduler
+            || self.kubelet
+            || self.jobs
+            || self.deployments
+            || self.crossplane
+            || self.argocd
+            || self.argo_workflows)
     }
 
     /// The enabled simulators' names.
     pub fn names(&self) -> Vec<&'static str> {
-        let on = [self.scheduler, self.kubelet, self.jobs, self.deployments];
+        let on = [
+            self.scheduler,
+            self.kubelet,
+            self.jobs,
+            self.deployments,
+            self.crossplane,
+            self.argocd,
+            self.argo_workflows,
+        ];
         NAMES
             .iter()
             .zip(on)
@@ -215,6 +252,15 @@ impl Simulators {
                 client.clone(),
                 self.timing.clone(),
             )));
+        }
+        if self.crossplane {
+            tasks.push(Box::pin(crossplane::run(client.clone())));
+        }
+        if self.argocd {
+            tasks.push(Box::pin(argocd::run(client.clone())));
+        }
+        if self.argo_workflows {
+            tasks.push(Box::pin(argo_workflows::run(client.clone())));
         }
         if tasks.is_empty() {
             return;
@@ -254,6 +300,9 @@ impl FromStr for Simulators {
                 "kubelet" => out.kubelet = true,
                 "jobs" => out.jobs = true,
                 "deployments" => out.deployments = true,
+                "crossplane" => out.crossplane = true,
+                "argocd" => out.argocd = true,
+                "argo-workflows" => out.argo_workflows = true,
                 other => {
                     return Err(ParseSimulatorsError::Unknown {
                         name: other.to_string(),
