@@ -60,6 +60,8 @@ pub const TOKEN_SELECTOR: &str = "app=ambient-runner-token";
 const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
 /// Safety net for sessions waiting on other objects (changes of those objects also wake them).
 const WAITING_RECHECK: Duration = Duration::from_secs(30);
+/// How often a session waiting for its runner objects to be deleted looks again.
+const DELETION_RECHECK: Duration = Duration::from_secs(2);
 /// How long a Running session may go without being looked at.
 const RUNNING_RECHECK: Duration = Duration::from_hours(1);
 
@@ -555,6 +557,9 @@ impl Reconciler<'_> {
         let mut next_check = match t.to {
             SessionPhase::Running => Some(RUNNING_RECHECK),
             p if p.is_terminal() => None,
+            // Deletions reach the caches but do not wake the controller: poll while waiting
+            // for the previous runner to be gone.
+            _ if t.effect == Effect::DeleteRun => Some(DELETION_RECHECK),
             _ => Some(WAITING_RECHECK),
         };
         if t.to == SessionPhase::Running {
