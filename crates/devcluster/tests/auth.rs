@@ -1351,3 +1351,79 @@ async fn owner_references_need_delete_and_owner_finalizers() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn serve_binary_with_tls_has_rbac_on() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = std::env::temp_dir().join(format!("devcluster-serve-auth-{}", std::process::id()));
+    let kubeconfig = dir.join("kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+        .arg("serve")
+        .arg("--tls")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("server started within 60 s")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(ready.starts_with("ready "), "{ready}");
+
+    // The admin kubeconfig works over HTTPS.
+    let out = kubectl(&kubeconfig, &["create", "serviceaccount", "bot"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&kubeconfig, &["get", "namespaces", "-o", "name"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/default"));
+    // kubectl create token goes through TokenRequest (protobuf body).
+    let out = kubectl(
+        &kubeconfig,
+        &["create", "token", "bot", "--duration", "15m"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    // The token has no permissions beyond discovery.
+    let out = kubectl(&kubeconfig, &["--token", &token, "get", "pods"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "pods is forbidden: User \"system:serviceaccount:default:bot\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+    let out = kubectl(&kubeconfig, &["--token", &token, "api-versions"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&kubeconfig, &["--token", "forged", "get", "pods"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
