@@ -1367,7 +1367,7 @@ async fn serve_binary_with_tls_has_rbac_on() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+    let ready = tokio::time::timeout(Duration::from_mins(1), lines.next_line())
         .await
         .expect("server started within 60 s")
         .unwrap()
