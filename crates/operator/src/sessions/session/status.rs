@@ -97,6 +97,14 @@ pub fn desired(
         s.observed_desired_phase_at.clone_from(&inputs.requested_at);
     }
     let mut conditions = s.conditions.take().unwrap_or_default();
+    if s.runner_started_at.is_none() {
+        // A session taken over from the previous operator: its runner ran if it reported
+        // RunnerStarted=True, so a later run is a resume.
+        s.runner_started_at = conditions
+            .iter()
+            .find(|c| c.type_.eq_ignore_ascii_case("RunnerStarted") && c.status == "True")
+            .map(|c| c.last_transition_time.clone());
+    }
     if !t.reason.is_empty() {
         upsert(
             &mut conditions,
@@ -319,6 +327,34 @@ mod tests {
         let patch = merge_patch(Some(&running), &done).unwrap().unwrap();
         assert_eq!(patch["phase"], "Completed");
         assert!(patch.get("startTime").is_none(), "{patch}");
+    }
+
+    #[test]
+    fn adopts_runner_started_from_the_previous_operator() {
+        let upstream = AgenticSessionStatus {
+            phase: Some(SessionPhase::Stopped),
+            conditions: Some(vec![Condition {
+                type_: "RunnerStarted".into(),
+                status: "True".into(),
+                reason: "ContainerRunning".into(),
+                message: String::new(),
+                last_transition_time: Time(inputs(1).now),
+                observed_generation: None,
+            }]),
+            ..AgenticSessionStatus::default()
+        };
+        let obs = Observed::default();
+        let t = next(Some(SessionPhase::Stopped), &obs);
+        let after = desired(Some(&upstream), &t, &obs, &inputs(5));
+        assert_eq!(after.runner_started_at, Some(Time(inputs(1).now)));
+        let never = AgenticSessionStatus {
+            phase: Some(SessionPhase::Stopped),
+            ..AgenticSessionStatus::default()
+        };
+        assert_eq!(
+            desired(Some(&never), &t, &obs, &inputs(5)).runner_started_at,
+            None
+        );
     }
 
     #[test]
