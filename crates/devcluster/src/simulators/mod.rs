@@ -1,7 +1,7 @@
-//! Simulated cluster components: a scheduler, a kubelet, a Job controller and a Deployment
-//! status controller. They are ordinary Kubernetes clients (watches, reflectors and kube's
-//! `Controller` over a `kube::Client`), so they run against this crate's server or any other
-//! API server that has no nodes.
+//! Simulated cluster components: a scheduler, a kubelet, a Job controller, a Deployment
+//! status controller and an agent runtime. They are ordinary Kubernetes clients (watches,
+//! reflectors and kube's `Controller` over a `kube::Client`), so they run against this crate's
+//! server or any other API server that has no nodes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), devcluster::StartError> {
@@ -16,6 +16,7 @@
 //!
 //! Pods are scripted with `devcluster.io/*` annotations; see `docs/devcluster.md`.
 
+pub mod agent_runtime;
 pub mod argo_workflows;
 pub mod argocd;
 pub mod crossplane;
@@ -36,7 +37,7 @@ pub use util::PREFIX as ANNOTATION_PREFIX;
 pub const DEFAULT_NODE_NAME: &str = "devcluster-node";
 
 /// The names accepted by [`Simulators::from_str`], in order.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "scheduler",
     "kubelet",
     "jobs",
@@ -44,6 +45,7 @@ pub const NAMES: [&str; 7] = [
     "crossplane",
     "argocd",
     "argo-workflows",
+    "agent-runtime",
 ];
 
 /// Why a reconcile of a simulator failed (it is retried shortly).
@@ -62,7 +64,7 @@ pub enum SimError {
 pub enum ParseSimulatorsError {
     /// A name that is not a simulator.
     #[error(
-        "simulators: unknown simulator {name:?}; allowed: scheduler, kubelet, jobs, deployments, crossplane, argocd, argo-workflows, all, none"
+        "simulators: unknown simulator {name:?}; allowed: scheduler, kubelet, jobs, deployments, crossplane, argocd, argo-workflows, agent-runtime, all, none"
     )]
     Unknown {
         /// The offending name.
@@ -145,6 +147,8 @@ pub struct Simulators {
     pub jobs: bool,
     /// Report apps/v1 Deployment status.
     pub deployments: bool,
+    /// Publish `status.url` of runtime.agentic-layer.ai Agents.
+    pub agent_runtime: bool,
     /// Drive Crossplane cluster claims (lab fixtures).
     pub crossplane: bool,
     /// Drive ArgoCD Applications.
@@ -171,6 +175,7 @@ impl Simulators {
             kubelet: true,
             jobs: true,
             deployments: true,
+            agent_runtime: true,
             crossplane: true,
             argocd: true,
             argo_workflows: true,
@@ -186,6 +191,7 @@ impl Simulators {
             kubelet: false,
             jobs: false,
             deployments: false,
+            agent_runtime: false,
             crossplane: false,
             argocd: false,
             argo_workflows: false,
@@ -199,6 +205,7 @@ impl Simulators {
             || self.kubelet
             || self.jobs
             || self.deployments
+            || self.agent_runtime
             || self.crossplane
             || self.argocd
             || self.argo_workflows)
@@ -214,6 +221,7 @@ impl Simulators {
             self.crossplane,
             self.argocd,
             self.argo_workflows,
+            self.agent_runtime,
         ];
         NAMES
             .iter()
@@ -262,6 +270,9 @@ impl Simulators {
         if self.argo_workflows {
             tasks.push(Box::pin(argo_workflows::run(client.clone())));
         }
+        if self.agent_runtime {
+            tasks.push(Box::pin(agent_runtime::run(client.clone())));
+        }
         if tasks.is_empty() {
             return;
         }
@@ -300,6 +311,7 @@ impl FromStr for Simulators {
                 "kubelet" => out.kubelet = true,
                 "jobs" => out.jobs = true,
                 "deployments" => out.deployments = true,
+                "agent-runtime" => out.agent_runtime = true,
                 "crossplane" => out.crossplane = true,
                 "argocd" => out.argocd = true,
                 "argo-workflows" => out.argo_workflows = true,

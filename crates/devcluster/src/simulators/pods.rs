@@ -42,6 +42,8 @@ struct Ctx {
     anchors: Memo<Timestamp>,
     /// The last status written per pod, to skip repeating a write on a stale cache.
     written: Memo<Value>,
+    /// Offset (on the pod's timeline) at which a deleted pod's containers were stopped.
+    kills: Memo<Duration>,
     /// Whether the server serves `pods/binding`: [`BINDING_UNKNOWN`] until the first try.
     binding: AtomicU8,
     /// Lets one reconcile find out about `pods/binding` while the others wait.
@@ -60,6 +62,7 @@ pub async fn run(client: kube::Client, sims: Simulators) {
         sims,
         anchors: Memo::default(),
         written: Memo::default(),
+        kills: Memo::default(),
         binding: AtomicU8::new(BINDING_UNKNOWN),
         binding_probe: tokio::sync::Mutex::new(()),
     });
@@ -74,6 +77,7 @@ pub async fn run(client: kube::Client, sims: Simulators) {
                 let uid = uid_of(p);
                 forget.anchors.forget(&uid);
                 forget.written.forget(&uid);
+                forget.kills.forget(&uid);
             }
         })
         .touched_objects();
@@ -250,7 +254,8 @@ async fn kubelet(pod: &Pod, ctx: &Ctx) -> Result<Action, SimError> {
         t
     };
     let elapsed = since(t0);
-    let kill = if deleting { Some(elapsed) } else { None };
+    // The moment the kubelet first saw the deletion, so later passes report the same stop.
+    let kill = deleting.then(|| ctx.kills.with(&uid, || elapsed, |k| *k));
     let (status, next) = pod_status(pod, &ctx.sims, t0, elapsed, kill);
     let unchanged =
         subset_matches(&status, &cached) || ctx.written.get(&uid).is_some_and(|w| w == status);
