@@ -60,9 +60,18 @@ impl StatsSnapshot {
     }
 }
 
-/// Request accounting shared by all handlers.
+/// Request accounting shared by all handlers: per resource, per verb counters (looked up
+/// without allocating on the hot path), plus totals.
 #[derive(Debug, Default)]
-pub struct Stats(Mutex<StatsSnapshot>);
+pub struct Stats(Mutex<StatsInner>);
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    by_resource: std::collections::HashMap<String, Vec<(String, VerbStats)>>,
+    writes: u64,
+    reads: u64,
+    injected_failures: u64,
+}
 
 /// Whether a verb writes.
 pub fn is_write(verb: &str) -> bool {
@@ -73,49 +82,66 @@ pub fn is_write(verb: &str) -> bool {
 }
 
 impl Stats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Records one request.
     pub fn record(&self, verb: &str, resource: &str, latency: Duration, error: bool) {
-        let mut s = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let mut s = self.lock();
         if is_write(verb) {
             s.writes += 1;
         } else {
             s.reads += 1;
         }
-        let e = s.requests.entry(format!("{verb} {resource}")).or_default();
+        let verbs = match s.by_resource.get_mut(resource) {
+            Some(v) => v,
+            None => s.by_resource.entry(resource.to_string()).or_default(),
+        };
+        let idx = match verbs.iter().position(|(v, _)| v == verb) {
+            Some(i) => i,
+            None => {
+                verbs.push((verb.to_string(), VerbStats::default()));
+                verbs.len() - 1
+            }
+        };
+        let e = &mut verbs[idx].1;
         e.count += 1;
         if error {
             e.errors += 1;
         }
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         e.total_micros = e.total_micros.saturating_add(us);
         e.max_micros = e.max_micros.max(us);
     }
 
     /// Counts one injected failure.
     pub fn injected(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .injected_failures += 1;
+        self.lock().injected_failures += 1;
     }
 
     /// Current counters.
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        let s = self.lock();
+        let mut requests = BTreeMap::new();
+        for (resource, verbs) in &s.by_resource {
+            for (verb, stats) in verbs {
+                requests.insert(format!("{verb} {resource}"), stats.clone());
+            }
+        }
+        StatsSnapshot {
+            requests,
+            writes: s.writes,
+            reads: s.reads,
+            injected_failures: s.injected_failures,
+        }
     }
 
     /// Resets every counter.
     pub fn reset(&self) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = StatsSnapshot::default();
+        *self.lock() = StatsInner::default();
     }
 }
 

@@ -105,11 +105,18 @@ impl std::fmt::Debug for State {
     }
 }
 
-/// The current time in the API server's timestamp format.
+/// The current time in the API server's timestamp format (formatted once per second).
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    static CACHE: Mutex<(i64, String)> = Mutex::new((i64::MIN, String::new()));
+    let t = jiff::Timestamp::now();
+    let secs = t.as_second();
+    let mut c = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if c.0 != secs {
+        *c = (secs, t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+    c.1.clone()
 }
 
 /// A random RFC 4122 version 4 uid.

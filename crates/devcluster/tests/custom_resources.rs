@@ -2,7 +2,12 @@
 //! generation, server-side apply with conflicts, finalizers through kube's helper, garbage
 //! collection, and a `Controller` converging across injected faults.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,12 @@
 //! server-side), get (-o yaml, -w, -l), describe, patch, label, annotate, create, delete,
 //! wait and api-resources.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
