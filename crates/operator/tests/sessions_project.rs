@@ -1,6 +1,6 @@
 //! The `ProjectSettings` and namespace controllers against the dev cluster: default objects for
-//! managed namespaces, group RoleBindings created, updated and pruned, the scheduled-session
-//! RBAC, the LimitRange, status, Events, invalid specs, and no writes in steady state.
+//! managed namespaces, group `RoleBindings` created, updated and pruned, the scheduled-session
+//! RBAC, the `LimitRange`, status, Events, invalid specs, and no writes in steady state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -101,6 +101,7 @@ async fn event_reasons(client: &Client, ns: &str) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)]
 async fn managed_namespace_gets_project_rbac_limits_and_status() {
     let cluster = cluster(false).await;
     let client = cluster.client();
@@ -126,12 +127,12 @@ async fn managed_namespace_gets_project_rbac_limits_and_status() {
         .await
         .unwrap();
     assert!(owned_by_ps(sa.owner_references()));
-    let role = Api::<Role>::namespaced(client.clone(), "team-a")
+    let trigger_role = Api::<Role>::namespaced(client.clone(), "team-a")
         .get("ambient-session-trigger")
         .await
         .unwrap();
-    assert!(owned_by_ps(role.owner_references()));
-    let rule = &role.rules.as_ref().unwrap()[0];
+    assert!(owned_by_ps(trigger_role.owner_references()));
+    let rule = &trigger_role.rules.as_ref().unwrap()[0];
     assert_eq!(
         rule.api_groups.as_ref().unwrap(),
         &vec!["vteam.ambient-code"]
@@ -241,7 +242,10 @@ async fn managed_namespace_gets_project_rbac_limits_and_status() {
 
     // A deleted trigger ServiceAccount comes back.
     Api::<ServiceAccount>::namespaced(client.clone(), "team-a")
-        .delete("ambient-session-trigger", &Default::default())
+        .delete(
+            "ambient-session-trigger",
+            &kube::api::DeleteParams::default(),
+        )
         .await
         .unwrap();
     eventually("the trigger ServiceAccount to be recreated", || async {
@@ -271,7 +275,7 @@ async fn managed_namespace_gets_project_rbac_limits_and_status() {
             "controller_runtime_reconcile_errors_total",
             &[("controller", "projectsettings")]
         ),
-        0.0
+        0
     );
     operator.stop().await.unwrap();
 }
@@ -285,7 +289,7 @@ async fn only_managed_namespaces_are_reconciled_and_user_objects_are_kept() {
     // A user-made ProjectSettings in a namespace that is not managed yet.
     Api::<ProjectSettings>::namespaced(client.clone(), "plain")
         .create(
-            &Default::default(),
+            &kube::api::PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "ProjectSettings",
                 "metadata": {"name": "projectsettings", "namespace": "plain"},
@@ -330,7 +334,7 @@ async fn only_managed_namespaces_are_reconciled_and_user_objects_are_kept() {
 
     // Deleting the object in a managed namespace brings the default back.
     Api::<ProjectSettings>::namespaced(client.clone(), "later")
-        .delete("projectsettings", &Default::default())
+        .delete("projectsettings", &kube::api::DeleteParams::default())
         .await
         .unwrap();
     eventually("the default ProjectSettings to be recreated", || async {
@@ -389,12 +393,12 @@ async fn invalid_group_access_is_a_condition_and_event_without_retries() {
         operator.metric(
             "controller_runtime_terminal_reconcile_errors_total",
             &[("controller", "projectsettings")],
-        ) >= 1.0
+        ) >= 1
     })
     .await;
     assert_eq!(
         operator.metric("workqueue_retries_total", &[("name", "projectsettings")]),
-        0.0,
+        0,
         "an invalid spec waits for a change instead of being retried"
     );
     // The bindings of the last valid spec stay while the spec is invalid.
@@ -433,7 +437,7 @@ async fn converged_project_makes_no_writes() {
     })
     .await;
     // Let the reconciles triggered by our own writes run out.
-    let mut last = (u64::MAX, -1.0);
+    let mut last = (u64::MAX, u64::MAX);
     eventually("the controller to settle", || {
         let now = (
             cluster.stats().writes,

@@ -3,7 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, path::Path, time::Duration};
 
 use agentic_operator::runtime::{
     config::{Environment, RunArgs, Settings},
@@ -12,7 +12,10 @@ use agentic_operator::runtime::{
     startup::RunError,
 };
 use k8s_openapi::{
-    api::core::v1::Namespace,
+    api::{
+        core::v1::{Namespace, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -20,11 +23,12 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Generous deadline of every wait.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+pub const DEADLINE: Duration = Duration::from_mins(1);
 
 /// Installs the rustls provider once per process.
 pub fn crypto() {
@@ -111,16 +115,17 @@ impl Operator {
         self.task.await.unwrap()
     }
 
-    /// Sum of every sample of `name` whose labels contain all of `labels`.
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    /// Sum of every sample of `name` whose labels contain all of `labels` (integer samples).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         metric(&self.metrics, name, labels)
     }
 }
 
-/// Sum of every sample of `name` in `metrics` whose labels contain all of `labels`.
-pub fn metric(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+/// Sum of every sample of `name` in `metrics` whose labels contain all of `labels` (counters
+/// and gauges holding whole numbers).
+pub fn metric(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> u64 {
     let text = metrics.encode().unwrap();
-    let mut total = 0.0;
+    let mut total = 0;
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(name) else {
             continue;
@@ -133,7 +138,8 @@ pub fn metric(metrics: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
             .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
             && let Some(value) = rest.rsplit(' ').next()
         {
-            total += value.parse::<f64>().unwrap_or(0.0);
+            let whole = value.split('.').next().unwrap_or_default();
+            total += whole.parse::<u64>().unwrap();
         }
     }
     total
@@ -212,3 +218,106 @@ pub async fn label_managed(client: &Client, name: &str) {
 
 /// The managed-namespace label as a `(key, value)` pair.
 pub const MANAGED: (&str, &str) = ("ambient-code.io/managed", "true");
+
+/// The user the operator's `ServiceAccount` authenticates as.
+pub const OPERATOR_USER: &str = "system:serviceaccount:ambient-code:agentic-operator";
+
+pub fn config_rbac() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/rbac")
+}
+
+/// The objects `kubectl apply -k config/rbac` would create, read from the committed files in
+/// kustomization order.
+pub fn rbac_documents() -> Vec<Value> {
+    let kustomization: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(config_rbac().join("kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let namespace = kustomization["namespace"].as_str().unwrap().to_owned();
+    kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(config_rbac().join(file.as_str().unwrap())).unwrap();
+            let mut doc: Value = serde_yaml::from_str(&text).unwrap();
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            if kind != "ClusterRole" && kind != "ClusterRoleBinding" {
+                doc["metadata"]["namespace"] = json!(namespace);
+            }
+            doc
+        })
+        .collect()
+}
+
+pub async fn create(client: &Client, doc: &Value) {
+    let params = PostParams::default();
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+    match doc["kind"].as_str().unwrap() {
+        "ServiceAccount" => {
+            let sa: ServiceAccount = serde_json::from_value(doc.clone()).unwrap();
+            Api::namespaced(client.clone(), ns)
+                .create(&params, &sa)
+                .await
+                .unwrap();
+        }
+        "ClusterRole" => {
+            let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
+            Api::all(client.clone())
+                .create(&params, &role)
+                .await
+                .unwrap();
+        }
+        "ClusterRoleBinding" => {
+            let binding: ClusterRoleBinding = serde_json::from_value(doc.clone()).unwrap();
+            Api::all(client.clone())
+                .create(&params, &binding)
+                .await
+                .unwrap();
+        }
+        "Role" => {
+            let role: Role = serde_json::from_value(doc.clone()).unwrap();
+            Api::namespaced(client.clone(), ns)
+                .create(&params, &role)
+                .await
+                .unwrap();
+        }
+        "RoleBinding" => {
+            let binding: RoleBinding = serde_json::from_value(doc.clone()).unwrap();
+            Api::namespaced(client.clone(), ns)
+                .create(&params, &binding)
+                .await
+                .unwrap();
+        }
+        other => panic!("unexpected kind {other} in config/rbac"),
+    }
+}
+
+/// The operator namespace, the project `ClusterRoles` the group bindings refer to (shipped with
+/// the platform's manifests), and `docs` (the RBAC manifests).
+pub async fn install(admin: &Client, docs: &[Value]) {
+    namespace(admin, "ambient-code", &[]).await;
+    for (role, verbs) in [
+        ("admin", json!(["*"])),
+        (
+            "edit",
+            json!(["get", "list", "watch", "create", "update", "patch"]),
+        ),
+        ("view", json!(["get", "list", "watch"])),
+    ] {
+        create(
+            admin,
+            &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": format!("ambient-project-{role}")},
+                "rules": [{"apiGroups": ["vteam.ambient-code"],
+                           "resources": ["agenticsessions", "projectsettings"],
+                           "verbs": verbs}]
+            }),
+        )
+        .await;
+    }
+    for doc in docs {
+        create(admin, doc).await;
+    }
+}
