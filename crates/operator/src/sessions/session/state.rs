@@ -222,7 +222,7 @@ pub fn next(from: Option<SessionPhase>, obs: &Observed) -> Transition {
             Some(Request::Start) => {
                 Transition::to(P::Pending, "Restarting", "restart requested").new_run()
             }
-            _ => terminal_stay(from, obs),
+            _ => terminal_stay(from),
         };
         t.acknowledge = obs.request.is_some();
         if t.to == from {
@@ -235,16 +235,9 @@ pub fn next(from: Option<SessionPhase>, obs: &Observed) -> Transition {
     t
 }
 
-fn terminal_stay(from: SessionPhase, obs: &Observed) -> Transition {
-    let reason = match from {
-        SessionPhase::Stopped => {
-            stop_condition_reason(obs.stopped_reason.unwrap_or(StoppedReason::User))
-        }
-        SessionPhase::Completed => "Completed",
-        _ => "",
-    };
-    // An empty reason keeps the recorded Ready condition as it is.
-    Transition::to(from, reason, "")
+fn terminal_stay(from: SessionPhase) -> Transition {
+    // An empty reason keeps the recorded Ready condition (written on the way in) as it is.
+    Transition::to(from, "", "")
 }
 
 fn active(from: SessionPhase, obs: &Observed) -> Transition {

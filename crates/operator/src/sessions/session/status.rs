@@ -327,6 +327,12 @@ mod tests {
         let patch = merge_patch(Some(&running), &done).unwrap().unwrap();
         assert_eq!(patch["phase"], "Completed");
         assert!(patch.get("startTime").is_none(), "{patch}");
+
+        // Settled: later reconciles of the completed session write nothing.
+        let idle = Observed::default();
+        let t = next(Some(SessionPhase::Completed), &idle);
+        let resync = desired(Some(&done), &t, &idle, &inputs(3600));
+        assert_eq!(merge_patch(Some(&done), &resync).unwrap(), None);
     }
 
     #[test]

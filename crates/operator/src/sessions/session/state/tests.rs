@@ -422,7 +422,7 @@ fn transition_table() {
             Some(P::Completed),
             obs(current(JobView::Complete, terminated(0, "Completed"))),
             P::Completed,
-            "Completed",
+            "",
             Effect::DeleteRun,
         ),
         (
@@ -430,7 +430,7 @@ fn transition_table() {
             Some(P::Completed),
             obs(RunView::Nothing),
             P::Completed,
-            "Completed",
+            "",
             Effect::None,
         ),
         (
@@ -468,7 +468,7 @@ fn transition_table() {
                 o.request = Some(Request::Stale);
             }),
             P::Completed,
-            "Completed",
+            "",
             Effect::None,
         ),
         (
@@ -478,7 +478,7 @@ fn transition_table() {
                 o.request = stop;
             }),
             P::Stopped,
-            "UserStopped",
+            "",
             Effect::None,
         ),
         (
