@@ -354,7 +354,7 @@ async fn create_run_complete() {
     create(
         &client,
         "happy",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "8",
                "devcluster.io/exit-code.ambient-code-runner": "0"}),
         json!({"initialPrompt": "hello", "timeout": 600,
                "userContext": {"userId": "u-1"}}),
@@ -573,10 +573,17 @@ async fn timeout_fails_with_reason_timeout() {
     let cluster = cluster().await;
     let client = cluster.client();
     let operator = Operator::start(&client);
-    create(&client, "slow", json!({}), json!({"timeout": 3})).await;
-    wait_phase(&client, "slow", SessionPhase::Running).await;
+    create(&client, "slow", json!({}), json!({"timeout": 5})).await;
+    let runner = job_eventually(&client, "slow").await;
+    assert_eq!(runner.spec.unwrap().active_deadline_seconds, Some(5));
     let failed = wait_phase(&client, "slow", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "Timeout");
+    assert!(
+        condition(&failed, "Ready")
+            .unwrap()
+            .message
+            .contains("spec.timeout")
+    );
     operator.stop().await;
 }
 
@@ -692,6 +699,21 @@ fn reconciles(metrics: &Metrics) -> u64 {
         .sum()
 }
 
+/// Polls until the session's runner Job exists.
+async fn job_eventually(client: &Client, session: &str) -> Job {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(j) = job(client, session).await {
+            return j;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Job for {session}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn job_named(client: &Client, session: &str) -> Job {
     job(client, session).await.expect("runner Job exists")
 }
@@ -738,8 +760,11 @@ async fn inactivity_stops_the_session() {
         json!({"inactivityTimeout": 3}),
     )
     .await;
-    wait_phase(&client, "sleepy", SessionPhase::Running).await;
     let stopped = wait_phase(&client, "sleepy", SessionPhase::Stopped).await;
+    assert!(
+        stopped.status.as_ref().unwrap().runner_started_at.is_some(),
+        "the idler only stops running sessions"
+    );
     assert_eq!(
         stopped.status.as_ref().unwrap().stopped_reason,
         Some(StoppedReason::Inactivity)
