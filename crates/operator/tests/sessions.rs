@@ -14,10 +14,14 @@ use agentic_api::sessions::{
     ANNOTATION_DESIRED_PHASE, ANNOTATION_STOP_REQUESTED_AT, AgenticSession, SessionPhase,
     StoppedReason,
 };
-use agentic_operator::runtime::{
-    config::{Environment, RunArgs, Settings},
-    manager::Manager,
-    metrics::Metrics,
+use agentic_operator::{
+    runtime::{
+        ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches,
+        config::{Environment, RunArgs, Settings},
+        manager::Manager,
+        metrics::Metrics,
+    },
+    sessions::session::config::SessionConfig,
 };
 use devcluster::{
     AdmissionHook, Hooks,
@@ -71,6 +75,10 @@ impl AdmissionHook for ScriptRunnerPods {
             );
             script.insert(
                 "devcluster.io/run-seconds.ambient-code-runner".into(),
+                json!("forever"),
+            );
+            script.insert(
+                "devcluster.io/run-seconds.state-sync".into(),
                 json!("forever"),
             );
             if let Some(s) = request.cluster.get(
@@ -174,8 +182,35 @@ struct Operator {
     metrics: Metrics,
 }
 
+/// The sessions family with the `state-sync` sidecar switched on.
+struct SessionsWithSidecar;
+
+impl Family for SessionsWithSidecar {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let mut config = SessionConfig::defaults(&rt.settings.runner_image, "ambient-code");
+        config.state_sync = true;
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
 impl Operator {
     fn start(client: &Client) -> Self {
+        Self::start_with(client, agentic_operator::families())
+    }
+
+    fn start_with(client: &Client, families: Vec<Box<dyn Family>>) -> Self {
         let args = RunArgs {
             metrics_bind_address: "0".into(),
             health_probe_bind_address: "0".into(),
@@ -187,7 +222,7 @@ impl Operator {
             &Environment::fixed([("POD_NAME", "sessions-test")], None),
         )
         .unwrap();
-        let manager = Manager::new(settings, agentic_operator::families());
+        let manager = Manager::new(settings, families);
         let metrics = manager.metrics().clone();
         let shutdown = CancellationToken::new();
         let run = manager.run_with_client(client.clone(), shutdown.clone());
@@ -565,6 +600,30 @@ async fn oom_while_running_fails() {
     let failed = wait_phase(&client, "oom", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "OOMKilled");
     assert!(condition(&failed, "Ready").unwrap().message.contains("137"));
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn oom_while_a_sidecar_keeps_the_pod_running_fails() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = Operator::start_with(&client, vec![Box::new(SessionsWithSidecar)]);
+    create(
+        &client,
+        "oom-sidecar",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+               "devcluster.io/oom-kill.ambient-code-runner": "true"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, "oom-sidecar", SessionPhase::Running).await;
+    let runner = job_named(&client, "oom-sidecar").await;
+    let containers = &runner.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(containers[1].name, "state-sync");
+    // The runner container dies while the sidecar keeps the pod Running (upstream kept such
+    // sessions Running until the idler fired).
+    let failed = wait_phase(&client, "oom-sidecar", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&failed), "OOMKilled");
     operator.stop().await;
 }
 

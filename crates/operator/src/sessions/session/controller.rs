@@ -95,10 +95,25 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-/// Subscribes to the watches the session controller needs and builds it.
+/// Subscribes to the watches the session controller needs and builds it, with settings from
+/// the process environment.
 pub fn controllers(
     rt: &RuntimeContext,
     watches: &mut SharedWatches,
+) -> Result<Vec<ControllerTask>, FamilyError> {
+    let config = SessionConfig::from_lookup(
+        &rt.settings.runner_image,
+        &rt.settings.backend_namespace,
+        |k| std::env::var(k).ok(),
+    );
+    controllers_with(rt, watches, config)
+}
+
+/// [`controllers`] with explicit settings (embedding and tests).
+pub fn controllers_with(
+    rt: &RuntimeContext,
+    watches: &mut SharedWatches,
+    config: SessionConfig,
 ) -> Result<Vec<ControllerTask>, FamilyError> {
     let client = rt.client.clone();
     let sessions = watches.subscribe(
@@ -125,11 +140,6 @@ pub fn controllers(
         Api::<ProjectSettings>::all(client.clone()),
         watcher::Config::default(),
     )?;
-    let config = SessionConfig::from_lookup(
-        &rt.settings.runner_image,
-        &rt.settings.backend_namespace,
-        |k| std::env::var(k).ok(),
-    );
     let metrics = SessionMetrics::default();
     let session_reader = sessions.reader.clone();
     rt.metrics

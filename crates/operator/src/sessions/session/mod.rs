@@ -16,5 +16,5 @@ pub mod names;
 pub mod state;
 pub mod status;
 
-pub use controller::controllers;
+pub use controller::{controllers, controllers_with};
 pub use error::SessionError;
