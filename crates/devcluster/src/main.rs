@@ -41,7 +41,8 @@ enum Command {
         )]
         webhook_services: Vec<devcluster::admission::ServiceMapping>,
         /// Serve HTTPS with a CA and serving certificate generated at start-up (the CA goes
-        /// into the kubeconfig).
+        /// into the kubeconfig). Without it, requests carrying no credentials run as the
+        /// admin, because kubectl sends none to an http:// server.
         #[arg(long)]
         tls: bool,
         /// Turn off authentication and RBAC: every request runs as the admin.
@@ -113,6 +114,11 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            if !tls && let Some(auth) = cluster.auth() {
+                // kubectl sends no credentials to an http:// server: keep the admin
+                // kubeconfig working (tokens are still checked).
+                auth.set_credentialless_admin(true);
+            }
             let mut out = std::io::stdout();
             let _ = writeln!(out, "ready {}", cluster.addr());
             let _ = out.flush();

@@ -1425,5 +1425,169 @@ async fn serve_binary_with_tls_has_rbac_on() {
         String::from_utf8_lossy(&out.stderr)
     );
     child.kill().await.unwrap();
+
+    // On plain HTTP kubectl sends no credentials, so those requests run as the admin;
+    // tokens are still checked.
+    let plain_kubeconfig = dir.join("plain-kubeconfig");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+        .arg("serve")
+        .arg("--kubeconfig")
+        .arg(&plain_kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_mins(1), lines.next_line())
+        .await
+        .expect("server started within 60 s")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(ready.starts_with("ready "), "{ready}");
+    let out = kubectl(&plain_kubeconfig, &["create", "serviceaccount", "bot"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &plain_kubeconfig,
+        &["--as", "system:serviceaccount:default:bot", "get", "pods"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "pods is forbidden: User \"system:serviceaccount:default:bot\" cannot list resource \"pods\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kc = kube::config::Kubeconfig::read_from(&plain_kubeconfig).unwrap();
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+    config.auth_info.token = Some("forged".to_string().into());
+    let client = kube::Client::try_from(config).unwrap();
+    let (code, _, _) = status(client.apiserver_version().await);
+    assert_eq!(code, 401);
+    child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn impersonation() {
+    // HTTPS: kubectl sends no credentials to an http:// server.
+    let dc = DevCluster::builder()
+        .tls(true)
+        .rbac(true)
+        .start()
+        .await
+        .unwrap();
+    namespace(&dc, "team").await;
+    service_account(&dc, "team", "worker").await;
+    role(
+        &dc,
+        "team",
+        "cm-reader",
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]),
+    )
+    .await;
+    role_binding(
+        &dc,
+        "team",
+        "cm-reader",
+        role_ref("Role", "cm-reader"),
+        json!([
+            {"kind": "ServiceAccount", "name": "worker", "namespace": "team"},
+            {"kind": "Group", "name": "devs"}
+        ]),
+    )
+    .await;
+    let impersonating = |user: &str, groups: Option<Vec<String>>| {
+        let mut config = dc.config().clone();
+        config.auth_info.impersonate = Some(user.to_string());
+        config.auth_info.impersonate_groups = groups;
+        kube::Client::try_from(config).unwrap()
+    };
+    // The admin may act as anyone; the request is then judged as that user.
+    let as_sa: Api<ConfigMap> = Api::namespaced(impersonating(SA, None), "team");
+    as_sa.list(&ListParams::default()).await.unwrap();
+    let m = forbidden(as_sa.create(&PostParams::default(), &cm("x")).await);
+    assert!(m.contains(&format!("User \"{SA}\" cannot create")), "{m}");
+    let as_alice: Api<ConfigMap> = Api::namespaced(impersonating("alice", None), "team");
+    let m = forbidden(as_alice.list(&ListParams::default()).await);
+    assert_eq!(
+        m,
+        "configmaps is forbidden: User \"alice\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+    let as_dev: Api<ConfigMap> = Api::namespaced(
+        impersonating("alice", Some(vec!["devs".to_string()])),
+        "team",
+    );
+    as_dev.list(&ListParams::default()).await.unwrap();
+
+    // kubectl --as works the same way.
+    let out = kubectl(
+        dc.kubeconfig_path(),
+        &["--as", SA, "get", "configmaps", "-n", "team"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        dc.kubeconfig_path(),
+        &["--as", "alice", "get", "secrets", "-n", "team"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("User \"alice\" cannot list resource \"secrets\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Others need the impersonate verb.
+    let token = dc
+        .service_account_token("team", "worker", Duration::from_hours(1))
+        .await
+        .unwrap();
+    let mut config = dc.config().clone();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        impersonate: Some("boss".into()),
+        ..kube::config::AuthInfo::default()
+    };
+    let client = kube::Client::try_from(config).unwrap();
+    let (code, reason, message) = status(client.apiserver_version().await);
+    assert_eq!((code, reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        message,
+        format!(
+            "users \"boss\" is forbidden: User \"{SA}\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+        )
+    );
+    cluster_role(
+        &dc,
+        "impersonator",
+        json!([{"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+                "resourceNames": ["boss"]}]),
+    )
+    .await;
+    cluster_role_binding(
+        &dc,
+        "impersonator",
+        "impersonator",
+        sa_subject("team", "worker"),
+    )
+    .await;
+    client.apiserver_version().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client, "team");
+    let m = forbidden(api.list(&ListParams::default()).await);
+    assert!(m.contains("User \"boss\" cannot list"), "{m}");
 }
