@@ -64,6 +64,9 @@ enum Command {
         /// Bytes of filler data in each config map.
         #[arg(long, default_value_t = Config::default().payload_bytes)]
         payload_bytes: usize,
+        /// Times to run every mode (modes alternate); targets use the median.
+        #[arg(long, default_value_t = Config::default().rounds)]
+        rounds: usize,
         /// Deadline of each phase, in seconds.
         #[arg(long = "phase-timeout", default_value_t = Config::default().phase_timeout_s)]
         phase_timeout_s: u64,
@@ -103,6 +106,7 @@ async fn main() -> ExitCode {
             page_size,
             payload_bytes,
             phase_timeout_s,
+            rounds,
             server_bin,
             no_build,
             server_args,
@@ -120,6 +124,7 @@ async fn main() -> ExitCode {
                 page_size,
                 payload_bytes,
                 phase_timeout_s,
+                rounds,
             };
             let modes: &[Mode] = match mode {
                 Modes::Both => &[Mode::Process, Mode::InProcess],

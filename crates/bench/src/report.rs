@@ -35,6 +35,9 @@ pub struct TargetCheck {
     pub value: f64,
     /// Whether the value meets the target (`>=` for higher, `<` for lower).
     pub met: bool,
+    /// The individual measurements `value` summarises (e.g. one per round), if several.
+    #[serde(default)]
+    pub samples: Vec<f64>,
 }
 
 impl TargetCheck {
@@ -59,6 +62,7 @@ impl TargetCheck {
             target,
             value,
             met,
+            samples: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ fn tiny() -> Config {
         page_size: 7,
         payload_bytes: 16,
         phase_timeout_s: 60,
+        rounds: 1,
     }
 }
 
@@ -30,6 +31,7 @@ async fn in_process_run_counts_everything() {
     assert_eq!(report.results.runs.len(), 1);
     let run = &report.results.runs[0];
     assert_eq!(run.mode, Mode::InProcess);
+    assert_eq!(run.round, 1);
     assert_eq!(run.server_pid, None);
 
     let w = &run.writes;
