@@ -20,7 +20,9 @@ use std::sync::{
 };
 
 use agentic_api::evaluations::Experiment;
-use futures::{Stream, StreamExt};
+use std::{fmt::Debug, hash::Hash};
+
+use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -31,6 +33,7 @@ use kube::{
         watcher,
     },
 };
+use serde::de::DeserializeOwned;
 
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
@@ -65,33 +68,43 @@ impl Family for Evaluations {
     }
 }
 
-/// A watch of a kind that may not be installed (Testkube's, the agent runtime's): its own
-/// cache and trigger stream, outside the shared watches so that a missing CRD neither blocks
-/// readiness nor stalls the Experiment watch. Watch errors are retried with backoff and
-/// logged at debug level; `synced` turns true after the first complete list.
-pub struct OptionalWatch {
+/// A watch with its own cache and trigger stream, outside the shared watches: for kinds that
+/// may not be installed (Testkube's, the agent runtime's), so that a missing CRD neither blocks
+/// readiness nor stalls the Experiment watch, and for children whose deletion must trigger a
+/// repair (shared subscriptions do not deliver deletions). Watch errors are retried with
+/// backoff and logged at debug level; `synced` turns true after the first complete list.
+pub struct OwnWatch<K: Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
     /// The cache.
-    pub store: Store<DynamicObject>,
+    pub store: Store<K>,
     /// Whether the first list completed.
     pub synced: Arc<AtomicBool>,
     /// Changed and deleted objects.
-    pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<DynamicObject, watcher::Error>> + Send>>,
+    pub stream: BoxStream<'static, Result<K, watcher::Error>>,
 }
 
-impl std::fmt::Debug for OptionalWatch {
+impl<K: Resource + Clone + 'static> std::fmt::Debug for OwnWatch<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OptionalWatch").finish_non_exhaustive()
+        f.debug_struct("OwnWatch").finish_non_exhaustive()
     }
 }
 
-/// Starts (lazily: nothing happens until the stream is polled) an [`OptionalWatch`] of `ar`.
-pub fn optional_watch(client: Client, ar: &ApiResource, config: watcher::Config) -> OptionalWatch {
-    let writer = Writer::new(ar.clone());
+/// Starts (lazily: nothing happens until the stream is polled) an [`OwnWatch`] of `api`.
+pub fn own_watch<K>(api: Api<K>, dyntype: K::DynamicType, config: watcher::Config) -> OwnWatch<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let kind = K::kind(&dyntype).into_owned();
+    let writer = Writer::new(dyntype);
     let store = writer.as_reader();
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
-    let kind = ar.kind.clone();
-    let api = Api::<DynamicObject>::all_with(client, ar);
     let stream = watcher(api, config)
         .default_backoff()
         .modify(|obj| obj.managed_fields_mut().clear())
@@ -116,11 +129,20 @@ pub fn optional_watch(client: Client, ar: &ApiResource, config: watcher::Config)
             }
         })
         .boxed();
-    OptionalWatch {
+    OwnWatch {
         store,
         synced,
         stream,
     }
+}
+
+/// An [`OwnWatch`] of a dynamic kind, across all namespaces.
+pub fn dynamic_watch(
+    client: Client,
+    ar: &ApiResource,
+    config: watcher::Config,
+) -> OwnWatch<DynamicObject> {
+    own_watch(Api::all_with(client, ar), ar.clone(), config)
 }
 
 /// The Experiment a generated object belongs to, from its owner annotation.
@@ -144,18 +166,19 @@ pub fn controller(
         Api::<Experiment>::all(client.clone()),
         watcher::Config::default(),
     )?;
-    let config_maps = watches.subscribe(
+    let config_maps = own_watch(
         Api::<ConfigMap>::all(client.clone()),
+        (),
         watcher::Config::default().labels(build::CHILD_SELECTOR),
-    )?;
+    );
     let children = watcher::Config::default().labels(build::CHILD_SELECTOR);
-    let workflows = optional_watch(
+    let workflows = dynamic_watch(
         client.clone(),
         &build::test_workflow_resource(),
         children.clone(),
     );
-    let triggers = optional_watch(client.clone(), &build::test_trigger_resource(), children);
-    let agents = optional_watch(
+    let triggers = dynamic_watch(client.clone(), &build::test_trigger_resource(), children);
+    let agents = dynamic_watch(
         client.clone(),
         &agent::agent_resource(),
         watcher::Config::default(),
@@ -165,7 +188,7 @@ pub fn controller(
         client,
         recorder: rt.recorders.recorder(CONTROLLER),
         testkube_namespace: rt.settings.testkube_namespace.clone(),
-        config_maps: config_maps.reader.clone(),
+        config_maps: config_maps.store.clone(),
         workflows: workflows.store.clone(),
         triggers: triggers.store.clone(),
         agents: agents.store.clone(),
@@ -180,20 +203,18 @@ pub fn controller(
         CONTROLLER,
         experiments,
         move |c| {
-            c.watches_shared_stream(config_maps.stream, |cm: Arc<ConfigMap>| {
-                owner_of(cm.as_ref())
-            })
-            .watches_stream_with(
-                workflows.stream,
-                |o: DynamicObject| owner_of(&o),
-                workflow_ar,
-            )
-            .watches_stream_with(triggers.stream, |o: DynamicObject| owner_of(&o), trigger_ar)
-            .watches_stream_with(
-                agents.stream,
-                move |agent: DynamicObject| referencing(&index, &agent),
-                agent_ar,
-            )
+            c.watches_stream(config_maps.stream, |cm: ConfigMap| owner_of(&cm))
+                .watches_stream_with(
+                    workflows.stream,
+                    |o: DynamicObject| owner_of(&o),
+                    workflow_ar,
+                )
+                .watches_stream_with(triggers.stream, |o: DynamicObject| owner_of(&o), trigger_ar)
+                .watches_stream_with(
+                    agents.stream,
+                    move |agent: DynamicObject| referencing(&index, &agent),
+                    agent_ar,
+                )
         },
         reconcile::reconcile,
         ctx,

@@ -1,0 +1,879 @@
+//! The evaluations family against the dev cluster: CRD validation, create → `ConfigMap`,
+//! `TestWorkflow` and `TestTrigger` → update → delete → cascade, both namespace modes, repair of
+//! drifted or deleted children, a missing `TestWorkflow` CRD, and an operator restart. Tests
+//! named after an upstream bug fail on the upstream operator's behaviour.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use agentic_operator::runtime::{
+    config::{Environment, RunArgs, Settings},
+    manager::Manager,
+    startup::RunError,
+};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Namespace},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    core::GroupVersionKind,
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_mins(1);
+
+fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn experiments() -> ApiResource {
+    resource(
+        "testbench.agentic-layer.ai",
+        "v1alpha1",
+        "Experiment",
+        "experiments",
+    )
+}
+fn workflows() -> ApiResource {
+    resource(
+        "testworkflows.testkube.io",
+        "v1",
+        "TestWorkflow",
+        "testworkflows",
+    )
+}
+fn triggers() -> ApiResource {
+    resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
+}
+fn agents() -> ApiResource {
+    resource("runtime.agentic-layer.ai", "v1alpha1", "Agent", "agents")
+}
+
+fn fixture(name: &str) -> CustomResourceDefinition {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../devcluster/fixtures/evaluations")
+        .join(name);
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut get: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = get().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_crd(client: &Client, crd: &CustomResourceDefinition, plural: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.create(&PostParams::default(), crd).await.unwrap();
+    let gv = format!("{}/{}", crd.spec.group, crd.spec.versions[0].name);
+    eventually(&format!("{plural} to be served"), || async {
+        client
+            .list_api_group_resources(&gv)
+            .await
+            .ok()
+            .filter(|l| l.resources.iter().any(|r| r.name == plural))
+    })
+    .await;
+}
+
+async fn install_experiment_crd(client: &Client) {
+    let crd = agentic_api::crds::all()
+        .into_iter()
+        .find(|c| c.spec.group == agentic_api::evaluations::GROUP)
+        .unwrap();
+    create_crd(client, &crd, "experiments").await;
+}
+
+async fn install_testkube(client: &Client) {
+    create_crd(
+        client,
+        &fixture("testworkflows.testkube.io.yaml"),
+        "testworkflows",
+    )
+    .await;
+    create_crd(
+        client,
+        &fixture("testtriggers.tests.testkube.io.yaml"),
+        "testtriggers",
+    )
+    .await;
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.unwrap();
+}
+
+/// A dev cluster with the Experiment CRD, the Agent CRD, the agent runtime simulator and
+/// (when `testkube`) Testkube's CRDs, plus namespaces `team`, `agents` and `testkube`.
+async fn cluster(testkube: bool) -> devcluster::DevCluster {
+    crypto();
+    let dc = devcluster::DevCluster::builder()
+        .with_simulators("agent-runtime".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let client = dc.client();
+    install_experiment_crd(&client).await;
+    create_crd(
+        &client,
+        &fixture("agents.runtime.agentic-layer.ai.yaml"),
+        "agents",
+    )
+    .await;
+    if testkube {
+        install_testkube(&client).await;
+    }
+    for ns in ["team", "agents", "testkube"] {
+        namespace(&client, ns).await;
+    }
+    dc
+}
+
+struct Operator {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Operator {
+    fn start(client: Client, testkube_namespace: Option<&str>) -> Self {
+        let args = RunArgs {
+            metrics_bind_address: "0".into(),
+            health_probe_bind_address: "0".into(),
+            webhook_bind_address: "0".into(),
+            controllers: Some(vec!["evaluations".into()]),
+            testkube_namespace: testkube_namespace.map(str::to_owned),
+            ..RunArgs::default()
+        };
+        let settings =
+            Settings::resolve(&args, &Environment::fixed([("POD_NAME", "op")], None)).unwrap();
+        let manager = Manager::new(settings, agentic_operator::families());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(manager.run_with_client(client, shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn api(client: &Client, ar: &ApiResource, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, ar)
+}
+
+async fn create(client: &Client, ar: &ApiResource, ns: &str, body: Value) -> DynamicObject {
+    let obj: DynamicObject = serde_json::from_value(body).unwrap();
+    api(client, ar, ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap()
+}
+
+async fn merge(client: &Client, ar: &ApiResource, ns: &str, name: &str, patch: Value) {
+    api(client, ar, ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn get(client: &Client, ar: &ApiResource, ns: &str, name: &str) -> Option<Value> {
+    api(client, ar, ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
+}
+
+async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+fn condition<'a>(exp: &'a Value, type_: &str) -> Option<&'a Value> {
+    exp.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until `name`'s condition `type_` has `status` (and `reason` when given).
+async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Value {
+    eventually(&format!("{type_}={status} on {ns}/{name}"), || async {
+        let exp = get(client, &experiments(), ns, name).await?;
+        let c = condition(&exp, type_)?;
+        (c["status"] == status
+            && reason.is_none_or(|r| c["reason"] == r)
+            && c["observedGeneration"] == exp["metadata"]["generation"])
+            .then_some(exp)
+    })
+    .await
+}
+
+async fn wait_gone(client: &Client, ar: &ApiResource, ns: &str, name: &str) {
+    eventually(
+        &format!("{} {ns}/{name} to be deleted", ar.kind),
+        || async { get(client, ar, ns, name).await.is_none().then_some(()) },
+    )
+    .await;
+}
+
+fn scenarios_experiment(name: &str) -> Value {
+    json!({
+        "apiVersion": "testbench.agentic-layer.ai/v1alpha1",
+        "kind": "Experiment",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {
+            "agentRef": {"name": "weather-agent", "namespace": "agents"},
+            "llmAsAJudgeModel": "gemini-2.5-flash-lite",
+            "defaultThreshold": 0,
+            "scenarios": [{
+                "name": "Weather in New York",
+                "steps": [{
+                    "input": "What is the weather like in New York right now?",
+                    "reference": {"toolCalls": [{"name": "get_weather", "args": {"city": "New York"}}, {"name": "now"}], "topics": ["weather"]},
+                    "customValues": {"retrieved_contexts": ["sunny"]},
+                    "metrics": [
+                        {"metricName": "AgentGoalAccuracyWithoutReference", "threshold": 0},
+                        {"metricName": "TopicAdherence", "parameters": {"mode": "precision"}}
+                    ]
+                }]
+            }]
+        }
+    })
+}
+
+async fn create_agent(client: &Client, port: u16) {
+    create(
+        client,
+        &agents(),
+        "agents",
+        json!({
+            "apiVersion": "runtime.agentic-layer.ai/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "weather-agent", "namespace": "agents"},
+            "spec": {"protocols": [{"type": "A2A", "port": port}]}
+        }),
+    )
+    .await;
+}
+
+fn use_names(workflow: &Value) -> Vec<String> {
+    workflow["spec"]["use"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn generated(exp: &Value) -> Vec<String> {
+    exp["status"]["generatedResources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn crd_rejects_invalid_experiments_naming_the_field() {
+    let dc = cluster(false).await;
+    let client = dc.client();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "threshold-above-one",
+            json!({"agentRef": {"name": "a"}, "defaultThreshold": 1.5, "scenarios": [{"name": "s", "steps": [{"input": "i"}]}]}),
+            "spec.defaultThreshold",
+        ),
+        (
+            "negative-metric-threshold",
+            json!({"agentRef": {"name": "a"}, "scenarios": [{"name": "s", "steps": [{"input": "i", "metrics": [{"metricName": "m", "threshold": -0.5}]}]}]}),
+            "threshold",
+        ),
+        (
+            "missing-agent-ref",
+            json!({"scenarios": [{"name": "s", "steps": [{"input": "i"}]}]}),
+            "agentRef",
+        ),
+        (
+            "missing-step-input",
+            json!({"agentRef": {"name": "a"}, "scenarios": [{"name": "s", "steps": [{}]}]}),
+            "input",
+        ),
+        (
+            "both-dataset-and-scenarios",
+            json!({"agentRef": {"name": "a"}, "dataset": {"url": "https://x/d.json"}, "scenarios": [{"name": "s", "steps": [{"input": "i"}]}]}),
+            "dataset and scenarios are mutually exclusive",
+        ),
+        (
+            "neither-dataset-nor-scenarios",
+            json!({"agentRef": {"name": "a"}}),
+            "one of dataset or scenarios must be set",
+        ),
+    ];
+    for (name, spec, needle) in cases {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "testbench.agentic-layer.ai/v1alpha1",
+            "kind": "Experiment",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": spec
+        }))
+        .unwrap();
+        let err = api(&client, &experiments(), "team")
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect_err(name);
+        let kube::Error::Api(status) = err else {
+            panic!("{name}: {err}")
+        };
+        assert_eq!(status.code, 422, "{name}: {status:?}");
+        assert!(
+            status.message.contains(needle),
+            "{name}: {}",
+            status.message
+        );
+    }
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, step by step
+async fn create_update_delete_cascade_in_the_experiment_namespace() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    create_agent(&client, 9000).await;
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("weather"),
+    )
+    .await;
+
+    let exp = wait_condition(
+        &client,
+        "team",
+        "weather",
+        "Ready",
+        "True",
+        Some("ReconcileSucceeded"),
+    )
+    .await;
+    assert_eq!(
+        condition(&exp, "WorkflowReady").unwrap()["reason"],
+        "WorkflowCreated"
+    );
+    assert_eq!(generated(&exp), ["ConfigMap", "TestWorkflow"]);
+
+    // experiment.json in the snake_case contract, with zero thresholds and args defaulted.
+    let cm = config_map(&client, "team", "weather-experiment")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "Experiment"
+    );
+    let doc: Value = serde_json::from_str(&cm.data.unwrap()["experiment.json"]).unwrap();
+    assert_eq!(doc["llm_as_a_judge_model"], "gemini-2.5-flash-lite");
+    assert_eq!(doc["default_threshold"], json!(0.0));
+    let step = &doc["scenarios"][0]["steps"][0];
+    assert_eq!(
+        step["reference"]["tool_calls"][1],
+        json!({"name": "now", "args": {}})
+    );
+    assert_eq!(step["metrics"][0]["threshold"], json!(0.0));
+    assert_eq!(
+        step["metrics"][1]["parameters"],
+        json!({"mode": "precision"})
+    );
+    assert_eq!(
+        step["custom_values"],
+        json!({"retrieved_contexts": ["sunny"]})
+    );
+
+    // The agent URL comes from the simulated runtime's status.url, without the card suffix.
+    let wf = eventually("the TestWorkflow to use the Agent's status URL", || async {
+        get(&client, &workflows(), "team", "weather-workflow")
+            .await
+            .filter(|w| {
+                w["spec"]["use"][0]["config"]["agentUrl"]
+                    == "http://weather-agent.agents.svc.cluster.local:9000"
+            })
+    })
+    .await;
+    assert_eq!(
+        use_names(&wf),
+        [
+            "run-template",
+            "evaluate-template",
+            "publish-template",
+            "visualize-template"
+        ]
+    );
+    assert_eq!(
+        wf["spec"]["content"]["files"][0]["path"],
+        "/data/datasets/experiment.json"
+    );
+    assert_eq!(wf["metadata"]["ownerReferences"][0]["kind"], "Experiment");
+    let exp = wait_condition(
+        &client,
+        "team",
+        "weather",
+        "AgentResolved",
+        "True",
+        Some("AgentStatusURL"),
+    )
+    .await;
+    assert!(
+        condition(&exp, "AgentResolved").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains(":9000")
+    );
+
+    // Enable the trigger.
+    merge(
+        &client,
+        &experiments(),
+        "team",
+        "weather",
+        json!({"spec": {"trigger": {"enabled": true, "concurrencyPolicy": "Replace"}}}),
+    )
+    .await;
+    let trigger = eventually("the TestTrigger", || async {
+        get(&client, &triggers(), "team", "weather-trigger").await
+    })
+    .await;
+    assert_eq!(
+        trigger["spec"]["resourceSelector"],
+        json!({"name": "weather-agent", "namespace": "agents"})
+    );
+    assert_eq!(trigger["spec"]["concurrencyPolicy"], "replace");
+    assert_eq!(
+        trigger["spec"]["testSelector"],
+        json!({"name": "weather-workflow", "namespace": "team"})
+    );
+    let exp = wait_condition(&client, "team", "weather", "Ready", "True", None).await;
+    assert_eq!(
+        generated(&exp),
+        ["ConfigMap", "TestWorkflow", "TestTrigger"]
+    );
+
+    // Disable it again: the trigger goes.
+    merge(
+        &client,
+        &experiments(),
+        "team",
+        "weather",
+        json!({"spec": {"trigger": {"enabled": false}}}),
+    )
+    .await;
+    wait_gone(&client, &triggers(), "team", "weather-trigger").await;
+
+    // Switch to dataset mode.
+    merge(&client, &experiments(), "team", "weather", json!({"spec": {"scenarios": null, "dataset": {"s3": {"bucket": "testbench", "key": "dataset.json"}}}})).await;
+    let wf = eventually("the workflow in dataset mode", || async {
+        get(&client, &workflows(), "team", "weather-workflow")
+            .await
+            .filter(|w| w["spec"]["use"][0]["name"] == "setup-template")
+    })
+    .await;
+    assert_eq!(
+        wf["spec"]["use"][0]["config"],
+        json!({"bucket": "testbench", "key": "dataset.json"})
+    );
+    assert!(wf.pointer("/spec/content/files").is_none(), "{wf}");
+    let cm = config_map(&client, "team", "weather-experiment")
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(&cm.data.unwrap()["experiment.json"]).unwrap();
+    assert_eq!(doc["scenarios"], json!([]));
+
+    // Delete: owner references cascade.
+    api(&client, &experiments(), "team")
+        .delete("weather", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_gone(&client, &workflows(), "team", "weather-workflow").await;
+    eventually("the ConfigMap to be deleted", || async {
+        config_map(&client, "team", "weather-experiment")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    op.stop().await;
+}
+
+/// Upstream watched only `ConfigMaps`, so a changed or deleted `TestWorkflow` or `TestTrigger`
+/// stayed broken until the 10-hour resync.
+#[tokio::test]
+async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    let mut body = scenarios_experiment("drift");
+    body["spec"]["trigger"] = json!({"enabled": true});
+    create(&client, &experiments(), "team", body).await;
+    wait_condition(&client, "team", "drift", "Ready", "True", None).await;
+    eventually("the trigger", || async {
+        get(&client, &triggers(), "team", "drift-trigger").await
+    })
+    .await;
+
+    merge(
+        &client,
+        &workflows(),
+        "team",
+        "drift-workflow",
+        json!({"spec": {"use": [{"name": "something-else"}]}}),
+    )
+    .await;
+    eventually("the workflow to be restored", || async {
+        get(&client, &workflows(), "team", "drift-workflow")
+            .await
+            .filter(|w| w["spec"]["use"][0]["name"] == "run-template")
+    })
+    .await;
+
+    api(&client, &triggers(), "team")
+        .delete("drift-trigger", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the trigger to be recreated", || async {
+        get(&client, &triggers(), "team", "drift-trigger")
+            .await
+            .filter(|t| t["metadata"]["deletionTimestamp"].is_null())
+    })
+    .await;
+
+    Api::<ConfigMap>::namespaced(client.clone(), "team")
+        .delete("drift-experiment", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ConfigMap to be recreated", || async {
+        config_map(&client, "team", "drift-experiment").await
+    })
+    .await;
+    op.stop().await;
+}
+
+/// Upstream created workflows and triggers in the Experiment's namespace, where Testkube does
+/// not look.
+#[tokio::test]
+async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), Some("testkube"));
+    let mut body = scenarios_experiment("weather");
+    body["spec"]["trigger"] = json!({"enabled": true});
+    create(&client, &experiments(), "team", body).await;
+    let exp = wait_condition(&client, "team", "weather", "Ready", "True", None).await;
+    assert!(
+        exp["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "testbench.agentic-layer.ai/testkube-cleanup"),
+        "{exp}"
+    );
+    let wf = get(&client, &workflows(), "testkube", "weather-team-workflow")
+        .await
+        .unwrap();
+    assert!(wf["metadata"].get("ownerReferences").is_none());
+    assert_eq!(
+        wf["metadata"]["labels"]["testbench.agentic-layer.ai/experiment-namespace"],
+        "team"
+    );
+    assert_eq!(
+        wf["spec"]["content"]["files"][0]["contentFrom"]["configMapKeyRef"]["name"],
+        "weather-team-experiment"
+    );
+    assert!(
+        config_map(&client, "testkube", "weather-team-experiment")
+            .await
+            .is_some()
+    );
+    let trigger = get(&client, &triggers(), "testkube", "weather-team-trigger")
+        .await
+        .unwrap();
+    assert_eq!(
+        trigger["spec"]["testSelector"],
+        json!({"name": "weather-team-workflow", "namespace": "testkube"})
+    );
+    assert!(
+        get(&client, &workflows(), "team", "weather-workflow")
+            .await
+            .is_none()
+    );
+
+    api(&client, &experiments(), "team")
+        .delete("weather", &DeleteParams::background())
+        .await
+        .unwrap();
+    wait_gone(&client, &experiments(), "team", "weather").await;
+    wait_gone(&client, &workflows(), "testkube", "weather-team-workflow").await;
+    wait_gone(&client, &triggers(), "testkube", "weather-team-trigger").await;
+    assert!(
+        config_map(&client, "testkube", "weather-team-experiment")
+            .await
+            .is_none()
+    );
+    op.stop().await;
+}
+
+/// Upstream reported `Ready=True` without the `TestWorkflow` CRD and never retried.
+#[tokio::test]
+async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
+    let dc = cluster(false).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("early"),
+    )
+    .await;
+    let exp = wait_condition(
+        &client,
+        "team",
+        "early",
+        "WorkflowReady",
+        "False",
+        Some("CRDNotInstalled"),
+    )
+    .await;
+    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "False");
+    assert_eq!(generated(&exp), ["ConfigMap"]);
+
+    install_testkube(&client).await;
+    wait_condition(
+        &client,
+        "team",
+        "early",
+        "WorkflowReady",
+        "True",
+        Some("WorkflowCreated"),
+    )
+    .await;
+    wait_condition(&client, "team", "early", "Ready", "True", None).await;
+    assert!(
+        get(&client, &workflows(), "team", "early-workflow")
+            .await
+            .is_some()
+    );
+    op.stop().await;
+}
+
+/// Without an Agent, the Service DNS form is used and the status says so; when the Agent
+/// appears its URL is picked up from the watch.
+#[tokio::test]
+async fn agent_url_follows_the_agent() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("later"),
+    )
+    .await;
+    let exp = wait_condition(
+        &client,
+        "team",
+        "later",
+        "AgentResolved",
+        "False",
+        Some("AgentNotFound"),
+    )
+    .await;
+    assert!(
+        condition(&exp, "AgentResolved").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("http://weather-agent.agents:8000")
+    );
+    let wf = get(&client, &workflows(), "team", "later-workflow")
+        .await
+        .unwrap();
+    assert_eq!(
+        wf["spec"]["use"][0]["config"]["agentUrl"],
+        "http://weather-agent.agents:8000"
+    );
+
+    create_agent(&client, 9100).await;
+    eventually("the workflow to use the Agent's URL", || async {
+        get(&client, &workflows(), "team", "later-workflow")
+            .await
+            .filter(|w| {
+                w["spec"]["use"][0]["config"]["agentUrl"]
+                    == "http://weather-agent.agents.svc.cluster.local:9100"
+            })
+    })
+    .await;
+    wait_condition(
+        &client,
+        "team",
+        "later",
+        "AgentResolved",
+        "True",
+        Some("AgentStatusURL"),
+    )
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn restart_converges_without_rewriting_children() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    create_agent(&client, 9000).await;
+    let op = Operator::start(client.clone(), None);
+    let mut body = scenarios_experiment("steady");
+    body["spec"]["trigger"] = json!({"enabled": true});
+    create(&client, &experiments(), "team", body).await;
+    wait_condition(
+        &client,
+        "team",
+        "steady",
+        "AgentResolved",
+        "True",
+        Some("AgentStatusURL"),
+    )
+    .await;
+    let before = wait_condition(&client, "team", "steady", "Ready", "True", None).await;
+    op.stop().await;
+
+    let versions = |w: Option<Value>| w.unwrap()["metadata"]["resourceVersion"].clone();
+    let wf_rv = versions(get(&client, &workflows(), "team", "steady-workflow").await);
+    let tr_rv = versions(get(&client, &triggers(), "team", "steady-trigger").await);
+    let cm_rv = config_map(&client, "team", "steady-experiment")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    // A change made while the operator is down is picked up after the restart.
+    merge(
+        &client,
+        &experiments(),
+        "team",
+        "steady",
+        json!({"spec": {"llmAsAJudgeModel": "gpt-4o"}}),
+    )
+    .await;
+    let op = Operator::start(client.clone(), None);
+    eventually(
+        "the ConfigMap to follow the change made while stopped",
+        || async {
+            config_map(&client, "team", "steady-experiment")
+                .await
+                .filter(|cm| cm.data.as_ref().unwrap()["experiment.json"].contains("gpt-4o"))
+        },
+    )
+    .await;
+    let after = wait_condition(&client, "team", "steady", "Ready", "True", None).await;
+    // The objects that did not change were not rewritten, and the condition did not flip.
+    assert_eq!(
+        versions(get(&client, &workflows(), "team", "steady-workflow").await),
+        wf_rv
+    );
+    assert_eq!(
+        versions(get(&client, &triggers(), "team", "steady-trigger").await),
+        tr_rv
+    );
+    assert_ne!(
+        config_map(&client, "team", "steady-experiment")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        cm_rv
+    );
+    assert_eq!(
+        condition(&before, "Ready").unwrap()["lastTransitionTime"],
+        condition(&after, "Ready").unwrap()["lastTransitionTime"]
+    );
+    op.stop().await;
+}
+
+/// An invalid spec that the installed CRD lets through (an older CRD without the CEL rules)
+/// gets `Ready=False` naming the field, and nothing is generated.
+#[tokio::test]
+async fn invalid_trigger_event_is_reported_on_the_experiment() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    let mut body = scenarios_experiment("bad-event");
+    body["spec"]["trigger"] = json!({"enabled": true, "event": "on_push"});
+    create(&client, &experiments(), "team", body).await;
+    let exp = wait_condition(
+        &client,
+        "team",
+        "bad-event",
+        "Ready",
+        "False",
+        Some("ReconcileFailed"),
+    )
+    .await;
+    let message = condition(&exp, "Ready").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("spec.trigger.event"), "{message}");
+    assert!(
+        get(&client, &triggers(), "team", "bad-event-trigger")
+            .await
+            .is_none()
+    );
+    merge(
+        &client,
+        &experiments(),
+        "team",
+        "bad-event",
+        json!({"spec": {"trigger": {"event": "modified"}}}),
+    )
+    .await;
+    wait_condition(&client, "team", "bad-event", "Ready", "True", None).await;
+    assert!(
+        get(&client, &triggers(), "team", "bad-event-trigger")
+            .await
+            .is_some()
+    );
+    op.stop().await;
+}
