@@ -63,8 +63,6 @@ const fn rule(
     }
 }
 
-const WATCH: &[&str] = &["get", "list", "watch"];
-
 /// Every cluster-wide permission of the operator.
 pub const CLUSTER_RULES: &[Rule] = &[
     // Runtime.
@@ -78,20 +76,20 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &[""],
         &["namespaces"],
-        WATCH,
+        &["list", "watch"],
         "sessions: watch namespaces labelled ambient-code.io/managed=true",
     ),
     rule(
         &["vteam.ambient-code"],
         &["projectsettings"],
-        &["get", "list", "watch", "create"],
+        &["list", "watch", "create"],
         "sessions: watch ProjectSettings; create the default one in managed namespaces",
     ),
     rule(
         &["vteam.ambient-code"],
         &["projectsettings/status"],
-        &["get", "patch", "update"],
-        "sessions: ProjectSettings status",
+        &["patch"],
+        "sessions: ProjectSettings status (merge patch)",
     ),
     rule(
         &["vteam.ambient-code"],
@@ -113,18 +111,14 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &["rbac.authorization.k8s.io"],
         &["roles", "rolebindings"],
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        "sessions: group RoleBindings, scheduled-session and per-session Roles/RoleBindings (server-side apply; pruning)",
+        &["list", "watch", "create", "patch", "delete"],
+        "sessions: group RoleBindings, scheduled-session and per-session Roles/RoleBindings (server-side apply; pruning; roleRef changes)",
     ),
     rule(
         &[""],
         &["serviceaccounts"],
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        "sessions: ambient-session-trigger and per-session ServiceAccounts",
+        &["list", "watch", "create", "patch"],
+        "sessions: ambient-session-trigger and per-session ServiceAccounts (server-side apply)",
     ),
     rule(
         &[""],
@@ -135,7 +129,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &[""],
         &["limitranges"],
-        &["get", "list", "watch", "create"],
+        &["list", "watch", "create"],
         "sessions: the ambient-default-limits LimitRange (created once)",
     ),
     // Sessions family: AgenticSession.
@@ -143,55 +137,37 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &["vteam.ambient-code"],
         &["agenticsessions"],
         &["get", "list", "watch", "create", "update", "patch"],
-        "sessions: watch AgenticSessions, clear request annotations; held so the per-session and scheduled-session Roles can grant it",
+        "sessions: watch AgenticSessions and patch request annotations; get/create/update are held so the per-session and scheduled-session Roles can grant them",
     ),
     rule(
         &["vteam.ambient-code"],
         &["agenticsessions/status"],
-        &["get", "patch", "update"],
-        "sessions: AgenticSession status",
+        &["patch"],
+        "sessions: AgenticSession status (merge patch)",
     ),
     rule(
         &["batch"],
         &["jobs"],
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        "sessions: runner Jobs",
+        &["list", "watch", "create", "patch", "delete"],
+        "sessions: runner Jobs (server-side apply; deleted on stop)",
     ),
     rule(
         &[""],
         &["pods"],
-        WATCH,
-        "sessions: runner pod state (label-selected watch)",
+        &["list", "watch", "delete"],
+        "sessions: runner pod state (label-selected watch); stray runner pods are deleted",
     ),
     rule(
         &[""],
         &["services"],
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        "sessions: per-session Services",
+        &["create"],
+        "sessions: per-session Services (owned by the Job, so garbage-collected with it)",
     ),
     rule(
         &[""],
         &["secrets"],
-        &[
-            "get", "list", "watch", "create", "update", "patch", "delete",
-        ],
-        "sessions: runner-token Secrets and copied integration Secrets; held so the per-session Role can grant get",
-    ),
-    rule(
-        &[""],
-        &["configmaps"],
-        &["get"],
-        "sessions: the trusted-ca-bundle ConfigMap of a project",
-    ),
-    rule(
-        &["networking.k8s.io"],
-        &["networkpolicies"],
-        &["get", "list", "watch", "create", "update", "patch"],
-        "sessions: the runner-allow-backend-only NetworkPolicy",
+        &["get", "list", "watch", "create", "patch"],
+        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh); get is also held so the per-session Role can grant it",
     ),
     rule(
         &["authorization.k8s.io"],
@@ -208,20 +184,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
 ];
 
 /// What leader election needs in the operator's namespace.
-pub const LEADER_ELECTION_RULES: &[Rule] = &[
-    rule(
-        &["coordination.k8s.io"],
-        &["leases"],
-        &["get", "create", "update"],
-        "runtime: the leader-election Lease",
-    ),
-    rule(
-        &["events.k8s.io"],
-        &["events"],
-        &["create", "patch"],
-        "runtime: Events in the operator's namespace",
-    ),
-];
+pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
+    &["coordination.k8s.io"],
+    &["leases"],
+    &["get", "create", "update"],
+    "runtime: the leader-election Lease",
+)];
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
