@@ -148,6 +148,11 @@ async fn cluster() -> devcluster::DevCluster {
 }
 
 async fn namespace(client: &Client, name: &str, managed: bool) {
+    bare_namespace(client, name, managed).await;
+    runner_secret(client, name).await;
+}
+
+async fn bare_namespace(client: &Client, name: &str, managed: bool) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let labels = if managed {
         json!({"ambient-code.io/managed": "true"})
@@ -163,6 +168,9 @@ async fn namespace(client: &Client, name: &str, managed: bool) {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
+}
+
+async fn runner_secret(client: &Client, name: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -1018,5 +1026,48 @@ async fn examples_complete_and_stop() {
         stopped.status.unwrap().stopped_reason,
         Some(StoppedReason::User)
     );
+    operator.stop().await;
+}
+
+#[tokio::test]
+async fn waits_for_the_runner_secret_and_then_starts_fresh() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    bare_namespace(&client, "no-keys", true).await;
+    let operator = Operator::start(&client);
+    let api: Api<AgenticSession> = Api::namespaced(client.clone(), "no-keys");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "no-keys");
+    let session: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": "early"}, "spec": {"initialPrompt": "first"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &session).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let blocked = loop {
+        let s = api.get("early").await.unwrap();
+        if condition(&s, "SecretsReady").is_some_and(|c| c.reason == "RunnerSecretMissing") {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never blocked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(blocked.phase(), SessionPhase::Pending);
+    assert!(blocked.status.as_ref().unwrap().start_time.is_some());
+    assert!(jobs.get_opt("early-job").await.unwrap().is_none());
+
+    runner_secret(&client, "no-keys").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let job = loop {
+        if let Some(job) = jobs.get_opt("early-job").await.unwrap() {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // startTime existed before the runner ever ran; this is still the first run, so the
+    // initial prompt is not skipped (upstream set IS_RESUME here).
+    assert_eq!(env_value(&job, "IS_RESUME"), None);
+    assert_eq!(env_value(&job, "INITIAL_PROMPT").as_deref(), Some("first"));
     operator.stop().await;
 }
