@@ -464,6 +464,15 @@ async fn create_run_complete() {
             .contains_key("ambient-code.io/token-refreshed-at")
     );
 
+    eventually("the active gauge to count the session", || async {
+        operator
+            .metrics
+            .encode()
+            .unwrap()
+            .contains("ambient_sessions_active{namespace=\"team-a\"} 1")
+    })
+    .await;
+
     // A start request while Running is acknowledged and does nothing (upstream left it in
     // place and restarted the session once it completed).
     annotate(
