@@ -483,3 +483,91 @@ async fn converged_project_makes_no_writes() {
     );
     operator.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_objects_are_adopted_or_kept_and_watch_failures_are_survived() {
+    let cluster = cluster(false).await;
+    let client = cluster.client();
+    namespace(&client, "team-e", &[]).await;
+    // What the previous operator and an administrator left behind.
+    let limits: LimitRange = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "LimitRange",
+        "metadata": {"name": "ambient-default-limits", "namespace": "team-e"},
+        "spec": {"limits": [{"type": "Container",
+                             "defaultRequest": {"cpu": "500m", "memory": "1Gi"},
+                             "default": {"cpu": "4", "memory": "8Gi"}}]}
+    }))
+    .unwrap();
+    Api::<LimitRange>::namespaced(client.clone(), "team-e")
+        .create(&kube::api::PostParams::default(), &limits)
+        .await
+        .unwrap();
+    for (name, group, role) in [("devs-edit", "devs", "edit"), ("old-view", "old", "view")] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": "team-e",
+                         "labels": {"ambient-code.io/managed": "true"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": format!("ambient-project-{role}")},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                          "name": group}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(client.clone(), "team-e")
+            .create(&kube::api::PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    Api::<ProjectSettings>::namespaced(client.clone(), "team-e")
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "ProjectSettings",
+                "metadata": {"name": "projectsettings", "namespace": "team-e"},
+                "spec": {"groupAccess": [{"groupName": "devs", "role": "edit"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let operator = Operator::start(client.clone(), settings("op", |_| {}));
+    label_managed(&client, "team-e").await;
+    let ps = wait_ready(&client, "team-e", 1).await;
+
+    // The administrator's LimitRange stays as it is.
+    let limits = Api::<LimitRange>::namespaced(client.clone(), "team-e")
+        .get("ambient-default-limits")
+        .await
+        .unwrap();
+    let item = &limits.spec.unwrap().limits[0];
+    assert_eq!(item.default_request.as_ref().unwrap()["cpu"].0, "500m");
+    assert_eq!(item.default.as_ref().unwrap()["memory"].0, "8Gi");
+    // The binding still in the spec is adopted; the other one is not ours to delete.
+    let rbs = Api::<RoleBinding>::namespaced(client.clone(), "team-e");
+    eventually("devs-edit to be adopted", || async {
+        rbs.get("devs-edit")
+            .await
+            .unwrap()
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == ps.metadata.uid.as_ref() && o.controller == Some(true))
+    })
+    .await;
+
+    // Watches cut and resource versions expired: the controllers re-list and carry on.
+    cluster.cut_watches();
+    cluster.expire_resource_versions();
+    namespace(&client, "team-f", &[MANAGED]).await;
+    wait_ready(&client, "team-f", 0).await;
+    set_group_access(&client, "team-e", json!([])).await;
+    wait_ready(&client, "team-e", 0).await;
+    eventually("the adopted binding to be pruned", || async {
+        rbs.get_opt("devs-edit").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        rbs.get_opt("old-view").await.unwrap().is_some(),
+        "a binding no ProjectSettings controls is never deleted"
+    );
+    operator.stop().await.unwrap();
+}
