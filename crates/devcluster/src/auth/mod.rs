@@ -42,6 +42,9 @@ pub const MASTERS_GROUP: &str = "system:masters";
 /// Default lifetime of a requested token.
 pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
 
+const IMPERSONATE_USER: http::HeaderName = http::HeaderName::from_static("impersonate-user");
+const IMPERSONATE_GROUP: http::HeaderName = http::HeaderName::from_static("impersonate-group");
+
 /// Lifetime of the tokens behind [`DevCluster::service_account_client`] (a day).
 pub const SERVICE_ACCOUNT_TOKEN_SECONDS: u64 = 24 * 3600;
 
@@ -399,7 +402,7 @@ impl Auth {
         requester: UserInfo,
         headers: &http::HeaderMap,
     ) -> Result<UserInfo, ApiError> {
-        let header_values = |name: &str| -> Vec<String> {
+        let header_values = |name: &http::HeaderName| -> Vec<String> {
             headers
                 .get_all(name)
                 .iter()
@@ -407,8 +410,8 @@ impl Auth {
                 .map(str::to_string)
                 .collect()
         };
-        let requested_groups = header_values("impersonate-group");
-        let Some(username) = header_values("impersonate-user").into_iter().next() else {
+        let requested_groups = header_values(&IMPERSONATE_GROUP);
+        let Some(username) = header_values(&IMPERSONATE_USER).into_iter().next() else {
             if requested_groups.is_empty() {
                 return Ok(requester);
             }
@@ -471,7 +474,7 @@ impl Authenticator for Auth {
                 unauthorized()
             })?,
         };
-        if headers.contains_key("impersonate-user") || headers.contains_key("impersonate-group") {
+        if headers.contains_key(&IMPERSONATE_USER) || headers.contains_key(&IMPERSONATE_GROUP) {
             return self.impersonate(user, headers);
         }
         Ok(user)
