@@ -1,0 +1,1118 @@
+//! The Experiment reconcile: observe (caches), validate, build, apply, status, following the
+//! five stages; the phase comes from [`super::state::next`].
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use agentic_api::labs::{
+    CompletionMode, Experiment, ExperimentPhase, ExperimentStatus, FINALIZER, HUB_CLUSTER_NAME,
+    Target, TargetStatus, WorkflowStatus,
+};
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::{Value, json};
+
+use super::{
+    Ctx,
+    build::{self, ANNOTATION_HASH, Owner},
+    cleanup::{self, Child, ChildKind, Step},
+    components::{self, AppSource, ComponentError},
+    config::HUB,
+    error::Error,
+    state::{self, Observed, Transition, WorkflowState},
+    validate,
+};
+
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "agentic-operator";
+/// Condition: every target is provisioned and its components are healthy.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition: every target's cluster is ready.
+pub const CONDITION_PROVISIONED: &str = "Provisioned";
+/// Condition: every target's components are Synced and Healthy.
+pub const CONDITION_COMPONENTS_HEALTHY: &str = "ComponentsHealthy";
+/// Condition: the workflow succeeded.
+pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
+/// How often a waiting deletion is looked at again (besides watch events).
+const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
+/// Safety resync of a running experiment (watches normally drive it).
+const RESYNC: Duration = Duration::from_mins(5);
+
+/// Observed cluster of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClusterState {
+    /// The hub: nothing to provision.
+    Hub,
+    /// No claim yet.
+    Requested,
+    /// Claim exists, not Ready.
+    Provisioning {
+        message: String,
+        remaining: Duration,
+    },
+    /// Claim Ready with an endpoint.
+    Ready { endpoint: String },
+    /// Timed out.
+    Failed { message: String },
+}
+
+/// Observed components of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AppState {
+    /// Nothing to deploy (no sources).
+    NotNeeded,
+    /// Not created yet (or waiting for dependencies).
+    Missing,
+    /// Created, not Synced and Healthy.
+    Progressing { health: String, sync: String },
+    /// Synced and Healthy.
+    Healthy,
+}
+
+struct TargetView<'a> {
+    target: &'a Target,
+    claim_name: Option<String>,
+    claim_ns: Option<String>,
+    cluster: ClusterState,
+    sources: Result<Vec<AppSource>, ComponentError>,
+    app: AppState,
+    app_obj: Option<Arc<DynamicObject>>,
+    deps_ready: bool,
+}
+
+impl TargetView<'_> {
+    fn healthy(&self) -> bool {
+        matches!(self.cluster, ClusterState::Hub | ClusterState::Ready { .. })
+            && matches!(self.app, AppState::NotNeeded | AppState::Healthy)
+    }
+}
+
+fn condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let now = Time(Timestamp::now());
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = now;
+        }
+        status.clone_into(&mut c.status);
+        reason.clone_into(&mut c.reason);
+        message.clone_into(&mut c.message);
+        c.observed_generation = generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation: generation,
+            last_transition_time: now,
+        });
+    }
+}
+
+fn cond_status(obj: &Value, type_: &str) -> Option<(String, String)> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+fn age(meta_ts: Option<&Time>) -> Duration {
+    meta_ts
+        .and_then(|t| Timestamp::now().duration_since(t.0).try_into().ok())
+        .unwrap_or_default()
+}
+
+fn has_finalizer(exp: &Experiment) -> bool {
+    exp.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// The reconcile entry point.
+// One function keeps the stages (observe, validate, apply, state, status) readable in order.
+#[allow(clippy::too_many_lines)]
+pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    ctx.wait_ready().await?;
+    let ns = exp.namespace().unwrap_or_default();
+    let name = exp.name_any();
+    let owner = Owner {
+        name: &name,
+        namespace: &ns,
+    };
+    let api: Api<Experiment> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if exp.meta().deletion_timestamp.is_some() {
+        if !has_finalizer(&exp) {
+            return Ok(Action::await_change());
+        }
+        return match run_cleanup(&exp, owner, &ctx).await? {
+            None => {
+                let rest: Vec<&String> = exp
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != FINALIZER)
+                    .collect();
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {
+                        "finalizers": rest,
+                        "resourceVersion": exp.resource_version(),
+                    }})),
+                )
+                .await?;
+                Ok(Action::await_change())
+            }
+            Some((reason, message)) => {
+                let mut status = exp.status.clone().unwrap_or_default();
+                let conditions = status.conditions.get_or_insert_default();
+                condition(
+                    conditions,
+                    CONDITION_READY,
+                    "False",
+                    reason,
+                    &message,
+                    exp.metadata.generation,
+                );
+                write_status(&api, &exp, status).await?;
+                Ok(Action::requeue(CLEANUP_RECHECK))
+            }
+        };
+    }
+
+    if !has_finalizer(&exp) {
+        let mut all: Vec<String> = exp.finalizers().to_vec();
+        all.push(FINALIZER.to_owned());
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "finalizers": all,
+                "resourceVersion": exp.resource_version(),
+            }})),
+        )
+        .await?;
+    }
+
+    let phase = exp.phase();
+    let mut status = exp.status.clone().unwrap_or_default();
+    let generation = exp.metadata.generation;
+
+    if phase.is_terminal() {
+        if status.resources_cleaned != Some(true) {
+            match run_cleanup(&exp, owner, &ctx).await? {
+                None => {
+                    status.resources_cleaned = Some(true);
+                    let conditions = status.conditions.get_or_insert_default();
+                    condition(
+                        conditions,
+                        CONDITION_READY,
+                        "False",
+                        "Cleaned",
+                        "the experiment finished and its clusters, Applications and Workflow were removed",
+                        generation,
+                    );
+                }
+                Some((reason, message)) => {
+                    let conditions = status.conditions.get_or_insert_default();
+                    condition(
+                        conditions,
+                        CONDITION_READY,
+                        "False",
+                        reason,
+                        &message,
+                        generation,
+                    );
+                    write_status(&api, &exp, status).await?;
+                    return Ok(Action::requeue(CLEANUP_RECHECK));
+                }
+            }
+        }
+        write_status(&api, &exp, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    // validate
+    let order = match validate::validate(&name, &exp.spec.targets, &ctx.config) {
+        Ok(order) => order,
+        Err(e) => {
+            let message = e.to_string();
+            let conditions = status.conditions.get_or_insert_default();
+            let already = conditions.iter().any(|c| {
+                c.type_ == CONDITION_READY && c.reason == "InvalidSpec" && c.message == message
+            });
+            condition(
+                conditions,
+                CONDITION_READY,
+                "False",
+                "InvalidSpec",
+                &message,
+                generation,
+            );
+            status.phase.get_or_insert(ExperimentPhase::Pending);
+            write_status(&api, &exp, status).await?;
+            if !already {
+                publish(&ctx, &exp, EventType::Warning, "InvalidSpec", message).await;
+            }
+            return Ok(Action::await_change());
+        }
+    };
+
+    // observe
+    let previous: BTreeMap<String, TargetStatus> = status
+        .targets
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let mut views: BTreeMap<String, TargetView<'_>> = BTreeMap::new();
+    let lookup = |n: &str| ctx.components.get(&ObjectRef::new(n));
+    for (index, target) in exp.spec.targets.iter().enumerate() {
+        let type_ = target.cluster.type_.as_str();
+        let was_ready =
+            previous.get(&target.name).and_then(|t| t.phase.as_deref()) == Some("Ready");
+        let (claim_name, claim_ns, cluster) = if type_ == HUB {
+            (None, None, ClusterState::Hub)
+        } else {
+            let mapping = &ctx.config.cluster_types[type_];
+            let cn = build::claim_name(&name, &target.name);
+            let cns = build::claim_namespace(mapping, owner).to_owned();
+            let claim = ctx.claim(type_, &cns, &cn);
+            let state = match &claim {
+                None => ClusterState::Requested,
+                Some(c) => observe_claim(c, was_ready, ctx.config.provisioning_timeout),
+            };
+            (Some(cn), Some(cns), state)
+        };
+        let mut refs: Vec<agentic_api::labs::ComponentRef> =
+            target.components.clone().unwrap_or_default();
+        if target.observability.as_ref().is_some_and(|o| o.enabled) {
+            refs.extend(build::observability_refs(&name));
+        }
+        let mut sources = Ok(Vec::new());
+        for (ci, r) in refs.iter().enumerate() {
+            let field = format!("spec.targets[{index}].components[{ci}]");
+            match components::resolve(r, &field, &lookup) {
+                Ok(s) => {
+                    if let Ok(all) = sources.as_mut() {
+                        all.extend(s);
+                    }
+                }
+                Err(e) => {
+                    sources = Err(e);
+                    break;
+                }
+            }
+        }
+        let app_obj = ctx.application(&build::application_name(&name, &target.name));
+        let app = match (&sources, &app_obj) {
+            (Ok(s), _) if s.is_empty() => AppState::NotNeeded,
+            (_, None) => AppState::Missing,
+            (_, Some(a)) => app_state(a),
+        };
+        views.insert(
+            target.name.clone(),
+            TargetView {
+                target,
+                claim_name,
+                claim_ns,
+                cluster,
+                sources,
+                app,
+                app_obj,
+                deps_ready: false,
+            },
+        );
+    }
+
+    // apply, in dependency order
+    let mut registered_datasource = false;
+    for tname in &order {
+        let deps_ready = views
+            .get(tname)
+            .map(|v| v.target.depends_on().to_vec())
+            .unwrap_or_default()
+            .iter()
+            .all(|d| views.get(d).is_some_and(TargetView::healthy));
+        let Some(view) = views.get_mut(tname) else {
+            continue;
+        };
+        view.deps_ready = deps_ready;
+        let target = view.target;
+        let type_ = target.cluster.type_.as_str();
+        if type_ != HUB {
+            let mapping = &ctx.config.cluster_types[type_];
+            let desired = build::claim(owner, target, mapping);
+            let live = ctx.claim(
+                type_,
+                view.claim_ns.as_deref().unwrap_or_default(),
+                view.claim_name.as_deref().unwrap_or_default(),
+            );
+            if !same_hash(live.as_deref(), &desired) {
+                apply(&ctx, &mapping.api_resource(), &desired).await?;
+            }
+        }
+        let server = match &view.cluster {
+            ClusterState::Hub => Some(build::IN_CLUSTER_SERVER.to_owned()),
+            ClusterState::Ready { endpoint } => Some(build::server_url(endpoint)),
+            _ => None,
+        };
+        let (Some(server), true, Ok(sources)) = (server, deps_ready, &view.sources) else {
+            continue;
+        };
+        let desired_app = build::application(owner, tname, &server, sources, &ctx.config);
+        let needs_obs = target.observability.as_ref().is_some_and(|o| o.enabled);
+        if !sources.is_empty() && !same_hash(view.app_obj.as_deref(), &desired_app) {
+            if let (ClusterState::Ready { endpoint }, Some(cn), Some(cns)) =
+                (&view.cluster, &view.claim_name, &view.claim_ns)
+            {
+                register_cluster(&ctx, owner, tname, cn, cns, endpoint, type_).await?;
+            }
+            if needs_obs && !registered_datasource {
+                apply(
+                    &ctx,
+                    &configmap_resource(),
+                    &build::datasource(owner, &ctx.config),
+                )
+                .await?;
+                registered_datasource = true;
+            }
+            apply(&ctx, &ctx.applications.0, &desired_app).await?;
+            if view.app == AppState::Missing {
+                view.app = AppState::Progressing {
+                    health: String::new(),
+                    sync: String::new(),
+                };
+            }
+        }
+    }
+
+    // workflow
+    let wf_name = build::workflow_name(&name);
+    let wf_obj = ctx.workflow(&wf_name);
+    let (mut wf_state, wf_phase, wf_message) = match &wf_obj {
+        None => (WorkflowState::Absent, None, None),
+        Some(w) => {
+            let p = w
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let m = w
+                .data
+                .pointer("/status/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let s = match p.as_deref() {
+                Some("Succeeded") => WorkflowState::Succeeded,
+                Some("Failed" | "Error") => WorkflowState::Failed,
+                _ => WorkflowState::Active,
+            };
+            (s, p, m)
+        }
+    };
+    let manual = exp.spec.workflow.completion.mode == CompletionMode::Manual;
+    let started = status
+        .workflow_status
+        .as_ref()
+        .and_then(|w| w.started_at.clone());
+    let manual_deadline_passed =
+        manual && started.is_some() && age(started.as_ref()) >= ctx.config.manual_deadline;
+
+    let failed_target = views.values().find_map(|v| match &v.cluster {
+        ClusterState::Failed { message } => Some((v.target.name.clone(), message.clone())),
+        _ => None,
+    });
+    let mut observed = Observed {
+        invalid: false,
+        failed_target,
+        clusters_ready: views
+            .values()
+            .all(|v| matches!(v.cluster, ClusterState::Hub | ClusterState::Ready { .. })),
+        apps_healthy: views
+            .values()
+            .all(|v| matches!(v.app, AppState::NotNeeded | AppState::Healthy)),
+        workflow: wf_state,
+        workflow_message: wf_message.clone(),
+        manual_deadline_passed,
+    };
+    let mut new_phase = phase;
+    let mut transitions = Vec::new();
+    for _ in 0..3 {
+        match state::next(new_phase, &observed) {
+            Transition::Stay => break,
+            Transition::To {
+                to,
+                reason,
+                message,
+            } => {
+                transitions.push((new_phase, to, reason, message));
+                new_phase = to;
+                if new_phase == ExperimentPhase::Ready && wf_state == WorkflowState::Absent {
+                    // submit
+                    let endpoints: Vec<(String, String)> = exp
+                        .spec
+                        .targets
+                        .iter()
+                        .filter_map(|t| match &views.get(&t.name)?.cluster {
+                            ClusterState::Ready { endpoint } => {
+                                Some((t.name.clone(), endpoint.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let params = build::workflow_params(&name, &exp.spec.workflow, &endpoints);
+                    let wf = build::workflow(owner, &exp.spec.workflow, &params, &ctx.config);
+                    let wapi: Api<DynamicObject> = Api::namespaced_with(
+                        ctx.client.clone(),
+                        &ctx.config.workflow_namespace,
+                        &ctx.workflows.0,
+                    );
+                    match wapi.create(&post_params(), &wf).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    status.workflow_status = Some(WorkflowStatus {
+                        name: wf_name.clone(),
+                        phase: Some("Pending".into()),
+                        started_at: Some(Time(Timestamp::now())),
+                        finished_at: None,
+                    });
+                    wf_state = WorkflowState::Active;
+                    observed.workflow = wf_state;
+                }
+            }
+        }
+    }
+
+    // status
+    status.phase = Some(new_phase);
+    status.targets = Some(
+        exp.spec
+            .targets
+            .iter()
+            .filter_map(|t| views.get(&t.name))
+            .map(|v| target_status(v, previous.get(&v.target.name), &ctx))
+            .collect(),
+    );
+    if let Some(w) = &wf_obj {
+        let ws = status
+            .workflow_status
+            .get_or_insert_with(|| WorkflowStatus {
+                name: wf_name.clone(),
+                ..WorkflowStatus::default()
+            });
+        if wf_phase.is_some() {
+            ws.phase.clone_from(&wf_phase);
+        }
+        if let Some(s) = time_at(w, "/status/startedAt") {
+            ws.started_at = Some(s);
+        }
+        ws.finished_at = time_at(w, "/status/finishedAt");
+    }
+    if new_phase.is_terminal() && status.completed_at.is_none() {
+        status.completed_at = Some(Time(Timestamp::now()));
+    }
+    let conditions = status.conditions.get_or_insert_default();
+    let waiting: Vec<String> = views
+        .values()
+        .filter_map(|v| match &v.cluster {
+            ClusterState::Requested => Some(format!("{}: claim requested", v.target.name)),
+            ClusterState::Provisioning { message, .. } => Some(format!(
+                "{}: {}",
+                v.target.name,
+                if message.is_empty() {
+                    "provisioning"
+                } else {
+                    message
+                }
+            )),
+            ClusterState::Failed { message } => Some(format!("{}: {message}", v.target.name)),
+            _ => None,
+        })
+        .collect();
+    if observed.failed_target.is_some() {
+        condition(
+            conditions,
+            CONDITION_PROVISIONED,
+            "False",
+            "ProvisioningFailed",
+            &waiting.join("; "),
+            generation,
+        );
+    } else if waiting.is_empty() {
+        condition(
+            conditions,
+            CONDITION_PROVISIONED,
+            "True",
+            "ClustersReady",
+            "every target cluster is ready",
+            generation,
+        );
+    } else {
+        condition(
+            conditions,
+            CONDITION_PROVISIONED,
+            "False",
+            "Provisioning",
+            &waiting.join("; "),
+            generation,
+        );
+    }
+    let component_error = views.values().find_map(|v| v.sources.as_ref().err());
+    let unhealthy: Vec<String> = views
+        .values()
+        .filter_map(|v| match &v.app {
+            AppState::Missing if !v.deps_ready => Some(format!(
+                "{}: waiting for {}",
+                v.target.name,
+                v.target.depends_on().join(", ")
+            )),
+            AppState::Missing => Some(format!("{}: not deployed yet", v.target.name)),
+            AppState::Progressing { health, sync } => Some(format!(
+                "{}: health {}, sync {}",
+                v.target.name,
+                or_unknown(health),
+                or_unknown(sync)
+            )),
+            _ => None,
+        })
+        .collect();
+    if let Some(e) = component_error {
+        condition(
+            conditions,
+            CONDITION_COMPONENTS_HEALTHY,
+            "False",
+            e.reason(),
+            &e.to_string(),
+            generation,
+        );
+    } else if unhealthy.is_empty() {
+        condition(
+            conditions,
+            CONDITION_COMPONENTS_HEALTHY,
+            "True",
+            "Healthy",
+            "every Application is Synced and Healthy",
+            generation,
+        );
+    } else {
+        condition(
+            conditions,
+            CONDITION_COMPONENTS_HEALTHY,
+            "False",
+            "Progressing",
+            &unhealthy.join("; "),
+            generation,
+        );
+    }
+    match observed.workflow {
+        WorkflowState::Absent => condition(
+            conditions,
+            CONDITION_WORKFLOW_SUCCEEDED,
+            "Unknown",
+            "NotSubmitted",
+            "the workflow starts once every target is healthy",
+            generation,
+        ),
+        WorkflowState::Active if manual_deadline_passed => condition(
+            conditions,
+            CONDITION_WORKFLOW_SUCCEEDED,
+            "False",
+            "ManualDeadlineExceeded",
+            "the workflow was not resumed before the manual deadline",
+            generation,
+        ),
+        WorkflowState::Active => condition(
+            conditions,
+            CONDITION_WORKFLOW_SUCCEEDED,
+            "Unknown",
+            "Running",
+            &format!(
+                "workflow {wf_name} is {}",
+                wf_phase.as_deref().unwrap_or("Pending")
+            ),
+            generation,
+        ),
+        WorkflowState::Succeeded => condition(
+            conditions,
+            CONDITION_WORKFLOW_SUCCEEDED,
+            "True",
+            "Succeeded",
+            &format!("workflow {wf_name} succeeded"),
+            generation,
+        ),
+        WorkflowState::Failed => condition(
+            conditions,
+            CONDITION_WORKFLOW_SUCCEEDED,
+            "False",
+            "Failed",
+            wf_message.as_deref().unwrap_or("the workflow failed"),
+            generation,
+        ),
+    }
+    let ready =
+        observed.clusters_ready && observed.apps_healthy && observed.failed_target.is_none();
+    if ready {
+        condition(
+            conditions,
+            CONDITION_READY,
+            "True",
+            "Ready",
+            "every target is provisioned and healthy",
+            generation,
+        );
+    } else if let Some((_, to, reason, message)) = transitions
+        .last()
+        .filter(|t| t.1 == ExperimentPhase::Failed)
+    {
+        let _ = to;
+        condition(
+            conditions,
+            CONDITION_READY,
+            "False",
+            reason,
+            message,
+            generation,
+        );
+    } else {
+        condition(
+            conditions,
+            CONDITION_READY,
+            "False",
+            "NotReady",
+            "waiting for clusters and components",
+            generation,
+        );
+    }
+    write_status(&api, &exp, status).await?;
+    for (from, to, reason, message) in transitions {
+        let type_ = if to == ExperimentPhase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        tracing::info!(experiment = %name, namespace = %ns, from = %from, to = %to, reason, "phase transition");
+        publish(&ctx, &exp, type_, reason, message).await;
+    }
+
+    // requeue: deadlines are the only timers; everything else is watch-driven.
+    let mut next_check = RESYNC;
+    for v in views.values() {
+        if let ClusterState::Provisioning { remaining, .. } = v.cluster {
+            next_check = next_check.min(remaining + Duration::from_millis(100));
+        }
+    }
+    if manual && new_phase == ExperimentPhase::Running {
+        let left = ctx
+            .config
+            .manual_deadline
+            .saturating_sub(age(started.as_ref()));
+        next_check = next_check.min(left + Duration::from_millis(100));
+    }
+    if new_phase.is_terminal() {
+        // Completion cleanup runs on the next pass.
+        next_check = Duration::from_millis(10);
+    }
+    Ok(Action::requeue(next_check))
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() { "Unknown" } else { s }
+}
+
+fn time_at(obj: &DynamicObject, pointer: &str) -> Option<Time> {
+    obj.data
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Timestamp>().ok())
+        .map(Time)
+}
+
+fn observe_claim(claim: &DynamicObject, was_ready: bool, timeout: Duration) -> ClusterState {
+    let endpoint = claim
+        .data
+        .pointer("/status/endpoint")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty());
+    let ready = cond_status(&claim.data, "Ready");
+    if let (Some(("True", _)), Some(e)) = (ready.as_ref().map(|(s, m)| (s.as_str(), m)), endpoint) {
+        return ClusterState::Ready {
+            endpoint: e.to_owned(),
+        };
+    }
+    let synced = cond_status(&claim.data, "Synced");
+    let message = [synced, ready]
+        .into_iter()
+        .flatten()
+        .filter(|(s, m)| s != "True" && !m.is_empty())
+        .map(|(_, m)| m)
+        .next()
+        .unwrap_or_default();
+    let elapsed = age(claim.metadata.creation_timestamp.as_ref());
+    if !was_ready && elapsed >= timeout {
+        let minutes = timeout.as_secs_f64() / 60.0;
+        return ClusterState::Failed {
+            message: format!(
+                "claim {} not Ready after {minutes:.1} minutes (provisioning timeout){}",
+                claim.name_any(),
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ),
+        };
+    }
+    ClusterState::Provisioning {
+        message,
+        remaining: timeout.saturating_sub(elapsed),
+    }
+}
+
+fn app_state(app: &DynamicObject) -> AppState {
+    let health = app
+        .data
+        .pointer("/status/health/status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sync = app
+        .data
+        .pointer("/status/sync/status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if health == "Healthy" && sync == "Synced" && app.meta().deletion_timestamp.is_none() {
+        AppState::Healthy
+    } else {
+        AppState::Progressing {
+            health: health.to_owned(),
+            sync: sync.to_owned(),
+        }
+    }
+}
+
+fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx) -> TargetStatus {
+    let type_ = v.target.cluster.type_.as_str();
+    let (phase, endpoint) = match &v.cluster {
+        ClusterState::Hub => ("Ready", None),
+        ClusterState::Ready { endpoint } => ("Ready", Some(endpoint.clone())),
+        ClusterState::Requested => ("Pending", None),
+        ClusterState::Provisioning { .. } => ("Provisioning", None),
+        ClusterState::Failed { .. } => ("Failed", None),
+    };
+    let effective = |field: &str| -> Option<Value> {
+        let spec = serde_json::to_value(&v.target.cluster).ok()?;
+        spec.get(field)
+            .filter(|x| !x.is_null())
+            .cloned()
+            .or_else(|| {
+                ctx.config
+                    .cluster_types
+                    .get(type_)?
+                    .defaults
+                    .get(field)
+                    .cloned()
+            })
+    };
+    let components = v.app_obj.as_ref().and_then(|a| {
+        let list: Vec<String> = a
+            .data
+            .pointer("/status/resources")?
+            .as_array()?
+            .iter()
+            .filter_map(|r| Some(format!("{}/{}", r["kind"].as_str()?, r["name"].as_str()?)))
+            .collect();
+        (!list.is_empty()).then_some(list)
+    });
+    TargetStatus {
+        name: v.target.name.clone(),
+        phase: Some(phase.to_owned()),
+        cluster_name: Some(
+            v.claim_name
+                .clone()
+                .unwrap_or_else(|| HUB_CLUSTER_NAME.to_owned()),
+        ),
+        endpoint,
+        machine_type: effective("machineType").and_then(|x| x.as_str().map(str::to_owned)),
+        node_count: effective("nodeCount").and_then(|x| x.as_i64()),
+        components: components.or_else(|| previous.and_then(|p| p.components.clone())),
+        kubeconfig_secret: v.claim_name.as_deref().map(build::connection_secret_name),
+        deployed_layers: None,
+        apps_created: Some(matches!(
+            v.app,
+            AppState::NotNeeded | AppState::Healthy | AppState::Progressing { .. }
+        )),
+    }
+}
+
+fn same_hash(live: Option<&DynamicObject>, desired: &DynamicObject) -> bool {
+    let get = |o: &DynamicObject| o.annotations().get(ANNOTATION_HASH).cloned();
+    live.is_some_and(|l| l.meta().deletion_timestamp.is_none() && get(l) == get(desired))
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
+
+fn configmap_resource() -> ApiResource {
+    ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        plural: "configmaps".into(),
+    }
+}
+
+fn secret_resource() -> ApiResource {
+    ApiResource {
+        group: String::new(),
+        version: "v1".into(),
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        plural: "secrets".into(),
+    }
+}
+
+/// Server-side apply of one child.
+async fn apply(ctx: &Ctx, ar: &ApiResource, obj: &DynamicObject) -> Result<(), Error> {
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, ar);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Registers a provisioned cluster with Argo CD from its connection Secret.
+async fn register_cluster(
+    ctx: &Ctx,
+    owner: Owner<'_>,
+    target: &str,
+    cluster: &str,
+    claim_ns: &str,
+    endpoint: &str,
+    type_: &str,
+) -> Result<(), Error> {
+    let key = ctx
+        .config
+        .cluster_types
+        .get(type_)
+        .map_or("kubeconfig", |m| m.kubeconfig_key.as_str());
+    let secret_name = build::connection_secret_name(cluster);
+    let shown = format!("{claim_ns}/{secret_name}");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), claim_ns);
+    let secret = secrets.get_opt(&secret_name).await?;
+    let kubeconfig = secret
+        .as_ref()
+        .and_then(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .or_else(|| s.string_data.as_ref()?.get(key).cloned())
+        })
+        .ok_or_else(|| build::BuildError::Kubeconfig {
+            secret: shown.clone(),
+            key: key.to_owned(),
+            message: "missing (the claim is Ready but has not written its connection Secret)"
+                .into(),
+        })?;
+    let config_json = build::argocd_cluster_config(&kubeconfig, &shown, key)?;
+    let desired =
+        build::cluster_secret(owner, target, cluster, endpoint, &config_json, &ctx.config);
+    apply(ctx, &secret_resource(), &desired).await
+}
+
+/// Lists the children of `owner` that still exist, across every kind.
+async fn list_children(ctx: &Ctx, owner: Owner<'_>) -> Result<Vec<(Child, ApiResource)>, Error> {
+    let lp = ListParams::default().labels(&owner.selector());
+    let mut kinds: Vec<(ChildKind, ApiResource, Option<String>)> = vec![
+        (
+            ChildKind::Workflow,
+            ctx.workflows.0.clone(),
+            Some(ctx.config.workflow_namespace.clone()),
+        ),
+        (
+            ChildKind::Datasource,
+            configmap_resource(),
+            Some(ctx.config.grafana_namespace.clone()),
+        ),
+        (
+            ChildKind::Application,
+            ctx.applications.0.clone(),
+            Some(ctx.config.argocd_namespace.clone()),
+        ),
+        (
+            ChildKind::ClusterSecret,
+            secret_resource(),
+            Some(ctx.config.argocd_namespace.clone()),
+        ),
+    ];
+    for (ar, _) in ctx.claims.values() {
+        kinds.push((ChildKind::Claim, ar.clone(), None));
+    }
+    let mut out = Vec::new();
+    for (kind, ar, ns) in kinds {
+        let api: Api<DynamicObject> = match &ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+            None => Api::all_with(ctx.client.clone(), &ar),
+        };
+        let list = match api.list_metadata(&lp).await {
+            Ok(l) => l,
+            // A kind whose CRD is not installed has nothing to clean up.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for item in list.items {
+            out.push((
+                Child {
+                    kind,
+                    namespace: item.metadata.namespace.clone().unwrap_or_default(),
+                    name: item.metadata.name.clone().unwrap_or_default(),
+                    deleting_for: item
+                        .metadata
+                        .deletion_timestamp
+                        .as_ref()
+                        .map(|t| age(Some(t))),
+                },
+                ar.clone(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One cleanup pass. `None` when everything is gone; otherwise the condition reason and
+/// message describing what is still being removed. A stage whose objects have no finalizers
+/// is gone at once, so the pass moves on to the next stage without waiting for an event.
+async fn run_cleanup(
+    exp: &Experiment,
+    owner: Owner<'_>,
+    ctx: &Ctx,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let mut last = Vec::new();
+    for _ in 0..6 {
+        let children = list_children(ctx, owner).await?;
+        let plain: Vec<Child> = children.iter().map(|(c, _)| c.clone()).collect();
+        let Step::Work { delete, waiting } = cleanup::plan(&plain) else {
+            return Ok(None);
+        };
+        if delete.is_empty() {
+            let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
+            if !stuck.is_empty() {
+                let message = format!(
+                    "deletion is stuck: {} still exist after {}s; check their finalizers",
+                    stuck
+                        .iter()
+                        .map(|c| c.display())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ctx.config.cleanup_stuck_after.as_secs()
+                );
+                publish(
+                    ctx,
+                    exp,
+                    EventType::Warning,
+                    "CleanupStuck",
+                    message.clone(),
+                )
+                .await;
+                return Ok(Some(("CleanupStuck", message)));
+            }
+            last = waiting;
+            break;
+        }
+        for child in &delete {
+            let Some((_, ar)) = children.iter().find(|(c, _)| c == child) else {
+                continue;
+            };
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &child.namespace, ar);
+            match api.delete(&child.name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        last = delete.into_iter().chain(waiting).collect();
+    }
+    let names: Vec<String> = last.iter().map(Child::display).collect();
+    Ok(Some((
+        "CleanupInProgress",
+        format!("removing {}", names.join(", ")),
+    )))
+}
+
+/// Patches `/status` when it changed.
+async fn write_status(
+    api: &Api<Experiment>,
+    exp: &Experiment,
+    status: ExperimentStatus,
+) -> Result<(), Error> {
+    if exp.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let body = serde_json::to_value(&status).map_err(|source| Error::Encode {
+        what: "status",
+        source,
+    })?;
+    match api
+        .patch_status(
+            &exp.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": body})),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing left to report on.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn publish(ctx: &Ctx, exp: &Experiment, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &exp.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish an Event");
+    }
+}

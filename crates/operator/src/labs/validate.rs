@@ -1,0 +1,307 @@
+//! Pure validation of an Experiment's targets: unique names, known cluster types, claim name
+//! lengths, and `depends` as a directed acyclic graph (unknown names and cycles are rejected).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agentic_api::labs::Target;
+
+use super::{build::claim_name, config::LabsConfig};
+
+/// Why a spec cannot be run. Each message names the field and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// No targets.
+    #[error("spec.targets: at least one target is required")]
+    NoTargets,
+    /// Two targets share a name.
+    #[error(
+        "spec.targets[{index}].name: {name:?} is used by more than one target; names must be unique"
+    )]
+    DuplicateTarget {
+        /// Position of the second use.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A target name that is not a DNS label.
+    #[error("spec.targets[{index}].name: {name:?} must be a lowercase DNS label (a-z, 0-9, '-')")]
+    BadTargetName {
+        /// Position.
+        index: usize,
+        /// The name.
+        name: String,
+    },
+    /// A cluster type without a claim mapping.
+    #[error(
+        "spec.targets[{index}].cluster.type: {type_:?} has no claim mapping; allowed: {allowed}"
+    )]
+    UnknownClusterType {
+        /// Position.
+        index: usize,
+        /// The type.
+        type_: String,
+        /// The configured types.
+        allowed: String,
+    },
+    /// `<experiment>-<target>` is too long for the cluster type.
+    #[error(
+        "spec.targets[{index}].name: cluster name {claim:?} is {len} characters; {type_} allows at most {max}"
+    )]
+    NameTooLong {
+        /// Position.
+        index: usize,
+        /// The claim name.
+        claim: String,
+        /// Its length.
+        len: usize,
+        /// The cluster type.
+        type_: String,
+        /// The limit.
+        max: usize,
+    },
+    /// `depends` names a target that does not exist.
+    #[error(
+        "spec.targets[{index}].depends: {dependency:?} is not a target of this experiment; allowed: {allowed}"
+    )]
+    UnknownDependency {
+        /// Position.
+        index: usize,
+        /// The unknown name.
+        dependency: String,
+        /// The target names.
+        allowed: String,
+    },
+    /// `depends` forms a cycle.
+    #[error("spec.targets[].depends: cycle {}; dependencies must form a DAG", cycle.join(" -> "))]
+    Cycle {
+        /// The targets on the cycle, first repeated at the end.
+        cycle: Vec<String>,
+    },
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Checks the targets of experiment `experiment` and returns them in dependency order
+/// (dependencies first; ties keep spec order).
+pub fn validate(
+    experiment: &str,
+    targets: &[Target],
+    config: &LabsConfig,
+) -> Result<Vec<String>, ValidationError> {
+    if targets.is_empty() {
+        return Err(ValidationError::NoTargets);
+    }
+    let mut seen = BTreeSet::new();
+    for (index, t) in targets.iter().enumerate() {
+        if !is_dns_label(&t.name) {
+            return Err(ValidationError::BadTargetName {
+                index,
+                name: t.name.clone(),
+            });
+        }
+        if !seen.insert(t.name.as_str()) {
+            return Err(ValidationError::DuplicateTarget {
+                index,
+                name: t.name.clone(),
+            });
+        }
+        let type_ = t.cluster.type_.as_str();
+        if type_ != super::config::HUB {
+            let Some(mapping) = config.cluster_types.get(type_) else {
+                let mut allowed: Vec<&str> =
+                    config.cluster_types.keys().map(String::as_str).collect();
+                allowed.push(super::config::HUB);
+                return Err(ValidationError::UnknownClusterType {
+                    index,
+                    type_: type_.to_owned(),
+                    allowed: allowed.join(", "),
+                });
+            };
+            let claim = claim_name(experiment, &t.name);
+            if claim.len() > mapping.max_name_length {
+                return Err(ValidationError::NameTooLong {
+                    index,
+                    len: claim.len(),
+                    claim,
+                    type_: type_.to_owned(),
+                    max: mapping.max_name_length,
+                });
+            }
+        }
+    }
+    for (index, t) in targets.iter().enumerate() {
+        for d in t.depends_on() {
+            if !seen.contains(d.as_str()) {
+                return Err(ValidationError::UnknownDependency {
+                    index,
+                    dependency: d.clone(),
+                    allowed: targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    order(targets)
+}
+
+/// Topological order of the targets by `depends`, or the first cycle found.
+fn order(targets: &[Target]) -> Result<Vec<String>, ValidationError> {
+    let deps: BTreeMap<&str, &[String]> = targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.depends_on()))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    let mut out = Vec::with_capacity(targets.len());
+    let mut stack: Vec<&str> = Vec::new();
+    for t in targets {
+        visit(t.name.as_str(), &deps, &mut state, &mut stack, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Depth-first visit of `name` for [`order`].
+fn visit<'a>(
+    name: &'a str,
+    deps: &BTreeMap<&'a str, &'a [String]>,
+    state: &mut BTreeMap<&'a str, u8>,
+    stack: &mut Vec<&'a str>,
+    out: &mut Vec<String>,
+) -> Result<(), ValidationError> {
+    match state.get(name).copied().unwrap_or(0) {
+        2 => return Ok(()),
+        1 => {
+            let start = stack.iter().position(|n| *n == name).unwrap_or(0);
+            let mut cycle: Vec<String> = stack[start..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(name.to_owned());
+            return Err(ValidationError::Cycle { cycle });
+        }
+        _ => {}
+    }
+    state.insert(name, 1);
+    stack.push(name);
+    for d in deps.get(name).copied().unwrap_or_default() {
+        visit(d.as_str(), deps, state, stack, out)?;
+    }
+    stack.pop();
+    state.insert(name, 2);
+    out.push(name.to_owned());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use agentic_api::labs::{ClusterSpec, ClusterType};
+
+    use super::*;
+
+    fn target(name: &str, type_: ClusterType, depends: &[&str]) -> Target {
+        Target {
+            name: name.into(),
+            cluster: ClusterSpec {
+                type_,
+                ..ClusterSpec::default()
+            },
+            depends: (!depends.is_empty())
+                .then(|| depends.iter().map(|d| (*d).to_owned()).collect()),
+            ..Target::default()
+        }
+    }
+
+    #[test]
+    fn orders_dependencies_first() {
+        let c = LabsConfig::default();
+        let t = [
+            target("loadgen", ClusterType::Hub, &["app"]),
+            target("app", ClusterType::Gke, &[]),
+            target("report", ClusterType::Hub, &["loadgen", "app"]),
+        ];
+        assert_eq!(
+            validate("gw", &t, &c).unwrap(),
+            ["app", "loadgen", "report"]
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_dependency_and_cycles() {
+        let c = LabsConfig::default();
+        let err = validate("e", &[target("a", ClusterType::Hub, &["ghost"])], &c).unwrap_err();
+        assert!(
+            matches!(err, ValidationError::UnknownDependency { ref dependency, .. } if dependency == "ghost")
+        );
+        assert!(err.to_string().contains("spec.targets[0].depends"), "{err}");
+
+        let t = [
+            target("a", ClusterType::Hub, &["c"]),
+            target("b", ClusterType::Hub, &["a"]),
+            target("c", ClusterType::Hub, &["b"]),
+        ];
+        let err = validate("e", &t, &c).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[].depends: cycle a -> c -> b -> a; dependencies must form a DAG"
+        );
+        let err = validate("e", &[target("a", ClusterType::Hub, &["a"])], &c).unwrap_err();
+        assert!(matches!(err, ValidationError::Cycle { ref cycle } if cycle == &["a", "a"]));
+    }
+
+    #[test]
+    fn rejects_duplicates_bad_names_and_long_claims() {
+        let c = LabsConfig::default();
+        assert_eq!(
+            validate("e", &[], &c).unwrap_err(),
+            ValidationError::NoTargets
+        );
+        let t = [
+            target("a", ClusterType::Hub, &[]),
+            target("a", ClusterType::Gke, &[]),
+        ];
+        assert!(matches!(
+            validate("e", &t, &c).unwrap_err(),
+            ValidationError::DuplicateTarget { index: 1, .. }
+        ));
+        let t = [target("App", ClusterType::Hub, &[])];
+        assert!(matches!(
+            validate("e", &t, &c).unwrap_err(),
+            ValidationError::BadTargetName { .. }
+        ));
+        // gke claims are limited to 29 characters (upstream's GCP name guard).
+        let t = [target("application", ClusterType::Gke, &[])];
+        let err = validate("gateway-tutorial-x", &t, &c).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ValidationError::NameTooLong {
+                    len: 30,
+                    max: 29,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The same name on the hub needs no claim.
+        let t = [target("application", ClusterType::Hub, &[])];
+        assert!(validate("gateway-tutorial-x", &t, &c).is_ok());
+    }
+
+    #[test]
+    fn unknown_cluster_type_lists_the_configured_ones() {
+        let mut c = LabsConfig::default();
+        c.cluster_types.remove("gke");
+        let err = validate("e", &[target("a", ClusterType::Gke, &[])], &c).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[0].cluster.type: \"gke\" has no claim mapping; allowed: talos, vcluster, hub"
+        );
+    }
+}
