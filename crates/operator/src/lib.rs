@@ -5,6 +5,7 @@
 //! [`runtime::Family`] and is listed in [`families`].
 
 pub mod evaluations;
+pub mod labs;
 pub mod rbac;
 pub mod runtime;
 pub mod sessions;
@@ -17,6 +18,7 @@ pub fn families() -> Vec<Box<dyn runtime::Family>> {
     vec![
         Box::new(sessions::Sessions),
         Box::new(evaluations::Evaluations),
+        Box::new(labs::Labs::from_env()),
     ]
 }
 
