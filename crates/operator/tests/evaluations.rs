@@ -877,3 +877,32 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
     );
     op.stop().await;
 }
+
+/// The shipped examples are accepted by the CRD and reconcile to Ready.
+#[tokio::test]
+async fn examples_reconcile() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    for (file, workflow, first) in [
+        ("scenarios.yaml", "weather-workflow", "run-template"),
+        ("dataset.yaml", "weather-dataset-workflow", "setup-template"),
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/evaluations")
+            .join(file);
+        let body: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = body["metadata"]["name"].as_str().unwrap().to_owned();
+        create(&client, &experiments(), "testkube", body).await;
+        wait_condition(&client, "testkube", &name, "Ready", "True", None).await;
+        let wf = get(&client, &workflows(), "testkube", workflow)
+            .await
+            .unwrap();
+        assert_eq!(use_names(&wf)[0], first, "{file}");
+    }
+    eventually("the example's trigger", || async {
+        get(&client, &triggers(), "testkube", "weather-trigger").await
+    })
+    .await;
+    op.stop().await;
+}

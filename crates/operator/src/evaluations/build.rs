@@ -427,6 +427,9 @@ mod tests {
         );
         assert_eq!(spec["use"][1]["name"], "run-template");
         assert_eq!(spec["use"].as_array().unwrap().len(), 5);
+        // The evaluate template's config keys changed names upstream (openApiBasePath,
+        // openAiBasePath): none is passed, so each template version uses its default.
+        assert_eq!(spec["use"][2], json!({"name": "evaluate-template"}));
         assert!(spec.get("content").is_none());
         assert!(!s3.inline);
         let text = &s3.config_map.data.as_ref().unwrap()["experiment.json"];
