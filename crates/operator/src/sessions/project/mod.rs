@@ -36,6 +36,9 @@ use crate::runtime::{ControllerTask, FamilyError, RuntimeContext, SharedWatches,
 
 use model::ProjectSettingsView;
 
+/// Namespaces are cached as metadata only (the same watch the session controller uses).
+pub type NamespaceMeta = kube::core::PartialObjectMeta<Namespace>;
+
 /// Controller name of the `ProjectSettings` controller (metrics label, Events).
 pub const PROJECT_SETTINGS_CONTROLLER: &str = "projectsettings";
 /// Controller name of the namespace controller.
@@ -55,8 +58,10 @@ pub fn controllers(
     let managed = watcher::Config::default().labels(&managed_namespace_selector());
     let children = watcher::Config::default().labels(build::CHILD_SELECTOR);
 
-    let namespaces = watches.subscribe(Api::<Namespace>::all(client.clone()), managed.clone())?;
-    let namespaces_for_ps = watches.subscribe(Api::<Namespace>::all(client.clone()), managed)?;
+    let namespaces =
+        watches.subscribe(Api::<NamespaceMeta>::all(client.clone()), managed.clone())?;
+    let namespaces_for_ps =
+        watches.subscribe(Api::<NamespaceMeta>::all(client.clone()), managed)?;
     let settings = watches.subscribe(
         Api::<ProjectSettingsView>::all(client.clone()),
         watcher::Config::default(),
@@ -109,7 +114,7 @@ pub fn controllers(
                 .owns_shared_stream(select(roles.stream, roles_gone))
                 .owns_shared_stream(select(service_accounts.stream, service_accounts_gone))
                 .owns_shared_stream(select(limit_ranges.stream, limit_ranges_gone))
-                .watches_shared_stream(namespaces_for_ps.stream, |ns: Arc<Namespace>| {
+                .watches_shared_stream(namespaces_for_ps.stream, |ns: Arc<NamespaceMeta>| {
                     Some(ObjectRef::new(PROJECT_SETTINGS_NAME).within(&ns.name_any()))
                 })
         },
@@ -124,7 +129,8 @@ pub fn controllers(
             // A deleted ProjectSettings in a managed namespace is created again.
             let settings = select(settings_for_ns.stream, settings_gone);
             c.watches_shared_stream(settings, |ps: Arc<ProjectSettingsView>| {
-                ps.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
+                ps.namespace()
+                    .map(|ns| ObjectRef::<NamespaceMeta>::new(&ns))
             })
         },
         namespace::reconcile,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use agentic_api::sessions::{
     LABEL_MANAGED_NAMESPACE, PROJECT_SETTINGS_NAME, ProjectSettings, ProjectSettingsSpec,
 };
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::PostParams,
@@ -44,11 +43,13 @@ pub fn default_project_settings(namespace: &str) -> ProjectSettings {
 }
 
 /// Reconciles one managed namespace.
-pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, ProjectError> {
+pub async fn reconcile(
+    ns: Arc<super::NamespaceMeta>,
+    ctx: Arc<Context>,
+) -> Result<Action, ProjectError> {
     let name = ns.name_any();
     let managed = ns.labels().get(LABEL_MANAGED_NAMESPACE).map(String::as_str) == Some("true");
-    let terminating = ns.meta().deletion_timestamp.is_some()
-        || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    let terminating = ns.meta().deletion_timestamp.is_some();
     if !managed || terminating {
         return Ok(Action::await_change());
     }

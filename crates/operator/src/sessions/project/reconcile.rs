@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, fmt::Debug, sync::Arc};
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{
-        core::v1::{LimitRange, Namespace, ObjectReference, ServiceAccount},
+        core::v1::{LimitRange, ObjectReference, ServiceAccount},
         rbac::v1::{Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::Time,
@@ -39,7 +39,7 @@ pub struct Context {
     /// Event recorder of the controller.
     pub recorder: Arc<Recorder>,
     /// Managed namespaces (label `ambient-code.io/managed=true`).
-    pub namespaces: Store<Namespace>,
+    pub namespaces: Store<super::NamespaceMeta>,
     /// Owned `RoleBindings`.
     pub role_bindings: Store<RoleBinding>,
     /// Owned Roles.
@@ -85,7 +85,7 @@ impl Change {
 }
 
 /// Whether `namespace` carries `ambient-code.io/managed=true` in the namespace cache.
-pub fn is_managed(namespaces: &Store<Namespace>, namespace: &str) -> bool {
+pub fn is_managed(namespaces: &Store<super::NamespaceMeta>, namespace: &str) -> bool {
     namespaces
         .get(&ObjectRef::new(namespace))
         .is_some_and(|ns| {
