@@ -1,11 +1,15 @@
-//! Slim cached views of the runner Jobs and Pods.
+//! Slim cached views of the runner Jobs, runner pods and runner-token Secrets.
 //!
-//! The reflectors deserialize watch events into these types instead of the full
-//! `batch/v1 Job` and `v1 Pod`, so the caches keep only what the session controller reads
-//! (metadata, scheduling and container states) and drop pod specs with their long
-//! environment lists. This keeps tens of thousands of sessions within a small memory budget.
+//! The reflectors deserialize watch events into these types instead of the full objects,
+//! and each type trims what it keeps while deserializing (through a wire type and `From`):
+//! no pod specs with their long environment lists, no label or annotation maps (one
+//! `BTreeMap` costs over half a kilobyte), no conditions or container statuses the
+//! controller never reads, no Secret data. This keeps tens of thousands of sessions within a
+//! small memory budget.
 
 use std::borrow::Cow;
+
+use agentic_api::sessions as api;
 
 use k8s_openapi::{
     NamespaceResourceScope,
@@ -18,12 +22,16 @@ use k8s_openapi::{
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 
-/// A `batch/v1 Job` with only its metadata and the status counters and conditions.
+/// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireJob")]
 pub struct RunnerJob {
-    /// Standard metadata.
+    /// Name, namespace, uid, resourceVersion, deletionTimestamp and owner references.
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// The `ambient-code.io/run-started-at` annotation: the run the Job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// The parts of `status` the controller reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<RunnerJobStatus>,
@@ -41,12 +49,16 @@ pub struct RunnerJobStatus {
     pub active: Option<i32>,
 }
 
-/// A `v1 Pod` with only its metadata, node name and status.
+/// A `v1 Pod` with only its identity, owner, session, node name and runner state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WirePod")]
 pub struct RunnerPod {
-    /// Standard metadata.
+    /// Name, namespace, uid, resourceVersion, deletionTimestamp and owner references.
     #[serde(default)]
     pub metadata: ObjectMeta,
+    /// The `agentic-session` label: the session the pod runs for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// Only `spec.nodeName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<RunnerPodSpec>,
@@ -106,8 +118,198 @@ pub struct SlimContainerStatus {
     pub restart_count: i32,
 }
 
+/// A runner-token Secret's name and refresh time (watched as metadata only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "WireMeta")]
+pub struct TokenSecret {
+    /// Name, namespace, uid, resourceVersion and deletionTimestamp.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The `ambient-code.io/token-refreshed-at` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<String>,
+}
+
+/// Deserialization shape of [`RunnerJob`].
+#[derive(Deserialize)]
+struct WireJob {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(default)]
+    status: Option<RunnerJobStatus>,
+}
+
+/// Deserialization shape of [`RunnerPod`].
+#[derive(Deserialize)]
+struct WirePod {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    spec: Option<RunnerPodSpec>,
+    #[serde(default)]
+    status: Option<RunnerPodStatus>,
+}
+
+/// Deserialization shape of [`TokenSecret`] (a `PartialObjectMetadata`).
+#[derive(Deserialize)]
+struct WireMeta {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    refreshed_at: Option<String>,
+}
+
+/// Keeps only what identifies an object and ties it to its owner.
+fn identity(meta: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        deletion_timestamp: meta.deletion_timestamp,
+        owner_references: meta.owner_references.filter(|o| !o.is_empty()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn annotation(meta: &ObjectMeta, key: &str) -> Option<String> {
+    meta.annotations.as_ref()?.get(key).cloned()
+}
+
+fn trim_state(state: Option<ContainerState>) -> Option<ContainerState> {
+    state.map(|mut s| {
+        if let Some(t) = s.terminated.as_mut() {
+            t.container_id = None;
+            t.started_at = None;
+            t.finished_at = None;
+        }
+        s
+    })
+}
+
+impl From<WireJob> for RunnerJob {
+    fn from(wire: WireJob) -> Self {
+        let run_id = wire
+            .run_id
+            .or_else(|| annotation(&wire.metadata, super::build::ANNOTATION_RUN));
+        let status = wire.status.map(|s| RunnerJobStatus {
+            conditions: s
+                .conditions
+                .map(|cs| {
+                    cs.into_iter()
+                        .filter(|c| {
+                            c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed")
+                        })
+                        .map(|c| JobCondition {
+                            last_probe_time: None,
+                            last_transition_time: None,
+                            ..c
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .filter(|cs| !cs.is_empty()),
+            active: s.active,
+        });
+        Self {
+            metadata: identity(wire.metadata),
+            run_id,
+            status,
+        }
+    }
+}
+
+impl From<WirePod> for RunnerPod {
+    fn from(wire: WirePod) -> Self {
+        let session = wire.session.or_else(|| {
+            wire.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(api::LABEL_AGENTIC_SESSION))
+                .cloned()
+        });
+        let status = wire.status.map(|s| {
+            let failed = s.phase.as_deref() == Some("Failed");
+            RunnerPodStatus {
+                reason: s.reason.filter(|_| failed),
+                message: s.message.filter(|_| failed),
+                conditions: s
+                    .conditions
+                    .map(|cs| {
+                        cs.into_iter()
+                            .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+                            .map(|c| PodCondition {
+                                last_probe_time: None,
+                                last_transition_time: None,
+                                ..c
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|cs| !cs.is_empty()),
+                container_statuses: s
+                    .container_statuses
+                    .map(|cs| {
+                        cs.into_iter()
+                            .filter(|c| c.name == api::RUNNER_CONTAINER)
+                            .map(|c| SlimContainerStatus {
+                                state: trim_state(c.state),
+                                last_state: trim_state(c.last_state)
+                                    .filter(|s| s.terminated.is_some()),
+                                ..c
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|cs| !cs.is_empty()),
+                init_container_statuses: s
+                    .init_container_statuses
+                    .map(|cs| {
+                        cs.into_iter()
+                            .filter(|c| {
+                                c.state
+                                    .as_ref()
+                                    .and_then(|s| s.terminated.as_ref())
+                                    .is_some_and(|t| t.exit_code != 0)
+                            })
+                            .map(|c| SlimContainerStatus {
+                                state: trim_state(c.state),
+                                last_state: None,
+                                ..c
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|cs| !cs.is_empty()),
+                phase: s.phase,
+            }
+        });
+        Self {
+            metadata: identity(wire.metadata),
+            session,
+            spec: wire.spec,
+            status,
+        }
+    }
+}
+
+impl From<WireMeta> for TokenSecret {
+    fn from(wire: WireMeta) -> Self {
+        let refreshed_at = wire
+            .refreshed_at
+            .or_else(|| annotation(&wire.metadata, api::ANNOTATION_TOKEN_REFRESHED_AT));
+        Self {
+            metadata: identity(ObjectMeta {
+                owner_references: None,
+                ..wire.metadata
+            }),
+            refreshed_at,
+        }
+    }
+}
+
 macro_rules! core_resource {
-    ($ty:ty, $group:literal, $version:literal, $api_version:literal, $kind:literal, $plural:literal) => {
+    ($ty:ty, $group:literal, $version:literal, $api_version:literal, $kind:literal, $plural:literal, $metadata_only:literal) => {
         impl Resource for $ty {
             type DynamicType = ();
             type Scope = NamespaceResourceScope;
@@ -127,6 +329,9 @@ macro_rules! core_resource {
             fn plural((): &()) -> Cow<'_, str> {
                 Cow::Borrowed($plural)
             }
+            fn metadata_api() -> bool {
+                $metadata_only
+            }
             fn meta(&self) -> &ObjectMeta {
                 &self.metadata
             }
@@ -137,12 +342,83 @@ macro_rules! core_resource {
     };
 }
 
-core_resource!(RunnerJob, "batch", "v1", "batch/v1", "Job", "jobs");
-core_resource!(RunnerPod, "", "v1", "v1", "Pod", "pods");
+core_resource!(RunnerJob, "batch", "v1", "batch/v1", "Job", "jobs", false);
+core_resource!(RunnerPod, "", "v1", "v1", "Pod", "pods", false);
+core_resource!(TokenSecret, "", "v1", "v1", "Secret", "secrets", true);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trims_while_deserializing() {
+        let pod: RunnerPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1-job-abcde", "namespace": "ns", "uid": "u",
+                "generateName": "s1-job-",
+                "labels": {"agentic-session": "s1", "app": "ambient-code-runner", "job-name": "s1-job"},
+                "annotations": {"a": "b"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "s1-job", "uid": "j"}]},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"},
+                               {"type": "PodScheduled", "status": "True"}],
+                "initContainerStatuses": [{"name": "init-hydrate", "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "containerID": "c"}}}],
+                "containerStatuses": [
+                    {"name": "ambient-code-runner", "restartCount": 0,
+                     "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "containerID": "c"}}},
+                    {"name": "state-sync", "restartCount": 0, "state": {"running": {}}}]}
+        }))
+        .unwrap();
+        assert_eq!(pod.session.as_deref(), Some("s1"));
+        assert!(pod.metadata.labels.is_none() && pod.metadata.annotations.is_none());
+        assert!(pod.metadata.generate_name.is_none());
+        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].uid, "j");
+        let status = pod.status.unwrap();
+        assert!(
+            status.conditions.is_none(),
+            "only an unschedulable condition is kept"
+        );
+        assert!(
+            status.init_container_statuses.is_none(),
+            "only failed init containers are kept"
+        );
+        let runner = &status.container_statuses.unwrap()[0..];
+        assert_eq!(runner.len(), 1);
+        let terminated = runner[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(terminated.exit_code, 137);
+        assert_eq!(terminated.container_id, None);
+
+        let job: RunnerJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1-job", "namespace": "ns", "uid": "j",
+                "labels": {"app": "ambient-code-runner"},
+                "annotations": {"ambient-code.io/run-started-at": "2026-01-01T00:00:00Z"}},
+            "status": {"active": 1, "conditions": [
+                {"type": "Suspended", "status": "False"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]}
+        }))
+        .unwrap();
+        assert_eq!(job.run_id.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert!(job.metadata.annotations.is_none());
+        let conditions = job.status.unwrap().conditions.unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].reason.as_deref(), Some("DeadlineExceeded"));
+
+        let secret: TokenSecret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": "ambient-runner-token-s1", "namespace": "ns",
+                "labels": {"app": "ambient-runner-token"},
+                "annotations": {"ambient-code.io/token-refreshed-at": "2026-01-01T00:00:00Z"}}
+        }))
+        .unwrap();
+        assert_eq!(secret.refreshed_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert!(secret.metadata.annotations.is_none());
+    }
 
     #[test]
     fn slim_pod_keeps_status_and_drops_spec() {
@@ -159,7 +435,7 @@ mod tests {
         let text = serde_json::to_string(&pod).unwrap();
         assert!(!text.contains("env"), "{text}");
         assert!(!text.contains("imageID"), "{text}");
-        assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some("n1"));
+        assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("n1"));
         assert_eq!(
             RunnerPod::url_path(&(), Some("ns")),
             "/api/v1/namespaces/ns/pods"

@@ -36,8 +36,8 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    build::{self, ANNOTATION_RUN, RunInputs},
-    cached::{RunnerJob, RunnerPod},
+    build::{self, RunInputs},
+    cached::{RunnerJob, RunnerPod, TokenSecret},
     config::{SessionConfig, TOKEN_REFRESH_AFTER},
     error::SessionError,
     metrics::SessionMetrics,
@@ -76,7 +76,7 @@ pub struct Ctx {
     /// Runner pods (label-selected, slim).
     pub pods: Store<RunnerPod>,
     /// Runner-token Secrets (label-selected, metadata only).
-    pub tokens: Store<PartialObjectMeta<Secret>>,
+    pub tokens: Store<TokenSecret>,
     /// Managed namespaces (label-selected, metadata only).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// `ProjectSettings` (for the inactivity timeout and MCP servers).
@@ -133,7 +133,7 @@ pub fn controllers_with(
         watcher::Config::default().labels(&format!("{}=true", api::LABEL_MANAGED_NAMESPACE)),
     )?;
     let tokens = watches.store(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        Api::<TokenSecret>::all(client.clone()),
         watcher::Config::default().labels(TOKEN_SELECTOR),
     )?;
     let projects = watches.store(
@@ -162,7 +162,7 @@ pub fn controllers_with(
         move |c| {
             c.owns_shared_stream(jobs.stream)
                 .watches_shared_stream(pods.stream, |pod: Arc<RunnerPod>| {
-                    let name = pod.labels().get(api::LABEL_AGENTIC_SESSION).cloned();
+                    let name = pod.session.clone();
                     let ns = pod.namespace();
                     name.zip(ns)
                         .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
@@ -354,9 +354,7 @@ pub fn observe_run(
 ) -> RunView {
     let job = jobs.get(&ObjectRef::new(&names::job(name)).within(ns));
     let current = job.as_ref().filter(|j| {
-        j.metadata.deletion_timestamp.is_none()
-            && run_id.is_some()
-            && j.annotations().get(ANNOTATION_RUN).map(String::as_str) == run_id
+        j.metadata.deletion_timestamp.is_none() && run_id.is_some() && j.run_id.as_deref() == run_id
     });
     if let Some(job) = current {
         let uid = job.metadata.uid.clone().unwrap_or_default();
@@ -376,11 +374,7 @@ pub fn observe_run(
         };
     }
     let stray_pod = pods.find(|p| {
-        p.metadata.namespace.as_deref() == Some(ns)
-            && p.labels()
-                .get(api::LABEL_AGENTIC_SESSION)
-                .map(String::as_str)
-                == Some(name)
+        p.metadata.namespace.as_deref() == Some(ns) && p.session.as_deref() == Some(name)
     });
     if job.is_some() || stray_pod.is_some() {
         RunView::Leftover
@@ -628,7 +622,7 @@ impl Reconciler<'_> {
             .ctx
             .jobs
             .get(&ObjectRef::new(&names::job(&self.name)).within(&self.ns))
-            .filter(|j| j.annotations().get(ANNOTATION_RUN) == Some(&run_id));
+            .filter(|j| j.run_id.as_ref() == Some(&run_id));
         let owner = if let Some(job) = existing {
             build::job_owner(&Job {
                 metadata: job.metadata.clone(),
@@ -713,11 +707,7 @@ impl Reconciler<'_> {
         let Some(secret) = self.ctx.tokens.get(&ObjectRef::new(&name).within(&self.ns)) else {
             return Ok(None);
         };
-        let refreshed = secret
-            .annotations()
-            .get(api::ANNOTATION_TOKEN_REFRESHED_AT)
-            .map(String::as_str);
-        if let Some(wait) = token_fresh_for(refreshed, self.now) {
+        if let Some(wait) = token_fresh_for(secret.refreshed_at.as_deref(), self.now) {
             return Ok(Some(wait));
         }
         let token = self.request_token().await?;
@@ -754,7 +744,7 @@ impl Reconciler<'_> {
         }
         let strays = self.ctx.pods.state_filter(|p| {
             p.metadata.namespace.as_deref() == Some(self.ns.as_str())
-                && p.labels().get(api::LABEL_AGENTIC_SESSION) == Some(&self.name)
+                && p.session.as_ref() == Some(&self.name)
                 && p.metadata.deletion_timestamp.is_none()
         });
         let pods: Api<k8s_openapi::api::core::v1::Pod> =

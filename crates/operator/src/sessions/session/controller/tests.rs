@@ -4,6 +4,7 @@
 #![allow(clippy::needless_pass_by_value)] // JSON literals read better inline
 
 use super::*;
+use crate::sessions::session::build::ANNOTATION_RUN;
 use agentic_api::sessions::{AgenticSessionSpec, AgenticSessionStatus, ProjectSettingsSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::{reflector, watcher};
@@ -96,6 +97,7 @@ fn stores(jobs: Vec<RunnerJob>, pods: Vec<RunnerPod>) -> (Store<RunnerJob>, Stor
 }
 
 fn job(run: &str, conditions: Value) -> RunnerJob {
+    // As the API server sends it: the run is an annotation.
     serde_json::from_value(json!({"metadata": {"name": "s1-job", "namespace": "ns",
         "uid": "job-uid", "annotations": {ANNOTATION_RUN: run}},
         "status": {"conditions": conditions}}))
