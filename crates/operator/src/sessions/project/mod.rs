@@ -138,3 +138,74 @@ pub fn controllers(
     );
     Ok(vec![ns_task, ps_task])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{
+        config::{Environment, RunArgs, Settings},
+        events::EventRecorders,
+        metrics::Metrics,
+        probes::HealthState,
+    };
+
+    fn runtime() -> RuntimeContext {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = kube::Client::new(service, "default");
+        let settings = Settings::resolve(
+            &RunArgs::default(),
+            &Environment::fixed([("POD_NAME", "t")], None),
+        )
+        .unwrap();
+        RuntimeContext {
+            recorders: EventRecorders::new(client.clone(), "t"),
+            client,
+            settings: Arc::new(settings),
+            metrics: Metrics::new(),
+            health: HealthState::new(),
+            leading: tokio::sync::watch::channel(true).1,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Upstream watched every namespace in the cluster (and was OOM-killed at scale); here the
+    /// only namespace watch is label-selected, metadata-only and shared with the session
+    /// controller, and owned objects are watched by label.
+    #[tokio::test]
+    async fn watches_are_selected_and_shared_with_the_session_controller() {
+        let rt = runtime();
+        let mut watches = SharedWatches::default();
+        let tasks = controllers(&rt, &mut watches).unwrap();
+        assert_eq!(tasks.len(), 2);
+        let ours = watches.len();
+        let sessions = crate::sessions::session::controllers(&rt, &mut watches).unwrap();
+        assert!(!sessions.is_empty());
+        let keys = format!("{watches:?}");
+        let namespace_watches: Vec<&str> = keys
+            .split('"')
+            .filter(|k| k.contains("/api/v1/namespaces|"))
+            .collect();
+        assert_eq!(namespace_watches.len(), 1, "{namespace_watches:?}");
+        assert!(
+            namespace_watches[0].contains("PartialObjectMeta")
+                && namespace_watches[0].contains("labels=ambient-code.io/managed=true"),
+            "{namespace_watches:?}"
+        );
+        for kind in ["rolebindings", "roles", "serviceaccounts"] {
+            let selected = format!("/{kind}|labels={}|", build::CHILD_SELECTOR);
+            assert!(keys.contains(&selected), "{kind} watched by label: {keys}");
+            assert!(
+                !keys.contains(&format!("/{kind}|labels=|fields=|")),
+                "no unfiltered {kind} watch: {keys}"
+            );
+        }
+        assert!(
+            keys.contains("/limitranges|labels=|fields=metadata.name=ambient-default-limits"),
+            "{keys}"
+        );
+        assert_eq!(ours, 6, "one watch per kind: {keys}");
+    }
+}
