@@ -340,13 +340,13 @@ mod tests {
     use crate::evaluations::agent::{AgentUrlSource, resolve};
 
     fn experiment(spec: Value) -> Experiment {
-        let mut exp: Experiment = serde_json::from_value(json!({
+        let mut value = json!({
             "apiVersion": "testbench.agentic-layer.ai/v1alpha1",
             "kind": "Experiment",
-            "metadata": {"name": "weather", "namespace": "team", "uid": "u-1"},
-            "spec": spec
-        }))
-        .unwrap();
+            "metadata": {"name": "weather", "namespace": "team", "uid": "u-1"}
+        });
+        value["spec"] = spec;
+        let mut exp: Experiment = serde_json::from_value(value).unwrap();
         exp.metadata.generation = Some(1);
         exp
     }

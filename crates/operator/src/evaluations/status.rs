@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(s.observed_generation, Some(3));
     }
 
-    /// Upstream set `Ready=True` with the TestWorkflow CRD missing.
+    /// Upstream set `Ready=True` with the `TestWorkflow` CRD missing.
     #[test]
     fn missing_crd_is_not_ready() {
         let outcome = Outcome {
@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(cond(&s, "WorkflowReady").reason, "CRDNotInstalled");
     }
 
-    /// Upstream reported `WorkflowReady=True` when the ConfigMap write had failed.
+    /// Upstream reported `WorkflowReady=True` when the `ConfigMap` write had failed.
     #[test]
     fn failed_config_map_keeps_workflow_not_ready() {
         let outcome = Outcome {
