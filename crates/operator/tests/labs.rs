@@ -1,0 +1,1136 @@
+//! The labs Experiment controller against devcluster with the simulated Crossplane, Argo CD and
+//! Argo Workflows: one test per acceptance criterion (multi-target with `depends`, component
+//! resolution, workflow-driven and manual completion, provisioning timeout, deletion in every
+//! phase, restarts) plus the upstream bugs it must not repeat.
+//!
+//! Claims and Applications are scripted through their Experiment: an admission hook copies the
+//! Experiment's `devcluster.io/*` annotations onto them when they are created.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{sync::Arc, time::Duration};
+
+use agentic_api::labs::{Experiment, ExperimentPhase};
+use agentic_operator::{
+    labs::{Labs, LabsConfig},
+    runtime::{
+        config::{Environment, RunArgs, Settings},
+        manager::Manager,
+    },
+};
+use devcluster::{
+    AdmissionHook, Hooks,
+    hooks::{AdmissionRequest, Operation},
+    simulators::Simulators,
+};
+use futures::future::BoxFuture;
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
+};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Generous deadline of every wait.
+const DEADLINE: Duration = Duration::from_secs(90);
+/// Namespace of the Experiments.
+const NS: &str = "experiments";
+
+/// Copies an Experiment's `devcluster.io/*` annotations onto the claims and Applications the
+/// operator creates for it.
+struct ScriptChildren;
+
+impl AdmissionHook for ScriptChildren {
+    fn admit<'a>(
+        &'a self,
+        request: &'a AdmissionRequest<'a>,
+        object: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), devcluster::ApiError>> {
+        Box::pin(async move {
+            if !matches!(
+                request.kind,
+                "GKECluster" | "TalosCluster" | "VCluster" | "Application"
+            ) || request.operation == Operation::Delete
+                || request.old_object.is_some()
+            {
+                return Ok(());
+            }
+            let labels = object["metadata"]["labels"].clone();
+            let (Some(exp), Some(ns)) = (
+                labels["experiments.illm.io/experiment"].as_str(),
+                labels["experiments.illm.io/namespace"].as_str(),
+            ) else {
+                return Ok(());
+            };
+            let Some(e) = request
+                .cluster
+                .get("experiments.illm.io", "experiments", ns, exp)
+            else {
+                return Ok(());
+            };
+            let meta = object["metadata"].as_object_mut().unwrap();
+            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(src) = e["metadata"]["annotations"].as_object() {
+                for (k, v) in src {
+                    if k.starts_with("devcluster.io/") {
+                        annotations[k] = v.clone();
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn fixture(name: &str) -> CustomResourceDefinition {
+    let path = format!(
+        "{}/../devcluster/fixtures/labs/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+struct Env {
+    cluster: devcluster::DevCluster,
+    client: Client,
+    sims: JoinHandle<()>,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cluster = devcluster::DevCluster::builder()
+            .hooks(Hooks {
+                admission: vec![Arc::new(ScriptChildren)],
+                ..Hooks::default()
+            })
+            .start()
+            .await
+            .expect("dev cluster starts");
+        let client = cluster.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let mut wanted = Vec::new();
+        for crd in agentic_api::crds::all() {
+            if crd.spec.group == agentic_api::labs::GROUP {
+                wanted.push((crd.spec.group.clone(), crd.spec.names.plural.clone()));
+                crds.create(&PostParams::default(), &crd).await.unwrap();
+            }
+        }
+        for f in [
+            "claim-gkecluster.yaml",
+            "claim-taloscluster.yaml",
+            "claim-vcluster.yaml",
+            "argocd-application.yaml",
+            "argo-workflow.yaml",
+            "argo-workflowtemplate.yaml",
+        ] {
+            let crd = fixture(f);
+            wanted.push((crd.spec.group.clone(), crd.spec.names.plural.clone()));
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        for (group, plural) in wanted {
+            let gv = if group == agentic_api::labs::GROUP {
+                format!("{group}/{}", agentic_api::labs::VERSION)
+            } else {
+                format!("{group}/v1alpha1")
+            };
+            loop {
+                let served = client
+                    .list_api_group_resources(&gv)
+                    .await
+                    .is_ok_and(|l| l.resources.iter().any(|r| r.name == plural));
+                if served {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{plural} not served"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        for ns in [NS, "argocd", "argo-workflows", "monitoring", "clusters"] {
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            namespaces.create(&PostParams::default(), &n).await.unwrap();
+        }
+        let sims = Simulators {
+            crossplane: true,
+            argocd: true,
+            argo_workflows: true,
+            ..Simulators::none()
+        };
+        let sim_client = client.clone();
+        let sims = tokio::spawn(async move { sims.run(sim_client).await });
+        Self {
+            cluster,
+            client,
+            sims,
+        }
+    }
+
+    async fn stop(self) {
+        self.sims.abort();
+        self.cluster.shutdown().await;
+    }
+}
+
+struct Operator {
+    shutdown: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(client: &Client, config: LabsConfig) -> Self {
+        let args = RunArgs {
+            metrics_bind_address: "0".into(),
+            health_probe_bind_address: "0".into(),
+            controllers: Some(vec!["labs".into()]),
+            ..RunArgs::default()
+        };
+        let settings = Settings::resolve(
+            &args,
+            &Environment::fixed([("POD_NAME", "labs-test")], None),
+        )
+        .unwrap();
+        let manager = Manager::new(settings, vec![Box::new(Labs::new(config))]);
+        let shutdown = CancellationToken::new();
+        let run = manager.run_with_client(client.clone(), shutdown.clone());
+        let handle = tokio::spawn(async move {
+            if let Err(error) = run.await {
+                panic!("operator stopped: {error}");
+            }
+        });
+        Self { shutdown, handle }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("operator shuts down")
+            .expect("operator task ends cleanly");
+    }
+}
+
+fn argo(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "argoproj.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "argoproj.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn claim_ar(kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: "illm.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "illm.io/v1alpha1".into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn dynamic(client: &Client, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, ar)
+}
+
+async fn create_yaml(client: &Client, ar: &ApiResource, ns: Option<&str>, yaml: &str) {
+    let obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
+    let api: Api<DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    };
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+async fn component(client: &Client, name: &str, type_: &str, extra: &str) {
+    let ar = ApiResource::erase::<agentic_api::labs::Component>(&());
+    let yaml = format!(
+        "apiVersion: experiments.illm.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {type_}\n  sources:\n  - repoURL: https://charts.example.com\n    chart: {name}\n    targetRevision: 1.0.0\n    helm:\n      releaseName: {name}\n{extra}"
+    );
+    create_yaml(client, &ar, None, &yaml).await;
+}
+
+async fn template(client: &Client, name: &str, annotations: &str, suspend: bool) {
+    let steps = if suspend {
+        "  - name: main\n    steps:\n    - - {name: wait, template: wait}\n  - name: wait\n    suspend: {}\n"
+    } else {
+        "  - name: main\n    container: {image: alpine:3.19}\n"
+    };
+    let yaml = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: {name}\n  annotations: {annotations}\nspec:\n  entrypoint: main\n  templates:\n{steps}"
+    );
+    create_yaml(
+        client,
+        &argo("WorkflowTemplate", "workflowtemplates"),
+        Some("argo-workflows"),
+        &yaml,
+    )
+    .await;
+}
+
+async fn experiment(client: &Client, yaml: &str) {
+    let exp: Experiment = serde_yaml::from_str(yaml).unwrap();
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &exp)
+        .await
+        .unwrap();
+}
+
+/// Polls until `check` holds on the Experiment; returns it.
+async fn wait_for(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Experiment) -> bool,
+) -> Experiment {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let current = api.get_opt(name).await.unwrap();
+        if let Some(e) = &current
+            && check(e)
+        {
+            return e.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: {what} not reached; last state: {}",
+            serde_json::to_string_pretty(&current.map(|e| e.status)).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_phase(client: &Client, name: &str, phase: ExperimentPhase) -> Experiment {
+    wait_for(client, name, phase.as_str(), |e| e.phase() == phase).await
+}
+
+async fn wait_gone(client: &Client, name: &str) {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while api.get_opt(name).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `check` holds on the named object (or its absence); returns it.
+async fn wait_obj(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    check: impl Fn(Option<&DynamicObject>) -> bool,
+) -> Option<DynamicObject> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let o = api.get_opt(name).await.unwrap();
+        if check(o.as_ref()) {
+            return o;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: {what}; last: {o:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn cond<'a>(
+    e: &'a Experiment,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    e.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn fast() -> LabsConfig {
+    LabsConfig {
+        cleanup_stuck_after: Duration::from_secs(2),
+        ..LabsConfig::default()
+    }
+}
+
+const TWO_TARGETS: &str = r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: gw
+  namespace: experiments
+  annotations: ANNOTATIONS
+spec:
+  description: app on a provisioned cluster, load generator on the hub
+  series: gateway
+  targets:
+  - name: loadgen
+    cluster: {type: hub}
+    components:
+    - workflow: k6-loadgen
+      params: {users: '10'}
+    depends: [app]
+  - name: app
+    cluster: {type: gke, zone: europe-west1-b, preemptible: true}
+    components:
+    - app: web
+    observability: {enabled: true, transport: direct}
+  workflow:
+    template: gateway-validation
+    completion: {mode: workflow}
+    params: {duration: 30s}
+";
+
+async fn catalogue(client: &Client) {
+    component(
+        client,
+        "web",
+        "app",
+        "  parameters:\n  - {name: replicas, type: int, default: '2'}\n",
+    )
+    .await;
+    component(client, "k6-loadgen", "workflow", "").await;
+    component(client, "metrics-egress", "config", "").await;
+    component(client, "metrics-agent", "app", "").await;
+}
+
+/// Multi-target (gke + hub with `depends`), Argo CD registration and Applications, Degraded
+/// not counted as healthy, workflow parameters, completion, Grafana datasource and
+/// completion cleanup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "gateway-validation",
+        "{devcluster.io/run-seconds: '0.5'}",
+        false,
+    )
+    .await;
+    let op = Operator::start(&client, fast());
+    // The app's Application starts Degraded (upstream counted Degraded as healthy).
+    experiment(
+        &client,
+        &TWO_TARGETS.replace("ANNOTATIONS", "{devcluster.io/health: Degraded}"),
+    )
+    .await;
+
+    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
+    let app = wait_obj(&apps, "gw-app", "app Application Degraded", |o| {
+        o.is_some_and(|o| o.data.pointer("/status/health/status") == Some(&json!("Degraded")))
+    })
+    .await
+    .unwrap();
+    // Deployed to the provisioned cluster, registered through a cluster Secret.
+    let server = app
+        .data
+        .pointer("/spec/destination/server")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(server.starts_with("https://10."), "{server}");
+    assert_eq!(
+        app.data.pointer("/spec/destination/namespace"),
+        Some(&json!("gw"))
+    );
+    assert_eq!(
+        app.metadata.finalizers.as_deref(),
+        Some(&["resources-finalizer.argocd.argoproj.io".to_owned()][..])
+    );
+    let sources = app
+        .data
+        .pointer("/spec/sources")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    let charts: Vec<&str> = sources
+        .iter()
+        .map(|s| s["chart"].as_str().unwrap())
+        .collect();
+    assert_eq!(charts, ["web", "metrics-egress", "metrics-agent"]);
+    assert_eq!(
+        sources[0].pointer("/helm/parameters/0"),
+        Some(&json!({"name": "replicas", "value": "2"}))
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    let reg = secrets.get("cluster-gw-app").await.unwrap();
+    assert_eq!(reg.labels()["argocd.argoproj.io/secret-type"], "cluster");
+    let data = reg.data.unwrap();
+    assert_eq!(String::from_utf8_lossy(&data["server"].0), server);
+    let config: Value = serde_json::from_slice(&data["config"].0).unwrap();
+    assert!(
+        config.pointer("/tlsClientConfig/certData").is_some(),
+        "{config}"
+    );
+    // The claim follows the gke mapping.
+    let claim = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"))
+        .get("gw-app")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.data.pointer("/spec/zone"),
+        Some(&json!("europe-west1-b"))
+    );
+    assert_eq!(claim.data.pointer("/spec/preemptible"), Some(&json!(true)));
+    assert_eq!(
+        claim.data.pointer("/spec/machineType"),
+        Some(&json!("e2-medium"))
+    );
+
+    // loadgen depends on app: its Application waits while app is Degraded.
+    let e = wait_for(&client, "gw", "ComponentsHealthy lists the wait", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.message.contains("loadgen: waiting for app"))
+    })
+    .await;
+    assert_eq!(e.phase(), ExperimentPhase::Provisioning);
+    assert!(apps.get_opt("gw-loadgen").await.unwrap().is_none());
+    // Status is keyed by target name, in spec order.
+    let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    assert_eq!(targets[0].name, "loadgen");
+    assert_eq!(targets[0].cluster_name.as_deref(), Some("hub"));
+    assert_eq!(targets[1].name, "app");
+    assert_eq!(targets[1].cluster_name.as_deref(), Some("gw-app"));
+    assert_eq!(targets[1].phase.as_deref(), Some("Ready"));
+    assert_eq!(cond(&e, "Provisioned").unwrap().status, "True");
+
+    // Later Applications are not scripted Degraded; then the app target recovers.
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .patch(
+            "gw",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/health": null}}})),
+        )
+        .await
+        .unwrap();
+    apps.patch(
+        "gw-app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/health": "Healthy"}}})),
+    )
+    .await
+    .unwrap();
+    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
+    let wf = wait_obj(&workflows, "gw-validation", "workflow submitted", |o| {
+        o.is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        wf.data.pointer("/spec/workflowTemplateRef/name"),
+        Some(&json!("gateway-validation"))
+    );
+    let params: Vec<(String, String)> = wf
+        .data
+        .pointer("/spec/arguments/parameters")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = params.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "app-endpoint",
+            "app-name",
+            "duration",
+            "experiment-name",
+            "target-endpoint",
+            "target-name"
+        ]
+    );
+    assert_eq!(params[3].1, "gw");
+    let loadgen = apps.get("gw-loadgen").await.unwrap();
+    assert_eq!(
+        loadgen.data.pointer("/spec/destination/server"),
+        Some(&json!("https://kubernetes.default.svc"))
+    );
+    // No cluster Secret for the hub (upstream deleted a `cluster-hub` Secret).
+    assert!(secrets.get_opt("cluster-hub").await.unwrap().is_none());
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "monitoring");
+    let ds = cms.get("lab-experiments-gw-datasource").await.unwrap();
+    assert_eq!(ds.labels()["grafana_datasource"], "1");
+
+    let e = wait_phase(&client, "gw", ExperimentPhase::Complete).await;
+    assert_eq!(cond(&e, "WorkflowSucceeded").unwrap().status, "True");
+    let ws = e.status.as_ref().unwrap().workflow_status.clone().unwrap();
+    assert_eq!(ws.name, "gw-validation");
+    assert_eq!(ws.phase.as_deref(), Some("Succeeded"));
+    // The unknown-to-the-Go-types field survives (upstream's full Update wiped it).
+    assert_eq!(e.spec.series.as_deref(), Some("gateway"));
+
+    // Completion cleanup removes every child, in order, and the CR stays as history.
+    let e = wait_for(&client, "gw", "resources cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    assert_eq!(e.phase(), ExperimentPhase::Complete);
+    assert!(apps.get_opt("gw-app").await.unwrap().is_none());
+    assert!(apps.get_opt("gw-loadgen").await.unwrap().is_none());
+    assert!(workflows.get_opt("gw-validation").await.unwrap().is_none());
+    assert!(secrets.get_opt("cluster-gw-app").await.unwrap().is_none());
+    assert!(
+        cms.get_opt("lab-experiments-gw-datasource")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"))
+            .get_opt("gw-app")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Events were recorded for the transitions.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for r in [
+        "Provisioning",
+        "ComponentsHealthy",
+        "WorkflowSubmitted",
+        "WorkflowSucceeded",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "no {r} Event in {reasons:?}"
+        );
+    }
+
+    // Deleting the finished experiment releases the finalizer.
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete("gw", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&client, "gw").await;
+    op.stop().await;
+    env.stop().await;
+}
+
+const HUB_ONLY: &str = r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: NAME
+  namespace: experiments
+  annotations: ANNOTATIONS
+spec:
+  targets:
+  - name: main
+    cluster: {type: CLUSTER}
+    components:
+    - app: web
+  workflow:
+    template: TEMPLATE
+    completion: {mode: MODE}
+";
+
+fn exp_yaml(name: &str, cluster: &str, template: &str, mode: &str, annotations: &str) -> String {
+    HUB_ONLY
+        .replace("NAME", name)
+        .replace("CLUSTER", cluster)
+        .replace("TEMPLATE", template)
+        .replace("MODE", mode)
+        .replace("ANNOTATIONS", annotations)
+}
+
+/// A failed workflow fails the experiment with the workflow's message; a missing template
+/// fails it too (no inline fallback workflow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_failure_fails_the_experiment() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "breaks",
+        "{devcluster.io/result: Failed, devcluster.io/message: 'k6 thresholds crossed'}",
+        false,
+    )
+    .await;
+    let op = Operator::start(&client, fast());
+    experiment(
+        &client,
+        &exp_yaml("fails", "hub", "breaks", "workflow", "{}"),
+    )
+    .await;
+    experiment(
+        &client,
+        &exp_yaml("notemplate", "hub", "missing", "workflow", "{}"),
+    )
+    .await;
+    let e = wait_phase(&client, "fails", ExperimentPhase::Failed).await;
+    let c = cond(&e, "WorkflowSucceeded").unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Failed"));
+    assert!(c.message.contains("k6 thresholds crossed"), "{c:?}");
+    let e = wait_phase(&client, "notemplate", ExperimentPhase::Failed).await;
+    assert!(
+        cond(&e, "WorkflowSucceeded")
+            .unwrap()
+            .message
+            .contains("\"missing\" not found")
+    );
+    op.stop().await;
+    env.stop().await;
+}
+
+/// `manual` completion: the workflow suspends, the experiment stays Running until the
+/// workflow is resumed; an experiment never resumed fails at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_completion_waits_for_resume_and_has_a_deadline() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "hold", "{}", true).await;
+    let op = Operator::start(
+        &client,
+        LabsConfig {
+            manual_deadline: Duration::from_secs(30),
+            ..fast()
+        },
+    );
+    experiment(&client, &exp_yaml("manual", "hub", "hold", "manual", "{}")).await;
+    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
+    wait_obj(&workflows, "manual-validation", "suspended", |o| {
+        o.is_some_and(|o| {
+            o.data
+                .pointer("/status/nodes/manual-validation-suspend/type")
+                == Some(&json!("Suspend"))
+        })
+    })
+    .await;
+    let e = wait_phase(&client, "manual", ExperimentPhase::Running).await;
+    assert_eq!(cond(&e, "WorkflowSucceeded").unwrap().status, "Unknown");
+    workflows
+        .patch(
+            "manual-validation",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/resume": "true"}}})),
+        )
+        .await
+        .unwrap();
+    wait_phase(&client, "manual", ExperimentPhase::Complete).await;
+
+    // Not resumed: Failed once the deadline passes.
+    experiment(
+        &client,
+        &exp_yaml("forgotten", "hub", "hold", "manual", "{}"),
+    )
+    .await;
+    let e = wait_phase(&client, "forgotten", ExperimentPhase::Failed).await;
+    let c = cond(&e, "WorkflowSucceeded").unwrap();
+    assert_eq!(c.reason, "ManualDeadlineExceeded", "{c:?}");
+    op.stop().await;
+    env.stop().await;
+}
+
+/// A claim that never becomes Ready fails its target at the provisioning timeout with the
+/// claim's last message, and the claim is cleaned up (upstream waited forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_timeout_fails_with_the_claim_message() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let op = Operator::start(
+        &client,
+        LabsConfig {
+            provisioning_timeout: Duration::from_secs(3),
+            ..fast()
+        },
+    );
+    experiment(
+        &client,
+        &exp_yaml(
+            "quota",
+            "gke",
+            "ok",
+            "workflow",
+            "{devcluster.io/fail-message: 'GCE quota exceeded in us-central1'}",
+        ),
+    )
+    .await;
+    let e = wait_phase(&client, "quota", ExperimentPhase::Failed).await;
+    let c = cond(&e, "Provisioned").unwrap();
+    assert_eq!(c.reason, "ProvisioningFailed");
+    assert!(
+        c.message.contains("GCE quota exceeded in us-central1"),
+        "{c:?}"
+    );
+    assert!(c.message.contains("provisioning timeout"), "{c:?}");
+    let t = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
+    assert_eq!(t.phase.as_deref(), Some("Failed"));
+    wait_for(&client, "quota", "cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    assert!(claims.get_opt("quota-main").await.unwrap().is_none());
+    op.stop().await;
+    env.stop().await;
+}
+
+/// Components resolve by name; an unknown one or a bad parameter is a condition naming it
+/// (never a guessed path), and creating the Component lets the experiment proceed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_resolution_reports_and_recovers() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    template(&client, "ok", "{}", false).await;
+    let op = Operator::start(&client, fast());
+    experiment(&client, &exp_yaml("res", "hub", "ok", "workflow", "{}")).await;
+    let e = wait_for(&client, "res", "ComponentNotFound", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "ComponentNotFound")
+    })
+    .await;
+    assert!(
+        cond(&e, "ComponentsHealthy")
+            .unwrap()
+            .message
+            .contains("Component \"web\" not found")
+    );
+    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
+    assert!(apps.get_opt("res-main").await.unwrap().is_none());
+    // A required parameter without a value.
+    component(
+        &client,
+        "web",
+        "app",
+        "  parameters:\n  - {name: host, required: true}\n",
+    )
+    .await;
+    let e = wait_for(&client, "res", "InvalidParameter", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "InvalidParameter")
+    })
+    .await;
+    assert!(
+        cond(&e, "ComponentsHealthy")
+            .unwrap()
+            .message
+            .contains("requires parameter \"host\"")
+    );
+    // Fixing the Component lets it run.
+    let components = Api::<agentic_api::labs::Component>::all(client.clone());
+    components
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"parameters": [{"name": "host", "default": "example.com"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_phase(&client, "res", ExperimentPhase::Complete).await;
+    op.stop().await;
+    env.stop().await;
+}
+
+/// Unknown `depends` names and cycles are validation conditions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_depends_is_reported() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    let op = Operator::start(&client, fast());
+    let cyclic = TWO_TARGETS
+        .replace("ANNOTATIONS", "{}")
+        .replace("name: gw", "name: cyclic")
+        .replace(
+            "    observability: {enabled: true, transport: direct}\n",
+            "    depends: [loadgen]\n",
+        );
+    experiment(&client, &cyclic).await;
+    let e = wait_for(&client, "cyclic", "InvalidSpec", |e| {
+        cond(e, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+    })
+    .await;
+    assert!(
+        cond(&e, "Ready").unwrap().message.contains("cycle"),
+        "{:?}",
+        cond(&e, "Ready")
+    );
+    assert_eq!(e.phase(), ExperimentPhase::Pending);
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    assert!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    op.stop().await;
+    env.stop().await;
+}
+
+/// Deleting an experiment in any phase removes its children and releases the finalizer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_in_every_phase_releases_the_finalizer() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "long",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    template(&client, "ok", "{}", false).await;
+    let op = Operator::start(&client, fast());
+    experiment(
+        &client,
+        &exp_yaml(
+            "provisioning",
+            "gke",
+            "ok",
+            "workflow",
+            "{devcluster.io/ready-seconds: forever}",
+        ),
+    )
+    .await;
+    experiment(
+        &client,
+        &exp_yaml(
+            "deploying",
+            "gke",
+            "ok",
+            "workflow",
+            "{devcluster.io/health: Degraded}",
+        ),
+    )
+    .await;
+    experiment(
+        &client,
+        &exp_yaml("running", "gke", "long", "workflow", "{}"),
+    )
+    .await;
+    experiment(&client, &exp_yaml("done", "hub", "ok", "workflow", "{}")).await;
+    wait_for(&client, "provisioning", "Provisioning", |e| {
+        e.phase() == ExperimentPhase::Provisioning && cond(e, "Provisioned").is_some()
+    })
+    .await;
+    wait_for(&client, "deploying", "apps progressing", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.message.contains("Degraded"))
+    })
+    .await;
+    wait_phase(&client, "running", ExperimentPhase::Running).await;
+    wait_phase(&client, "done", ExperimentPhase::Complete).await;
+    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
+    for name in ["provisioning", "deploying", "running", "done"] {
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    for name in ["provisioning", "deploying", "running", "done"] {
+        wait_gone(&client, name).await;
+    }
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    assert!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
+    assert!(
+        apps.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
+    assert!(
+        workflows
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    assert!(
+        secrets
+            .list(&ListParams::default().labels("argocd.argoproj.io/secret-type=cluster"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    op.stop().await;
+    env.stop().await;
+}
+
+/// A claim whose deletion hangs holds the finalizer and surfaces as a condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_claim_deletion_is_a_condition() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let op = Operator::start(&client, fast());
+    experiment(
+        &client,
+        &exp_yaml(
+            "stuck",
+            "gke",
+            "ok",
+            "workflow",
+            "{devcluster.io/stuck-deletion: 'true', devcluster.io/ready-seconds: forever}",
+        ),
+    )
+    .await;
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    wait_obj(&claims, "stuck-main", "claim created", |o| o.is_some()).await;
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    let e = wait_for(&client, "stuck", "CleanupStuck", |e| {
+        cond(e, "Ready").is_some_and(|c| c.reason == "CleanupStuck")
+    })
+    .await;
+    assert!(
+        cond(&e, "Ready")
+            .unwrap()
+            .message
+            .contains("claim experiments/stuck-main")
+    );
+    // Unsticking the claim lets the deletion finish.
+    claims
+        .patch(
+            "stuck-main",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"devcluster.io/stuck-deletion": "false"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_gone(&client, "stuck").await;
+    op.stop().await;
+    env.stop().await;
+}
+
+/// An operator restart mid-provisioning adopts the existing claim (same UID) and runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_provisioning_creates_no_duplicate_claim() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "long",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    let op = Operator::start(&client, fast());
+    experiment(
+        &client,
+        &exp_yaml(
+            "restart",
+            "gke",
+            "long",
+            "workflow",
+            "{devcluster.io/ready-seconds: '4'}",
+        ),
+    )
+    .await;
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    let before = wait_obj(&claims, "restart-main", "claim created", |o| o.is_some())
+        .await
+        .unwrap();
+    op.stop().await;
+    let op = Operator::start(&client, fast());
+    wait_phase(&client, "restart", ExperimentPhase::Running).await;
+    let after = claims.get("restart-main").await.unwrap();
+    assert_eq!(before.uid(), after.uid());
+    assert_eq!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete("restart", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&client, "restart").await;
+    assert!(claims.get_opt("restart-main").await.unwrap().is_none());
+    op.stop().await;
+    env.stop().await;
+}
+
+/// The cluster-type mapping is configuration: here `gke` maps to a `VCluster` claim in the
+/// `clusters` namespace, and the experiment runs on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_type_mapping_is_configurable() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let mut config = fast();
+    let mut vcluster = config.cluster_types["vcluster"].clone();
+    vcluster.namespace = Some("clusters".into());
+    vcluster.fields.insert("nodeCount".into(), "workers".into());
+    config.cluster_types.insert("gke".into(), vcluster);
+    let op = Operator::start(&client, config);
+    experiment(&client, &exp_yaml("vc", "gke", "ok", "workflow", "{}")).await;
+    let claims = dynamic(&client, "clusters", &claim_ar("VCluster", "vclusters"));
+    let claim = wait_obj(&claims, "vc-main", "VCluster claim", |o| o.is_some())
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.data.pointer("/spec/writeConnectionSecretToRef/name"),
+        Some(&json!("vc-main-conn"))
+    );
+    let e = wait_phase(&client, "vc", ExperimentPhase::Complete).await;
+    let t = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
+    assert_eq!(t.cluster_name.as_deref(), Some("vc-main"));
+    assert_eq!(t.kubeconfig_secret.as_deref(), Some("vc-main-conn"));
+    wait_for(&client, "vc", "cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    assert!(claims.get_opt("vc-main").await.unwrap().is_none());
+    op.stop().await;
+    env.stop().await;
+}
