@@ -239,7 +239,62 @@ fn terminate_namespace(st: &State, def: &ResourceDef, ns: &str) -> bool {
     false
 }
 
+/// Deletes new objects whose owners do not exist (any more, or with that uid), or strips
+/// such dangling references when other owners remain, as the garbage collector does.
+fn verify_owners(st: &State) {
+    let queued: Vec<(GroupResource, String, String)> = std::mem::take(
+        &mut *st
+            .check_owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let reg = st.registry();
+    for (gr, ns, name) in queued {
+        let (Some(def), Some(o)) = (
+            reg.preferred(&gr.group, &gr.resource),
+            st.store(&gr).get(&ns, &name),
+        ) else {
+            continue;
+        };
+        let refs = o.value["metadata"]["ownerReferences"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let dangling: HashSet<String> = refs
+            .iter()
+            .filter(|r| {
+                let Some(odef) = reg.by_kind(
+                    r["apiVersion"].as_str().unwrap_or_default(),
+                    r["kind"].as_str().unwrap_or_default(),
+                ) else {
+                    return false;
+                };
+                let ons = if odef.namespaced { ns.as_str() } else { "" };
+                let owner = st
+                    .store(&odef.group_resource())
+                    .get(ons, r["name"].as_str().unwrap_or_default());
+                owner.is_none_or(|ow| Some(ow.uid()) != r["uid"].as_str())
+            })
+            .filter_map(|r| r["uid"].as_str().map(str::to_string))
+            .collect();
+        if dangling.is_empty() || deleting(&o.value) {
+            continue;
+        }
+        if dangling.len() == refs.len() {
+            let _ = st.delete_object(&def, &ns, &name, &background());
+        } else {
+            st.modify_internal(&def, &ns, &name, &mut |v| {
+                if let Some(a) = v["metadata"]["ownerReferences"].as_array_mut() {
+                    a.retain(|r| r["uid"].as_str().is_none_or(|u| !dangling.contains(u)));
+                }
+                true
+            });
+        }
+    }
+}
+
 fn pass(st: &State) {
+    verify_owners(st);
     collect_removed(st);
     let pending: Vec<(GroupResource, String, String)> = st
         .pending

@@ -101,13 +101,13 @@ impl Stats {
             Some(v) => v,
             None => s.by_resource.entry(resource.to_string()).or_default(),
         };
-        let idx = match verbs.iter().position(|(v, _)| v == verb) {
-            Some(i) => i,
-            None => {
+        let idx = verbs
+            .iter()
+            .position(|(v, _)| v == verb)
+            .unwrap_or_else(|| {
                 verbs.push((verb.to_string(), VerbStats::default()));
                 verbs.len() - 1
-            }
-        };
+            });
         let e = &mut verbs[idx].1;
         e.count += 1;
         if error {

@@ -876,6 +876,15 @@ impl Ctx<'_> {
                 }],
             ));
         }
+        if apply_manager.is_none()
+            && v["metadata"]["resourceVersion"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+        {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
         prepare_create(def, &mut v);
         let name = v["metadata"]["name"]
             .as_str()
@@ -1052,6 +1061,16 @@ impl Ctx<'_> {
         let pinned = v["metadata"]["resourceVersion"]
             .as_str()
             .is_some_and(|s| !s.is_empty());
+        if !pinned && !def.is_builtin() {
+            // Custom resources do not allow unconditional updates.
+            return Err(ApiError::invalid_field(
+                &def.group,
+                &def.kind,
+                self.name,
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            ));
+        }
         let new = self.merge_update(&cur, v.clone())?;
         match self.finish_update(&cur, new, None, false).await? {
             Some(r) => Ok(r),

@@ -95,6 +95,8 @@ pub struct State {
     pub pending: Mutex<HashSet<(GroupResource, String, String)>>,
     /// uids of removed objects whose dependents need garbage collection.
     pub removed_uids: Mutex<Vec<String>>,
+    /// New objects with owner references whose owners the garbage collector must verify.
+    pub check_owners: Mutex<Vec<(GroupResource, String, String)>>,
 }
 
 impl std::fmt::Debug for State {
@@ -203,6 +205,7 @@ impl State {
             cut,
             pending: Mutex::new(HashSet::new()),
             removed_uids: Mutex::new(Vec::new()),
+            check_owners: Mutex::new(Vec::new()),
         });
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let _ = st.create_internal(
@@ -352,6 +355,20 @@ impl State {
         }
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             self.register_crd(&obj.value);
+        }
+        if obj.value["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            self.check_owners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((
+                    def.group_resource(),
+                    obj.namespace().to_string(),
+                    obj.name().to_string(),
+                ));
+            self.wake.notify_one();
         }
     }
 

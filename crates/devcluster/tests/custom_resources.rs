@@ -134,6 +134,24 @@ async fn status_subresource_and_generation() {
         "main resource writes ignore status"
     );
 
+    // Custom resources refuse unconditional updates, and creates carrying a resourceVersion.
+    let mut unconditional = api.get("w").await.unwrap();
+    unconditional.metadata.resource_version = None;
+    let err = api
+        .replace("w", &PostParams::default(), &unconditional)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(s) if s.code == 422 && s.message.contains("metadata.resourceVersion"))
+    );
+    let mut with_rv = widget("w2", 1);
+    with_rv.metadata.resource_version = Some("5".into());
+    let err = api
+        .create(&PostParams::default(), &with_rv)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kube::Error::Api(s) if s.code == 400));
+
     let meta_only = api
         .patch(
             "w",
@@ -242,6 +260,16 @@ async fn garbage_collection_policies() {
     eventually("background GC", || {
         let api = api.clone();
         async move { api.get_opt("child-bg").await.unwrap().is_none() }
+    })
+    .await;
+
+    // A dependent created for an owner that no longer exists is collected too.
+    api.create(&PostParams::default(), &mk("late-child"))
+        .await
+        .unwrap();
+    eventually("dangling dependent collected", || {
+        let api = api.clone();
+        async move { api.get_opt("late-child").await.unwrap().is_none() }
     })
     .await;
 
