@@ -1,9 +1,9 @@
 //! An Argo Workflows simulator (`argoproj.io/v1alpha1` `Workflow`): a Workflow runs
 //! `Pending → Running → Succeeded | Failed`. A Workflow whose `workflowTemplateRef` names a
-//! missing WorkflowTemplate ends in `Error`. A template with a `suspend` step keeps the
+//! missing `WorkflowTemplate` ends in `Error`. A template with a `suspend` step keeps the
 //! Workflow `Running` with a suspended node until it is resumed.
 //!
-//! Scripting annotations, read from the Workflow and then from its WorkflowTemplate:
+//! Scripting annotations, read from the Workflow and then from its `WorkflowTemplate`:
 //! `devcluster.io/run-seconds` (default 0.1, or `forever`), `devcluster.io/result`
 //! (`Succeeded` by default, or `Failed`), `devcluster.io/message` (the failure message).
 //! Resume a suspended Workflow with the annotation `devcluster.io/resume: "true"`.
@@ -58,6 +58,7 @@ pub fn has_suspend(spec: &Value) -> bool {
         .is_some_and(|ts| ts.iter().any(|t| t.get("suspend").is_some()))
 }
 
+#[allow(clippy::too_many_lines)] // one linear workflow lifecycle
 async fn reconcile(wf: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action, SimError> {
     if wf.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());

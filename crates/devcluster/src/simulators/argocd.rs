@@ -1,10 +1,10 @@
-//! An ArgoCD Application simulator (`argoproj.io/v1alpha1` `Application`): an Application
+//! An Argo CD Application simulator (`argoproj.io/v1alpha1` `Application`): an Application
 //! whose destination is the in-cluster server, or a server registered by a cluster Secret
 //! (`argocd.argoproj.io/secret-type=cluster`) in the Application's namespace, becomes
 //! `Synced`/`Healthy` after a scriptable delay and lists one Deployment per deployable source
 //! in `status.resources`. An unregistered destination reports `Unknown` with an
 //! `InvalidSpecError` condition. The `resources-finalizer.argocd.argoproj.io` finalizer is
-//! released only while the destination is still registered, as ArgoCD needs the cluster to
+//! released only while the destination is still registered, as Argo CD needs the cluster to
 //! delete what it deployed.
 //!
 //! Application annotations: `devcluster.io/ready-seconds` (default 0.1),
@@ -26,7 +26,7 @@ use super::SimError;
 use super::crossplane::{KindCtx, run_kind};
 use super::util::{Length, PREFIX, fmt_ts, seconds, since};
 
-/// ArgoCD's finalizer that deletes deployed resources with the Application.
+/// Argo CD's finalizer that deletes deployed resources with the Application.
 pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
 /// The in-cluster destination server.
 pub const IN_CLUSTER: &str = "https://kubernetes.default.svc";

@@ -81,7 +81,7 @@ pub(super) async fn run_kind<F, Fut>(
     Controller::new_with(api, watcher::Config::default(), ar)
         .with_config(ControllerConfig::default().concurrency(16))
         .run(
-            move |o, c| reconcile(o, c),
+            reconcile,
             move |_o, e: &SimError, _c| {
                 tracing::debug!(error = %e, simulator = what, "write failed; retrying");
                 Action::requeue(Duration::from_millis(300))
@@ -146,6 +146,7 @@ pub fn kubeconfig(cluster: &str, endpoint: &str) -> String {
     )
 }
 
+#[allow(clippy::too_many_lines)] // one linear claim lifecycle
 async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action, SimError> {
     let ns = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
@@ -241,7 +242,10 @@ async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Actio
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": s, "namespace": ns},
             "type": "connection.crossplane.io/v1alpha1",
-            "stringData": {"kubeconfig": kubeconfig(&name, &endpoint), "endpoint": endpoint},
+            "data": {
+                "kubeconfig": base64::engine::general_purpose::STANDARD.encode(kubeconfig(&name, &endpoint)),
+                "endpoint": base64::engine::general_purpose::STANDARD.encode(&endpoint),
+            },
         }))
         .map_err(SimError::Encode)?;
         match secrets
