@@ -151,7 +151,7 @@ pub struct Simulators {
     pub agent_runtime: bool,
     /// Drive Crossplane cluster claims (lab fixtures).
     pub crossplane: bool,
-    /// Drive ArgoCD Applications.
+    /// Drive Argo CD Applications.
     pub argocd: bool,
     /// Run Argo Workflows.
     pub argo_workflows: bool,
