@@ -155,6 +155,7 @@ async fn cluster(testkube: bool) -> devcluster::DevCluster {
 struct Operator {
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), RunError>>,
+    metrics: agentic_operator::runtime::metrics::Metrics,
 }
 
 impl Operator {
@@ -170,9 +171,26 @@ impl Operator {
         let settings =
             Settings::resolve(&args, &Environment::fixed([("POD_NAME", "op")], None)).unwrap();
         let manager = Manager::new(settings, agentic_operator::families());
+        let metrics = manager.metrics().clone();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(manager.run_with_client(client, shutdown.clone()));
-        Self { shutdown, task }
+        Self {
+            shutdown,
+            task,
+            metrics,
+        }
+    }
+
+    /// Finished reconciles of the Experiment controller, whatever their result.
+    fn reconciles(&self) -> u64 {
+        let text = self.metrics.encode().unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("controller_runtime_reconcile_total{")
+                    && l.contains("controller=\"experiment\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.split('.').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     async fn stop(self) {
@@ -904,5 +922,75 @@ async fn examples_reconcile() {
         get(&client, &triggers(), "testkube", "weather-trigger").await
     })
     .await;
+    op.stop().await;
+}
+
+/// Upstream rewrote the whole status on every reconcile. Here a reconcile that finds
+/// everything in place writes nothing: not the status, not a child.
+#[tokio::test]
+async fn steady_state_reconciles_write_nothing() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    create_agent(&client, 9000).await;
+    let op = Operator::start(client.clone(), None);
+    let mut body = scenarios_experiment("quiet");
+    body["spec"]["trigger"] = json!({"enabled": true});
+    create(&client, &experiments(), "team", body).await;
+    wait_condition(
+        &client,
+        "team",
+        "quiet",
+        "AgentResolved",
+        "True",
+        Some("AgentStatusURL"),
+    )
+    .await;
+    wait_condition(&client, "team", "quiet", "Ready", "True", None).await;
+    let rv = |v: Option<Value>| v.unwrap()["metadata"]["resourceVersion"].clone();
+    let workflow = rv(get(&client, &workflows(), "team", "quiet-workflow").await);
+    let trigger = rv(get(&client, &triggers(), "team", "quiet-trigger").await);
+    let cm = config_map(&client, "team", "quiet-experiment")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+
+    // A metadata-only change triggers a reconcile that has nothing to do.
+    let before = op.reconciles();
+    merge(
+        &client,
+        &experiments(),
+        "team",
+        "quiet",
+        json!({"metadata": {"labels": {"touched": "yes"}}}),
+    )
+    .await;
+    let touched = rv(get(&client, &experiments(), "team", "quiet").await);
+    let writes = dc.stats().writes;
+    eventually("a reconcile after the label change", || async {
+        (op.reconciles() > before).then_some(())
+    })
+    .await;
+    assert_eq!(dc.stats().writes, writes, "{:#?}", dc.stats().requests);
+    assert_eq!(
+        rv(get(&client, &experiments(), "team", "quiet").await),
+        touched
+    );
+    assert_eq!(
+        rv(get(&client, &workflows(), "team", "quiet-workflow").await),
+        workflow
+    );
+    assert_eq!(
+        rv(get(&client, &triggers(), "team", "quiet-trigger").await),
+        trigger
+    );
+    assert_eq!(
+        config_map(&client, "team", "quiet-experiment")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        cm
+    );
     op.stop().await;
 }
