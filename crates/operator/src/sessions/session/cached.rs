@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use agentic_api::sessions as api;
+use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
 use k8s_openapi::{
     NamespaceResourceScope,
@@ -128,6 +128,90 @@ pub struct TokenSecret {
     /// The `ambient-code.io/token-refreshed-at` annotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<String>,
+}
+
+/// An `AgenticSession` as cached: its identity and phase, plus the whole object (without
+/// `managedFields`) as compact JSON text, parsed again when the session is reconciled.
+/// Half the size of the parsed object, whose conditions and maps dominate its footprint.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+pub struct CachedSession {
+    /// Name, namespace, uid, resourceVersion, generation and deletionTimestamp.
+    pub metadata: ObjectMeta,
+    /// `status.phase`.
+    pub phase: Option<SessionPhase>,
+    raw: Box<str>,
+}
+
+impl CachedSession {
+    /// The full session.
+    pub fn session(&self) -> Result<AgenticSession, serde_json::Error> {
+        serde_json::from_str(&self.raw)
+    }
+
+    /// Caches `session` (for tests and tools that hold typed sessions).
+    pub fn from_session(session: &AgenticSession) -> Result<Self, serde_json::Error> {
+        Self::try_from(serde_json::to_value(session)?)
+    }
+}
+
+impl TryFrom<serde_json::Value> for CachedSession {
+    type Error = serde_json::Error;
+
+    fn try_from(mut value: serde_json::Value) -> Result<Self, Self::Error> {
+        if let Some(meta) = value
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("managedFields");
+        }
+        let full: ObjectMeta = match value.get("metadata") {
+            Some(m) => serde_json::from_value(m.clone())?,
+            None => ObjectMeta::default(),
+        };
+        let phase = value
+            .pointer("/status/phase")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|p| p.parse().ok());
+        Ok(Self {
+            metadata: ObjectMeta {
+                generation: full.generation,
+                ..identity(ObjectMeta {
+                    owner_references: None,
+                    ..full
+                })
+            },
+            phase,
+            raw: serde_json::to_string(&value)?.into_boxed_str(),
+        })
+    }
+}
+
+impl Resource for CachedSession {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind((): &()) -> Cow<'_, str> {
+        Cow::Borrowed("AgenticSession")
+    }
+    fn group((): &()) -> Cow<'_, str> {
+        Cow::Borrowed(api::GROUP)
+    }
+    fn version((): &()) -> Cow<'_, str> {
+        Cow::Borrowed(api::VERSION)
+    }
+    fn api_version((): &()) -> Cow<'_, str> {
+        Cow::Borrowed(api::API_VERSION)
+    }
+    fn plural((): &()) -> Cow<'_, str> {
+        Cow::Borrowed("agenticsessions")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// Deserialization shape of [`RunnerJob`].
@@ -349,6 +433,32 @@ core_resource!(TokenSecret, "", "v1", "v1", "Secret", "secrets", true);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_session_round_trips() {
+        let session: AgenticSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s1", "namespace": "ns", "uid": "u", "generation": 3,
+                "annotations": {"ambient-code.io/desired-phase": "Stopped"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"initialPrompt": "hi"},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        let cached: CachedSession =
+            serde_json::from_value(serde_json::to_value(&session).unwrap()).unwrap();
+        assert_eq!(cached.phase, Some(SessionPhase::Running));
+        assert_eq!(cached.metadata.generation, Some(3));
+        assert!(cached.metadata.annotations.is_none());
+        let back = cached.session().unwrap();
+        assert!(back.metadata.managed_fields.is_none());
+        assert_eq!(back.spec, session.spec);
+        assert_eq!(back.metadata.annotations, session.metadata.annotations);
+        assert_eq!(
+            CachedSession::url_path(&(), Some("ns")),
+            "/apis/vteam.ambient-code/v1alpha1/namespaces/ns/agenticsessions"
+        );
+    }
 
     #[test]
     fn trims_while_deserializing() {

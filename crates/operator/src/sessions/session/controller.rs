@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 use super::{
     build::{self, RunInputs},
-    cached::{RunnerJob, RunnerPod, TokenSecret},
+    cached::{CachedSession, RunnerJob, RunnerPod, TokenSecret},
     config::{SessionConfig, TOKEN_REFRESH_AFTER},
     error::SessionError,
     metrics::SessionMetrics,
@@ -117,7 +117,7 @@ pub fn controllers_with(
 ) -> Result<Vec<ControllerTask>, FamilyError> {
     let client = rt.client.clone();
     let sessions = watches.subscribe(
-        Api::<AgenticSession>::all(client.clone()),
+        Api::<CachedSession>::all(client.clone()),
         watcher::Config::default(),
     )?;
     let jobs = watches.subscribe(
@@ -186,19 +186,23 @@ pub fn controllers_with(
 }
 
 /// Reconciles one session (the function the runtime calls).
-pub async fn reconcile(
-    session: Arc<AgenticSession>,
-    ctx: Arc<Ctx>,
-) -> Result<Action, SessionError> {
+pub async fn reconcile(cached: Arc<CachedSession>, ctx: Arc<Ctx>) -> Result<Action, SessionError> {
     let started = Instant::now();
-    let phase = session.phase();
-    let result = reconcile_session(&session, &ctx).await;
+    let phase = cached.phase.unwrap_or_default();
+    let session = cached.session().map_err(|source| SessionError::Decode {
+        name: cached.name_any(),
+        source,
+    });
+    let result = match session {
+        Ok(session) => reconcile_session(&session, &ctx).await,
+        Err(error) => Err(error),
+    };
     ctx.metrics
         .reconciled(phase, result.is_ok(), started.elapsed());
     if let Err(error) = &result {
         use crate::runtime::ReconcileError;
         ctx.metrics.error(
-            &session.namespace().unwrap_or_default(),
+            &cached.namespace().unwrap_or_default(),
             phase,
             error.reason(),
         );

@@ -31,6 +31,15 @@ pub enum SessionError {
         /// `ServiceAccount` name.
         name: String,
     },
+    /// A cached session could not be read as an `AgenticSession` (waits for its next change).
+    #[error("AgenticSession {name} does not match the expected schema: {source}")]
+    Decode {
+        /// Session name.
+        name: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The session has no namespace (it is namespaced, so this is a malformed object).
     #[error("metadata.namespace is missing; AgenticSession is a namespaced kind")]
     NoNamespace,
@@ -58,11 +67,12 @@ impl ReconcileError for SessionError {
             Self::Serialize { .. } => "SerializeFailed",
             Self::EmptyToken { .. } => "TokenProvisionFailed",
             Self::NoNamespace => "NoNamespace",
+            Self::Decode { .. } => "InvalidObject",
         }
     }
 
     fn is_permanent(&self) -> bool {
-        matches!(self, Self::NoNamespace)
+        matches!(self, Self::NoNamespace | Self::Decode { .. })
     }
 }
 

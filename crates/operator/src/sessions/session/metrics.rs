@@ -3,7 +3,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use agentic_api::sessions::{AgenticSession, SessionPhase};
+use agentic_api::sessions::SessionPhase;
+
+use super::cached::CachedSession;
 use kube::{ResourceExt, runtime::reflector::Store};
 use prometheus_client::{
     collector::Collector,
@@ -116,7 +118,7 @@ fn ns(namespace: &str) -> NamespaceLabels {
 
 impl SessionMetrics {
     /// Registers every metric (and the gauges over `sessions`) in `registry`.
-    pub fn register(&self, registry: &mut Registry, sessions: Option<Store<AgenticSession>>) {
+    pub fn register(&self, registry: &mut Registry, sessions: Option<Store<CachedSession>>) {
         registry.register(
             "ambient_session_startup_duration_seconds",
             "Time from the start of a run (Pending) to a running runner",
@@ -241,15 +243,15 @@ impl SessionMetrics {
 /// per namespace, counted from the session cache at scrape time.
 #[derive(Debug)]
 struct PhaseGauges {
-    store: Store<AgenticSession>,
+    store: Store<CachedSession>,
 }
 
 /// Counts (active, pending) sessions per namespace.
-pub fn phase_counts(sessions: &[std::sync::Arc<AgenticSession>]) -> BTreeMap<String, (i64, i64)> {
+pub fn phase_counts(sessions: &[std::sync::Arc<CachedSession>]) -> BTreeMap<String, (i64, i64)> {
     let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for s in sessions {
         let entry = counts.entry(s.namespace().unwrap_or_default()).or_default();
-        match s.phase() {
+        match s.phase.unwrap_or_default() {
             SessionPhase::Running => entry.0 += 1,
             SessionPhase::Pending | SessionPhase::Creating => entry.1 += 1,
             _ => {}
@@ -365,7 +367,7 @@ mod tests {
 
     #[test]
     fn gauges_count_phases_per_namespace() {
-        use agentic_api::sessions::{AgenticSessionSpec, AgenticSessionStatus};
+        use agentic_api::sessions::{AgenticSession, AgenticSessionSpec, AgenticSessionStatus};
         let mk = |ns: &str, phase: SessionPhase| {
             let mut s = AgenticSession::new("s", AgenticSessionSpec::default());
             s.metadata.namespace = Some(ns.into());
@@ -373,7 +375,7 @@ mod tests {
                 phase: Some(phase),
                 ..AgenticSessionStatus::default()
             });
-            std::sync::Arc::new(s)
+            std::sync::Arc::new(CachedSession::from_session(&s).unwrap())
         };
         let counts = phase_counts(&[
             mk("a", SessionPhase::Running),
