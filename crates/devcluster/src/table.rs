@@ -344,6 +344,53 @@ fn builtin_columns(def: &ResourceDef) -> (Vec<Value>, Cells) {
                 ]
             }),
         ),
+        ("" | "events.k8s.io", "events") => (
+            vec![
+                col(
+                    "Last Seen",
+                    "string",
+                    "",
+                    "Time since the event was last seen.",
+                    0,
+                ),
+                col("Type", "string", "", "The type of the event.", 0),
+                col("Reason", "string", "", "Why the event happened.", 0),
+                col("Object", "string", "", "The object the event is about.", 0),
+                col("Message", "string", "", "A human-readable description.", 0),
+            ],
+            Box::new(move |v| {
+                let seen = [
+                    &v["lastTimestamp"],
+                    &v["series"]["lastObservedTime"],
+                    &v["eventTime"],
+                    &v["metadata"]["creationTimestamp"],
+                ]
+                .into_iter()
+                .find_map(|t| t.as_str().filter(|s| !s.is_empty()))
+                .unwrap_or_default();
+                let about = if v["regarding"].is_object() {
+                    &v["regarding"]
+                } else {
+                    &v["involvedObject"]
+                };
+                let message = if v["note"].is_string() {
+                    &v["note"]
+                } else {
+                    &v["message"]
+                };
+                vec![
+                    json!(human_age(seen)),
+                    json!(s(&v["type"])),
+                    json!(s(&v["reason"])),
+                    json!(format!(
+                        "{}/{}",
+                        s(&about["kind"]).to_lowercase(),
+                        s(&about["name"])
+                    )),
+                    json!(s(message)),
+                ]
+            }),
+        ),
         ("apiextensions.k8s.io", "customresourcedefinitions") => (
             vec![name_col(), col("Created At", "date", "", "", 0)],
             Box::new(move |v| vec![name(v), json!(s(&v["metadata"]["creationTimestamp"]))]),
@@ -437,6 +484,26 @@ mod tests {
             vec![json!("True")]
         );
         assert!(jsonpath(&v, ".spec.missing").is_empty());
+    }
+
+    #[test]
+    fn event_columns() {
+        let def = crate::registry::builtin_resources()
+            .into_iter()
+            .find(|d| d.group == "events.k8s.io")
+            .unwrap();
+        let o = crate::store::Obj::new(
+            json!({"metadata": {"name": "e", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                   "type": "Normal", "reason": "Created", "note": "made it",
+                   "regarding": {"kind": "Widget", "name": "w"}}),
+            1,
+        );
+        let t = table(&def, &[&o], None, "None");
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 5);
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[1], "Normal");
+        assert_eq!(cells[3], "widget/w");
+        assert_eq!(cells[4], "made it");
     }
 
     #[test]
