@@ -412,17 +412,24 @@ impl Server {
     }
 
     /// Stops the server.
-    pub async fn stop(self) -> Result<(), BenchError> {
-        if let Some(c) = self.child {
-            c.stop(Duration::from_secs(10)).await?;
-        }
-        if let Some(dc) = self.in_process {
+    pub async fn stop(mut self) -> Result<(), BenchError> {
+        if let Some(dc) = self.in_process.take() {
             dc.shutdown().await;
         }
-        if let Some(dir) = self.scratch {
+        match self.child.take() {
+            Some(c) => c.stop(Duration::from_secs(10)).await.map(drop),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::stop`] (a failed run) is killed (the child process
+    /// is killed on drop) and its scratch directory removed.
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
             let _ = std::fs::remove_dir_all(dir);
         }
-        Ok(())
     }
 }
 
