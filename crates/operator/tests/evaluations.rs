@@ -181,6 +181,15 @@ impl Operator {
         }
     }
 
+    /// The sample of `name` whose line contains every one of `labels`, summed.
+    fn metric(&self, name: &str, labels: &[&str]) -> u64 {
+        let text = self.metrics.encode().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.split('.').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Finished reconciles of the Experiment controller, whatever their result.
     fn reconciles(&self) -> u64 {
         let text = self.metrics.encode().unwrap();
@@ -508,6 +517,19 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     assert_eq!(
         generated(&exp),
         ["ConfigMap", "TestWorkflow", "TestTrigger"]
+    );
+
+    assert!(
+        op.metric(
+            "evaluations_generated_object_writes_total",
+            &["kind=\"TestTrigger\"", "operation=\"apply\""]
+        ) >= 1
+    );
+    assert!(
+        op.metric(
+            "evaluations_condition_transitions_total",
+            &["condition=\"Ready\"", "status=\"True\""]
+        ) >= 1
     );
 
     // Disable it again: the trigger goes.

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod build;
 pub mod error;
 pub mod experiment_json;
+pub mod metrics;
 pub mod reconcile;
 pub mod status;
 pub mod validate;
@@ -193,6 +194,7 @@ pub fn controller(
         triggers: triggers.store.clone(),
         agents: agents.store.clone(),
         agents_synced: agents.synced.clone(),
+        metrics: rt.metrics.register(metrics::EvaluationMetrics::register),
     });
     let index = experiments.reader.clone();
     let workflow_ar = build::test_workflow_resource();

@@ -28,6 +28,7 @@ use super::{
         test_workflow_resource,
     },
     error::EvaluationError,
+    metrics::EvaluationMetrics,
     status::{Outcome, WorkflowOutcome, desired_status},
     validate,
 };
@@ -50,6 +51,8 @@ pub struct Context {
     pub agents: Store<DynamicObject>,
     /// Whether the Agent watch has listed once (the Agent CRD is installed).
     pub agents_synced: Arc<AtomicBool>,
+    /// Domain metrics.
+    pub metrics: EvaluationMetrics,
 }
 
 /// Whether `live` already has everything `desired` sets: maps compare key by key (extra live
@@ -113,14 +116,14 @@ fn dynamic_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynam
     ObjectRef::new_with(name, ar.clone()).within(namespace)
 }
 
-async fn apply_config_map(ctx: &Context, desired: &ConfigMap) -> Result<(), kube::Error> {
+async fn apply_config_map(ctx: &Context, desired: &ConfigMap) -> Result<bool, kube::Error> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let live = ctx
         .config_maps
         .get(&ObjectRef::new(&name).within(&namespace));
     if unchanged(live.as_deref(), desired) {
-        return Ok(());
+        return Ok(false);
     }
     Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
         .patch(
@@ -129,7 +132,7 @@ async fn apply_config_map(ctx: &Context, desired: &ConfigMap) -> Result<(), kube
             &Patch::Apply(desired),
         )
         .await
-        .map(|_| ())
+        .map(|_| true)
 }
 
 async fn apply_dynamic(
@@ -137,12 +140,12 @@ async fn apply_dynamic(
     store: &Store<DynamicObject>,
     ar: &ApiResource,
     desired: &DynamicObject,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let live = store.get(&dynamic_ref(ar, &namespace, &name));
     if unchanged(live.as_deref(), desired) {
-        return Ok(());
+        return Ok(false);
     }
     Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, ar)
         .patch(
@@ -151,7 +154,7 @@ async fn apply_dynamic(
             &Patch::Apply(desired),
         )
         .await
-        .map(|_| ())
+        .map(|_| true)
 }
 
 async fn delete_dynamic(
@@ -243,6 +246,7 @@ async fn delete_stale(
             }
             _ => delete_dynamic(&ctx.client, &test_trigger_resource(), &ns, &name).await?,
         }
+        ctx.metrics.write(kind, "delete");
         tracing::info!(kind, namespace = %ns, name = %name, "deleted a generated object that is no longer wanted");
     }
     Ok(())
@@ -320,6 +324,17 @@ async fn write_status(
     if exp.status.as_ref() == Some(status) {
         return Ok(false);
     }
+    let before = exp.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let flipped: Vec<_> = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| {
+            before
+                .and_then(|b| b.iter().find(|o| o.type_ == c.type_))
+                .is_none_or(|o| o.status != c.status || o.reason != c.reason)
+        })
+        .collect();
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     Api::<Experiment>::namespaced(ctx.client.clone(), &namespace)
@@ -329,7 +344,12 @@ async fn write_status(
             &Patch::Merge(&json!({"status": status})),
         )
         .await
-        .map(|_| true)
+        .map(|_| {
+            for c in &flipped {
+                ctx.metrics.transition(&c.type_, &c.status, &c.reason);
+            }
+            true
+        })
         .map_err(|e| EvaluationError::Update {
             namespace,
             name,
@@ -360,7 +380,11 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
         agent: None,
         agent_missing: false,
     };
-    if let Err(e) = apply_config_map(ctx, &desired.config_map).await {
+    let applied = apply_config_map(ctx, &desired.config_map).await;
+    if let Ok(true) = applied {
+        ctx.metrics.write("ConfigMap", "apply");
+    }
+    if let Err(e) = applied {
         let error = write_error("apply", "ConfigMap", ns, &names.config_map, e);
         outcome.problem = Some(error.to_string());
         outcome.workflow = WorkflowOutcome::NotAttempted(
@@ -374,9 +398,14 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
 
     let workflow_ar = test_workflow_resource();
     match apply_dynamic(ctx, &ctx.workflows, &workflow_ar, &desired.workflow).await {
-        Ok(()) => outcome
-            .generated
-            .push(resource("TestWorkflow", ns, &names.workflow)),
+        Ok(written) => {
+            if written {
+                ctx.metrics.write("TestWorkflow", "apply");
+            }
+            outcome
+                .generated
+                .push(resource("TestWorkflow", ns, &names.workflow));
+        }
         Err(e) if is_not_found(&e) => {
             outcome.workflow = WorkflowOutcome::CrdNotInstalled;
             return (outcome, Some(EvaluationError::CrdNotInstalled));
@@ -391,9 +420,14 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
     if let Some(trigger) = &desired.trigger {
         let trigger_ar = test_trigger_resource();
         match apply_dynamic(ctx, &ctx.triggers, &trigger_ar, trigger).await {
-            Ok(()) => outcome
-                .generated
-                .push(resource("TestTrigger", ns, &names.trigger)),
+            Ok(written) => {
+                if written {
+                    ctx.metrics.write("TestTrigger", "apply");
+                }
+                outcome
+                    .generated
+                    .push(resource("TestTrigger", ns, &names.trigger));
+            }
             Err(e) => {
                 let missing = is_not_found(&e);
                 let error = write_error("apply", "TestTrigger", ns, &names.trigger, e);
