@@ -370,3 +370,40 @@ async fn sessions_run_and_stop_with_only_the_shipped_rbac() {
     );
     operator.stop().await.unwrap();
 }
+
+#[test]
+fn rbac_subcommand_prints_and_writes_the_manifests() {
+    let binary = env!("CARGO_BIN_EXE_agentic-operator");
+    let printed = std::process::Command::new(binary)
+        .arg("rbac")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8(printed.stdout).unwrap(),
+        agentic_operator::rbac::manifests_yaml().unwrap()
+    );
+    let dir = std::env::temp_dir().join(format!("agentic-rbac-{}", std::process::id()));
+    let written = std::process::Command::new(binary)
+        .args(["rbac", "--out-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(written.status.success());
+    for file in agentic_operator::rbac::RESOURCE_FILES
+        .iter()
+        .chain(&["kustomization.yaml"])
+    {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(file)).unwrap(),
+            std::fs::read_to_string(sessions_project_support::config_rbac().join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let refused = std::process::Command::new(binary)
+        .args(["rbac", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+}
