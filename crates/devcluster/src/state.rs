@@ -356,6 +356,9 @@ impl State {
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             self.register_crd(&obj.value);
         }
+        if is_new_event(def) {
+            self.mirror_event(&obj.value);
+        }
         if obj.value["metadata"]["ownerReferences"]
             .as_array()
             .is_some_and(|r| !r.is_empty())
@@ -404,7 +407,34 @@ impl State {
         {
             self.register_crd(&obj.value);
         }
+        if is_new_event(def) {
+            self.mirror_event(&obj.value);
+        }
         Ok(Written::Stored(obj))
+    }
+
+    /// Writes the `core/v1` form of an `events.k8s.io/v1` Event under the same name, so
+    /// `kubectl get events` and `kubectl describe` see events written through either API.
+    fn mirror_event(&self, v: &Value) {
+        let Some(def) = self.def("", "events") else {
+            return;
+        };
+        let core = core_event(v);
+        let (ns, name) = (
+            v["metadata"]["namespace"].as_str().unwrap_or_default(),
+            v["metadata"]["name"].as_str().unwrap_or_default(),
+        );
+        let replaced = self.modify_internal(&def, ns, name, &mut |cur| {
+            let meta = cur["metadata"].clone();
+            *cur = core.clone();
+            for k in ["uid", "creationTimestamp", "resourceVersion"] {
+                cur["metadata"][k] = meta[k].clone();
+            }
+            true
+        });
+        if replaced.is_none() {
+            let _ = self.create_internal("", "events", core);
+        }
     }
 
     fn mark_pending(&self, def: &ResourceDef, obj: &Obj) {
@@ -427,6 +457,11 @@ impl State {
             .push(obj.uid().to_string());
         if def.group == "apiextensions.k8s.io" && def.plural == "customresourcedefinitions" {
             self.unregister_crd(&obj.value);
+        }
+        if is_new_event(def)
+            && let Some(core) = self.def("", "events")
+        {
+            let _ = self.delete_object(&core, obj.namespace(), obj.name(), &DeleteOpts::default());
         }
         self.wake.notify_one();
     }
@@ -566,6 +601,68 @@ impl State {
         }
         None
     }
+}
+
+fn is_new_event(def: &ResourceDef) -> bool {
+    def.group == "events.k8s.io" && def.plural == "events"
+}
+
+/// The `core/v1` Event for an `events.k8s.io/v1` one, field for field as the API server
+/// converts them.
+pub fn core_event(v: &Value) -> Value {
+    let mut metadata = json!({
+        "name": v["metadata"]["name"],
+        "namespace": v["metadata"]["namespace"],
+    });
+    for k in ["labels", "annotations"] {
+        if let Some(x) = v["metadata"].get(k) {
+            metadata[k] = x.clone();
+        }
+    }
+    let mut e = json!({"apiVersion": "v1", "kind": "Event", "metadata": metadata});
+    let copy = |e: &mut Value, to: &str, from: &Value| {
+        if !from.is_null() {
+            e[to] = from.clone();
+        }
+    };
+    copy(&mut e, "involvedObject", &v["regarding"]);
+    copy(&mut e, "related", &v["related"]);
+    copy(&mut e, "reason", &v["reason"]);
+    copy(&mut e, "message", &v["note"]);
+    copy(&mut e, "type", &v["type"]);
+    copy(&mut e, "action", &v["action"]);
+    copy(&mut e, "eventTime", &v["eventTime"]);
+    copy(&mut e, "series", &v["series"]);
+    copy(&mut e, "reportingComponent", &v["reportingController"]);
+    copy(&mut e, "reportingInstance", &v["reportingInstance"]);
+    copy(&mut e, "firstTimestamp", &v["deprecatedFirstTimestamp"]);
+    copy(&mut e, "lastTimestamp", &v["deprecatedLastTimestamp"]);
+    copy(&mut e, "count", &v["deprecatedCount"]);
+    if v["deprecatedSource"].is_object() {
+        e["source"] = v["deprecatedSource"].clone();
+    } else if let Some(c) = v["reportingController"].as_str() {
+        e["source"] = json!({"component": c});
+    }
+    if e["count"].is_null() {
+        e["count"] = v["series"]["count"].as_i64().map_or(json!(1), |c| json!(c));
+    }
+    if e["lastTimestamp"].is_null() {
+        let last = [&v["series"]["lastObservedTime"], &v["eventTime"]]
+            .into_iter()
+            .find_map(|t| t.as_str())
+            .map(|t| {
+                t.split('.')
+                    .next()
+                    .unwrap_or(t)
+                    .trim_end_matches('Z')
+                    .to_string()
+                    + "Z"
+            });
+        if let Some(l) = last {
+            e["lastTimestamp"] = json!(l);
+        }
+    }
+    e
 }
 
 /// Fills in the system fields and cheap built-in defaults of a new object.

@@ -490,3 +490,45 @@ async fn create_generators_and_cascading_delete() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorder_events_show_in_get_and_describe() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let dc = DevCluster::start().await.unwrap();
+    let k = Kubectl::new(&dc);
+    let cms: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "watched"}})).unwrap();
+    let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let recorder = Recorder::new(
+        dc.client(),
+        Reporter {
+            controller: "demo-controller".into(),
+            instance: None,
+        },
+    );
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "Configured".into(),
+                note: Some("all settings applied".into()),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            &cm.object_ref(&()),
+        )
+        .await
+        .unwrap();
+    let listed = k.ok(&["get", "events"]).await;
+    assert!(
+        listed.contains("Configured") && listed.contains("configmap/watched"),
+        "{listed}"
+    );
+    let described = k.ok(&["describe", "configmap", "watched"]).await;
+    assert!(
+        described.contains("Configured") && described.contains("all settings applied"),
+        "{described}"
+    );
+}
