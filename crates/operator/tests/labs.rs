@@ -418,10 +418,11 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     let env = Env::start().await;
     let client = env.client.clone();
     catalogue(&client).await;
+    // The workflow runs until the test releases it.
     template(
         &client,
         "gateway-validation",
-        "{devcluster.io/run-seconds: '0.5'}",
+        "{devcluster.io/run-seconds: forever}",
         false,
     )
     .await;
@@ -577,6 +578,14 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     let ds = cms.get("lab-experiments-gw-datasource").await.unwrap();
     assert_eq!(ds.labels()["grafana_datasource"], "1");
 
+    workflows
+        .patch(
+            "gw-validation",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/run-seconds": "0"}}})),
+        )
+        .await
+        .unwrap();
     let e = wait_phase(&client, "gw", ExperimentPhase::Complete).await;
     assert_eq!(cond(&e, "WorkflowSucceeded").unwrap().status, "True");
     let ws = e.status.as_ref().unwrap().workflow_status.clone().unwrap();
@@ -1106,14 +1115,20 @@ async fn cluster_type_mapping_is_configurable() {
     let env = Env::start().await;
     let client = env.client.clone();
     catalogue(&client).await;
-    template(&client, "ok", "{}", false).await;
+    template(
+        &client,
+        "long",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
     let mut config = fast();
     let mut vcluster = config.cluster_types["vcluster"].clone();
     vcluster.namespace = Some("clusters".into());
     vcluster.fields.insert("nodeCount".into(), "workers".into());
     config.cluster_types.insert("gke".into(), vcluster);
     let op = Operator::start(&client, config);
-    experiment(&client, &exp_yaml("vc", "gke", "ok", "workflow", "{}")).await;
+    experiment(&client, &exp_yaml("vc", "gke", "long", "workflow", "{}")).await;
     let claims = dynamic(&client, "clusters", &claim_ar("VCluster", "vclusters"));
     let claim = wait_obj(&claims, "vc-main", "VCluster claim", |o| o.is_some())
         .await
@@ -1122,6 +1137,19 @@ async fn cluster_type_mapping_is_configurable() {
         claim.data.pointer("/spec/writeConnectionSecretToRef/name"),
         Some(&json!("vc-main-conn"))
     );
+    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
+    wait_obj(&workflows, "vc-validation", "workflow submitted", |o| {
+        o.is_some()
+    })
+    .await;
+    workflows
+        .patch(
+            "vc-validation",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/run-seconds": "0"}}})),
+        )
+        .await
+        .unwrap();
     let e = wait_phase(&client, "vc", ExperimentPhase::Complete).await;
     let t = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
     assert_eq!(t.cluster_name.as_deref(), Some("vc-main"));
@@ -1131,6 +1159,79 @@ async fn cluster_type_mapping_is_configurable() {
     })
     .await;
     assert!(claims.get_opt("vc-main").await.unwrap().is_none());
+    op.stop().await;
+    env.stop().await;
+}
+
+/// A target with nothing to deploy counts as healthy (upstream blocked on it forever), and
+/// status follows target names when `spec.targets` is edited (upstream matched by index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_targets_are_healthy_and_status_follows_names() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "long",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    let op = Operator::start(&client, fast());
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: edits, namespace: experiments}
+spec:
+  targets:
+  - name: a
+    cluster: {type: hub}
+  - name: b
+    cluster: {type: hub}
+    components: [{app: web}]
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let names = |e: &Experiment| -> Vec<String> {
+        e.status
+            .as_ref()
+            .and_then(|s| s.targets.as_ref())
+            .map(|t| t.iter().map(|t| t.name.clone()).collect())
+            .unwrap_or_default()
+    };
+    let e = wait_phase(&client, "edits", ExperimentPhase::Running).await;
+    assert_eq!(names(&e), ["a", "b"]);
+    let a = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
+    assert_eq!(a.apps_created, Some(true));
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .patch(
+            "edits",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targets": [
+                {"name": "b", "cluster": {"type": "hub"}, "components": [{"app": "web"}]},
+                {"name": "c", "cluster": {"type": "hub"}},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    let e = wait_for(&client, "edits", "status renamed", |e| {
+        names(e) == ["b", "c"]
+    })
+    .await;
+    let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    assert_eq!(targets[0].phase.as_deref(), Some("Ready"));
+    assert_eq!(
+        targets[0].components.as_deref(),
+        Some(&["Deployment/web".to_owned()][..])
+    );
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete("edits", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&client, "edits").await;
     op.stop().await;
     env.stop().await;
 }

@@ -21,6 +21,8 @@ use super::{
 
 /// Label naming the owning Experiment.
 pub const LABEL_EXPERIMENT: &str = "experiments.illm.io/experiment";
+/// Short label naming the owning Experiment, for `kubectl get -l experiment=<name>`.
+pub const LABEL_SHORT_EXPERIMENT: &str = "experiment";
 /// Label naming the owning Experiment's namespace.
 pub const LABEL_NAMESPACE: &str = "experiments.illm.io/namespace";
 /// Label naming the target a child belongs to.
@@ -69,6 +71,7 @@ impl Owner<'_> {
             (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
             (LABEL_EXPERIMENT.to_owned(), self.name.to_owned()),
             (LABEL_NAMESPACE.to_owned(), self.namespace.to_owned()),
+            (LABEL_SHORT_EXPERIMENT.to_owned(), self.name.to_owned()),
         ])
     }
 
@@ -463,9 +466,10 @@ mod tests {
 kind: GKECluster
 metadata:
   annotations:
-    experiments.illm.io/applied-hash: 15d9a19b3ee0b42f
+    experiments.illm.io/applied-hash: d7cfa2e0bf725fd4
   labels:
     app.kubernetes.io/managed-by: experiment-operator
+    experiment: gw
     experiments.illm.io/cluster: gw-app
     experiments.illm.io/experiment: gw
     experiments.illm.io/namespace: experiments
@@ -591,6 +595,7 @@ metadata:
   - resources-finalizer.argocd.argoproj.io
   labels:
     app.kubernetes.io/managed-by: experiment-operator
+    experiment: gw
     experiments.illm.io/experiment: gw
     experiments.illm.io/namespace: experiments
     experiments.illm.io/target: app
