@@ -1016,3 +1016,47 @@ async fn steady_state_reconciles_write_nothing() {
     );
     op.stop().await;
 }
+
+/// Upstream referenced `otel-config` without checking it exists or saying so.
+#[tokio::test]
+async fn otel_config_presence_is_reported_and_followed() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("otel"),
+    )
+    .await;
+    let exp = wait_condition(
+        &client,
+        "team",
+        "otel",
+        "OtelConfigured",
+        "False",
+        Some("OtelConfigMapMissing"),
+    )
+    .await;
+    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "otel-config", "namespace": "team"},
+        "data": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://lgtm.monitoring:4318"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), "team")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    wait_condition(
+        &client,
+        "team",
+        "otel",
+        "OtelConfigured",
+        "True",
+        Some("OtelConfigMap"),
+    )
+    .await;
+    op.stop().await;
+}

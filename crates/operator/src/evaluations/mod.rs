@@ -82,6 +82,8 @@ where
     pub store: Store<K>,
     /// Whether the first list completed.
     pub synced: Arc<AtomicBool>,
+    /// Whether the first list completed or failed: until then an empty cache means nothing.
+    pub settled: Arc<AtomicBool>,
     /// Changed and deleted objects.
     pub stream: BoxStream<'static, Result<K, watcher::Error>>,
 }
@@ -106,12 +108,19 @@ where
     let store = writer.as_reader();
     let synced = Arc::new(AtomicBool::new(false));
     let flag = synced.clone();
+    let settled = Arc::new(AtomicBool::new(false));
+    let answered = settled.clone();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(|obj| obj.managed_fields_mut().clear())
         .map(move |event| {
-            if matches!(event, Ok(watcher::Event::InitDone)) {
-                flag.store(true, Ordering::Relaxed);
+            match &event {
+                Ok(watcher::Event::InitDone) => {
+                    flag.store(true, Ordering::Relaxed);
+                    answered.store(true, Ordering::Relaxed);
+                }
+                Err(_) => answered.store(true, Ordering::Relaxed),
+                Ok(_) => {}
             }
             event
         })
@@ -133,6 +142,7 @@ where
     OwnWatch {
         store,
         synced,
+        settled,
         stream,
     }
 }
@@ -179,6 +189,14 @@ pub fn controller(
         children.clone(),
     );
     let triggers = dynamic_watch(client.clone(), &build::test_trigger_resource(), children);
+    let otel_configs = own_watch(
+        Api::<ConfigMap>::all(client.clone()),
+        (),
+        watcher::Config::default().fields(&format!(
+            "metadata.name={}",
+            agentic_api::evaluations::OTEL_CONFIG_MAP
+        )),
+    );
     let agents = dynamic_watch(
         client.clone(),
         &agent::agent_resource(),
@@ -195,8 +213,19 @@ pub fn controller(
         agents: agents.store.clone(),
         agents_synced: agents.synced.clone(),
         metrics: rt.metrics.register(metrics::EvaluationMetrics::register),
+        otel_configs: otel_configs.store.clone(),
+        otel_synced: otel_configs.synced.clone(),
+        settled: vec![
+            config_maps.settled.clone(),
+            workflows.settled.clone(),
+            triggers.settled.clone(),
+            agents.settled.clone(),
+            otel_configs.settled.clone(),
+        ],
     });
     let index = experiments.reader.clone();
+    let otel_index = experiments.reader.clone();
+    let testkube_namespace = rt.settings.testkube_namespace.clone();
     let workflow_ar = build::test_workflow_resource();
     let trigger_ar = build::test_trigger_resource();
     let agent_ar = agent::agent_resource();
@@ -212,6 +241,13 @@ pub fn controller(
                     workflow_ar,
                 )
                 .watches_stream_with(triggers.stream, |o: DynamicObject| owner_of(&o), trigger_ar)
+                .watches_stream(otel_configs.stream, move |cm: ConfigMap| {
+                    running_in(
+                        &otel_index,
+                        testkube_namespace.as_deref(),
+                        &cm.namespace().unwrap_or_default(),
+                    )
+                })
                 .watches_stream_with(
                     agents.stream,
                     move |agent: DynamicObject| referencing(&index, &agent),
@@ -221,6 +257,28 @@ pub fn controller(
         reconcile::reconcile,
         ctx,
     ))
+}
+
+/// Experiments whose workflow runs in `namespace`.
+fn running_in(
+    index: &Store<Experiment>,
+    testkube_namespace: Option<&str>,
+    namespace: &str,
+) -> Vec<ObjectRef<Experiment>> {
+    index
+        .state()
+        .iter()
+        .filter(|exp| {
+            build::names(
+                &exp.name_any(),
+                &exp.namespace().unwrap_or_default(),
+                testkube_namespace,
+            )
+            .namespace
+                == namespace
+        })
+        .map(|exp| ObjectRef::from_obj(exp.as_ref()))
+        .collect()
 }
 
 /// Experiments whose `agentRef` names `agent`.

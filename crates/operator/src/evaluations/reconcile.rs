@@ -7,7 +7,10 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use agentic_api::evaluations::{Experiment, ExperimentStatus, GeneratedResource, LEGACY_FINALIZER};
+use agentic_api::evaluations::{
+    Experiment, ExperimentStatus, GeneratedResource, LEGACY_FINALIZER, OTEL_CONFIG_MAP,
+    OTEL_ENDPOINT_KEY,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -29,7 +32,7 @@ use super::{
     },
     error::EvaluationError,
     metrics::EvaluationMetrics,
-    status::{Outcome, WorkflowOutcome, desired_status},
+    status::{OtelSource, Outcome, WorkflowOutcome, desired_status},
     validate,
 };
 
@@ -53,6 +56,52 @@ pub struct Context {
     pub agents_synced: Arc<AtomicBool>,
     /// Domain metrics.
     pub metrics: EvaluationMetrics,
+    /// `otel-config` `ConfigMaps` (by name).
+    pub otel_configs: Store<ConfigMap>,
+    /// Whether the `otel-config` watch has listed once.
+    pub otel_synced: Arc<AtomicBool>,
+    /// One flag per cache: its first list completed or failed. Until all are set (right after
+    /// start) a reconcile waits, so that an unlisted cache is not mistaken for a missing Agent
+    /// or a missing child.
+    pub settled: Vec<Arc<AtomicBool>>,
+}
+
+/// How long a reconcile waits for the caches to list after a start.
+pub const CACHE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Where the OTLP endpoint of `exp`'s workflow, running in `namespace`, comes from; `None`
+/// until the `otel-config` cache has listed.
+pub fn otel_source(ctx: &Context, exp: &Experiment, namespace: &str) -> Option<OtelSource> {
+    let in_spec = exp
+        .spec
+        .otlp_endpoint
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
+        || exp
+            .spec
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == OTEL_ENDPOINT_KEY);
+    if in_spec {
+        return Some(OtelSource::Spec);
+    }
+    if !ctx.otel_synced.load(Ordering::Relaxed) {
+        return None;
+    }
+    let present = ctx
+        .otel_configs
+        .get(&ObjectRef::new(OTEL_CONFIG_MAP).within(namespace))
+        .is_some_and(|cm| {
+            cm.data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(OTEL_ENDPOINT_KEY))
+        });
+    Some(if present {
+        OtelSource::ConfigMap
+    } else {
+        OtelSource::Missing(namespace.to_owned())
+    })
 }
 
 /// Whether `live` already has everything `desired` sets: maps compare key by key (extra live
@@ -379,6 +428,7 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
         generated: Vec::new(),
         agent: None,
         agent_missing: false,
+        otel: None,
     };
     let applied = apply_config_map(ctx, &desired.config_map).await;
     if let Ok(true) = applied {
@@ -462,6 +512,7 @@ async fn report_invalid(
             .unwrap_or_default(),
         agent: None,
         agent_missing: false,
+        otel: None,
     };
     let status = desired_status(exp.status.as_ref(), &outcome, exp.meta().generation, &now());
     match write_status(ctx, exp, &status).await {
@@ -505,6 +556,9 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
         };
     }
 
+    if ctx.settled.iter().any(|f| !f.load(Ordering::Relaxed)) {
+        return Ok(Action::requeue(CACHE_WAIT));
+    }
     let names = build::names(&name, &namespace, ctx.testkube_namespace.as_deref());
     // Finalizer: ours only while children live in another namespace; a leftover finalizer of
     // an older upstream version would block deletion forever, so it is removed.
@@ -549,6 +603,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     let (mut outcome, failure) = apply_all(&ctx, &desired).await;
     outcome.agent = Some(url);
     outcome.agent_missing = agent_missing;
+    outcome.otel = otel_source(&ctx, &exp, &desired.names.namespace);
     if failure.is_none() {
         let keep: Vec<(&str, &str, &str)> = outcome
             .generated

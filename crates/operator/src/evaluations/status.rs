@@ -6,8 +6,8 @@
 
 use agentic_api::evaluations::{
     CONDITION_READY, CONDITION_WORKFLOW_READY, ExperimentStatus, GeneratedResource,
-    REASON_CRD_NOT_INSTALLED, REASON_RECONCILE_FAILED, REASON_RECONCILE_SUCCEEDED,
-    REASON_WORKFLOW_CREATED, REASON_WORKFLOW_NOT_READY,
+    OTEL_CONFIG_MAP, OTEL_ENDPOINT_KEY, REASON_CRD_NOT_INSTALLED, REASON_RECONCILE_FAILED,
+    REASON_RECONCILE_SUCCEEDED, REASON_WORKFLOW_CREATED, REASON_WORKFLOW_NOT_READY,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -24,6 +24,20 @@ pub const MESSAGE_WORKFLOW_CREATED: &str = "TestWorkflow created successfully";
 /// `WorkflowReady=False` message when the CRD is missing.
 pub const MESSAGE_CRD_NOT_INSTALLED: &str =
     "TestWorkflow CRD not installed; workflow was not created";
+
+/// Condition type: where the workflow's OTLP endpoint comes from.
+pub const CONDITION_OTEL_CONFIGURED: &str = "OtelConfigured";
+
+/// Where the workflow's `OTEL_EXPORTER_OTLP_ENDPOINT` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtelSource {
+    /// `spec.otlpEndpoint` or an entry of `spec.env`.
+    Spec,
+    /// The `otel-config` `ConfigMap` in the workflow's namespace.
+    ConfigMap,
+    /// Neither: the `ConfigMap` (or its key) is missing in this namespace, so nothing is published.
+    Missing(String),
+}
 
 /// What happened to the `TestWorkflow`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +65,8 @@ pub struct Outcome {
     pub agent: Option<AgentUrl>,
     /// The Agent CRD is installed but the named Agent does not exist.
     pub agent_missing: bool,
+    /// The OTLP endpoint's source (absent when the spec was invalid or not yet known).
+    pub otel: Option<OtelSource>,
 }
 
 fn condition(
@@ -119,6 +135,28 @@ fn workflow_condition(workflow: &WorkflowOutcome) -> ConditionParts {
     }
 }
 
+fn otel_condition(otel: &OtelSource) -> ConditionParts {
+    match otel {
+        OtelSource::Spec => (
+            "True",
+            "OtlpEndpointInSpec",
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set in the spec".to_owned(),
+        ),
+        OtelSource::ConfigMap => (
+            "True",
+            "OtelConfigMap",
+            format!("OTEL_EXPORTER_OTLP_ENDPOINT comes from ConfigMap {OTEL_CONFIG_MAP}"),
+        ),
+        OtelSource::Missing(namespace) => (
+            "False",
+            "OtelConfigMapMissing",
+            format!(
+                "ConfigMap {OTEL_CONFIG_MAP} with key {OTEL_ENDPOINT_KEY} not found in namespace {namespace}; the workflow runs but publishes no metrics (set spec.otlpEndpoint or create the ConfigMap)"
+            ),
+        ),
+    }
+}
+
 /// The status to write. `previous` keeps each condition's `lastTransitionTime` unless its
 /// status flips, and carries over `lastExecution` and foreign conditions.
 pub fn desired_status(
@@ -181,11 +219,28 @@ pub fn desired_status(
             now,
         ));
     }
-    let ours = [
+    if let Some(otel) = &outcome.otel {
+        let (status, reason, message) = otel_condition(otel);
+        conditions.push(condition(
+            previous,
+            CONDITION_OTEL_CONFIGURED,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
+    // Conditions this reconcile decided replace the previous ones; an undecided OtelConfigured
+    // (cache not listed yet) is kept as it was.
+    let mut ours = vec![
         CONDITION_READY,
         CONDITION_WORKFLOW_READY,
         CONDITION_AGENT_RESOLVED,
     ];
+    if outcome.otel.is_some() {
+        ours.push(CONDITION_OTEL_CONFIGURED);
+    }
     conditions.extend(
         previous
             .and_then(|s| s.conditions.clone())
@@ -228,7 +283,27 @@ mod tests {
             generated: generated(&["ConfigMap", "TestWorkflow"]),
             agent: Some(resolve("a", "team", None)),
             agent_missing: false,
+            otel: Some(OtelSource::ConfigMap),
         }
+    }
+
+    /// Upstream neither checked for `otel-config` nor reported it.
+    #[test]
+    fn missing_otel_config_is_reported() {
+        let outcome = Outcome {
+            otel: Some(OtelSource::Missing("testkube".into())),
+            ..ok()
+        };
+        let s = desired_status(None, &outcome, Some(1), &time("2026-01-01T00:00:00Z"));
+        let c = cond(&s, "OtelConfigured");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "OtelConfigMapMissing")
+        );
+        assert!(c.message.contains("namespace testkube"), "{}", c.message);
+        assert_eq!(cond(&s, "Ready").status, "True");
+        let s = desired_status(None, &ok(), Some(1), &time("2026-01-01T00:00:00Z"));
+        assert_eq!(cond(&s, "OtelConfigured").reason, "OtelConfigMap");
     }
 
     fn cond<'a>(s: &'a ExperimentStatus, t: &str) -> &'a Condition {
@@ -326,6 +401,23 @@ mod tests {
             time("2026-03-01T00:00:00Z")
         );
         assert_eq!(cond(&flipped, "WorkflowReady").message, "denied");
+    }
+
+    #[test]
+    fn undecided_otel_condition_is_kept() {
+        let first = desired_status(None, &ok(), Some(1), &time("2026-01-01T00:00:00Z"));
+        let undecided = Outcome { otel: None, ..ok() };
+        let again = desired_status(
+            Some(&first),
+            &undecided,
+            Some(1),
+            &time("2026-02-01T00:00:00Z"),
+        );
+        assert_eq!(
+            cond(&again, "OtelConfigured"),
+            cond(&first, "OtelConfigured")
+        );
+        assert_eq!(again.conditions.as_ref().unwrap().len(), 4);
     }
 
     #[test]
