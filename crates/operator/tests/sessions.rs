@@ -884,12 +884,24 @@ async fn operator_restart_never_duplicates_the_job() {
     })
     .await;
     let first = job_named(&client, "steady").await;
+    let run_before = sessions(&client)
+        .get("steady")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .start_time;
     operator.stop().await;
 
     let operator = Operator::start(&client);
     let running = wait_phase(&client, "steady", SessionPhase::Running).await;
     let after = job_named(&client, "steady").await;
     assert_eq!(first.uid(), after.uid(), "the Job was replaced");
+    assert_eq!(
+        running.status.as_ref().unwrap().start_time,
+        run_before,
+        "the restarted operator began a new run"
+    );
     let jobs = Api::<Job>::namespaced(client.clone(), NS)
         .list(&ListParams::default().labels("agentic-session=steady"))
         .await

@@ -12,6 +12,7 @@ use std::{
 use agentic_api::sessions::{
     self as api, AgenticSession, DesiredPhase, ProjectSettings, SessionPhase, StoppedReason,
 };
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
@@ -60,6 +61,8 @@ pub const TOKEN_SELECTOR: &str = "app=ambient-runner-token";
 const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
 /// Safety net for sessions waiting on other objects (changes of those objects also wake them).
 const WAITING_RECHECK: Duration = Duration::from_secs(30);
+/// How often a reconcile that found the caches still listing looks again.
+const CACHE_SYNC_RECHECK: Duration = Duration::from_millis(500);
 /// How often a session waiting for its runner objects to be deleted looks again.
 const DELETION_RECHECK: Duration = Duration::from_secs(2);
 /// How long a Running session may go without being looked at.
@@ -460,7 +463,34 @@ struct Reconciler<'a> {
     now: Timestamp,
 }
 
+/// Whether a cache has finished its initial list (without waiting).
+fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
+
+impl Ctx {
+    /// Whether every cache the decisions read has finished its initial list. Until then an
+    /// empty cache would look like missing runners (and restart running sessions).
+    pub fn caches_synced(&self) -> bool {
+        synced(&self.jobs)
+            && synced(&self.pods)
+            && synced(&self.tokens)
+            && synced(&self.namespaces)
+            && synced(&self.projects)
+    }
+}
+
 async fn reconcile_session(session: &AgenticSession, ctx: &Ctx) -> Result<Action, SessionError> {
+    if !ctx.caches_synced() {
+        return Ok(Action::requeue(CACHE_SYNC_RECHECK));
+    }
     let ns = session.namespace().ok_or(SessionError::NoNamespace)?;
     if session.metadata.deletion_timestamp.is_some() {
         // Owner references remove every child.

@@ -267,3 +267,12 @@ fn token_refresh_schedule() {
     assert_eq!(token_fresh_for(None, now), None);
     assert_eq!(token_fresh_for(Some("yesterday"), now), None);
 }
+
+#[test]
+fn sync_state_of_caches() {
+    let (store, mut writer) = reflector::store::<RunnerPod>();
+    assert!(!synced(&store));
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    assert!(synced(&store));
+}
