@@ -329,6 +329,10 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             }
         }
         let app_obj = ctx.application(&build::application_name(&name, &target.name));
+        let mut cluster = cluster;
+        if let Some(message) = app_obj.as_deref().and_then(|a| foreign_owner(a, owner)) {
+            cluster = ClusterState::Failed { message };
+        }
         let app = match (&sources, &app_obj) {
             (Ok(s), _) if s.is_empty() => AppState::NotNeeded,
             (_, None) => AppState::Missing,
@@ -443,10 +447,16 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     let manual_deadline_passed =
         manual && started.is_some() && age(started.as_ref()) >= ctx.config.manual_deadline;
 
-    let failed_target = views.values().find_map(|v| match &v.cluster {
-        ClusterState::Failed { message } => Some((v.target.name.clone(), message.clone())),
-        _ => None,
-    });
+    let failed_target = views
+        .values()
+        .find_map(|v| match &v.cluster {
+            ClusterState::Failed { message } => Some((v.target.name.clone(), message.clone())),
+            _ => None,
+        })
+        .or_else(|| {
+            let message = wf_obj.as_deref().and_then(|w| foreign_owner(w, owner))?;
+            Some(("workflow".to_owned(), message))
+        });
     let mut observed = Observed {
         invalid: false,
         failed_target,
@@ -740,6 +750,21 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         next_check = Duration::from_millis(10);
     }
     Ok(Action::requeue(next_check))
+}
+
+/// A message when `obj` (found under this Experiment's deterministic name) belongs to an
+/// Experiment of the same name in another namespace.
+fn foreign_owner(obj: &DynamicObject, owner: Owner<'_>) -> Option<String> {
+    let ns = obj.labels().get(build::LABEL_NAMESPACE)?;
+    (ns != owner.namespace).then(|| {
+        format!(
+            "{} {}/{} belongs to Experiment {ns}/{}; Experiment names must be unique across namespaces",
+            obj.types.as_ref().map_or("object", |t| t.kind.as_str()),
+            obj.namespace().unwrap_or_default(),
+            obj.name_any(),
+            owner.name,
+        )
+    })
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -1114,5 +1139,121 @@ async fn publish(ctx: &Ctx, exp: &Experiment, type_: EventType, reason: &str, no
     };
     if let Err(error) = ctx.recorder.publish(&event, &exp.object_ref(&())).await {
         tracing::warn!(%error, "cannot publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn objects_of_a_namesake_in_another_namespace_are_reported() {
+        let app = obj(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "gw-app", "namespace": "argocd",
+                "labels": {"experiments.illm.io/namespace": "team-b"}}}),
+        );
+        let mine = Owner {
+            name: "gw",
+            namespace: "team-a",
+        };
+        assert_eq!(
+            foreign_owner(&app, mine).as_deref(),
+            Some(
+                "Application argocd/gw-app belongs to Experiment team-b/gw; Experiment names must be unique across namespaces"
+            )
+        );
+        assert!(
+            foreign_owner(
+                &app,
+                Owner {
+                    name: "gw",
+                    namespace: "team-b"
+                }
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn only_synced_and_healthy_applications_are_healthy() {
+        let app = |health: &str, sync: &str| {
+            obj(
+                json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": "a"},
+                "status": {"health": {"status": health}, "sync": {"status": sync}}}),
+            )
+        };
+        assert_eq!(app_state(&app("Healthy", "Synced")), AppState::Healthy);
+        // Upstream counted all of these as healthy.
+        for (h, s) in [
+            ("Degraded", "Synced"),
+            ("Progressing", "Synced"),
+            ("Healthy", "OutOfSync"),
+            ("Healthy", "Unknown"),
+        ] {
+            assert_eq!(
+                app_state(&app(h, s)),
+                AppState::Progressing {
+                    health: h.into(),
+                    sync: s.into()
+                }
+            );
+        }
+    }
+
+    fn claim(age_secs: i64, conditions: Value, endpoint: Option<&str>) -> DynamicObject {
+        let created = Timestamp::now() - jiff::SignedDuration::from_secs(age_secs);
+        obj(
+            json!({"apiVersion": "illm.io/v1alpha1", "kind": "GKECluster",
+            "metadata": {"name": "gw-app", "namespace": "lab", "creationTimestamp": created.to_string()},
+            "status": {"conditions": conditions, "endpoint": endpoint}}),
+        )
+    }
+
+    #[test]
+    fn claims_are_ready_provisioning_or_timed_out() {
+        let timeout = Duration::from_mins(20);
+        let ready = json!([{"type": "Ready", "status": "True"}]);
+        assert_eq!(
+            observe_claim(&claim(5, ready.clone(), Some("10.0.0.1")), false, timeout),
+            ClusterState::Ready {
+                endpoint: "10.0.0.1".into()
+            }
+        );
+        // Ready without an endpoint is not usable yet.
+        assert!(matches!(
+            observe_claim(&claim(5, ready, None), false, timeout),
+            ClusterState::Provisioning { .. }
+        ));
+        let failing = json!([
+            {"type": "Synced", "status": "False", "message": "quota exceeded"},
+            {"type": "Ready", "status": "False", "message": ""},
+        ]);
+        let ClusterState::Provisioning { message, remaining } =
+            observe_claim(&claim(60, failing.clone(), None), false, timeout)
+        else {
+            panic!("provisioning expected")
+        };
+        assert_eq!(message, "quota exceeded");
+        assert!(remaining < timeout && remaining > Duration::from_mins(18));
+        let ClusterState::Failed { message } =
+            observe_claim(&claim(1300, failing.clone(), None), false, timeout)
+        else {
+            panic!("failed expected")
+        };
+        assert_eq!(
+            message,
+            "claim gw-app not Ready after 20.0 minutes (provisioning timeout): quota exceeded"
+        );
+        // A cluster that was Ready once never times out later.
+        assert!(matches!(
+            observe_claim(&claim(1300, failing, None), true, timeout),
+            ClusterState::Provisioning { .. }
+        ));
     }
 }
