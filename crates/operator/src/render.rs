@@ -1,0 +1,558 @@
+//! `agentic-operator render -f FILE…`: the objects the operator would create for each custom
+//! resource in the files, computed offline with the families' pure builders.
+//!
+//! Where a builder needs something only a cluster knows (an object's uid, a token, a
+//! provisioned cluster's endpoint), a documented placeholder is used and a YAML comment on the
+//! object says so. Objects in the files that are not custom resources the operator reconciles
+//! (Namespaces, Secrets, Components, Agents, ...) are read as context: Components resolve lab
+//! targets and Agents give evaluations their URL.
+
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode, sync::Arc};
+
+use agentic_api::{
+    evaluations::Experiment as Evaluation,
+    labs::{Component, Experiment as Lab},
+    sessions::{AgenticSession, ProjectSettings},
+};
+use kube::ResourceExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    evaluations::{agent, build as eval_build},
+    labs::{
+        build as lab_build, components,
+        config::{HUB, LabsConfig},
+    },
+    sessions::session::{build as session_build, build::RunInputs, config::SessionConfig},
+};
+
+/// The uid given to a rendered custom resource that has none, so that owner references show.
+pub const PLACEHOLDER_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Flags of `agentic-operator render`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RenderArgs {
+    /// A YAML file with custom resources (repeatable; `-` reads stdin).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Render evaluation objects as `run --testkube-namespace` would place them.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub testkube_namespace: Option<String>,
+}
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not YAML.
+    #[error("{file} is not valid YAML: {source}")]
+    Yaml {
+        /// The file.
+        file: String,
+        /// The parser error.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A document does not match its kind's schema.
+    #[error("{file}: {kind} {name}: {message}; fix the field named")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Its kind.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The labs configuration could not be loaded.
+    #[error("{0}")]
+    LabsConfig(#[from] crate::labs::config::ConfigError),
+}
+
+/// Options of [`render`].
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// `--testkube-namespace`.
+    pub testkube_namespace: Option<String>,
+    /// Labs configuration (cluster type mappings, namespaces); defaults when `None`.
+    pub labs: Option<LabsConfig>,
+}
+
+/// One rendered object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The custom resource it is generated for: `Kind namespace/name`.
+    pub source: String,
+    /// The object as JSON (with `apiVersion` and `kind`).
+    pub object: Value,
+    /// Notes on placeholders, printed as YAML comments.
+    pub notes: Vec<String>,
+}
+
+impl Rendered {
+    /// `kind` of the object.
+    pub fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or_default()
+    }
+
+    /// `metadata.name` of the object.
+    pub fn name(&self) -> &str {
+        self.object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+}
+
+/// What [`render`] produced: the objects and, per input document that yields nothing, why.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// The generated objects, in input order.
+    pub objects: Vec<Rendered>,
+    /// Input documents that were read as context or not rendered, with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl Output {
+    /// Multi-document YAML with comments.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::new();
+        for s in &self.skipped {
+            let _ = writeln!(out, "# {s}");
+        }
+        for r in &self.objects {
+            out.push_str("---\n");
+            let _ = writeln!(out, "# generated for {}", r.source);
+            for n in &r.notes {
+                let _ = writeln!(out, "# {n}");
+            }
+            match serde_yaml::to_string(&r.object) {
+                Ok(y) => out.push_str(&y),
+                Err(e) => {
+                    let _ = writeln!(out, "# cannot print as YAML: {e}");
+                }
+            }
+        }
+        out
+    }
+}
+
+fn to_value(object: &impl Serialize) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// Adds `apiVersion`/`kind` to a typed object's JSON (k8s-openapi types carry them).
+fn typed<K: Serialize + k8s_openapi::Resource>(object: &K) -> Value {
+    let mut v = to_value(object);
+    v["apiVersion"] = Value::String(K::API_VERSION.to_owned());
+    v["kind"] = Value::String(K::KIND.to_owned());
+    v
+}
+
+struct Doc {
+    file: String,
+    value: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or_default()
+    }
+    fn group(&self) -> &str {
+        let api_version = self.value["apiVersion"].as_str().unwrap_or_default();
+        api_version.split_once('/').map_or("", |(g, _)| g)
+    }
+    fn id(&self) -> String {
+        let ns = self.value["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = self.value["metadata"]["name"].as_str().unwrap_or("");
+        if ns.is_empty() {
+            format!("{} {name}", self.kind())
+        } else {
+            format!("{} {ns}/{name}", self.kind())
+        }
+    }
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, RenderError> {
+        let mut value = self.value.clone();
+        if value["metadata"]["uid"].is_null()
+            && let Some(meta) = value["metadata"].as_object_mut()
+        {
+            meta.insert("uid".into(), Value::String(PLACEHOLDER_UID.into()));
+        }
+        serde_json::from_value(value).map_err(|e| RenderError::Invalid {
+            file: self.file.clone(),
+            kind: self.kind().to_owned(),
+            name: self.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Renders every custom resource in `files` (`(file name, YAML)`).
+pub fn render(files: &[(String, String)], options: &RenderOptions) -> Result<Output, RenderError> {
+    let mut docs = Vec::new();
+    for (file, yaml) in files {
+        for value in documents(yaml).map_err(|source| RenderError::Yaml {
+            file: file.clone(),
+            source,
+        })? {
+            docs.push(Doc {
+                file: file.clone(),
+                value,
+            });
+        }
+    }
+    let labs_config = match &options.labs {
+        Some(c) => c.clone(),
+        None => LabsConfig::from_env()?,
+    };
+    let mut components: Vec<Arc<Component>> = Vec::new();
+    for d in &docs {
+        if d.group() == agentic_api::labs::GROUP && d.kind() == "Component" {
+            components.push(Arc::new(d.parse()?));
+        }
+    }
+    let mut out = Output::default();
+    for d in &docs {
+        match (d.group(), d.kind()) {
+            (agentic_api::sessions::GROUP, "AgenticSession") => {
+                let session: AgenticSession = d.parse()?;
+                let project = docs
+                    .iter()
+                    .filter(|p| {
+                        p.group() == agentic_api::sessions::GROUP
+                            && p.kind() == "ProjectSettings"
+                            && p.value["metadata"]["namespace"] == d.value["metadata"]["namespace"]
+                    })
+                    .find_map(|p| p.parse::<ProjectSettings>().ok());
+                out.objects.extend(session_objects(&session, project.as_ref()));
+            }
+            (agentic_api::evaluations::GROUP, "Experiment") => {
+                let exp: Evaluation = d.parse()?;
+                out.objects.extend(evaluation_objects(
+                    &exp,
+                    &docs,
+                    options.testkube_namespace.as_deref(),
+                ));
+            }
+            (agentic_api::labs::GROUP, "Experiment") => {
+                let exp: Lab = d.parse()?;
+                let (objects, problems) = lab_objects(&exp, &components, &labs_config);
+                out.objects.extend(objects);
+                out.skipped.extend(problems);
+            }
+            (agentic_api::sessions::GROUP, "ProjectSettings") => out.skipped.push(format!(
+                "{}: not rendered; its RoleBindings depend on the namespace's observed state (see docs/sessions.md)",
+                d.id()
+            )),
+            _ => out
+                .skipped
+                .push(format!("{}: read as context, nothing generated", d.id())),
+        }
+    }
+    Ok(out)
+}
+
+fn documents(yaml: &str) -> Result<Vec<Value>, serde_yaml::Error> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc)?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+const UID_NOTE: &str = "owner uid is a placeholder: the API server assigns the real one";
+
+/// The runner Job, Service, `ServiceAccount`, Role, `RoleBinding` and token Secret of a session.
+fn session_objects(session: &AgenticSession, project: Option<&ProjectSettings>) -> Vec<Rendered> {
+    let source = format!(
+        "AgenticSession {}/{}",
+        session.namespace().unwrap_or_default(),
+        session.name_any()
+    );
+    let config = SessionConfig::from_lookup(
+        crate::runtime::config::DEFAULT_RUNNER_IMAGE,
+        "default",
+        |k| std::env::var(k).ok(),
+    );
+    let inputs = RunInputs {
+        config: &config,
+        run_id: "<status.startTime>".into(),
+        resume: false,
+        project_mcp: project.and_then(|p| p.spec.mcp_servers.as_ref()),
+    };
+    let job = session_build::job(session, &inputs);
+    let mut job_with_uid = job.clone();
+    job_with_uid.metadata.uid = Some(PLACEHOLDER_UID.into());
+    let service = session_build::service(session, session_build::job_owner(&job_with_uid));
+    let rendered = |object: Value, notes: Vec<String>| Rendered {
+        source: source.clone(),
+        object,
+        notes,
+    };
+    vec![
+        rendered(
+            typed(&session_build::service_account(session)),
+            vec![UID_NOTE.into()],
+        ),
+        rendered(typed(&session_build::role(session)), vec![UID_NOTE.into()]),
+        rendered(
+            typed(&session_build::role_binding(session)),
+            vec![UID_NOTE.into()],
+        ),
+        rendered(
+            typed(&session_build::token_secret(
+                session,
+                "<TokenRequest token of the session's ServiceAccount>",
+                "<random AG-UI token>",
+                "<time of the last refresh>",
+            )),
+            vec![
+                UID_NOTE.into(),
+                "data holds placeholders: k8s-token comes from a TokenRequest, agui-token is random"
+                    .into(),
+            ],
+        ),
+        rendered(
+            typed(&job),
+            vec![
+                UID_NOTE.into(),
+                "created when the session starts; run-started-at is the session's status.startTime"
+                    .into(),
+                format!(
+                    "runner image and pod settings from the environment (AMBIENT_CODE_RUNNER_IMAGE, default {})",
+                    crate::runtime::config::DEFAULT_RUNNER_IMAGE
+                ),
+            ],
+        ),
+        rendered(
+            typed(&service),
+            vec!["owned by the runner Job (placeholder uid)".into()],
+        ),
+    ]
+}
+
+/// The `ConfigMap`, `TestWorkflow` and `TestTrigger` of an evaluation Experiment.
+fn evaluation_objects(
+    exp: &Evaluation,
+    docs: &[Doc],
+    testkube_namespace: Option<&str>,
+) -> Vec<Rendered> {
+    let source = format!(
+        "Experiment.testbench {}/{}",
+        exp.namespace().unwrap_or_default(),
+        exp.name_any()
+    );
+    let agent_ref = &exp.spec.agent_ref;
+    let agent_ns = agent_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| exp.namespace().unwrap_or_default());
+    let agent_doc = docs.iter().find(|d| {
+        d.group() == agent::AGENT_GROUP
+            && d.kind() == "Agent"
+            && d.value["metadata"]["name"] == agent_ref.name.as_str()
+            && d.value["metadata"]["namespace"] == agent_ns.as_str()
+    });
+    let url = agent::resolve(&agent_ref.name, &agent_ns, agent_doc.map(|d| &d.value));
+    let url_note = format!(
+        "agentUrl {} from {} (a cluster's Agent status.url may differ)",
+        url.url,
+        url.source.reason()
+    );
+    let desired = eval_build::desired(exp, testkube_namespace, &url);
+    let mut out = vec![
+        Rendered {
+            source: source.clone(),
+            object: typed(&desired.config_map),
+            notes: Vec::new(),
+        },
+        Rendered {
+            source: source.clone(),
+            object: to_value(&desired.workflow),
+            notes: vec![url_note],
+        },
+    ];
+    if let Some(trigger) = &desired.trigger {
+        out.push(Rendered {
+            source,
+            object: to_value(trigger),
+            notes: Vec::new(),
+        });
+    }
+    out
+}
+
+/// Claims, cluster Secrets, Applications, the Grafana datasource and the Workflow of a lab
+/// Experiment, plus problems that keep parts from being rendered.
+#[allow(clippy::too_many_lines)] // one pass over the targets, in the reconcile's order
+fn lab_objects(
+    exp: &Lab,
+    catalogue: &[Arc<Component>],
+    config: &LabsConfig,
+) -> (Vec<Rendered>, Vec<String>) {
+    let name = exp.name_any();
+    let namespace = exp.namespace().unwrap_or_default();
+    let owner = lab_build::Owner {
+        name: &name,
+        namespace: &namespace,
+    };
+    let source = format!("Experiment.illm {namespace}/{name}");
+    let lookup = |n: &str| catalogue.iter().find(|c| c.name_any() == n).cloned();
+    let mut objects = Vec::new();
+    let mut problems = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut datasource = false;
+    let push = |objects: &mut Vec<Rendered>, object: Value, notes: Vec<String>| {
+        objects.push(Rendered {
+            source: source.clone(),
+            object,
+            notes,
+        });
+    };
+    for (index, target) in exp.spec.targets.iter().enumerate() {
+        let type_ = target.cluster.type_.as_str();
+        let server = if type_ == HUB {
+            lab_build::IN_CLUSTER_SERVER.to_owned()
+        } else {
+            let Some(mapping) = config.cluster_types.get(type_) else {
+                problems.push(format!(
+                    "{source}: target {}: cluster type {type_} has no mapping in the labs configuration",
+                    target.name
+                ));
+                continue;
+            };
+            let claim = lab_build::claim(owner, target, mapping);
+            let cluster = lab_build::claim_name(&name, &target.name);
+            let endpoint = format!("{cluster}.endpoint.invalid");
+            push(&mut objects, to_value(&claim), Vec::new());
+            push(
+                &mut objects,
+                to_value(&lab_build::cluster_secret(
+                    owner,
+                    &target.name,
+                    &cluster,
+                    &endpoint,
+                    "{\"tlsClientConfig\":{\"insecure\":false}}",
+                    config,
+                )),
+                vec![format!(
+                    "created once the claim is Ready; server ({endpoint}) and config are placeholders for the claim's endpoint and connection Secret"
+                )],
+            );
+            endpoints.push((target.name.clone(), endpoint.clone()));
+            lab_build::server_url(&endpoint)
+        };
+        let mut refs = target.components.clone().unwrap_or_default();
+        let observed = target.observability.as_ref().is_some_and(|o| o.enabled);
+        if observed {
+            refs.extend(lab_build::observability_refs(&name));
+        }
+        let mut sources = Vec::new();
+        let mut resolved = true;
+        for (ci, r) in refs.iter().enumerate() {
+            let field = format!("spec.targets[{index}].components[{ci}]");
+            match components::resolve(r, &field, &lookup) {
+                Ok(s) => sources.extend(s),
+                Err(e) => {
+                    problems.push(format!("{source}: {e}"));
+                    resolved = false;
+                }
+            }
+        }
+        if !resolved || sources.is_empty() {
+            continue;
+        }
+        if observed && !datasource {
+            datasource = true;
+            push(
+                &mut objects,
+                to_value(&lab_build::datasource(owner, config)),
+                Vec::new(),
+            );
+        }
+        let mut notes = Vec::new();
+        if !target.depends_on().is_empty() {
+            notes.push(format!(
+                "created once {} healthy",
+                target.depends_on().join(", ")
+            ));
+        }
+        push(
+            &mut objects,
+            to_value(&lab_build::application(
+                owner,
+                &target.name,
+                &server,
+                &sources,
+                config,
+            )),
+            notes,
+        );
+    }
+    let params = lab_build::workflow_params(&name, &exp.spec.workflow, &endpoints);
+    push(
+        &mut objects,
+        to_value(&lab_build::workflow(
+            owner,
+            &exp.spec.workflow,
+            &params,
+            config,
+        )),
+        vec!["submitted once every target is Ready; endpoints are placeholders".into()],
+    );
+    (objects, problems)
+}
+
+/// Runs `agentic-operator render` and returns the exit code.
+pub fn command(args: &RenderArgs) -> ExitCode {
+    let mut files = Vec::new();
+    for path in &args.files {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        match read {
+            Ok(text) => files.push((path.display().to_string(), text)),
+            Err(source) => {
+                eprintln!(
+                    "error: {}",
+                    RenderError::Read {
+                        file: path.display().to_string(),
+                        source
+                    }
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let options = RenderOptions {
+        testkube_namespace: args.testkube_namespace.clone(),
+        labs: None,
+    };
+    match render(&files, &options) {
+        Ok(output) => {
+            print!("{}", output.to_yaml());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
