@@ -4,9 +4,12 @@
 //! [`runtime`] holds what every controller family shares; each family plugs in through
 //! [`runtime::Family`] and is listed in [`families`].
 
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod evaluations;
 pub mod labs;
 pub mod rbac;
+pub mod render;
 pub mod runtime;
 pub mod sessions;
 pub mod webhook;

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.into_command() {
         Command::Crd(args) => crd(args.out_dir.as_deref()),
+        #[cfg(feature = "dev")]
+        Command::Dev(args) => agentic_operator::dev::command(args),
+        Command::Render(args) => agentic_operator::render::command(&args),
         Command::Run(args) => {
             let env = Environment::process();
             let dev_mode = std::env::var("DEV_MODE")

@@ -75,6 +75,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print every `CustomResourceDefinition` as YAML, or write one file per CRD.
     Crd(CrdArgs),
+    /// Run everything locally: an in-memory API server with simulators, the operator and the
+    /// examples.
+    #[cfg(feature = "dev")]
+    Dev(crate::dev::DevArgs),
+    /// Print the objects the operator would create for the custom resources in files.
+    Render(crate::render::RenderArgs),
 }
 
 /// Flags of `agentic-operator crd`.
@@ -557,7 +563,7 @@ mod tests {
     fn run_args(args: &[&str]) -> RunArgs {
         match parse(args) {
             Command::Run(run) => run,
-            Command::Crd(_) => panic!("expected run"),
+            _ => panic!("expected run"),
         }
     }
 
@@ -615,11 +621,11 @@ mod tests {
     fn crd_subcommand_takes_out_dir() {
         match parse(&["crd", "--out-dir", "config/crd/bases"]) {
             Command::Crd(crd) => assert_eq!(crd.out_dir, Some(PathBuf::from("config/crd/bases"))),
-            Command::Run(_) => panic!("expected crd"),
+            _ => panic!("expected crd"),
         }
         match parse(&["crd"]) {
             Command::Crd(crd) => assert_eq!(crd.out_dir, None),
-            Command::Run(_) => panic!("expected crd"),
+            _ => panic!("expected crd"),
         }
     }
 
