@@ -181,6 +181,49 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &["get", "list", "update"],
         "sessions: held so the per-session Role can grant it (MLflow tracing)",
     ),
+    // Evaluations family.
+    rule(
+        &["testbench.agentic-layer.ai"],
+        &["experiments"],
+        &["get", "list", "watch", "patch"],
+        "evaluations: watch Experiments; add and remove the Testkube cleanup finalizer",
+    ),
+    rule(
+        &["testbench.agentic-layer.ai"],
+        &["experiments/status"],
+        &["patch"],
+        "evaluations: Experiment status (merge patch)",
+    ),
+    rule(
+        &["testbench.agentic-layer.ai"],
+        &["experiments/finalizers"],
+        &["update"],
+        "evaluations: owner references with blockOwnerDeletion on generated objects",
+    ),
+    rule(
+        &[""],
+        &["configmaps"],
+        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        "evaluations: the <exp>-experiment ConfigMap (server-side apply) and the otel-config watch",
+    ),
+    rule(
+        &["testworkflows.testkube.io"],
+        &["testworkflows"],
+        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        "evaluations: the generated TestWorkflow (server-side apply; removed with the Experiment)",
+    ),
+    rule(
+        &["tests.testkube.io"],
+        &["testtriggers"],
+        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        "evaluations: the optional TestTrigger (server-side apply; deleted when disabled)",
+    ),
+    rule(
+        &["runtime.agentic-layer.ai"],
+        &["agents"],
+        &["get", "list", "watch"],
+        "evaluations: resolve the agent URL from the Agent's status and ports",
+    ),
 ];
 
 /// What leader election needs in the operator's namespace.
