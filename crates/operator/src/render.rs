@@ -487,8 +487,13 @@ fn lab_objects(
         }
         let mut notes = Vec::new();
         if !target.depends_on().is_empty() {
+            let verb = if target.depends_on().len() == 1 {
+                "is"
+            } else {
+                "are"
+            };
             notes.push(format!(
-                "created once {} healthy",
+                "created once {} {verb} healthy",
                 target.depends_on().join(", ")
             ));
         }
