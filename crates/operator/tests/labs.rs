@@ -185,6 +185,7 @@ impl Env {
 struct Operator {
     shutdown: CancellationToken,
     handle: JoinHandle<()>,
+    metrics: agentic_operator::runtime::metrics::Metrics,
 }
 
 impl Operator {
@@ -201,6 +202,7 @@ impl Operator {
         )
         .unwrap();
         let manager = Manager::new(settings, vec![Box::new(Labs::new(config))]);
+        let metrics = manager.metrics().clone();
         let shutdown = CancellationToken::new();
         let run = manager.run_with_client(client.clone(), shutdown.clone());
         let handle = tokio::spawn(async move {
@@ -208,7 +210,11 @@ impl Operator {
                 panic!("operator stopped: {error}");
             }
         });
-        Self { shutdown, handle }
+        Self {
+            shutdown,
+            handle,
+            metrics,
+        }
     }
 
     async fn stop(self) {
@@ -616,6 +622,12 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
             .await
             .unwrap()
             .is_none()
+    );
+    // Transitions are counted.
+    let text = op.metrics.encode().unwrap();
+    assert!(
+        text.contains(r#"labs_experiment_phase_transitions_total{from="Running",to="Complete",reason="WorkflowSucceeded"} 1"#),
+        "{text}"
     );
     // Events were recorded for the transitions.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);

@@ -85,7 +85,15 @@ pub struct Ctx {
     pub workflows: (ApiResource, Store<DynamicObject>),
     /// Event recorder.
     pub recorder: Arc<Recorder>,
+    /// `labs_experiment_phase_transitions_total{from,to,reason}`.
+    pub transitions: Transitions,
 }
+
+/// Counter of phase transitions by `from`, `to` and `reason`.
+pub type Transitions = prometheus_client::metrics::family::Family<
+    Vec<(String, String)>,
+    prometheus_client::metrics::counter::Counter,
+>;
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -262,6 +270,14 @@ impl Family for Labs {
             };
             claims.insert(type_.clone(), (ar, store));
         }
+        let transitions = Transitions::default();
+        rt.metrics.register(|r| {
+            r.register(
+                "labs_experiment_phase_transitions",
+                "Lab Experiment phase transitions by from, to and reason",
+                transitions.clone(),
+            );
+        });
         let ctx = Arc::new(Ctx {
             client,
             config,
@@ -270,6 +286,7 @@ impl Family for Labs {
             applications: (app_ar, app_store),
             workflows: (wf_ar, wf_store),
             recorder: rt.recorders.recorder(CONTROLLER),
+            transitions,
         });
         let exp_reader = experiments.reader.clone();
         let component_stream = components.stream;

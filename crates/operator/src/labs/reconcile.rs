@@ -728,6 +728,13 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             EventType::Normal
         };
         tracing::info!(experiment = %name, namespace = %ns, from = %from, to = %to, reason, "phase transition");
+        ctx.transitions
+            .get_or_create(&vec![
+                ("from".to_owned(), from.as_str().to_owned()),
+                ("to".to_owned(), to.as_str().to_owned()),
+                ("reason".to_owned(), reason.to_owned()),
+            ])
+            .inc();
         publish(&ctx, &exp, type_, reason, message).await;
     }
 
@@ -1206,7 +1213,7 @@ mod tests {
         }
     }
 
-    fn claim(age_secs: i64, conditions: Value, endpoint: Option<&str>) -> DynamicObject {
+    fn claim(age_secs: i64, conditions: &Value, endpoint: Option<&str>) -> DynamicObject {
         let created = Timestamp::now() - jiff::SignedDuration::from_secs(age_secs);
         obj(
             json!({"apiVersion": "illm.io/v1alpha1", "kind": "GKECluster",
@@ -1220,14 +1227,14 @@ mod tests {
         let timeout = Duration::from_mins(20);
         let ready = json!([{"type": "Ready", "status": "True"}]);
         assert_eq!(
-            observe_claim(&claim(5, ready.clone(), Some("10.0.0.1")), false, timeout),
+            observe_claim(&claim(5, &ready, Some("10.0.0.1")), false, timeout),
             ClusterState::Ready {
                 endpoint: "10.0.0.1".into()
             }
         );
         // Ready without an endpoint is not usable yet.
         assert!(matches!(
-            observe_claim(&claim(5, ready, None), false, timeout),
+            observe_claim(&claim(5, &ready, None), false, timeout),
             ClusterState::Provisioning { .. }
         ));
         let failing = json!([
@@ -1235,14 +1242,14 @@ mod tests {
             {"type": "Ready", "status": "False", "message": ""},
         ]);
         let ClusterState::Provisioning { message, remaining } =
-            observe_claim(&claim(60, failing.clone(), None), false, timeout)
+            observe_claim(&claim(60, &failing, None), false, timeout)
         else {
             panic!("provisioning expected")
         };
         assert_eq!(message, "quota exceeded");
         assert!(remaining < timeout && remaining > Duration::from_mins(18));
         let ClusterState::Failed { message } =
-            observe_claim(&claim(1300, failing.clone(), None), false, timeout)
+            observe_claim(&claim(1300, &failing, None), false, timeout)
         else {
             panic!("failed expected")
         };
@@ -1252,7 +1259,7 @@ mod tests {
         );
         // A cluster that was Ready once never times out later.
         assert!(matches!(
-            observe_claim(&claim(1300, failing, None), true, timeout),
+            observe_claim(&claim(1300, &failing, None), true, timeout),
             ClusterState::Provisioning { .. }
         ));
     }
