@@ -1,0 +1,152 @@
+//! `agentic-operator dev`: the library entry point brings every bundled example to its
+//! expected settled state against the in-memory cluster, the kubeconfig it writes works for
+//! kube clients (and for credential-less clients such as kubectl over HTTP), `--no-examples`
+//! starts empty, and the binary with `--exit-when-settled` runs the whole lifecycle and exits 0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use agentic_api::{labs::Experiment as Lab, sessions::AgenticSession};
+use agentic_operator::dev::{DevArgs, DevEnvironment, expected_states};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, api::ListParams};
+
+/// Generous deadline for the examples to settle.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_settle_and_kubeconfig_works() {
+    let env = DevEnvironment::start(&DevArgs::default()).await.unwrap();
+    let expected = expected_states();
+    assert_eq!(
+        expected.len(),
+        5,
+        "two sessions, two evaluations, one lab: {expected:?}"
+    );
+    assert_eq!(env.tracked().len(), expected.len());
+
+    let rows = env.wait_settled(DEADLINE, |_| {}).await.unwrap();
+    let mut phases = std::collections::BTreeMap::new();
+    for row in &rows {
+        assert!(row.settled, "{}", row.describe());
+        phases.insert(format!("{}/{}", row.namespace, row.name), row.phase.clone());
+    }
+    assert_eq!(phases["team-a/fix-login-redirect"], "Completed");
+    assert_eq!(phases["team-a/pairing-session"], "Stopped");
+    assert_eq!(phases["experiments/gateway-tutorial"], "Complete");
+    for name in ["testkube/weather", "testkube/weather-dataset"] {
+        let row = rows
+            .iter()
+            .find(|r| format!("{}/{}", r.namespace, r.name) == name)
+            .unwrap();
+        assert!(row.conditions.contains("Ready=True"), "{}", row.describe());
+    }
+
+    // A client built from the written kubeconfig sees the same objects.
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.kubeconfig_path()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let sessions: Vec<AgenticSession> = Api::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let mut names: Vec<String> = sessions
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fix-login-redirect", "pairing-session"]);
+    let labs: Api<Lab> = Api::namespaced(client, "experiments");
+    assert_eq!(
+        labs.get("gateway-tutorial").await.unwrap().phase().as_str(),
+        "Complete"
+    );
+
+    // kubectl sends no credentials over plain HTTP: such a client must still be the admin.
+    let anonymous = Client::try_from(kube::Config::new(env.url().parse().unwrap())).unwrap();
+    let listed: Vec<AgenticSession> = Api::all(anonymous)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 2);
+
+    env.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_examples_starts_with_crds_only() {
+    let args = DevArgs {
+        no_examples: true,
+        ..DevArgs::default()
+    };
+    let env = DevEnvironment::start(&args).await.unwrap();
+    assert!(env.tracked().is_empty());
+    let crds: Vec<String> = Api::<CustomResourceDefinition>::all(env.client())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    for wanted in [
+        "agenticsessions.vteam.ambient-code",
+        "experiments.testbench.agentic-layer.ai",
+        "experiments.experiments.illm.io",
+        "testworkflows.testworkflows.testkube.io",
+        "applications.argoproj.io",
+        "workflows.argoproj.io",
+        "agents.runtime.agentic-layer.ai",
+    ] {
+        assert!(
+            crds.iter().any(|c| c == wanted),
+            "{wanted} missing: {crds:?}"
+        );
+    }
+    let sessions: Vec<AgenticSession> = Api::all(env.client())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(sessions.is_empty());
+    env.shutdown().await.unwrap();
+}
+
+#[test]
+fn binary_runs_the_lifecycle_and_exits_when_settled() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
+        .args(["dev", "--exit-when-settled", "--settle-timeout", "3m"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("kubeconfig:"), "{stdout}");
+    assert!(stdout.contains("settled: 5 objects"), "{stdout}");
+    // Not a terminal: plain lines, no cursor movement.
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+    assert!(
+        stdout.contains("AgenticSession.vteam team-a/pairing-session: phase Stopped"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn binary_fails_when_the_examples_cannot_settle_in_time() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
+        .args(["dev", "--exit-when-settled", "--settle-timeout", "1ms"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not settled within"), "{stderr}");
+}
