@@ -1247,3 +1247,58 @@ spec:
     op.stop().await;
     env.stop().await;
 }
+
+/// Many two-target experiments at once (zero simulator delays) all converge to Complete and
+/// are cleaned up: watches, not polling, drive them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_experiments_converge() {
+    const COUNT: usize = 40;
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "quick", "{devcluster.io/run-seconds: '0'}", false).await;
+    let op = Operator::start(&client, fast());
+    for i in 0..COUNT {
+        let yaml = TWO_TARGETS
+            .replace("name: gw", &format!("name: many-{i}"))
+            .replace(
+                "ANNOTATIONS",
+                "{devcluster.io/ready-seconds: '0', devcluster.io/run-seconds: '0'}",
+            )
+            .replace("template: gateway-validation", "template: quick");
+        experiment(&client, &yaml).await;
+    }
+    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let list = api.list(&ListParams::default()).await.unwrap();
+        let done = list
+            .items
+            .iter()
+            .filter(|e| {
+                e.phase() == ExperimentPhase::Complete
+                    && e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+            })
+            .count();
+        if done == COUNT {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done}/{COUNT} complete; phases: {:?}",
+            list.items.iter().map(Experiment::phase).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    assert!(
+        claims
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    op.stop().await;
+    env.stop().await;
+}
