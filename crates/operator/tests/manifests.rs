@@ -5,6 +5,8 @@
 //!
 //! Needs `kubectl` (with its built-in kustomize) on `PATH`, or its path in `KUBECTL`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -145,7 +147,7 @@ fn crd_kustomization_lists_every_generated_base() {
     let mut bases: BTreeSet<String> = std::fs::read_dir(root().join("config/crd/bases"))
         .expect("config/crd/bases")
         .map(|e| format!("bases/{}", e.expect("entry").file_name().to_string_lossy()))
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| is_yaml(n))
         .collect();
     let kustomization: Value =
         serde_yaml::from_str(&read("config/crd/kustomization.yaml")).expect("kustomization");
@@ -372,6 +374,12 @@ fn namespaced_objects_share_the_operator_namespace() {
     }
 }
 
+fn is_yaml(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("yaml"))
+}
+
 /// Every `*.yaml` under `dir`, relative to it, sorted.
 fn yaml_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
     for entry in std::fs::read_dir(dir).expect("readable directory") {
@@ -388,7 +396,7 @@ fn yaml_files(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
         };
         if path.is_dir() {
             yaml_files(&path, &rel, out);
-        } else if name.ends_with(".yaml") {
+        } else if is_yaml(&name) {
             out.insert(rel);
         }
     }
@@ -491,22 +499,84 @@ mod toml_like {
     }
 }
 
-/// Metric names a PromQL expression reads (label names, functions, keywords and Grafana
+/// Metric names a `PromQL` expression reads (label names, functions, keywords and Grafana
 /// variables left out; `_bucket`, `_sum` and `_count` series map to their histogram).
 fn promql_metrics(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: [&str; 10] = [
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = BTreeSet::new();
+    let mut i = 0;
+    // Nesting of `{...}` (label matchers) and `[...]` (ranges): no metric names inside.
+    let mut nesting = 0_i32;
+    let mut after_grouping = false;
+    while i < chars.len() {
+        let ch = chars[i];
+        match ch {
+            '"' | '\'' | '`' => i = skip_quoted(&chars, i),
+            '{' | '[' => {
+                nesting += 1;
+                i += 1;
+            }
+            '}' | ']' => {
+                nesting -= 1;
+                i += 1;
+            }
+            '$' => i = word_end(&chars, i + 1),
+            '(' if after_grouping => {
+                // The label list of by/without/on/ignoring/group_*.
+                while i < chars.len() && chars[i] != ')' {
+                    i += 1;
+                }
+                i += 1;
+                after_grouping = false;
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let end = word_end(&chars, i);
+                let word: String = chars[i..end].iter().collect();
+                let is_call = chars[end..].iter().find(|c| !c.is_whitespace()) == Some(&'(');
+                match word_kind(&word) {
+                    WordKind::Grouping => after_grouping = true,
+                    WordKind::Name if nesting == 0 && !is_call => {
+                        let base = ["_bucket", "_sum", "_count"]
+                            .iter()
+                            .find_map(|s| word.strip_suffix(s))
+                            .unwrap_or(&word);
+                        out.insert(base.to_owned());
+                    }
+                    WordKind::Other | WordKind::Name => {}
+                }
+                i = end;
+            }
+            c if c.is_ascii_digit() => {
+                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// What a bare word in `PromQL` is.
+enum WordKind {
+    /// `by`, `without`, `on`, `ignoring`, `group_left`, `group_right`: a label list follows.
+    Grouping,
+    /// Aggregations, binary keywords and `offset`.
+    Other,
+    /// A metric name, unless it turns out to be a function call.
+    Name,
+}
+
+fn word_kind(word: &str) -> WordKind {
+    const GROUPING: [&str; 6] = [
         "by",
         "without",
         "on",
         "ignoring",
         "group_left",
         "group_right",
-        "and",
-        "or",
-        "unless",
-        "bool",
     ];
-    const AGGREGATIONS: [&str; 13] = [
+    const OTHER: [&str; 18] = [
         "sum",
         "min",
         "max",
@@ -520,91 +590,42 @@ fn promql_metrics(expr: &str) -> BTreeSet<String> {
         "count_values",
         "group",
         "limitk",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
     ];
-    let chars: Vec<char> = expr.chars().collect();
-    let mut out = BTreeSet::new();
-    let mut i = 0;
-    let mut depth_braces = 0;
-    let mut depth_brackets = 0;
-    let mut after_grouping = false;
-    while i < chars.len() {
-        let ch = chars[i];
-        match ch {
-            '"' | '\'' | '`' => {
-                i += 1;
-                while i < chars.len() && chars[i] != ch {
-                    if chars[i] == '\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            '{' => {
-                depth_braces += 1;
-                i += 1;
-            }
-            '}' => {
-                depth_braces -= 1;
-                i += 1;
-            }
-            '[' => {
-                depth_brackets += 1;
-                i += 1;
-            }
-            ']' => {
-                depth_brackets -= 1;
-                i += 1;
-            }
-            '$' => {
-                i += 1;
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-            }
-            '(' if after_grouping => {
-                // Skip the label list of by/without/on/ignoring/group_*.
-                while i < chars.len() && chars[i] != ')' {
-                    i += 1;
-                }
-                i += 1;
-                after_grouping = false;
-            }
-            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
-                {
-                    i += 1;
-                }
-                let word: String = chars[start..i].iter().collect();
-                let mut j = i;
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                let is_call = j < chars.len() && chars[j] == '(';
-                if AGGREGATIONS.contains(&word.as_str()) {
-                    // An aggregation may be followed by `by (...)` before its argument.
-                } else if KEYWORDS.contains(&word.as_str()) {
-                    after_grouping =
-                        word != "and" && word != "or" && word != "unless" && word != "bool";
-                } else if depth_braces == 0 && depth_brackets == 0 && !is_call && word != "offset" {
-                    let base = ["_bucket", "_sum", "_count"]
-                        .iter()
-                        .find_map(|s| word.strip_suffix(s))
-                        .unwrap_or(&word);
-                    out.insert(base.to_owned());
-                }
-            }
-            c if c.is_ascii_digit() => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
+    if GROUPING.contains(&word) {
+        WordKind::Grouping
+    } else if OTHER.contains(&word) {
+        WordKind::Other
+    } else {
+        WordKind::Name
     }
-    out
+}
+
+/// Index just past the identifier starting at `i`.
+fn word_end(chars: &[char], mut i: usize) -> usize {
+    while i < chars.len()
+        && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+    {
+        i += 1;
+    }
+    i
+}
+
+/// Index just past the string literal whose opening quote is at `i`.
+fn skip_quoted(chars: &[char], mut i: usize) -> usize {
+    let quote = chars[i];
+    i += 1;
+    while i < chars.len() && chars[i] != quote {
+        if chars[i] == '\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
 }
 
 fn collect_exprs(value: &Value, out: &mut Vec<String>) {
