@@ -889,9 +889,14 @@ impl Reconciler<'_> {
             reason = %t.reason,
             "phase changed"
         );
-        if let Some(recorder) = self.ctx.recorder.clone() {
+        // Events only for what an operator of the cluster wants to see: failures, stops and
+        // lost runners. (The recorder keeps every Event it published in the last minutes, so
+        // an Event per routine transition would cost memory at scale.)
+        let notable = matches!(t.to, SessionPhase::Failed | SessionPhase::Stopped)
+            || t.reason == "PodMissing";
+        if let Some(recorder) = self.ctx.recorder.clone().filter(|_| notable) {
             let event = Event {
-                type_: if t.to == SessionPhase::Failed {
+                type_: if t.to == SessionPhase::Failed || t.reason == "PodMissing" {
                     EventType::Warning
                 } else {
                     EventType::Normal
