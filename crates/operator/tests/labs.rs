@@ -104,6 +104,19 @@ struct Env {
 
 impl Env {
     async fn start() -> Self {
+        Self::start_with(&[
+            "claim-gkecluster.yaml",
+            "claim-taloscluster.yaml",
+            "claim-vcluster.yaml",
+            "argocd-application.yaml",
+            "argo-workflow.yaml",
+            "argo-workflowtemplate.yaml",
+        ])
+        .await
+    }
+
+    /// A cluster with the lab CRDs and only the `fixtures` of the foreign kinds.
+    async fn start_with(fixtures: &[&str]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let cluster = devcluster::DevCluster::builder()
             .hooks(Hooks {
@@ -122,14 +135,7 @@ impl Env {
                 crds.create(&PostParams::default(), &crd).await.unwrap();
             }
         }
-        for f in [
-            "claim-gkecluster.yaml",
-            "claim-taloscluster.yaml",
-            "claim-vcluster.yaml",
-            "argocd-application.yaml",
-            "argo-workflow.yaml",
-            "argo-workflowtemplate.yaml",
-        ] {
+        for f in fixtures {
             let crd = fixture(f);
             wanted.push((crd.spec.group.clone(), crd.spec.names.plural.clone()));
             crds.create(&PostParams::default(), &crd).await.unwrap();
@@ -1299,6 +1305,31 @@ async fn many_experiments_converge() {
             .items
             .is_empty()
     );
+    op.stop().await;
+    env.stop().await;
+}
+
+/// Claim kinds no experiment uses may be missing from the cluster (upstream clusters only have
+/// `GKECluster`): gke experiments still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_claim_kinds_may_be_missing() {
+    let env = Env::start_with(&[
+        "claim-gkecluster.yaml",
+        "argocd-application.yaml",
+        "argo-workflow.yaml",
+        "argo-workflowtemplate.yaml",
+    ])
+    .await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let op = Operator::start(&client, fast());
+    experiment(&client, &exp_yaml("onlygke", "gke", "ok", "workflow", "{}")).await;
+    wait_for(&client, "onlygke", "complete and cleaned", |e| {
+        e.phase() == ExperimentPhase::Complete
+            && e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
     op.stop().await;
     env.stop().await;
 }

@@ -104,14 +104,21 @@ impl std::fmt::Debug for Ctx {
 }
 
 impl Ctx {
-    /// Waits (bounded) until every foreign cache has listed once.
-    async fn wait_ready(&self) -> Result<(), Error> {
+    /// Waits (bounded) until the Application and Workflow caches and the claim caches of
+    /// `cluster_types` have listed once. Claim kinds no target uses are not waited for, so a
+    /// cluster without (say) the vcluster CRD still runs gke experiments.
+    async fn wait_ready<'a>(
+        &self,
+        cluster_types: impl Iterator<Item = &'a str>,
+    ) -> Result<(), Error> {
         let mut stores: Vec<(&str, &Store<DynamicObject>)> = vec![
             ("Application", &self.applications.1),
             ("Workflow", &self.workflows.1),
         ];
-        for (ar, store) in self.claims.values() {
-            stores.push((ar.kind.as_str(), store));
+        for type_ in cluster_types {
+            if let Some((ar, store)) = self.claims.get(type_) {
+                stores.push((ar.kind.as_str(), store));
+            }
         }
         for (kind, store) in stores {
             let ready = tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await;

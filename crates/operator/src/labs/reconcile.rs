@@ -155,7 +155,8 @@ fn has_finalizer(exp: &Experiment) -> bool {
 // One function keeps the stages (observe, validate, apply, state, status) readable in order.
 #[allow(clippy::too_many_lines)]
 pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.wait_ready().await?;
+    ctx.wait_ready(exp.spec.targets.iter().map(|t| t.cluster.type_.as_str()))
+        .await?;
     let ns = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     let owner = Owner {
