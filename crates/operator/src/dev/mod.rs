@@ -504,16 +504,26 @@ fn init_logging() {
         .try_init();
 }
 
+/// Prints one line on stdout, ignoring a closed pipe (the operator keeps running).
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 async fn run(args: DevArgs) -> Result<(), DevError> {
     let stop = CancellationToken::new();
     crate::runtime::shutdown::spawn_signal_handler(stop.clone());
-    println!("starting the in-memory cluster and the operator...");
+    say(format_args!(
+        "starting the in-memory cluster and the operator..."
+    ));
     let env = DevEnvironment::start(&args).await?;
     let kubeconfig = env.kubeconfig_path().display().to_string();
-    println!("API server:  {}", env.url());
-    println!("kubeconfig:  {kubeconfig}");
-    println!("try:         kubectl --kubeconfig {kubeconfig} get agenticsessions,experiments -A");
-    println!();
+    say(format_args!("API server:  {}", env.url()));
+    say(format_args!("kubeconfig:  {kubeconfig}"));
+    say(format_args!(
+        "try:         kubectl --kubeconfig {kubeconfig} get agenticsessions,experiments.testbench.agentic-layer.ai,experiments.experiments.illm.io -A"
+    ));
+    say(format_args!(""));
     let mut display = progress::Display::new(std::io::stdout().is_terminal());
     let outcome = tokio::select! {
         () = stop.cancelled() => None,
@@ -522,13 +532,13 @@ async fn run(args: DevArgs) -> Result<(), DevError> {
     match outcome {
         None => {}
         Some(Ok(rows)) => {
-            println!();
-            println!("settled: {} objects", rows.len());
+            say(format_args!(""));
+            say(format_args!("settled: {} objects", rows.len()));
             for row in &rows {
-                println!("  {}", row.describe());
+                say(format_args!("  {}", row.describe()));
             }
             if !args.exit_when_settled {
-                println!("serving; press Ctrl-C to stop");
+                say(format_args!("serving; press Ctrl-C to stop"));
                 stop.cancelled().await;
             }
         }
@@ -538,11 +548,11 @@ async fn run(args: DevArgs) -> Result<(), DevError> {
                 return Err(error);
             }
             eprintln!("warning: {error}");
-            println!("serving; press Ctrl-C to stop");
+            say(format_args!("serving; press Ctrl-C to stop"));
             stop.cancelled().await;
         }
     }
-    println!("stopping...");
+    say(format_args!("stopping..."));
     env.shutdown().await
 }
 

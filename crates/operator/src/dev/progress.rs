@@ -75,8 +75,10 @@ pub struct Tracked {
 /// One line of the progress table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// Kind of the object with the first part of its group (`Experiment.illm`), since two
-    /// families have an `Experiment`.
+    /// Family of the object (`sessions`, `evaluations`, `labs`): two families have an
+    /// `Experiment`.
+    pub family: String,
+    /// Kind of the object.
     pub kind: String,
     /// Its namespace.
     pub namespace: String,
@@ -98,8 +100,8 @@ impl Row {
     /// `kind namespace/name: phase (conditions)`.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} {}/{}: phase {}",
-            self.kind, self.namespace, self.name, self.phase
+            "{} {} {}/{}: phase {}",
+            self.family, self.kind, self.namespace, self.name, self.phase
         );
         if !self.conditions.is_empty() {
             let _ = write!(s, " ({})", self.conditions);
@@ -108,6 +110,16 @@ impl Row {
             let _ = write!(s, ", expected {}", self.expected);
         }
         s
+    }
+}
+
+/// The family an API group belongs to.
+pub fn family_of(group: &str) -> &'static str {
+    match group {
+        agentic_api::sessions::GROUP => "sessions",
+        agentic_api::evaluations::GROUP => "evaluations",
+        agentic_api::labs::GROUP => "labs",
+        _ => "-",
     }
 }
 
@@ -187,11 +199,8 @@ impl Tracked {
             Expectation::Ready => (condition_status(&object, "Ready") == Some("True"), false),
         };
         Row {
-            kind: format!(
-                "{}.{}",
-                self.resource.kind,
-                self.resource.group.split('.').next().unwrap_or_default()
-            ),
+            family: family_of(&self.resource.group).to_owned(),
+            kind: self.resource.kind.clone(),
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             phase,
@@ -205,16 +214,18 @@ impl Tracked {
 
 /// Renders rows as an aligned table.
 pub fn table(rows: &[Row]) -> Vec<String> {
-    let header = ["KIND", "NAMESPACE", "NAME", "PHASE", "CONDITIONS"];
-    let cells: Vec<[String; 5]> = rows
+    const COLUMNS: usize = 6;
+    let header = ["FAMILY", "KIND", "NAMESPACE", "NAME", "PHASE", "CONDITIONS"];
+    let cells: Vec<[String; COLUMNS]> = rows
         .iter()
         .map(|r| {
             [
+                r.family.clone(),
                 r.kind.clone(),
                 r.namespace.clone(),
                 r.name.clone(),
                 if r.settled {
-                    format!("{} ✓", r.phase)
+                    format!("{} \u{2713}", r.phase)
                 } else {
                     r.phase.clone()
                 },
@@ -228,21 +239,17 @@ pub fn table(rows: &[Row]) -> Vec<String> {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cols: [&str; 5]| {
+    let line = |cols: [&str; COLUMNS]| {
         let mut s = String::new();
-        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
-            if i == 4 {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(w - c.chars().count() + 2));
-            }
+        for (c, w) in cols.iter().zip(widths) {
+            s.push_str(c);
+            s.push_str(&" ".repeat(w - c.chars().count() + 2));
         }
         s.trim_end().to_owned()
     };
     let mut out = vec![line(header)];
     for row in &cells {
-        out.push(line([&row[0], &row[1], &row[2], &row[3], &row[4]]));
+        out.push(line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]));
     }
     out
 }
@@ -299,6 +306,7 @@ mod tests {
 
     fn row(name: &str, phase: &str, settled: bool) -> Row {
         Row {
+            family: "sessions".into(),
             kind: "AgenticSession".into(),
             namespace: "team-a".into(),
             name: name.into(),
