@@ -79,6 +79,10 @@ string_enum! {
     pub enum ClusterType as "spec.targets[].cluster.type" {
         /// A GKE cluster provisioned through a Crossplane `GKECluster` claim.
         Gke => "gke",
+        /// A Talos cluster provisioned through a Crossplane claim (kind set by configuration).
+        Talos => "talos",
+        /// A virtual cluster provisioned through a Crossplane claim (kind set by configuration).
+        Vcluster => "vcluster",
         /// The hub cluster the operator runs in.
         Hub => "hub",
     }

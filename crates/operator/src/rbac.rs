@@ -203,19 +203,25 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &[""],
         &["configmaps"],
-        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
         "evaluations: the <exp>-experiment ConfigMap (server-side apply) and the otel-config watch",
     ),
     rule(
         &["testworkflows.testkube.io"],
         &["testworkflows"],
-        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
         "evaluations: the generated TestWorkflow (server-side apply; removed with the Experiment)",
     ),
     rule(
         &["tests.testkube.io"],
         &["testtriggers"],
-        &["get", "list", "watch", "create", "patch", "update", "delete"],
+        &[
+            "get", "list", "watch", "create", "patch", "update", "delete",
+        ],
         "evaluations: the optional TestTrigger (server-side apply; deleted when disabled)",
     ),
     rule(
@@ -223,6 +229,49 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &["agents"],
         &["get", "list", "watch"],
         "evaluations: resolve the agent URL from the Agent's status and ports",
+    ),
+    // Labs family.
+    rule(
+        &["experiments.illm.io"],
+        &["experiments"],
+        &["get", "list", "watch", "patch"],
+        "labs: watch Experiments; add and release the experiments.illm.io/finalizer",
+    ),
+    rule(
+        &["experiments.illm.io"],
+        &["experiments/status"],
+        &["patch"],
+        "labs: Experiment status (merge patch, so YAML-only status fields survive)",
+    ),
+    rule(
+        &["experiments.illm.io"],
+        &["experiments/finalizers"],
+        &["update"],
+        "labs: owner references with blockOwnerDeletion on children in the Experiment's namespace",
+    ),
+    rule(
+        &["experiments.illm.io"],
+        &["components"],
+        &["list", "watch"],
+        "labs: resolve ComponentRefs to cluster-scoped Components",
+    ),
+    rule(
+        &["illm.io"],
+        &["gkeclusters", "talosclusters", "vclusters"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "labs: Crossplane cluster claims of the shipped cluster-type mappings (add the claim kinds of a custom mapping)",
+    ),
+    rule(
+        &["argoproj.io"],
+        &["applications", "workflows"],
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "labs: one Argo CD Application per target and the experiment's Argo Workflow",
+    ),
+    rule(
+        &[""],
+        &["secrets"],
+        &["delete"],
+        "labs: Argo CD cluster registration Secrets are removed at cleanup (ConfigMap rights come from the evaluations rule: Grafana datasources)",
     ),
 ];
 
