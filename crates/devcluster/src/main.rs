@@ -49,7 +49,7 @@ enum Command {
         #[arg(long)]
         no_rbac: bool,
         /// Simulators to run in-process: `all`, `none` or a list of scheduler, kubelet,
-        /// jobs, deployments.
+        /// jobs, deployments, agent-runtime, crossplane, argocd, argo-workflows.
         #[arg(long, value_name = "LIST", default_value = "all")]
         simulators: devcluster::simulators::Simulators,
         /// Run no simulator (same as `--simulators none`).
@@ -65,7 +65,8 @@ enum Command {
         /// in-cluster).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
-        /// Simulators to run: `all` or a list of scheduler, kubelet, jobs, deployments.
+        /// Simulators to run: `all` or a list of scheduler, kubelet, jobs, deployments,
+        /// agent-runtime, crossplane, argocd, argo-workflows.
         #[arg(long, value_name = "LIST", default_value = "all")]
         simulators: devcluster::simulators::Simulators,
         /// Name of the fake node pods are bound to.
