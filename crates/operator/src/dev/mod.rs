@@ -494,14 +494,37 @@ impl DevEnvironment {
 /// readable.
 pub const DEV_LOG_FILTER: &str = "warn,kube_client::client::builder=off";
 
-fn init_logging() {
+/// Sends logs to stderr, or, when stdout is a terminal showing the table, to a file (returned)
+/// so that log lines do not break the redrawn table.
+fn init_logging(terminal: bool) -> Option<PathBuf> {
     use tracing_subscriber::{EnvFilter, fmt, prelude::*};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEV_LOG_FILTER));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
-        .try_init();
+    let file = if terminal {
+        let path =
+            std::env::temp_dir().join(format!("agentic-operator-dev-{}.log", std::process::id()));
+        std::fs::File::create(&path).ok().map(|f| (path, f))
+    } else {
+        None
+    };
+    if let Some((path, f)) = file {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                fmt::layer()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .with_target(false),
+            )
+            .try_init();
+        Some(path)
+    } else {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init();
+        None
+    }
 }
 
 /// Prints one line on stdout, ignoring a closed pipe (the operator keeps running).
@@ -510,7 +533,7 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-async fn run(args: DevArgs) -> Result<(), DevError> {
+async fn run(args: DevArgs, log_file: Option<PathBuf>) -> Result<(), DevError> {
     let stop = CancellationToken::new();
     crate::runtime::shutdown::spawn_signal_handler(stop.clone());
     say(format_args!(
@@ -518,13 +541,21 @@ async fn run(args: DevArgs) -> Result<(), DevError> {
     ));
     let env = DevEnvironment::start(&args).await?;
     let kubeconfig = env.kubeconfig_path().display().to_string();
-    say(format_args!("API server:  {}", env.url()));
-    say(format_args!("kubeconfig:  {kubeconfig}"));
-    say(format_args!(
+    let mut preamble = vec![
+        format!("API server:  {}", env.url()),
+        format!("kubeconfig:  {kubeconfig}"),
+    ];
+    if let Some(path) = &log_file {
+        preamble.push(format!("log:         {}", path.display()));
+    }
+    preamble.push(format!(
         "try:         kubectl --kubeconfig {kubeconfig} get agenticsessions,experiments.testbench.agentic-layer.ai,experiments.experiments.illm.io -A"
     ));
-    say(format_args!(""));
-    let mut display = progress::Display::new(std::io::stdout().is_terminal());
+    preamble.push(String::new());
+    for line in &preamble {
+        say(format_args!("{line}"));
+    }
+    let mut display = progress::Display::new(std::io::stdout().is_terminal(), preamble);
     let outcome = tokio::select! {
         () = stop.cancelled() => None,
         r = env.wait_settled(args.settle_timeout, |rows| display.show(rows)) => Some(r),
@@ -558,7 +589,7 @@ async fn run(args: DevArgs) -> Result<(), DevError> {
 
 /// Runs `agentic-operator dev` and returns the process exit code.
 pub fn command(args: DevArgs) -> ExitCode {
-    init_logging();
+    let log_file = init_logging(std::io::stdout().is_terminal());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -569,7 +600,7 @@ pub fn command(args: DevArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, log_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

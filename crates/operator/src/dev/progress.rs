@@ -254,20 +254,22 @@ pub fn table(rows: &[Row]) -> Vec<String> {
     out
 }
 
-/// Shows progress: a table redrawn in place on a terminal, or one line per change otherwise.
+/// Shows progress: on a terminal, the screen is cleared and redrawn (the preamble, then the
+/// table), which stays correct when long lines wrap; otherwise one line per change.
 #[derive(Debug)]
 pub struct Display {
     terminal: bool,
-    drawn: usize,
+    preamble: Vec<String>,
     last: Vec<Row>,
 }
 
 impl Display {
-    /// A display for a terminal (`true`) or a pipe/file.
-    pub fn new(terminal: bool) -> Self {
+    /// A display for a terminal (`true`) or a pipe/file; `preamble` is printed above the
+    /// table on every redraw.
+    pub fn new(terminal: bool, preamble: Vec<String>) -> Self {
         Self {
             terminal,
-            drawn: 0,
+            preamble,
             last: Vec::new(),
         }
     }
@@ -279,15 +281,11 @@ impl Display {
         }
         let mut out = std::io::stdout().lock();
         if self.terminal {
-            if self.drawn > 0 {
-                // Up to the first line of the previous table, then clear to the end.
-                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
-            }
-            let lines = table(rows);
-            for line in &lines {
+            // Cursor home, clear the screen.
+            let _ = write!(out, "\x1b[H\x1b[2J");
+            for line in self.preamble.iter().chain(table(rows).iter()) {
                 let _ = writeln!(out, "{line}");
             }
-            self.drawn = lines.len();
         } else {
             for row in rows {
                 if !self.last.contains(row) {
