@@ -24,6 +24,7 @@ use crate::{
         build as lab_build, components,
         config::{HUB, LabsConfig},
     },
+    sessions::project::{build as project_build, model::ProjectSettingsView},
     sessions::session::{build as session_build, build::RunInputs, config::SessionConfig},
 };
 
@@ -235,7 +236,8 @@ pub fn render(files: &[(String, String)], options: &RenderOptions) -> Result<Out
                             && p.value["metadata"]["namespace"] == d.value["metadata"]["namespace"]
                     })
                     .find_map(|p| p.parse::<ProjectSettings>().ok());
-                out.objects.extend(session_objects(&session, project.as_ref()));
+                out.objects
+                    .extend(session_objects(&session, project.as_ref()));
             }
             (agentic_api::evaluations::GROUP, "Experiment") => {
                 let exp: Evaluation = d.parse()?;
@@ -251,10 +253,13 @@ pub fn render(files: &[(String, String)], options: &RenderOptions) -> Result<Out
                 out.objects.extend(objects);
                 out.skipped.extend(problems);
             }
-            (agentic_api::sessions::GROUP, "ProjectSettings") => out.skipped.push(format!(
-                "{}: not rendered; its RoleBindings depend on the namespace's observed state (see docs/sessions.md)",
-                d.id()
-            )),
+            (agentic_api::sessions::GROUP, "ProjectSettings") => {
+                let view: ProjectSettingsView = d.parse()?;
+                match project_objects(&view) {
+                    Ok(objects) => out.objects.extend(objects),
+                    Err(problem) => out.skipped.push(format!("{}: {problem}", d.id())),
+                }
+            }
             _ => out
                 .skipped
                 .push(format!("{}: read as context, nothing generated", d.id())),
@@ -344,6 +349,51 @@ fn session_objects(session: &AgenticSession, project: Option<&ProjectSettings>) 
             vec!["owned by the runner Job (placeholder uid)".into()],
         ),
     ]
+}
+
+/// The group `RoleBindings`, the scheduled-session `ServiceAccount`, Role and `RoleBinding`
+/// and the `LimitRange` of a `ProjectSettings`, or why its spec is invalid.
+fn project_objects(view: &ProjectSettingsView) -> Result<Vec<Rendered>, String> {
+    let source = format!(
+        "ProjectSettings {}/{}",
+        view.namespace().unwrap_or_default(),
+        view.name_any()
+    );
+    let grants = crate::sessions::project::model::validate(&view.spec)
+        .map_err(|e| format!("not rendered, invalid spec: {e}"))?;
+    let owner = project_build::owner_reference(view)
+        .ok_or_else(|| "not rendered: no owner reference can be built".to_owned())?;
+    let desired = project_build::desired(view, &grants, &owner);
+    let rendered = |object: Value, notes: Vec<String>| Rendered {
+        source: source.clone(),
+        object,
+        notes,
+    };
+    let mut out: Vec<Rendered> = desired
+        .group_bindings
+        .iter()
+        .map(|b| rendered(typed(b), vec![UID_NOTE.into()]))
+        .collect();
+    out.push(rendered(
+        typed(&desired.trigger_service_account),
+        vec![UID_NOTE.into()],
+    ));
+    out.push(rendered(
+        typed(&desired.trigger_role),
+        vec![UID_NOTE.into()],
+    ));
+    out.push(rendered(
+        typed(&desired.trigger_binding),
+        vec![UID_NOTE.into()],
+    ));
+    out.push(rendered(
+        typed(&desired.limit_range),
+        vec![
+            UID_NOTE.into(),
+            "created once; an existing LimitRange of this name is left as it is".into(),
+        ],
+    ));
+    Ok(out)
 }
 
 /// The `ConfigMap`, `TestWorkflow` and `TestTrigger` of an evaluation Experiment.

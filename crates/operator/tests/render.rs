@@ -54,7 +54,12 @@ fn env<'a>(job: &'a Value, name: &str) -> Option<&'a Value> {
 #[test]
 fn one_shot_session_renders_runner_job_service_and_credentials() {
     let out = render_examples(&["sessions/project.yaml", "sessions/completes.yaml"]);
-    let kinds: Vec<&str> = out.objects.iter().map(Rendered::kind).collect();
+    let kinds: Vec<&str> = out
+        .objects
+        .iter()
+        .filter(|r| r.source == "AgenticSession team-a/fix-login-redirect")
+        .map(Rendered::kind)
+        .collect();
     assert_eq!(
         kinds,
         [
@@ -96,16 +101,60 @@ fn one_shot_session_renders_runner_job_service_and_credentials() {
     let token = find(&out, "Secret", "ambient-runner-token-fix-login-redirect");
     assert!(token.object["data"]["k8s-token"].is_string());
     assert!(token.notes.iter().any(|n| n.contains("placeholder")));
-    // The project's Namespace, Secret and ProjectSettings are listed as not rendered.
-    assert!(
-        out.skipped
-            .iter()
-            .any(|s| s.starts_with("ProjectSettings team-a/projectsettings"))
-    );
+    // The project's Namespace and Secret are context; its ProjectSettings is rendered too.
     assert!(
         out.skipped
             .iter()
             .any(|s| s.starts_with("Namespace team-a"))
+    );
+    assert!(out.skipped.iter().any(|s| s.starts_with("Secret team-a/")));
+    assert!(
+        out.objects
+            .iter()
+            .any(|r| r.source == "ProjectSettings team-a/projectsettings")
+    );
+}
+
+#[test]
+fn project_settings_renders_trigger_rbac_and_limit_range() {
+    let out = render_examples(&["sessions/project.yaml"]);
+    let kinds: Vec<&str> = out.objects.iter().map(Rendered::kind).collect();
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "Role", "RoleBinding", "LimitRange"],
+        "groupAccess is empty, so no group RoleBinding"
+    );
+    let sa = &find(&out, "ServiceAccount", "ambient-session-trigger").object;
+    assert_eq!(sa["metadata"]["namespace"], "team-a");
+    assert_eq!(
+        sa["metadata"]["ownerReferences"][0]["kind"],
+        "ProjectSettings"
+    );
+    find(&out, "LimitRange", "ambient-default-limits");
+
+    let with_groups = (
+        "ps.yaml".to_owned(),
+        "apiVersion: vteam.ambient-code/v1alpha1\nkind: ProjectSettings\nmetadata: {name: projectsettings, namespace: team-b}\nspec:\n  groupAccess:\n  - {groupName: devs, role: edit}\n"
+            .to_owned(),
+    );
+    let out = render(&[with_groups], &RenderOptions::default()).unwrap();
+    let rb = &find(&out, "RoleBinding", "devs-edit").object;
+    assert_eq!(rb["roleRef"]["name"], "ambient-project-edit");
+    assert_eq!(rb["subjects"][0]["name"], "devs");
+
+    let invalid = (
+        "bad.yaml".to_owned(),
+        "apiVersion: vteam.ambient-code/v1alpha1\nkind: ProjectSettings\nmetadata: {name: projectsettings, namespace: team-c}\nspec:\n  groupAccess:\n  - {groupName: devs, role: owner}\n"
+            .to_owned(),
+    );
+    let out = render(&[invalid], &RenderOptions::default()).unwrap();
+    assert!(out.objects.is_empty());
+    assert!(
+        out.skipped
+            .iter()
+            .any(|s| s.contains("invalid spec") && s.contains("spec.groupAccess[0].role")),
+        "{:?}",
+        out.skipped
     );
 }
 
