@@ -1275,7 +1275,7 @@ async fn many_experiments_converge() {
         experiment(&client, &yaml).await;
     }
     let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(3);
     loop {
         let list = api.list(&ListParams::default()).await.unwrap();
         let done = list
