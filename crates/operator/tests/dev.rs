@@ -189,3 +189,49 @@ fn binary_keeps_serving_until_interrupted_and_then_exits_0() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Every YAML file under `dir`, relative to `base`, sorted.
+fn yaml_files(base: &std::path::Path, dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(yaml_files(base, &path));
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(
+                path.strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn every_example_and_fixture_is_embedded() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut embedded: Vec<String> = agentic_operator::dev::embedded::EXAMPLES
+        .iter()
+        .map(|(path, _)| (*path).to_owned())
+        .collect();
+    embedded.sort();
+    assert_eq!(
+        embedded,
+        yaml_files(&root, &root.join("examples")),
+        "add new example files to crates/operator/src/dev/embedded.rs"
+    );
+    let fixtures = root.join("crates/devcluster/fixtures");
+    let mut crds: Vec<String> = agentic_operator::dev::embedded::FOREIGN_CRDS
+        .iter()
+        .map(|(path, _)| (*path).to_owned())
+        .collect();
+    crds.sort();
+    assert_eq!(
+        crds,
+        yaml_files(&fixtures, &fixtures),
+        "add new fixtures to crates/operator/src/dev/embedded.rs"
+    );
+}
