@@ -84,6 +84,35 @@ impl<E: ReconcileError> ControllerError<E> {
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Reconcile(e) if e.is_permanent())
     }
+
+    /// Whether the reconcile lost an optimistic-concurrency race: somewhere in the error's
+    /// source chain the API server answered 409 Conflict. Such a reconcile is simply retried
+    /// against the newer object, so it is logged quietly instead of as a failure.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Reconcile(e) => chain_has_conflict(e),
+            Self::Panicked { .. } | Self::TimedOut(_) => false,
+        }
+    }
+}
+
+/// Walks an error's source chain looking for a kube API error with code 409.
+fn chain_has_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            if status.code == 409 {
+                return true;
+            }
+        }
+        if e.downcast_ref::<kube::core::Status>()
+            .is_some_and(|status| status.code == 409)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Per-controller options of the wrapper.
@@ -271,7 +300,15 @@ where
                 }
                 self.metrics
                     .observe_reconcile(name, ReconcileResult::Error, elapsed);
-                tracing::error!(reason = error.reason(), error = %error, "reconcile failed");
+                if error.is_conflict() {
+                    tracing::info!(
+                        reason = error.reason(),
+                        error = %error,
+                        "reconcile lost a write race (409 Conflict); retrying against the newer object"
+                    );
+                } else {
+                    tracing::error!(reason = error.reason(), error = %error, "reconcile failed");
+                }
             }
         }
         result
@@ -452,4 +489,51 @@ pub async fn run_guarded<K, Ctx, E, F, Fut>(
             futures::future::ready(())
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A family error that wraps a kube error, as the families' `thiserror` enums do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write the object: {source}")]
+    struct Wrapped {
+        #[source]
+        source: kube::Error,
+    }
+
+    impl ReconcileError for Wrapped {
+        fn reason(&self) -> &'static str {
+            "WriteFailed"
+        }
+    }
+
+    fn api_error(code: u16) -> Wrapped {
+        Wrapped {
+            source: kube::Error::Api(
+                kube::core::Status::failure("the object has been modified", "Conflict")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_409_anywhere_in_the_source_chain_is_a_conflict() {
+        assert!(ControllerError::Reconcile(api_error(409)).is_conflict());
+    }
+
+    #[test]
+    fn other_api_errors_panics_and_timeouts_are_not_conflicts() {
+        assert!(!ControllerError::Reconcile(api_error(500)).is_conflict());
+        assert!(!ControllerError::Reconcile(api_error(404)).is_conflict());
+        assert!(
+            !ControllerError::<Wrapped>::Panicked {
+                message: "boom".into()
+            }
+            .is_conflict()
+        );
+        assert!(!ControllerError::<Wrapped>::TimedOut(Duration::from_secs(1)).is_conflict());
+    }
 }
