@@ -100,14 +100,14 @@ impl<E: ReconcileError> ControllerError<E> {
 fn chain_has_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
-        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
-            if status.code == 409 {
-                return true;
-            }
-        }
-        if e.downcast_ref::<kube::core::Status>()
-            .is_some_and(|status| status.code == 409)
-        {
+        let api_conflict = matches!(
+            e.downcast_ref::<kube::Error>(),
+            Some(kube::Error::Api(status)) if status.code == 409
+        );
+        let status_conflict = e
+            .downcast_ref::<kube::core::Status>()
+            .is_some_and(|status| status.code == 409);
+        if api_conflict || status_conflict {
             return true;
         }
         current = e.source();
