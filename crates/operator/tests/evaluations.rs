@@ -1,6 +1,7 @@
 //! The evaluations family against the dev cluster: CRD validation, create → `ConfigMap`,
 //! `TestWorkflow` and `TestTrigger` → update → delete → cascade, both namespace modes, repair of
-//! drifted or deleted children, a missing `TestWorkflow` CRD, and an operator restart. Tests
+//! drifted or deleted children, a missing `TestWorkflow` CRD, an operator restart,
+//! `lastExecution` from Testkube's workflow status and a concurrent status writer. Tests
 //! named after an upstream bug fail on the upstream operator's behaviour.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -129,8 +130,14 @@ async fn namespace(client: &Client, name: &str) {
 /// A dev cluster with the Experiment CRD, the Agent CRD, the agent runtime simulator and
 /// (when `testkube`) Testkube's CRDs, plus namespaces `team`, `agents` and `testkube`.
 async fn cluster(testkube: bool) -> devcluster::DevCluster {
+    cluster_with_hooks(testkube, devcluster::Hooks::default()).await
+}
+
+/// [`cluster`] with request hooks.
+async fn cluster_with_hooks(testkube: bool, hooks: devcluster::Hooks) -> devcluster::DevCluster {
     crypto();
     let dc = devcluster::DevCluster::builder()
+        .hooks(hooks)
         .with_simulators("agent-runtime".parse().unwrap())
         .start()
         .await
@@ -1058,5 +1065,219 @@ async fn otel_config_presence_is_reported_and_followed() {
         Some("OtelConfigMap"),
     )
     .await;
+    op.stop().await;
+}
+
+/// Writes the execution summary Testkube keeps in a `TestWorkflow`'s status.
+async fn report_execution(client: &Client, ns: &str, workflow: &str, latest: Value) {
+    api(client, &workflows(), ns)
+        .patch_status(
+            workflow,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"latestExecution": latest}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Upstream declared `status.lastExecution` but never wrote it. Here it follows what
+/// Testkube reports on the generated `TestWorkflow`, read from the watch cache.
+#[tokio::test]
+async fn last_execution_follows_the_testworkflow_status() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("runs"),
+    )
+    .await;
+    let exp = wait_condition(&client, "team", "runs", "Ready", "True", None).await;
+    assert!(exp["status"].get("lastExecution").is_none(), "{exp:#}");
+
+    report_execution(
+        &client,
+        "team",
+        "runs-workflow",
+        json!({
+            "id": "6650f0c1a2b3c4d5e6f70812",
+            "name": "runs-workflow-1",
+            "number": 1,
+            "scheduledAt": "2026-01-01T10:00:00Z",
+            "result": {
+                "status": "running",
+                "startedAt": "2026-01-01T10:00:02Z",
+                "finishedAt": "0001-01-01T00:00:00Z"
+            }
+        }),
+    )
+    .await;
+    let running = json!({
+        "executionId": "6650f0c1a2b3c4d5e6f70812",
+        "executionNumber": 1,
+        "startTime": "2026-01-01T10:00:02Z",
+        "status": "running"
+    });
+    eventually("lastExecution of the running execution", || async {
+        let exp = get(&client, &experiments(), "team", "runs").await?;
+        (exp["status"]["lastExecution"] == running).then_some(())
+    })
+    .await;
+
+    // A merge patch, so `result.startedAt` stays as it was.
+    report_execution(
+        &client,
+        "team",
+        "runs-workflow",
+        json!({
+            "id": "6650f0c1a2b3c4d5e6f70812",
+            "number": 1,
+            "result": {"status": "passed", "finishedAt": "2026-01-01T10:05:00Z"}
+        }),
+    )
+    .await;
+    let exp = eventually("lastExecution of the finished execution", || async {
+        let exp = get(&client, &experiments(), "team", "runs").await?;
+        (exp["status"]["lastExecution"]["status"] == "passed").then_some(exp)
+    })
+    .await;
+    assert_eq!(
+        exp["status"]["lastExecution"],
+        json!({
+            "executionId": "6650f0c1a2b3c4d5e6f70812",
+            "executionNumber": 1,
+            "startTime": "2026-01-01T10:00:02Z",
+            "endTime": "2026-01-01T10:05:00Z",
+            "status": "passed"
+        })
+    );
+    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    // The workflow came from the watch cache: the operator never fetched it.
+    let stats = dc.stats();
+    assert_eq!(
+        stats
+            .get("get", "testworkflows.testworkflows.testkube.io")
+            .count,
+        0,
+        "{:#?}",
+        stats.requests
+    );
+    op.stop().await;
+}
+
+/// Counts the status writes of Experiments as they arrive, before fault injection holds them.
+#[derive(Default)]
+struct StatusWrites(std::sync::atomic::AtomicU64);
+
+impl devcluster::Authorizer for StatusWrites {
+    fn authorize(
+        &self,
+        request: &devcluster::hooks::RequestInfo,
+    ) -> Result<(), devcluster::ApiError> {
+        if request.resource == "experiments"
+            && request.subresource == "status"
+            && request.verb == "patch"
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// Upstream wrote the whole status with `Status().Update()` from its cached read: a write by
+/// anyone else in between made it fail with 409 Conflict (or, without the resourceVersion,
+/// erased the other writer's fields). Here the operator's status write is held in flight
+/// while another writer adds its own condition; the held write then succeeds and the
+/// condition survives.
+#[tokio::test]
+async fn status_write_survives_a_concurrent_writer() {
+    let writes = std::sync::Arc::new(StatusWrites::default());
+    let hooks = devcluster::Hooks {
+        authorizer: Some(writes.clone()),
+        ..devcluster::Hooks::default()
+    };
+    let dc = cluster_with_hooks(true, hooks).await;
+    let client = dc.client();
+    let op = Operator::start(client.clone(), None);
+    create(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("shared"),
+    )
+    .await;
+    wait_condition(&client, "team", "shared", "Ready", "True", None).await;
+    let errors = || {
+        op.metric(
+            "controller_runtime_reconcile_total",
+            &["controller=\"experiment\"", "result=\"error\""],
+        )
+    };
+    let errors_before = errors();
+
+    // Hold every patch of an Experiment; give the operator something to write.
+    dc.set_faults(devcluster::FaultConfig {
+        paused: true,
+        verbs: vec!["patch".into()],
+        resources: vec!["experiments".into()],
+        ..devcluster::FaultConfig::default()
+    })
+    .unwrap();
+    let seen = writes.0.load(std::sync::atomic::Ordering::SeqCst);
+    report_execution(
+        &client,
+        "team",
+        "shared-workflow",
+        json!({"id": "exec-1", "number": 1, "result": {"status": "queued"}}),
+    )
+    .await;
+    eventually("the operator's status write to be in flight", || async {
+        (writes.0.load(std::sync::atomic::Ordering::SeqCst) > seen).then_some(())
+    })
+    .await;
+
+    // Another writer adds its condition meanwhile (a PUT, which the pause does not hold),
+    // moving the resourceVersion past the one the operator read.
+    let exps = api(&client, &experiments(), "team");
+    let mut current = exps.get("shared").await.unwrap();
+    let read_rv = current.metadata.resource_version.clone();
+    current.data["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({
+            "type": "example.com/Audited",
+            "status": "True",
+            "reason": "Reviewed",
+            "message": "written by another controller",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"
+        }));
+    let foreign = exps
+        .replace_status("shared", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_ne!(foreign.metadata.resource_version, read_rv);
+    assert!(
+        get(&client, &experiments(), "team", "shared")
+            .await
+            .unwrap()["status"]
+            .get("lastExecution")
+            .is_none(),
+        "the operator's write was not held"
+    );
+
+    dc.clear_faults();
+    let exp = eventually("the held status write to land", || async {
+        let exp = get(&client, &experiments(), "team", "shared").await?;
+        (exp["status"]["lastExecution"]["executionId"] == "exec-1").then_some(exp)
+    })
+    .await;
+    let audited = condition(&exp, "example.com/Audited").unwrap_or_else(|| {
+        panic!("the other writer's condition was erased: {exp:#}");
+    });
+    assert_eq!(audited["reason"], "Reviewed");
+    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    assert_eq!(errors(), errors_before, "a status write failed");
     op.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The evaluation `Experiment` reconcile: observe (caches), validate, build, apply
 //! (server-side apply, skipping unchanged objects, pruning what is no longer wanted) and
-//! status (written only when it changed).
+//! status (written only when it changed, by server-side apply of the operator's own fields:
+//! no resourceVersion precondition, and other writers' conditions are left alone).
 
 use std::sync::{
     Arc,
@@ -32,7 +33,7 @@ use super::{
     },
     error::EvaluationError,
     metrics::EvaluationMetrics,
-    status::{OtelSource, Outcome, WorkflowOutcome, desired_status},
+    status::{OtelSource, Outcome, WorkflowOutcome, desired_status, last_execution, owned_part},
     validate,
 };
 
@@ -386,11 +387,18 @@ async fn write_status(
         .collect();
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
+    // Only the fields this operator decides, without a resourceVersion: a concurrent writer
+    // neither makes this fail with a conflict nor loses its own conditions.
+    let body = json!({
+        "apiVersion": Experiment::api_version(&()),
+        "kind": Experiment::kind(&()),
+        "status": owned_part(status),
+    });
     Api::<Experiment>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(
             &name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
         )
         .await
         .map(|_| {
@@ -429,6 +437,7 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
         agent: None,
         agent_missing: false,
         otel: None,
+        last_execution: None,
     };
     let applied = apply_config_map(ctx, &desired.config_map).await;
     if let Ok(true) = applied {
@@ -513,6 +522,7 @@ async fn report_invalid(
         agent: None,
         agent_missing: false,
         otel: None,
+        last_execution: None,
     };
     let status = desired_status(exp.status.as_ref(), &outcome, exp.meta().generation, &now());
     match write_status(ctx, exp, &status).await {
@@ -604,6 +614,15 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     outcome.agent = Some(url);
     outcome.agent_missing = agent_missing;
     outcome.otel = otel_source(&ctx, &exp, &desired.names.namespace);
+    // What Testkube reports on the workflow, from the watch cache.
+    outcome.last_execution = ctx
+        .workflows
+        .get(&dynamic_ref(
+            &test_workflow_resource(),
+            &desired.names.namespace,
+            &desired.names.workflow,
+        ))
+        .and_then(|w| last_execution(w.data.get("status")));
     if failure.is_none() {
         let keep: Vec<(&str, &str, &str)> = outcome
             .generated

@@ -3,13 +3,16 @@
 //! Conditions: `Ready` (everything applied), `WorkflowReady` (the `TestWorkflow` exists) and
 //! `AgentResolved` (where the agent URL came from). Each is true only when it is true: a
 //! failed `ConfigMap` keeps `WorkflowReady` false, a missing `TestWorkflow` CRD keeps `Ready` false.
+//! `lastExecution` mirrors the execution summary Testkube writes into the `TestWorkflow`'s
+//! `status.latestExecution` ([`last_execution`]).
 
 use agentic_api::evaluations::{
-    CONDITION_READY, CONDITION_WORKFLOW_READY, ExperimentStatus, GeneratedResource,
+    CONDITION_READY, CONDITION_WORKFLOW_READY, ExperimentStatus, GeneratedResource, LastExecution,
     OTEL_CONFIG_MAP, OTEL_ENDPOINT_KEY, REASON_CRD_NOT_INSTALLED, REASON_RECONCILE_FAILED,
     REASON_RECONCILE_SUCCEEDED, REASON_WORKFLOW_CREATED, REASON_WORKFLOW_NOT_READY,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::Value;
 
 use super::agent::{AgentUrl, AgentUrlSource};
 
@@ -53,7 +56,7 @@ pub enum WorkflowOutcome {
 }
 
 /// What one reconcile achieved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// The first problem that stopped the reconcile (invalid spec or a failed write).
     pub problem: Option<String>,
@@ -67,6 +70,73 @@ pub struct Outcome {
     pub agent_missing: bool,
     /// The OTLP endpoint's source (absent when the spec was invalid or not yet known).
     pub otel: Option<OtelSource>,
+    /// The latest execution Testkube reports on the `TestWorkflow`; absent when it reports
+    /// nothing usable (the previous `lastExecution` is then kept).
+    pub last_execution: Option<LastExecution>,
+}
+
+/// Condition types this operator decides; any other condition belongs to another writer and
+/// is never sent in a status write.
+pub const OWNED_CONDITIONS: [&str; 4] = [
+    CONDITION_READY,
+    CONDITION_WORKFLOW_READY,
+    CONDITION_AGENT_RESOLVED,
+    CONDITION_OTEL_CONFIGURED,
+];
+
+/// A timestamp Testkube reports; Go's zero time (`0001-01-01T00:00:00Z`, written for "not
+/// yet") and anything unparsable count as absent.
+fn testkube_time(value: Option<&Value>) -> Option<Time> {
+    let ts: jiff::Timestamp = value?.as_str()?.parse().ok()?;
+    (ts > jiff::Timestamp::UNIX_EPOCH).then_some(Time(ts))
+}
+
+fn testkube_string(value: Option<&Value>) -> Option<String> {
+    value?.as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn testkube_number(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `lastExecution` described by a `TestWorkflow`'s `status` as Testkube writes it:
+/// `latestExecution.{id, number, scheduledAt, result.{status, startedAt, finishedAt}}`.
+/// Lenient: missing or oddly shaped fields are skipped (`startTime` falls back to
+/// `scheduledAt`, `status` to a plain-string `latestExecution.status`); `None` when nothing
+/// usable is there.
+pub fn last_execution(workflow_status: Option<&Value>) -> Option<LastExecution> {
+    let latest = workflow_status?.get("latestExecution")?;
+    if !latest.is_object() {
+        return None;
+    }
+    let result = latest.get("result").filter(|r| r.is_object());
+    let field = |name: &str| result.and_then(|r| r.get(name));
+    let execution = LastExecution {
+        execution_id: testkube_string(latest.get("id")),
+        execution_number: testkube_number(latest.get("number")),
+        start_time: testkube_time(field("startedAt"))
+            .or_else(|| testkube_time(latest.get("scheduledAt"))),
+        end_time: testkube_time(field("finishedAt")),
+        status: testkube_string(field("status")).or_else(|| testkube_string(latest.get("status"))),
+    };
+    (execution != LastExecution::default()).then_some(execution)
+}
+
+/// The part of `status` this operator writes: everything but other writers' conditions.
+pub fn owned_part(status: &ExperimentStatus) -> ExperimentStatus {
+    ExperimentStatus {
+        conditions: status.conditions.as_ref().map(|c| {
+            c.iter()
+                .filter(|c| OWNED_CONDITIONS.contains(&c.type_.as_str()))
+                .cloned()
+                .collect()
+        }),
+        ..status.clone()
+    }
 }
 
 fn condition(
@@ -158,7 +228,8 @@ fn otel_condition(otel: &OtelSource) -> ConditionParts {
 }
 
 /// The status to write. `previous` keeps each condition's `lastTransitionTime` unless its
-/// status flips, and carries over `lastExecution` and foreign conditions.
+/// status flips, and carries over foreign conditions, and `lastExecution` when the outcome
+/// has none.
 pub fn desired_status(
     previous: Option<&ExperimentStatus>,
     outcome: &Outcome,
@@ -252,7 +323,10 @@ pub fn desired_status(
         observed_generation: generation,
         conditions: Some(conditions),
         generated_resources: Some(outcome.generated.clone()),
-        last_execution: previous.and_then(|s| s.last_execution.clone()),
+        last_execution: outcome
+            .last_execution
+            .clone()
+            .or_else(|| previous.and_then(|s| s.last_execution.clone())),
     }
 }
 
@@ -284,6 +358,7 @@ mod tests {
             agent: Some(resolve("a", "team", None)),
             agent_missing: false,
             otel: Some(OtelSource::ConfigMap),
+            last_execution: None,
         }
     }
 
@@ -430,5 +505,158 @@ mod tests {
         assert_eq!(cond(&s, "AgentResolved").status, "False");
         assert_eq!(cond(&s, "AgentResolved").reason, "AgentNotFound");
         assert_eq!(cond(&s, "Ready").status, "True");
+    }
+
+    fn reported(latest: &Value) -> Option<LastExecution> {
+        last_execution(Some(&serde_json::json!({"latestExecution": latest})))
+    }
+
+    /// Upstream declared `lastExecution` but never wrote it.
+    #[test]
+    fn last_execution_maps_testkube_summary() {
+        let got = reported(&serde_json::json!({
+            "id": "6650f0c1a2b3c4d5e6f70812",
+            "name": "quiet-workflow-3",
+            "number": 3,
+            "scheduledAt": "2026-01-01T10:00:00Z",
+            "statusAt": "2026-01-01T10:05:00Z",
+            "result": {
+                "status": "passed",
+                "predictedStatus": "passed",
+                "queuedAt": "2026-01-01T10:00:00Z",
+                "startedAt": "2026-01-01T10:00:02Z",
+                "finishedAt": "2026-01-01T10:05:00Z",
+                "duration": "4m58s"
+            },
+            "workflow": {"name": "quiet-workflow"}
+        }));
+        assert_eq!(
+            got,
+            Some(LastExecution {
+                execution_id: Some("6650f0c1a2b3c4d5e6f70812".into()),
+                execution_number: Some(3),
+                start_time: Some(time("2026-01-01T10:00:02Z")),
+                end_time: Some(time("2026-01-01T10:05:00Z")),
+                status: Some("passed".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn last_execution_absent() {
+        assert_eq!(last_execution(None), None);
+        assert_eq!(last_execution(Some(&serde_json::json!({}))), None);
+        assert_eq!(
+            last_execution(Some(&serde_json::json!({"health": {"passRate": 1}}))),
+            None
+        );
+        assert_eq!(reported(&serde_json::json!({})), None);
+    }
+
+    /// A running execution: no result yet, or Go's zero time for "not finished".
+    #[test]
+    fn last_execution_partial() {
+        let got = reported(&serde_json::json!({
+            "id": "abc",
+            "scheduledAt": "2026-01-01T10:00:00Z",
+            "result": {"status": "running", "finishedAt": "0001-01-01T00:00:00Z"}
+        }))
+        .unwrap();
+        assert_eq!(got.execution_id.as_deref(), Some("abc"));
+        assert_eq!(got.execution_number, None);
+        assert_eq!(got.start_time, Some(time("2026-01-01T10:00:00Z")));
+        assert_eq!(got.end_time, None);
+        assert_eq!(got.status.as_deref(), Some("running"));
+        let queued = reported(&serde_json::json!({"number": "7", "status": "queued"})).unwrap();
+        assert_eq!(queued.execution_number, Some(7));
+        assert_eq!(queued.status.as_deref(), Some("queued"));
+    }
+
+    #[test]
+    fn last_execution_malformed_is_skipped() {
+        assert_eq!(
+            last_execution(Some(&serde_json::json!({"latestExecution": "abc"}))),
+            None
+        );
+        assert_eq!(last_execution(Some(&serde_json::json!([1, 2]))), None);
+        assert_eq!(
+            reported(&serde_json::json!({
+                "id": 5,
+                "number": 1.5,
+                "scheduledAt": "yesterday",
+                "result": ["passed"]
+            })),
+            None
+        );
+        let got = reported(&serde_json::json!({
+            "id": "x",
+            "number": {"n": 1},
+            "result": {"status": 3, "startedAt": 17}
+        }))
+        .unwrap();
+        assert_eq!(
+            got,
+            LastExecution {
+                execution_id: Some("x".into()),
+                ..LastExecution::default()
+            }
+        );
+    }
+
+    #[test]
+    fn last_execution_replaces_or_keeps_the_previous_one() {
+        let first = LastExecution {
+            execution_id: Some("one".into()),
+            execution_number: Some(1),
+            ..LastExecution::default()
+        };
+        let outcome = Outcome {
+            last_execution: Some(first.clone()),
+            ..ok()
+        };
+        let s = desired_status(None, &outcome, Some(1), &time("2026-01-01T00:00:00Z"));
+        assert_eq!(s.last_execution.as_ref(), Some(&first));
+        // Nothing reported (e.g. the workflow was recreated): the last known one stays.
+        let kept = desired_status(Some(&s), &ok(), Some(1), &time("2026-01-01T00:00:00Z"));
+        assert_eq!(kept.last_execution.as_ref(), Some(&first));
+        let second = LastExecution {
+            execution_id: Some("two".into()),
+            ..LastExecution::default()
+        };
+        let replaced = desired_status(
+            Some(&s),
+            &Outcome {
+                last_execution: Some(second.clone()),
+                ..ok()
+            },
+            Some(1),
+            &time("2026-01-01T00:00:00Z"),
+        );
+        assert_eq!(replaced.last_execution, Some(second));
+    }
+
+    #[test]
+    fn owned_part_leaves_out_foreign_conditions() {
+        let mut s = desired_status(None, &ok(), Some(1), &time("2026-01-01T00:00:00Z"));
+        s.conditions.as_mut().unwrap().push(Condition {
+            type_: "example.com/Audited".into(),
+            status: "True".into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: time("2025-01-01T00:00:00Z"),
+            observed_generation: None,
+        });
+        let owned = owned_part(&s);
+        let types: Vec<_> = owned
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| c.type_.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            ["Ready", "WorkflowReady", "AgentResolved", "OtelConfigured"]
+        );
+        assert_eq!(owned.generated_resources, s.generated_resources);
     }
 }
