@@ -361,9 +361,7 @@ async fn finalize(ctx: &Context, exp: &Experiment) -> Result<Action, EvaluationE
 }
 
 async fn publish(ctx: &Context, exp: &Experiment, event: Event) {
-    if let Err(error) = ctx.recorder.publish(&event, &exp.object_ref(&())).await {
-        tracing::warn!(%error, reason = %event.reason, "cannot publish Event");
-    }
+    crate::runtime::events::publish(&ctx.recorder, &event, &exp.object_ref(&())).await;
 }
 
 async fn write_status(

@@ -1145,9 +1145,7 @@ async fn publish(ctx: &Ctx, exp: &Experiment, type_: EventType, reason: &str, no
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &exp.object_ref(&())).await {
-        tracing::warn!(%error, "cannot publish an Event");
-    }
+    crate::runtime::events::publish(&ctx.recorder, &event, &exp.object_ref(&())).await;
 }
 
 #[cfg(test)]

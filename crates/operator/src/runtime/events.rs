@@ -9,9 +9,10 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
-    runtime::events::{Recorder, Reporter},
+    runtime::events::{Event, Recorder, Reporter},
 };
 
 /// Field manager and `reportingController` prefix used by this operator.
@@ -62,6 +63,15 @@ impl EventRecorders {
                 ))
             })
             .clone()
+    }
+}
+
+/// Publishes `event` about `regarding` without failing the caller: Events are advisory, so a
+/// failure to record one (RBAC, a conflict, the API server being busy) is logged at WARN with
+/// the Event's reason and otherwise ignored.
+pub async fn publish(recorder: &Recorder, event: &Event, regarding: &ObjectReference) {
+    if let Err(error) = recorder.publish(event, regarding).await {
+        tracing::warn!(%error, reason = %event.reason, "cannot publish Event");
     }
 }
 

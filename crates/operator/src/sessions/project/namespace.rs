@@ -74,9 +74,7 @@ pub async fn reconcile(
                 action: "CreateDefault".into(),
                 secondary: None,
             };
-            if let Err(error) = ctx.recorder.publish(&event, &created.object_ref(&())).await {
-                tracing::warn!(%error, "cannot publish Event");
-            }
+            crate::runtime::events::publish(&ctx.recorder, &event, &created.object_ref(&())).await;
         }
         // Made by someone else since the cache was read: theirs stays as it is.
         Err(kube::Error::Api(status)) if status.code == 409 => {}

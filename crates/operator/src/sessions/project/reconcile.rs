@@ -375,9 +375,7 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, ps: &ProjectSettingsView, event: Event) {
-    if let Err(error) = ctx.recorder.publish(&event, &ps.object_ref(&())).await {
-        tracing::warn!(%error, reason = %event.reason, "cannot publish Event");
-    }
+    crate::runtime::events::publish(&ctx.recorder, &event, &ps.object_ref(&())).await;
 }
 
 /// Records an invalid spec: a `Ready=False/InvalidSpec` condition, and a Warning Event when

@@ -912,9 +912,7 @@ impl Reconciler<'_> {
             };
             let reference = self.session.object_ref(&());
             tokio::spawn(async move {
-                if let Err(error) = recorder.publish(&event, &reference).await {
-                    tracing::debug!(%error, "could not publish an Event");
-                }
+                crate::runtime::events::publish(&recorder, &event, &reference).await;
             });
         }
     }
