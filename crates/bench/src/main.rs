@@ -1,6 +1,7 @@
 //! `bench`: runs a speed benchmark suite, prints a table and writes a JSON result file.
 //!
-//! `bench devcluster` measures the in-memory API server; see `docs/benchmarks.md`.
+//! `bench devcluster` measures the in-memory API server, `bench operator` the operator's
+//! scale; see `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use bench::process::{build_release_binary, release_binary};
 use bench::report::write_json;
 use bench::suites::devcluster::{self, Config, Mode, ServerOptions};
+use bench::suites::operator;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Command line.
@@ -88,12 +90,134 @@ enum Command {
         #[arg(long, default_value = "target/bench/devcluster-server.log")]
         server_log: PathBuf,
     },
+    /// Scale of the operator: time to settle a burst of N custom resources, API requests
+    /// and writes per object, memory and CPU, writes after an idle relist.
+    Operator {
+        /// Family to measure.
+        #[arg(long, value_enum, default_value = "sessions")]
+        family: FamilyArg,
+        /// Burst sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        sizes: Vec<usize>,
+        /// Concurrent connections of the creating bursts.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Seconds to wait for a burst to settle, per 1,000 objects (at least 120 s).
+        #[arg(long, default_value_t = 120)]
+        settle_timeout_per_1000: u64,
+        /// Seconds of each quiet wait around the forced relist.
+        #[arg(long, default_value_t = 5)]
+        idle: u64,
+        /// Use the release binaries as they are, without running cargo build first.
+        #[arg(long)]
+        no_build: bool,
+        /// The `devcluster` binary (default: `target/release/devcluster`).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+        /// The `agentic-operator` binary (default: `target/release/agentic-operator`).
+        #[arg(long)]
+        operator_bin: Option<PathBuf>,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/operator.json")]
+        output: PathBuf,
+        /// Directory for kubeconfigs and the processes' logs.
+        #[arg(long, default_value = "target/bench/operator")]
+        work_dir: PathBuf,
+    },
+}
+
+/// Controller families of `bench operator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FamilyArg {
+    /// `AgenticSession`s.
+    Sessions,
+    /// Every family the suite measures.
+    All,
+}
+
+/// Resolves a binary: the given path, the release binary as it is, or a fresh release build.
+fn binary(
+    given: Option<PathBuf>,
+    no_build: bool,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf, String> {
+    match (given, no_build) {
+        (Some(p), _) => Ok(p),
+        (None, true) => Ok(release_binary(bin)),
+        (None, false) => {
+            eprintln!("building: cargo build --release -p {package}");
+            build_release_binary(package, bin).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// `bench operator`.
+async fn operator_suite(cfg: operator::Config, output: &std::path::Path) -> ExitCode {
+    let report = match operator::run(&cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", operator::render(&report));
+    if let Err(e) = write_json(output, &report) {
+        eprintln!("bench: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("\nresults: {}", output.display());
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]
+#[allow(clippy::too_many_lines)] // one arm per suite
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Operator {
+            family,
+            sizes,
+            concurrency,
+            settle_timeout_per_1000,
+            idle,
+            no_build,
+            server_bin,
+            operator_bin,
+            output,
+            work_dir,
+        } => {
+            let families = match family {
+                FamilyArg::Sessions | FamilyArg::All => vec![operator::Family::Sessions],
+            };
+            let bins = binary(server_bin, no_build, "devcluster", "devcluster").and_then(|s| {
+                binary(
+                    operator_bin,
+                    no_build,
+                    "agentic-operator",
+                    "agentic-operator",
+                )
+                .map(|o| (s, o))
+            });
+            let (server_bin, operator_bin) = match bins {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let cfg = operator::Config {
+                families,
+                sizes,
+                concurrency,
+                settle_timeout_per_1000_s: settle_timeout_per_1000,
+                idle_s: idle,
+                server_bin,
+                operator_bin,
+                work_dir,
+            };
+            operator_suite(cfg, &output).await
+        }
         Command::Devcluster {
             mode,
             writes,

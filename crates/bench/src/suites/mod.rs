@@ -1,3 +1,4 @@
 //! One module per `bench` subcommand.
 
 pub mod devcluster;
+pub mod operator;

@@ -1,0 +1,1020 @@
+//! `bench operator`: the operator's scale benchmark.
+//!
+//! Per family and size N, a `devcluster serve` process (with the simulators the family needs)
+//! and an `agentic-operator run` process are started; the bench installs the CRDs and
+//! prerequisites, creates N custom resources in one burst and waits until all have settled.
+//! It reports the time to settle, the operator's API requests and writes per object (from the
+//! dev cluster's request accounting), the operator's peak RSS and CPU seconds (from `/proc`),
+//! the writes the operator issues when it relists after an idle period, and the operator's
+//! settle rate as a fraction of a raw create burst against the same server.
+//!
+//! The dev cluster's accounting is keyed by verb and resource, not by client. Requests are
+//! therefore attributed by what each party writes: the bench's own requests are counted by
+//! the bench and subtracted, the simulators' writes are recognised by resource (see
+//! [`Party::of`]), and the rest is the operator's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use devcluster::StatsSnapshot;
+use http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::BenchError;
+use crate::accounting;
+use crate::http::Conn;
+use crate::machine::{LoadAverage, MachineFacts};
+use crate::process::{ChildProcess, SpawnSpec};
+use crate::procfs::{Sampler, Usage};
+use crate::report::{Better, Envelope, Table, TargetCheck, build_profile, now_utc};
+
+/// Namespace the benchmarked custom resources live in.
+pub const NAMESPACE: &str = "bench";
+
+/// A controller family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// `AgenticSession`s, settled when `status.phase` is `Running`.
+    Sessions,
+}
+
+impl Family {
+    /// Name used by `--controllers` and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sessions => "sessions",
+        }
+    }
+
+    /// Simulators `devcluster serve` runs for the family.
+    pub fn simulators(self) -> &'static str {
+        match self {
+            Self::Sessions => "scheduler,kubelet,jobs",
+        }
+    }
+
+    /// API path of the family's custom resources in [`NAMESPACE`].
+    pub fn collection(self) -> String {
+        match self {
+            Self::Sessions => {
+                format!("/apis/vteam.ambient-code/v1alpha1/namespaces/{NAMESPACE}/agenticsessions")
+            }
+        }
+    }
+
+    /// The `i`th custom resource of a burst.
+    pub fn object(self, i: usize) -> Value {
+        match self {
+            Self::Sessions => json!({
+                "apiVersion": "vteam.ambient-code/v1alpha1",
+                "kind": "AgenticSession",
+                "metadata": {"name": format!("s-{i:05}"), "namespace": NAMESPACE},
+                "spec": {
+                    "displayName": format!("bench session {i}"),
+                    "initialPrompt": "benchmark",
+                    "llmSettings": {"model": "claude-sonnet-4-6", "temperature": 0.2, "maxTokens": 1000},
+                    "timeout": 36000
+                }
+            }),
+        }
+    }
+
+    /// Whether a stored custom resource has settled.
+    pub fn settled(self, object: &Value) -> bool {
+        match self {
+            Self::Sessions => object["status"]["phase"] == "Running",
+        }
+    }
+}
+
+/// Who issued a request, as far as the accounting lets the bench tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    /// The dev cluster's simulators (scheduler, kubelet, Job controller, ...).
+    Simulators,
+    /// The operator (or the bench, before the bench's own counts are subtracted).
+    Operator,
+}
+
+impl Party {
+    /// Attributes a `"<verb> <resource>"` accounting key. The simulators create pods (the Job
+    /// controller), bind them, and write the status of objects they drive (pods, Jobs,
+    /// Deployments and foreign resources); the operator never writes those. The status of the
+    /// operator's own custom resources (groups `vteam.ambient-code`, `testbench.*`,
+    /// `labs.*`) is the operator's. Reads are attributed to nobody here and split by count
+    /// of watch streams in the report.
+    pub fn of(key: &str) -> Self {
+        let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
+        let own_group = resource.contains(".ambient-code")
+            || resource.contains("testbench")
+            || resource.contains("labs.");
+        let sim = (verb == "create" && (resource == "pods" || resource == "pods/binding"))
+            || (resource.ends_with("/status") && !own_group);
+        if sim {
+            Self::Simulators
+        } else {
+            Self::Operator
+        }
+    }
+}
+
+/// Requests of one party in a phase, split by verb.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Requests {
+    /// All requests.
+    pub total: u64,
+    /// Write requests (create, update, patch, delete, deletecollection).
+    pub writes: u64,
+    /// Per verb (`create`, `patch`, `get`, ...), all resources.
+    pub by_verb: BTreeMap<String, u64>,
+    /// Per `"<verb> <resource>"`.
+    pub by_key: BTreeMap<String, u64>,
+}
+
+impl Requests {
+    fn add(&mut self, key: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let verb = key.split(' ').next().unwrap_or(key).to_string();
+        self.total += count;
+        if devcluster::ops::is_write(&verb) {
+            self.writes += count;
+        }
+        *self.by_verb.entry(verb).or_default() += count;
+        *self.by_key.entry(key.to_string()).or_default() += count;
+    }
+}
+
+/// A phase's requests attributed to the operator and to the simulators; `bench` holds what
+/// the bench itself issued (already subtracted from the operator's share).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attributed {
+    /// The operator's requests.
+    pub operator: Requests,
+    /// The simulators' writes (their reads cannot be told apart from the operator's and are
+    /// counted as the operator's; see `docs/benchmarks.md`).
+    pub simulators: Requests,
+    /// The bench's own requests.
+    pub bench: Requests,
+}
+
+/// Splits an accounting delta by party, subtracting `bench` (the bench's own requests, by
+/// key) from the operator's share.
+pub fn attribute(delta: &StatsSnapshot, bench: &BTreeMap<String, u64>) -> Attributed {
+    let mut out = Attributed::default();
+    for (key, s) in &delta.requests {
+        let own = bench.get(key).copied().unwrap_or_default().min(s.count);
+        out.bench.add(key, own);
+        let rest = s.count - own;
+        match Party::of(key) {
+            Party::Simulators if devcluster::ops::is_write(key.split(' ').next().unwrap_or("")) => {
+                out.simulators.add(key, rest);
+            }
+            _ => out.operator.add(key, rest),
+        }
+    }
+    out
+}
+
+/// Parameters of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Families to measure.
+    pub families: Vec<Family>,
+    /// Burst sizes.
+    pub sizes: Vec<usize>,
+    /// Concurrent connections of the creating burst (and of the raw burst).
+    pub concurrency: usize,
+    /// Seconds to wait for the burst to settle, per 1,000 objects (at least 120 s).
+    pub settle_timeout_per_1000_s: u64,
+    /// Seconds of quiet before and after the forced relist.
+    pub idle_s: u64,
+    /// The `devcluster` binary.
+    pub server_bin: PathBuf,
+    /// The `agentic-operator` binary.
+    pub operator_bin: PathBuf,
+    /// Directory for kubeconfigs and logs.
+    pub work_dir: PathBuf,
+}
+
+/// What one family at one size measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// The family.
+    pub family: Family,
+    /// Objects created.
+    pub objects: usize,
+    /// Seconds from the first create to all objects settled.
+    pub settle_s: f64,
+    /// Objects settled per second.
+    pub settled_per_s: f64,
+    /// Seconds the burst of creates itself took.
+    pub create_burst_s: f64,
+    /// Requests from the first create until settled.
+    pub burst: Attributed,
+    /// Operator requests per object.
+    pub operator_requests_per_object: f64,
+    /// Operator writes per object.
+    pub operator_writes_per_object: f64,
+    /// Operator CPU and memory from the first create until settled.
+    pub operator_usage: Usage,
+    /// Operator memory after the idle relist (`VmRSS`, MiB).
+    pub operator_rss_after_idle_mib: f64,
+    /// Requests in the idle period after watches were cut and resource versions expired.
+    pub idle: Attributed,
+    /// Raw create rate of the same server (config maps, same concurrency, same N), per s.
+    pub raw_creates_per_s: f64,
+    /// `settled_per_s / raw_creates_per_s`.
+    pub fraction_of_raw: f64,
+}
+
+/// The result file's `results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// Concurrent connections of the bursts.
+    pub concurrency: usize,
+    /// Seconds of each idle wait.
+    pub idle_s: u64,
+    /// One entry per family and size.
+    pub runs: Vec<RunResult>,
+}
+
+/// The result file.
+pub type Report = Envelope<Results>;
+
+/// Count of the bench's own requests by accounting key.
+#[derive(Debug, Default)]
+struct Own(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl Own {
+    fn add(&self, key: &str, n: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_string())
+            .or_default() += n;
+    }
+    fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
+fn bench_err(detail: impl std::fmt::Display) -> BenchError {
+    BenchError::Config {
+        field: "operator".into(),
+        detail: detail.to_string(),
+    }
+}
+
+fn free_port() -> Result<u16, BenchError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| bench_err(format!("no free port: {e}")))
+}
+
+async fn post(conn: &mut Conn, path: &str, body: &Value) -> Result<(), BenchError> {
+    let (status, bytes) = conn
+        .call(Method::POST, path, Some(Bytes::from(body.to_string())))
+        .await?;
+    if status == 201 || status == 200 || status == 409 {
+        Ok(())
+    } else {
+        Err(BenchError::Status {
+            method: "POST".into(),
+            path: path.into(),
+            status,
+            expected: 201,
+            body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned(),
+        })
+    }
+}
+
+/// The operator's CRDs, from `agentic-operator crd`.
+fn operator_crds(operator_bin: &PathBuf) -> Result<Vec<Value>, BenchError> {
+    let out = std::process::Command::new(operator_bin)
+        .arg("crd")
+        .output()
+        .map_err(|e| BenchError::Spawn {
+            program: operator_bin.display().to_string(),
+            detail: format!("crd: {e}"),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).map_err(|e| BenchError::Decode {
+            what: "agentic-operator crd".into(),
+            detail: e.to_string(),
+        })?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// Installs CRDs and waits until `probe` answers 200.
+async fn install(
+    conn: &mut Conn,
+    crds: &[Value],
+    probe: &str,
+    deadline: Duration,
+) -> Result<(), BenchError> {
+    for crd in crds {
+        post(
+            conn,
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            crd,
+        )
+        .await?;
+    }
+    let start = Instant::now();
+    loop {
+        let (status, _) = conn.call(Method::GET, probe, None).await?;
+        if status == 200 {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            return Err(BenchError::Timeout {
+                phase: "CRD install".into(),
+                seconds: deadline.as_secs(),
+                detail: format!("{probe} answers {status}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Base64 (standard alphabet, padded).
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The answer of the pod-scripting webhook to an `AdmissionReview`: runner pods get
+/// annotations that keep the runner and its sidecar running and end the init container at
+/// once; other pods are admitted unchanged.
+pub fn script_runner_pod(review: &Value) -> Value {
+    let req = &review["request"];
+    let uid = req["uid"].clone();
+    let pod = &req["object"];
+    let mut response = json!({"uid": uid, "allowed": true});
+    if pod["metadata"]["labels"]["app"] == "ambient-code-runner" {
+        let mut annotations = pod["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in [
+            ("devcluster.io/run-seconds.init-hydrate", "0"),
+            ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
+            ("devcluster.io/run-seconds.state-sync", "forever"),
+        ] {
+            annotations.insert(k.into(), json!(v));
+        }
+        let patch = json!([{"op": "add", "path": "/metadata/annotations", "value": annotations}]);
+        response["patchType"] = json!("JSONPatch");
+        response["patch"] = json!(base64(patch.to_string().as_bytes()));
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// Serves [`script_runner_pod`] over plain HTTP on a free port; returns the address.
+async fn start_webhook() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BenchError> {
+    use http_body_util::{BodyExt, Full};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| bench_err(format!("webhook listener: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| bench_err(format!("webhook listener: {e}")))?;
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(http_body_util::Collected::to_bytes)
+                            .unwrap_or_default();
+                        let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let answer = script_runner_pod(&review).to_string();
+                        let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
+                        resp.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Creates the family's prerequisites; returns the bench's own requests by key.
+async fn prerequisites(
+    family: Family,
+    conn: &mut Conn,
+    cfg: &Config,
+    webhook: Option<SocketAddr>,
+) -> Result<(), BenchError> {
+    let crds = operator_crds(&cfg.operator_bin)?;
+    match family {
+        Family::Sessions => {
+            install(
+                conn,
+                &crds,
+                "/apis/vteam.ambient-code/v1alpha1",
+                Duration::from_mins(1),
+            )
+            .await?;
+            let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": NAMESPACE, "labels": {"ambient-code.io/managed": "true"}}});
+            post(conn, "/api/v1/namespaces", &ns).await?;
+            let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "ambient-runner-secrets", "namespace": NAMESPACE},
+                "stringData": {"ANTHROPIC_API_KEY": "bench"}});
+            post(
+                conn,
+                &format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+                &secret,
+            )
+            .await?;
+            if let Some(addr) = webhook {
+                let hook = json!({
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": "bench-script-runner-pods"},
+                    "webhooks": [{
+                        "name": "script-runner-pods.bench.local",
+                        "clientConfig": {"url": format!("http://{addr}/mutate")},
+                        "rules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                   "operations": ["CREATE"], "resources": ["pods"]}],
+                        "objectSelector": {"matchLabels": {"app": "ambient-code-runner"}},
+                        "failurePolicy": "Fail",
+                        "sideEffects": "None",
+                        "admissionReviewVersions": ["v1"]
+                    }]
+                });
+                post(
+                    conn,
+                    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                    &hook,
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates `objects` in one burst over `concurrency` connections; returns the elapsed time.
+async fn burst(
+    addr: SocketAddr,
+    path: &str,
+    objects: Vec<Value>,
+    concurrency: usize,
+) -> Result<Duration, BenchError> {
+    let queue = Arc::new(std::sync::Mutex::new(objects));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let queue = queue.clone();
+        let path = path.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await?;
+            loop {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop();
+                let Some(obj) = next else {
+                    return Ok::<(), BenchError>(());
+                };
+                conn.call_expect(Method::POST, &path, Some(Bytes::from(obj.to_string())), 201)
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await
+            .map_err(|e| bench_err(format!("burst task: {e}")))??;
+    }
+    Ok(start.elapsed())
+}
+
+/// Lists the collection and counts settled objects.
+async fn count_settled(family: Family, conn: &mut Conn) -> Result<(usize, usize), BenchError> {
+    let body = conn
+        .call_expect(Method::GET, &family.collection(), None, 200)
+        .await?;
+    let list: Value = serde_json::from_slice(&body).map_err(|e| BenchError::Decode {
+        what: "list".into(),
+        detail: e.to_string(),
+    })?;
+    let items = list["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok((
+        items.len(),
+        items.iter().filter(|o| family.settled(o)).count(),
+    ))
+}
+
+fn resource_key(family: Family) -> &'static str {
+    match family {
+        Family::Sessions => "agenticsessions.vteam.ambient-code",
+    }
+}
+
+/// Measures one family at one size.
+#[allow(clippy::too_many_lines)]
+pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult, BenchError> {
+    let dir = cfg.work_dir.join(format!("{}-{n}", family.name()));
+    std::fs::create_dir_all(&dir).map_err(|e| bench_err(format!("{}: {e}", dir.display())))?;
+    let kubeconfig = dir.join("kubeconfig");
+    let server_spec = SpawnSpec {
+        program: cfg.server_bin.clone(),
+        args: vec![
+            "serve".into(),
+            "--addr".into(),
+            "127.0.0.1:0".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--simulators".into(),
+            family.simulators().into(),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        log: Some(dir.join("devcluster.log")),
+    };
+    let (server, addr) =
+        ChildProcess::spawn(&server_spec, "ready ", Duration::from_mins(1)).await?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| bench_err(format!("ready line {addr:?}: {e}")))?;
+    let mut conn = Conn::connect(addr).await?;
+    let (webhook, webhook_task) = match family {
+        Family::Sessions => {
+            let (a, t) = start_webhook().await?;
+            (Some(a), Some(t))
+        }
+    };
+    prerequisites(family, &mut conn, cfg, webhook).await?;
+
+    let (metrics, health) = (free_port()?, free_port()?);
+    let operator_spec = SpawnSpec {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "echo ready; exec \"$@\"".into(),
+            "sh".into(),
+            cfg.operator_bin.display().to_string(),
+            "run".into(),
+            "--controllers".into(),
+            family.name().into(),
+            format!("--metrics-bind-address=127.0.0.1:{metrics}"),
+            format!("--health-probe-bind-address=127.0.0.1:{health}"),
+            "--leader-elect=false".into(),
+            "--webhook-bind-address=0".into(),
+        ],
+        env: vec![
+            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+            ("RUST_LOG".into(), "warn".into()),
+        ],
+        log: Some(dir.join("operator.log")),
+    };
+    let (mut operator, _) =
+        ChildProcess::spawn(&operator_spec, "ready", Duration::from_secs(30)).await?;
+    wait_ready(health, &mut operator).await?;
+    // Let the informers finish their first lists before the burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let own = Own::default();
+    let key = resource_key(family);
+    accounting::reset(&mut conn).await?;
+    let sampler = Sampler::start(operator.pid(), Duration::from_millis(100))?;
+    let start = Instant::now();
+    let objects: Vec<Value> = (0..n).map(|i| family.object(i)).collect();
+    let create_burst = burst(addr, &family.collection(), objects, cfg.concurrency).await?;
+    own.add(&format!("create {key}"), n as u64);
+
+    let timeout =
+        Duration::from_secs((cfg.settle_timeout_per_1000_s * (n as u64).div_ceil(1000)).max(120));
+    let mut poll = Conn::connect(addr).await?;
+    let settle = loop {
+        let (total, settled) = count_settled(family, &mut poll).await?;
+        own.add(&format!("list {key}"), 1);
+        if total == n && settled == n {
+            break start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            return Err(BenchError::Timeout {
+                phase: format!("{} N={n} settle", family.name()),
+                seconds: timeout.as_secs(),
+                detail: format!("{settled} of {n} settled"),
+            });
+        }
+        if !operator.is_running() {
+            return Err(bench_err("the operator exited during the burst"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let usage = sampler.finish()?;
+    let burst_stats = accounting::fetch(&mut conn).await?;
+    let burst_attr = attribute(&burst_stats, &own.take());
+
+    // Idle: quiet, reset, force a relist, quiet again.
+    tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
+    accounting::reset(&mut conn).await?;
+    conn.call_expect(Method::POST, "/devcluster/faults/expire", None, 200)
+        .await?;
+    conn.call_expect(Method::POST, "/devcluster/faults/cut-watches", None, 200)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
+    let idle_stats = accounting::fetch(&mut conn).await?;
+    let idle_attr = attribute(&idle_stats, &BTreeMap::new());
+    let rss_after_idle = crate::procfs::ProcStatus::read(operator.pid())?.vm_rss_kib;
+
+    // Stop the operator before the raw burst so that it does not compete for CPU.
+    let _ = operator.stop(Duration::from_secs(5)).await;
+    let raw: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("raw-{i:05}"), "namespace": NAMESPACE},
+                   "data": {"k": "v"}})
+        })
+        .collect();
+    let raw_elapsed = burst(
+        addr,
+        &format!("/api/v1/namespaces/{NAMESPACE}/configmaps"),
+        raw,
+        cfg.concurrency,
+    )
+    .await?;
+    drop(conn);
+    drop(poll);
+    if let Some(t) = webhook_task {
+        t.abort();
+    }
+    let _ = server.stop(Duration::from_secs(5)).await;
+
+    let settle_s = settle.as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let nf = n as f64;
+    let settled_per_s = if settle_s > 0.0 { nf / settle_s } else { 0.0 };
+    let raw_per_s = nf / raw_elapsed.as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_precision_loss)]
+    let (req, wr) = (
+        burst_attr.operator.total as f64 / nf.max(1.0),
+        burst_attr.operator.writes as f64 / nf.max(1.0),
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let rss_after_idle_mib = rss_after_idle as f64 / 1024.0;
+    Ok(RunResult {
+        family,
+        objects: n,
+        settle_s,
+        settled_per_s,
+        create_burst_s: create_burst.as_secs_f64(),
+        burst: burst_attr,
+        operator_requests_per_object: req,
+        operator_writes_per_object: wr,
+        operator_usage: usage,
+        operator_rss_after_idle_mib: rss_after_idle_mib,
+        idle: idle_attr,
+        raw_creates_per_s: raw_per_s,
+        fraction_of_raw: if raw_per_s > 0.0 {
+            settled_per_s / raw_per_s
+        } else {
+            0.0
+        },
+    })
+}
+
+async fn wait_ready(port: u16, operator: &mut ChildProcess) -> Result<(), BenchError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    loop {
+        if let Ok(mut c) = Conn::connect(addr).await
+            && let Ok((200, _)) = c.call(Method::GET, "/readyz", None).await
+        {
+            return Ok(());
+        }
+        if !operator.is_running() {
+            return Err(bench_err(
+                "the operator exited before it was ready (see its log)",
+            ));
+        }
+        if start.elapsed() > Duration::from_mins(1) {
+            return Err(BenchError::Timeout {
+                phase: "operator readiness".into(),
+                seconds: 60,
+                detail: format!("127.0.0.1:{port}/readyz"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs every family at every size, one after another.
+pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
+    let machine = MachineFacts::collect()?;
+    let started_at = now_utc();
+    let mut runs = Vec::new();
+    for &family in &cfg.families {
+        for &n in &cfg.sizes {
+            eprintln!("operator bench: {} N={n}", family.name());
+            let r = run_one(family, n, cfg).await?;
+            eprintln!(
+                "  settled in {:.2} s, {:.2} operator writes/object, peak RSS {:.1} MiB, idle writes {}",
+                r.settle_s,
+                r.operator_writes_per_object,
+                r.operator_usage.rss_max_mib,
+                r.idle.operator.writes
+            );
+            runs.push(r);
+        }
+    }
+    let targets = targets(&runs);
+    Ok(Envelope {
+        schema: "bench.operator/v1".into(),
+        started_at,
+        finished_at: now_utc(),
+        bench_build: build_profile().into(),
+        machine,
+        load_average_at_end: LoadAverage::now()?,
+        results: Results {
+            concurrency: cfg.concurrency,
+            idle_s: cfg.idle_s,
+            runs,
+        },
+        targets,
+    })
+}
+
+/// The targets: sessions at the largest size settle with operator RSS below 64 MiB (checked
+/// only when 10,000 sessions were run), settle rate at least half the raw create rate, and no
+/// operator writes after an idle relist (each run).
+pub fn targets(runs: &[RunResult]) -> Vec<TargetCheck> {
+    let mut out = Vec::new();
+    for r in runs {
+        let mode = format!("{} N={}", r.family.name(), r.objects);
+        if r.family == Family::Sessions && r.objects >= 10_000 {
+            out.push(TargetCheck::new(
+                "operator_peak_rss",
+                &mode,
+                "MiB",
+                Better::Lower,
+                64.0,
+                r.operator_usage.rss_max_mib,
+            ));
+        }
+        out.push(TargetCheck::new(
+            "fraction_of_raw_write_rate",
+            &mode,
+            "ratio",
+            Better::Higher,
+            0.5,
+            r.fraction_of_raw,
+        ));
+        #[allow(clippy::cast_precision_loss)]
+        let idle = r.idle.operator.writes as f64;
+        out.push(TargetCheck::new(
+            "idle_relist_writes",
+            &mode,
+            "writes",
+            Better::Lower,
+            0.5,
+            idle,
+        ));
+    }
+    out
+}
+
+/// The console table.
+pub fn render(report: &Report) -> String {
+    let mut t = Table::new(&[
+        "family",
+        "N",
+        "settle s",
+        "settled/s",
+        "raw/s",
+        "frac",
+        "op req/obj",
+        "op writes/obj",
+        "sim writes",
+        "peak RSS MiB",
+        "CPU s",
+        "idle op writes",
+    ]);
+    for r in &report.results.runs {
+        t.row(vec![
+            r.family.name().into(),
+            r.objects.to_string(),
+            format!("{:.2}", r.settle_s),
+            format!("{:.0}", r.settled_per_s),
+            format!("{:.0}", r.raw_creates_per_s),
+            format!("{:.2}", r.fraction_of_raw),
+            format!("{:.2}", r.operator_requests_per_object),
+            format!("{:.2}", r.operator_writes_per_object),
+            r.burst.simulators.writes.to_string(),
+            format!("{:.1}", r.operator_usage.rss_max_mib),
+            format!("{:.2}", r.operator_usage.cpu_s),
+            r.idle.operator.writes.to_string(),
+        ]);
+    }
+    let mut s = t.render();
+    s.push_str("\noperator writes by key (burst):\n");
+    for r in &report.results.runs {
+        let keys: Vec<String> = r
+            .burst
+            .operator
+            .by_key
+            .iter()
+            .filter(|(k, _)| devcluster::ops::is_write(k.split(' ').next().unwrap_or("")))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {} N={}: {}",
+            r.family.name(),
+            r.objects,
+            keys.join(", ")
+        );
+    }
+    s.push_str("\ntargets:\n");
+    for c in &report.targets {
+        let _ = writeln!(
+            s,
+            "  {:<28} {:<20} {:>10.3} {} (target {} {}): {}",
+            c.name,
+            c.mode,
+            c.value,
+            c.unit,
+            if c.better == Better::Higher {
+                ">="
+            } else {
+                "<"
+            },
+            c.target,
+            if c.met { "met" } else { "NOT met" }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devcluster::VerbStats;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn parties_by_key() {
+        assert_eq!(Party::of("create pods"), Party::Simulators);
+        assert_eq!(Party::of("create pods/binding"), Party::Simulators);
+        assert_eq!(Party::of("patch pods/status"), Party::Simulators);
+        assert_eq!(Party::of("patch jobs.batch/status"), Party::Simulators);
+        assert_eq!(Party::of("create jobs.batch"), Party::Operator);
+        assert_eq!(
+            Party::of("patch agenticsessions.vteam.ambient-code/status"),
+            Party::Operator
+        );
+        assert_eq!(Party::of("delete pods"), Party::Operator);
+    }
+
+    #[test]
+    fn attribution_subtracts_the_bench_and_splits_simulator_writes() {
+        let mut s = StatsSnapshot::default();
+        for (k, c) in [
+            ("create agenticsessions.vteam.ambient-code", 12),
+            ("list agenticsessions.vteam.ambient-code", 5),
+            ("patch agenticsessions.vteam.ambient-code/status", 20),
+            ("create jobs.batch", 10),
+            ("create pods", 10),
+            ("patch pods/status", 30),
+            ("watch pods", 2),
+        ] {
+            s.requests.insert(
+                k.into(),
+                VerbStats {
+                    count: c,
+                    ..VerbStats::default()
+                },
+            );
+        }
+        let own = BTreeMap::from([
+            ("create agenticsessions.vteam.ambient-code".to_string(), 10),
+            ("list agenticsessions.vteam.ambient-code".to_string(), 4),
+        ]);
+        let a = attribute(&s, &own);
+        assert_eq!(a.bench.total, 14);
+        assert_eq!(a.bench.writes, 10);
+        assert_eq!(a.simulators.writes, 40);
+        assert_eq!(a.simulators.by_key["patch pods/status"], 30);
+        // 2 creates the bench did not make, 20 status patches, 10 Jobs.
+        assert_eq!(a.operator.writes, 32);
+        assert_eq!(a.operator.by_verb["create"], 12);
+        assert_eq!(a.operator.by_verb["list"], 1);
+        assert_eq!(a.operator.by_verb["watch"], 2);
+        assert_eq!(a.operator.total, 35);
+    }
+
+    #[test]
+    fn webhook_scripts_only_runner_pods() {
+        let review = json!({"request": {"uid": "u1", "object": {"metadata": {
+            "labels": {"app": "ambient-code-runner"}, "annotations": {"a": "b"}}}}});
+        let r = script_runner_pod(&review);
+        assert_eq!(r["response"]["uid"], "u1");
+        assert_eq!(r["response"]["allowed"], true);
+        assert_eq!(r["response"]["patchType"], "JSONPatch");
+        let other =
+            json!({"request": {"uid": "u2", "object": {"metadata": {"labels": {"app": "x"}}}}});
+        let r = script_runner_pod(&other);
+        assert!(r["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn targets_and_result_shape() {
+        let run = RunResult {
+            family: Family::Sessions,
+            objects: 10_000,
+            settle_s: 10.0,
+            settled_per_s: 1000.0,
+            create_burst_s: 2.0,
+            burst: Attributed::default(),
+            operator_requests_per_object: 3.0,
+            operator_writes_per_object: 2.0,
+            operator_usage: Usage {
+                rss_max_mib: 80.0,
+                ..Usage::default()
+            },
+            operator_rss_after_idle_mib: 70.0,
+            idle: Attributed::default(),
+            raw_creates_per_s: 4000.0,
+            fraction_of_raw: 0.25,
+        };
+        let t = targets(std::slice::from_ref(&run));
+        assert_eq!(t.len(), 3);
+        assert!(!t[0].met, "80 MiB is over 64 MiB");
+        assert!(!t[1].met, "0.25 is under half");
+        assert!(t[2].met, "no idle writes");
+        let v = serde_json::to_value(&run).unwrap();
+        assert_eq!(v["family"], "sessions");
+        assert_eq!(v["operator_usage"]["rss_max_mib"], 80.0);
+        let back: RunResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, run);
+    }
+}
