@@ -1,0 +1,69 @@
+//! Smoke test of `bench operator`: three sessions against debug builds of the dev cluster and
+//! the operator. Asserts counts, never speed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bench::process::{target_dir, workspace_root};
+use bench::suites::operator::{Config, Family, run_one, targets};
+
+fn debug_binaries() -> (std::path::PathBuf, std::path::PathBuf) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "devcluster",
+            "--bin",
+            "devcluster",
+            "-p",
+            "agentic-operator",
+            "--bin",
+            "agentic-operator",
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build of the debug binaries failed");
+    let debug = target_dir().join("debug");
+    (debug.join("devcluster"), debug.join("agentic-operator"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sessions_settle_and_the_relist_writes_nothing() {
+    let (server_bin, operator_bin) = debug_binaries();
+    let work_dir = std::env::temp_dir().join(format!("bench-operator-{}", std::process::id()));
+    let cfg = Config {
+        families: vec![Family::Sessions],
+        sizes: vec![3],
+        concurrency: 2,
+        settle_timeout_per_1000_s: 120,
+        idle_s: 2,
+        server_bin,
+        operator_bin,
+        work_dir: work_dir.clone(),
+    };
+    let r = run_one(Family::Sessions, 3, &cfg).await.unwrap();
+    assert_eq!(r.objects, 3);
+    // The bench's own creates are attributed to the bench, not the operator.
+    assert_eq!(
+        r.burst.bench.by_key["create agenticsessions.vteam.ambient-code"],
+        3
+    );
+    assert!(
+        !r.burst
+            .operator
+            .by_key
+            .contains_key("create agenticsessions.vteam.ambient-code")
+    );
+    // One Job per session, written by the operator; its pods are created by the simulators.
+    assert_eq!(r.burst.operator.by_key["patch jobs.batch"], 3);
+    assert_eq!(r.burst.simulators.by_key["create pods"], 3);
+    assert!(r.operator_writes_per_object >= 2.0);
+    assert!(r.operator_usage.rss_max_mib > 0.0);
+    // The forced relist made the operator list again, and it wrote nothing.
+    assert!(r.idle.operator.by_verb.get("list").copied().unwrap_or(0) > 0);
+    assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
+    let t = targets(std::slice::from_ref(&r));
+    assert_eq!(t.len(), 2, "no RSS target below 10,000 sessions");
+    let _ = std::fs::remove_dir_all(work_dir);
+}
