@@ -235,6 +235,11 @@ pub struct RunResult {
     pub raw_creates_per_s: f64,
     /// `settled_per_s / raw_creates_per_s`.
     pub fraction_of_raw: f64,
+    /// The operator's write rate during the burst over `raw_creates_per_s`.
+    pub operator_write_rate_fraction_of_raw: f64,
+    /// The dev cluster process (API server and simulators) from the first create until
+    /// settled.
+    pub server_usage: Usage,
 }
 
 /// The result file's `results`.
@@ -631,6 +636,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     let key = resource_key(family);
     accounting::reset(&mut conn).await?;
     let sampler = Sampler::start(operator.pid(), Duration::from_millis(100))?;
+    let server_sampler = Sampler::start(server.pid(), Duration::from_millis(500))?;
     let start = Instant::now();
     let objects: Vec<Value> = (0..n).map(|i| family.object(i)).collect();
     let create_burst = burst(addr, &family.collection(), objects, cfg.concurrency).await?;
@@ -658,6 +664,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let usage = sampler.finish()?;
+    let server_usage = server_sampler.finish()?;
     let burst_stats = accounting::fetch(&mut conn).await?;
     let burst_attr = attribute(&burst_stats, &own.take());
 
@@ -726,6 +733,12 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         } else {
             0.0
         },
+        operator_write_rate_fraction_of_raw: if raw_per_s > 0.0 && settle_s > 0.0 {
+            wr * nf / settle_s / raw_per_s
+        } else {
+            0.0
+        },
+        server_usage,
     })
 }
 
@@ -838,11 +851,13 @@ pub fn render(report: &Report) -> String {
         "settled/s",
         "raw/s",
         "frac",
+        "write frac",
         "op req/obj",
         "op writes/obj",
         "sim writes",
         "peak RSS MiB",
         "CPU s",
+        "server CPU s",
         "idle op writes",
     ]);
     for r in &report.results.runs {
@@ -852,12 +867,14 @@ pub fn render(report: &Report) -> String {
             format!("{:.2}", r.settle_s),
             format!("{:.0}", r.settled_per_s),
             format!("{:.0}", r.raw_creates_per_s),
-            format!("{:.2}", r.fraction_of_raw),
+            format!("{:.3}", r.fraction_of_raw),
+            format!("{:.3}", r.operator_write_rate_fraction_of_raw),
             format!("{:.2}", r.operator_requests_per_object),
             format!("{:.2}", r.operator_writes_per_object),
             r.burst.simulators.writes.to_string(),
             format!("{:.1}", r.operator_usage.rss_max_mib),
             format!("{:.2}", r.operator_usage.cpu_s),
+            format!("{:.2}", r.server_usage.cpu_s),
             r.idle.operator.writes.to_string(),
         ]);
     }
@@ -1005,6 +1022,8 @@ mod tests {
             idle: Attributed::default(),
             raw_creates_per_s: 4000.0,
             fraction_of_raw: 0.25,
+            operator_write_rate_fraction_of_raw: 0.5,
+            server_usage: Usage::default(),
         };
         let t = targets(std::slice::from_ref(&run));
         assert_eq!(t.len(), 3);
