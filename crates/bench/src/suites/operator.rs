@@ -661,7 +661,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         if !operator.is_running() {
             return Err(bench_err("the operator exited during the burst"));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(poll_interval(n)).await;
     };
     let usage = sampler.finish()?;
     let server_usage = server_sampler.finish()?;
@@ -740,6 +740,14 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         },
         server_usage,
     })
+}
+
+/// Time between two lists of the burst's objects: a list of N objects costs the server
+/// O(N), so larger bursts are polled less often (250 ms up to 1,000 objects, then 1 s per
+/// further 2,000) to keep the bench's own reads a small part of the server's work.
+pub fn poll_interval(n: usize) -> Duration {
+    let extra = n.saturating_sub(1000) as u64 / 2;
+    Duration::from_millis(250 + extra)
 }
 
 async fn wait_ready(port: u16, operator: &mut ChildProcess) -> Result<(), BenchError> {
@@ -922,6 +930,13 @@ pub fn render(report: &Report) -> String {
 mod tests {
     use super::*;
     use devcluster::VerbStats;
+
+    #[test]
+    fn larger_bursts_are_polled_less_often() {
+        assert_eq!(poll_interval(100), Duration::from_millis(250));
+        assert_eq!(poll_interval(1000), Duration::from_millis(250));
+        assert_eq!(poll_interval(10_000), Duration::from_millis(4750));
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
