@@ -249,8 +249,22 @@ pub struct Results {
     pub concurrency: usize,
     /// Seconds of each idle wait.
     pub idle_s: u64,
-    /// One entry per family and size.
+    /// One entry per family and size that settled.
     pub runs: Vec<RunResult>,
+    /// Runs that did not settle (or failed otherwise), with the reason.
+    #[serde(default)]
+    pub failures: Vec<Failure>,
+}
+
+/// A family and size that did not produce a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The family.
+    pub family: Family,
+    /// Objects created.
+    pub objects: usize,
+    /// What went wrong (e.g. the settle deadline passed, with how many had settled).
+    pub error: String,
 }
 
 /// The result file.
@@ -780,10 +794,22 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let machine = MachineFacts::collect()?;
     let started_at = now_utc();
     let mut runs = Vec::new();
+    let mut failures = Vec::new();
     for &family in &cfg.families {
         for &n in &cfg.sizes {
             eprintln!("operator bench: {} N={n}", family.name());
-            let r = run_one(family, n, cfg).await?;
+            let r = match run_one(family, n, cfg).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("  failed: {e}");
+                    failures.push(Failure {
+                        family,
+                        objects: n,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             eprintln!(
                 "  settled in {:.2} s, {:.2} operator writes/object, peak RSS {:.1} MiB, idle writes {}",
                 r.settle_s,
@@ -806,6 +832,7 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
             concurrency: cfg.concurrency,
             idle_s: cfg.idle_s,
             runs,
+            failures,
         },
         targets,
     })
@@ -904,6 +931,9 @@ pub fn render(report: &Report) -> String {
             r.objects,
             keys.join(", ")
         );
+    }
+    for f in &report.results.failures {
+        let _ = writeln!(s, "FAILED {} N={}: {}", f.family.name(), f.objects, f.error);
     }
     s.push_str("\ntargets:\n");
     for c in &report.targets {
