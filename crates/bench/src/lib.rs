@@ -15,6 +15,7 @@ pub mod http;
 pub mod machine;
 pub mod process;
 pub mod procfs;
+pub mod proxy;
 pub mod report;
 pub mod stats;
 pub mod suites;

@@ -96,9 +96,9 @@ enum Command {
         /// Family to measure.
         #[arg(long, value_enum, default_value = "sessions")]
         family: FamilyArg,
-        /// Burst sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
-        sizes: Vec<usize>,
+        /// Burst sizes, comma-separated (default: 100,1000,10000; 100,1000 for labs).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
         /// Concurrent connections of the creating bursts.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
@@ -131,7 +131,11 @@ enum Command {
 enum FamilyArg {
     /// `AgenticSession`s.
     Sessions,
-    /// Every family the suite measures.
+    /// Evaluation `Experiment`s (`testbench.agentic-layer.ai`).
+    Evaluations,
+    /// Lab `Experiment`s (`experiments.illm.io`).
+    Labs,
+    /// Every family, one after another.
     All,
 }
 
@@ -188,7 +192,10 @@ async fn main() -> ExitCode {
             work_dir,
         } => {
             let families = match family {
-                FamilyArg::Sessions | FamilyArg::All => vec![operator::Family::Sessions],
+                FamilyArg::Sessions => vec![operator::Family::Sessions],
+                FamilyArg::Evaluations => vec![operator::Family::Evaluations],
+                FamilyArg::Labs => vec![operator::Family::Labs],
+                FamilyArg::All => operator::Family::ALL.to_vec(),
             };
             let bins = binary(server_bin, no_build, "devcluster", "devcluster").and_then(|s| {
                 binary(

@@ -34,7 +34,7 @@ async fn three_sessions_settle_and_the_relist_writes_nothing() {
     let work_dir = std::env::temp_dir().join(format!("bench-operator-{}", std::process::id()));
     let cfg = Config {
         families: vec![Family::Sessions],
-        sizes: vec![3],
+        sizes: Some(vec![3]),
         concurrency: 2,
         settle_timeout_per_1000_s: 120,
         idle_s: 2,

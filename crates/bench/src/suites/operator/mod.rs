@@ -8,10 +8,20 @@
 //! the writes the operator issues when it relists after an idle period, and the operator's
 //! settle rate as a fraction of a raw create burst against the same server.
 //!
-//! The dev cluster's accounting is keyed by verb and resource, not by client. Requests are
-//! therefore attributed by what each party writes: the bench's own requests are counted by
-//! the bench and subtracted, the simulators' writes are recognised by resource (see
-//! [`Party::of`]), and the rest is the operator's.
+//! One module per family says what the family creates, what "settled" means and which
+//! prerequisites it needs: [`sessions`], [`evaluations`], [`labs`].
+//!
+//! The dev cluster's accounting is keyed by verb and resource, not by client. The bench's
+//! own requests are counted by the bench and subtracted. For sessions the simulators run
+//! inside the dev cluster and their writes are recognised by resource (see [`Party::of`]).
+//! For evaluations and labs, whose simulators write resources the operator writes too
+//! (claims, Applications, Secrets), the simulators run as a separate `devcluster simulate`
+//! process behind a counting proxy ([`crate::proxy`]), so their requests are counted
+//! exactly ([`attribute_measured`]). The rest is the operator's.
+
+pub mod evaluations;
+pub mod labs;
+pub mod sessions;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +42,7 @@ use crate::http::Conn;
 use crate::machine::{LoadAverage, MachineFacts};
 use crate::process::{ChildProcess, SpawnSpec};
 use crate::procfs::{Sampler, Usage};
+use crate::proxy::CountingProxy;
 use crate::report::{Better, Envelope, Table, TargetCheck, build_profile, now_utc};
 
 /// Namespace the benchmarked custom resources live in.
@@ -43,53 +54,90 @@ pub const NAMESPACE: &str = "bench";
 pub enum Family {
     /// `AgenticSession`s, settled when `status.phase` is `Running`.
     Sessions,
+    /// Evaluation `Experiment`s (`testbench.agentic-layer.ai`), settled when `Ready` and
+    /// every generated object is listed.
+    Evaluations,
+    /// Lab `Experiment`s (`experiments.illm.io`) of two targets, settled when `Complete`.
+    Labs,
 }
 
 impl Family {
+    /// Every family, in the order `--family all` runs them.
+    pub const ALL: [Self; 3] = [Self::Sessions, Self::Evaluations, Self::Labs];
+
     /// Name used by `--controllers` and in results.
     pub fn name(self) -> &'static str {
         match self {
             Self::Sessions => "sessions",
+            Self::Evaluations => "evaluations",
+            Self::Labs => "labs",
         }
     }
 
-    /// Simulators `devcluster serve` runs for the family.
+    /// Simulators the family needs.
     pub fn simulators(self) -> &'static str {
         match self {
-            Self::Sessions => "scheduler,kubelet,jobs",
+            Self::Sessions => sessions::SIMULATORS,
+            Self::Evaluations => evaluations::SIMULATORS,
+            Self::Labs => labs::SIMULATORS,
+        }
+    }
+
+    /// Whether the simulators run as a separate process behind the counting proxy (instead
+    /// of inside `devcluster serve`).
+    pub fn simulators_apart(self) -> bool {
+        !matches!(self, Self::Sessions)
+    }
+
+    /// Burst sizes when `--sizes` is not given.
+    pub fn default_sizes(self) -> Vec<usize> {
+        match self {
+            Self::Sessions | Self::Evaluations => vec![100, 1000, 10_000],
+            Self::Labs => vec![100, 1000],
         }
     }
 
     /// API path of the family's custom resources in [`NAMESPACE`].
     pub fn collection(self) -> String {
         match self {
-            Self::Sessions => {
-                format!("/apis/vteam.ambient-code/v1alpha1/namespaces/{NAMESPACE}/agenticsessions")
-            }
+            Self::Sessions => sessions::collection(),
+            Self::Evaluations => evaluations::collection(),
+            Self::Labs => labs::collection(),
+        }
+    }
+
+    /// Accounting resource of the family's custom resources.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::Sessions => sessions::RESOURCE,
+            Self::Evaluations => evaluations::RESOURCE,
+            Self::Labs => labs::RESOURCE,
         }
     }
 
     /// The `i`th custom resource of a burst.
     pub fn object(self, i: usize) -> Value {
         match self {
-            Self::Sessions => json!({
-                "apiVersion": "vteam.ambient-code/v1alpha1",
-                "kind": "AgenticSession",
-                "metadata": {"name": format!("s-{i:05}"), "namespace": NAMESPACE},
-                "spec": {
-                    "displayName": format!("bench session {i}"),
-                    "initialPrompt": "benchmark",
-                    "llmSettings": {"model": "claude-sonnet-4-6", "temperature": 0.2, "maxTokens": 1000},
-                    "timeout": 36000
-                }
-            }),
+            Self::Sessions => sessions::object(i),
+            Self::Evaluations => evaluations::object(i),
+            Self::Labs => labs::object(i),
         }
     }
 
     /// Whether a stored custom resource has settled.
     pub fn settled(self, object: &Value) -> bool {
         match self {
-            Self::Sessions => object["status"]["phase"] == "Running",
+            Self::Sessions => sessions::settled(object),
+            Self::Evaluations => evaluations::settled(object),
+            Self::Labs => labs::settled(object),
+        }
+    }
+
+    /// Whether a stored custom resource reached a terminal failure (it will never settle).
+    pub fn failed(self, object: &Value) -> bool {
+        match self {
+            Self::Sessions | Self::Evaluations => false,
+            Self::Labs => labs::failed(object),
         }
     }
 }
@@ -105,17 +153,18 @@ pub enum Party {
 }
 
 impl Party {
-    /// Attributes a `"<verb> <resource>"` accounting key. The simulators create pods (the Job
-    /// controller), bind them, and write the status of objects they drive (pods, Jobs,
-    /// Deployments and foreign resources); the operator never writes those. The status of the
-    /// operator's own custom resources (groups `vteam.ambient-code`, `testbench.*`,
-    /// `labs.*`) is the operator's. Reads are attributed to nobody here and split by count
-    /// of watch streams in the report.
+    /// Attributes a `"<verb> <resource>"` accounting key when the simulators run inside the
+    /// dev cluster (sessions). The simulators create pods (the Job controller), bind them,
+    /// and write the status of objects they drive (pods, Jobs, Deployments and foreign
+    /// resources); the operator never writes those. The status of the operator's own custom
+    /// resources (groups `vteam.ambient-code`, `testbench.agentic-layer.ai`,
+    /// `experiments.illm.io`) is the operator's. Reads are attributed to nobody here and
+    /// split by count of watch streams in the report.
     pub fn of(key: &str) -> Self {
         let (verb, resource) = key.split_once(' ').unwrap_or((key, ""));
         let own_group = resource.contains(".ambient-code")
-            || resource.contains("testbench")
-            || resource.contains("labs.");
+            || resource.contains(".testbench.agentic-layer.ai")
+            || resource.contains(".experiments.illm.io");
         let sim = (verb == "create" && (resource == "pods" || resource == "pods/binding"))
             || (resource.ends_with("/status") && !own_group);
         if sim {
@@ -160,8 +209,9 @@ impl Requests {
 pub struct Attributed {
     /// The operator's requests.
     pub operator: Requests,
-    /// The simulators' writes (their reads cannot be told apart from the operator's and are
-    /// counted as the operator's; see `docs/benchmarks.md`).
+    /// The simulators' writes; with in-process simulators (sessions) their reads cannot be
+    /// told apart from the operator's and are counted as the operator's, with simulators
+    /// apart (evaluations, labs) all their requests are here (see `docs/benchmarks.md`).
     pub simulators: Requests,
     /// The bench's own requests.
     pub bench: Requests,
@@ -185,13 +235,36 @@ pub fn attribute(delta: &StatsSnapshot, bench: &BTreeMap<String, u64>) -> Attrib
     out
 }
 
+/// Splits an accounting delta by party when the simulators' requests were counted apart
+/// (`simulators`, by key, from [`crate::proxy::CountingProxy`]): the bench's and the
+/// simulators' counts are subtracted, reads and writes alike, and the rest is the operator's.
+pub fn attribute_measured(
+    delta: &StatsSnapshot,
+    bench: &BTreeMap<String, u64>,
+    simulators: &BTreeMap<String, u64>,
+) -> Attributed {
+    let mut out = Attributed::default();
+    for (key, s) in &delta.requests {
+        let own = bench.get(key).copied().unwrap_or_default().min(s.count);
+        out.bench.add(key, own);
+        let sim = simulators
+            .get(key)
+            .copied()
+            .unwrap_or_default()
+            .min(s.count - own);
+        out.simulators.add(key, sim);
+        out.operator.add(key, s.count - own - sim);
+    }
+    out
+}
+
 /// Parameters of a run.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Families to measure.
     pub families: Vec<Family>,
-    /// Burst sizes.
-    pub sizes: Vec<usize>,
+    /// Burst sizes; `None` runs each family's [`Family::default_sizes`].
+    pub sizes: Option<Vec<usize>>,
     /// Concurrent connections of the creating burst (and of the raw burst).
     pub concurrency: usize,
     /// Seconds to wait for the burst to settle, per 1,000 objects (at least 120 s).
@@ -240,6 +313,10 @@ pub struct RunResult {
     /// The dev cluster process (API server and simulators) from the first create until
     /// settled.
     pub server_usage: Usage,
+    /// The separate simulators process from the first create until settled (families whose
+    /// simulators run apart; `server_usage` then covers the API server alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulators_usage: Option<Usage>,
 }
 
 /// The result file's `results`.
@@ -324,20 +401,13 @@ async fn post(conn: &mut Conn, path: &str, body: &Value) -> Result<(), BenchErro
     }
 }
 
-/// The operator's CRDs, from `agentic-operator crd`.
-fn operator_crds(operator_bin: &PathBuf) -> Result<Vec<Value>, BenchError> {
-    let out = std::process::Command::new(operator_bin)
-        .arg("crd")
-        .output()
-        .map_err(|e| BenchError::Spawn {
-            program: operator_bin.display().to_string(),
-            detail: format!("crd: {e}"),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
+/// The documents of a multi-document YAML stream (`what` names it in errors), skipping
+/// empty ones.
+pub fn yaml_documents(what: &str, text: &str) -> Result<Vec<Value>, BenchError> {
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_yaml::Deserializer::from_str(text) {
         let v = Value::deserialize(doc).map_err(|e| BenchError::Decode {
-            what: "agentic-operator crd".into(),
+            what: what.into(),
             detail: e.to_string(),
         })?;
         if !v.is_null() {
@@ -347,11 +417,26 @@ fn operator_crds(operator_bin: &PathBuf) -> Result<Vec<Value>, BenchError> {
     Ok(docs)
 }
 
-/// Installs CRDs and waits until `probe` answers 200.
+/// The operator's CRDs, from `agentic-operator crd`.
+fn operator_crds(operator_bin: &PathBuf) -> Result<Vec<Value>, BenchError> {
+    let out = std::process::Command::new(operator_bin)
+        .arg("crd")
+        .output()
+        .map_err(|e| BenchError::Spawn {
+            program: operator_bin.display().to_string(),
+            detail: format!("crd: {e}"),
+        })?;
+    yaml_documents(
+        "agentic-operator crd",
+        &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+/// Installs CRDs and waits until every path of `probes` answers 200.
 async fn install(
     conn: &mut Conn,
     crds: &[Value],
-    probe: &str,
+    probes: &[&str],
     deadline: Duration,
 ) -> Result<(), BenchError> {
     for crd in crds {
@@ -363,6 +448,19 @@ async fn install(
         .await?;
     }
     let start = Instant::now();
+    for probe in probes {
+        wait_served(conn, probe, start, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Waits until `probe` answers 200, at most until `deadline` after `start`.
+async fn wait_served(
+    conn: &mut Conn,
+    probe: &str,
+    start: Instant,
+    deadline: Duration,
+) -> Result<(), BenchError> {
     loop {
         let (status, _) = conn.call(Method::GET, probe, None).await?;
         if status == 200 {
@@ -401,35 +499,11 @@ pub fn base64(data: &[u8]) -> String {
     out
 }
 
-/// The answer of the pod-scripting webhook to an `AdmissionReview`: runner pods get
-/// annotations that keep the runner and its sidecar running and end the init container at
-/// once; other pods are admitted unchanged.
-pub fn script_runner_pod(review: &Value) -> Value {
-    let req = &review["request"];
-    let uid = req["uid"].clone();
-    let pod = &req["object"];
-    let mut response = json!({"uid": uid, "allowed": true});
-    if pod["metadata"]["labels"]["app"] == "ambient-code-runner" {
-        let mut annotations = pod["metadata"]["annotations"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in [
-            ("devcluster.io/run-seconds.init-hydrate", "0"),
-            ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
-            ("devcluster.io/run-seconds.state-sync", "forever"),
-        ] {
-            annotations.insert(k.into(), json!(v));
-        }
-        let patch = json!([{"op": "add", "path": "/metadata/annotations", "value": annotations}]);
-        response["patchType"] = json!("JSONPatch");
-        response["patch"] = json!(base64(patch.to_string().as_bytes()));
-    }
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
-}
-
-/// Serves [`script_runner_pod`] over plain HTTP on a free port; returns the address.
-async fn start_webhook() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BenchError> {
+/// Serves an admission webhook answering each `AdmissionReview` with `answer` over plain HTTP
+/// on a free port; returns the address.
+async fn start_webhook(
+    answer: fn(&Value) -> Value,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), BenchError> {
     use http_body_util::{BodyExt, Full};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -449,7 +523,7 @@ async fn start_webhook() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Be
                             .map(http_body_util::Collected::to_bytes)
                             .unwrap_or_default();
                         let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let answer = script_runner_pod(&review).to_string();
+                        let answer = answer(&review).to_string();
                         let mut resp = http::Response::new(Full::new(Bytes::from(answer)));
                         resp.headers_mut().insert(
                             http::header::CONTENT_TYPE,
@@ -467,7 +541,8 @@ async fn start_webhook() -> Result<(SocketAddr, tokio::task::JoinHandle<()>), Be
     Ok((addr, task))
 }
 
-/// Creates the family's prerequisites; returns the bench's own requests by key.
+/// Creates the family's prerequisites (`webhook`: the address of the bench's admission
+/// webhook, for the families that use one).
 async fn prerequisites(
     family: Family,
     conn: &mut Conn,
@@ -476,52 +551,19 @@ async fn prerequisites(
 ) -> Result<(), BenchError> {
     let crds = operator_crds(&cfg.operator_bin)?;
     match family {
-        Family::Sessions => {
-            install(
-                conn,
-                &crds,
-                "/apis/vteam.ambient-code/v1alpha1",
-                Duration::from_mins(1),
-            )
-            .await?;
-            let ns = json!({"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": NAMESPACE, "labels": {"ambient-code.io/managed": "true"}}});
-            post(conn, "/api/v1/namespaces", &ns).await?;
-            let secret = json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "ambient-runner-secrets", "namespace": NAMESPACE},
-                "stringData": {"ANTHROPIC_API_KEY": "bench"}});
-            post(
-                conn,
-                &format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
-                &secret,
-            )
-            .await?;
-            if let Some(addr) = webhook {
-                let hook = json!({
-                    "apiVersion": "admissionregistration.k8s.io/v1",
-                    "kind": "MutatingWebhookConfiguration",
-                    "metadata": {"name": "bench-script-runner-pods"},
-                    "webhooks": [{
-                        "name": "script-runner-pods.bench.local",
-                        "clientConfig": {"url": format!("http://{addr}/mutate")},
-                        "rules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                                   "operations": ["CREATE"], "resources": ["pods"]}],
-                        "objectSelector": {"matchLabels": {"app": "ambient-code-runner"}},
-                        "failurePolicy": "Fail",
-                        "sideEffects": "None",
-                        "admissionReviewVersions": ["v1"]
-                    }]
-                });
-                post(
-                    conn,
-                    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-                    &hook,
-                )
-                .await?;
-            }
-        }
+        Family::Sessions => sessions::prerequisites(conn, &crds, webhook).await,
+        Family::Evaluations => evaluations::prerequisites(conn, &crds).await,
+        Family::Labs => labs::prerequisites(conn, &crds, webhook).await,
     }
-    Ok(())
+}
+
+/// The admission webhook answer of the families that script objects through one.
+fn webhook_answer(family: Family) -> Option<fn(&Value) -> Value> {
+    match family {
+        Family::Sessions => Some(sessions::script_runner_pod),
+        Family::Evaluations => None,
+        Family::Labs => Some(labs::zero_delay),
+    }
 }
 
 /// Creates `objects` in one burst over `concurrency` connections; returns the elapsed time.
@@ -559,8 +601,16 @@ async fn burst(
     Ok(start.elapsed())
 }
 
-/// Lists the collection and counts settled objects.
-async fn count_settled(family: Family, conn: &mut Conn) -> Result<(usize, usize), BenchError> {
+/// What a list of the burst's objects found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    total: usize,
+    settled: usize,
+    failed: usize,
+}
+
+/// Lists the collection and counts settled and failed objects.
+async fn count_settled(family: Family, conn: &mut Conn) -> Result<Progress, BenchError> {
     let body = conn
         .call_expect(Method::GET, &family.collection(), None, 200)
         .await?;
@@ -572,16 +622,11 @@ async fn count_settled(family: Family, conn: &mut Conn) -> Result<(usize, usize)
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    Ok((
-        items.len(),
-        items.iter().filter(|o| family.settled(o)).count(),
-    ))
-}
-
-fn resource_key(family: Family) -> &'static str {
-    match family {
-        Family::Sessions => "agenticsessions.vteam.ambient-code",
-    }
+    Ok(Progress {
+        total: items.len(),
+        settled: items.iter().filter(|o| family.settled(o)).count(),
+        failed: items.iter().filter(|o| family.failed(o)).count(),
+    })
 }
 
 /// Measures one family at one size.
@@ -599,7 +644,11 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--simulators".into(),
-            family.simulators().into(),
+            if family.simulators_apart() {
+                "none".into()
+            } else {
+                family.simulators().into()
+            },
         ],
         env: vec![("RUST_LOG".into(), "warn".into())],
         log: Some(dir.join("devcluster.log")),
@@ -610,13 +659,22 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         .parse()
         .map_err(|e| bench_err(format!("ready line {addr:?}: {e}")))?;
     let mut conn = Conn::connect(addr).await?;
-    let (webhook, webhook_task) = match family {
-        Family::Sessions => {
-            let (a, t) = start_webhook().await?;
+    let (webhook, webhook_task) = match webhook_answer(family) {
+        Some(answer) => {
+            let (a, t) = start_webhook(answer).await?;
             (Some(a), Some(t))
         }
+        None => (None, None),
     };
     prerequisites(family, &mut conn, cfg, webhook).await?;
+    let simulators = if family.simulators_apart() {
+        Some(start_simulators(family, cfg, &dir, &kubeconfig, addr).await?)
+    } else {
+        None
+    };
+    if family == Family::Evaluations {
+        evaluations::wait_agent(&mut conn, Duration::from_mins(1)).await?;
+    }
 
     let (metrics, health) = (free_port()?, free_port()?);
     let operator_spec = SpawnSpec {
@@ -634,10 +692,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
             "--leader-elect=false".into(),
             "--webhook-bind-address=0".into(),
         ],
-        env: vec![
-            ("KUBECONFIG".into(), kubeconfig.display().to_string()),
-            ("RUST_LOG".into(), "warn".into()),
-        ],
+        env: operator_env(family, &dir, &kubeconfig)?,
         log: Some(dir.join("operator.log")),
     };
     let (mut operator, _) =
@@ -647,10 +702,17 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let own = Own::default();
-    let key = resource_key(family);
+    let key = family.resource();
     accounting::reset(&mut conn).await?;
+    if let Some((_, proxy)) = &simulators {
+        proxy.take();
+    }
     let sampler = Sampler::start(operator.pid(), Duration::from_millis(100))?;
     let server_sampler = Sampler::start(server.pid(), Duration::from_millis(500))?;
+    let sim_sampler = match &simulators {
+        Some((p, _)) => Some(Sampler::start(p.pid(), Duration::from_millis(500))?),
+        None => None,
+    };
     let start = Instant::now();
     let objects: Vec<Value> = (0..n).map(|i| family.object(i)).collect();
     let create_burst = burst(addr, &family.collection(), objects, cfg.concurrency).await?;
@@ -660,16 +722,22 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         Duration::from_secs((cfg.settle_timeout_per_1000_s * (n as u64).div_ceil(1000)).max(120));
     let mut poll = Conn::connect(addr).await?;
     let settle = loop {
-        let (total, settled) = count_settled(family, &mut poll).await?;
+        let p = count_settled(family, &mut poll).await?;
         own.add(&format!("list {key}"), 1);
-        if total == n && settled == n {
+        if p.total == n && p.settled == n {
             break start.elapsed();
+        }
+        if p.failed > 0 {
+            return Err(bench_err(format!(
+                "{} of {n} failed ({} settled); see the objects' status.message",
+                p.failed, p.settled
+            )));
         }
         if start.elapsed() > timeout {
             return Err(BenchError::Timeout {
                 phase: format!("{} N={n} settle", family.name()),
                 seconds: timeout.as_secs(),
-                detail: format!("{settled} of {n} settled"),
+                detail: format!("{} of {n} settled", p.settled),
             });
         }
         if !operator.is_running() {
@@ -679,23 +747,41 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     };
     let usage = sampler.finish()?;
     let server_usage = server_sampler.finish()?;
+    let simulators_usage = match sim_sampler {
+        Some(s) => Some(s.finish()?),
+        None => None,
+    };
     let burst_stats = accounting::fetch(&mut conn).await?;
-    let burst_attr = attribute(&burst_stats, &own.take());
+    let burst_attr = match &simulators {
+        Some((_, proxy)) => attribute_measured(&burst_stats, &own.take(), &proxy.take()),
+        None => attribute(&burst_stats, &own.take()),
+    };
 
     // Idle: quiet, reset, force a relist, quiet again.
     tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
     accounting::reset(&mut conn).await?;
+    if let Some((_, proxy)) = &simulators {
+        proxy.take();
+    }
     conn.call_expect(Method::POST, "/devcluster/faults/expire", None, 200)
         .await?;
     conn.call_expect(Method::POST, "/devcluster/faults/cut-watches", None, 200)
         .await?;
     tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
     let idle_stats = accounting::fetch(&mut conn).await?;
-    let idle_attr = attribute(&idle_stats, &BTreeMap::new());
+    let idle_attr = match &simulators {
+        Some((_, proxy)) => attribute_measured(&idle_stats, &BTreeMap::new(), &proxy.take()),
+        None => attribute(&idle_stats, &BTreeMap::new()),
+    };
     let rss_after_idle = crate::procfs::ProcStatus::read(operator.pid())?.vm_rss_kib;
 
-    // Stop the operator before the raw burst so that it does not compete for CPU.
+    // Stop the operator and the simulators before the raw burst so that they do not compete
+    // for CPU.
     let _ = operator.stop(Duration::from_secs(5)).await;
+    if let Some((p, proxy)) = simulators {
+        let _ = p.stop(Duration::from_secs(5)).await;
+        drop(proxy);
+    }
     let raw: Vec<Value> = (0..n)
         .map(|i| {
             json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -753,7 +839,69 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
             0.0
         },
         server_usage,
+        simulators_usage,
     })
+}
+
+/// The operator's environment: its kubeconfig, the log filter and the family's settings.
+fn operator_env(
+    family: Family,
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+) -> Result<Vec<(String, String)>, BenchError> {
+    let mut env = vec![
+        ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    if family == Family::Labs {
+        env.extend(labs::operator_env(dir)?);
+    }
+    Ok(env)
+}
+
+/// Starts `devcluster simulate` with the family's simulators against the server at `addr`
+/// through a [`CountingProxy`] (its kubeconfig is `kubeconfig` with the proxy as server).
+async fn start_simulators(
+    family: Family,
+    cfg: &Config,
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    addr: SocketAddr,
+) -> Result<(ChildProcess, CountingProxy), BenchError> {
+    let proxy = CountingProxy::start(addr).await?;
+    let text = std::fs::read_to_string(kubeconfig)
+        .map_err(|e| bench_err(format!("{}: {e}", kubeconfig.display())))?;
+    let server = format!("http://{addr}");
+    if !text.contains(&server) {
+        return Err(bench_err(format!(
+            "{} does not name the server {server}",
+            kubeconfig.display()
+        )));
+    }
+    let proxied = dir.join("kubeconfig-simulators");
+    std::fs::write(
+        &proxied,
+        text.replace(&server, &format!("http://{}", proxy.addr())),
+    )
+    .map_err(|e| bench_err(format!("{}: {e}", proxied.display())))?;
+    let spec = SpawnSpec {
+        program: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "echo ready; exec \"$@\"".into(),
+            "sh".into(),
+            cfg.server_bin.display().to_string(),
+            "simulate".into(),
+            "--kubeconfig".into(),
+            proxied.display().to_string(),
+            "--simulators".into(),
+            family.simulators().into(),
+        ],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        log: Some(dir.join("simulators.log")),
+    };
+    let (process, _) = ChildProcess::spawn(&spec, "ready", Duration::from_secs(30)).await?;
+    Ok((process, proxy))
 }
 
 /// Time between two lists of the burst's objects: a list of N objects costs the server
@@ -796,7 +944,8 @@ pub async fn run(cfg: &Config) -> Result<Report, BenchError> {
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     for &family in &cfg.families {
-        for &n in &cfg.sizes {
+        let sizes = cfg.sizes.clone().unwrap_or_else(|| family.default_sizes());
+        for n in sizes {
             eprintln!("operator bench: {} N={n}", family.name());
             let r = match run_one(family, n, cfg).await {
                 Ok(r) => r,
@@ -893,6 +1042,7 @@ pub fn render(report: &Report) -> String {
         "peak RSS MiB",
         "CPU s",
         "server CPU s",
+        "sim CPU s",
         "idle op writes",
     ]);
     for r in &report.results.runs {
@@ -910,6 +1060,9 @@ pub fn render(report: &Report) -> String {
             format!("{:.1}", r.operator_usage.rss_max_mib),
             format!("{:.2}", r.operator_usage.cpu_s),
             format!("{:.2}", r.server_usage.cpu_s),
+            r.simulators_usage
+                .as_ref()
+                .map_or_else(|| "-".into(), |u| format!("{:.2}", u.cpu_s)),
             r.idle.operator.writes.to_string(),
         ]);
     }
@@ -995,6 +1148,115 @@ mod tests {
             Party::Operator
         );
         assert_eq!(Party::of("delete pods"), Party::Operator);
+        // The status of every family's own custom resources is the operator's.
+        assert_eq!(
+            Party::of("patch experiments.testbench.agentic-layer.ai/status"),
+            Party::Operator
+        );
+        assert_eq!(
+            Party::of("patch experiments.experiments.illm.io/status"),
+            Party::Operator
+        );
+        // Foreign status written by the simulators.
+        assert_eq!(
+            Party::of("patch agents.runtime.agentic-layer.ai/status"),
+            Party::Simulators
+        );
+        assert_eq!(
+            Party::of("patch vclusters.illm.io/status"),
+            Party::Simulators
+        );
+    }
+
+    #[test]
+    fn measured_attribution_subtracts_the_bench_and_the_simulators_counts() {
+        let mut s = StatsSnapshot::default();
+        for (k, c) in [
+            ("create experiments.experiments.illm.io", 10),
+            ("list experiments.experiments.illm.io", 6),
+            ("patch experiments.experiments.illm.io/status", 40),
+            // Written by both: the operator applies claims and Applications, Crossplane
+            // adds its finalizer, Argo CD writes Application status on the object.
+            ("patch vclusters.illm.io", 25),
+            ("patch applications.argoproj.io", 50),
+            ("create secrets", 10),
+            ("patch secrets", 10),
+            ("patch vclusters.illm.io/status", 10),
+            ("watch vclusters.illm.io", 3),
+        ] {
+            s.requests.insert(
+                k.into(),
+                VerbStats {
+                    count: c,
+                    ..VerbStats::default()
+                },
+            );
+        }
+        let own = BTreeMap::from([
+            ("create experiments.experiments.illm.io".to_string(), 10),
+            ("list experiments.experiments.illm.io".to_string(), 5),
+        ]);
+        let sims = BTreeMap::from([
+            ("patch vclusters.illm.io".to_string(), 10),
+            ("patch applications.argoproj.io".to_string(), 20),
+            ("create secrets".to_string(), 10),
+            ("patch vclusters.illm.io/status".to_string(), 10),
+            ("watch vclusters.illm.io".to_string(), 2),
+            // More than the server saw (a request counted by the proxy but not yet
+            // accounted): capped at what the server saw.
+            ("get secrets".to_string(), 4),
+        ]);
+        let a = attribute_measured(&s, &own, &sims);
+        assert_eq!(a.bench.total, 15);
+        assert_eq!(a.simulators.writes, 50);
+        assert_eq!(a.simulators.total, 52);
+        assert!(!a.simulators.by_key.contains_key("get secrets"));
+        assert_eq!(a.operator.by_key["patch vclusters.illm.io"], 15);
+        assert_eq!(a.operator.by_key["patch applications.argoproj.io"], 30);
+        assert_eq!(a.operator.by_key["patch secrets"], 10);
+        assert!(!a.operator.by_key.contains_key("create secrets"));
+        assert!(
+            !a.operator
+                .by_key
+                .contains_key("patch vclusters.illm.io/status")
+        );
+        assert_eq!(a.operator.by_key["list experiments.experiments.illm.io"], 1);
+        assert_eq!(a.operator.by_key["watch vclusters.illm.io"], 1);
+        // 40 status + 15 claim applies + 30 Application applies + 10 Secret applies.
+        assert_eq!(a.operator.writes, 95);
+        assert_eq!(a.operator.total, 97);
+        let total: u64 = s.requests.values().map(|v| v.count).sum();
+        assert_eq!(a.operator.total + a.simulators.total + a.bench.total, total);
+    }
+
+    #[test]
+    fn families_names_sizes_and_simulators() {
+        assert_eq!(
+            Family::ALL.map(Family::name),
+            ["sessions", "evaluations", "labs"]
+        );
+        assert_eq!(Family::Labs.default_sizes(), [100, 1000]);
+        assert_eq!(Family::Sessions.default_sizes(), [100, 1000, 10_000]);
+        assert!(!Family::Sessions.simulators_apart());
+        assert!(Family::Evaluations.simulators_apart() && Family::Labs.simulators_apart());
+        assert_eq!(
+            Family::Labs.simulators(),
+            "crossplane,argocd,argo-workflows"
+        );
+        assert_eq!(Family::Evaluations.simulators(), "agent-runtime");
+        for f in Family::ALL {
+            let o = f.object(1);
+            assert_eq!(o["metadata"]["namespace"], NAMESPACE, "{}", f.name());
+            assert!(
+                f.collection().ends_with(&format!(
+                    "/namespaces/{NAMESPACE}/{}",
+                    f.resource().split('.').next().unwrap()
+                )),
+                "{}",
+                f.name()
+            );
+            assert!(!f.settled(&o), "{} settles without status", f.name());
+        }
     }
 
     #[test]
@@ -1035,20 +1297,6 @@ mod tests {
     }
 
     #[test]
-    fn webhook_scripts_only_runner_pods() {
-        let review = json!({"request": {"uid": "u1", "object": {"metadata": {
-            "labels": {"app": "ambient-code-runner"}, "annotations": {"a": "b"}}}}});
-        let r = script_runner_pod(&review);
-        assert_eq!(r["response"]["uid"], "u1");
-        assert_eq!(r["response"]["allowed"], true);
-        assert_eq!(r["response"]["patchType"], "JSONPatch");
-        let other =
-            json!({"request": {"uid": "u2", "object": {"metadata": {"labels": {"app": "x"}}}}});
-        let r = script_runner_pod(&other);
-        assert!(r["response"].get("patch").is_none());
-    }
-
-    #[test]
     fn targets_and_result_shape() {
         let run = RunResult {
             family: Family::Sessions,
@@ -1069,6 +1317,7 @@ mod tests {
             fraction_of_raw: 0.25,
             operator_write_rate_fraction_of_raw: 0.5,
             server_usage: Usage::default(),
+            simulators_usage: None,
         };
         let t = targets(std::slice::from_ref(&run));
         assert_eq!(t.len(), 3);
@@ -1077,6 +1326,10 @@ mod tests {
         assert!(t[2].met, "no idle writes");
         let v = serde_json::to_value(&run).unwrap();
         assert_eq!(v["family"], "sessions");
+        assert!(
+            v.get("simulators_usage").is_none(),
+            "sessions results keep their shape"
+        );
         assert_eq!(v["operator_usage"]["rss_max_mib"], 80.0);
         let back: RunResult = serde_json::from_value(v).unwrap();
         assert_eq!(back, run);
