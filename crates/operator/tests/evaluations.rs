@@ -6,38 +6,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{future::Future, path::PathBuf, time::Duration};
+mod support;
 
-use agentic_operator::runtime::{
-    config::{Environment, RunArgs, Settings},
-    manager::Manager,
-    startup::RunError,
-};
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client,
     api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
-    core::GroupVersionKind,
 };
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_mins(1);
-
-fn crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
+use support::{
+    Operator, Setup, TestCluster, api_resource, create_object, dynamic, get_object, install_crd,
+    json_condition, merge_object, settings_for, wait_for,
+};
 
 fn experiments() -> ApiResource {
-    resource(
+    api_resource(
         "testbench.agentic-layer.ai",
         "v1alpha1",
         "Experiment",
@@ -45,7 +30,7 @@ fn experiments() -> ApiResource {
     )
 }
 fn workflows() -> ApiResource {
-    resource(
+    api_resource(
         "testworkflows.testkube.io",
         "v1",
         "TestWorkflow",
@@ -53,193 +38,55 @@ fn workflows() -> ApiResource {
     )
 }
 fn triggers() -> ApiResource {
-    resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
+    api_resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
 }
 fn agents() -> ApiResource {
-    resource("runtime.agentic-layer.ai", "v1alpha1", "Agent", "agents")
+    api_resource("runtime.agentic-layer.ai", "v1alpha1", "Agent", "agents")
 }
 
-fn fixture(name: &str) -> CustomResourceDefinition {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../devcluster/fixtures/evaluations")
-        .join(name);
-    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut get: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = get().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn create_crd(client: &Client, crd: &CustomResourceDefinition, plural: &str) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.create(&PostParams::default(), crd).await.unwrap();
-    let gv = format!("{}/{}", crd.spec.group, crd.spec.versions[0].name);
-    eventually(&format!("{plural} to be served"), || async {
-        client
-            .list_api_group_resources(&gv)
-            .await
-            .ok()
-            .filter(|l| l.resources.iter().any(|r| r.name == plural))
-    })
-    .await;
-}
-
-async fn install_experiment_crd(client: &Client) {
-    let crd = agentic_api::crds::all()
-        .into_iter()
-        .find(|c| c.spec.group == agentic_api::evaluations::GROUP)
-        .unwrap();
-    create_crd(client, &crd, "experiments").await;
-}
-
+/// Installs Testkube's `TestWorkflow` and `TestTrigger` CRDs.
 async fn install_testkube(client: &Client) {
-    create_crd(
-        client,
-        &fixture("testworkflows.testkube.io.yaml"),
-        "testworkflows",
-    )
-    .await;
-    create_crd(
-        client,
-        &fixture("testtriggers.tests.testkube.io.yaml"),
-        "testtriggers",
-    )
-    .await;
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.unwrap();
+    for crd in [
+        "evaluations/testworkflows.testkube.io.yaml",
+        "evaluations/testtriggers.tests.testkube.io.yaml",
+    ] {
+        install_crd(client, &support::fixture(crd)).await;
+    }
 }
 
 /// A dev cluster with the Experiment CRD, the Agent CRD, the agent runtime simulator and
 /// (when `testkube`) Testkube's CRDs, plus namespaces `team`, `agents` and `testkube`.
-async fn cluster(testkube: bool) -> devcluster::DevCluster {
+async fn cluster(testkube: bool) -> TestCluster {
     cluster_with_hooks(testkube, devcluster::Hooks::default()).await
 }
 
 /// [`cluster`] with request hooks.
-async fn cluster_with_hooks(testkube: bool, hooks: devcluster::Hooks) -> devcluster::DevCluster {
-    crypto();
-    let dc = devcluster::DevCluster::builder()
+async fn cluster_with_hooks(testkube: bool, hooks: devcluster::Hooks) -> TestCluster {
+    let mut setup = Setup::new()
         .hooks(hooks)
-        .with_simulators("agent-runtime".parse().unwrap())
+        .crds(agentic_api::evaluations::GROUP)
+        .fixture("evaluations/agents.runtime.agentic-layer.ai.yaml");
+    if testkube {
+        setup = setup
+            .fixture("evaluations/testworkflows.testkube.io.yaml")
+            .fixture("evaluations/testtriggers.tests.testkube.io.yaml");
+    }
+    setup
+        .namespace("team", &[])
+        .namespace("agents", &[])
+        .namespace("testkube", &[])
+        .simulators("agent-runtime".parse().unwrap())
         .start()
         .await
-        .unwrap();
-    let client = dc.client();
-    install_experiment_crd(&client).await;
-    create_crd(
-        &client,
-        &fixture("agents.runtime.agentic-layer.ai.yaml"),
-        "agents",
-    )
-    .await;
-    if testkube {
-        install_testkube(&client).await;
-    }
-    for ns in ["team", "agents", "testkube"] {
-        namespace(&client, ns).await;
-    }
-    dc
 }
 
-struct Operator {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), RunError>>,
-    metrics: agentic_operator::runtime::metrics::Metrics,
-}
-
-impl Operator {
-    fn start(client: Client, testkube_namespace: Option<&str>) -> Self {
-        let args = RunArgs {
-            metrics_bind_address: "0".into(),
-            health_probe_bind_address: "0".into(),
-            webhook_bind_address: "0".into(),
-            controllers: Some(vec!["evaluations".into()]),
-            testkube_namespace: testkube_namespace.map(str::to_owned),
-            ..RunArgs::default()
-        };
-        let settings =
-            Settings::resolve(&args, &Environment::fixed([("POD_NAME", "op")], None)).unwrap();
-        let manager = Manager::new(settings, agentic_operator::families());
-        let metrics = manager.metrics().clone();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(manager.run_with_client(client, shutdown.clone()));
-        Self {
-            shutdown,
-            task,
-            metrics,
-        }
-    }
-
-    /// The sample of `name` whose line contains every one of `labels`, summed.
-    fn metric(&self, name: &str, labels: &[&str]) -> u64 {
-        let text = self.metrics.encode().unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-            .filter_map(|l| l.rsplit(' ').next()?.split('.').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    /// Finished reconciles of the Experiment controller, whatever their result.
-    fn reconciles(&self) -> u64 {
-        let text = self.metrics.encode().unwrap();
-        text.lines()
-            .filter(|l| {
-                l.starts_with("controller_runtime_reconcile_total{")
-                    && l.contains("controller=\"experiment\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.split('.').next()?.parse::<u64>().ok())
-            .sum()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-fn api(client: &Client, ar: &ApiResource, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, ar)
-}
-
-async fn create(client: &Client, ar: &ApiResource, ns: &str, body: Value) -> DynamicObject {
-    let obj: DynamicObject = serde_json::from_value(body).unwrap();
-    api(client, ar, ns)
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap()
-}
-
-async fn merge(client: &Client, ar: &ApiResource, ns: &str, name: &str, patch: Value) {
-    api(client, ar, ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
-async fn get(client: &Client, ar: &ApiResource, ns: &str, name: &str) -> Option<Value> {
-    api(client, ar, ns)
-        .get_opt(name)
-        .await
-        .unwrap()
-        .map(|o| serde_json::to_value(o).unwrap())
+/// The operator with only the evaluations controllers, writing Testkube objects to
+/// `testkube_namespace` when given.
+fn start_operator(client: Client, testkube_namespace: Option<&str>) -> Operator {
+    let settings = settings_for("evaluations", &[("POD_NAME", "op")], |args| {
+        args.testkube_namespace = testkube_namespace.map(str::to_owned);
+    });
+    Operator::start(client, settings)
 }
 
 async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> {
@@ -247,13 +94,6 @@ async fn config_map(client: &Client, ns: &str, name: &str) -> Option<ConfigMap> 
         .get_opt(name)
         .await
         .unwrap()
-}
-
-fn condition<'a>(exp: &'a Value, type_: &str) -> Option<&'a Value> {
-    exp.pointer("/status/conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
 }
 
 /// Waits until `name`'s condition `type_` has `status` (and `reason` when given).
@@ -265,9 +105,9 @@ async fn wait_condition(
     status: &str,
     reason: Option<&str>,
 ) -> Value {
-    eventually(&format!("{type_}={status} on {ns}/{name}"), || async {
-        let exp = get(client, &experiments(), ns, name).await?;
-        let c = condition(&exp, type_)?;
+    wait_for(&format!("{type_}={status} on {ns}/{name}"), || async {
+        let exp = get_object(client, &experiments(), ns, name).await?;
+        let c = json_condition(&exp, type_)?;
         (c["status"] == status
             && reason.is_none_or(|r| c["reason"] == r)
             && c["observedGeneration"] == exp["metadata"]["generation"])
@@ -277,11 +117,7 @@ async fn wait_condition(
 }
 
 async fn wait_gone(client: &Client, ar: &ApiResource, ns: &str, name: &str) {
-    eventually(
-        &format!("{} {ns}/{name} to be deleted", ar.kind),
-        || async { get(client, ar, ns, name).await.is_none().then_some(()) },
-    )
-    .await;
+    support::wait_gone(&dynamic(client, ar, ns), name).await;
 }
 
 fn scenarios_experiment(name: &str) -> Value {
@@ -310,7 +146,7 @@ fn scenarios_experiment(name: &str) -> Value {
 }
 
 async fn create_agent(client: &Client, port: u16) {
-    create(
+    create_object(
         client,
         &agents(),
         "agents",
@@ -386,7 +222,7 @@ async fn crd_rejects_invalid_experiments_naming_the_field() {
             "spec": spec
         }))
         .unwrap();
-        let err = api(&client, &experiments(), "team")
+        let err = dynamic(&client, &experiments(), "team")
             .create(&PostParams::default(), &obj)
             .await
             .expect_err(name);
@@ -408,8 +244,8 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     let dc = cluster(true).await;
     let client = dc.client();
     create_agent(&client, 9000).await;
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -427,7 +263,7 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     )
     .await;
     assert_eq!(
-        condition(&exp, "WorkflowReady").unwrap()["reason"],
+        json_condition(&exp, "WorkflowReady").unwrap()["reason"],
         "WorkflowCreated"
     );
     assert_eq!(generated(&exp), ["ConfigMap", "TestWorkflow"]);
@@ -459,8 +295,8 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     );
 
     // The agent URL comes from the simulated runtime's status.url, without the card suffix.
-    let wf = eventually("the TestWorkflow to use the Agent's status URL", || async {
-        get(&client, &workflows(), "team", "weather-workflow")
+    let wf = wait_for("the TestWorkflow to use the Agent's status URL", || async {
+        get_object(&client, &workflows(), "team", "weather-workflow")
             .await
             .filter(|w| {
                 w["spec"]["use"][0]["config"]["agentUrl"]
@@ -492,14 +328,14 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     )
     .await;
     assert!(
-        condition(&exp, "AgentResolved").unwrap()["message"]
+        json_condition(&exp, "AgentResolved").unwrap()["message"]
             .as_str()
             .unwrap()
             .contains(":9000")
     );
 
     // Enable the trigger.
-    merge(
+    merge_object(
         &client,
         &experiments(),
         "team",
@@ -507,8 +343,8 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
         json!({"spec": {"trigger": {"enabled": true, "concurrencyPolicy": "Replace"}}}),
     )
     .await;
-    let trigger = eventually("the TestTrigger", || async {
-        get(&client, &triggers(), "team", "weather-trigger").await
+    let trigger = wait_for("the TestTrigger", || async {
+        get_object(&client, &triggers(), "team", "weather-trigger").await
     })
     .await;
     assert_eq!(
@@ -529,18 +365,18 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     assert!(
         op.metric(
             "evaluations_generated_object_writes_total",
-            &["kind=\"TestTrigger\"", "operation=\"apply\""]
+            &[("kind", "TestTrigger"), ("operation", "apply")]
         ) >= 1
     );
     assert!(
         op.metric(
             "evaluations_condition_transitions_total",
-            &["condition=\"Ready\"", "status=\"True\""]
+            &[("condition", "Ready"), ("status", "True")]
         ) >= 1
     );
 
     // Disable it again: the trigger goes.
-    merge(
+    merge_object(
         &client,
         &experiments(),
         "team",
@@ -551,9 +387,9 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     wait_gone(&client, &triggers(), "team", "weather-trigger").await;
 
     // Switch to dataset mode.
-    merge(&client, &experiments(), "team", "weather", json!({"spec": {"scenarios": null, "dataset": {"s3": {"bucket": "testbench", "key": "dataset.json"}}}})).await;
-    let wf = eventually("the workflow in dataset mode", || async {
-        get(&client, &workflows(), "team", "weather-workflow")
+    merge_object(&client, &experiments(), "team", "weather", json!({"spec": {"scenarios": null, "dataset": {"s3": {"bucket": "testbench", "key": "dataset.json"}}}})).await;
+    let wf = wait_for("the workflow in dataset mode", || async {
+        get_object(&client, &workflows(), "team", "weather-workflow")
             .await
             .filter(|w| w["spec"]["use"][0]["name"] == "setup-template")
     })
@@ -570,19 +406,19 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     assert_eq!(doc["scenarios"], json!([]));
 
     // Delete: owner references cascade.
-    api(&client, &experiments(), "team")
+    dynamic(&client, &experiments(), "team")
         .delete("weather", &DeleteParams::background())
         .await
         .unwrap();
     wait_gone(&client, &workflows(), "team", "weather-workflow").await;
-    eventually("the ConfigMap to be deleted", || async {
+    wait_for("the ConfigMap to be deleted", || async {
         config_map(&client, "team", "weather-experiment")
             .await
             .is_none()
             .then_some(())
     })
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Upstream watched only `ConfigMaps`, so a changed or deleted `TestWorkflow` or `TestTrigger`
@@ -591,17 +427,17 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
 async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
+    let op = start_operator(client.clone(), None);
     let mut body = scenarios_experiment("drift");
     body["spec"]["trigger"] = json!({"enabled": true});
-    create(&client, &experiments(), "team", body).await;
+    create_object(&client, &experiments(), "team", body).await;
     wait_condition(&client, "team", "drift", "Ready", "True", None).await;
-    eventually("the trigger", || async {
-        get(&client, &triggers(), "team", "drift-trigger").await
+    wait_for("the trigger", || async {
+        get_object(&client, &triggers(), "team", "drift-trigger").await
     })
     .await;
 
-    merge(
+    merge_object(
         &client,
         &workflows(),
         "team",
@@ -609,19 +445,19 @@ async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
         json!({"spec": {"use": [{"name": "something-else"}]}}),
     )
     .await;
-    eventually("the workflow to be restored", || async {
-        get(&client, &workflows(), "team", "drift-workflow")
+    wait_for("the workflow to be restored", || async {
+        get_object(&client, &workflows(), "team", "drift-workflow")
             .await
             .filter(|w| w["spec"]["use"][0]["name"] == "run-template")
     })
     .await;
 
-    api(&client, &triggers(), "team")
+    dynamic(&client, &triggers(), "team")
         .delete("drift-trigger", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the trigger to be recreated", || async {
-        get(&client, &triggers(), "team", "drift-trigger")
+    wait_for("the trigger to be recreated", || async {
+        get_object(&client, &triggers(), "team", "drift-trigger")
             .await
             .filter(|t| t["metadata"]["deletionTimestamp"].is_null())
     })
@@ -631,11 +467,11 @@ async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
         .delete("drift-experiment", &DeleteParams::default())
         .await
         .unwrap();
-    eventually("the ConfigMap to be recreated", || async {
+    wait_for("the ConfigMap to be recreated", || async {
         config_map(&client, "team", "drift-experiment").await
     })
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Upstream created workflows and triggers in the Experiment's namespace, where Testkube does
@@ -644,10 +480,10 @@ async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
 async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), Some("testkube"));
+    let op = start_operator(client.clone(), Some("testkube"));
     let mut body = scenarios_experiment("weather");
     body["spec"]["trigger"] = json!({"enabled": true});
-    create(&client, &experiments(), "team", body).await;
+    create_object(&client, &experiments(), "team", body).await;
     let exp = wait_condition(&client, "team", "weather", "Ready", "True", None).await;
     assert!(
         exp["metadata"]["finalizers"]
@@ -657,7 +493,7 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
             .any(|f| f == "testbench.agentic-layer.ai/testkube-cleanup"),
         "{exp}"
     );
-    let wf = get(&client, &workflows(), "testkube", "weather-team-workflow")
+    let wf = get_object(&client, &workflows(), "testkube", "weather-team-workflow")
         .await
         .unwrap();
     assert!(wf["metadata"].get("ownerReferences").is_none());
@@ -674,7 +510,7 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
             .await
             .is_some()
     );
-    let trigger = get(&client, &triggers(), "testkube", "weather-team-trigger")
+    let trigger = get_object(&client, &triggers(), "testkube", "weather-team-trigger")
         .await
         .unwrap();
     assert_eq!(
@@ -682,12 +518,12 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
         json!({"name": "weather-team-workflow", "namespace": "testkube"})
     );
     assert!(
-        get(&client, &workflows(), "team", "weather-workflow")
+        get_object(&client, &workflows(), "team", "weather-workflow")
             .await
             .is_none()
     );
 
-    api(&client, &experiments(), "team")
+    dynamic(&client, &experiments(), "team")
         .delete("weather", &DeleteParams::background())
         .await
         .unwrap();
@@ -699,7 +535,7 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
             .await
             .is_none()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Upstream reported `Ready=True` without the `TestWorkflow` CRD and never retried.
@@ -707,8 +543,8 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
 async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
     let dc = cluster(false).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -724,7 +560,7 @@ async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
         Some("CRDNotInstalled"),
     )
     .await;
-    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "False");
+    assert_eq!(json_condition(&exp, "Ready").unwrap()["status"], "False");
     assert_eq!(generated(&exp), ["ConfigMap"]);
 
     install_testkube(&client).await;
@@ -739,11 +575,11 @@ async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
     .await;
     wait_condition(&client, "team", "early", "Ready", "True", None).await;
     assert!(
-        get(&client, &workflows(), "team", "early-workflow")
+        get_object(&client, &workflows(), "team", "early-workflow")
             .await
             .is_some()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Without an Agent, the Service DNS form is used and the status says so; when the Agent
@@ -752,8 +588,8 @@ async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
 async fn agent_url_follows_the_agent() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -770,12 +606,12 @@ async fn agent_url_follows_the_agent() {
     )
     .await;
     assert!(
-        condition(&exp, "AgentResolved").unwrap()["message"]
+        json_condition(&exp, "AgentResolved").unwrap()["message"]
             .as_str()
             .unwrap()
             .contains("http://weather-agent.agents:8000")
     );
-    let wf = get(&client, &workflows(), "team", "later-workflow")
+    let wf = get_object(&client, &workflows(), "team", "later-workflow")
         .await
         .unwrap();
     assert_eq!(
@@ -784,8 +620,8 @@ async fn agent_url_follows_the_agent() {
     );
 
     create_agent(&client, 9100).await;
-    eventually("the workflow to use the Agent's URL", || async {
-        get(&client, &workflows(), "team", "later-workflow")
+    wait_for("the workflow to use the Agent's URL", || async {
+        get_object(&client, &workflows(), "team", "later-workflow")
             .await
             .filter(|w| {
                 w["spec"]["use"][0]["config"]["agentUrl"]
@@ -802,7 +638,7 @@ async fn agent_url_follows_the_agent() {
         Some("AgentStatusURL"),
     )
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -810,10 +646,10 @@ async fn restart_converges_without_rewriting_children() {
     let dc = cluster(true).await;
     let client = dc.client();
     create_agent(&client, 9000).await;
-    let op = Operator::start(client.clone(), None);
+    let op = start_operator(client.clone(), None);
     let mut body = scenarios_experiment("steady");
     body["spec"]["trigger"] = json!({"enabled": true});
-    create(&client, &experiments(), "team", body).await;
+    create_object(&client, &experiments(), "team", body).await;
     wait_condition(
         &client,
         "team",
@@ -824,11 +660,11 @@ async fn restart_converges_without_rewriting_children() {
     )
     .await;
     let before = wait_condition(&client, "team", "steady", "Ready", "True", None).await;
-    op.stop().await;
+    op.stop().await.unwrap();
 
     let versions = |w: Option<Value>| w.unwrap()["metadata"]["resourceVersion"].clone();
-    let wf_rv = versions(get(&client, &workflows(), "team", "steady-workflow").await);
-    let tr_rv = versions(get(&client, &triggers(), "team", "steady-trigger").await);
+    let wf_rv = versions(get_object(&client, &workflows(), "team", "steady-workflow").await);
+    let tr_rv = versions(get_object(&client, &triggers(), "team", "steady-trigger").await);
     let cm_rv = config_map(&client, "team", "steady-experiment")
         .await
         .unwrap()
@@ -836,7 +672,7 @@ async fn restart_converges_without_rewriting_children() {
         .resource_version;
 
     // A change made while the operator is down is picked up after the restart.
-    merge(
+    merge_object(
         &client,
         &experiments(),
         "team",
@@ -844,8 +680,8 @@ async fn restart_converges_without_rewriting_children() {
         json!({"spec": {"llmAsAJudgeModel": "gpt-4o"}}),
     )
     .await;
-    let op = Operator::start(client.clone(), None);
-    eventually(
+    let op = start_operator(client.clone(), None);
+    wait_for(
         "the ConfigMap to follow the change made while stopped",
         || async {
             config_map(&client, "team", "steady-experiment")
@@ -857,11 +693,11 @@ async fn restart_converges_without_rewriting_children() {
     let after = wait_condition(&client, "team", "steady", "Ready", "True", None).await;
     // The objects that did not change were not rewritten, and the condition did not flip.
     assert_eq!(
-        versions(get(&client, &workflows(), "team", "steady-workflow").await),
+        versions(get_object(&client, &workflows(), "team", "steady-workflow").await),
         wf_rv
     );
     assert_eq!(
-        versions(get(&client, &triggers(), "team", "steady-trigger").await),
+        versions(get_object(&client, &triggers(), "team", "steady-trigger").await),
         tr_rv
     );
     assert_ne!(
@@ -873,10 +709,10 @@ async fn restart_converges_without_rewriting_children() {
         cm_rv
     );
     assert_eq!(
-        condition(&before, "Ready").unwrap()["lastTransitionTime"],
-        condition(&after, "Ready").unwrap()["lastTransitionTime"]
+        json_condition(&before, "Ready").unwrap()["lastTransitionTime"],
+        json_condition(&after, "Ready").unwrap()["lastTransitionTime"]
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// An invalid spec that the installed CRD lets through (an older CRD without the CEL rules)
@@ -885,10 +721,10 @@ async fn restart_converges_without_rewriting_children() {
 async fn invalid_trigger_event_is_reported_on_the_experiment() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
+    let op = start_operator(client.clone(), None);
     let mut body = scenarios_experiment("bad-event");
     body["spec"]["trigger"] = json!({"enabled": true, "event": "on_push"});
-    create(&client, &experiments(), "team", body).await;
+    create_object(&client, &experiments(), "team", body).await;
     let exp = wait_condition(
         &client,
         "team",
@@ -898,17 +734,17 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
         Some("ReconcileFailed"),
     )
     .await;
-    let message = condition(&exp, "Ready").unwrap()["message"]
+    let message = json_condition(&exp, "Ready").unwrap()["message"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(message.contains("spec.trigger.event"), "{message}");
     assert!(
-        get(&client, &triggers(), "team", "bad-event-trigger")
+        get_object(&client, &triggers(), "team", "bad-event-trigger")
             .await
             .is_none()
     );
-    merge(
+    merge_object(
         &client,
         &experiments(),
         "team",
@@ -918,11 +754,11 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
     .await;
     wait_condition(&client, "team", "bad-event", "Ready", "True", None).await;
     assert!(
-        get(&client, &triggers(), "team", "bad-event-trigger")
+        get_object(&client, &triggers(), "team", "bad-event-trigger")
             .await
             .is_some()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// The shipped examples are accepted by the CRD and reconcile to Ready.
@@ -930,7 +766,7 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
 async fn examples_reconcile() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
+    let op = start_operator(client.clone(), None);
     for (file, workflow, first) in [
         ("scenarios.yaml", "weather-workflow", "run-template"),
         ("dataset.yaml", "weather-dataset-workflow", "setup-template"),
@@ -940,18 +776,18 @@ async fn examples_reconcile() {
             .join(file);
         let body: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let name = body["metadata"]["name"].as_str().unwrap().to_owned();
-        create(&client, &experiments(), "testkube", body).await;
+        create_object(&client, &experiments(), "testkube", body).await;
         wait_condition(&client, "testkube", &name, "Ready", "True", None).await;
-        let wf = get(&client, &workflows(), "testkube", workflow)
+        let wf = get_object(&client, &workflows(), "testkube", workflow)
             .await
             .unwrap();
         assert_eq!(use_names(&wf)[0], first, "{file}");
     }
-    eventually("the example's trigger", || async {
-        get(&client, &triggers(), "testkube", "weather-trigger").await
+    wait_for("the example's trigger", || async {
+        get_object(&client, &triggers(), "testkube", "weather-trigger").await
     })
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Upstream rewrote the whole status on every reconcile. Here a reconcile that finds
@@ -961,10 +797,10 @@ async fn steady_state_reconciles_write_nothing() {
     let dc = cluster(true).await;
     let client = dc.client();
     create_agent(&client, 9000).await;
-    let op = Operator::start(client.clone(), None);
+    let op = start_operator(client.clone(), None);
     let mut body = scenarios_experiment("quiet");
     body["spec"]["trigger"] = json!({"enabled": true});
-    create(&client, &experiments(), "team", body).await;
+    create_object(&client, &experiments(), "team", body).await;
     wait_condition(
         &client,
         "team",
@@ -976,8 +812,8 @@ async fn steady_state_reconciles_write_nothing() {
     .await;
     wait_condition(&client, "team", "quiet", "Ready", "True", None).await;
     let rv = |v: Option<Value>| v.unwrap()["metadata"]["resourceVersion"].clone();
-    let workflow = rv(get(&client, &workflows(), "team", "quiet-workflow").await);
-    let trigger = rv(get(&client, &triggers(), "team", "quiet-trigger").await);
+    let workflow = rv(get_object(&client, &workflows(), "team", "quiet-workflow").await);
+    let trigger = rv(get_object(&client, &triggers(), "team", "quiet-trigger").await);
     let cm = config_map(&client, "team", "quiet-experiment")
         .await
         .unwrap()
@@ -985,8 +821,8 @@ async fn steady_state_reconciles_write_nothing() {
         .resource_version;
 
     // A metadata-only change triggers a reconcile that has nothing to do.
-    let before = op.reconciles();
-    merge(
+    let before = op.reconciles("experiment");
+    merge_object(
         &client,
         &experiments(),
         "team",
@@ -994,23 +830,23 @@ async fn steady_state_reconciles_write_nothing() {
         json!({"metadata": {"labels": {"touched": "yes"}}}),
     )
     .await;
-    let touched = rv(get(&client, &experiments(), "team", "quiet").await);
+    let touched = rv(get_object(&client, &experiments(), "team", "quiet").await);
     let writes = dc.stats().writes;
-    eventually("a reconcile after the label change", || async {
-        (op.reconciles() > before).then_some(())
+    wait_for("a reconcile after the label change", || async {
+        (op.reconciles("experiment") > before).then_some(())
     })
     .await;
     assert_eq!(dc.stats().writes, writes, "{:#?}", dc.stats().requests);
     assert_eq!(
-        rv(get(&client, &experiments(), "team", "quiet").await),
+        rv(get_object(&client, &experiments(), "team", "quiet").await),
         touched
     );
     assert_eq!(
-        rv(get(&client, &workflows(), "team", "quiet-workflow").await),
+        rv(get_object(&client, &workflows(), "team", "quiet-workflow").await),
         workflow
     );
     assert_eq!(
-        rv(get(&client, &triggers(), "team", "quiet-trigger").await),
+        rv(get_object(&client, &triggers(), "team", "quiet-trigger").await),
         trigger
     );
     assert_eq!(
@@ -1021,7 +857,7 @@ async fn steady_state_reconciles_write_nothing() {
             .resource_version,
         cm
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Upstream referenced `otel-config` without checking it exists or saying so.
@@ -1029,8 +865,8 @@ async fn steady_state_reconciles_write_nothing() {
 async fn otel_config_presence_is_reported_and_followed() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -1046,7 +882,7 @@ async fn otel_config_presence_is_reported_and_followed() {
         Some("OtelConfigMapMissing"),
     )
     .await;
-    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    assert_eq!(json_condition(&exp, "Ready").unwrap()["status"], "True");
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "otel-config", "namespace": "team"},
         "data": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://lgtm.monitoring:4318"}
@@ -1065,12 +901,12 @@ async fn otel_config_presence_is_reported_and_followed() {
         Some("OtelConfigMap"),
     )
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Writes the execution summary Testkube keeps in a `TestWorkflow`'s status.
 async fn report_execution(client: &Client, ns: &str, workflow: &str, latest: Value) {
-    api(client, &workflows(), ns)
+    dynamic(client, &workflows(), ns)
         .patch_status(
             workflow,
             &PatchParams::default(),
@@ -1086,8 +922,8 @@ async fn report_execution(client: &Client, ns: &str, workflow: &str, latest: Val
 async fn last_execution_follows_the_testworkflow_status() {
     let dc = cluster(true).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -1120,8 +956,8 @@ async fn last_execution_follows_the_testworkflow_status() {
         "startTime": "2026-01-01T10:00:02Z",
         "status": "running"
     });
-    eventually("lastExecution of the running execution", || async {
-        let exp = get(&client, &experiments(), "team", "runs").await?;
+    wait_for("lastExecution of the running execution", || async {
+        let exp = get_object(&client, &experiments(), "team", "runs").await?;
         (exp["status"]["lastExecution"] == running).then_some(())
     })
     .await;
@@ -1138,8 +974,8 @@ async fn last_execution_follows_the_testworkflow_status() {
         }),
     )
     .await;
-    let exp = eventually("lastExecution of the finished execution", || async {
-        let exp = get(&client, &experiments(), "team", "runs").await?;
+    let exp = wait_for("lastExecution of the finished execution", || async {
+        let exp = get_object(&client, &experiments(), "team", "runs").await?;
         (exp["status"]["lastExecution"]["status"] == "passed").then_some(exp)
     })
     .await;
@@ -1153,7 +989,7 @@ async fn last_execution_follows_the_testworkflow_status() {
             "status": "passed"
         })
     );
-    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    assert_eq!(json_condition(&exp, "Ready").unwrap()["status"], "True");
     // The workflow came from the watch cache: the operator never fetched it.
     let stats = dc.stats();
     assert_eq!(
@@ -1164,7 +1000,7 @@ async fn last_execution_follows_the_testworkflow_status() {
         "{:#?}",
         stats.requests
     );
-    op.stop().await;
+    op.stop().await.unwrap();
 }
 
 /// Counts the status writes of Experiments as they arrive, before fault injection holds them.
@@ -1200,8 +1036,8 @@ async fn status_write_survives_a_concurrent_writer() {
     };
     let dc = cluster_with_hooks(true, hooks).await;
     let client = dc.client();
-    let op = Operator::start(client.clone(), None);
-    create(
+    let op = start_operator(client.clone(), None);
+    create_object(
         &client,
         &experiments(),
         "team",
@@ -1212,7 +1048,7 @@ async fn status_write_survives_a_concurrent_writer() {
     let errors = || {
         op.metric(
             "controller_runtime_reconcile_total",
-            &["controller=\"experiment\"", "result=\"error\""],
+            &[("controller", "experiment"), ("result", "error")],
         )
     };
     let errors_before = errors();
@@ -1233,14 +1069,14 @@ async fn status_write_survives_a_concurrent_writer() {
         json!({"id": "exec-1", "number": 1, "result": {"status": "queued"}}),
     )
     .await;
-    eventually("the operator's status write to be in flight", || async {
+    wait_for("the operator's status write to be in flight", || async {
         (writes.0.load(std::sync::atomic::Ordering::SeqCst) > seen).then_some(())
     })
     .await;
 
     // Another writer adds its condition meanwhile (a PUT, which the pause does not hold),
     // moving the resourceVersion past the one the operator read.
-    let exps = api(&client, &experiments(), "team");
+    let exps = dynamic(&client, &experiments(), "team");
     let mut current = exps.get("shared").await.unwrap();
     let read_rv = current.metadata.resource_version.clone();
     current.data["status"]["conditions"]
@@ -1259,7 +1095,7 @@ async fn status_write_survives_a_concurrent_writer() {
         .unwrap();
     assert_ne!(foreign.metadata.resource_version, read_rv);
     assert!(
-        get(&client, &experiments(), "team", "shared")
+        get_object(&client, &experiments(), "team", "shared")
             .await
             .unwrap()["status"]
             .get("lastExecution")
@@ -1268,16 +1104,16 @@ async fn status_write_survives_a_concurrent_writer() {
     );
 
     dc.clear_faults();
-    let exp = eventually("the held status write to land", || async {
-        let exp = get(&client, &experiments(), "team", "shared").await?;
+    let exp = wait_for("the held status write to land", || async {
+        let exp = get_object(&client, &experiments(), "team", "shared").await?;
         (exp["status"]["lastExecution"]["executionId"] == "exec-1").then_some(exp)
     })
     .await;
-    let audited = condition(&exp, "example.com/Audited").unwrap_or_else(|| {
+    let audited = json_condition(&exp, "example.com/Audited").unwrap_or_else(|| {
         panic!("the other writer's condition was erased: {exp:#}");
     });
     assert_eq!(audited["reason"], "Reviewed");
-    assert_eq!(condition(&exp, "Ready").unwrap()["status"], "True");
+    assert_eq!(json_condition(&exp, "Ready").unwrap()["status"], "True");
     assert_eq!(errors(), errors_before, "a status write failed");
-    op.stop().await;
+    op.stop().await.unwrap();
 }

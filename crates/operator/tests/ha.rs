@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sessions_project_support;
+mod support;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use agentic_api::sessions::ProjectSettings;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use serde_json::json;
-use sessions_project_support::{
+use support::{
     MANAGED, OPERATOR_USER, Operator, cluster, create, eventually, install, namespace,
     rbac_documents, settings, wait_for,
 };

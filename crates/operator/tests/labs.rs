@@ -8,98 +8,49 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{sync::Arc, time::Duration};
+mod support;
+
+use std::time::Duration;
 
 use agentic_api::labs::{Experiment, ExperimentPhase};
-use agentic_operator::{
-    labs::{Labs, LabsConfig},
-    runtime::{
-        config::{Environment, RunArgs, Settings},
-        manager::Manager,
-    },
-};
-use devcluster::{
-    AdmissionHook, Hooks,
-    hooks::{AdmissionRequest, Operation},
-    simulators::Simulators,
-};
-use futures::future::BoxFuture;
-use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use agentic_operator::labs::{Labs, LabsConfig};
+use devcluster::{hooks::AdmissionRequest, simulators::Simulators};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
     discovery::ApiResource,
 };
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use support::{
+    Operator, ScriptChildren, ScriptSource, Setup, TestCluster, api_resource, create_yaml, dynamic,
+    find_condition, settings_for, wait_get, wait_until,
+};
 
-/// Generous deadline of every wait.
-const DEADLINE: Duration = Duration::from_secs(90);
 /// Namespace of the Experiments.
 const NS: &str = "experiments";
 
-/// Copies an Experiment's `devcluster.io/*` annotations onto the claims and Applications the
-/// operator creates for it.
-struct ScriptChildren;
-
-impl AdmissionHook for ScriptChildren {
-    fn admit<'a>(
-        &'a self,
-        request: &'a AdmissionRequest<'a>,
-        object: &'a mut Value,
-    ) -> BoxFuture<'a, Result<(), devcluster::ApiError>> {
-        Box::pin(async move {
-            if !matches!(
-                request.kind,
-                "GKECluster" | "TalosCluster" | "VCluster" | "Application"
-            ) || request.operation == Operation::Delete
-                || request.old_object.is_some()
-            {
-                return Ok(());
-            }
-            let labels = object["metadata"]["labels"].clone();
-            let (Some(exp), Some(ns)) = (
-                labels["experiments.illm.io/experiment"].as_str(),
-                labels["experiments.illm.io/namespace"].as_str(),
-            ) else {
-                return Ok(());
-            };
-            let Some(e) = request
-                .cluster
-                .get("experiments.illm.io", "experiments", ns, exp)
-            else {
-                return Ok(());
-            };
-            let meta = object["metadata"].as_object_mut().unwrap();
-            let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-            if let Some(src) = e["metadata"]["annotations"].as_object() {
-                for (k, v) in src {
-                    if k.starts_with("devcluster.io/") {
-                        annotations[k] = v.clone();
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-fn fixture(name: &str) -> CustomResourceDefinition {
-    let path = format!(
-        "{}/../devcluster/fixtures/labs/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+/// The Experiment a claim or Application was created for, whose `devcluster.io/*`
+/// annotations script it.
+fn owning_experiment(_request: &AdmissionRequest<'_>, object: &Value) -> Option<ScriptSource> {
+    let labels = &object["metadata"]["labels"];
+    let (Some(exp), Some(ns)) = (
+        labels["experiments.illm.io/experiment"].as_str(),
+        labels["experiments.illm.io/namespace"].as_str(),
+    ) else {
+        return None;
+    };
+    Some(ScriptSource {
+        group: "experiments.illm.io".into(),
+        resource: "experiments".into(),
+        namespace: ns.to_owned(),
+        name: exp.to_owned(),
+    })
 }
 
 struct Env {
-    cluster: devcluster::DevCluster,
+    cluster: TestCluster,
     client: Client,
-    sims: JoinHandle<()>,
 }
 
 impl Env {
@@ -117,152 +68,49 @@ impl Env {
 
     /// A cluster with the lab CRDs and only the `fixtures` of the foreign kinds.
     async fn start_with(fixtures: &[&str]) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let cluster = devcluster::DevCluster::builder()
-            .hooks(Hooks {
-                admission: vec![Arc::new(ScriptChildren)],
-                ..Hooks::default()
+        let mut setup = Setup::new()
+            .admission(ScriptChildren {
+                kinds: &["GKECluster", "TalosCluster", "VCluster", "Application"],
+                source: owning_experiment,
+                defaults: &[],
             })
-            .start()
-            .await
-            .expect("dev cluster starts");
-        let client = cluster.client();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let mut wanted = Vec::new();
-        for crd in agentic_api::crds::all() {
-            if crd.spec.group == agentic_api::labs::GROUP {
-                wanted.push((crd.spec.group.clone(), crd.spec.names.plural.clone()));
-                crds.create(&PostParams::default(), &crd).await.unwrap();
-            }
-        }
+            .crds(agentic_api::labs::GROUP);
         for f in fixtures {
-            let crd = fixture(f);
-            wanted.push((crd.spec.group.clone(), crd.spec.names.plural.clone()));
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        for (group, plural) in wanted {
-            let gv = if group == agentic_api::labs::GROUP {
-                format!("{group}/{}", agentic_api::labs::VERSION)
-            } else {
-                format!("{group}/v1alpha1")
-            };
-            loop {
-                let served = client
-                    .list_api_group_resources(&gv)
-                    .await
-                    .is_ok_and(|l| l.resources.iter().any(|r| r.name == plural));
-                if served {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{plural} not served"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            setup = setup.fixture(&format!("labs/{f}"));
         }
         for ns in [NS, "argocd", "argo-workflows", "monitoring", "clusters"] {
-            let namespaces: Api<Namespace> = Api::all(client.clone());
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            namespaces.create(&PostParams::default(), &n).await.unwrap();
+            setup = setup.namespace(ns, &[]);
         }
-        let sims = Simulators {
-            crossplane: true,
-            argocd: true,
-            argo_workflows: true,
-            ..Simulators::none()
-        };
-        let sim_client = client.clone();
-        let sims = tokio::spawn(async move { sims.run(sim_client).await });
-        Self {
-            cluster,
-            client,
-            sims,
-        }
+        let cluster = setup
+            .simulators_after_setup(Simulators {
+                crossplane: true,
+                argocd: true,
+                argo_workflows: true,
+                ..Simulators::none()
+            })
+            .start()
+            .await;
+        let client = cluster.client();
+        Self { cluster, client }
     }
 
     async fn stop(self) {
-        self.sims.abort();
         self.cluster.shutdown().await;
     }
 }
 
-struct Operator {
-    shutdown: CancellationToken,
-    handle: JoinHandle<()>,
-    metrics: agentic_operator::runtime::metrics::Metrics,
-}
-
-impl Operator {
-    fn start(client: &Client, config: LabsConfig) -> Self {
-        let args = RunArgs {
-            metrics_bind_address: "0".into(),
-            health_probe_bind_address: "0".into(),
-            controllers: Some(vec!["labs".into()]),
-            ..RunArgs::default()
-        };
-        let settings = Settings::resolve(
-            &args,
-            &Environment::fixed([("POD_NAME", "labs-test")], None),
-        )
-        .unwrap();
-        let manager = Manager::new(settings, vec![Box::new(Labs::new(config))]);
-        let metrics = manager.metrics().clone();
-        let shutdown = CancellationToken::new();
-        let run = manager.run_with_client(client.clone(), shutdown.clone());
-        let handle = tokio::spawn(async move {
-            if let Err(error) = run.await {
-                panic!("operator stopped: {error}");
-            }
-        });
-        Self {
-            shutdown,
-            handle,
-            metrics,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
-            .await
-            .expect("operator shuts down")
-            .expect("operator task ends cleanly");
-    }
+/// The operator with only the labs family, configured with `config`.
+fn start_operator(client: &Client, config: LabsConfig) -> Operator {
+    let settings = settings_for("labs", &[("POD_NAME", "labs-test")], |_| {});
+    Operator::start_with(client.clone(), settings, vec![Box::new(Labs::new(config))])
 }
 
 fn argo(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "argoproj.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "argoproj.io/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
+    api_resource("argoproj.io", "v1alpha1", kind, plural)
 }
 
 fn claim_ar(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "illm.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "illm.io/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
-fn dynamic(client: &Client, ns: &str, ar: &ApiResource) -> Api<DynamicObject> {
-    Api::namespaced_with(client.clone(), ns, ar)
-}
-
-async fn create_yaml(client: &Client, ar: &ApiResource, ns: Option<&str>, yaml: &str) {
-    let obj: DynamicObject = serde_yaml::from_str(yaml).unwrap();
-    let api: Api<DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
-        None => Api::all_with(client.clone(), ar),
-    };
-    api.create(&PostParams::default(), &obj).await.unwrap();
+    api_resource("illm.io", "v1alpha1", kind, plural)
 }
 
 async fn component(client: &Client, name: &str, type_: &str, extra: &str) {
@@ -306,22 +154,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&Experiment) -> bool,
 ) -> Experiment {
-    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let current = api.get_opt(name).await.unwrap();
-        if let Some(e) = &current
-            && check(e)
-        {
-            return e.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: {what} not reached; last state: {}",
-            serde_json::to_string_pretty(&current.map(|e| e.status)).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(&Api::namespaced(client.clone(), NS), name, what, check).await
 }
 
 async fn wait_phase(client: &Client, name: &str, phase: ExperimentPhase) -> Experiment {
@@ -329,48 +162,14 @@ async fn wait_phase(client: &Client, name: &str, phase: ExperimentPhase) -> Expe
 }
 
 async fn wait_gone(client: &Client, name: &str) {
-    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while api.get_opt(name).await.unwrap().is_some() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} was never deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls until `check` holds on the named object (or its absence); returns it.
-async fn wait_obj(
-    api: &Api<DynamicObject>,
-    name: &str,
-    what: &str,
-    check: impl Fn(Option<&DynamicObject>) -> bool,
-) -> Option<DynamicObject> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let o = api.get_opt(name).await.unwrap();
-        if check(o.as_ref()) {
-            return o;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: {what}; last: {o:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait_gone(&Api::<Experiment>::namespaced(client.clone(), NS), name).await;
 }
 
 fn cond<'a>(
     e: &'a Experiment,
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    e.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
+    find_condition(e.status.as_ref()?.conditions.as_deref(), type_)
 }
 
 fn fast() -> LabsConfig {
@@ -438,7 +237,7 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
         false,
     )
     .await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     // The app's Application starts Degraded (upstream counted Degraded as healthy).
     experiment(
         &client,
@@ -446,8 +245,8 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     )
     .await;
 
-    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
-    let app = wait_obj(&apps, "gw-app", "app Application Degraded", |o| {
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    let app = wait_get(&apps, "gw-app", "app Application Degraded", |o| {
         o.is_some_and(|o| o.data.pointer("/status/health/status") == Some(&json!("Degraded")))
     })
     .await
@@ -495,7 +294,7 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
         "{config}"
     );
     // The claim follows the gke mapping.
-    let claim = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"))
+    let claim = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS)
         .get("gw-app")
         .await
         .unwrap();
@@ -541,8 +340,8 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     )
     .await
     .unwrap();
-    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
-    let wf = wait_obj(&workflows, "gw-validation", "workflow submitted", |o| {
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+    let wf = wait_get(&workflows, "gw-validation", "workflow submitted", |o| {
         o.is_some()
     })
     .await
@@ -623,7 +422,7 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
             .is_none()
     );
     assert!(
-        dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"))
+        dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS)
             .get_opt("gw-app")
             .await
             .unwrap()
@@ -663,7 +462,7 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
         .await
         .unwrap();
     wait_gone(&client, "gw").await;
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -708,7 +507,7 @@ async fn workflow_failure_fails_the_experiment() {
         false,
     )
     .await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(
         &client,
         &exp_yaml("fails", "hub", "breaks", "workflow", "{}"),
@@ -730,7 +529,7 @@ async fn workflow_failure_fails_the_experiment() {
             .message
             .contains("\"missing\" not found")
     );
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -742,7 +541,7 @@ async fn manual_completion_waits_for_resume_and_has_a_deadline() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "hold", "{}", true).await;
-    let op = Operator::start(
+    let op = start_operator(
         &client,
         LabsConfig {
             manual_deadline: Duration::from_secs(30),
@@ -750,8 +549,8 @@ async fn manual_completion_waits_for_resume_and_has_a_deadline() {
         },
     );
     experiment(&client, &exp_yaml("manual", "hub", "hold", "manual", "{}")).await;
-    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
-    wait_obj(&workflows, "manual-validation", "suspended", |o| {
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+    wait_get(&workflows, "manual-validation", "suspended", |o| {
         o.is_some_and(|o| {
             o.data
                 .pointer("/status/nodes/manual-validation-suspend/type")
@@ -780,7 +579,7 @@ async fn manual_completion_waits_for_resume_and_has_a_deadline() {
     let e = wait_phase(&client, "forgotten", ExperimentPhase::Failed).await;
     let c = cond(&e, "WorkflowSucceeded").unwrap();
     assert_eq!(c.reason, "ManualDeadlineExceeded", "{c:?}");
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -792,7 +591,7 @@ async fn provisioning_timeout_fails_with_the_claim_message() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "ok", "{}", false).await;
-    let op = Operator::start(
+    let op = start_operator(
         &client,
         LabsConfig {
             provisioning_timeout: Duration::from_secs(3),
@@ -824,9 +623,9 @@ async fn provisioning_timeout_fails_with_the_claim_message() {
         e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
     })
     .await;
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(claims.get_opt("quota-main").await.unwrap().is_none());
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -837,7 +636,7 @@ async fn component_resolution_reports_and_recovers() {
     let env = Env::start().await;
     let client = env.client.clone();
     template(&client, "ok", "{}", false).await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(&client, &exp_yaml("res", "hub", "ok", "workflow", "{}")).await;
     let e = wait_for(&client, "res", "ComponentNotFound", |e| {
         cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "ComponentNotFound")
@@ -849,7 +648,7 @@ async fn component_resolution_reports_and_recovers() {
             .message
             .contains("Component \"web\" not found")
     );
-    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
     assert!(apps.get_opt("res-main").await.unwrap().is_none());
     // A required parameter without a value.
     component(
@@ -882,7 +681,7 @@ async fn component_resolution_reports_and_recovers() {
         .await
         .unwrap();
     wait_phase(&client, "res", ExperimentPhase::Complete).await;
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -891,7 +690,7 @@ async fn component_resolution_reports_and_recovers() {
 async fn invalid_depends_is_reported() {
     let env = Env::start().await;
     let client = env.client.clone();
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     let cyclic = TWO_TARGETS
         .replace("ANNOTATIONS", "{}")
         .replace("name: gw", "name: cyclic")
@@ -910,7 +709,7 @@ async fn invalid_depends_is_reported() {
         cond(&e, "Ready")
     );
     assert_eq!(e.phase(), ExperimentPhase::Pending);
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(
         claims
             .list(&ListParams::default())
@@ -919,7 +718,7 @@ async fn invalid_depends_is_reported() {
             .items
             .is_empty()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -937,7 +736,7 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
     )
     .await;
     template(&client, "ok", "{}", false).await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(
         &client,
         &exp_yaml(
@@ -983,7 +782,7 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
     for name in ["provisioning", "deploying", "running", "done"] {
         wait_gone(&client, name).await;
     }
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(
         claims
             .list(&ListParams::default())
@@ -992,7 +791,7 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
             .items
             .is_empty()
     );
-    let apps = dynamic(&client, "argocd", &argo("Application", "applications"));
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
     assert!(
         apps.list(&ListParams::default())
             .await
@@ -1000,7 +799,7 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
             .items
             .is_empty()
     );
-    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
     assert!(
         workflows
             .list(&ListParams::default())
@@ -1018,7 +817,7 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
             .items
             .is_empty()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1029,7 +828,7 @@ async fn stuck_claim_deletion_is_a_condition() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "ok", "{}", false).await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(
         &client,
         &exp_yaml(
@@ -1041,8 +840,8 @@ async fn stuck_claim_deletion_is_a_condition() {
         ),
     )
     .await;
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
-    wait_obj(&claims, "stuck-main", "claim created", |o| o.is_some()).await;
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    wait_get(&claims, "stuck-main", "claim created", |o| o.is_some()).await;
     Api::<Experiment>::namespaced(client.clone(), NS)
         .delete("stuck", &DeleteParams::default())
         .await
@@ -1069,7 +868,7 @@ async fn stuck_claim_deletion_is_a_condition() {
         .await
         .unwrap();
     wait_gone(&client, "stuck").await;
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1086,7 +885,7 @@ async fn restart_mid_provisioning_creates_no_duplicate_claim() {
         false,
     )
     .await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(
         &client,
         &exp_yaml(
@@ -1098,12 +897,12 @@ async fn restart_mid_provisioning_creates_no_duplicate_claim() {
         ),
     )
     .await;
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
-    let before = wait_obj(&claims, "restart-main", "claim created", |o| o.is_some())
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    let before = wait_get(&claims, "restart-main", "claim created", |o| o.is_some())
         .await
         .unwrap();
-    op.stop().await;
-    let op = Operator::start(&client, fast());
+    op.stop().await.unwrap();
+    let op = start_operator(&client, fast());
     wait_phase(&client, "restart", ExperimentPhase::Running).await;
     let after = claims.get("restart-main").await.unwrap();
     assert_eq!(before.uid(), after.uid());
@@ -1122,7 +921,7 @@ async fn restart_mid_provisioning_creates_no_duplicate_claim() {
         .unwrap();
     wait_gone(&client, "restart").await;
     assert!(claims.get_opt("restart-main").await.unwrap().is_none());
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1145,18 +944,18 @@ async fn cluster_type_mapping_is_configurable() {
     vcluster.namespace = Some("clusters".into());
     vcluster.fields.insert("nodeCount".into(), "workers".into());
     config.cluster_types.insert("gke".into(), vcluster);
-    let op = Operator::start(&client, config);
+    let op = start_operator(&client, config);
     experiment(&client, &exp_yaml("vc", "gke", "long", "workflow", "{}")).await;
-    let claims = dynamic(&client, "clusters", &claim_ar("VCluster", "vclusters"));
-    let claim = wait_obj(&claims, "vc-main", "VCluster claim", |o| o.is_some())
+    let claims = dynamic(&client, &claim_ar("VCluster", "vclusters"), "clusters");
+    let claim = wait_get(&claims, "vc-main", "VCluster claim", |o| o.is_some())
         .await
         .unwrap();
     assert_eq!(
         claim.data.pointer("/spec/writeConnectionSecretToRef/name"),
         Some(&json!("vc-main-conn"))
     );
-    let workflows = dynamic(&client, "argo-workflows", &argo("Workflow", "workflows"));
-    wait_obj(&workflows, "vc-validation", "workflow submitted", |o| {
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+    wait_get(&workflows, "vc-validation", "workflow submitted", |o| {
         o.is_some()
     })
     .await;
@@ -1177,7 +976,7 @@ async fn cluster_type_mapping_is_configurable() {
     })
     .await;
     assert!(claims.get_opt("vc-main").await.unwrap().is_none());
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1195,7 +994,7 @@ async fn empty_targets_are_healthy_and_status_follows_names() {
         false,
     )
     .await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(
         &client,
         r"
@@ -1250,7 +1049,7 @@ spec:
         .await
         .unwrap();
     wait_gone(&client, "edits").await;
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1263,7 +1062,7 @@ async fn many_experiments_converge() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "quick", "{devcluster.io/run-seconds: '0'}", false).await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     for i in 0..COUNT {
         let yaml = TWO_TARGETS
             .replace("name: gw", &format!("name: many-{i}"))
@@ -1296,7 +1095,7 @@ async fn many_experiments_converge() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let claims = dynamic(&client, NS, &claim_ar("GKECluster", "gkeclusters"));
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(
         claims
             .list(&ListParams::default())
@@ -1305,7 +1104,7 @@ async fn many_experiments_converge() {
             .items
             .is_empty()
     );
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }
 
@@ -1323,13 +1122,13 @@ async fn unused_claim_kinds_may_be_missing() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "ok", "{}", false).await;
-    let op = Operator::start(&client, fast());
+    let op = start_operator(&client, fast());
     experiment(&client, &exp_yaml("onlygke", "gke", "ok", "workflow", "{}")).await;
     wait_for(&client, "onlygke", "complete and cleaned", |e| {
         e.phase() == ExperimentPhase::Complete
             && e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
     })
     .await;
-    op.stop().await;
+    op.stop().await.unwrap();
     env.stop().await;
 }

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sessions_project_support;
+mod support;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,7 +26,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use sessions_project_support::{
+use support::{
     MANAGED, OPERATOR_USER, Operator, cluster, eventually, install, install_crds, namespace,
     rbac_documents, settings, wait_for,
 };
@@ -246,7 +246,7 @@ async fn phase(client: &Client, name: &str, want: SessionPhase) -> AgenticSessio
 #[allow(clippy::too_many_lines)] // one scenario from install to audit
 async fn sessions_run_and_stop_with_only_the_shipped_rbac() {
     let logs = capture_logs();
-    sessions_project_support::crypto();
+    support::crypto();
     let cluster = devcluster::DevCluster::builder()
         .hooks(Hooks {
             admission: vec![Arc::new(LongRunners)],
@@ -396,7 +396,7 @@ fn rbac_subcommand_prints_and_writes_the_manifests() {
     {
         assert_eq!(
             std::fs::read_to_string(dir.join(file)).unwrap(),
-            std::fs::read_to_string(sessions_project_support::config_rbac().join(file)).unwrap(),
+            std::fs::read_to_string(support::config_rbac().join(file)).unwrap(),
             "{file}"
         );
     }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sessions_project_support;
+mod support;
 
 use agentic_api::sessions::ProjectSettings;
 use k8s_openapi::api::{core::v1::Namespace, rbac::v1::RoleBinding};
@@ -13,9 +13,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use sessions_project_support::{
-    Operator, cluster, install, namespace, rbac_documents, settings, wait_for,
-};
+use support::{Operator, cluster, install, namespace, rbac_documents, settings, wait_for};
 
 fn ready(ps: &ProjectSettings) -> Option<(String, String, String)> {
     ps.status

@@ -8,142 +8,73 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
 
 use agentic_api::sessions::{
     ANNOTATION_DESIRED_PHASE, ANNOTATION_STOP_REQUESTED_AT, AgenticSession, SessionPhase,
     StoppedReason,
 };
 use agentic_operator::{
-    runtime::{
-        ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches,
-        config::{Environment, RunArgs, Settings},
-        manager::Manager,
-        metrics::Metrics,
-    },
+    runtime::{ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches},
     sessions::session::config::SessionConfig,
 };
-use devcluster::{
-    AdmissionHook, Hooks,
-    hooks::{AdmissionRequest, Operation},
-    simulators::Simulators,
-};
-use futures::future::BoxFuture;
-use k8s_openapi::{
-    api::{
-        batch::v1::Job,
-        core::v1::{Namespace, Pod, Secret, Service, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use devcluster::{hooks::AdmissionRequest, simulators::Simulators};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use support::{
+    MANAGED, Operator, ScriptChildren, ScriptSource, Setup, TestCluster, eventually,
+    find_condition, settings_for, wait_until,
+};
 
-/// Generous deadline of every wait.
-const DEADLINE: Duration = Duration::from_secs(90);
 /// Test namespace (labelled as an ambient-code project).
 const NS: &str = "team-a";
 
-/// Copies a session's `devcluster.io/*` annotations onto its runner pods.
-struct ScriptRunnerPods;
-
-impl AdmissionHook for ScriptRunnerPods {
-    fn admit<'a>(
-        &'a self,
-        request: &'a AdmissionRequest<'a>,
-        object: &'a mut Value,
-    ) -> BoxFuture<'a, Result<(), devcluster::ApiError>> {
-        Box::pin(async move {
-            if request.kind != "Pod" || request.operation != Operation::Create {
-                return Ok(());
-            }
-            let labels = &object["metadata"]["labels"];
-            if labels["app"] != "ambient-code-runner" {
-                return Ok(());
-            }
-            let session = labels["agentic-session"].as_str().unwrap_or_default();
-            let mut script = serde_json::Map::new();
-            script.insert(
-                "devcluster.io/run-seconds.init-hydrate".into(),
-                json!("0.2"),
-            );
-            script.insert(
-                "devcluster.io/run-seconds.ambient-code-runner".into(),
-                json!("forever"),
-            );
-            script.insert(
-                "devcluster.io/run-seconds.state-sync".into(),
-                json!("forever"),
-            );
-            if let Some(s) = request.cluster.get(
-                "vteam.ambient-code",
-                "agenticsessions",
-                &request.info.namespace,
-                session,
-            ) && let Some(annotations) = s["metadata"]["annotations"].as_object()
-            {
-                for (k, v) in annotations {
-                    if k.starts_with("devcluster.io/") {
-                        script.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-            let meta = object["metadata"].as_object_mut().unwrap();
-            let annotations = meta
-                .entry("annotations")
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .unwrap();
-            annotations.extend(script);
-            Ok(())
-        })
+/// The session a runner pod belongs to, whose `devcluster.io/*` annotations script the pod.
+fn runner_session(request: &AdmissionRequest<'_>, pod: &Value) -> Option<ScriptSource> {
+    let labels = &pod["metadata"]["labels"];
+    if labels["app"] != "ambient-code-runner" {
+        return None;
     }
+    Some(ScriptSource {
+        group: "vteam.ambient-code".into(),
+        resource: "agenticsessions".into(),
+        namespace: request.info.namespace.clone(),
+        name: labels["agentic-session"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
 }
 
-async fn cluster() -> devcluster::DevCluster {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let hooks = Hooks {
-        admission: vec![Arc::new(ScriptRunnerPods)],
-        ..Hooks::default()
-    };
-    let cluster = devcluster::DevCluster::builder()
-        .hooks(hooks)
+/// A dev cluster enforcing RBAC, with every simulator, the sessions CRDs, scripted runner
+/// pods and the managed namespace [`NS`] holding the runner secret.
+async fn cluster() -> TestCluster {
+    let cluster = Setup::new()
         .rbac(true)
-        .with_simulators(Simulators::all())
+        .admission(ScriptChildren {
+            kinds: &["Pod"],
+            source: runner_session,
+            defaults: &[
+                ("devcluster.io/run-seconds.init-hydrate", "0.2"),
+                ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
+                ("devcluster.io/run-seconds.state-sync", "forever"),
+            ],
+        })
+        .crds(agentic_api::sessions::GROUP)
+        .simulators(Simulators::all())
         .start()
-        .await
-        .expect("dev cluster starts");
-    let client = cluster.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in agentic_api::crds::all() {
-        if crd.spec.group == agentic_api::sessions::GROUP {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
-    }
-    let gv = format!(
-        "{}/{}",
-        agentic_api::sessions::GROUP,
-        agentic_api::sessions::VERSION
-    );
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let served = client.list_api_group_resources(&gv).await.is_ok_and(|l| {
-            l.resources.iter().any(|r| r.name == "agenticsessions")
-                && l.resources.iter().any(|r| r.name == "projectsettings")
-        });
-        if served {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "CRDs not served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    namespace(&client, NS, true).await;
+        .await;
+    namespace(&cluster.client(), NS, true).await;
     cluster
 }
 
@@ -153,21 +84,8 @@ async fn namespace(client: &Client, name: &str, managed: bool) {
 }
 
 async fn bare_namespace(client: &Client, name: &str, managed: bool) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let labels = if managed {
-        json!({"ambient-code.io/managed": "true"})
-    } else {
-        json!({})
-    };
-    let ns: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": labels}
-    }))
-    .unwrap();
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    let labels: &[(&str, &str)] = if managed { &[MANAGED] } else { &[] };
+    support::namespace(client, name, labels).await;
 }
 
 async fn runner_secret(client: &Client, name: &str) {
@@ -182,12 +100,6 @@ async fn runner_secret(client: &Client, name: &str) {
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-}
-
-struct Operator {
-    shutdown: CancellationToken,
-    handle: JoinHandle<()>,
-    metrics: Metrics,
 }
 
 /// The sessions family with the `state-sync` sidecar switched on.
@@ -213,46 +125,15 @@ impl Family for SessionsWithSidecar {
     }
 }
 
-impl Operator {
-    fn start(client: &Client) -> Self {
-        Self::start_with(client, agentic_operator::families())
-    }
+/// The operator with the sessions family.
+fn start_operator(client: &Client) -> Operator {
+    start_operator_with(client, agentic_operator::families())
+}
 
-    fn start_with(client: &Client, families: Vec<Box<dyn Family>>) -> Self {
-        let args = RunArgs {
-            metrics_bind_address: "0".into(),
-            health_probe_bind_address: "0".into(),
-            controllers: Some(vec!["sessions".into()]),
-            ..RunArgs::default()
-        };
-        let settings = Settings::resolve(
-            &args,
-            &Environment::fixed([("POD_NAME", "sessions-test")], None),
-        )
-        .unwrap();
-        let manager = Manager::new(settings, families);
-        let metrics = manager.metrics().clone();
-        let shutdown = CancellationToken::new();
-        let run = manager.run_with_client(client.clone(), shutdown.clone());
-        let handle = tokio::spawn(async move {
-            if let Err(error) = run.await {
-                panic!("operator stopped: {error}");
-            }
-        });
-        Self {
-            shutdown,
-            handle,
-            metrics,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.handle)
-            .await
-            .expect("operator shuts down")
-            .expect("operator task ends cleanly");
-    }
+/// The operator with `families`, running only the sessions controllers.
+fn start_operator_with(client: &Client, families: Vec<Box<dyn Family>>) -> Operator {
+    let settings = settings_for("sessions", &[("POD_NAME", "sessions-test")], |_| {});
+    Operator::start_with(client.clone(), settings, families)
 }
 
 fn sessions(client: &Client) -> Api<AgenticSession> {
@@ -290,22 +171,7 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&AgenticSession) -> bool,
 ) -> AgenticSession {
-    let api = sessions(client);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let current = api.get_opt(name).await.unwrap();
-        if let Some(s) = &current
-            && check(s)
-        {
-            return s.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {name} to be {what}; last seen: {:#?}",
-            current.map(|s| s.status)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(&sessions(client), name, what, check).await
 }
 
 async fn wait_phase(client: &Client, name: &str, phase: SessionPhase) -> AgenticSession {
@@ -315,32 +181,11 @@ async fn wait_phase(client: &Client, name: &str, phase: SessionPhase) -> Agentic
     .await
 }
 
-/// Polls until `check` holds.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn condition<'a>(
     s: &'a AgenticSession,
     type_: &str,
 ) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    s.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
+    find_condition(s.status.as_ref()?.conditions.as_deref(), type_)
 }
 
 fn ready_reason(s: &AgenticSession) -> String {
@@ -393,7 +238,7 @@ fn env_value(job: &Job, name: &str) -> Option<String> {
 async fn create_run_complete() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(
         &client,
         "happy",
@@ -525,14 +370,14 @@ async fn create_run_complete() {
         ),
         "{text}"
     );
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn failing_runners() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(
         &client,
         "exit-one",
@@ -597,14 +442,14 @@ async fn failing_runners() {
         text.contains("error_type=\"PrerequisiteFailed\"} 1"),
         "{text}"
     );
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn oom_while_running_fails() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(
         &client,
         "oom",
@@ -617,14 +462,14 @@ async fn oom_while_running_fails() {
     let failed = wait_phase(&client, "oom", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "OOMKilled");
     assert!(condition(&failed, "Ready").unwrap().message.contains("137"));
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn oom_while_a_sidecar_keeps_the_pod_running_fails() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start_with(&client, vec![Box::new(SessionsWithSidecar)]);
+    let operator = start_operator_with(&client, vec![Box::new(SessionsWithSidecar)]);
     create(
         &client,
         "oom-sidecar",
@@ -641,14 +486,14 @@ async fn oom_while_a_sidecar_keeps_the_pod_running_fails() {
     // sessions Running until the idler fired).
     let failed = wait_phase(&client, "oom-sidecar", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "OOMKilled");
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn timeout_fails_with_reason_timeout() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(&client, "slow", json!({}), json!({"timeout": 5})).await;
     let runner = job_eventually(&client, "slow").await;
     assert_eq!(runner.spec.unwrap().active_deadline_seconds, Some(5));
@@ -660,14 +505,14 @@ async fn timeout_fails_with_reason_timeout() {
             .message
             .contains("spec.timeout")
     );
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn stop_while_creating_and_while_running_then_resume() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
 
     // Creating: an unschedulable runner pod (upstream could not stop these).
     create(
@@ -758,36 +603,13 @@ async fn stop_while_creating_and_while_running_then_resume() {
     wait_phase(&client, "stuck", SessionPhase::Running).await;
     let stuck_job = job_named(&client, "stuck").await;
     assert_eq!(env_value(&stuck_job, "IS_RESUME"), None);
-    operator.stop().await;
-}
-
-/// Total reconciles of the session controller so far.
-fn reconciles(metrics: &Metrics) -> u64 {
-    metrics
-        .encode()
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            l.starts_with("controller_runtime_reconcile_total{")
-                && l.contains("controller=\"agenticsession\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    operator.stop().await.unwrap();
 }
 
 /// Polls until the session's runner Job exists.
 async fn job_eventually(client: &Client, session: &str) -> Job {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(j) = job(client, session).await {
-            return j;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Job for {session}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    wait_until(&jobs, &format!("{session}-job"), "created", |_| true).await
 }
 
 async fn job_named(client: &Client, session: &str) -> Job {
@@ -798,7 +620,7 @@ async fn job_named(client: &Client, session: &str) -> Job {
 async fn pod_deleted_while_running_is_recreated() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(&client, "fragile", json!({}), json!({})).await;
     let running = wait_phase(&client, "fragile", SessionPhase::Running).await;
     let status = running.status.unwrap();
@@ -821,14 +643,14 @@ async fn pod_deleted_while_running_is_recreated() {
     assert_eq!(again_status.runner_started_at, status.runner_started_at);
     let job = job_named(&client, "fragile").await;
     assert_eq!(env_value(&job, "IS_RESUME").as_deref(), Some("true"));
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn inactivity_stops_the_session() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(
         &client,
         "sleepy",
@@ -846,14 +668,14 @@ async fn inactivity_stops_the_session() {
         Some(StoppedReason::Inactivity)
     );
     assert_eq!(ready_reason(&stopped), "InactivityTimeout");
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn deleting_the_session_removes_everything() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(&client, "doomed", json!({}), json!({})).await;
     wait_phase(&client, "doomed", SessionPhase::Running).await;
     sessions(&client)
@@ -870,14 +692,14 @@ async fn deleting_the_session_removes_everything() {
             && gone::<Secret>(&client, "ambient-runner-token-doomed").await
     })
     .await;
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn operator_restart_never_duplicates_the_job() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     create(&client, "steady", json!({}), json!({})).await;
     wait_for(&client, "steady", "creating or running", |s| {
         matches!(s.phase(), SessionPhase::Creating | SessionPhase::Running)
@@ -891,9 +713,9 @@ async fn operator_restart_never_duplicates_the_job() {
         .status
         .unwrap()
         .start_time;
-    operator.stop().await;
+    operator.stop().await.unwrap();
 
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     let running = wait_phase(&client, "steady", SessionPhase::Running).await;
     let after = job_named(&client, "steady").await;
     assert_eq!(first.uid(), after.uid(), "the Job was replaced");
@@ -909,7 +731,7 @@ async fn operator_restart_never_duplicates_the_job() {
     assert_eq!(jobs.items.len(), 1);
     assert_eq!(runner_pods(&client, "steady").await.len(), 1);
     assert!(running.status.unwrap().runner_pod_uid.is_some());
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -917,7 +739,7 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     let cluster = cluster().await;
     let client = cluster.client();
     namespace(&client, "elsewhere", false).await;
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     let other: Api<AgenticSession> = Api::namespaced(client.clone(), "elsewhere");
     let session: AgenticSession = serde_json::from_value(json!({
         "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
@@ -958,11 +780,11 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         "status writes are counted under this key: {:?}",
         before.requests.keys().collect::<Vec<_>>()
     );
-    let reconciles_before = reconciles(&operator.metrics);
+    let reconciles_before = operator.reconciles("agenticsession");
     cluster.cluster().reset_stats();
     cluster.expire_resource_versions();
     eventually("every session to be reconciled again", || async {
-        reconciles(&operator.metrics) >= reconciles_before + 2
+        operator.reconciles("agenticsession") >= reconciles_before + 2
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -993,7 +815,7 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         "writes during an idle resync: {operator_writes:?}"
     );
     assert!(other.get("ignored").await.unwrap().status.is_none());
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 fn example(file: &str) -> AgenticSession {
@@ -1008,7 +830,7 @@ fn example(file: &str) -> AgenticSession {
 async fn examples_complete_and_stop() {
     let cluster = cluster().await;
     let client = cluster.client();
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
 
     let mut completes = example("completes.yaml");
     assert_eq!(completes.namespace().as_deref(), Some(NS));
@@ -1047,7 +869,7 @@ async fn examples_complete_and_stop() {
         stopped.status.unwrap().stopped_reason,
         Some(StoppedReason::User)
     );
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -1055,7 +877,7 @@ async fn waits_for_the_runner_secret_and_then_starts_fresh() {
     let cluster = cluster().await;
     let client = cluster.client();
     bare_namespace(&client, "no-keys", true).await;
-    let operator = Operator::start(&client);
+    let operator = start_operator(&client);
     let api: Api<AgenticSession> = Api::namespaced(client.clone(), "no-keys");
     let jobs: Api<Job> = Api::namespaced(client.clone(), "no-keys");
     let session: AgenticSession = serde_json::from_value(json!({
@@ -1064,31 +886,19 @@ async fn waits_for_the_runner_secret_and_then_starts_fresh() {
     }))
     .unwrap();
     api.create(&PostParams::default(), &session).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let blocked = loop {
-        let s = api.get("early").await.unwrap();
-        if condition(&s, "SecretsReady").is_some_and(|c| c.reason == "RunnerSecretMissing") {
-            break s;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never blocked");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let blocked = wait_until(&api, "early", "blocked on the runner secret", |s| {
+        condition(s, "SecretsReady").is_some_and(|c| c.reason == "RunnerSecretMissing")
+    })
+    .await;
     assert_eq!(blocked.phase(), SessionPhase::Pending);
     assert!(blocked.status.as_ref().unwrap().start_time.is_some());
     assert!(jobs.get_opt("early-job").await.unwrap().is_none());
 
     runner_secret(&client, "no-keys").await;
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let job = loop {
-        if let Some(job) = jobs.get_opt("early-job").await.unwrap() {
-            break job;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let job = wait_until(&jobs, "early-job", "started", |_| true).await;
     // startTime existed before the runner ever ran; this is still the first run, so the
     // initial prompt is not skipped (upstream set IS_RESUME here).
     assert_eq!(env_value(&job, "IS_RESUME"), None);
     assert_eq!(env_value(&job, "INITIAL_PROMPT").as_deref(), Some("first"));
-    operator.stop().await;
+    operator.stop().await.unwrap();
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod sessions_project_support;
+mod support;
 
 use agentic_api::sessions::ProjectSettings;
 use k8s_openapi::api::{
@@ -17,7 +17,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 use serde_json::json;
-use sessions_project_support::{
+use support::{
     MANAGED, Operator, cluster, eventually, label_managed, namespace, settings, wait_for,
 };
 
