@@ -1,5 +1,5 @@
-//! Smoke test of `bench operator`: three sessions against debug builds of the dev cluster and
-//! the operator. Asserts counts, never speed.
+//! Smoke tests of `bench operator`: three objects of each family against debug builds of the
+//! dev cluster and the operator. Asserts counts and attribution, never speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -65,5 +65,77 @@ async fn three_sessions_settle_and_the_relist_writes_nothing() {
     assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
     let t = targets(std::slice::from_ref(&r));
     assert_eq!(t.len(), 2, "no RSS target below 10,000 sessions");
+    let _ = std::fs::remove_dir_all(work_dir);
+}
+
+fn config(family: Family) -> (Config, std::path::PathBuf) {
+    let (server_bin, operator_bin) = debug_binaries();
+    let work_dir = std::env::temp_dir().join(format!(
+        "bench-operator-{}-{}",
+        family.name(),
+        std::process::id()
+    ));
+    let cfg = Config {
+        families: vec![family],
+        sizes: Some(vec![3]),
+        concurrency: 2,
+        settle_timeout_per_1000_s: 120,
+        idle_s: 2,
+        server_bin,
+        operator_bin,
+        work_dir: work_dir.clone(),
+    };
+    (cfg, work_dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_evaluations_settle_with_their_children_counted_as_the_operators() {
+    let (cfg, work_dir) = config(Family::Evaluations);
+    let r = run_one(Family::Evaluations, 3, &cfg).await.unwrap();
+    assert_eq!(
+        r.burst.bench.by_key["create experiments.testbench.agentic-layer.ai"],
+        3
+    );
+    // One ConfigMap, TestWorkflow and TestTrigger per Experiment, all the operator's.
+    for key in [
+        "patch configmaps",
+        "patch testworkflows.testworkflows.testkube.io",
+        "patch testtriggers.tests.testkube.io",
+    ] {
+        assert_eq!(r.burst.operator.by_key[key], 3, "{key}");
+    }
+    assert!(r.burst.operator.by_key["patch experiments.testbench.agentic-layer.ai/status"] >= 3);
+    // The simulators run apart and are counted by the proxy; their CPU is sampled.
+    assert!(r.simulators_usage.is_some());
+    assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
+    let _ = std::fs::remove_dir_all(work_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_labs_complete_and_the_simulators_writes_are_counted_apart() {
+    let (cfg, work_dir) = config(Family::Labs);
+    let r = run_one(Family::Labs, 3, &cfg).await.unwrap();
+    assert_eq!(
+        r.burst.bench.by_key["create experiments.experiments.illm.io"],
+        3
+    );
+    // Each Experiment has one vcluster target: the operator applies one claim, Crossplane
+    // (counted by the proxy) creates its connection Secret and writes its status.
+    assert_eq!(r.burst.simulators.by_key["create secrets"], 3);
+    assert!(r.burst.simulators.by_key["patch vclusters.illm.io/status"] >= 3);
+    assert!(!r.burst.operator.by_key.contains_key("create secrets"));
+    assert!(
+        !r.burst
+            .operator
+            .by_key
+            .contains_key("patch vclusters.illm.io/status")
+    );
+    assert!(r.burst.operator.by_key["patch vclusters.illm.io"] >= 3);
+    // One Workflow per Experiment, created by the operator; Argo Workflows' status writes
+    // are the simulators'.
+    assert_eq!(r.burst.operator.by_key["create workflows.argoproj.io"], 3);
+    assert!(r.burst.simulators.by_key["patch workflows.argoproj.io"] >= 3);
+    assert!(r.simulators_usage.is_some());
+    assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
     let _ = std::fs::remove_dir_all(work_dir);
 }
