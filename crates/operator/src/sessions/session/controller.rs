@@ -12,7 +12,7 @@ use std::{
 use agentic_api::sessions::{
     self as api, AgenticSession, DesiredPhase, ProjectSettings, SessionPhase, StoppedReason,
 };
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
@@ -22,6 +22,7 @@ use k8s_openapi::{
         core::v1::{Namespace, Secret, Service, ServiceAccount},
         rbac::v1::{Role, RoleBinding},
     },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -43,6 +44,7 @@ use super::{
     error::SessionError,
     metrics::SessionMetrics,
     names,
+    recent::{CreatedJob, RecentWrites},
     state::{self, Effect, JobView, Observed, PodView, Request, RunView, Transition},
     status::{self, StatusInputs},
 };
@@ -63,8 +65,9 @@ const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
 const WAITING_RECHECK: Duration = Duration::from_secs(30);
 /// How often a reconcile that found the caches still listing looks again.
 const CACHE_SYNC_RECHECK: Duration = Duration::from_millis(500);
-/// How often a session waiting for its runner objects to be deleted looks again.
-const DELETION_RECHECK: Duration = Duration::from_secs(2);
+/// How soon a reconcile that found the session cache behind the controller's own write looks
+/// again (the watch event of that write normally wakes it sooner).
+const CACHE_BEHIND_RECHECK: Duration = Duration::from_secs(1);
 /// How long a Running session may go without being looked at.
 const RUNNING_RECHECK: Duration = Duration::from_hours(1);
 
@@ -88,6 +91,8 @@ pub struct Ctx {
     pub metrics: SessionMetrics,
     /// Event recorder, if Events are published.
     pub recorder: Option<Arc<Recorder>>,
+    /// The controller's own writes the caches may not show yet.
+    pub recent: Arc<RecentWrites>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -131,6 +136,16 @@ pub fn controllers_with(
         Api::<RunnerPod>::all(client.clone()),
         watcher::Config::default().labels(RUNNER_SELECTOR),
     )?;
+    // A deleted runner Job or pod wakes its session at once (a session waiting for the
+    // previous run to be gone, or a running one whose runner was deleted).
+    let deleted_jobs = watches.deletions(
+        Api::<RunnerJob>::all(client.clone()),
+        watcher::Config::default().labels(RUNNER_SELECTOR),
+    )?;
+    let deleted_pods = watches.deletions(
+        Api::<RunnerPod>::all(client.clone()),
+        watcher::Config::default().labels(RUNNER_SELECTOR),
+    )?;
     let namespaces = watches.subscribe(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default().labels(&format!("{}=true", api::LABEL_MANAGED_NAMESPACE)),
@@ -144,6 +159,23 @@ pub fn controllers_with(
         watcher::Config::default(),
     )?;
     let metrics = SessionMetrics::default();
+    let recent = Arc::new(RecentWrites::default());
+    let forget = recent.clone();
+    let deleted_jobs = deleted_jobs.inspect(move |job: &Arc<RunnerJob>| {
+        let owner = job
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        if let (Some(owner), Some(ns), Some(uid)) = (
+            owner,
+            job.metadata.namespace.as_deref(),
+            job.metadata.uid.as_deref(),
+        ) {
+            forget.job_deleted(ns, &owner.name, uid);
+        }
+    });
     let session_reader = sessions.reader.clone();
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
@@ -157,19 +189,23 @@ pub fn controllers_with(
         projects,
         metrics,
         recorder: Some(rt.recorders.recorder(CONTROLLER)),
+        recent,
     });
     let task = controller_task(
         rt,
         CONTROLLER,
         sessions,
         move |c| {
-            c.owns_shared_stream(jobs.stream)
-                .watches_shared_stream(pods.stream, |pod: Arc<RunnerPod>| {
-                    let name = pod.session.clone();
-                    let ns = pod.namespace();
-                    name.zip(ns)
-                        .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
-                })
+            c.owns_shared_stream(futures::stream::select(jobs.stream, deleted_jobs))
+                .watches_shared_stream(
+                    futures::stream::select(pods.stream, deleted_pods),
+                    |pod: Arc<RunnerPod>| {
+                        let name = pod.session.clone();
+                        let ns = pod.namespace();
+                        name.zip(ns)
+                            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+                    },
+                )
                 .watches_shared_stream(
                     namespaces.stream,
                     move |ns: Arc<PartialObjectMeta<Namespace>>| {
@@ -352,9 +388,14 @@ fn owned_by(pod: &RunnerPod, uid: &str) -> bool {
 }
 
 /// Classifies the runner objects of `name` in `ns` against the current run `run_id`.
+///
+/// A Job the controller created for `run_id` (remembered in `recent`) counts as the current,
+/// active Job while the Job cache does not show it yet: a cache behind the controller's own
+/// write must not make the run look lost.
 pub fn observe_run(
     jobs: &Store<RunnerJob>,
     pods: &Store<RunnerPod>,
+    recent: &RecentWrites,
     ns: &str,
     name: &str,
     run_id: Option<&str>,
@@ -363,8 +404,16 @@ pub fn observe_run(
     let current = job.as_ref().filter(|j| {
         j.metadata.deletion_timestamp.is_none() && run_id.is_some() && j.run_id.as_deref() == run_id
     });
-    if let Some(job) = current {
-        let uid = job.metadata.uid.clone().unwrap_or_default();
+    let created = run_id.and_then(|run| {
+        let cached_uid = job.as_ref().and_then(|j| j.metadata.uid.as_deref());
+        recent.created_job(ns, name, run, cached_uid)
+    });
+    let current = match (current, created) {
+        (Some(job), _) => Some((job.metadata.uid.clone().unwrap_or_default(), job_view(job))),
+        (None, Some(created)) => Some((created.uid, JobView::Active)),
+        (None, None) => None,
+    };
+    if let Some((uid, job)) = current {
         let pod = pods
             .find(|p| {
                 p.metadata.namespace.as_deref() == Some(ns)
@@ -375,7 +424,7 @@ pub fn observe_run(
                 pods.find(|p| p.metadata.namespace.as_deref() == Some(ns) && owned_by(p, &uid))
             });
         return RunView::Current {
-            job: job_view(job),
+            job,
             pod: pod_view(pod.as_deref()),
             pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
         };
@@ -427,6 +476,14 @@ pub fn token_fresh_for(refreshed_at: Option<&str>, now: Timestamp) -> Option<Dur
     let due = at.as_second().saturating_add(max_age);
     (due > now.as_second())
         .then(|| Duration::from_secs(u64::try_from(due - now.as_second()).unwrap_or(1)))
+}
+
+/// The run a status names: its `startTime` as the Job's `run-started-at` annotation carries it.
+fn run_id(status: Option<&api::AgenticSessionStatus>) -> Option<String> {
+    let start = status?.start_time.as_ref()?;
+    serde_json::to_value(start)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -496,6 +553,16 @@ async fn reconcile_session(session: &AgenticSession, ctx: &Ctx) -> Result<Action
         // Owner references remove every child.
         return Ok(Action::await_change());
     }
+    let name = session.name_any();
+    if ctx
+        .recent
+        .session_behind(&ns, &name, session.metadata.resource_version.as_deref())
+    {
+        // The cache still holds a version this controller replaced; deciding from it would
+        // undo that write. The watch event of the write comes next.
+        tracing::debug!("the session cache is behind this controller's own write; waiting");
+        return Ok(Action::requeue(CACHE_BEHIND_RECHECK));
+    }
     if ctx.namespaces.get(&ObjectRef::new(&ns)).is_none() {
         tracing::debug!(namespace = %ns, "namespace is not labelled {}=true; skipping", api::LABEL_MANAGED_NAMESPACE);
         return Ok(Action::requeue(UNMANAGED_RECHECK));
@@ -504,7 +571,7 @@ async fn reconcile_session(session: &AgenticSession, ctx: &Ctx) -> Result<Action
         session,
         ctx,
         ns,
-        name: session.name_any(),
+        name,
         now: status::truncate(Timestamp::now()),
     };
     r.run().await
@@ -516,10 +583,7 @@ impl Reconciler<'_> {
     }
 
     fn run_id(&self) -> Option<String> {
-        let start = self.status()?.start_time.as_ref()?;
-        serde_json::to_value(start)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
+        run_id(self.status())
     }
 
     fn project(&self) -> Option<Arc<ProjectSettings>> {
@@ -534,6 +598,7 @@ impl Reconciler<'_> {
         let run = observe_run(
             &self.ctx.jobs,
             &self.ctx.pods,
+            &self.ctx.recent,
             &self.ns,
             &self.name,
             self.run_id().as_deref(),
@@ -555,28 +620,42 @@ impl Reconciler<'_> {
             blocked: None,
             stopped_reason: self.status().and_then(|s| s.stopped_reason),
         };
-        if from == Some(SessionPhase::Pending)
-            && observed.run != RunView::Leftover
-            && observed.invalid.is_none()
-            && !matches!(observed.request, Some(Request::Stop(_)))
-        {
-            observed.blocked = self.missing_runner_secret().await?;
+        if from == Some(SessionPhase::Pending) {
+            observed.blocked = self.blocked(&observed).await?;
         }
-        let t = state::next(from, &observed);
-
-        let mut token_annotations = false;
-        match t.effect {
-            Effect::None => {}
-            Effect::StartRun => token_annotations = self.start_run().await?,
-            Effect::DeleteRun => self.delete_run().await?,
-        }
-
         let inputs = StatusInputs {
             now: self.now,
             generation: self.session.metadata.generation,
             requested_at,
         };
-        let desired = status::desired(self.status(), &t, &observed, &inputs);
+        let mut t = state::next(from, &observed);
+        let mut desired = status::desired(self.status(), &t, &observed, &inputs);
+        let mut steps = vec![(from, t.clone())];
+        if from.is_none() && t.to == SessionPhase::Pending && t.effect == Effect::None {
+            // A new session is accepted and, from the same observation, started in one
+            // reconcile: one status write instead of two.
+            observed.blocked = self.blocked(&observed).await?;
+            let second = state::next(Some(SessionPhase::Pending), &observed);
+            desired = status::desired(Some(&desired), &second, &observed, &inputs);
+            steps.push((Some(SessionPhase::Pending), second.clone()));
+            t = Transition {
+                new_run: t.new_run || second.new_run,
+                acknowledge: t.acknowledge || second.acknowledge,
+                ..second
+            };
+        }
+
+        let mut token_annotations = false;
+        match t.effect {
+            Effect::None => {}
+            Effect::StartRun => {
+                if let Some(run_id) = run_id(Some(&desired)) {
+                    token_annotations = self.start_run(run_id).await?;
+                }
+            }
+            Effect::DeleteRun => self.delete_run().await?,
+        }
+
         let patch = status::merge_patch(self.status(), &desired).map_err(|source| {
             SessionError::Serialize {
                 what: "status",
@@ -587,17 +666,18 @@ impl Reconciler<'_> {
         if let Some(patch) = patch {
             let written = self.patch_status(patch).await?;
             resource_version = written.resource_version();
-            self.record_transition(from, &t);
+            for (from, step) in &steps {
+                self.record_transition(*from, step);
+            }
         }
         self.patch_annotations(&t, token_annotations, resource_version)
             .await?;
 
+        // Changes of the runner Job and pod, including their deletion, wake the session;
+        // the recheck is only a safety net.
         let mut next_check = match t.to {
             SessionPhase::Running => Some(RUNNING_RECHECK),
             p if p.is_terminal() => None,
-            // Deletions reach the caches but do not wake the controller: poll while waiting
-            // for the previous runner to be gone.
-            _ if t.effect == Effect::DeleteRun => Some(DELETION_RECHECK),
             _ => Some(WAITING_RECHECK),
         };
         if t.to == SessionPhase::Running {
@@ -609,6 +689,17 @@ impl Reconciler<'_> {
             }
         }
         Ok(next_check.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// In `Pending`: why the runner cannot start yet, if a start is what comes next.
+    async fn blocked(&self, observed: &Observed) -> Result<Option<String>, SessionError> {
+        if observed.run == RunView::Leftover
+            || observed.invalid.is_some()
+            || matches!(observed.request, Some(Request::Stop(_)))
+        {
+            return Ok(None);
+        }
+        self.missing_runner_secret().await
     }
 
     async fn missing_runner_secret(&self) -> Result<Option<String>, SessionError> {
@@ -631,9 +722,9 @@ impl Reconciler<'_> {
         }
     }
 
-    /// Provisions credentials if needed and creates the run's Job and Service. Returns
-    /// whether the session's token annotations must be written.
-    async fn start_run(&self) -> Result<bool, SessionError> {
+    /// Provisions credentials if needed and creates the Job and Service of run `run_id`.
+    /// Returns whether the session's token annotations must be written.
+    async fn start_run(&self, run_id: String) -> Result<bool, SessionError> {
         let token_name = names::token_secret(&self.name);
         let has_token = self
             .ctx
@@ -647,31 +738,49 @@ impl Reconciler<'_> {
                 .metrics
                 .token_provisioned(&self.ns, started.elapsed());
         }
-        let Some(run_id) = self.run_id() else {
-            return Ok(false);
-        };
         let started = Instant::now();
         let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let existing = self
+        let job_name = names::job(&self.name);
+        let cached = self
             .ctx
             .jobs
-            .get(&ObjectRef::new(&names::job(&self.name)).within(&self.ns))
-            .filter(|j| j.run_id.as_ref() == Some(&run_id));
-        let owner = if let Some(job) = existing {
+            .get(&ObjectRef::new(&job_name).within(&self.ns));
+        let cached_uid = cached.as_ref().and_then(|j| j.metadata.uid.clone());
+        let existing = cached
+            .filter(|j| j.run_id.as_ref() == Some(&run_id))
+            .map(|j| j.metadata.clone())
+            .or_else(|| {
+                // Created by an earlier attempt of this start that failed later on.
+                self.ctx
+                    .recent
+                    .created_job(&self.ns, &self.name, &run_id, cached_uid.as_deref())
+                    .map(|c| ObjectMeta {
+                        name: Some(job_name.clone()),
+                        namespace: Some(self.ns.clone()),
+                        uid: Some(c.uid),
+                        ..ObjectMeta::default()
+                    })
+            });
+        let owner = if let Some(metadata) = existing {
             build::job_owner(&Job {
-                metadata: job.metadata.clone(),
+                metadata,
                 ..Job::default()
             })
         } else {
             let project = self.project();
             let inputs = RunInputs {
                 config: &self.ctx.config,
-                run_id,
+                run_id: run_id.clone(),
                 resume: self.status().is_some_and(|s| s.runner_started_at.is_some()),
                 project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
             };
             let job = build::job(self.session, &inputs);
             let created = apply(&jobs, &job, "Job").await?;
+            if let Some(uid) = created.metadata.uid.clone() {
+                self.ctx
+                    .recent
+                    .job_created(&self.ns, &self.name, CreatedJob { run_id, uid });
+            }
             build::job_owner(&created)
         };
         let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.ns);
@@ -800,11 +909,18 @@ impl Reconciler<'_> {
             "metadata": {"resourceVersion": self.session.resource_version()},
             "status": patch,
         });
-        api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
+        let written = api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
             .await
             .map_err(|e| {
                 SessionError::kube(format!("patch status of {}/{}", self.ns, self.name), e)
-            })
+            })?;
+        self.ctx.recent.session_written(
+            &self.ns,
+            &self.name,
+            self.session.metadata.resource_version.as_deref(),
+        );
+        Ok(written)
     }
 
     async fn patch_annotations(
@@ -866,6 +982,15 @@ impl Reconciler<'_> {
                     e,
                 )
             })?;
+        // The version the status write made (if any) is replaced too.
+        self.ctx
+            .recent
+            .session_written(&self.ns, &self.name, resource_version.as_deref());
+        self.ctx.recent.session_written(
+            &self.ns,
+            &self.name,
+            self.session.metadata.resource_version.as_deref(),
+        );
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Stages: [`controller`] observes the caches and applies; [`state`] decides (pure);
 //! [`build`] makes the desired objects (pure); [`status`] computes the status and the patch
-//! (pure). [`cached`] holds the slim cached views of Jobs and pods.
+//! (pure). [`cached`] holds the slim cached views of Jobs and pods; [`recent`]
+//! remembers the controller's own writes until the caches show them.
 
 pub mod build;
 pub mod cached;
@@ -13,6 +14,7 @@ pub mod controller;
 pub mod error;
 pub mod metrics;
 pub mod names;
+pub mod recent;
 pub mod state;
 pub mod status;
 

@@ -108,14 +108,28 @@ fn job(run: &str, conditions: Value) -> RunnerJob {
 fn run_classification() {
     let (jobs, pods) = stores(vec![], vec![]);
     assert_eq!(
-        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        observe_run(
+            &jobs,
+            &pods,
+            &RecentWrites::default(),
+            "ns",
+            "s1",
+            Some("t1")
+        ),
         RunView::Nothing
     );
 
     let running = runner_pod(json!({"running": {}}), json!({}));
     let (jobs, pods) = stores(vec![job("t1", json!([]))], vec![running.clone()]);
     assert_eq!(
-        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        observe_run(
+            &jobs,
+            &pods,
+            &RecentWrites::default(),
+            "ns",
+            "s1",
+            Some("t1")
+        ),
         RunView::Current {
             job: JobView::Active,
             pod: PodView::Running {
@@ -126,17 +140,38 @@ fn run_classification() {
     );
     // The Job of an earlier run is a leftover, and so is a pod without a Job.
     assert_eq!(
-        observe_run(&jobs, &pods, "ns", "s1", Some("t2")),
+        observe_run(
+            &jobs,
+            &pods,
+            &RecentWrites::default(),
+            "ns",
+            "s1",
+            Some("t2")
+        ),
         RunView::Leftover
     );
     let (jobs, pods) = stores(vec![], vec![running]);
     assert_eq!(
-        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        observe_run(
+            &jobs,
+            &pods,
+            &RecentWrites::default(),
+            "ns",
+            "s1",
+            Some("t1")
+        ),
         RunView::Leftover
     );
     // Another namespace is not ours.
     assert_eq!(
-        observe_run(&jobs, &pods, "other", "s1", Some("t1")),
+        observe_run(
+            &jobs,
+            &pods,
+            &RecentWrites::default(),
+            "other",
+            "s1",
+            Some("t1")
+        ),
         RunView::Nothing
     );
 
@@ -149,10 +184,97 @@ fn run_classification() {
         vec![],
     );
     assert!(matches!(
-        observe_run(&jobs, &pods, "ns", "s1", Some("t1")),
+        observe_run(&jobs, &pods, &RecentWrites::default(), "ns", "s1", Some("t1")),
         RunView::Current { job: JobView::Failed { reason, .. }, pod: PodView::Missing, .. }
             if reason == "DeadlineExceeded"
     ));
+}
+
+/// The flip-flop a lagging Job cache used to cause: right after the Job of run `t2` was
+/// created, the reconcile woken by the status write found no Job in the cache, took the run
+/// as lost and sent the session back to `Pending` with a new run (whose Job the cache did
+/// not show either, and so on).
+#[test]
+fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
+    let recent = RecentWrites::default();
+    recent.job_created(
+        "ns",
+        "s1",
+        CreatedJob {
+            run_id: "t2".into(),
+            uid: "job-uid".into(),
+        },
+    );
+    let waiting = RunView::Current {
+        job: JobView::Active,
+        pod: PodView::Missing,
+        pod_uid: None,
+    };
+    // The Job cache shows nothing yet, or still the previous run's Job.
+    let (empty_jobs, no_pods) = stores(vec![], vec![]);
+    let mut old = job("t1", json!([]));
+    old.metadata.uid = Some("old-uid".into());
+    let (old_jobs, _) = stores(vec![old], vec![]);
+    for jobs in [&empty_jobs, &old_jobs] {
+        let seen = observe_run(jobs, &no_pods, &recent, "ns", "s1", Some("t2"));
+        assert_eq!(seen, waiting);
+        let t = state::next(
+            Some(SessionPhase::Creating),
+            &Observed {
+                run: seen,
+                ..Observed::default()
+            },
+        );
+        assert_eq!(
+            (t.to, t.effect, t.new_run),
+            (SessionPhase::Creating, Effect::None, false),
+            "a lagging cache must not restart the run: {t:?}"
+        );
+    }
+    // Without the memory of the create, the same caches read as a lost run.
+    let forgetful = RecentWrites::default();
+    let seen = observe_run(&empty_jobs, &no_pods, &forgetful, "ns", "s1", Some("t2"));
+    assert_eq!(seen, RunView::Nothing);
+    assert_eq!(
+        state::next(
+            Some(SessionPhase::Creating),
+            &Observed {
+                run: seen,
+                ..Observed::default()
+            }
+        )
+        .to,
+        SessionPhase::Pending
+    );
+    // A pod of the created Job that the pod cache already shows belongs to the run.
+    let running = runner_pod(json!({"running": {}}), json!({}));
+    let (_, pods) = stores(vec![], vec![running]);
+    assert_eq!(
+        observe_run(&empty_jobs, &pods, &recent, "ns", "s1", Some("t2")),
+        RunView::Current {
+            job: JobView::Active,
+            pod: PodView::Running {
+                node: Some("node-a".into())
+            },
+            pod_uid: Some("pod-uid".into())
+        }
+    );
+    // Another run is not answered by the remembered Job.
+    assert_eq!(
+        observe_run(&empty_jobs, &no_pods, &recent, "ns", "s1", Some("t3")),
+        RunView::Nothing
+    );
+    // Once the cache shows the created Job it decides again: a Job deleted afterwards is gone.
+    let (jobs, _) = stores(vec![job("t2", json!([]))], vec![]);
+    assert_eq!(
+        observe_run(&jobs, &no_pods, &recent, "ns", "s1", Some("t2")),
+        waiting
+    );
+    assert!(recent.is_empty());
+    assert_eq!(
+        observe_run(&empty_jobs, &no_pods, &recent, "ns", "s1", Some("t2")),
+        RunView::Nothing
+    );
 }
 
 fn session_with(annotations: &[(&str, &str)], acted_on: Option<&str>) -> AgenticSession {
