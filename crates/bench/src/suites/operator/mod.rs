@@ -317,6 +317,23 @@ pub struct RunResult {
     /// simulators run apart; `server_usage` then covers the API server alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulators_usage: Option<Usage>,
+    /// The keys the server spent most handling time on during the burst (all clients),
+    /// busiest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_time: Vec<crate::accounting::ServerVerb>,
+}
+
+/// The `top` keys of `s` by total handling time (count × mean), busiest first.
+pub fn busiest_by_time(s: &StatsSnapshot, top: usize) -> Vec<crate::accounting::ServerVerb> {
+    let mut v = accounting::summarize(s);
+    #[allow(clippy::cast_precision_loss)]
+    v.sort_by(|a, b| {
+        (b.mean_ms * b.count as f64)
+            .total_cmp(&(a.mean_ms * a.count as f64))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    v.truncate(top);
+    v
 }
 
 /// The result file's `results`.
@@ -752,6 +769,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         None => None,
     };
     let burst_stats = accounting::fetch(&mut conn).await?;
+    let server_time = busiest_by_time(&burst_stats, 8);
     let burst_attr = match &simulators {
         Some((_, proxy)) => attribute_measured(&burst_stats, &own.take(), &proxy.take()),
         None => attribute(&burst_stats, &own.take()),
@@ -840,6 +858,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         },
         server_usage,
         simulators_usage,
+        server_time,
     })
 }
 
@@ -1026,6 +1045,35 @@ pub fn targets(runs: &[RunResult]) -> Vec<TargetCheck> {
     out
 }
 
+/// Appends each run's busiest server keys by handling time.
+fn render_server_time(s: &mut String, report: &Report) {
+    s.push_str("\nserver handling time by key (burst, all clients, busiest first):\n");
+    for r in &report.results.runs {
+        #[allow(clippy::cast_precision_loss)]
+        let keys: Vec<String> = r
+            .server_time
+            .iter()
+            .take(4)
+            .map(|v| {
+                format!(
+                    "{} {}x{:.2}ms={:.1}s",
+                    v.key,
+                    v.count,
+                    v.mean_ms,
+                    v.mean_ms * v.count as f64 / 1000.0
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  {} N={}: {}",
+            r.family.name(),
+            r.objects,
+            keys.join(", ")
+        );
+    }
+}
+
 /// The console table.
 pub fn render(report: &Report) -> String {
     let mut t = Table::new(&[
@@ -1085,6 +1133,7 @@ pub fn render(report: &Report) -> String {
             keys.join(", ")
         );
     }
+    render_server_time(&mut s, report);
     for f in &report.results.failures {
         let _ = writeln!(s, "FAILED {} N={}: {}", f.family.name(), f.objects, f.error);
     }
@@ -1230,6 +1279,28 @@ mod tests {
     }
 
     #[test]
+    fn busiest_keys_are_ranked_by_total_handling_time() {
+        let mut s = StatsSnapshot::default();
+        for (k, count, micros) in [
+            ("list secrets", 10, 50_000),
+            ("patch secrets", 1_000, 100_000),
+            ("get secrets", 5, 1_000),
+        ] {
+            s.requests.insert(
+                k.into(),
+                VerbStats {
+                    count,
+                    total_micros: micros,
+                    ..VerbStats::default()
+                },
+            );
+        }
+        let b = busiest_by_time(&s, 2);
+        let keys: Vec<&str> = b.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(keys, ["patch secrets", "list secrets"]);
+    }
+
+    #[test]
     fn families_names_sizes_and_simulators() {
         assert_eq!(
             Family::ALL.map(Family::name),
@@ -1318,6 +1389,7 @@ mod tests {
             operator_write_rate_fraction_of_raw: 0.5,
             server_usage: Usage::default(),
             simulators_usage: None,
+            server_time: Vec::new(),
         };
         let t = targets(std::slice::from_ref(&run));
         assert_eq!(t.len(), 3);
