@@ -21,7 +21,7 @@ pub fn families() -> Vec<Box<dyn runtime::Family>> {
     vec![
         Box::new(sessions::Sessions),
         Box::new(evaluations::Evaluations),
-        Box::new(labs::Labs::from_env()),
+        Box::new(labs::Labs::from_settings()),
     ]
 }
 

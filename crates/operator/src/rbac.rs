@@ -148,8 +148,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &["batch"],
         &["jobs"],
-        &["list", "watch", "create", "patch", "delete"],
-        "sessions: runner Jobs (server-side apply; deleted on stop)",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "sessions: runner Jobs (server-side apply; deleted on stop; get reads the spec generation a running runner started with)",
     ),
     rule(
         &[""],
@@ -166,8 +166,20 @@ pub const CLUSTER_RULES: &[Rule] = &[
     rule(
         &[""],
         &["secrets"],
-        &["get", "list", "watch", "create", "patch"],
-        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh); get is also held so the per-session Role can grant it",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh), Vertex AI: ambient-vertex copied into session namespaces, refreshed and deleted when unused; get is also held so the per-session Role can grant it",
+    ),
+    rule(
+        &[""],
+        &["configmaps"],
+        &["get"],
+        "sessions: the optional trusted-ca-bundle ConfigMap of a session namespace, mounted into runner pods",
+    ),
+    rule(
+        &["networking.k8s.io"],
+        &["networkpolicies"],
+        &["get", "create", "patch"],
+        "sessions: the runner-allow-backend-only NetworkPolicy of each session namespace (server-side apply when missing or changed)",
     ),
     rule(
         &["authorization.k8s.io"],
@@ -271,7 +283,13 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &[""],
         &["secrets"],
         &["delete"],
-        "labs: Argo CD cluster registration Secrets are removed at cleanup (ConfigMap rights come from the evaluations rule: Grafana datasources)",
+        "labs: Argo CD cluster registration Secrets and tutorial kubeconfig Secrets are removed at cleanup (ConfigMap rights come from the evaluations rule: Grafana datasources)",
+    ),
+    rule(
+        &[""],
+        &["services"],
+        &["get"],
+        "labs: hub Services named by spec.tutorial.services, resolved to their address in status.tutorialStatus",
     ),
 ];
 

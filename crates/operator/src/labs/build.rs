@@ -39,6 +39,8 @@ pub const ARGOCD_RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argopro
 pub const IN_CLUSTER_SERVER: &str = "https://kubernetes.default.svc";
 /// Label Grafana's sidecar selects datasource `ConfigMaps` by.
 pub const GRAFANA_DATASOURCE_LABEL: &str = "grafana_datasource";
+/// Short label naming the target, on tutorial kubeconfig Secrets (upstream's `target`).
+pub const LABEL_SHORT_TARGET: &str = "target";
 
 /// Errors of the builders (bad data in a foreign object).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +120,11 @@ pub fn workflow_name(experiment: &str) -> String {
 /// Name of the experiment's Grafana datasource `ConfigMap`.
 pub fn datasource_name(owner: Owner<'_>) -> String {
     format!("lab-{}-{}-datasource", owner.namespace, owner.name)
+}
+
+/// Name of the tutorial kubeconfig Secret of a target (in the Experiment's namespace).
+pub fn tutorial_kubeconfig_name(experiment: &str, target: &str) -> String {
+    format!("{experiment}-{target}-kubeconfig")
 }
 
 /// Namespace of a target's claim under `mapping`.
@@ -411,6 +418,64 @@ pub fn datasource(owner: Owner<'_>, config: &LabsConfig) -> DynamicObject {
     }))
 }
 
+/// The tutorial kubeconfig Secret of a target (`spec.tutorial.exposeKubeconfig`): the target
+/// cluster's kubeconfig in the Experiment's namespace, owned by the Experiment so that it goes
+/// with it, and labelled `experiment` and `target` for `labctl`.
+pub fn tutorial_kubeconfig(
+    owner: Owner<'_>,
+    owner_ref: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    target: &str,
+    kubeconfig: &str,
+) -> DynamicObject {
+    let mut labels = owner.target_labels(target);
+    labels.insert(LABEL_SHORT_TARGET.to_owned(), target.to_owned());
+    finish(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": tutorial_kubeconfig_name(owner.name, target),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_ref],
+        },
+        "type": "Opaque",
+        "data": {"kubeconfig": b64(kubeconfig)},
+    }))
+}
+
+/// The address of a hub Service for `status.tutorialStatus`: the first load-balancer
+/// ingress IP, else its hostname, else the cluster IP (`None` for headless Services), as
+/// `http://host[:port]` with the given port (else the Service's first port), the port left
+/// out when it is 80 or 443. `None` when the Service has no address yet.
+pub fn service_endpoint(
+    service: &k8s_openapi::api::core::v1::Service,
+    port: Option<i64>,
+) -> Option<String> {
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|i| i.first());
+    let spec = service.spec.as_ref();
+    let host = ingress
+        .and_then(|i| i.ip.clone().filter(|h| !h.is_empty()))
+        .or_else(|| ingress.and_then(|i| i.hostname.clone().filter(|h| !h.is_empty())))
+        .or_else(|| {
+            spec.and_then(|s| s.cluster_ip.clone())
+                .filter(|ip| !ip.is_empty() && ip != "None")
+        })?;
+    let port = port.or_else(|| {
+        spec.and_then(|s| s.ports.as_ref())
+            .and_then(|p| p.first())
+            .map(|p| i64::from(p.port))
+    });
+    Some(match port {
+        Some(p) if p != 80 && p != 443 => format!("http://{host}:{p}"),
+        _ => format!("http://{host}"),
+    })
+}
+
 /// Component references added to a target with `observability.enabled`: the metrics egress
 /// and the metrics agent labelled with the experiment name.
 pub fn observability_refs(experiment: &str) -> Vec<ComponentRef> {
@@ -702,6 +767,92 @@ spec:
             "{file}"
         );
         assert!(file.contains("type: prometheus"), "{file}");
+    }
+
+    #[test]
+    fn tutorial_kubeconfig_snapshot() {
+        let owner_ref = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "experiments.illm.io/v1alpha1".into(),
+            kind: "Experiment".into(),
+            name: "gw".into(),
+            uid: "u-1".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        let s = tutorial_kubeconfig(OWNER, &owner_ref, "app", "apiVersion: v1\n");
+        assert_eq!(
+            yaml(&s),
+            r"apiVersion: v1
+kind: Secret
+metadata:
+  annotations:
+    experiments.illm.io/applied-hash: 90213e2dc4a0c56e
+  labels:
+    app.kubernetes.io/managed-by: experiment-operator
+    experiment: gw
+    experiments.illm.io/experiment: gw
+    experiments.illm.io/namespace: experiments
+    experiments.illm.io/target: app
+    target: app
+  name: gw-app-kubeconfig
+  namespace: experiments
+  ownerReferences:
+  - apiVersion: experiments.illm.io/v1alpha1
+    blockOwnerDeletion: true
+    controller: true
+    kind: Experiment
+    name: gw
+    uid: u-1
+data:
+  kubeconfig: YXBpVmVyc2lvbjogdjEK
+type: Opaque
+"
+        );
+    }
+
+    #[test]
+    fn service_endpoints_follow_the_upstream_rules() {
+        let svc = |v: Value| -> k8s_openapi::api::core::v1::Service {
+            serde_json::from_value(v).unwrap()
+        };
+        let lb = svc(json!({
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 8080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "34.1.2.3", "hostname": "lb.example"}]}},
+        }));
+        assert_eq!(
+            service_endpoint(&lb, None).as_deref(),
+            Some("http://34.1.2.3:8080")
+        );
+        // The ref's port wins; 80 and 443 are left out.
+        assert_eq!(
+            service_endpoint(&lb, Some(80)).as_deref(),
+            Some("http://34.1.2.3")
+        );
+        assert_eq!(
+            service_endpoint(&lb, Some(443)).as_deref(),
+            Some("http://34.1.2.3")
+        );
+        let host = svc(json!({
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example"}]}},
+        }));
+        assert_eq!(
+            service_endpoint(&host, None).as_deref(),
+            Some("http://lb.example")
+        );
+        let cluster_ip =
+            svc(json!({"spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 3000}]}}));
+        assert_eq!(
+            service_endpoint(&cluster_ip, None).as_deref(),
+            Some("http://10.96.0.9:3000")
+        );
+        let headless = svc(json!({"spec": {"clusterIP": "None", "ports": [{"port": 3000}]}}));
+        assert_eq!(service_endpoint(&headless, None), None);
+        let no_ports = svc(json!({"spec": {"clusterIP": "10.96.0.9"}}));
+        assert_eq!(
+            service_endpoint(&no_ports, None).as_deref(),
+            Some("http://10.96.0.9")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Cleanup ordering, as a pure plan: what to delete next and what to wait for.
 //!
-//! Children are removed stage by stage: the Workflow and the Grafana datasource, then the
+//! Children are removed stage by stage: the Workflow, the Grafana datasource and the tutorial
+//! kubeconfig Secrets, then the
 //! Applications (Argo CD removes the deployed resources while the cluster is still registered),
 //! then the cluster Secrets, then the claims (the clusters themselves). A stage starts only
 //! when the previous one is gone; `NotFound` counts as gone.
@@ -14,6 +15,8 @@ pub enum ChildKind {
     Workflow,
     /// Grafana datasource `ConfigMap`.
     Datasource,
+    /// Tutorial kubeconfig Secret in the Experiment's namespace.
+    KubeconfigSecret,
     /// Argo CD Application.
     Application,
     /// Argo CD cluster Secret.
@@ -28,6 +31,7 @@ impl ChildKind {
         match self {
             Self::Workflow => "Workflow",
             Self::Datasource => "ConfigMap",
+            Self::KubeconfigSecret => "kubeconfig Secret",
             Self::Application => "Application",
             Self::ClusterSecret => "Secret",
             Self::Claim => "claim",
@@ -37,7 +41,7 @@ impl ChildKind {
     /// Cleanup stage: children of a lower stage go first.
     const fn stage(self) -> u8 {
         match self {
-            Self::Workflow | Self::Datasource => 0,
+            Self::Workflow | Self::Datasource | Self::KubeconfigSecret => 0,
             Self::Application => 1,
             Self::ClusterSecret => 2,
             Self::Claim => 3,
@@ -158,6 +162,15 @@ mod tests {
         };
         assert_eq!(delete[0].kind, ChildKind::Claim);
         assert_eq!(plan(&[]), Step::Done);
+        // Tutorial kubeconfig Secrets go in the first stage, before the Applications.
+        let tutorial = vec![
+            child(ChildKind::Application, "a", None),
+            child(ChildKind::KubeconfigSecret, "k", None),
+        ];
+        let Step::Work { delete, .. } = plan(&tutorial) else {
+            panic!()
+        };
+        assert_eq!(delete, vec![child(ChildKind::KubeconfigSecret, "k", None)]);
     }
 
     #[test]

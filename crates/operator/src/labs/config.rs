@@ -293,16 +293,44 @@ impl LabsConfig {
     /// Reads `LABS_CONFIG_FILE` (when set) over the defaults, then
     /// `LABS_PROVISIONING_TIMEOUT_SECONDS`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut config = match std::env::var_os(ENV_CONFIG_FILE) {
-            Some(path) => Self::from_file(Path::new(&path))?,
+        let file = std::env::var_os(ENV_CONFIG_FILE).filter(|p| !p.is_empty());
+        let timeout = match std::env::var(ENV_PROVISIONING_TIMEOUT) {
+            Ok(raw) => Some(
+                raw.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        field: ENV_PROVISIONING_TIMEOUT.into(),
+                        message: format!("{raw:?} is not a whole number of seconds above zero"),
+                    })?,
+            ),
+            Err(_) => None,
+        };
+        Self::resolve(file.as_deref().map(Path::new), timeout)
+    }
+
+    /// The defaults, overlaid with the YAML file `file` (when given), then with
+    /// `provisioning_timeout` (when given). The operator passes `--labs-config` /
+    /// `LABS_CONFIG_FILE` and `--labs-provisioning-timeout` /
+    /// `LABS_PROVISIONING_TIMEOUT_SECONDS` as resolved by the runtime settings.
+    pub fn resolve(
+        file: Option<&Path>,
+        provisioning_timeout: Option<Duration>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
-        if let Ok(raw) = std::env::var(ENV_PROVISIONING_TIMEOUT) {
-            let secs: u64 = raw.trim().parse().map_err(|_| ConfigError::Invalid {
-                field: ENV_PROVISIONING_TIMEOUT.into(),
-                message: format!("{raw:?} is not a whole number of seconds"),
-            })?;
-            config.provisioning_timeout = Duration::from_secs(secs);
+        if let Some(timeout) = provisioning_timeout {
+            config.provisioning_timeout = timeout;
+        }
+        if config.provisioning_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: "provisioningTimeoutSeconds".into(),
+                message: "must be above zero".into(),
+            });
         }
         Ok(config)
     }
@@ -371,5 +399,38 @@ mod tests {
         assert!(err.to_string().contains("group/version"), "{err}");
         let err = LabsConfig::from_yaml("f", "bogus: 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_timeout_setting_wins_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("labs-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            "provisioningTimeoutSeconds: 60\nargocdNamespace: gitops\n",
+        )
+        .unwrap();
+        let c = LabsConfig::resolve(Some(&path), None).unwrap();
+        assert_eq!(c.provisioning_timeout, Duration::from_mins(1));
+        assert_eq!(c.argocd_namespace, "gitops");
+        let c = LabsConfig::resolve(Some(&path), Some(Duration::from_secs(7))).unwrap();
+        assert_eq!(c.provisioning_timeout, Duration::from_secs(7));
+        assert_eq!(c.argocd_namespace, "gitops");
+        // Without a file: the defaults.
+        assert_eq!(
+            LabsConfig::resolve(None, None).unwrap(),
+            LabsConfig::default()
+        );
+        // A missing file names itself; a zero timeout in the file is rejected.
+        let err = LabsConfig::resolve(Some(&dir.join("absent.yaml")), None).unwrap_err();
+        assert!(err.to_string().contains("absent.yaml"), "{err}");
+        std::fs::write(&path, "provisioningTimeoutSeconds: 0\n").unwrap();
+        let err = LabsConfig::resolve(Some(&path), None).unwrap_err();
+        assert!(
+            err.to_string().contains("provisioningTimeoutSeconds"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

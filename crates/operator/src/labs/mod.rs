@@ -47,14 +47,15 @@ const CACHE_WAIT: Duration = Duration::from_secs(10);
 /// The labs family as the manager sees it.
 #[derive(Debug, Clone)]
 pub struct Labs {
-    config: Result<Arc<LabsConfig>, String>,
+    /// `None`: resolved from the runtime settings when the family is built.
+    config: Option<Result<Arc<LabsConfig>, String>>,
 }
 
 impl Labs {
     /// The family with an explicit configuration.
     pub fn new(config: LabsConfig) -> Self {
         Self {
-            config: Ok(Arc::new(config)),
+            config: Some(Ok(Arc::new(config))),
         }
     }
 
@@ -62,9 +63,31 @@ impl Labs {
     /// configuration makes [`Family::build`] fail with its message.
     pub fn from_env() -> Self {
         Self {
-            config: LabsConfig::from_env()
-                .map(Arc::new)
-                .map_err(|e| e.to_string()),
+            config: Some(
+                LabsConfig::from_env()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+            ),
+        }
+    }
+
+    /// The family configured from the runtime settings when it is built: `--labs-config`
+    /// (else `LABS_CONFIG_FILE`) and `--labs-provisioning-timeout` (else
+    /// `LABS_PROVISIONING_TIMEOUT_SECONDS`). A bad file makes [`Family::build`] fail with a
+    /// message naming the file and key.
+    pub fn from_settings() -> Self {
+        Self { config: None }
+    }
+
+    fn config(&self, rt: &RuntimeContext) -> Result<Arc<LabsConfig>, FamilyError> {
+        match &self.config {
+            Some(c) => c.clone().map_err(FamilyError::from),
+            None => LabsConfig::resolve(
+                rt.settings.labs.config.as_deref(),
+                rt.settings.labs.provisioning_timeout,
+            )
+            .map(Arc::new)
+            .map_err(|e| FamilyError::from(e.to_string())),
         }
     }
 }
@@ -244,7 +267,31 @@ impl Family for Labs {
         rt: &RuntimeContext,
         watches: &mut SharedWatches,
     ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let config = self.config.clone().map_err(FamilyError::from)?;
+        let config = self.config(rt)?;
+        tracing::info!(
+            provisioning_timeout_seconds = config.provisioning_timeout.as_secs(),
+            cluster_types = ?config.cluster_types.keys().collect::<Vec<_>>(),
+            "labs configuration loaded"
+        );
+        // The controller needs its child watches and deadline timers, which the sequential
+        // --legacy-watch loop does not run: in that mode it keeps the work queue but reconciles
+        // one Experiment at a time.
+        let legacy;
+        let rt = if rt.settings.legacy_watch {
+            tracing::info!(
+                "--legacy-watch: the labs controller keeps its watches and timers and reconciles one Experiment at a time"
+            );
+            let mut settings = (*rt.settings).clone();
+            settings.legacy_watch = false;
+            settings.max_concurrent_reconciles = 1;
+            legacy = RuntimeContext {
+                settings: Arc::new(settings),
+                ..rt.clone()
+            };
+            &legacy
+        } else {
+            rt
+        };
         let client = rt.client.clone();
         let experiments = watches.subscribe(
             Api::<Experiment>::all(client.clone()),

@@ -5,11 +5,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use agentic_api::labs::{
     CompletionMode, Experiment, ExperimentPhase, ExperimentStatus, FINALIZER, HUB_CLUSTER_NAME,
-    Target, TargetStatus, WorkflowStatus,
+    Target, TargetStatus, TutorialServiceStatus, WorkflowStatus,
 };
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::core::v1::Secret,
+    api::core::v1::{Secret, Service},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{
@@ -45,6 +45,11 @@ pub const CONDITION_PROVISIONED: &str = "Provisioned";
 pub const CONDITION_COMPONENTS_HEALTHY: &str = "ComponentsHealthy";
 /// Condition: the workflow succeeded.
 pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
+/// Condition (present only when it applies): the spec sets fields this operator accepts but
+/// does not act on.
+pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
+/// How often hub tutorial Services without an address are looked at again.
+const SERVICE_RECHECK: Duration = Duration::from_secs(10);
 /// How often a waiting deletion is looked at again (besides watch events).
 const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
 /// Safety resync of a running experiment (watches normally drive it).
@@ -64,6 +69,8 @@ enum ClusterState {
     },
     /// Claim Ready with an endpoint.
     Ready { endpoint: String },
+    /// The API server refused the claim (retried with backoff).
+    Rejected { message: String },
     /// Timed out.
     Failed { message: String },
 }
@@ -257,7 +264,10 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     }
 
     // validate
-    let order = match validate::validate(&name, &exp.spec.targets, &ctx.config) {
+    let validated = validate::validate(&name, &exp.spec.targets, &ctx.config).and_then(|order| {
+        validate::validate_tutorial(exp.spec.tutorial.as_ref(), &exp.spec.targets).map(|()| order)
+    });
+    let order = match validated {
         Ok(order) => order,
         Err(e) => {
             let message = e.to_string();
@@ -281,6 +291,39 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             return Ok(Action::await_change());
         }
     };
+
+    // fields accepted for compatibility but not acted on
+    let unsupported = unsupported_fields(&exp);
+    {
+        let conditions = status.conditions.get_or_insert_default();
+        let before = conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_UNSUPPORTED)
+            .map(|c| c.message.clone());
+        match &unsupported {
+            Some(message) => {
+                condition(
+                    conditions,
+                    CONDITION_UNSUPPORTED,
+                    "True",
+                    "FieldsIgnored",
+                    message,
+                    generation,
+                );
+                if before.as_ref() != Some(message) {
+                    publish(
+                        &ctx,
+                        &exp,
+                        EventType::Warning,
+                        "FieldsIgnored",
+                        message.clone(),
+                    )
+                    .await;
+                }
+            }
+            None => conditions.retain(|c| c.type_ != CONDITION_UNSUPPORTED),
+        }
+    }
 
     // observe
     let previous: BTreeMap<String, TargetStatus> = status
@@ -356,6 +399,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
 
     // apply, in dependency order
     let mut registered_datasource = false;
+    let mut claim_error: Option<Error> = None;
+    let expose_kubeconfig = exp
+        .spec
+        .tutorial
+        .as_ref()
+        .and_then(|t| t.expose_kubeconfig)
+        .unwrap_or(false);
+    let mut kubeconfig_secrets: BTreeMap<String, String> = BTreeMap::new();
     for tname in &order {
         let deps_ready = views
             .get(tname)
@@ -377,8 +428,29 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 view.claim_ns.as_deref().unwrap_or_default(),
                 view.claim_name.as_deref().unwrap_or_default(),
             );
-            if !same_hash(live.as_deref(), &desired) {
-                apply(&ctx, &mapping.api_resource(), &desired).await?;
+            if !same_hash(live.as_deref(), &desired)
+                && let Err(e) = apply(&ctx, &mapping.api_resource(), &desired).await
+            {
+                view.cluster = ClusterState::Rejected {
+                    message: format!(
+                        "cannot create {} {}/{}: {e}",
+                        mapping.kind,
+                        view.claim_ns.as_deref().unwrap_or_default(),
+                        view.claim_name.as_deref().unwrap_or_default()
+                    ),
+                };
+                claim_error.get_or_insert(e);
+                continue;
+            }
+            if let (true, ClusterState::Ready { .. }, Some(cn), Some(cns)) = (
+                expose_kubeconfig,
+                &view.cluster,
+                &view.claim_name,
+                &view.claim_ns,
+            ) {
+                let secret =
+                    expose_tutorial_kubeconfig(&ctx, &exp, owner, tname, cn, cns, type_).await?;
+                kubeconfig_secrets.insert(tname.clone(), secret);
             }
         }
         let server = match &view.cluster {
@@ -528,9 +600,34 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             .targets
             .iter()
             .filter_map(|t| views.get(&t.name))
-            .map(|v| target_status(v, previous.get(&v.target.name), &ctx))
+            .map(|v| {
+                let mut t = target_status(v, previous.get(&v.target.name), &ctx);
+                if let Some(secret) = kubeconfig_secrets.get(&v.target.name) {
+                    t.kubeconfig_secret = Some(secret.clone());
+                }
+                t
+            })
             .collect(),
     );
+    let mut services_waiting = false;
+    if exp.spec.tutorial.is_some() {
+        let tutorial = status.tutorial_status.get_or_insert_default();
+        if expose_kubeconfig {
+            let all = tutorial.kubeconfig_secrets.get_or_insert_default();
+            all.extend(kubeconfig_secrets.clone());
+        }
+        let has_services = exp
+            .spec
+            .tutorial
+            .as_ref()
+            .and_then(|t| t.services.as_ref())
+            .is_some_and(|s| !s.is_empty());
+        if has_services && matches!(new_phase, ExperimentPhase::Ready | ExperimentPhase::Running) {
+            let (services, waiting) = discover_tutorial_services(&ctx, &exp).await;
+            tutorial.services = Some(services);
+            services_waiting = waiting;
+        }
+    }
     if let Some(w) = &wf_obj {
         let ws = status
             .workflow_status
@@ -563,10 +660,15 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                     message
                 }
             )),
-            ClusterState::Failed { message } => Some(format!("{}: {message}", v.target.name)),
+            ClusterState::Failed { message } | ClusterState::Rejected { message } => {
+                Some(format!("{}: {message}", v.target.name))
+            }
             _ => None,
         })
         .collect();
+    let rejected = views
+        .values()
+        .any(|v| matches!(v.cluster, ClusterState::Rejected { .. }));
     if observed.failed_target.is_some() {
         condition(
             conditions,
@@ -590,7 +692,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             conditions,
             CONDITION_PROVISIONED,
             "False",
-            "Provisioning",
+            if rejected {
+                "ClaimRejected"
+            } else {
+                "Provisioning"
+            },
             &waiting.join("; "),
             generation,
         );
@@ -753,9 +859,17 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             .saturating_sub(age(started.as_ref()));
         next_check = next_check.min(left + Duration::from_millis(100));
     }
+    if services_waiting {
+        next_check = next_check.min(SERVICE_RECHECK);
+    }
     if new_phase.is_terminal() {
         // Completion cleanup runs on the next pass.
         next_check = Duration::from_millis(10);
+    }
+    if let Some(e) = claim_error {
+        // The condition names the refused claim; the error makes the runtime retry with
+        // backoff.
+        return Err(e);
     }
     Ok(Action::requeue(next_check))
 }
@@ -854,7 +968,7 @@ fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx)
     let (phase, endpoint) = match &v.cluster {
         ClusterState::Hub => ("Ready", None),
         ClusterState::Ready { endpoint } => ("Ready", Some(endpoint.clone())),
-        ClusterState::Requested => ("Pending", None),
+        ClusterState::Requested | ClusterState::Rejected { .. } => ("Pending", None),
         ClusterState::Provisioning { .. } => ("Provisioning", None),
         ClusterState::Failed { .. } => ("Failed", None),
     };
@@ -949,16 +1063,13 @@ async fn apply(ctx: &Ctx, ar: &ApiResource, obj: &DynamicObject) -> Result<(), E
     Ok(())
 }
 
-/// Registers a provisioned cluster with Argo CD from its connection Secret.
-async fn register_cluster(
+/// The kubeconfig in a claim's connection Secret, with the Secret's `namespace/name` and key.
+async fn read_kubeconfig(
     ctx: &Ctx,
-    owner: Owner<'_>,
-    target: &str,
     cluster: &str,
     claim_ns: &str,
-    endpoint: &str,
     type_: &str,
-) -> Result<(), Error> {
+) -> Result<(String, String, String), Error> {
     let key = ctx
         .config
         .cluster_types
@@ -983,7 +1094,139 @@ async fn register_cluster(
             message: "missing (the claim is Ready but has not written its connection Secret)"
                 .into(),
         })?;
-    let config_json = build::argocd_cluster_config(&kubeconfig, &shown, key)?;
+    Ok((kubeconfig, shown, key.to_owned()))
+}
+
+/// Copies a Ready target's kubeconfig into the tutorial Secret in the Experiment's namespace
+/// (`spec.tutorial.exposeKubeconfig`); returns the Secret's name.
+async fn expose_tutorial_kubeconfig(
+    ctx: &Ctx,
+    exp: &Experiment,
+    owner: Owner<'_>,
+    target: &str,
+    cluster: &str,
+    claim_ns: &str,
+    type_: &str,
+) -> Result<String, Error> {
+    let name = build::tutorial_kubeconfig_name(owner.name, target);
+    let (kubeconfig, _, _) = read_kubeconfig(ctx, cluster, claim_ns, type_).await?;
+    let Some(owner_ref) = exp.controller_owner_ref(&()) else {
+        return Ok(name);
+    };
+    let desired = build::tutorial_kubeconfig(owner, &owner_ref, target, &kubeconfig);
+    let secrets: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), owner.namespace, &secret_resource());
+    let live = secrets.get_metadata_opt(&name).await?;
+    let live_hash = live.as_ref().and_then(|l| {
+        l.metadata
+            .annotations
+            .as_ref()?
+            .get(ANNOTATION_HASH)
+            .cloned()
+    });
+    let desired_hash = desired.annotations().get(ANNOTATION_HASH).cloned();
+    if live_hash.is_none() || live_hash != desired_hash {
+        apply(ctx, &secret_resource(), &desired).await?;
+    }
+    Ok(name)
+}
+
+/// `status.tutorialStatus.services`: hub Services resolved to their address; Services on
+/// provisioned targets are reported not ready (`labctl` resolves them through the target's
+/// kubeconfig). The flag is true when a hub Service has no address yet.
+async fn discover_tutorial_services(
+    ctx: &Ctx,
+    exp: &Experiment,
+) -> (Vec<TutorialServiceStatus>, bool) {
+    let services = exp
+        .spec
+        .tutorial
+        .as_ref()
+        .and_then(|t| t.services.as_deref())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut waiting = false;
+    for s in services {
+        let on_hub = exp
+            .spec
+            .targets
+            .iter()
+            .any(|t| t.name == s.target && t.cluster.type_.as_str() == HUB);
+        let endpoint = if on_hub {
+            let api: Api<Service> = Api::namespaced(ctx.client.clone(), &s.namespace);
+            match api.get_opt(&s.service).await {
+                Ok(svc) => svc.and_then(|svc| build::service_endpoint(&svc, s.port)),
+                Err(error) => {
+                    tracing::warn!(experiment = %exp.name_any(), service = %s.service, namespace = %s.namespace, %error, "cannot read tutorial Service");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        waiting |= on_hub && endpoint.is_none();
+        out.push(TutorialServiceStatus {
+            name: s.name.clone(),
+            ready: Some(endpoint.is_some()),
+            endpoint,
+        });
+    }
+    (out, waiting)
+}
+
+/// The spec fields this operator accepts (so existing YAML applies unchanged) but does not act
+/// on, as one condition message; `None` when the spec sets none of them.
+fn unsupported_fields(exp: &Experiment) -> Option<String> {
+    let spec = &exp.spec;
+    let mut fields: Vec<String> = Vec::new();
+    if spec.publish == Some(true) {
+        fields.push("spec.publish (GitHub pull request of the results)".into());
+    }
+    if spec.metrics.as_ref().is_some_and(|m| !m.is_empty()) {
+        fields.push("spec.metrics (metrics collection and results storage in S3)".into());
+    }
+    if spec.quality_gate.is_some() {
+        fields.push("spec.qualityGate (metrics coverage gate)".into());
+    }
+    if spec.hypothesis.is_some() {
+        fields.push("spec.hypothesis (success criteria verdict)".into());
+    }
+    if spec.analyzer_config.is_some() {
+        fields.push("spec.analyzerConfig (AI analyzer Job and review gate)".into());
+    }
+    if spec.code_snippets.as_ref().is_some_and(|c| !c.is_empty()) {
+        fields.push("spec.codeSnippets (analyzer input)".into());
+    }
+    for (i, t) in spec.targets.iter().enumerate() {
+        if let Some(o) = t.observability.as_ref()
+            && o.enabled
+            && o.transport == agentic_api::labs::Transport::Tailscale
+        {
+            fields.push(format!(
+                "spec.targets[{i}].observability.transport: tailscale (no Tailscale operator is injected; the metrics components are deployed as for direct)"
+            ));
+        }
+    }
+    (!fields.is_empty()).then(|| {
+        format!(
+            "accepted but not acted on by this operator: {}; see docs/labs.md",
+            fields.join("; ")
+        )
+    })
+}
+
+/// Registers a provisioned cluster with Argo CD from its connection Secret.
+async fn register_cluster(
+    ctx: &Ctx,
+    owner: Owner<'_>,
+    target: &str,
+    cluster: &str,
+    claim_ns: &str,
+    endpoint: &str,
+    type_: &str,
+) -> Result<(), Error> {
+    let (kubeconfig, shown, key) = read_kubeconfig(ctx, cluster, claim_ns, type_).await?;
+    let config_json = build::argocd_cluster_config(&kubeconfig, &shown, &key)?;
     let desired =
         build::cluster_secret(owner, target, cluster, endpoint, &config_json, &ctx.config);
     apply(ctx, &secret_resource(), &desired).await
@@ -991,34 +1234,49 @@ async fn register_cluster(
 
 /// Lists the children of `owner` that still exist, across every kind.
 async fn list_children(ctx: &Ctx, owner: Owner<'_>) -> Result<Vec<(Child, ApiResource)>, Error> {
-    let lp = ListParams::default().labels(&owner.selector());
-    let mut kinds: Vec<(ChildKind, ApiResource, Option<String>)> = vec![
+    let selector = owner.selector();
+    let mut kinds: Vec<(ChildKind, ApiResource, Option<String>, String)> = vec![
         (
             ChildKind::Workflow,
             ctx.workflows.0.clone(),
             Some(ctx.config.workflow_namespace.clone()),
+            selector.clone(),
         ),
         (
             ChildKind::Datasource,
             configmap_resource(),
             Some(ctx.config.grafana_namespace.clone()),
+            selector.clone(),
+        ),
+        (
+            ChildKind::KubeconfigSecret,
+            secret_resource(),
+            Some(owner.namespace.to_owned()),
+            format!(
+                "{selector},{},!{}",
+                build::LABEL_SHORT_TARGET,
+                build::ARGOCD_SECRET_TYPE
+            ),
         ),
         (
             ChildKind::Application,
             ctx.applications.0.clone(),
             Some(ctx.config.argocd_namespace.clone()),
+            selector.clone(),
         ),
         (
             ChildKind::ClusterSecret,
             secret_resource(),
             Some(ctx.config.argocd_namespace.clone()),
+            format!("{selector},{}=cluster", build::ARGOCD_SECRET_TYPE),
         ),
     ];
     for (ar, _) in ctx.claims.values() {
-        kinds.push((ChildKind::Claim, ar.clone(), None));
+        kinds.push((ChildKind::Claim, ar.clone(), None, selector.clone()));
     }
     let mut out = Vec::new();
-    for (kind, ar, ns) in kinds {
+    for (kind, ar, ns, selector) in kinds {
+        let lp = ListParams::default().labels(&selector);
         let api: Api<DynamicObject> = match &ns {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
             None => Api::all_with(ctx.client.clone(), &ar),

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agentic_api::labs::Target;
+use agentic_api::labs::{Target, TutorialSpec};
 
 use super::{build::claim_name, config::LabsConfig};
 
@@ -68,6 +68,18 @@ pub enum ValidationError {
         index: usize,
         /// The unknown name.
         dependency: String,
+        /// The target names.
+        allowed: String,
+    },
+    /// A tutorial service names a target that does not exist.
+    #[error(
+        "spec.tutorial.services[{index}].target: {target:?} is not a target of this experiment; allowed: {allowed}"
+    )]
+    UnknownTutorialTarget {
+        /// Position.
+        index: usize,
+        /// The unknown name.
+        target: String,
         /// The target names.
         allowed: String,
     },
@@ -152,6 +164,30 @@ pub fn validate(
         }
     }
     order(targets)
+}
+
+/// Checks that every `spec.tutorial.services[].target` names a target.
+pub fn validate_tutorial(
+    tutorial: Option<&TutorialSpec>,
+    targets: &[Target],
+) -> Result<(), ValidationError> {
+    let services = tutorial
+        .and_then(|t| t.services.as_deref())
+        .unwrap_or_default();
+    for (index, s) in services.iter().enumerate() {
+        if !targets.iter().any(|t| t.name == s.target) {
+            return Err(ValidationError::UnknownTutorialTarget {
+                index,
+                target: s.target.clone(),
+                allowed: targets
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Topological order of the targets by `depends`, or the first cycle found.
@@ -292,6 +328,28 @@ mod tests {
         // The same name on the hub needs no claim.
         let t = [target("application", ClusterType::Hub, &[])];
         assert!(validate("gateway-tutorial-x", &t, &c).is_ok());
+    }
+
+    #[test]
+    fn tutorial_services_must_name_a_target() {
+        let t = [target("app", ClusterType::Hub, &[])];
+        let tutorial = |target: &str| TutorialSpec {
+            services: Some(vec![agentic_api::labs::TutorialServiceRef {
+                name: "grafana".into(),
+                target: target.into(),
+                service: "grafana".into(),
+                namespace: "monitoring".into(),
+                port: None,
+            }]),
+            ..TutorialSpec::default()
+        };
+        assert!(validate_tutorial(None, &t).is_ok());
+        assert!(validate_tutorial(Some(&tutorial("app")), &t).is_ok());
+        let err = validate_tutorial(Some(&tutorial("ghost")), &t).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spec.tutorial.services[0].target: \"ghost\" is not a target of this experiment; allowed: app"
+        );
     }
 
     #[test]

@@ -37,6 +37,9 @@ Environment:
   BACKEND_NAMESPACE          the backend API namespace [default: NAMESPACE]
   AMBIENT_CODE_RUNNER_IMAGE  runner image for sessions [default: quay.io/ambient_code/vteam_claude_runner:latest]
   POD_NAME, HOSTNAME         this replica's name in Events and in the leader-election identity
+  LABS_CONFIG_FILE           labs configuration file, used when --labs-config is not given
+  LABS_PROVISIONING_TIMEOUT_SECONDS
+                             labs provisioning timeout, used when --labs-provisioning-timeout is not given
   RUST_LOG                   log filter [default: info]
   KUBECONFIG                 kubeconfig path; in a pod the service account is used";
 
@@ -170,6 +173,16 @@ pub struct RunArgs {
     /// when the files change.
     #[arg(long, default_value = DEFAULT_WEBHOOK_CERT_DIR, value_name = "DIR")]
     pub webhook_cert_dir: PathBuf,
+
+    /// labs: YAML file with the cluster-type mappings, namespaces and deadlines (docs/labs.md),
+    /// laid over the shipped defaults. Default: `$LABS_CONFIG_FILE`, else the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub labs_config: Option<PathBuf>,
+
+    /// labs: how long a cluster claim may take to become Ready before its target fails.
+    /// Default: `$LABS_PROVISIONING_TIMEOUT_SECONDS`, else the configuration file, else 20m.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub labs_provisioning_timeout: Option<Duration>,
 }
 
 impl Default for RunArgs {
@@ -190,6 +203,8 @@ impl Default for RunArgs {
             testkube_namespace: None,
             webhook_bind_address: ":9443".into(),
             webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
+            labs_config: None,
+            labs_provisioning_timeout: None,
         }
     }
 }
@@ -287,6 +302,18 @@ pub struct Settings {
     /// This replica's leader-election identity: [`Settings::instance`] plus a random suffix, so
     /// a restarted pod with the same name is a new candidate.
     pub identity: String,
+    /// The labs family's configuration sources.
+    pub labs: LabsSettings,
+}
+
+/// Where the labs family's configuration comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabsSettings {
+    /// Configuration file: `--labs-config`, else `LABS_CONFIG_FILE`.
+    pub config: Option<PathBuf>,
+    /// Provisioning timeout: `--labs-provisioning-timeout`, else
+    /// `LABS_PROVISIONING_TIMEOUT_SECONDS`; `None` leaves the file's value or the default.
+    pub provisioning_timeout: Option<Duration>,
 }
 
 /// Invalid flag or environment values.
@@ -323,6 +350,16 @@ pub enum ConfigError {
     /// `--max-concurrent-reconciles=0` with no usable environment override.
     #[error("--max-concurrent-reconciles must be at least 1")]
     ZeroConcurrency,
+    /// A labs provisioning timeout that is zero or not a number of seconds.
+    #[error(
+        "{source_name}={value:?} is not a valid provisioning timeout: use a duration above zero (flag: e.g. 20m; environment: whole seconds, e.g. 1200)"
+    )]
+    LabsProvisioningTimeout {
+        /// `--labs-provisioning-timeout` or `LABS_PROVISIONING_TIMEOUT_SECONDS`.
+        source_name: &'static str,
+        /// The rejected value.
+        value: String,
+    },
 }
 
 type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -425,7 +462,6 @@ impl Settings {
             .or_else(|| env.var("HOSTNAME"))
             .unwrap_or_else(|| "agentic-operator".to_owned());
         let identity = format!("{host}_{}", env.random_suffix);
-
         let controllers = match &args.controllers {
             None => None,
             Some(list) => {
@@ -497,8 +533,44 @@ impl Settings {
             runner_image,
             instance: host,
             identity,
+            labs: labs_settings(args, env)?,
         })
     }
+}
+
+/// `--labs-config` over `LABS_CONFIG_FILE`, and `--labs-provisioning-timeout` over
+/// `LABS_PROVISIONING_TIMEOUT_SECONDS` (whole seconds); zero or unparsable timeouts are errors.
+fn labs_settings(args: &RunArgs, env: &Environment) -> Result<LabsSettings, ConfigError> {
+    let labs_config = args.labs_config.clone().or_else(|| {
+        env.var("LABS_CONFIG_FILE")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from)
+    });
+    let labs_provisioning_timeout = match args.labs_provisioning_timeout {
+        Some(d) if d.is_zero() => {
+            return Err(ConfigError::LabsProvisioningTimeout {
+                source_name: "--labs-provisioning-timeout",
+                value: "0".into(),
+            });
+        }
+        Some(d) => Some(d),
+        None => match env.var("LABS_PROVISIONING_TIMEOUT_SECONDS") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(secs) if secs > 0 => Some(Duration::from_secs(secs)),
+                _ => {
+                    return Err(ConfigError::LabsProvisioningTimeout {
+                        source_name: "LABS_PROVISIONING_TIMEOUT_SECONDS",
+                        value: raw,
+                    });
+                }
+            },
+        },
+    };
+    Ok(LabsSettings {
+        config: labs_config,
+        provisioning_timeout: labs_provisioning_timeout,
+    })
 }
 
 /// Accepts the boolean spellings Go's `strconv.ParseBool` accepts (`1`, `t`, `true`, ...).
@@ -594,6 +666,49 @@ mod tests {
         assert_eq!(settings.runner_image, DEFAULT_RUNNER_IMAGE);
         assert_eq!(settings.instance, "agentic-operator");
         assert_eq!(settings.identity, "agentic-operator_00000000");
+    }
+
+    #[test]
+    fn labs_flags_win_over_the_environment() {
+        let env = Environment::fixed(
+            [
+                ("LABS_CONFIG_FILE", "/env/labs.yaml"),
+                ("LABS_PROVISIONING_TIMEOUT_SECONDS", "90"),
+            ],
+            None,
+        );
+        let s = Settings::resolve(&run_args(&[]), &env).unwrap();
+        assert_eq!(s.labs.config, Some(PathBuf::from("/env/labs.yaml")));
+        assert_eq!(s.labs.provisioning_timeout, Some(Duration::from_secs(90)));
+        let args = run_args(&[
+            "--labs-config",
+            "/flag/labs.yaml",
+            "--labs-provisioning-timeout",
+            "5m",
+        ]);
+        let s = Settings::resolve(&args, &env).unwrap();
+        assert_eq!(s.labs.config, Some(PathBuf::from("/flag/labs.yaml")));
+        assert_eq!(s.labs.provisioning_timeout, Some(Duration::from_mins(5)));
+        let s = Settings::resolve(&run_args(&[]), &no_env()).unwrap();
+        assert_eq!(s.labs, LabsSettings::default());
+        // Bad values name their source.
+        let err = Settings::resolve(&run_args(&["--labs-provisioning-timeout", "0"]), &no_env())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--labs-provisioning-timeout"),
+            "{err}"
+        );
+        let env = Environment::fixed([("LABS_PROVISIONING_TIMEOUT_SECONDS", "20m")], None);
+        let err = Settings::resolve(&run_args(&[]), &env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("LABS_PROVISIONING_TIMEOUT_SECONDS=\"20m\""),
+            "{err}"
+        );
+        assert!(
+            Cli::try_parse_from(["agentic-operator", "--labs-provisioning-timeout", "soon"])
+                .is_err()
+        );
     }
 
     #[test]

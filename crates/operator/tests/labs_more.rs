@@ -1,0 +1,1053 @@
+//! More of the labs Experiment controller against devcluster with the simulated Crossplane,
+//! Argo CD and Argo Workflows: the shipped example end to end (the seed's acceptance list),
+//! every cluster type, tutorial kubeconfigs and services, fields accepted but not acted on,
+//! refused claims, namesakes in two namespaces, the `--labs-*` flags and `--legacy-watch`,
+//! plus the CRD rows of the upstream bug list.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use agentic_api::labs::{Experiment, ExperimentPhase};
+use agentic_operator::labs::{Labs, LabsConfig};
+use devcluster::{
+    AdmissionHook,
+    hooks::{AdmissionRequest, Operation},
+    simulators::Simulators,
+};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    discovery::ApiResource,
+};
+use serde_json::{Value, json};
+use support::{
+    Operator, ScriptChildren, ScriptSource, Setup, TestCluster, api_resource, create_yaml, dynamic,
+    find_condition, settings_for, wait_get, wait_until,
+};
+
+/// Namespace of the Experiments.
+const NS: &str = "experiments";
+/// Experiment annotation that makes the admission hook refuse the Experiment's claims.
+const REJECT: &str = "labs.test/reject-claims";
+
+fn owning_experiment(_request: &AdmissionRequest<'_>, object: &Value) -> Option<ScriptSource> {
+    let labels = &object["metadata"]["labels"];
+    Some(ScriptSource {
+        group: "experiments.illm.io".into(),
+        resource: "experiments".into(),
+        namespace: labels["experiments.illm.io/namespace"].as_str()?.to_owned(),
+        name: labels["experiments.illm.io/experiment"]
+            .as_str()?
+            .to_owned(),
+    })
+}
+
+/// Refuses the creation of claims whose Experiment carries [`REJECT`] (its value is the
+/// message), as a quota or policy webhook would.
+struct RejectClaims;
+
+impl AdmissionHook for RejectClaims {
+    fn admit<'a>(
+        &'a self,
+        request: &'a AdmissionRequest<'a>,
+        object: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), devcluster::ApiError>> {
+        Box::pin(async move {
+            if request.operation != Operation::Create
+                || !matches!(request.kind, "GKECluster" | "TalosCluster" | "VCluster")
+            {
+                return Ok(());
+            }
+            let Some(src) = owning_experiment(request, object) else {
+                return Ok(());
+            };
+            let exp = request
+                .cluster
+                .get(&src.group, &src.resource, &src.namespace, &src.name);
+            match exp
+                .as_ref()
+                .and_then(|e| e["metadata"]["annotations"][REJECT].as_str())
+            {
+                Some(message) => Err(devcluster::ApiError::forbidden(message.to_owned())),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+async fn start_env(extra_namespaces: &[&str]) -> TestCluster {
+    let mut setup = Setup::new()
+        .admission(ScriptChildren {
+            kinds: &["GKECluster", "TalosCluster", "VCluster", "Application"],
+            source: owning_experiment,
+            defaults: &[],
+        })
+        .admission(RejectClaims)
+        .crds(agentic_api::labs::GROUP);
+    for f in [
+        "claim-gkecluster.yaml",
+        "claim-taloscluster.yaml",
+        "claim-vcluster.yaml",
+        "argocd-application.yaml",
+        "argo-workflow.yaml",
+        "argo-workflowtemplate.yaml",
+    ] {
+        setup = setup.fixture(&format!("labs/{f}"));
+    }
+    for ns in [NS, "argocd", "argo-workflows", "monitoring", "clusters"]
+        .iter()
+        .chain(extra_namespaces)
+    {
+        setup = setup.namespace(ns, &[]);
+    }
+    setup
+        .simulators(Simulators {
+            crossplane: true,
+            argocd: true,
+            argo_workflows: true,
+            ..Simulators::none()
+        })
+        .start()
+        .await
+}
+
+fn fast() -> LabsConfig {
+    LabsConfig {
+        cleanup_stuck_after: Duration::from_secs(2),
+        ..LabsConfig::default()
+    }
+}
+
+fn start_operator(client: &Client, config: LabsConfig) -> Operator {
+    let settings = settings_for("labs", &[("POD_NAME", "labs-test")], |_| {});
+    Operator::start_with(client.clone(), settings, vec![Box::new(Labs::new(config))])
+}
+
+fn argo(kind: &str, plural: &str) -> ApiResource {
+    api_resource("argoproj.io", "v1alpha1", kind, plural)
+}
+
+fn claim_ar(kind: &str, plural: &str) -> ApiResource {
+    api_resource("illm.io", "v1alpha1", kind, plural)
+}
+
+fn component_ar() -> ApiResource {
+    ApiResource::erase::<agentic_api::labs::Component>(&())
+}
+
+async fn component(client: &Client, name: &str, type_: &str) {
+    let yaml = format!(
+        "apiVersion: experiments.illm.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {type_}\n  sources:\n  - repoURL: https://charts.example.com\n    chart: {name}\n    targetRevision: 1.0.0\n    helm:\n      releaseName: {name}\n"
+    );
+    create_yaml(client, &component_ar(), None, &yaml).await;
+}
+
+async fn catalogue(client: &Client) {
+    for (name, type_) in [
+        ("web", "app"),
+        ("metrics-egress", "config"),
+        ("metrics-agent", "app"),
+    ] {
+        component(client, name, type_).await;
+    }
+}
+
+async fn template(client: &Client, name: &str, annotations: &str) {
+    let yaml = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: {name}\n  annotations: {annotations}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {{image: alpine:3.19}}\n"
+    );
+    create_yaml(
+        client,
+        &argo("WorkflowTemplate", "workflowtemplates"),
+        Some("argo-workflows"),
+        &yaml,
+    )
+    .await;
+}
+
+async fn experiment_in(client: &Client, ns: &str, yaml: &str) {
+    let exp: Experiment = serde_yaml::from_str(yaml).unwrap();
+    Api::<Experiment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &exp)
+        .await
+        .unwrap();
+}
+
+async fn experiment(client: &Client, yaml: &str) {
+    experiment_in(client, NS, yaml).await;
+}
+
+fn experiments(client: &Client) -> Api<Experiment> {
+    Api::namespaced(client.clone(), NS)
+}
+
+async fn wait_for(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Experiment) -> bool,
+) -> Experiment {
+    wait_until(&experiments(client), name, what, check).await
+}
+
+async fn wait_phase(client: &Client, name: &str, phase: ExperimentPhase) -> Experiment {
+    wait_for(client, name, phase.as_str(), |e| e.phase() == phase).await
+}
+
+async fn wait_cleaned(client: &Client, name: &str) -> Experiment {
+    wait_for(client, name, "resources cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await
+}
+
+async fn delete_and_wait(client: &Client, name: &str) {
+    experiments(client)
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    support::wait_gone(&experiments(client), name).await;
+}
+
+fn cond<'a>(
+    e: &'a Experiment,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    find_condition(e.status.as_ref()?.conditions.as_deref(), type_)
+}
+
+async fn release_workflow(client: &Client, name: &str) {
+    dynamic(client, &argo("Workflow", "workflows"), "argo-workflows")
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/run-seconds": "0"}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn names(api: &Api<DynamicObject>, selector: &str) -> Vec<String> {
+    api.list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect()
+}
+
+fn example(file: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../examples/labs/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+async fn event_reasons(client: &Client, object: &str) -> Vec<(String, String)> {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect()
+}
+
+/// The seed's acceptance list on the shipped example, applied verbatim: `kubectl apply` of
+/// `examples/labs/gateway-tutorial.yaml` requests a GKE cluster; the app target runs on it
+/// and the load generator on the hub after it (multi-target with `depends`); every Component
+/// is found by name; the cluster is registered with Argo CD and the Applications deployed; a
+/// Grafana datasource is created; the Workflow completes the experiment; everything is
+/// removed afterwards. Also: children carry the short `experiment` label the upstream
+/// diagnostics select on (§6.27) and no hub namespace is created (§6.20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn gateway_tutorial_example_runs_end_to_end() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    for doc in serde_yaml::Deserializer::from_str(&example("components.yaml")) {
+        let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+        create_yaml(
+            &client,
+            &component_ar(),
+            None,
+            &serde_yaml::to_string(&value).unwrap(),
+        )
+        .await;
+    }
+    // The example template as shipped, held running until the checks below are done.
+    let mut wt: Value = serde_yaml::from_str(&example("workflowtemplate.yaml")).unwrap();
+    wt["metadata"]["annotations"] = json!({"devcluster.io/run-seconds": "forever"});
+    create_yaml(
+        &client,
+        &argo("WorkflowTemplate", "workflowtemplates"),
+        Some("argo-workflows"),
+        &serde_yaml::to_string(&wt).unwrap(),
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    experiment(&client, &example("gateway-tutorial.yaml")).await;
+
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    let claim = wait_get(&claims, "gateway-tutorial-app", "GKE claim", |o| {
+        o.is_some()
+    })
+    .await
+    .unwrap();
+    for (field, value) in [
+        ("zone", json!("us-central1-a")),
+        ("nodeCount", json!(2)),
+        ("machineType", json!("e2-medium")),
+        ("preemptible", json!(true)),
+        ("diskSizeGb", json!(50)),
+    ] {
+        assert_eq!(claim.data["spec"][field], value, "{field}");
+    }
+    let e = wait_phase(&client, "gateway-tutorial", ExperimentPhase::Running).await;
+    let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    assert_eq!(targets[0].name, "app");
+    assert_eq!(targets[0].phase.as_deref(), Some("Ready"));
+    assert_eq!(targets[0].node_count, Some(2));
+    assert!(targets[0].endpoint.is_some());
+    assert_eq!(targets[1].cluster_name.as_deref(), Some("hub"));
+
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    let app = apps.get("gateway-tutorial-app").await.unwrap();
+    let charts_or_paths: Vec<String> = app.data["spec"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["chart"]
+                .as_str()
+                .or_else(|| s["path"].as_str())
+                .unwrap_or("ref")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        charts_or_paths.contains(&"gateway-helm".to_owned()),
+        "{charts_or_paths:?}"
+    );
+    assert!(
+        charts_or_paths.contains(&"components/apps/demo-services".to_owned()),
+        "{charts_or_paths:?}"
+    );
+    let loadgen = apps.get("gateway-tutorial-loadgen").await.unwrap();
+    assert_eq!(
+        loadgen.data["spec"]["destination"]["server"],
+        json!("https://kubernetes.default.svc")
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    assert!(
+        secrets
+            .get_opt("cluster-gateway-tutorial-app")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "monitoring");
+    let ds = cms
+        .get("lab-experiments-gateway-tutorial-datasource")
+        .await
+        .unwrap();
+    assert_eq!(ds.labels()["grafana_datasource"], "1");
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+    let wf = workflows.get("gateway-tutorial-validation").await.unwrap();
+    let params: Vec<&str> = wf.data["spec"]["arguments"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(params.contains(&"app-endpoint") && params.contains(&"experiment-name"));
+
+    // §6.27: `kubectl get gkeclusters,applications,workflows -l experiment=<name>` finds them.
+    let short = "experiment=gateway-tutorial";
+    assert_eq!(names(&claims, short).await, ["gateway-tutorial-app"]);
+    assert_eq!(
+        names(&apps, short).await,
+        ["gateway-tutorial-app", "gateway-tutorial-loadgen"]
+    );
+    assert_eq!(
+        names(&workflows, short).await,
+        ["gateway-tutorial-validation"]
+    );
+    // §6.20: no namespace named after the experiment is created on the hub.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(
+        namespaces
+            .get_opt("gateway-tutorial")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    release_workflow(&client, "gateway-tutorial-validation").await;
+    let e = wait_cleaned(&client, "gateway-tutorial").await;
+    assert_eq!(e.phase(), ExperimentPhase::Complete);
+    assert!(
+        claims
+            .get_opt("gateway-tutorial-app")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        cms.get_opt("lab-experiments-gateway-tutorial-datasource")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    delete_and_wait(&client, "gateway-tutorial").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// Each cluster type provisions through its own claim kind (gke → `GKECluster`, talos →
+/// `TalosCluster`, vcluster → `VCluster`, hub → nothing) and is registered with Argo CD;
+/// the experiment completes on all four and every claim is removed (§6.33).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cluster_type_runs() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: kinds, namespace: experiments}
+spec:
+  targets:
+  - {name: g, cluster: {type: gke}, components: [{app: web}]}
+  - {name: t, cluster: {type: talos, nodeCount: 3}, components: [{app: web}]}
+  - {name: v, cluster: {type: vcluster}, components: [{app: web}]}
+  - {name: h, cluster: {type: hub}, components: [{app: web}]}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let e = wait_phase(&client, "kinds", ExperimentPhase::Running).await;
+    let kinds = [
+        ("kinds-g", claim_ar("GKECluster", "gkeclusters")),
+        ("kinds-t", claim_ar("TalosCluster", "talosclusters")),
+        ("kinds-v", claim_ar("VCluster", "vclusters")),
+    ];
+    for (name, ar) in &kinds {
+        let claim = dynamic(&client, ar, NS).get(name).await.unwrap();
+        assert_eq!(
+            claim.data["spec"]["writeConnectionSecretToRef"]["name"],
+            json!(format!("{name}-conn"))
+        );
+    }
+    assert_eq!(
+        dynamic(&client, &kinds[1].1, NS)
+            .get("kinds-t")
+            .await
+            .unwrap()
+            .data["spec"]["nodeCount"],
+        json!(3)
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    let registered: Vec<String> = secrets
+        .list(&ListParams::default().labels("argocd.argoproj.io/secret-type=cluster"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(
+        registered,
+        ["cluster-kinds-g", "cluster-kinds-t", "cluster-kinds-v"]
+    );
+    let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    let phases: Vec<(&str, Option<&str>)> = targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.phase.as_deref()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("g", Some("Ready")),
+            ("t", Some("Ready")),
+            ("v", Some("Ready")),
+            ("h", Some("Ready"))
+        ]
+    );
+    release_workflow(&client, "kinds-validation").await;
+    wait_cleaned(&client, "kinds").await;
+    for (name, ar) in &kinds {
+        assert!(
+            dynamic(&client, ar, NS)
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    delete_and_wait(&client, "kinds").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// `tutorial.exposeKubeconfig` copies each provisioned target's kubeconfig into
+/// `<exp>-<target>-kubeconfig` (owned by the Experiment, labelled for `labctl`) and lists it in
+/// `status.tutorialStatus.kubeconfigSecrets`; `tutorial.services` on the hub are resolved to
+/// their address as it appears, services on provisioned targets are reported not ready; the
+/// Secrets are removed at cleanup. A service naming an unknown target is an invalid spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn tutorial_kubeconfigs_and_services() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "monitoring");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "grafana"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 3000}]},
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: tut, namespace: experiments}
+spec:
+  tutorial:
+    path: tutorial.yaml
+    exposeKubeconfig: true
+    services:
+    - {name: grafana, target: hub, service: grafana, namespace: monitoring}
+    - {name: demo, target: app, service: demo, namespace: demo, port: 80}
+  targets:
+  - {name: app, cluster: {type: gke}, components: [{app: web}]}
+  - {name: hub, cluster: {type: hub}}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let e = wait_for(&client, "tut", "tutorial services reported", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.tutorial_status.as_ref())
+            .and_then(|t| t.services.as_ref())
+            .is_some()
+    })
+    .await;
+    let exp_uid = e.uid().unwrap();
+    let tutorial = e.status.as_ref().unwrap().tutorial_status.clone().unwrap();
+    assert_eq!(
+        tutorial.kubeconfig_secrets.unwrap()["app"],
+        "tut-app-kubeconfig"
+    );
+    let app = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
+    assert_eq!(app.kubeconfig_secret.as_deref(), Some("tut-app-kubeconfig"));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let exposed = secrets.get("tut-app-kubeconfig").await.unwrap();
+    let conn = secrets.get("tut-app-conn").await.unwrap();
+    assert_eq!(
+        exposed.data.as_ref().unwrap()["kubeconfig"],
+        conn.data.as_ref().unwrap()["kubeconfig"]
+    );
+    assert_eq!(exposed.labels()["experiment"], "tut");
+    assert_eq!(exposed.labels()["target"], "app");
+    let owner = &exposed.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("Experiment", exp_uid.as_str())
+    );
+    // The hub Service has no address yet; the app target's is left to labctl.
+    let by_name = |e: &Experiment, n: &str| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.tutorial_status.as_ref())
+            .and_then(|t| t.services.as_ref())
+            .and_then(|s| s.iter().find(|x| x.name == n).cloned())
+    };
+    let grafana = by_name(&e, "grafana").unwrap();
+    assert_eq!((grafana.ready, grafana.endpoint), (Some(false), None));
+    let demo = by_name(&e, "demo").unwrap();
+    assert_eq!((demo.ready, demo.endpoint), (Some(false), None));
+    // The load balancer gets an address: it shows up without any other change.
+    services
+        .patch_status(
+            "grafana",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "34.1.2.3"}]}}})),
+        )
+        .await
+        .unwrap();
+    let e = wait_for(&client, "tut", "grafana ready", |e| {
+        by_name(e, "grafana").is_some_and(|g| g.ready == Some(true))
+    })
+    .await;
+    assert_eq!(
+        by_name(&e, "grafana").unwrap().endpoint.as_deref(),
+        Some("http://34.1.2.3:3000")
+    );
+
+    release_workflow(&client, "tut-validation").await;
+    wait_cleaned(&client, "tut").await;
+    assert!(
+        secrets
+            .get_opt("tut-app-kubeconfig")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    delete_and_wait(&client, "tut").await;
+
+    // A service naming an unknown target: InvalidSpec naming the field, nothing created.
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: badtut, namespace: experiments}
+spec:
+  tutorial:
+    services: [{name: x, target: nowhere, service: x, namespace: default}]
+  targets: [{name: app, cluster: {type: gke}}]
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let e = wait_for(&client, "badtut", "InvalidSpec", |e| {
+        cond(e, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+    })
+    .await;
+    assert!(
+        cond(&e, "Ready")
+            .unwrap()
+            .message
+            .contains("spec.tutorial.services[0].target: \"nowhere\""),
+        "{:?}",
+        cond(&e, "Ready")
+    );
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    assert!(claims.get_opt("badtut-app").await.unwrap().is_none());
+    delete_and_wait(&client, "badtut").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+const EVERYTHING: &str = r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: full, namespace: experiments}
+spec:
+  title: Every upstream field
+  series: gateway
+  ttlDays: 3
+  tags: [gateway, demo]
+  publish: true
+  metrics:
+  - {name: p99, query: 'histogram_quantile(0.99, rate(x[${DURATION}]))', type: range, unit: s}
+  qualityGate: {enabled: true, maxIterations: 2}
+  hypothesis:
+    claim: the gateway is faster
+    successCriteria: [{metric: p99, operator: lt, value: '0.5'}]
+  analyzerConfig: {sections: [abstract, glossary]}
+  codeSnippets:
+    main: {name: main, language: go, path: main.go}
+  targets:
+  - name: main
+    cluster: {type: hub}
+    components: [{app: web}]
+    observability: {enabled: true, transport: tailscale, tenant: lab}
+  workflow: {template: long, completion: {mode: workflow}}
+";
+
+/// YAML written for the upstream operator, with every field it knows, is accepted unchanged;
+/// the fields this operator does not act on (publishing, metrics, quality gate, hypothesis,
+/// analyzer, code snippets, Tailscale) are named in an `UnsupportedFields` condition and a
+/// Warning Event, and the experiment still runs. No Tailscale operator (and no OAuth secret)
+/// lands in the Application (§6.21, §6.22); YAML-only fields survive (§6.1). Dropping the
+/// fields clears the condition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_not_acted_on_are_accepted_with_a_warning() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    experiment(&client, EVERYTHING).await;
+    let e = wait_phase(&client, "full", ExperimentPhase::Running).await;
+    let c = cond(&e, "UnsupportedFields").expect("UnsupportedFields condition");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "FieldsIgnored")
+    );
+    for field in [
+        "spec.publish",
+        "spec.metrics",
+        "spec.qualityGate",
+        "spec.hypothesis",
+        "spec.analyzerConfig",
+        "spec.codeSnippets",
+        "spec.targets[0].observability.transport: tailscale",
+    ] {
+        assert!(
+            c.message.contains(field),
+            "{field} missing from {}",
+            c.message
+        );
+    }
+    assert!(
+        event_reasons(&client, "full")
+            .await
+            .contains(&("Warning".to_owned(), "FieldsIgnored".to_owned()))
+    );
+    // Spec fields the Go types lacked are still there.
+    assert_eq!(e.spec.series.as_deref(), Some("gateway"));
+    assert_eq!(e.spec.ttl_days, Some(3));
+    // Nothing of the Tailscale operator or its credentials is deployed.
+    let app = dynamic(&client, &argo("Application", "applications"), "argocd")
+        .get("full-main")
+        .await
+        .unwrap();
+    let rendered = app.data["spec"].to_string();
+    assert!(!rendered.contains("tailscale"), "{rendered}");
+    assert!(!rendered.contains("clientSecret"), "{rendered}");
+    // Nothing claims results were published or stored.
+    let s = e.status.as_ref().unwrap();
+    assert_eq!((s.published, s.results_url.as_deref()), (None, None));
+
+    // Narrowed to `publish` only, then removed: the condition follows.
+    experiments(&client)
+        .patch(
+            "full",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "metrics": null, "qualityGate": null, "hypothesis": null,
+                "analyzerConfig": null, "codeSnippets": null,
+                "targets": [{"name": "main", "cluster": {"type": "hub"}, "components": [{"app": "web"}]}],
+            }})),
+        )
+        .await
+        .unwrap();
+    wait_for(&client, "full", "only publish left", |e| {
+        cond(e, "UnsupportedFields").is_some_and(|c| {
+            c.message.contains("spec.publish") && !c.message.contains("spec.metrics")
+        })
+    })
+    .await;
+    experiments(&client)
+        .patch(
+            "full",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"publish": false}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&client, "full", "condition cleared", |e| {
+        cond(e, "UnsupportedFields").is_none()
+    })
+    .await;
+    release_workflow(&client, "full-validation").await;
+    wait_cleaned(&client, "full").await;
+    delete_and_wait(&client, "full").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// A claim the API server refuses is retried with backoff and reported in `Provisioned`
+/// (reason `ClaimRejected`, the server's message); once accepted the experiment proceeds
+/// (§6.6: upstream never retried and sat in Provisioning without a condition).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_claim_is_reported_and_retried() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "ok", "{}").await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        &format!(
+            r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: refused
+  namespace: experiments
+  annotations: {{{REJECT}: 'quota policy: no more GKE clusters in this project'}}
+spec:
+  targets: [{{name: app, cluster: {{type: gke}}, components: [{{app: web}}]}}]
+  workflow: {{template: ok, completion: {{mode: workflow}}}}
+"
+        ),
+    )
+    .await;
+    let e = wait_for(&client, "refused", "ClaimRejected", |e| {
+        cond(e, "Provisioned").is_some_and(|c| c.reason == "ClaimRejected")
+    })
+    .await;
+    let c = cond(&e, "Provisioned").unwrap();
+    assert!(
+        c.message.contains("no more GKE clusters") && c.message.contains("refused-app"),
+        "{c:?}"
+    );
+    assert_eq!(e.phase(), ExperimentPhase::Provisioning);
+    experiments(&client)
+        .patch(
+            "refused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REJECT: null}}})),
+        )
+        .await
+        .unwrap();
+    wait_phase(&client, "refused", ExperimentPhase::Complete).await;
+    wait_cleaned(&client, "refused").await;
+    delete_and_wait(&client, "refused").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// Experiments of the same name in two namespaces get separate claims, each in its own
+/// namespace (§6.26: upstream put every claim in `experiments` under `<exp>-<target>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namesakes_in_two_namespaces_get_separate_claims() {
+    let env = start_env(&["team-b"]).await;
+    let client = env.client();
+    template(&client, "ok", "{}").await;
+    let op = start_operator(&client, fast());
+    let yaml = |ns: &str| {
+        format!(
+            "apiVersion: experiments.illm.io/v1alpha1\nkind: Experiment\nmetadata:\n  name: same\n  namespace: {ns}\n  annotations: {{devcluster.io/ready-seconds: forever}}\nspec:\n  targets: [{{name: app, cluster: {{type: gke}}}}]\n  workflow: {{template: ok, completion: {{mode: workflow}}}}\n"
+        )
+    };
+    experiment_in(&client, NS, &yaml(NS)).await;
+    experiment_in(&client, "team-b", &yaml("team-b")).await;
+    let ar = claim_ar("GKECluster", "gkeclusters");
+    let a = wait_get(&dynamic(&client, &ar, NS), "same-app", "claim a", |o| {
+        o.is_some()
+    })
+    .await
+    .unwrap();
+    let b = wait_get(
+        &dynamic(&client, &ar, "team-b"),
+        "same-app",
+        "claim b",
+        |o| o.is_some(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(a.uid(), b.uid());
+    assert_eq!(a.labels()["experiments.illm.io/namespace"], NS);
+    assert_eq!(b.labels()["experiments.illm.io/namespace"], "team-b");
+    for ns in [NS, "team-b"] {
+        let api: Api<Experiment> = Api::namespaced(client.clone(), ns);
+        api.delete("same", &DeleteParams::default()).await.unwrap();
+        support::wait_gone(&api, "same").await;
+    }
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// `--labs-config` and `--labs-provisioning-timeout` configure the family built from the
+/// runtime settings (the binary's default): the file maps `gke` claims into namespace
+/// `clusters`, and the flag's timeout (over the file's) fails a claim that never becomes Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labs_flags_configure_the_family() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    template(&client, "ok", "{}").await;
+    let dir = std::env::temp_dir().join(format!("labs-flags-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("labs.yaml");
+    std::fs::write(
+        &file,
+        "provisioningTimeoutSeconds: 3600\nclusterTypes:\n  gke:\n    apiVersion: illm.io/v1alpha1\n    kind: GKECluster\n    plural: gkeclusters\n    namespace: clusters\n    fields: {zone: zone}\n    defaults: {zone: europe-west4-a}\n",
+    )
+    .unwrap();
+    let settings = settings_for(
+        "labs",
+        &[
+            ("POD_NAME", "labs-test"),
+            ("LABS_PROVISIONING_TIMEOUT_SECONDS", "3600"),
+        ],
+        |a| {
+            a.labs_config = Some(file.clone());
+            a.labs_provisioning_timeout = Some(Duration::from_secs(3));
+        },
+    );
+    assert_eq!(
+        settings.labs.provisioning_timeout,
+        Some(Duration::from_secs(3))
+    );
+    let op = Operator::start_with(
+        client.clone(),
+        settings,
+        vec![Box::new(Labs::from_settings())],
+    );
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: flags
+  namespace: experiments
+  annotations: {devcluster.io/fail-message: 'zone europe-west4-a has no capacity'}
+spec:
+  targets: [{name: app, cluster: {type: gke}}]
+  workflow: {template: ok, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), "clusters");
+    let claim = wait_get(&claims, "flags-app", "claim in clusters", |o| o.is_some())
+        .await
+        .unwrap();
+    assert_eq!(claim.data["spec"]["zone"], json!("europe-west4-a"));
+    let e = wait_phase(&client, "flags", ExperimentPhase::Failed).await;
+    let c = cond(&e, "Provisioned").unwrap();
+    assert!(
+        c.message.contains("provisioning timeout") && c.message.contains("no capacity"),
+        "{c:?}"
+    );
+    delete_and_wait(&client, "flags").await;
+    op.stop().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    env.shutdown().await;
+}
+
+/// A labs configuration file that does not parse stops the operator at start-up with a
+/// message naming the file and the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_labs_config_stops_the_operator() {
+    let env = start_env(&[]).await;
+    let dir = std::env::temp_dir().join(format!("labs-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("labs.yaml");
+    std::fs::write(&file, "provisioningTimeout: 20m\n").unwrap();
+    let settings = settings_for("labs", &[("POD_NAME", "labs-test")], |a| {
+        a.labs_config = Some(file.clone());
+    });
+    let op = Operator::start_with(
+        env.client(),
+        settings,
+        vec![Box::new(Labs::from_settings())],
+    );
+    let result = tokio::time::timeout(support::DEADLINE, op.task)
+        .await
+        .expect("the operator stops by itself")
+        .unwrap();
+    let message = result.unwrap_err().to_string();
+    assert!(
+        message.contains("labs.yaml") && message.contains("provisioningTimeout"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    env.shutdown().await;
+}
+
+/// With `--legacy-watch` the labs controller still runs (its child watches and deadlines are
+/// needed), reconciling one Experiment at a time: a provisioned experiment reaches Complete
+/// through the Workflow's watch event and is cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_watch_still_runs_labs() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "ok", "{devcluster.io/run-seconds: '1'}").await;
+    let settings = settings_for("labs", &[("POD_NAME", "labs-test")], |a| {
+        a.legacy_watch = true;
+    });
+    assert!(settings.legacy_watch);
+    let op = Operator::start_with(client.clone(), settings, vec![Box::new(Labs::new(fast()))]);
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: legacy, namespace: experiments}
+spec:
+  targets: [{name: app, cluster: {type: gke}, components: [{app: web}]}]
+  workflow: {template: ok, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let e = wait_cleaned(&client, "legacy").await;
+    assert_eq!(e.phase(), ExperimentPhase::Complete);
+    delete_and_wait(&client, "legacy").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
+/// §6.2: the Component CRD is shipped with the Experiment CRD (kustomize and the bundle).
+#[test]
+fn component_crd_is_shipped() {
+    let root = format!("{}/../..", env!("CARGO_MANIFEST_DIR"));
+    let kustomization =
+        std::fs::read_to_string(format!("{root}/config/crd/kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("bases/experiments.illm.io_components.yaml"));
+    let bundle = std::fs::read_to_string(format!("{root}/dist/install.yaml")).unwrap();
+    assert!(bundle.contains("name: components.experiments.illm.io"));
+}
+
+/// §6.4 and §6.5: the Component `Sources` column prints repository URLs (upstream: an integer
+/// over an array), and `status.phase` carries its enum once (upstream: twice, in an `allOf`).
+#[test]
+fn printer_columns_and_phase_schema_are_sound() {
+    let crds = agentic_api::crds::all();
+    let component = crds
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("components.experiments.illm.io"))
+        .unwrap();
+    let columns = component.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap();
+    let sources = columns.iter().find(|c| c.name == "Sources").unwrap();
+    assert_eq!(
+        (sources.type_.as_str(), sources.json_path.as_str()),
+        ("string", ".spec.sources[*].repoURL")
+    );
+    let experiment = crds
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("experiments.experiments.illm.io"))
+        .unwrap();
+    let schema = serde_json::to_value(
+        experiment.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    let phase = &schema["properties"]["status"]["properties"]["phase"];
+    assert!(phase.get("allOf").is_none(), "{phase}");
+    assert_eq!(
+        phase["enum"],
+        json!([
+            "Pending",
+            "Provisioning",
+            "Ready",
+            "Running",
+            "Complete",
+            "Failed"
+        ])
+    );
+}
