@@ -20,7 +20,7 @@ use agentic_operator::{
     runtime::{ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches},
     sessions::session::config::SessionConfig,
 };
-use devcluster::{hooks::AdmissionRequest, simulators::Simulators};
+use devcluster::simulators::Simulators;
 use k8s_openapi::api::{
     batch::v1::Job,
     core::v1::{Pod, Secret, Service, ServiceAccount},
@@ -32,44 +32,19 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    MANAGED, Operator, ScriptChildren, ScriptSource, Setup, TestCluster, eventually,
-    find_condition, settings_for, wait_until,
+    MANAGED, Operator, Setup, TestCluster, eventually, find_condition, runner_secret,
+    scripted_runner_pods, settings_for, wait_until,
 };
 
 /// Test namespace (labelled as an ambient-code project).
 const NS: &str = "team-a";
-
-/// The session a runner pod belongs to, whose `devcluster.io/*` annotations script the pod.
-fn runner_session(request: &AdmissionRequest<'_>, pod: &Value) -> Option<ScriptSource> {
-    let labels = &pod["metadata"]["labels"];
-    if labels["app"] != "ambient-code-runner" {
-        return None;
-    }
-    Some(ScriptSource {
-        group: "vteam.ambient-code".into(),
-        resource: "agenticsessions".into(),
-        namespace: request.info.namespace.clone(),
-        name: labels["agentic-session"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    })
-}
 
 /// A dev cluster enforcing RBAC, with every simulator, the sessions CRDs, scripted runner
 /// pods and the managed namespace [`NS`] holding the runner secret.
 async fn cluster() -> TestCluster {
     let cluster = Setup::new()
         .rbac(true)
-        .admission(ScriptChildren {
-            kinds: &["Pod"],
-            source: runner_session,
-            defaults: &[
-                ("devcluster.io/run-seconds.init-hydrate", "0.2"),
-                ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
-                ("devcluster.io/run-seconds.state-sync", "forever"),
-            ],
-        })
+        .admission(scripted_runner_pods())
         .crds(agentic_api::sessions::GROUP)
         .simulators(Simulators::all())
         .start()
@@ -86,20 +61,6 @@ async fn namespace(client: &Client, name: &str, managed: bool) {
 async fn bare_namespace(client: &Client, name: &str, managed: bool) {
     let labels: &[(&str, &str)] = if managed { &[MANAGED] } else { &[] };
     support::namespace(client, name, labels).await;
-}
-
-async fn runner_secret(client: &Client, name: &str) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), name);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "ambient-runner-secrets"},
-        "stringData": {"ANTHROPIC_API_KEY": "test"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
 }
 
 /// The sessions family with the `state-sync` sidecar switched on.

@@ -552,6 +552,51 @@ impl AdmissionHook for ScriptChildren {
     }
 }
 
+/// The session a runner pod belongs to (label `agentic-session`), for [`ScriptChildren`].
+fn runner_session(request: &AdmissionRequest<'_>, pod: &Value) -> Option<ScriptSource> {
+    let labels = &pod["metadata"]["labels"];
+    if labels["app"] != "ambient-code-runner" {
+        return None;
+    }
+    Some(ScriptSource {
+        group: "vteam.ambient-code".into(),
+        resource: "agenticsessions".into(),
+        namespace: request.info.namespace.clone(),
+        name: labels["agentic-session"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+/// Scripts runner pods through their session's `devcluster.io/*` annotations; by default the
+/// init container finishes at once and the runner and its sidecar run until stopped.
+pub fn scripted_runner_pods() -> ScriptChildren {
+    ScriptChildren {
+        kinds: &["Pod"],
+        source: runner_session,
+        defaults: &[
+            ("devcluster.io/run-seconds.init-hydrate", "0.2"),
+            ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
+            ("devcluster.io/run-seconds.state-sync", "forever"),
+        ],
+    }
+}
+
+/// Creates the `ambient-runner-secrets` Secret runners need in namespace `ns`.
+pub async fn runner_secret(client: &Client, ns: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "ambient-runner-secrets"},
+        "stringData": {"ANTHROPIC_API_KEY": "test"}
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Operator
 // ---------------------------------------------------------------------------------------------
