@@ -1051,3 +1051,80 @@ fn printer_columns_and_phase_schema_are_sound() {
         ])
     );
 }
+
+/// The `config/labs` kustomize component mounts the labs ConfigMap into the operator and names
+/// it with `LABS_CONFIG_FILE`; the shipped ConfigMap parses as a labs configuration.
+#[test]
+fn labs_configmap_component_mounts_the_configuration() {
+    let root = std::path::PathBuf::from(format!("{}/../..", env!("CARGO_MANIFEST_DIR")))
+        .canonicalize()
+        .unwrap();
+    let overlay = root.join(format!("target/labs-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../../config/default]\ncomponents: [../../config/labs]\n",
+    )
+    .unwrap();
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let output = std::process::Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl (with built-in kustomize) on PATH or in KUBECTL");
+    std::fs::remove_dir_all(&overlay).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let docs: Vec<Value> =
+        serde_yaml::Deserializer::from_str(&String::from_utf8(output.stdout).unwrap())
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "agentic-operator")
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let manager = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "manager")
+        .unwrap();
+    let env_value = manager["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LABS_CONFIG_FILE")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mount = manager["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "labs-config")
+        .unwrap();
+    assert!(env_value.starts_with(mount["mountPath"].as_str().unwrap()));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "labs-config")
+        .unwrap();
+    let cm_name = volume["configMap"]["name"].as_str().unwrap();
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm_name)
+        .unwrap();
+    assert_eq!(
+        cm["metadata"]["namespace"],
+        deployment["metadata"]["namespace"]
+    );
+    let file = env_value.rsplit('/').next().unwrap();
+    let config = LabsConfig::from_yaml("configmap", cm["data"][file].as_str().unwrap()).unwrap();
+    assert_eq!(config.provisioning_timeout, Duration::from_mins(20));
+}
