@@ -1,4 +1,5 @@
-//! The `agentic-operator` binary: parses the command line and runs the manager or prints CRDs.
+//! The `agentic-operator` binary: parses the command line and runs the manager, prints CRDs
+//! or RBAC, or runs one scheduled-session trigger (`session-trigger`).
 
 use std::process::ExitCode;
 
@@ -12,6 +13,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = agentic_operator::rbac::command(&args) {
+        return code;
+    }
+    if let Some(code) = agentic_operator::sessions::session::trigger::command(&args) {
         return code;
     }
     let cli = Cli::parse();

@@ -25,7 +25,12 @@ use crate::{
         config::{HUB, LabsConfig},
     },
     sessions::project::{build as project_build, model::ProjectSettingsView},
-    sessions::session::{build as session_build, build::RunInputs, config::SessionConfig},
+    sessions::session::{
+        build as session_build,
+        build::RunInputs,
+        config::{SessionConfig, VERTEX_SECRET},
+        network as session_network, trusted_ca as session_trusted_ca, vertex as session_vertex,
+    },
 };
 
 /// The uid given to a rendered custom resource that has none, so that owner references show.
@@ -224,6 +229,7 @@ pub fn render(files: &[(String, String)], options: &RenderOptions) -> Result<Out
         }
     }
     let mut out = Output::default();
+    let mut session_namespaces = std::collections::BTreeSet::new();
     for d in &docs {
         match (d.group(), d.kind()) {
             (agentic_api::sessions::GROUP, "AgenticSession") => {
@@ -236,8 +242,18 @@ pub fn render(files: &[(String, String)], options: &RenderOptions) -> Result<Out
                             && p.value["metadata"]["namespace"] == d.value["metadata"]["namespace"]
                     })
                     .find_map(|p| p.parse::<ProjectSettings>().ok());
-                out.objects
-                    .extend(session_objects(&session, project.as_ref()));
+                match session_config() {
+                    Ok(config) => {
+                        out.objects
+                            .extend(session_objects(&session, project.as_ref(), &config));
+                        let ns = session.namespace().unwrap_or_default();
+                        if session_namespaces.insert(ns.clone()) {
+                            out.objects
+                                .extend(session_namespace_objects(&session, &ns, &config));
+                        }
+                    }
+                    Err(problem) => out.skipped.push(format!("{}: {problem}", d.id())),
+                }
             }
             (agentic_api::evaluations::GROUP, "Experiment") => {
                 let exp: Evaluation = d.parse()?;
@@ -282,20 +298,60 @@ fn documents(yaml: &str) -> Result<Vec<Value>, serde_yaml::Error> {
 
 const UID_NOTE: &str = "owner uid is a placeholder: the API server assigns the real one";
 
-/// The runner Job, Service, `ServiceAccount`, Role, `RoleBinding` and token Secret of a session.
-fn session_objects(session: &AgenticSession, project: Option<&ProjectSettings>) -> Vec<Rendered> {
+/// The session controller's settings from the environment (`BACKEND_NAMESPACE` defaults to
+/// `default`, as the runtime's), or why they cannot be used.
+fn session_config() -> Result<SessionConfig, String> {
+    let backend_namespace = std::env::var("BACKEND_NAMESPACE")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    SessionConfig::from_lookup(
+        crate::runtime::config::DEFAULT_RUNNER_IMAGE,
+        &backend_namespace,
+        |k| std::env::var(k).ok(),
+    )
+    .map_err(|e| format!("invalid operator setting {e}"))
+}
+
+/// What a namespace gets once for all its sessions: the runner `NetworkPolicy` and, in Vertex
+/// AI mode, the copy of the `ambient-vertex` Secret (shown owned by `session`; every session
+/// whose run uses it becomes an owner).
+fn session_namespace_objects(
+    session: &AgenticSession,
+    namespace: &str,
+    config: &SessionConfig,
+) -> Vec<Rendered> {
+    let mut objects = vec![Rendered {
+        source: format!("sessions of namespace {namespace}"),
+        object: typed(&session_network::network_policy(
+            namespace,
+            &config.backend_namespace,
+        )),
+        notes: vec![format!(
+            "one per namespace, applied when a session starts; ingress from namespace {} (BACKEND_NAMESPACE) only",
+            config.backend_namespace
+        )],
+    }];
+    if config.vertex.is_some() {
+        objects.push(vertex_copy(session, config, namespace));
+    }
+    objects
+}
+
+/// The runner Job, Service, `ServiceAccount`, Role, `RoleBinding` and token Secret of a
+/// session.
+fn session_objects(
+    session: &AgenticSession,
+    project: Option<&ProjectSettings>,
+    config: &SessionConfig,
+) -> Vec<Rendered> {
     let source = format!(
         "AgenticSession {}/{}",
         session.namespace().unwrap_or_default(),
         session.name_any()
     );
-    let config = SessionConfig::from_lookup(
-        crate::runtime::config::DEFAULT_RUNNER_IMAGE,
-        "default",
-        |k| std::env::var(k).ok(),
-    );
     let inputs = RunInputs {
-        config: &config,
+        config,
         run_id: "<status.startTime>".into(),
         resume: false,
         project_mcp: project.and_then(|p| p.spec.mcp_servers.as_ref()),
@@ -342,6 +398,12 @@ fn session_objects(session: &AgenticSession, project: Option<&ProjectSettings>) 
                     "runner image and pod settings from the environment (AMBIENT_CODE_RUNNER_IMAGE, default {})",
                     crate::runtime::config::DEFAULT_RUNNER_IMAGE
                 ),
+                format!(
+                    "when the namespace has a ConfigMap {} with key {}, every container also mounts it at {}",
+                    session_trusted_ca::TRUSTED_CA_BUNDLE,
+                    session_trusted_ca::CA_BUNDLE_KEY,
+                    session_trusted_ca::CA_BUNDLE_PATH
+                ),
             ],
         ),
         rendered(
@@ -349,6 +411,33 @@ fn session_objects(session: &AgenticSession, project: Option<&ProjectSettings>) 
             vec!["owned by the runner Job (placeholder uid)".into()],
         ),
     ]
+}
+
+/// The copy of `ambient-vertex` a session's namespace gets in Vertex AI mode (data omitted).
+fn vertex_copy(session: &AgenticSession, config: &SessionConfig, namespace: &str) -> Rendered {
+    let source = k8s_openapi::api::core::v1::Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(VERTEX_SECRET.into()),
+            namespace: Some(config.backend_namespace.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Rendered {
+        source: format!("sessions of namespace {namespace}"),
+        object: typed(&session_vertex::copied_secret(
+            &source,
+            namespace,
+            session_vertex::add_owner(&[], session),
+        )),
+        notes: vec![
+            UID_NOTE.into(),
+            format!(
+                "Vertex AI mode: type and data are copied from {}/{VERTEX_SECRET} when a run starts",
+                config.backend_namespace
+            ),
+        ],
+    }
 }
 
 /// The group `RoleBindings`, the scheduled-session `ServiceAccount`, Role and `RoleBinding`
@@ -609,5 +698,68 @@ pub fn command(args: &RenderArgs) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn session_yaml(name: &str, ns: &str) -> String {
+        format!(
+            "apiVersion: vteam.ambient-code/v1alpha1\nkind: AgenticSession\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  initialPrompt: hi\n"
+        )
+    }
+
+    #[test]
+    fn each_session_namespace_gets_one_network_policy() {
+        let files = vec![(
+            "s.yaml".to_owned(),
+            [
+                session_yaml("a", "team-a"),
+                session_yaml("b", "team-a"),
+                session_yaml("c", "team-b"),
+            ]
+            .join("---\n"),
+        )];
+        let out = render(
+            &files,
+            &RenderOptions {
+                testkube_namespace: None,
+                labs: Some(crate::labs::config::LabsConfig::default()),
+            },
+        )
+        .unwrap();
+        let policies: Vec<(String, String)> = out
+            .objects
+            .iter()
+            .filter(|r| r.kind() == "NetworkPolicy")
+            .map(|r| {
+                (
+                    r.object["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    r.source.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            policies,
+            [
+                (
+                    "team-a".to_owned(),
+                    "sessions of namespace team-a".to_owned()
+                ),
+                (
+                    "team-b".to_owned(),
+                    "sessions of namespace team-b".to_owned()
+                ),
+            ]
+        );
+        let jobs = out.objects.iter().filter(|r| r.kind() == "Job").count();
+        assert_eq!(jobs, 3, "every session still gets its own objects");
     }
 }

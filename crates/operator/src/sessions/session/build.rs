@@ -28,7 +28,10 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt};
 
-use super::{config::SessionConfig, names};
+use super::{
+    config::{SessionConfig, VERTEX_SECRET, VertexConfig},
+    names,
+};
 
 /// Job annotation naming the run it belongs to (the session's `status.startTime`).
 pub const ANNOTATION_RUN: &str = "ambient-code.io/run-started-at";
@@ -46,6 +49,8 @@ pub const RUNNER_SECRETS: &str = "ambient-runner-secrets";
 pub const INTEGRATION_SECRETS: &str = "ambient-non-vertex-integrations";
 /// Where the runner token file is mounted.
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/ambient";
+/// Where the copied `ambient-vertex` Secret is mounted in Vertex AI mode.
+pub const VERTEX_MOUNT_PATH: &str = "/app/vertex";
 /// Variables `spec.environmentVariables` can never replace.
 pub const PROTECTED_ENV: [&str; 2] = ["USE_VERTEX", "CLAUDE_CODE_USE_VERTEX"];
 
@@ -203,6 +208,26 @@ fn workflow_env(session: &AgenticSession, env: &mut Vec<EnvVar>) {
     }
 }
 
+/// The Vertex AI switches and, when the mode is on, its settings (the metadata server is
+/// disabled so the Google libraries only use the mounted key).
+pub fn vertex_env(vertex: Option<&VertexConfig>) -> Vec<EnvVar> {
+    let Some(v) = vertex else {
+        return vec![
+            value("USE_VERTEX", "0"),
+            value("CLAUDE_CODE_USE_VERTEX", "0"),
+        ];
+    };
+    vec![
+        value("USE_VERTEX", "1"),
+        value("CLAUDE_CODE_USE_VERTEX", "1"),
+        value("CLOUD_ML_REGION", v.region.clone()),
+        value("ANTHROPIC_VERTEX_PROJECT_ID", v.project_id.clone()),
+        value("GOOGLE_APPLICATION_CREDENTIALS", v.credentials_path.clone()),
+        value("GCE_METADATA_HOST", "metadata.invalid"),
+        value("GCE_METADATA_TIMEOUT", "1"),
+    ]
+}
+
 fn repos_json(session: &AgenticSession) -> String {
     json_or_empty(&session.spec.repos.clone().unwrap_or_default())
 }
@@ -255,10 +280,9 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
                 .to_string(),
         ),
         value("BACKEND_API_URL", backend_api_url(inputs.config)),
-        value("USE_VERTEX", "0"),
-        value("CLAUDE_CODE_USE_VERTEX", "0"),
-        value("REPOS_JSON", repos_json(session)),
     ];
+    env.extend(vertex_env(inputs.config.vertex.as_ref()));
+    env.push(value("REPOS_JSON", repos_json(session)));
     if let Some(custom) = spec.mcp_servers.as_ref().and_then(|m| m.custom.as_ref()) {
         env.push(value("CUSTOM_MCP_SERVERS", json_or_empty(custom)));
     }
@@ -354,6 +378,32 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         read_only: Some(true),
         ..VolumeMount::default()
     });
+    if config.vertex.is_some() {
+        runner_mounts.push(VolumeMount {
+            name: "vertex".into(),
+            mount_path: VERTEX_MOUNT_PATH.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let mut env_from = vec![EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: INTEGRATION_SECRETS.into(),
+            optional: Some(true),
+        }),
+        ..EnvFromSource::default()
+    }];
+    // In Vertex AI mode the model is reached with the Google credentials; the API keys
+    // Secret is not used (as upstream).
+    if config.vertex.is_none() {
+        env_from.push(EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: RUNNER_SECRETS.into(),
+                optional: Some(!config.require_runner_secrets),
+            }),
+            ..EnvFromSource::default()
+        });
+    }
     let runner = Container {
         name: api::RUNNER_CONTAINER.to_owned(),
         image: Some(config.runner_image.clone()),
@@ -365,22 +415,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
             ..ContainerPort::default()
         }]),
         env: Some(runner_env),
-        env_from: Some(vec![
-            EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: INTEGRATION_SECRETS.into(),
-                    optional: Some(true),
-                }),
-                ..EnvFromSource::default()
-            },
-            EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: RUNNER_SECRETS.into(),
-                    optional: Some(!config.require_runner_secrets),
-                }),
-                ..EnvFromSource::default()
-            },
-        ]),
+        env_from: Some(env_from),
         readiness_probe: Some(probe(3, 5, 2)),
         liveness_probe: Some(probe(20, 30, 5)),
         resources: Some(ResourceRequirements {
@@ -437,6 +472,40 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         });
     }
 
+    let mut volumes = vec![
+        Volume {
+            name: "workspace".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("10Gi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "runner-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(token_secret),
+                items: Some(vec![KeyToPath {
+                    key: "k8s-token".into(),
+                    path: "bot-token".into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    if config.vertex.is_some() {
+        volumes.push(Volume {
+            name: "vertex".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(VERTEX_SECRET.into()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(runner_labels(&name)),
@@ -453,43 +522,26 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
             }),
             init_containers: Some(vec![init]),
             containers,
-            volumes: Some(vec![
-                Volume {
-                    name: "workspace".into(),
-                    empty_dir: Some(EmptyDirVolumeSource {
-                        size_limit: Some(Quantity("10Gi".into())),
-                        ..EmptyDirVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-                Volume {
-                    name: "runner-token".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(token_secret),
-                        items: Some(vec![KeyToPath {
-                            key: "k8s-token".into(),
-                            path: "bot-token".into(),
-                            mode: None,
-                        }]),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..PodSpec::default()
         }),
     }
 }
 
 /// The runner Job `<name>-job`: one pod, never retried (`backoffLimit: 0`), deadline
-/// `spec.timeout` seconds (none when the timeout is 0 or less).
+/// `spec.timeout` seconds (none when the timeout is 0 or less). Annotated with the run and
+/// the session generation whose spec the runner starts with.
 pub fn job(session: &AgenticSession, inputs: &RunInputs<'_>) -> Job {
     let name = session.name_any();
     let mut metadata = meta(session, names::job(&name), runner_labels(&name));
-    metadata.annotations = Some(BTreeMap::from([(
-        ANNOTATION_RUN.to_owned(),
-        inputs.run_id.clone(),
-    )]));
+    let mut annotations = BTreeMap::from([(ANNOTATION_RUN.to_owned(), inputs.run_id.clone())]);
+    if let Some(generation) = session.metadata.generation {
+        annotations.insert(
+            super::live::ANNOTATION_SPEC_GENERATION.to_owned(),
+            generation.to_string(),
+        );
+    }
+    metadata.annotations = Some(annotations);
     let timeout = session.spec.timeout.unwrap_or(api::DEFAULT_TIMEOUT_SECONDS);
     Job {
         metadata,

@@ -38,23 +38,111 @@ pub struct SessionConfig {
     /// `S3_BUCKET` for state sync.
     pub s3_bucket: String,
     /// Whether the `ambient-runner-secrets` Secret must exist before a runner starts
-    /// (`REQUIRE_RUNNER_SECRETS`, default true, as upstream).
+    /// (`REQUIRE_RUNNER_SECRETS`; default true, or false in Vertex AI mode, as upstream).
     pub require_runner_secrets: bool,
+    /// Vertex AI mode (`USE_VERTEX` / `CLAUDE_CODE_USE_VERTEX`), with its settings.
+    pub vertex: Option<VertexConfig>,
+}
+
+/// Name of the Secret with the Google Cloud credentials copied into session namespaces in
+/// Vertex AI mode.
+pub const VERTEX_SECRET: &str = "ambient-vertex";
+
+/// Settings of Vertex AI mode, all required when it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VertexConfig {
+    /// `ANTHROPIC_VERTEX_PROJECT_ID`: the Google Cloud project.
+    pub project_id: String,
+    /// `CLOUD_ML_REGION`: the Vertex AI region.
+    pub region: String,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`: path of the key file inside the runner (the copied
+    /// `ambient-vertex` Secret is mounted at `/app/vertex`).
+    pub credentials_path: String,
+}
+
+/// A setting of the operator's environment that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable(s) at fault.
+    pub variable: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// Parses an on/off switch the way upstream reads `USE_VERTEX`: `1`, `true`, `yes` are on;
+/// `0`, `false`, `no` and the empty string are off (case-insensitive); anything else is an
+/// error naming the variable.
+pub fn parse_switch(variable: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" | "" => Ok(false),
+        _ => Err(ConfigError {
+            variable: variable.to_owned(),
+            message: format!(
+                "{value:?} is not a switch; use 1, true or yes to turn it on, 0, false or no to turn it off"
+            ),
+        }),
+    }
+}
+
+fn vertex_from(var: &impl Fn(&str) -> Option<String>) -> Result<Option<VertexConfig>, ConfigError> {
+    let switch = ["USE_VERTEX", "CLAUDE_CODE_USE_VERTEX"]
+        .into_iter()
+        .find_map(|k| var(k).map(|v| (k, v)));
+    let on = match switch {
+        Some((k, v)) => parse_switch(k, &v)?,
+        None => false,
+    };
+    if !on {
+        return Ok(None);
+    }
+    let required = [
+        "ANTHROPIC_VERTEX_PROJECT_ID",
+        "CLOUD_ML_REGION",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    ];
+    let missing: Vec<&str> = required.into_iter().filter(|k| var(k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(ConfigError {
+            variable: missing.join(", "),
+            message: "required in Vertex AI mode (USE_VERTEX=1); set it or turn Vertex AI mode off"
+                .to_owned(),
+        });
+    }
+    Ok(Some(VertexConfig {
+        project_id: var("ANTHROPIC_VERTEX_PROJECT_ID").unwrap_or_default(),
+        region: var("CLOUD_ML_REGION").unwrap_or_default(),
+        credentials_path: var("GOOGLE_APPLICATION_CREDENTIALS").unwrap_or_default(),
+    }))
 }
 
 impl SessionConfig {
     /// Settings from `lookup` (the process environment in production), with `runner_image`
-    /// and `backend_namespace` already resolved by the runtime.
+    /// and `backend_namespace` already resolved by the runtime. Fails on a Vertex AI switch
+    /// that is not a boolean, or Vertex AI mode without its required settings.
     pub fn from_lookup(
         runner_image: &str,
         backend_namespace: &str,
         lookup: impl Fn(&str) -> Option<String>,
-    ) -> Self {
+    ) -> Result<Self, ConfigError> {
         let var = |k: &str| {
             lookup(k)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        let vertex = vertex_from(&var)?;
+        let mut config = Self::base(runner_image, backend_namespace, &var, vertex.is_none());
+        config.vertex = vertex;
+        Ok(config)
+    }
+
+    fn base(
+        runner_image: &str,
+        backend_namespace: &str,
+        var: &impl Fn(&str) -> Option<String>,
+        require_runner_secrets_default: bool,
+    ) -> Self {
         let explicit_sync = var("STATE_SYNC_IMAGE");
         let bool_var = |k: &str, default: bool| {
             var(k).map_or(default, |v| crate::runtime::config::parse_bool(&v))
@@ -73,13 +161,17 @@ impl SessionConfig {
             pod_fs_group: var("POD_FSGROUP").and_then(|v| v.parse().ok()),
             s3_endpoint: var("S3_ENDPOINT").unwrap_or_else(|| DEFAULT_S3_ENDPOINT.to_owned()),
             s3_bucket: var("S3_BUCKET").unwrap_or_else(|| DEFAULT_S3_BUCKET.to_owned()),
-            require_runner_secrets: bool_var("REQUIRE_RUNNER_SECRETS", true),
+            require_runner_secrets: bool_var(
+                "REQUIRE_RUNNER_SECRETS",
+                require_runner_secrets_default,
+            ),
+            vertex: None,
         }
     }
 
     /// Defaults for tests and examples: every optional variable unset.
     pub fn defaults(runner_image: &str, backend_namespace: &str) -> Self {
-        Self::from_lookup(runner_image, backend_namespace, |_| None)
+        Self::base(runner_image, backend_namespace, &|_| None, true)
     }
 }
 
@@ -101,7 +193,8 @@ mod tests {
             "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
             "POD_FSGROUP" => Some("1000".into()),
             _ => None,
-        });
+        })
+        .unwrap();
         assert!(c.state_sync);
         assert_eq!(c.state_sync_image, "sync:1");
         assert_eq!(c.default_inactivity_timeout, 0);
@@ -110,7 +203,106 @@ mod tests {
         assert_eq!(c.pod_fs_group, Some(1000));
         let bad = SessionConfig::from_lookup("img", "b", |k| {
             (k == "DEFAULT_INACTIVITY_TIMEOUT").then(|| "-5".into())
-        });
+        })
+        .unwrap();
         assert_eq!(bad.default_inactivity_timeout, 86_400);
+    }
+
+    fn vertex_env(
+        extra: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            [
+                ("ANTHROPIC_VERTEX_PROJECT_ID", "my-project"),
+                ("CLOUD_ML_REGION", "us-east5"),
+                (
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "/app/vertex/ambient-code-key.json",
+                ),
+            ]
+            .iter()
+            .chain(extra)
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn vertex_mode_is_off_by_default_and_needs_a_switch() {
+        let off = SessionConfig::from_lookup("img", "b", vertex_env(&[])).unwrap();
+        assert_eq!(off.vertex, None, "settings alone do not turn Vertex AI on");
+        assert!(off.require_runner_secrets);
+        for value in ["1", "true", "YES"] {
+            let on = SessionConfig::from_lookup(
+                "img",
+                "b",
+                vertex_env(if value == "1" {
+                    &[("USE_VERTEX", "1")]
+                } else if value == "true" {
+                    &[("USE_VERTEX", "true")]
+                } else {
+                    &[("USE_VERTEX", "YES")]
+                }),
+            )
+            .unwrap();
+            let v = on.vertex.expect("Vertex AI on");
+            assert_eq!(v.project_id, "my-project");
+            assert_eq!(v.region, "us-east5");
+            assert_eq!(v.credentials_path, "/app/vertex/ambient-code-key.json");
+            assert!(
+                !on.require_runner_secrets,
+                "Vertex AI mode does not need ambient-runner-secrets"
+            );
+        }
+        let legacy =
+            SessionConfig::from_lookup("img", "b", vertex_env(&[("CLAUDE_CODE_USE_VERTEX", "1")]))
+                .unwrap();
+        assert!(legacy.vertex.is_some(), "the legacy switch also works");
+        let explicit_off = SessionConfig::from_lookup(
+            "img",
+            "b",
+            vertex_env(&[("USE_VERTEX", "0"), ("CLAUDE_CODE_USE_VERTEX", "1")]),
+        )
+        .unwrap();
+        assert!(
+            explicit_off.vertex.is_none(),
+            "USE_VERTEX wins over the legacy switch"
+        );
+        let still_required = SessionConfig::from_lookup(
+            "img",
+            "b",
+            vertex_env(&[("USE_VERTEX", "1"), ("REQUIRE_RUNNER_SECRETS", "true")]),
+        )
+        .unwrap();
+        assert!(still_required.require_runner_secrets);
+    }
+
+    #[test]
+    fn bad_vertex_settings_are_rejected_with_the_variable_and_allowed_values() {
+        let err = SessionConfig::from_lookup("img", "b", vertex_env(&[("USE_VERTEX", "maybe")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "USE_VERTEX");
+        let text = err.to_string();
+        assert!(text.starts_with("USE_VERTEX: \"maybe\""), "{text}");
+        assert!(
+            text.contains("1, true or yes") && text.contains("0, false or no"),
+            "{text}"
+        );
+        let err = SessionConfig::from_lookup("img", "b", |k| {
+            (k == "CLAUDE_CODE_USE_VERTEX").then(|| "on!".into())
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "CLAUDE_CODE_USE_VERTEX");
+        let err = SessionConfig::from_lookup("img", "b", |k| match k {
+            "USE_VERTEX" => Some("1".into()),
+            "CLOUD_ML_REGION" => Some("us-east5".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.variable,
+            "ANTHROPIC_VERTEX_PROJECT_ID, GOOGLE_APPLICATION_CREDENTIALS"
+        );
+        assert!(err.message.contains("Vertex AI mode"), "{err}");
     }
 }

@@ -113,7 +113,7 @@ pub fn controllers(
         &rt.settings.runner_image,
         &rt.settings.backend_namespace,
         |k| std::env::var(k).ok(),
-    );
+    )?;
     controllers_with(rt, watches, config)
 }
 
@@ -179,6 +179,7 @@ pub fn controllers_with(
     let session_reader = sessions.reader.clone();
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
+    let vertex_refresher = super::vertex::refresher(rt, watches, &config)?;
     let ctx = Arc::new(Ctx {
         client,
         config,
@@ -221,7 +222,7 @@ pub fn controllers_with(
         reconcile,
         ctx,
     );
-    Ok(vec![task])
+    Ok(std::iter::once(task).chain(vertex_refresher).collect())
 }
 
 /// Reconciles one session (the function the runtime calls).
@@ -684,6 +685,13 @@ impl Reconciler<'_> {
             if let Some(at) = idle_at {
                 next_check = next_check.map(|d| d.min(until(self.now, at)));
             }
+            let address = super::live::runner_address(self.session);
+            if let Some(due) =
+                super::live::ensure_runner_spec(&self.ctx.client, self.session, &address, self.now)
+                    .await?
+            {
+                next_check = next_check.map(|d| d.min(due));
+            }
             if let Some(due) = self.refresh_token_if_due().await? {
                 next_check = next_check.map(|d| d.min(due));
             }
@@ -775,6 +783,13 @@ impl Reconciler<'_> {
                 project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
             };
             let job = build::job(self.session, &inputs);
+            let job = super::extras::ensure_run_extras(
+                &self.ctx.client,
+                self.session,
+                &self.ctx.config,
+                job,
+            )
+            .await?;
             let created = apply(&jobs, &job, "Job").await?;
             if let Some(uid) = created.metadata.uid.clone() {
                 self.ctx
@@ -867,6 +882,7 @@ impl Reconciler<'_> {
     }
 
     async fn delete_run(&self) -> Result<(), SessionError> {
+        super::extras::release_run_extras(&self.ctx.client, self.session, &self.ctx.config).await?;
         let job_name = names::job(&self.name);
         let job = self
             .ctx

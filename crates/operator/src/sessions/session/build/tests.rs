@@ -229,3 +229,207 @@ fn timeout_is_the_job_deadline() {
     s.spec.timeout = Some(0);
     assert_eq!(deadline(&s), None);
 }
+
+fn vertex_config() -> SessionConfig {
+    let mut c = config();
+    c.vertex = Some(VertexConfig {
+        project_id: "my-project".into(),
+        region: "us-east5".into(),
+        credentials_path: "/app/vertex/ambient-code-key.json".into(),
+    });
+    c.require_runner_secrets = false;
+    c
+}
+
+#[test]
+fn vertex_job_snapshot() {
+    let config = vertex_config();
+    let j = job(&session(), &inputs(&config));
+    snapshot("job-vertex", &j);
+    let runner = &j.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(
+        env_of(runner, "USE_VERTEX").unwrap().value.as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        env_of(runner, "CLAUDE_CODE_USE_VERTEX")
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        env_of(runner, "GOOGLE_APPLICATION_CREDENTIALS")
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("/app/vertex/ambient-code-key.json")
+    );
+    let from: Vec<_> = runner
+        .env_from
+        .iter()
+        .flatten()
+        .filter_map(|e| e.secret_ref.as_ref().map(|s| s.name.as_str()))
+        .collect();
+    assert_eq!(
+        from,
+        [INTEGRATION_SECRETS],
+        "no API keys Secret in Vertex AI mode"
+    );
+}
+
+#[test]
+fn vertex_off_keeps_the_switches_off_even_against_user_env() {
+    let config = config();
+    let j = job(&session(), &inputs(&config));
+    let runner = &j.spec.unwrap().template.spec.unwrap().containers[0];
+    // The session sets USE_VERTEX=1 in spec.environmentVariables; it is never applied.
+    assert_eq!(
+        env_of(runner, "USE_VERTEX").unwrap().value.as_deref(),
+        Some("0")
+    );
+    assert!(env_of(runner, "GOOGLE_APPLICATION_CREDENTIALS").is_none());
+}
+
+#[test]
+fn job_records_the_spec_generation() {
+    let config = config();
+    let mut s = session();
+    s.metadata.generation = Some(7);
+    let j = job(&s, &inputs(&config));
+    assert_eq!(
+        j.metadata.annotations.unwrap()[crate::sessions::session::live::ANNOTATION_SPEC_GENERATION],
+        "7"
+    );
+}
+
+#[test]
+fn network_policy_snapshot() {
+    use crate::sessions::session::network;
+    let p = network::network_policy("team-a", "ambient-code");
+    snapshot("networkpolicy", &p);
+    assert!(
+        p.metadata.owner_references.is_none(),
+        "shared by the namespace; no owner"
+    );
+    let mut edited = p.clone();
+    assert!(network::up_to_date(&edited, &p));
+    edited
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("extra".into(), "kept".into());
+    assert!(network::up_to_date(&edited, &p), "extra labels are fine");
+    edited.spec.as_mut().unwrap().ingress = None;
+    assert!(
+        !network::up_to_date(&edited, &p),
+        "a changed spec is reapplied"
+    );
+    assert!(!network::up_to_date(
+        &network::network_policy("team-a", "other-backend"),
+        &p
+    ));
+}
+
+#[test]
+fn trusted_ca_snapshot() {
+    use crate::sessions::session::trusted_ca;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let mut config = config();
+    config.state_sync = true;
+    let mut template = pod_template(&session(), &inputs(&config));
+    trusted_ca::with_trusted_ca(&mut template);
+    let once = template.clone();
+    trusted_ca::with_trusted_ca(&mut template);
+    assert_eq!(once, template, "applying twice changes nothing");
+    snapshot("pod-trusted-ca", &template);
+    let spec = template.spec.unwrap();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == trusted_ca::TRUSTED_CA_BUNDLE)
+            .unwrap_or_else(|| panic!("{} has no CA mount", c.name));
+        assert_eq!(mount.mount_path, "/etc/pki/tls/certs/ca-bundle.crt");
+        assert_eq!(mount.sub_path.as_deref(), Some("ca-bundle.crt"));
+    }
+    let cm = |data: &[(&str, &str)]| ConfigMap {
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    };
+    assert!(trusted_ca::usable(&cm(&[(
+        "ca-bundle.crt",
+        "-----BEGIN CERTIFICATE-----"
+    )])));
+    assert!(
+        !trusted_ca::usable(&cm(&[("other.crt", "x")])),
+        "missing key: not mounted"
+    );
+    assert!(
+        !trusted_ca::usable(&cm(&[("ca-bundle.crt", "")])),
+        "empty bundle: not mounted"
+    );
+}
+
+#[test]
+fn vertex_secret_copy_snapshot_and_owners() {
+    use crate::sessions::session::vertex;
+    let mut source = Secret {
+        metadata: ObjectMeta {
+            name: Some("ambient-vertex".into()),
+            namespace: Some("ambient-code".into()),
+            resource_version: Some("9".into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            "ambient-code-key.json".to_owned(),
+            ByteString(b"{\"type\":\"service_account\"}".to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    let s = session();
+    let copy = vertex::copied_secret(&source, "team-a", vertex::add_owner(&[], &s));
+    snapshot("vertex-secret-copy", &copy);
+    let owners = copy.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners[0].controller, Some(true));
+
+    // A second session joins as a non-controller owner; joining twice changes nothing.
+    let mut other = session();
+    other.metadata.name = Some("other".into());
+    other.metadata.uid = Some("0b5e9c1e-0000-4000-8000-000000000002".into());
+    let both = vertex::add_owner(&owners, &other);
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[1].controller, None);
+    assert_eq!(vertex::add_owner(&both, &other), both);
+
+    // An up-to-date copy needs no write; a changed source is a data patch that also drops
+    // keys removed from the source, conditional on the copy's resourceVersion.
+    let mut stored = copy.clone();
+    stored.metadata.resource_version = Some("41".into());
+    assert_eq!(vertex::sync_patch(&stored, &copy), None);
+    source.data = Some(BTreeMap::from([(
+        "new-key.json".to_owned(),
+        ByteString(b"{}".to_vec()),
+    )]));
+    let desired = vertex::copied_secret(&source, "team-a", owners);
+    let patch = vertex::sync_patch(&stored, &desired).unwrap();
+    assert_eq!(patch["metadata"]["resourceVersion"], "41");
+    assert_eq!(
+        patch["data"]["ambient-code-key.json"],
+        serde_json::Value::Null
+    );
+    assert_eq!(patch["data"]["new-key.json"], "e30=");
+    assert!(patch["metadata"].get("ownerReferences").is_none());
+}

@@ -1,0 +1,561 @@
+//! Session features beyond the lifecycle, against devcluster with the simulated scheduler,
+//! kubelet and Job controller, the operator running as its `ServiceAccount` with only the
+//! shipped RBAC: the per-namespace runner `NetworkPolicy`, Vertex AI mode (the
+//! `ambient-vertex` copy: created, owned, refreshed, released), the trusted CA bundle mount,
+//! the status record of the spec a runner started with, and the `session-trigger` command.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use agentic_api::sessions::{
+    ANNOTATION_DESIRED_PHASE, ANNOTATION_FORCE_EXECUTE_PROMPT, ANNOTATION_STOP_REQUESTED_AT,
+    AgenticSession, AgenticSessionSpec, SessionPhase,
+};
+use agentic_operator::{
+    runtime::{ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches},
+    sessions::session::{
+        config::{SessionConfig, VertexConfig},
+        trigger::{self, TriggerConfig},
+    },
+};
+use devcluster::{hooks::AdmissionRequest, simulators::Simulators};
+use jiff::Timestamp;
+use k8s_openapi::{
+    ByteString,
+    api::{
+        batch::v1::Job,
+        core::v1::{ConfigMap, Secret},
+        networking::v1::NetworkPolicy,
+        rbac::v1::RoleBinding,
+    },
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::{
+    MANAGED, OPERATOR_USER, Operator, ScriptChildren, ScriptSource, Setup, TestCluster, eventually,
+    install, rbac_documents, settings_for, wait_until,
+};
+
+/// Test namespace (labelled as an ambient-code project).
+const NS: &str = "team-a";
+/// The operator's (and backend's) namespace.
+const OPERATOR_NS: &str = "ambient-code";
+
+fn runner_session(request: &AdmissionRequest<'_>, pod: &Value) -> Option<ScriptSource> {
+    let labels = &pod["metadata"]["labels"];
+    if labels["app"] != "ambient-code-runner" {
+        return None;
+    }
+    Some(ScriptSource {
+        group: "vteam.ambient-code".into(),
+        resource: "agenticsessions".into(),
+        namespace: request.info.namespace.clone(),
+        name: labels["agentic-session"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    })
+}
+
+/// A dev cluster enforcing RBAC with the shipped operator RBAC installed, every simulator
+/// and runner pods that run for `runner_seconds` (`forever` or a number) and exit 0.
+async fn cluster(runner_seconds: &'static str) -> TestCluster {
+    let defaults: &'static [(&'static str, &'static str)] = if runner_seconds == "forever" {
+        &[
+            ("devcluster.io/run-seconds.init-hydrate", "0.2"),
+            ("devcluster.io/run-seconds.ambient-code-runner", "forever"),
+        ]
+    } else {
+        &[
+            ("devcluster.io/run-seconds.init-hydrate", "0.2"),
+            ("devcluster.io/run-seconds.ambient-code-runner", "1"),
+            ("devcluster.io/exit-code.ambient-code-runner", "0"),
+        ]
+    };
+    let cluster = Setup::new()
+        .rbac(true)
+        .admission(ScriptChildren {
+            kinds: &["Pod"],
+            source: runner_session,
+            defaults,
+        })
+        .crds(agentic_api::sessions::GROUP)
+        .simulators(Simulators::all())
+        .start()
+        .await;
+    install(&cluster.client(), &rbac_documents()).await;
+    support::namespace(&cluster.client(), NS, &[MANAGED]).await;
+    cluster
+}
+
+/// The sessions family with Vertex AI mode on (backend namespace `ambient-code`).
+struct VertexSessions;
+
+impl Family for VertexSessions {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let mut config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
+        config.vertex = Some(VertexConfig {
+            project_id: "my-project".into(),
+            region: "us-east5".into(),
+            credentials_path: "/app/vertex/ambient-code-key.json".into(),
+        });
+        config.require_runner_secrets = false;
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
+/// The operator as its `ServiceAccount`, running `families`.
+async fn start_operator(cluster: &TestCluster, families: Vec<Box<dyn Family>>) -> Operator {
+    let client = cluster
+        .service_account_client(OPERATOR_NS, "agentic-operator")
+        .await
+        .unwrap();
+    let settings = settings_for(
+        "sessions",
+        &[("POD_NAME", "features-test"), ("NAMESPACE", OPERATOR_NS)],
+        |_| {},
+    );
+    Operator::start_with(client, settings, families)
+}
+
+fn sessions(client: &Client) -> Api<AgenticSession> {
+    Api::namespaced(client.clone(), NS)
+}
+
+async fn create_session(client: &Client, name: &str, spec: Value) {
+    let session: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    sessions(client)
+        .create(&PostParams::default(), &session)
+        .await
+        .unwrap();
+}
+
+async fn wait_phase(client: &Client, name: &str, phase: SessionPhase) -> AgenticSession {
+    wait_until(&sessions(client), name, phase.as_str(), |s| {
+        s.status.as_ref().and_then(|st| st.phase) == Some(phase)
+    })
+    .await
+}
+
+async fn stop(client: &Client, name: &str, at: &str) {
+    sessions(client)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                ANNOTATION_DESIRED_PHASE: "Stopped",
+                ANNOTATION_STOP_REQUESTED_AT: at,
+            }}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn put_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: kube::core::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .unwrap();
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+fn owner_names(secret: &Secret) -> Vec<String> {
+    let mut names: Vec<String> = secret
+        .owner_references()
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn vertex_copy(client: &Client) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .get_opt("ambient-vertex")
+        .await
+        .unwrap()
+}
+
+fn assert_no_denials(cluster: &TestCluster) {
+    let denied = cluster.auth().unwrap().audit().denied(OPERATOR_USER);
+    assert!(denied.is_empty(), "denied requests: {denied:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one walk through the Vertex AI copy's whole life
+async fn vertex_mode_network_policy_and_ca_bundle() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    let ca: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "trusted-ca-bundle"},
+        "data": {"ca-bundle.crt": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let operator = start_operator(&cluster, vec![Box::new(VertexSessions)]).await;
+
+    // Without the source Secret the run does not start: the reconcile fails (and is retried)
+    // and no Job is created.
+    create_session(&admin, "v1", json!({"initialPrompt": "hi"})).await;
+    eventually(
+        "a failed reconcile for the missing ambient-vertex",
+        || async {
+            operator.metric(
+                "controller_runtime_reconcile_errors_total",
+                &[("controller", "agenticsession")],
+            ) > 0
+        },
+    )
+    .await;
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), NS);
+    assert!(jobs.get_opt("v1-job").await.unwrap().is_none());
+    assert!(vertex_copy(&admin).await.is_none());
+
+    // Once it exists, the run starts with the copy.
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        "ambient-vertex",
+        &[("ambient-code-key.json", "{\"v\":1}")],
+    )
+    .await;
+    wait_phase(&admin, "v1", SessionPhase::Running).await;
+    let copy = vertex_copy(&admin).await.expect("ambient-vertex copied");
+    assert_eq!(
+        secret_data(&copy)["ambient-code-key.json"],
+        "{\"v\":1}",
+        "same data as the source"
+    );
+    assert_eq!(
+        copy.annotations()["vteam.ambient-code/copied-from"],
+        "ambient-code/ambient-vertex"
+    );
+    assert_eq!(
+        copy.labels()["ambient-code.io/copied-secret"],
+        "ambient-vertex"
+    );
+    assert_eq!(owner_names(&copy), ["v1"]);
+    assert_eq!(copy.owner_references()[0].controller, Some(true));
+
+    // The runner gets the Vertex settings, the key and the CA bundle.
+    let job = jobs.get("v1-job").await.unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let runner = &pod.containers[0];
+    let env = |name: &str| {
+        runner
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(env("USE_VERTEX").as_deref(), Some("1"));
+    assert_eq!(env("CLAUDE_CODE_USE_VERTEX").as_deref(), Some("1"));
+    assert_eq!(
+        env("ANTHROPIC_VERTEX_PROJECT_ID").as_deref(),
+        Some("my-project")
+    );
+    let volumes: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(volumes.contains(&"vertex"), "{volumes:?}");
+    assert!(volumes.contains(&"trusted-ca-bundle"), "{volumes:?}");
+    let mounts: Vec<&str> = runner
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(mounts.contains(&"/app/vertex"), "{mounts:?}");
+    assert!(
+        mounts.contains(&"/etc/pki/tls/certs/ca-bundle.crt"),
+        "{mounts:?}"
+    );
+
+    // The namespace's NetworkPolicy admits only the backend's namespace on the AG-UI port.
+    let policy = Api::<NetworkPolicy>::namespaced(admin.clone(), NS)
+        .get("runner-allow-backend-only")
+        .await
+        .unwrap();
+    assert_eq!(policy.labels()["ambient-code.io/managed-by"], "operator");
+    assert_eq!(policy.labels()["app"], "ambient-code");
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["app"],
+        "ambient-code-runner"
+    );
+    let rule = &spec.ingress.unwrap()[0];
+    assert_eq!(
+        rule.from.as_ref().unwrap()[0]
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        OPERATOR_NS
+    );
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8001))
+    );
+
+    // A change of the source reaches the copy.
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        "ambient-vertex",
+        &[("ambient-code-key.json", "{\"v\":2}")],
+    )
+    .await;
+    eventually("the copy to follow its source", || async {
+        vertex_copy(&admin)
+            .await
+            .is_some_and(|c| secret_data(&c)["ambient-code-key.json"] == "{\"v\":2}")
+    })
+    .await;
+
+    // A second session shares the copy; each end of a run releases its hold, the last one
+    // deletes it.
+    create_session(&admin, "v2", json!({})).await;
+    wait_phase(&admin, "v2", SessionPhase::Running).await;
+    assert_eq!(
+        owner_names(&vertex_copy(&admin).await.unwrap()),
+        ["v1", "v2"]
+    );
+    stop(&admin, "v1", "2026-11-23T06:00:00Z").await;
+    wait_phase(&admin, "v1", SessionPhase::Stopped).await;
+    eventually("v1 to release the copy", || async {
+        vertex_copy(&admin)
+            .await
+            .is_some_and(|c| owner_names(&c) == ["v2"])
+    })
+    .await;
+    stop(&admin, "v2", "2026-11-23T06:00:01Z").await;
+    wait_phase(&admin, "v2", SessionPhase::Stopped).await;
+    eventually("the unused copy to be deleted", || async {
+        vertex_copy(&admin).await.is_none()
+    })
+    .await;
+    // The source is never touched.
+    assert!(
+        Api::<Secret>::namespaced(admin.clone(), OPERATOR_NS)
+            .get_opt("ambient-vertex")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_no_denials(&cluster);
+    operator.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_session_records_the_spec_it_started_with() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    create_session(
+        &admin,
+        "repos",
+        json!({"repos": [{"url": "https://github.com/example/webapp.git", "branch": "develop"}],
+               "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "triage"}}),
+    )
+    .await;
+    let s = wait_until(&sessions(&admin), "repos", "recorded repos", |s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.reconciled_repos.is_some())
+    })
+    .await;
+    let status = s.status.unwrap();
+    let repo = &status.reconciled_repos.unwrap()[0];
+    assert_eq!(repo.name.as_deref(), Some("webapp"));
+    assert_eq!(repo.branch.as_deref(), Some("develop"));
+    let workflow = status.reconciled_workflow.unwrap();
+    assert_eq!(
+        workflow.git_url.as_deref(),
+        Some("https://github.com/example/flows.git")
+    );
+    assert_eq!(workflow.branch.as_deref(), Some("main"));
+    assert_eq!(workflow.path.as_deref(), Some("triage"));
+    // Without Vertex AI mode the namespace still gets its NetworkPolicy, and nothing is
+    // copied.
+    assert!(
+        Api::<NetworkPolicy>::namespaced(admin.clone(), NS)
+            .get_opt("runner-allow-backend-only")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(vertex_copy(&admin).await.is_none());
+    assert_no_denials(&cluster);
+    operator.stop().await.unwrap();
+}
+
+fn trigger_config(reuse: bool) -> TriggerConfig {
+    TriggerConfig {
+        template: AgenticSessionSpec {
+            initial_prompt: Some("Triage new issues".into()),
+            display_name: Some("Nightly Triage".into()),
+            ..AgenticSessionSpec::default()
+        },
+        namespace: NS.into(),
+        schedule: "nightly".into(),
+        reuse,
+    }
+}
+
+async fn scheduled(client: &Client) -> Vec<AgenticSession> {
+    sessions(client)
+        .list(&ListParams::default().labels("ambient-code.io/scheduled-session-name=nightly"))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_trigger_creates_and_restarts_scheduled_sessions() {
+    let cluster = cluster("1").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    // The trigger runs as the project's ambient-session-trigger ServiceAccount, which the
+    // operator creates with the ProjectSettings.
+    wait_until(
+        &Api::<RoleBinding>::namespaced(admin.clone(), NS),
+        "ambient-session-trigger",
+        "created",
+        |_| true,
+    )
+    .await;
+    let trigger_client = cluster
+        .service_account_client(NS, "ambient-session-trigger")
+        .await
+        .unwrap();
+
+    let t1: Timestamp = "2026-11-23T01:00:00Z".parse().unwrap();
+    let done = trigger::run(&trigger_client, &trigger_config(true), t1)
+        .await
+        .unwrap();
+    let first = format!("nightly-triage-{}", t1.as_second());
+    assert_eq!(done, format!("created AgenticSession {NS}/{first}"));
+    let created = sessions(&admin).get(&first).await.unwrap();
+    assert_eq!(created.labels()["ambient-code.io/scheduled-run"], "true");
+    assert_eq!(
+        created.spec.initial_prompt.as_deref(),
+        Some("Triage new issues")
+    );
+
+    // While it runs, a reuse trigger does nothing; once it completed, it restarts it with
+    // the prompt forced.
+    wait_phase(&admin, &first, SessionPhase::Completed).await;
+    let t2: Timestamp = "2026-11-23T02:00:00Z".parse().unwrap();
+    let done = trigger::run(&trigger_client, &trigger_config(true), t2)
+        .await
+        .unwrap();
+    assert_eq!(done, format!("restarted AgenticSession {NS}/{first}"));
+    wait_until(
+        &sessions(&admin),
+        &first,
+        "restarted and acknowledged",
+        |s| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.observed_desired_phase_at.as_deref())
+                == Some("2026-11-23T02:00:00Z")
+                && !s
+                    .annotations()
+                    .contains_key(ANNOTATION_FORCE_EXECUTE_PROMPT)
+        },
+    )
+    .await;
+    assert_eq!(
+        scheduled(&admin).await.len(),
+        1,
+        "reuse made no new session"
+    );
+
+    // Without reuse every run is a new session.
+    let t3: Timestamp = "2026-11-23T03:00:00Z".parse().unwrap();
+    trigger::run(&trigger_client, &trigger_config(false), t3)
+        .await
+        .unwrap();
+    let names: Vec<String> = scheduled(&admin)
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert!(
+        names.contains(&format!("nightly-triage-{}", t3.as_second())),
+        "{names:?}"
+    );
+    assert_eq!(names.len(), 2);
+    operator.stop().await.unwrap();
+}
