@@ -320,6 +320,29 @@ async fn gateway_tutorial_example_runs_end_to_end() {
     assert_eq!(targets[0].node_count, Some(2));
     assert!(targets[0].endpoint.is_some());
     assert_eq!(targets[1].cluster_name.as_deref(), Some("hub"));
+    // The tutorial block: the app cluster's kubeconfig for labctl, the service listed.
+    assert_eq!(
+        targets[0].kubeconfig_secret.as_deref(),
+        Some("gateway-tutorial-app-kubeconfig")
+    );
+    let ns_secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    assert!(
+        ns_secrets
+            .get_opt("gateway-tutorial-app-kubeconfig")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let services = e
+        .status
+        .as_ref()
+        .and_then(|s| s.tutorial_status.as_ref())
+        .and_then(|t| t.services.clone())
+        .unwrap();
+    assert_eq!(
+        (services[0].name.as_str(), services[0].ready),
+        ("demo", Some(false))
+    );
 
     let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
     let app = apps.get("gateway-tutorial-app").await.unwrap();
@@ -476,6 +499,12 @@ spec:
         ["cluster-kinds-g", "cluster-kinds-t", "cluster-kinds-v"]
     );
     let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    // §6.15: status reports the effective machine type and node count, defaults included.
+    assert_eq!(
+        (targets[0].machine_type.as_deref(), targets[0].node_count),
+        (Some("e2-medium"), Some(1))
+    );
+    assert_eq!(targets[1].node_count, Some(3));
     let phases: Vec<(&str, Option<&str>)> = targets
         .iter()
         .map(|t| (t.name.as_str(), t.phase.as_deref()))
