@@ -576,3 +576,93 @@ async fn runner_secrets_name_is_accepted_and_ignored() {
     assert!(!sources.contains(&"team-keys".to_owned()), "{sources:?}");
     operator.stop().await.unwrap();
 }
+
+/// Upstream passed the runner's token as the `BOT_TOKEN` environment variable, which cannot
+/// change while the pod runs, so long runs outlived their token. Here the token reaches the
+/// runner as a file from the token Secret, and a token older than 45 minutes is replaced in
+/// that Secret while the session runs (the AG-UI token is kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_token_is_a_file_and_is_refreshed_while_running() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = start_operator(&client);
+    create(&client, NS, "long", json!({}), json!({})).await;
+    wait_phase(&client, NS, "long", SessionPhase::Running).await;
+    let job = Api::<Job>::namespaced(client.clone(), NS)
+        .get("long-job")
+        .await
+        .unwrap();
+    let pod_spec = job.spec.unwrap().template.spec.unwrap();
+    let runner = &pod_spec.containers[0];
+    let env = runner.env.clone().unwrap_or_default();
+    assert!(
+        env.iter().all(|e| e.name != "BOT_TOKEN"),
+        "the token is an environment variable"
+    );
+    let file = env
+        .iter()
+        .find(|e| e.name == "BOT_TOKEN_FILE")
+        .and_then(|e| e.value.clone())
+        .expect("BOT_TOKEN_FILE is set");
+    let mount = runner
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| file.starts_with(&m.mount_path))
+        .expect("the token file is mounted");
+    let volume = pod_spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref()),
+        Some("ambient-runner-token-long")
+    );
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let before = secrets.get("ambient-runner-token-long").await.unwrap();
+    let agui = before.data.as_ref().unwrap()["agui-token"].clone();
+    let stale = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
+    secrets
+        .patch(
+            "ambient-runner-token-long",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": stale}},
+                "data": {"k8s-token": null}
+            })),
+        )
+        .await
+        .unwrap();
+    // The operator looks at the token whenever the session is reconciled (and on the
+    // schedule it set when it stamped the token); changes to the session wake it here.
+    let mut pokes = 0;
+    let refreshed = support::wait_for("the token to be refreshed", || {
+        pokes += 1;
+        let (client, secrets, stale) = (&client, &secrets, &stale);
+        async move {
+            annotate(
+                client,
+                NS,
+                "long",
+                json!({"example.com/poke": pokes.to_string()}),
+            )
+            .await;
+            let s = secrets.get("ambient-runner-token-long").await.unwrap();
+            s.annotations()
+                .get("ambient-code.io/token-refreshed-at")
+                .is_some_and(|at| at != stale)
+                .then_some(s)
+        }
+    })
+    .await;
+    let data = refreshed.data.unwrap();
+    assert!(!data["k8s-token"].0.is_empty(), "no new token was stored");
+    assert_eq!(data["agui-token"], agui, "the AG-UI token changed");
+    operator.stop().await.unwrap();
+}
