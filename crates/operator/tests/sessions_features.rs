@@ -559,3 +559,195 @@ async fn session_trigger_creates_and_restarts_scheduled_sessions() {
     assert_eq!(names.len(), 2);
     operator.stop().await.unwrap();
 }
+
+#[test]
+fn session_trigger_command_rejects_bad_settings_with_exit_status_2() {
+    let run = |env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agentic-operator"));
+        command.arg("session-trigger");
+        for key in [
+            "SESSION_TEMPLATE",
+            "PROJECT_NAMESPACE",
+            "SCHEDULED_SESSION_NAME",
+            "REUSE_LAST_SESSION",
+        ] {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().copied());
+        command.output().unwrap()
+    };
+    let missing = run(&[]);
+    assert_eq!(missing.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&missing.stdout).to_string()
+        + &String::from_utf8_lossy(&missing.stderr);
+    assert!(log.contains("SESSION_TEMPLATE: required"), "{log}");
+
+    let bad_reuse = run(&[
+        ("SESSION_TEMPLATE", "{}"),
+        ("PROJECT_NAMESPACE", "team-a"),
+        ("SCHEDULED_SESSION_NAME", "nightly"),
+        ("REUSE_LAST_SESSION", "often"),
+    ]);
+    assert_eq!(bad_reuse.status.code(), Some(2));
+    let log = String::from_utf8_lossy(&bad_reuse.stdout).to_string()
+        + &String::from_utf8_lossy(&bad_reuse.stderr);
+    assert!(log.contains("REUSE_LAST_SESSION"), "{log}");
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_agentic-operator"))
+        .args(["session-trigger", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("SCHEDULED_SESSION_NAME"));
+}
+
+/// A runner stand-in: answers every request with `200` and reports what it received.
+async fn fake_runner() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&got).to_string();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let path = head.split_whitespace().nth(1).unwrap().to_owned();
+            let token = head
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Ambient-Session-Token: "))
+                .unwrap_or_default()
+                .to_owned();
+            tx.send((path, token, serde_json::from_str(body).unwrap()))
+                .unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        }
+    });
+    (address, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
+    use agentic_operator::sessions::session::live;
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    create_session(
+        &admin,
+        "live",
+        json!({"repos": [{"url": "https://github.com/example/webapp.git"},
+                         {"url": "https://github.com/example/old.git"}]}),
+    )
+    .await;
+    wait_until(&sessions(&admin), "live", "recorded repos", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.reconciled_repos.as_ref())
+            .is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    // The operator is stopped so that only the call below talks to the runner stand-in
+    // (the in-cluster Service name does not resolve here).
+    operator.stop().await.unwrap();
+    sessions(&admin)
+        .patch(
+            "live",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "repos": [{"url": "https://github.com/example/webapp.git", "branch": "feature"}],
+                "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
+            }})),
+        )
+        .await
+        .unwrap();
+    let session = sessions(&admin).get("live").await.unwrap();
+    let (address, mut calls) = fake_runner().await;
+    let operator_client = cluster
+        .service_account_client(OPERATOR_NS, "agentic-operator")
+        .await
+        .unwrap();
+    let now: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
+    let again = live::ensure_runner_spec(&operator_client, &session, &address, now)
+        .await
+        .unwrap();
+    assert_eq!(again, None, "every call succeeded");
+    let token = Api::<Secret>::namespaced(admin.clone(), NS)
+        .get("ambient-runner-token-live")
+        .await
+        .unwrap();
+    let agui = secret_data(&token)["agui-token"].clone();
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(calls.recv().await.unwrap());
+    }
+    assert_eq!(
+        received,
+        [
+            (
+                "/repos/remove".to_owned(),
+                agui.clone(),
+                json!({"name": "old"})
+            ),
+            (
+                "/repos/add".to_owned(),
+                agui.clone(),
+                json!({"url": "https://github.com/example/webapp.git", "branch": "feature", "name": "webapp"})
+            ),
+            (
+                "/workflow".to_owned(),
+                agui,
+                json!({"gitUrl": "https://github.com/example/flows.git", "branch": "main", "path": "review"})
+            ),
+        ]
+    );
+    let status = sessions(&admin).get("live").await.unwrap().status.unwrap();
+    let repos = status.reconciled_repos.unwrap();
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].branch.as_deref(), Some("feature"));
+    assert_eq!(
+        status.reconciled_workflow.unwrap().path.as_deref(),
+        Some("review")
+    );
+    // Applied: a second pass sends nothing.
+    let session = sessions(&admin).get("live").await.unwrap();
+    assert_eq!(
+        live::ensure_runner_spec(&operator_client, &session, &address, now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(calls.try_recv().is_err(), "nothing more was sent");
+    assert_no_denials(&cluster);
+}
