@@ -1081,8 +1081,8 @@ fn printer_columns_and_phase_schema_are_sound() {
     );
 }
 
-/// The `config/labs` kustomize component mounts the labs ConfigMap into the operator and names
-/// it with `LABS_CONFIG_FILE`; the shipped ConfigMap parses as a labs configuration.
+/// The `config/labs` kustomize component mounts the labs `ConfigMap` into the operator and names
+/// it with `LABS_CONFIG_FILE`; the shipped `ConfigMap` parses as a labs configuration.
 #[test]
 fn labs_configmap_component_mounts_the_configuration() {
     let root = std::path::PathBuf::from(format!("{}/../..", env!("CARGO_MANIFEST_DIR")))
