@@ -851,6 +851,50 @@ spec:
     env.shutdown().await;
 }
 
+/// A claim refused for longer than the provisioning timeout (counted from the Experiment's
+/// creation) fails its target with the server's message instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_refused_past_the_timeout_fails_the_target() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    template(&client, "ok", "{}").await;
+    let op = start_operator(
+        &client,
+        LabsConfig {
+            provisioning_timeout: Duration::from_secs(2),
+            ..fast()
+        },
+    );
+    experiment(
+        &client,
+        &format!(
+            r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: denied
+  namespace: experiments
+  annotations: {{{REJECT}: 'project quota: 0 clusters left'}}
+spec:
+  targets: [{{name: app, cluster: {{type: gke}}}}]
+  workflow: {{template: ok, completion: {{mode: workflow}}}}
+"
+        ),
+    )
+    .await;
+    let e = wait_phase(&client, "denied", ExperimentPhase::Failed).await;
+    let c = cond(&e, "Provisioned").unwrap();
+    assert_eq!(c.reason, "ProvisioningFailed");
+    assert!(
+        c.message.contains("0 clusters left") && c.message.contains("provisioning timeout"),
+        "{c:?}"
+    );
+    wait_cleaned(&client, "denied").await;
+    delete_and_wait(&client, "denied").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+}
+
 /// Experiments of the same name in two namespaces get separate claims, each in its own
 /// namespace (§6.26: upstream put every claim in `experiments` under `<exp>-<target>`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

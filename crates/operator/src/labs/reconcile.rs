@@ -431,16 +431,30 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             if !same_hash(live.as_deref(), &desired)
                 && let Err(e) = apply(&ctx, &mapping.api_resource(), &desired).await
             {
-                view.cluster = ClusterState::Rejected {
-                    message: format!(
+                if live.is_some() {
+                    // An update of an existing claim was refused: its observed state still
+                    // holds; the error is retried with backoff.
+                    claim_error.get_or_insert(e);
+                } else {
+                    let message = format!(
                         "cannot create {} {}/{}: {e}",
                         mapping.kind,
                         view.claim_ns.as_deref().unwrap_or_default(),
                         view.claim_name.as_deref().unwrap_or_default()
-                    ),
-                };
-                claim_error.get_or_insert(e);
-                continue;
+                    );
+                    // Refused for as long as a claim may take to become Ready: give up.
+                    if age(exp.metadata.creation_timestamp.as_ref())
+                        >= ctx.config.provisioning_timeout
+                    {
+                        view.cluster = ClusterState::Failed {
+                            message: format!("{message} (provisioning timeout)"),
+                        };
+                    } else {
+                        view.cluster = ClusterState::Rejected { message };
+                        claim_error.get_or_insert(e);
+                    }
+                    continue;
+                }
             }
             if let (true, ClusterState::Ready { .. }, Some(cn), Some(cns)) = (
                 expose_kubeconfig,
