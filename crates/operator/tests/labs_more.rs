@@ -1201,3 +1201,53 @@ fn labs_configmap_component_mounts_the_configuration() {
     let config = LabsConfig::from_yaml("configmap", cm["data"][file].as_str().unwrap()).unwrap();
     assert_eq!(config.provisioning_timeout, Duration::from_mins(20));
 }
+
+/// Every shipped cluster-type mapping has an example XRD in `config/labs` that fits it: the
+/// claim names, group and version match, every mapped field is in the claim's spec, the
+/// kubeconfig key is a connection Secret key and `status.endpoint` exists (the XRD contract).
+#[test]
+fn example_xrds_fit_the_shipped_mappings() {
+    for (type_, mapping) in LabsConfig::default().cluster_types {
+        let path = format!(
+            "{}/../../config/labs/xrd-{}.yaml",
+            env!("CARGO_MANIFEST_DIR"),
+            mapping.kind.to_lowercase()
+        );
+        let xrd: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{type_}: {path}: {e}")),
+        )
+        .unwrap();
+        let spec = &xrd["spec"];
+        assert_eq!(spec["group"], mapping.group(), "{type_}");
+        assert_eq!(spec["claimNames"]["kind"], mapping.kind.as_str(), "{type_}");
+        assert_eq!(
+            spec["claimNames"]["plural"],
+            mapping.plural.as_str(),
+            "{type_}"
+        );
+        assert!(
+            spec["connectionSecretKeys"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(mapping.kubeconfig_key)),
+            "{type_}"
+        );
+        let version = spec["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == mapping.version())
+            .unwrap_or_else(|| panic!("{type_}: no version {}", mapping.version()));
+        let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+        for field in mapping.fields.values() {
+            assert!(
+                schema["spec"]["properties"].get(field).is_some(),
+                "{type_}: spec.{field} missing from {path}"
+            );
+        }
+        assert!(
+            schema["status"]["properties"].get("endpoint").is_some(),
+            "{type_}"
+        );
+    }
+}
