@@ -1458,6 +1458,38 @@ mod tests {
     }
 
     #[test]
+    fn fields_not_acted_on_are_named() {
+        let exp = |yaml: &str| -> Experiment {
+            serde_yaml::from_str(&format!(
+                "apiVersion: experiments.illm.io/v1alpha1\nkind: Experiment\nmetadata: {{name: e}}\nspec:\n  targets: [{{name: a, cluster: {{type: hub}}, observability: {{enabled: true, transport: TRANSPORT}}}}]\n  workflow: {{template: t, completion: {{mode: workflow}}}}\n{yaml}"
+            ).replace("TRANSPORT", if yaml.contains("tailscale") { "tailscale" } else { "direct" }))
+            .unwrap()
+        };
+        // Informational fields and the CRD-defaulted ttlDays are not reported.
+        assert_eq!(
+            unsupported_fields(&exp(
+                "  title: t\n  series: s\n  ttlDays: 1\n  tags: [a]\n  publish: false\n  metrics: []\n"
+            )),
+            None
+        );
+        let message = unsupported_fields(&exp(
+            "  publish: true\n  metrics: [{name: m, query: up}]\n  qualityGate: {enabled: false}\n  hypothesis: {claim: c}\n  analyzerConfig: {sections: [body]}\n  codeSnippets: {x: {name: x, language: go, path: p}}\n# tailscale\n",
+        ))
+        .unwrap();
+        for field in [
+            "spec.publish",
+            "spec.metrics",
+            "spec.qualityGate",
+            "spec.hypothesis",
+            "spec.analyzerConfig",
+            "spec.codeSnippets",
+            "spec.targets[0].observability.transport: tailscale",
+        ] {
+            assert!(message.contains(field), "{field}: {message}");
+        }
+    }
+
+    #[test]
     fn only_synced_and_healthy_applications_are_healthy() {
         let app = |health: &str, sync: &str| {
             obj(
