@@ -16,10 +16,7 @@ use agentic_api::sessions::{
     ANNOTATION_DESIRED_PHASE, ANNOTATION_STOP_REQUESTED_AT, AgenticSession, SessionPhase,
     StoppedReason,
 };
-use agentic_operator::{
-    runtime::{ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches},
-    sessions::session::config::SessionConfig,
-};
+use agentic_operator::runtime::Family;
 use devcluster::simulators::Simulators;
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -32,8 +29,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    MANAGED, Operator, Setup, TestCluster, eventually, find_condition, runner_secret,
-    scripted_runner_pods, settings_for, wait_until,
+    MANAGED, Operator, SessionsWithSidecar, Setup, TestCluster, eventually, find_condition,
+    runner_secret, scripted_runner_pods, settings_for, wait_until,
 };
 
 /// Test namespace (labelled as an ambient-code project).
@@ -61,29 +58,6 @@ async fn namespace(client: &Client, name: &str, managed: bool) {
 async fn bare_namespace(client: &Client, name: &str, managed: bool) {
     let labels: &[(&str, &str)] = if managed { &[MANAGED] } else { &[] };
     support::namespace(client, name, labels).await;
-}
-
-/// The sessions family with the `state-sync` sidecar switched on.
-struct SessionsWithSidecar;
-
-impl Family for SessionsWithSidecar {
-    fn name(&self) -> &'static str {
-        "sessions"
-    }
-
-    fn required_crds(&self) -> Vec<CrdRef> {
-        agentic_operator::sessions::Sessions.required_crds()
-    }
-
-    fn build(
-        &self,
-        rt: &RuntimeContext,
-        watches: &mut SharedWatches,
-    ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let mut config = SessionConfig::defaults(&rt.settings.runner_image, "ambient-code");
-        config.state_sync = true;
-        agentic_operator::sessions::session::controllers_with(rt, watches, config)
-    }
 }
 
 /// The operator with the sessions family.

@@ -26,8 +26,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
-    MANAGED, Operator, Setup, TestCluster, eventually, find_condition, runner_secret,
-    scripted_runner_pods, settings_for, wait_until,
+    MANAGED, Operator, SessionsWithSidecar, Setup, TestCluster, eventually, find_condition,
+    runner_secret, scripted_runner_pods, settings_for, wait_until,
 };
 
 /// Test namespace (managed, with the runner secret).
@@ -226,6 +226,35 @@ async fn settled_sessions_are_not_polled() {
         before,
         "settled sessions were read from the API server while idle"
     );
+    operator.stop().await.unwrap();
+}
+
+/// Upstream never looked at the runner container once a session was Running, so a runner
+/// killed by its liveness probe (exit 137) while the `state-sync` sidecar kept the pod
+/// `Running` left the session Running until the idler fired. Here it fails with
+/// `RunnerKilled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runner_fails_while_a_sidecar_keeps_the_pod_running() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let settings = settings_for("sessions", &[("POD_NAME", "sidecar")], |_| {});
+    let operator = Operator::start_with(
+        client.clone(),
+        settings,
+        vec![Box::new(SessionsWithSidecar)],
+    );
+    create(
+        &client,
+        NS,
+        "killed",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "3",
+               "devcluster.io/exit-code.ambient-code-runner": "137"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, NS, "killed", SessionPhase::Running).await;
+    let failed = wait_phase(&client, NS, "killed", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&failed), "RunnerKilled");
     operator.stop().await.unwrap();
 }
 

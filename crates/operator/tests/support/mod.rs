@@ -601,6 +601,36 @@ pub async fn runner_secret(client: &Client, ns: &str) {
 // Operator
 // ---------------------------------------------------------------------------------------------
 
+/// The sessions family with the `state-sync` sidecar switched on (its runner pods keep
+/// running while the sidecar lives, whatever happens to the runner container).
+pub struct SessionsWithSidecar;
+
+impl Family for SessionsWithSidecar {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<agentic_operator::runtime::CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &agentic_operator::runtime::RuntimeContext,
+        watches: &mut agentic_operator::runtime::SharedWatches,
+    ) -> Result<
+        Vec<agentic_operator::runtime::ControllerTask>,
+        agentic_operator::runtime::FamilyError,
+    > {
+        let mut config = agentic_operator::sessions::session::config::SessionConfig::defaults(
+            &rt.settings.runner_image,
+            "ambient-code",
+        );
+        config.state_sync = true;
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
 /// Operator settings for tests: no listeners, only the controllers of `family`, and the
 /// environment `env`; `extra` adjusts the arguments.
 pub fn settings_for(
