@@ -3,11 +3,13 @@
 //! phase templates and, when enabled, a `TestTrigger` on the agent's Deployment.
 //!
 //! Stages: [`validate`] (pure spec rules, shared with the webhook), [`agent`] (agent URL
-//! resolution), [`build`] (pure desired objects), [`reconcile`] (observe, apply, prune,
-//! finalize), [`status`] (pure status). docs/evaluations.md describes the behaviour.
+//! resolution), [`build`] (pure desired objects), [`children`] (the projection cache of the
+//! generated objects, indexed by owner), [`reconcile`] (observe, apply, prune, finalize),
+//! [`status`] (pure status). docs/evaluations.md describes the behaviour.
 
 pub mod agent;
 pub mod build;
+pub mod children;
 pub mod error;
 pub mod experiment_json;
 pub mod metrics;
@@ -35,6 +37,8 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+
+use children::ChildCache;
 
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
@@ -72,7 +76,8 @@ impl Family for Evaluations {
 /// A watch with its own cache and trigger stream, outside the shared watches: for kinds that
 /// may not be installed (Testkube's, the agent runtime's), so that a missing CRD neither blocks
 /// readiness nor stalls the Experiment watch, and for children whose deletion must trigger a
-/// repair (shared subscriptions do not deliver deletions). Watch errors are retried with
+/// repair (shared subscriptions do not deliver deletions). The generated objects have their
+/// own cache, [`children::ChildCache`]. Watch errors are retried with
 /// backoff and logged at debug level; `synced` turns true after the first complete list.
 pub struct OwnWatch<K: Resource + Clone + 'static>
 where
@@ -156,17 +161,6 @@ pub fn dynamic_watch(
     own_watch(Api::all_with(client, ar), ar.clone(), config)
 }
 
-/// The Experiment a generated object belongs to, from its owner annotation.
-pub fn owner_of<K: Resource>(obj: &K) -> Option<ObjectRef<Experiment>> {
-    let value = obj
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(build::ANNOTATION_OWNER)?;
-    let (namespace, name) = build::parse_owner(value)?;
-    Some(ObjectRef::new(name).within(namespace))
-}
-
 /// Builds the Experiment controller on the shared runtime.
 pub fn controller(
     rt: &RuntimeContext,
@@ -177,18 +171,24 @@ pub fn controller(
         Api::<Experiment>::all(client.clone()),
         watcher::Config::default(),
     )?;
-    let config_maps = own_watch(
-        Api::<ConfigMap>::all(client.clone()),
-        (),
-        watcher::Config::default().labels(build::CHILD_SELECTOR),
-    );
-    let children = watcher::Config::default().labels(build::CHILD_SELECTOR);
-    let workflows = dynamic_watch(
-        client.clone(),
-        &build::test_workflow_resource(),
-        children.clone(),
-    );
-    let triggers = dynamic_watch(client.clone(), &build::test_trigger_resource(), children);
+    // Generated objects: label-selected, kept as small projections with an owner index.
+    let selected = watcher::Config::default().labels(build::CHILD_SELECTOR);
+    let config_maps = ChildCache::default();
+    let workflows = ChildCache::default();
+    let triggers = ChildCache::default();
+    let child_events = futures::stream::select_all([
+        config_maps.watch(
+            client.clone(),
+            &reconcile::config_map_resource(),
+            selected.clone(),
+        ),
+        workflows.watch(
+            client.clone(),
+            &build::test_workflow_resource(),
+            selected.clone(),
+        ),
+        triggers.watch(client.clone(), &build::test_trigger_resource(), selected),
+    ]);
     let otel_configs = own_watch(
         Api::<ConfigMap>::all(client.clone()),
         (),
@@ -207,9 +207,10 @@ pub fn controller(
         client,
         recorder: rt.recorders.recorder(CONTROLLER),
         testkube_namespace: rt.settings.testkube_namespace.clone(),
-        config_maps: config_maps.store.clone(),
-        workflows: workflows.store.clone(),
-        triggers: triggers.store.clone(),
+        config_maps: config_maps.clone(),
+        workflows: workflows.clone(),
+        triggers: triggers.clone(),
+        statuses: reconcile::StatusMemo::default(),
         agents: agents.store.clone(),
         agents_synced: agents.synced.clone(),
         metrics: rt.metrics.register(metrics::EvaluationMetrics::register),
@@ -226,21 +227,13 @@ pub fn controller(
     let index = experiments.reader.clone();
     let otel_index = experiments.reader.clone();
     let testkube_namespace = rt.settings.testkube_namespace.clone();
-    let workflow_ar = build::test_workflow_resource();
-    let trigger_ar = build::test_trigger_resource();
     let agent_ar = agent::agent_resource();
     Ok(controller_task(
         rt,
         CONTROLLER,
         experiments,
         move |c| {
-            c.watches_stream(config_maps.stream, |cm: ConfigMap| owner_of(&cm))
-                .watches_stream_with(
-                    workflows.stream,
-                    |o: DynamicObject| owner_of(&o),
-                    workflow_ar,
-                )
-                .watches_stream_with(triggers.stream, |o: DynamicObject| owner_of(&o), trigger_ar)
+            c.reconcile_on(child_events)
                 .watches_stream(otel_configs.stream, move |cm: ConfigMap| {
                     running_in(
                         &otel_index,

@@ -3,9 +3,13 @@
 //! status (written only when it changed, by server-side apply of the operator's own fields:
 //! no resourceVersion precondition, and other writers' conditions are left alone).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use agentic_api::evaluations::{
@@ -28,12 +32,12 @@ use serde_json::{Value, json};
 use super::{
     agent::{self, agent_resource},
     build::{
-        self, ANNOTATION_OWNER, Desired, FIELD_MANAGER, FINALIZER, test_trigger_resource,
-        test_workflow_resource,
+        self, Desired, FIELD_MANAGER, FINALIZER, test_trigger_resource, test_workflow_resource,
     },
+    children::{self, ChildCache, Decision, IN_FLIGHT_TTL},
     error::EvaluationError,
     metrics::EvaluationMetrics,
-    status::{OtelSource, Outcome, WorkflowOutcome, desired_status, last_execution, owned_part},
+    status::{OtelSource, Outcome, WorkflowOutcome, desired_status, owned_part},
     validate,
 };
 
@@ -46,11 +50,13 @@ pub struct Context {
     /// `--testkube-namespace`: where workflows and triggers go, `None` for the Experiment's own.
     pub testkube_namespace: Option<String>,
     /// Generated `ConfigMaps` (label-selected).
-    pub config_maps: Store<ConfigMap>,
+    pub config_maps: ChildCache,
     /// Generated `TestWorkflows` (label-selected).
-    pub workflows: Store<DynamicObject>,
+    pub workflows: ChildCache,
     /// Generated `TestTriggers` (label-selected).
-    pub triggers: Store<DynamicObject>,
+    pub triggers: ChildCache,
+    /// Status writes the Experiment cache has not caught up with.
+    pub statuses: StatusMemo,
     /// Agents of the agent runtime.
     pub agents: Store<DynamicObject>,
     /// Whether the Agent watch has listed once (the Agent CRD is installed).
@@ -65,6 +71,73 @@ pub struct Context {
     /// start) a reconcile waits, so that an unlisted cache is not mistaken for a missing Agent
     /// or a missing child.
     pub settled: Vec<Arc<AtomicBool>>,
+}
+
+/// A status write, and the Experiment's resourceVersion it was based on.
+#[derive(Debug)]
+struct WrittenStatus {
+    before: Option<String>,
+    status: ExperimentStatus,
+    at: Instant,
+}
+
+/// Status writes by Experiment, and the size at which old entries are swept next.
+type StatusEntries = (HashMap<(String, String), WrittenStatus>, usize);
+
+/// The statuses this operator wrote, until the Experiment cache shows a newer version: a
+/// reconcile that runs before the status write's watch event arrives compares against what
+/// was written, not against the older cached status, and so does not write it again.
+#[derive(Debug, Default)]
+pub struct StatusMemo {
+    written: Mutex<StatusEntries>,
+}
+
+impl StatusMemo {
+    fn key(exp: &Experiment) -> (String, String) {
+        (exp.namespace().unwrap_or_default(), exp.name_any())
+    }
+
+    /// The status `exp` has as far as this operator knows: the one it wrote, while the cache
+    /// still holds the version that write was based on; else the cached one.
+    pub fn base(&self, exp: &Experiment) -> Option<ExperimentStatus> {
+        let mut guard = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = Self::key(exp);
+        if let Some(w) = guard.0.get(&key) {
+            if w.before.as_deref() == exp.metadata.resource_version.as_deref() {
+                return Some(w.status.clone());
+            }
+            guard.0.remove(&key);
+        }
+        exp.status.clone()
+    }
+
+    /// Records that `status` was written over `exp` (as cached).
+    pub fn record(&self, exp: &Experiment, status: &ExperimentStatus) {
+        let mut guard = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let (written, sweep_at) = &mut *guard;
+        written.insert(
+            Self::key(exp),
+            WrittenStatus {
+                before: exp.metadata.resource_version.clone(),
+                status: status.clone(),
+                at: Instant::now(),
+            },
+        );
+        if written.len() >= *sweep_at {
+            // Entries of Experiments reconciled no more: the cache has long caught up.
+            written.retain(|_, w| w.at.elapsed() < IN_FLIGHT_TTL);
+            *sweep_at = (written.len() * 2).max(1024);
+        }
+    }
+
+    /// Forgets `exp`'s entry.
+    pub fn forget(&self, exp: &Experiment) {
+        self.written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .remove(&Self::key(exp));
+    }
 }
 
 /// How long a reconcile waits for the caches to list after a start.
@@ -166,45 +239,63 @@ fn dynamic_ref(ar: &ApiResource, namespace: &str, name: &str) -> ObjectRef<Dynam
     ObjectRef::new_with(name, ar.clone()).within(namespace)
 }
 
-async fn apply_config_map(ctx: &Context, desired: &ConfigMap) -> Result<bool, kube::Error> {
-    let namespace = desired.namespace().unwrap_or_default();
-    let name = desired.name_any();
-    let live = ctx
-        .config_maps
-        .get(&ObjectRef::new(&name).within(&namespace));
-    if unchanged(live.as_deref(), desired) {
-        return Ok(false);
-    }
-    Api::<ConfigMap>::namespaced(ctx.client.clone(), &namespace)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(desired),
-        )
-        .await
-        .map(|_| true)
+/// What became of one desired object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Already in place.
+    Unchanged,
+    /// Written before and not yet seen in the cache; look again within the given time.
+    InFlight(Duration),
+    /// Written now.
+    Written,
 }
 
-async fn apply_dynamic(
+/// The `ConfigMap` as a dynamic object, so that every child goes through [`apply_child`].
+fn config_map_object(cm: &ConfigMap) -> DynamicObject {
+    let mut data = serde_json::to_value(cm).unwrap_or(Value::Null);
+    if let Some(map) = data.as_object_mut() {
+        for key in ["apiVersion", "kind", "metadata"] {
+            map.remove(key);
+        }
+    }
+    let mut obj = DynamicObject::new(&cm.name_any(), &config_map_resource()).data(data);
+    obj.metadata = cm.metadata.clone();
+    obj
+}
+
+/// The core `ConfigMap` resource.
+pub fn config_map_resource() -> ApiResource {
+    ApiResource::erase::<ConfigMap>(&())
+}
+
+/// Applies `desired` unless the cache shows it in place or a write of it is in flight.
+async fn apply_child(
     ctx: &Context,
-    store: &Store<DynamicObject>,
+    cache: &ChildCache,
     ar: &ApiResource,
     desired: &DynamicObject,
-) -> Result<bool, kube::Error> {
+) -> Result<Applied, kube::Error> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let live = store.get(&dynamic_ref(ar, &namespace, &name));
-    if unchanged(live.as_deref(), desired) {
-        return Ok(false);
+    let want = children::fingerprint_of(desired);
+    match cache.decide(&namespace, &name, want) {
+        Decision::Unchanged => return Ok(Applied::Unchanged),
+        Decision::InFlight(left) => return Ok(Applied::InFlight(left)),
+        Decision::Apply => {}
     }
-    Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, ar)
+    let before = cache
+        .get(&namespace, &name)
+        .and_then(|c| c.resource_version);
+    let answer = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, ar)
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(desired),
         )
-        .await
-        .map(|_| true)
+        .await?;
+    let contains = unchanged(Some(&answer), desired);
+    cache.record_write(&namespace, &name, want, before, &answer, contains);
+    Ok(Applied::Written)
 }
 
 async fn delete_dynamic(
@@ -242,40 +333,26 @@ fn owner_key(exp: &Experiment) -> String {
     format!("{}/{}", exp.namespace().unwrap_or_default(), exp.name_any())
 }
 
-fn owned_by<K: Resource>(obj: &K, key: &str) -> bool {
-    obj.meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_OWNER))
-        .is_some_and(|v| v == key)
-}
-
 /// Generated objects of `exp` in the caches that `keep` does not name: left over from an
-/// earlier mode, name or a disabled trigger.
+/// earlier mode, name or a disabled trigger. Found through the caches' owner index, so the
+/// cost does not grow with the number of Experiments.
 fn stale(
     ctx: &Context,
     exp: &Experiment,
     keep: &[(&str, &str, &str)],
 ) -> Vec<(&'static str, String, String)> {
     let key = owner_key(exp);
-    let wanted = |kind: &str, ns: &str, name: &str| {
-        keep.iter()
-            .any(|(k, n, m)| *k == kind && *n == ns && *m == name)
-    };
     let mut out = Vec::new();
-    for cm in ctx.config_maps.state() {
-        let (ns, name) = (cm.namespace().unwrap_or_default(), cm.name_any());
-        if owned_by(cm.as_ref(), &key) && !wanted("ConfigMap", &ns, &name) {
-            out.push(("ConfigMap", ns, name));
-        }
-    }
-    for (kind, store) in [
+    for (kind, cache) in [
+        ("ConfigMap", &ctx.config_maps),
         ("TestWorkflow", &ctx.workflows),
         ("TestTrigger", &ctx.triggers),
     ] {
-        for obj in store.state() {
-            let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-            if owned_by(obj.as_ref(), &key) && !wanted(kind, &ns, &name) {
+        for (ns, name) in cache.owned_by(&key) {
+            let wanted = keep
+                .iter()
+                .any(|(k, n, m)| *k == kind && *n == ns && *m == name);
+            if !wanted {
                 out.push((kind, ns, name));
             }
         }
@@ -348,6 +425,7 @@ async fn finalize(ctx: &Context, exp: &Experiment) -> Result<Action, EvaluationE
     )
     .await?;
     delete_stale(ctx, exp, &[]).await?;
+    ctx.statuses.forget(exp);
     let remaining: Vec<String> = exp
         .finalizers()
         .iter()
@@ -364,15 +442,17 @@ async fn publish(ctx: &Context, exp: &Experiment, event: Event) {
     crate::runtime::events::publish(&ctx.recorder, &event, &exp.object_ref(&())).await;
 }
 
+/// Writes `status` unless `previous` (see [`StatusMemo::base`]) already is it.
 async fn write_status(
     ctx: &Context,
     exp: &Experiment,
+    previous: Option<&ExperimentStatus>,
     status: &ExperimentStatus,
 ) -> Result<bool, EvaluationError> {
-    if exp.status.as_ref() == Some(status) {
+    if previous == Some(status) {
         return Ok(false);
     }
-    let before = exp.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let before = previous.and_then(|s| s.conditions.as_ref());
     let flipped: Vec<_> = status
         .conditions
         .iter()
@@ -403,6 +483,7 @@ async fn write_status(
             for c in &flipped {
                 ctx.metrics.transition(&c.type_, &c.status, &c.reason);
             }
+            ctx.statuses.record(exp, status);
             true
         })
         .map_err(|e| EvaluationError::Update {
@@ -424,8 +505,12 @@ fn resource(kind: &str, namespace: &str, name: &str) -> GeneratedResource {
     }
 }
 
-/// The outcome of applying `desired`, and the error to end the reconcile with, if any.
-async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<EvaluationError>) {
+/// The outcome of applying `desired`, the error to end the reconcile with, if any, and the
+/// longest wait for a write in flight (see [`Applied::InFlight`]).
+async fn apply_all(
+    ctx: &Context,
+    desired: &Desired,
+) -> (Outcome, Option<EvaluationError>, Option<Duration>) {
     let names = &desired.names;
     let ns = names.namespace.as_str();
     let mut outcome = Outcome {
@@ -437,50 +522,52 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
         otel: None,
         last_execution: None,
     };
-    let applied = apply_config_map(ctx, &desired.config_map).await;
-    if let Ok(true) = applied {
-        ctx.metrics.write("ConfigMap", "apply");
-    }
-    if let Err(e) = applied {
-        let error = write_error("apply", "ConfigMap", ns, &names.config_map, e);
-        outcome.problem = Some(error.to_string());
-        outcome.workflow = WorkflowOutcome::NotAttempted(
-            "the experiment.json ConfigMap could not be written".into(),
-        );
-        return (outcome, Some(error));
+    let mut wait: Option<Duration> = None;
+    let mut note = |kind: &str, applied: Applied| match applied {
+        Applied::Written => ctx.metrics.write(kind, "apply"),
+        Applied::InFlight(w) => wait = Some(wait.map_or(w, |v| v.max(w))),
+        Applied::Unchanged => {}
+    };
+    let config_map = config_map_object(&desired.config_map);
+    match apply_child(ctx, &ctx.config_maps, &config_map_resource(), &config_map).await {
+        Ok(applied) => note("ConfigMap", applied),
+        Err(e) => {
+            let error = write_error("apply", "ConfigMap", ns, &names.config_map, e);
+            outcome.problem = Some(error.to_string());
+            outcome.workflow = WorkflowOutcome::NotAttempted(
+                "the experiment.json ConfigMap could not be written".into(),
+            );
+            return (outcome, Some(error), wait);
+        }
     }
     outcome
         .generated
         .push(resource("ConfigMap", ns, &names.config_map));
 
     let workflow_ar = test_workflow_resource();
-    match apply_dynamic(ctx, &ctx.workflows, &workflow_ar, &desired.workflow).await {
-        Ok(written) => {
-            if written {
-                ctx.metrics.write("TestWorkflow", "apply");
-            }
+    match apply_child(ctx, &ctx.workflows, &workflow_ar, &desired.workflow).await {
+        Ok(applied) => {
+            note("TestWorkflow", applied);
             outcome
                 .generated
                 .push(resource("TestWorkflow", ns, &names.workflow));
         }
         Err(e) if is_not_found(&e) => {
             outcome.workflow = WorkflowOutcome::CrdNotInstalled;
-            return (outcome, Some(EvaluationError::CrdNotInstalled));
+            return (outcome, Some(EvaluationError::CrdNotInstalled), wait);
         }
         Err(e) => {
             let error = write_error("apply", "TestWorkflow", ns, &names.workflow, e);
             outcome.workflow = WorkflowOutcome::Failed(error.to_string());
-            return (outcome, Some(error));
+            return (outcome, Some(error), wait);
         }
     }
 
     if let Some(trigger) = &desired.trigger {
         let trigger_ar = test_trigger_resource();
-        match apply_dynamic(ctx, &ctx.triggers, &trigger_ar, trigger).await {
-            Ok(written) => {
-                if written {
-                    ctx.metrics.write("TestTrigger", "apply");
-                }
+        match apply_child(ctx, &ctx.triggers, &trigger_ar, trigger).await {
+            Ok(applied) => {
+                note("TestTrigger", applied);
                 outcome
                     .generated
                     .push(resource("TestTrigger", ns, &names.trigger));
@@ -493,11 +580,11 @@ async fn apply_all(ctx: &Context, desired: &Desired) -> (Outcome, Option<Evaluat
                 } else {
                     error.to_string()
                 });
-                return (outcome, Some(error));
+                return (outcome, Some(error), wait);
             }
         }
     }
-    (outcome, None)
+    (outcome, None, wait)
 }
 
 /// Records an invalid spec: `Ready=False` with the rejected fields, and a Warning Event when
@@ -509,11 +596,11 @@ async fn report_invalid(
     errors: &[validate::FieldError],
 ) -> EvaluationError {
     let problems = validate::join(errors);
+    let previous = ctx.statuses.base(exp);
     let outcome = Outcome {
         problem: Some(format!("invalid spec: {problems}")),
         workflow: WorkflowOutcome::NotAttempted("the spec is invalid".into()),
-        generated: exp
-            .status
+        generated: previous
             .as_ref()
             .and_then(|s| s.generated_resources.clone())
             .unwrap_or_default(),
@@ -522,8 +609,8 @@ async fn report_invalid(
         otel: None,
         last_execution: None,
     };
-    let status = desired_status(exp.status.as_ref(), &outcome, exp.meta().generation, &now());
-    match write_status(ctx, exp, &status).await {
+    let status = desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now());
+    match write_status(ctx, exp, previous.as_ref(), &status).await {
         Ok(true) => {
             publish(
                 ctx,
@@ -608,19 +695,16 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
 
     // Build and apply.
     let desired = build::desired(&exp, ctx.testkube_namespace.as_deref(), &url);
-    let (mut outcome, failure) = apply_all(&ctx, &desired).await;
+    let previous = ctx.statuses.base(&exp);
+    let (mut outcome, failure, in_flight) = apply_all(&ctx, &desired).await;
     outcome.agent = Some(url);
     outcome.agent_missing = agent_missing;
     outcome.otel = otel_source(&ctx, &exp, &desired.names.namespace);
     // What Testkube reports on the workflow, from the watch cache.
     outcome.last_execution = ctx
         .workflows
-        .get(&dynamic_ref(
-            &test_workflow_resource(),
-            &desired.names.namespace,
-            &desired.names.workflow,
-        ))
-        .and_then(|w| last_execution(w.data.get("status")));
+        .get(&desired.names.namespace, &desired.names.workflow)
+        .and_then(|w| w.last_execution);
     if failure.is_none() {
         let keep: Vec<(&str, &str, &str)> = outcome
             .generated
@@ -638,7 +722,8 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
             write_status(
                 &ctx,
                 &exp,
-                &desired_status(exp.status.as_ref(), &outcome, exp.meta().generation, &now()),
+                previous.as_ref(),
+                &desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now()),
             )
             .await?;
             return Err(error);
@@ -647,11 +732,13 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
             set_finalizers(&ctx, &exp, finalizers).await?;
         }
     }
-    let status = desired_status(exp.status.as_ref(), &outcome, exp.meta().generation, &now());
-    write_status(&ctx, &exp, &status).await?;
-    match failure {
-        Some(error) => Err(error),
-        None => Ok(Action::await_change()),
+    let status = desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now());
+    write_status(&ctx, &exp, previous.as_ref(), &status).await?;
+    match (failure, in_flight) {
+        (Some(error), _) => Err(error),
+        // Normally the write's watch event comes first and triggers the next reconcile.
+        (None, Some(wait)) => Ok(Action::requeue(wait)),
+        (None, None) => Ok(Action::await_change()),
     }
 }
 
