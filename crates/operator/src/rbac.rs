@@ -167,7 +167,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &[""],
         &["secrets"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh), Vertex AI: ambient-vertex copied into session namespaces, refreshed and deleted when unused; get is also held so the per-session Role can grant it",
+        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh), ambient-vertex, ambient-admin-langfuse-secret and ambient-admin-mlflow-observability-secret copied into session namespaces, refreshed and deleted when unused; get is also held so the per-session Role can grant it",
     ),
     rule(
         &[""],
@@ -191,7 +191,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &["mlflow.kubeflow.org"],
         &["experiments"],
         &["get", "list", "update"],
-        "sessions: held so the per-session Role can grant it (MLflow tracing)",
+        "sessions: held so the per-session Role can grant it (MLflow tracing; runner pods use the per-session ServiceAccount when the MLflow Secret asks for Kubernetes authentication)",
     ),
     // Evaluations family.
     rule(

@@ -26,10 +26,8 @@ use crate::{
     },
     sessions::project::{build as project_build, model::ProjectSettingsView},
     sessions::session::{
-        build as session_build,
-        build::RunInputs,
-        config::{SessionConfig, VERTEX_SECRET},
-        network as session_network, trusted_ca as session_trusted_ca, vertex as session_vertex,
+        build as session_build, build::RunInputs, config::SessionConfig, copied as session_copied,
+        network as session_network, trusted_ca as session_trusted_ca,
     },
 };
 
@@ -313,9 +311,10 @@ fn session_config() -> Result<SessionConfig, String> {
     .map_err(|e| format!("invalid operator setting {e}"))
 }
 
-/// What a namespace gets once for all its sessions: the runner `NetworkPolicy` and, in Vertex
-/// AI mode, the copy of the `ambient-vertex` Secret (shown owned by `session`; every session
-/// whose run uses it becomes an owner).
+/// What a namespace gets once for all its sessions: the runner `NetworkPolicy` and the copies
+/// of the Secrets the settings ask for (`ambient-vertex` in Vertex AI mode, the Langfuse and
+/// `MLflow` Secrets when their switches are on; shown owned by `session`; every session whose
+/// run uses one becomes an owner).
 fn session_namespace_objects(
     session: &AgenticSession,
     namespace: &str,
@@ -332,9 +331,11 @@ fn session_namespace_objects(
             config.backend_namespace
         )],
     }];
-    if config.vertex.is_some() {
-        objects.push(vertex_copy(session, config, namespace));
-    }
+    objects.extend(
+        session_copied::enabled(config)
+            .into_iter()
+            .map(|secret| secret_copy(session, config, namespace, secret)),
+    );
     objects
 }
 
@@ -413,30 +414,48 @@ fn session_objects(
     ]
 }
 
-/// The copy of `ambient-vertex` a session's namespace gets in Vertex AI mode (data omitted).
-fn vertex_copy(session: &AgenticSession, config: &SessionConfig, namespace: &str) -> Rendered {
+/// The copy of `secret` a session's namespace gets (data omitted).
+fn secret_copy(
+    session: &AgenticSession,
+    config: &SessionConfig,
+    namespace: &str,
+    secret: session_copied::CopiedSecret,
+) -> Rendered {
     let source = k8s_openapi::api::core::v1::Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(VERTEX_SECRET.into()),
+            name: Some(secret.name.into()),
             namespace: Some(config.backend_namespace.clone()),
             ..Default::default()
         },
         ..Default::default()
     };
+    let mut notes = vec![
+        UID_NOTE.into(),
+        format!(
+            "{}: type and data are copied from {}/{} when a run starts, and kept equal to it",
+            secret.purpose, config.backend_namespace, secret.name
+        ),
+    ];
+    if !secret.required {
+        notes.push(
+            "best effort: when it cannot be copied the run starts without it (Warning Event SecretCopyFailed)"
+                .into(),
+        );
+    }
+    if secret == session_copied::MLFLOW {
+        notes.push(format!(
+            "when its MLFLOW_TRACKING_AUTH is {}, the runner pod runs as ServiceAccount ambient-session-<name> with its token mounted",
+            session_build::MLFLOW_KUBERNETES_AUTH.join(" or ")
+        ));
+    }
     Rendered {
         source: format!("sessions of namespace {namespace}"),
-        object: typed(&session_vertex::copied_secret(
+        object: typed(&session_copied::copied_secret(
             &source,
             namespace,
-            session_vertex::add_owner(&[], session),
+            session_copied::add_owner(&[], session),
         )),
-        notes: vec![
-            UID_NOTE.into(),
-            format!(
-                "Vertex AI mode: type and data are copied from {}/{VERTEX_SECRET} when a run starts",
-                config.backend_namespace
-            ),
-        ],
+        notes,
     }
 }
 
@@ -761,5 +780,40 @@ mod tests {
         );
         let jobs = out.objects.iter().filter(|r| r.kind() == "Job").count();
         assert_eq!(jobs, 3, "every session still gets its own objects");
+    }
+    #[test]
+    fn namespace_objects_show_the_copied_secrets_the_settings_ask_for() {
+        let session: AgenticSession = serde_yaml::from_str(&session_yaml("a", "team-a")).unwrap();
+        let copies = |config: &SessionConfig| -> Vec<String> {
+            session_namespace_objects(&session, "team-a", config)
+                .into_iter()
+                .filter(|r| r.kind() == "Secret")
+                .map(|r| r.object["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut config = SessionConfig::defaults("img", "ambient-code");
+        assert!(copies(&config).is_empty(), "nothing copied by default");
+        config.langfuse = true;
+        config.mlflow = true;
+        assert_eq!(
+            copies(&config),
+            [
+                "ambient-admin-langfuse-secret",
+                "ambient-admin-mlflow-observability-secret"
+            ]
+        );
+        let mlflow = session_namespace_objects(&session, "team-a", &config)
+            .into_iter()
+            .find(|r| r.object["metadata"]["name"] == "ambient-admin-mlflow-observability-secret")
+            .unwrap();
+        assert_eq!(
+            mlflow.object["metadata"]["annotations"]["vteam.ambient-code/copied-from"],
+            "ambient-code/ambient-admin-mlflow-observability-secret"
+        );
+        assert!(
+            mlflow.notes.iter().any(|n| n.contains("best effort")),
+            "{:?}",
+            mlflow.notes
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Session features beyond the lifecycle, against devcluster with the simulated scheduler,
 //! kubelet and Job controller, the operator running as its `ServiceAccount` with only the
 //! shipped RBAC: the per-namespace runner `NetworkPolicy`, Vertex AI mode (the
-//! `ambient-vertex` copy: created, owned, refreshed, released), the trusted CA bundle mount,
+//! `ambient-vertex` copy: created, owned, refreshed, released), the Langfuse and `MLflow`
+//! Secret copies (best effort, the `MLflow` Kubernetes identity), the trusted CA bundle mount,
 //! the status record of the spec a runner started with, and the `session-trigger` command.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,6 +29,7 @@ use k8s_openapi::{
     api::{
         batch::v1::Job,
         core::v1::{ConfigMap, Secret},
+        events::v1::Event,
         networking::v1::NetworkPolicy,
         rbac::v1::RoleBinding,
     },
@@ -118,6 +120,31 @@ impl Family for VertexSessions {
             credentials_path: "/app/vertex/ambient-code-key.json".into(),
         });
         config.require_runner_secrets = false;
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
+/// The sessions family with Langfuse and `MLflow` tracing on (backend namespace
+/// `ambient-code`).
+struct ObservabilitySessions;
+
+impl Family for ObservabilitySessions {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let mut config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
+        config.langfuse = true;
+        config.mlflow = true;
         agentic_operator::sessions::session::controllers_with(rt, watches, config)
     }
 }
@@ -219,6 +246,13 @@ fn owner_names(secret: &Secret) -> Vec<String> {
 async fn vertex_copy(client: &Client) -> Option<Secret> {
     Api::<Secret>::namespaced(client.clone(), NS)
         .get_opt("ambient-vertex")
+        .await
+        .unwrap()
+}
+
+async fn copy_of(client: &Client, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .get_opt(name)
         .await
         .unwrap()
 }
@@ -399,6 +433,193 @@ async fn vertex_mode_network_policy_and_ca_bundle() {
             .unwrap()
             .is_some()
     );
+    assert_no_denials(&cluster);
+    operator.stop().await.unwrap();
+}
+
+const LANGFUSE: &str = "ambient-admin-langfuse-secret";
+const MLFLOW: &str = "ambient-admin-mlflow-observability-secret";
+
+/// The runner pod spec of session `name`'s Job.
+async fn runner_pod(client: &Client, name: &str) -> k8s_openapi::api::core::v1::PodSpec {
+    let job = Api::<Job>::namespaced(client.clone(), NS)
+        .get(&format!("{name}-job"))
+        .await
+        .unwrap();
+    job.spec.unwrap().template.spec.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one walk through both copies' whole life
+async fn langfuse_and_mlflow_copies_are_best_effort_refreshed_and_released() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    // MLflow asks for Kubernetes authentication; the Langfuse source does not exist yet.
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        MLFLOW,
+        &[
+            ("MLFLOW_TRACKING_URI", "http://mlflow:5000"),
+            ("MLFLOW_TRACKING_AUTH", "kubernetes"),
+        ],
+    )
+    .await;
+    let operator = start_operator(&cluster, vec![Box::new(ObservabilitySessions)]).await;
+
+    // A missing Langfuse source does not hold the run back: it is reported as a Warning
+    // Event on the session, and the MLflow copy is made.
+    create_session(&admin, "o1", json!({"initialPrompt": "hi"})).await;
+    wait_phase(&admin, "o1", SessionPhase::Running).await;
+    assert!(copy_of(&admin, LANGFUSE).await.is_none());
+    let copy = copy_of(&admin, MLFLOW).await.expect("MLflow Secret copied");
+    assert_eq!(
+        secret_data(&copy)["MLFLOW_TRACKING_URI"],
+        "http://mlflow:5000"
+    );
+    assert_eq!(
+        copy.annotations()["vteam.ambient-code/copied-from"],
+        format!("{OPERATOR_NS}/{MLFLOW}")
+    );
+    assert_eq!(copy.labels()["ambient-code.io/copied-secret"], MLFLOW);
+    assert_eq!(owner_names(&copy), ["o1"]);
+    assert_eq!(copy.owner_references()[0].controller, Some(true));
+    eventually(
+        "a Warning Event about the missing Langfuse Secret",
+        || async {
+            Api::<Event>::namespaced(admin.clone(), NS)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("SecretCopyFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("o1")
+                        && e.note.as_deref().is_some_and(|n| n.contains(LANGFUSE))
+                })
+        },
+    )
+    .await;
+
+    // The runner reads both groups from the copies (optional references) and, as MLflow asks
+    // for Kubernetes authentication, runs as the session's ServiceAccount with its token.
+    let pod = runner_pod(&admin, "o1").await;
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("ambient-session-o1")
+    );
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let reference = |name: &str| {
+        let var = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let r = var
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .clone()
+            .unwrap();
+        (r.name, r.key, r.optional)
+    };
+    assert_eq!(
+        reference("LANGFUSE_SECRET_KEY"),
+        (LANGFUSE.into(), "LANGFUSE_SECRET_KEY".into(), Some(true))
+    );
+    assert_eq!(
+        reference("MLFLOW_TRACKING_URI"),
+        (MLFLOW.into(), "MLFLOW_TRACKING_URI".into(), Some(true))
+    );
+    assert_eq!(
+        reference("OBSERVABILITY_BACKENDS"),
+        (MLFLOW.into(), "OBSERVABILITY_BACKENDS".into(), Some(true))
+    );
+    // The per-session Role lets that identity use MLflow experiments.
+    let role = Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), NS)
+        .get("ambient-session-o1-role")
+        .await
+        .unwrap();
+    assert!(role.rules.unwrap().iter().any(|r| {
+        r.api_groups.as_deref() == Some(&["mlflow.kubeflow.org".to_owned()][..])
+            && r.verbs == ["get", "list", "update"]
+    }));
+
+    // A change of the source reaches the copy; without Kubernetes authentication the next
+    // run keeps the namespace's default identity.
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        MLFLOW,
+        &[
+            ("MLFLOW_TRACKING_URI", "http://mlflow:5001"),
+            ("MLFLOW_TRACKING_AUTH", "basic"),
+        ],
+    )
+    .await;
+    eventually("the MLflow copy to follow its source", || async {
+        copy_of(&admin, MLFLOW).await.is_some_and(|c| {
+            let data = secret_data(&c);
+            data["MLFLOW_TRACKING_URI"] == "http://mlflow:5001"
+                && data["MLFLOW_TRACKING_AUTH"] == "basic"
+        })
+    })
+    .await;
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        LANGFUSE,
+        &[("LANGFUSE_HOST", "http://lf")],
+    )
+    .await;
+    create_session(&admin, "o2", json!({})).await;
+    wait_phase(&admin, "o2", SessionPhase::Running).await;
+    let pod = runner_pod(&admin, "o2").await;
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let langfuse = copy_of(&admin, LANGFUSE).await.expect("Langfuse copied");
+    assert_eq!(secret_data(&langfuse)["LANGFUSE_HOST"], "http://lf");
+    assert_eq!(owner_names(&langfuse), ["o2"]);
+    let mlflow = copy_of(&admin, MLFLOW).await.unwrap();
+    assert_eq!(owner_names(&mlflow), ["o1", "o2"]);
+    let o2 = mlflow
+        .owner_references()
+        .iter()
+        .find(|o| o.name == "o2")
+        .unwrap()
+        .clone();
+    assert_eq!(o2.controller, None, "o1 stays the only controller");
+
+    // Each end of a run releases its hold; a copy goes with its last user.
+    stop(&admin, "o1", "2026-11-23T06:00:00Z").await;
+    wait_phase(&admin, "o1", SessionPhase::Stopped).await;
+    eventually("o1 to release the MLflow copy", || async {
+        copy_of(&admin, MLFLOW)
+            .await
+            .is_some_and(|c| owner_names(&c) == ["o2"])
+    })
+    .await;
+    stop(&admin, "o2", "2026-11-23T06:00:01Z").await;
+    wait_phase(&admin, "o2", SessionPhase::Stopped).await;
+    eventually("both unused copies to be deleted", || async {
+        copy_of(&admin, MLFLOW).await.is_none() && copy_of(&admin, LANGFUSE).await.is_none()
+    })
+    .await;
+    // The sources are never touched.
+    let sources: Api<Secret> = Api::namespaced(admin.clone(), OPERATOR_NS);
+    assert!(sources.get_opt(MLFLOW).await.unwrap().is_some());
+    assert!(sources.get_opt(LANGFUSE).await.unwrap().is_some());
     assert_no_denials(&cluster);
     operator.stop().await.unwrap();
 }

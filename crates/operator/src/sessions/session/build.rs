@@ -29,7 +29,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use super::{
-    config::{SessionConfig, VERTEX_SECRET, VertexConfig},
+    config::{LANGFUSE_SECRET, MLFLOW_SECRET, SessionConfig, VERTEX_SECRET, VertexConfig},
     names,
 };
 
@@ -51,6 +51,25 @@ pub const INTEGRATION_SECRETS: &str = "ambient-non-vertex-integrations";
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/ambient";
 /// Where the copied `ambient-vertex` Secret is mounted in Vertex AI mode.
 pub const VERTEX_MOUNT_PATH: &str = "/app/vertex";
+/// Runner variables read from the same-named keys of the copied Langfuse Secret when
+/// `LANGFUSE_ENABLED` is on (each optional: a missing key or Secret leaves it unset).
+pub const LANGFUSE_ENV: [&str; 4] = [
+    "LANGFUSE_ENABLED",
+    "LANGFUSE_HOST",
+    "LANGFUSE_PUBLIC_KEY",
+    "LANGFUSE_SECRET_KEY",
+];
+/// Runner variables read from the same-named keys of the copied `MLflow` Secret when
+/// `MLFLOW_TRACING_ENABLED` is on (each optional).
+pub const MLFLOW_ENV: [&str; 4] = [
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_AUTH",
+    "MLFLOW_EXPERIMENT_NAME",
+    "OBSERVABILITY_BACKENDS",
+];
+/// Values of the `MLflow` Secret's `MLFLOW_TRACKING_AUTH` that make the runner authenticate
+/// to `MLflow` with its own Kubernetes identity (the per-session `ServiceAccount`).
+pub const MLFLOW_KUBERNETES_AUTH: [&str; 2] = ["kubernetes", "kubernetes-namespaced"];
 /// Variables `spec.environmentVariables` can never replace.
 pub const PROTECTED_ENV: [&str; 2] = ["USE_VERTEX", "CLAUDE_CODE_USE_VERTEX"];
 
@@ -228,6 +247,37 @@ pub fn vertex_env(vertex: Option<&VertexConfig>) -> Vec<EnvVar> {
     ]
 }
 
+/// The observability variables of the runner: `LANGFUSE_*` and `MLFLOW_*` /
+/// `OBSERVABILITY_BACKENDS` as optional references to the copied Secrets, each group only
+/// when its switch is on.
+pub fn observability_env(config: &SessionConfig) -> Vec<EnvVar> {
+    let langfuse = LANGFUSE_ENV
+        .iter()
+        .filter(|_| config.langfuse)
+        .map(|k| secret_ref(k, LANGFUSE_SECRET, k, true));
+    let mlflow = MLFLOW_ENV
+        .iter()
+        .filter(|_| config.mlflow)
+        .map(|k| secret_ref(k, MLFLOW_SECRET, k, true));
+    langfuse.chain(mlflow).collect()
+}
+
+/// Whether an `MLFLOW_TRACKING_AUTH` value asks for Kubernetes authentication.
+pub fn mlflow_kubernetes_auth(value: &str) -> bool {
+    MLFLOW_KUBERNETES_AUTH.contains(&value.trim())
+}
+
+/// Runs the runner pod as the per-session `ServiceAccount` `ambient-session-<name>` with its
+/// token mounted (`MLflow` with Kubernetes authentication; the session's Role grants the
+/// `MLflow` experiments). Without it the pod uses the namespace's default `ServiceAccount`
+/// and mounts no token.
+pub fn with_session_service_account(template: &mut PodTemplateSpec, session: &str) {
+    if let Some(spec) = template.spec.as_mut() {
+        spec.service_account_name = Some(names::service_account(session));
+        spec.automount_service_account_token = Some(true);
+    }
+}
+
 fn repos_json(session: &AgenticSession) -> String {
     json_or_empty(&session.spec.repos.clone().unwrap_or_default())
 }
@@ -281,6 +331,7 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
         ),
         value("BACKEND_API_URL", backend_api_url(inputs.config)),
     ];
+    env.extend(observability_env(inputs.config));
     env.extend(vertex_env(inputs.config.vertex.as_ref()));
     env.push(value("REPOS_JSON", repos_json(session)));
     if let Some(custom) = spec.mcp_servers.as_ref().and_then(|m| m.custom.as_ref()) {

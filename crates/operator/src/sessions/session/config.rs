@@ -15,6 +15,7 @@ pub const DEFAULT_S3_BUCKET: &str = "ambient-sessions";
 pub const TOKEN_REFRESH_AFTER: Duration = Duration::from_mins(45);
 
 /// What the session controller reads from the operator's environment.
+#[allow(clippy::struct_excessive_bools)] // independent on/off settings, one per variable
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     /// Runner image (`AMBIENT_CODE_RUNNER_IMAGE`).
@@ -42,11 +43,23 @@ pub struct SessionConfig {
     pub require_runner_secrets: bool,
     /// Vertex AI mode (`USE_VERTEX` / `CLAUDE_CODE_USE_VERTEX`), with its settings.
     pub vertex: Option<VertexConfig>,
+    /// Langfuse tracing (`LANGFUSE_ENABLED`): `ambient-admin-langfuse-secret` is copied into
+    /// session namespaces and runners get the `LANGFUSE_*` variables from it.
+    pub langfuse: bool,
+    /// `MLflow` tracing (`MLFLOW_TRACING_ENABLED`): `ambient-admin-mlflow-observability-secret`
+    /// is copied into session namespaces and runners get the `MLFLOW_*` variables from it.
+    pub mlflow: bool,
 }
 
 /// Name of the Secret with the Google Cloud credentials copied into session namespaces in
 /// Vertex AI mode.
 pub const VERTEX_SECRET: &str = "ambient-vertex";
+/// Name of the Secret with the Langfuse settings copied into session namespaces when
+/// `LANGFUSE_ENABLED` is on.
+pub const LANGFUSE_SECRET: &str = "ambient-admin-langfuse-secret";
+/// Name of the Secret with the `MLflow` settings copied into session namespaces when
+/// `MLFLOW_TRACING_ENABLED` is on.
+pub const MLFLOW_SECRET: &str = "ambient-admin-mlflow-observability-secret";
 
 /// Settings of Vertex AI mode, all required when it is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +132,8 @@ fn vertex_from(var: &impl Fn(&str) -> Option<String>) -> Result<Option<VertexCon
 
 impl SessionConfig {
     /// Settings from `lookup` (the process environment in production), with `runner_image`
-    /// and `backend_namespace` already resolved by the runtime. Fails on a Vertex AI switch
+    /// and `backend_namespace` already resolved by the runtime. Fails on a switch
+    /// (`USE_VERTEX`, `CLAUDE_CODE_USE_VERTEX`, `LANGFUSE_ENABLED`, `MLFLOW_TRACING_ENABLED`)
     /// that is not a boolean, or Vertex AI mode without its required settings.
     pub fn from_lookup(
         runner_image: &str,
@@ -132,8 +146,13 @@ impl SessionConfig {
                 .filter(|v| !v.is_empty())
         };
         let vertex = vertex_from(&var)?;
+        let switch = |k: &str| var(k).map_or(Ok(false), |v| parse_switch(k, &v));
+        let langfuse = switch("LANGFUSE_ENABLED")?;
+        let mlflow = switch("MLFLOW_TRACING_ENABLED")?;
         let mut config = Self::base(runner_image, backend_namespace, &var, vertex.is_none());
         config.vertex = vertex;
+        config.langfuse = langfuse;
+        config.mlflow = mlflow;
         Ok(config)
     }
 
@@ -166,6 +185,8 @@ impl SessionConfig {
                 require_runner_secrets_default,
             ),
             vertex: None,
+            langfuse: false,
+            mlflow: false,
         }
     }
 
@@ -304,5 +325,46 @@ mod tests {
             "ANTHROPIC_VERTEX_PROJECT_ID, GOOGLE_APPLICATION_CREDENTIALS"
         );
         assert!(err.message.contains("Vertex AI mode"), "{err}");
+    }
+
+    #[test]
+    fn observability_switches_are_off_by_default_and_parsed_like_vertex() {
+        let d = SessionConfig::from_lookup("img", "b", |_| None).unwrap();
+        assert!(!d.langfuse && !d.mlflow);
+        let on = SessionConfig::from_lookup("img", "b", |k| match k {
+            "LANGFUSE_ENABLED" => Some("true".into()),
+            "MLFLOW_TRACING_ENABLED" => Some(" 1 ".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(on.langfuse && on.mlflow);
+        assert!(on.vertex.is_none(), "independent of Vertex AI mode");
+        let off = SessionConfig::from_lookup("img", "b", |k| match k {
+            "LANGFUSE_ENABLED" => Some("no".into()),
+            "MLFLOW_TRACING_ENABLED" => Some(String::new()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(!off.langfuse && !off.mlflow, "no and empty are off");
+    }
+
+    #[test]
+    fn bad_observability_switches_stop_start_up_naming_the_variable() {
+        for variable in ["LANGFUSE_ENABLED", "MLFLOW_TRACING_ENABLED"] {
+            let err = SessionConfig::from_lookup("img", "b", |k| {
+                (k == variable).then(|| "enabled".into())
+            })
+            .unwrap_err();
+            assert_eq!(err.variable, variable);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{variable}: \"enabled\"")),
+                "{text}"
+            );
+            assert!(
+                text.contains("1, true or yes") && text.contains("0, false or no"),
+                "{text}"
+            );
+        }
     }
 }

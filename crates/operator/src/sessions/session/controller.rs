@@ -179,7 +179,7 @@ pub fn controllers_with(
     let session_reader = sessions.reader.clone();
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
-    let vertex_refresher = super::vertex::refresher(rt, watches, &config)?;
+    let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
     let ctx = Arc::new(Ctx {
         client,
         config,
@@ -787,6 +787,7 @@ impl Reconciler<'_> {
                 &self.ctx.client,
                 self.session,
                 &self.ctx.config,
+                self.ctx.recorder.as_deref(),
                 job,
             )
             .await?;

@@ -6,7 +6,7 @@
 //! [`build`] makes the desired objects (pure); [`status`] computes the status and the patch
 //! (pure). [`cached`] holds the slim cached views of Jobs and pods; [`recent`] remembers
 //! the controller's own writes until the caches show them. [`extras`] adds what a
-//! run needs besides its Job ([`network`], [`vertex`], [`trusted_ca`]); [`live`] pushes spec
+//! run needs besides its Job ([`network`], [`copied`] Secrets, [`trusted_ca`]); [`live`] pushes spec
 //! changes to a running runner; [`trigger`] is the `session-trigger` command of scheduled
 //! sessions.
 
@@ -14,6 +14,7 @@ pub mod build;
 pub mod cached;
 pub mod config;
 pub mod controller;
+pub mod copied;
 pub mod error;
 pub mod extras;
 pub mod live;
@@ -25,7 +26,6 @@ pub mod state;
 pub mod status;
 pub mod trigger;
 pub mod trusted_ca;
-pub mod vertex;
 
 pub use controller::{controllers, controllers_with};
 pub use error::SessionError;

@@ -279,6 +279,87 @@ fn vertex_job_snapshot() {
 }
 
 #[test]
+fn observability_env_and_session_identity_snapshot() {
+    use crate::sessions::session::{copied, extras::wants_session_identity};
+    let mut config = config();
+    config.langfuse = true;
+    config.mlflow = true;
+    let mut s = session();
+    // The user cannot replace a variable read from a copied Secret.
+    s.spec
+        .environment_variables
+        .as_mut()
+        .unwrap()
+        .insert("LANGFUSE_HOST".into(), "https://elsewhere".into());
+    let mut template = pod_template(&s, &inputs(&config));
+    let plain = template.clone();
+    let spec = plain.spec.as_ref().unwrap();
+    assert_eq!(spec.service_account_name, None, "namespace default SA");
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    with_session_service_account(&mut template, "fix-login");
+    snapshot("pod-observability-session-identity", &template);
+    let spec = template.spec.unwrap();
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some("ambient-session-fix-login")
+    );
+    assert_eq!(spec.automount_service_account_token, Some(true));
+    let runner = &spec.containers[0];
+    for (names, secret) in [
+        (&LANGFUSE_ENV, LANGFUSE_SECRET),
+        (&MLFLOW_ENV, MLFLOW_SECRET),
+    ] {
+        for name in names {
+            let var = env_of(runner, name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(var.value, None, "{name} is a reference, not a value");
+            let r = var
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!((r.name.as_str(), r.key.as_str()), (secret, *name));
+            assert_eq!(r.optional, Some(true), "{name} is optional");
+        }
+    }
+    // Off by default: no reference to the copies at all.
+    let off = config_off_env();
+    assert!(off.iter().all(|e| !e.name.starts_with("LANGFUSE_")
+        && !e.name.starts_with("MLFLOW_")
+        && e.name != "OBSERVABILITY_BACKENDS"));
+    // Only MLFLOW_TRACKING_AUTH kubernetes or kubernetes-namespaced of the MLflow Secret asks
+    // for the session identity; other values, other Secrets and a missing key do not.
+    let with_auth = |secret: copied::CopiedSecret, auth: Option<&str>| {
+        let data = auth.map(|a| {
+            BTreeMap::from([(
+                "MLFLOW_TRACKING_AUTH".to_owned(),
+                ByteString(a.as_bytes().to_vec()),
+            )])
+        });
+        wants_session_identity(&[(
+            secret,
+            Secret {
+                data,
+                ..Secret::default()
+            },
+        )])
+    };
+    assert!(with_auth(copied::MLFLOW, Some("kubernetes")));
+    assert!(with_auth(copied::MLFLOW, Some("kubernetes-namespaced\n")));
+    assert!(!with_auth(copied::MLFLOW, Some("basic")));
+    assert!(!with_auth(copied::MLFLOW, Some("Kubernetes-everywhere")));
+    assert!(!with_auth(copied::MLFLOW, None));
+    assert!(!with_auth(copied::LANGFUSE, Some("kubernetes")));
+    assert!(!wants_session_identity(&[]));
+}
+
+fn config_off_env() -> Vec<EnvVar> {
+    let config = config();
+    runner_env(&session(), &inputs(&config))
+}
+
+#[test]
 fn vertex_off_keeps_the_switches_off_even_against_user_env() {
     let config = config();
     let j = job(&session(), &inputs(&config));
@@ -384,7 +465,7 @@ fn trusted_ca_snapshot() {
 
 #[test]
 fn vertex_secret_copy_snapshot_and_owners() {
-    use crate::sessions::session::vertex;
+    use crate::sessions::session::copied as vertex;
     let mut source = Secret {
         metadata: ObjectMeta {
             name: Some("ambient-vertex".into()),
