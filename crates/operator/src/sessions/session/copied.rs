@@ -19,9 +19,8 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use agentic_api::sessions::{ANNOTATION_COPIED_FROM, AgenticSession};
-use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::{
-    api::core::v1::Secret,
+    api::core::v1::{ObjectReference, Secret},
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use kube::{
@@ -479,4 +478,244 @@ pub fn refresher(
         ));
     }
     Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+
+    fn session(name: &str, uid: &str) -> AgenticSession {
+        let mut s = AgenticSession::new(name, agentic_api::sessions::AgenticSessionSpec::default());
+        s.metadata.namespace = Some("team-a".into());
+        s.metadata.uid = Some(uid.into());
+        s
+    }
+
+    fn secret_json(namespace: &str, rv: &str, value: &str, owners: &[&AgenticSession]) -> Value {
+        let source = Secret {
+            metadata: ObjectMeta {
+                name: Some(MLFLOW_SECRET.into()),
+                namespace: Some("ambient-code".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                "MLFLOW_TRACKING_URI".to_owned(),
+                k8s_openapi::ByteString(value.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        let mut refs = Vec::new();
+        for o in owners {
+            refs = add_owner(&refs, o);
+        }
+        let mut secret = if namespace == "ambient-code" {
+            source
+        } else {
+            copied_secret(&source, namespace, refs)
+        };
+        secret.metadata.resource_version = Some(rv.into());
+        serde_json::to_value(&secret).unwrap()
+    }
+
+    fn status(code: u16, reason: &str) -> Value {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+               "message": reason, "code": code})
+    }
+
+    /// What the scripted server saw: method, path and JSON body of each request.
+    type Seen = tokio::task::JoinHandle<Vec<(Method, String, Value)>>;
+
+    /// A client whose API server answers the requests with `answers` in order and hands
+    /// back each request's method, path and body.
+    fn scripted(answers: Vec<(u16, Value)>) -> (Client, Seen) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for (code, body) in answers {
+                let (request, send) = handle.next_request().await.expect("a request");
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body_sent = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                seen.push((method, path, body_sent));
+                send.send_response(
+                    Response::builder()
+                        .status(code)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
+            }
+            seen
+        });
+        (Client::new(service, "default"), server)
+    }
+
+    const COPY_PATH: &str =
+        "/api/v1/namespaces/team-a/secrets/ambient-admin-mlflow-observability-secret";
+
+    #[tokio::test]
+    async fn a_conflicting_copy_write_is_retried_on_a_fresh_read() {
+        let first = session("s1", "uid-1");
+        let second = session("s2", "uid-2");
+        let (client, server) = scripted(vec![
+            (200, secret_json("ambient-code", "1", "http://new", &[])),
+            (200, secret_json("team-a", "10", "http://old", &[&first])),
+            (409, status(409, "Conflict")),
+            (200, secret_json("team-a", "11", "http://new", &[&first])),
+            (
+                200,
+                secret_json("team-a", "12", "http://new", &[&first, &second]),
+            ),
+        ]);
+        let copy = ensure_copy(&client, &second, "ambient-code", MLFLOW)
+            .await
+            .unwrap();
+        assert_eq!(copy.metadata.resource_version.as_deref(), Some("12"));
+        let seen = server.await.unwrap();
+        let methods: Vec<&Method> = seen.iter().map(|(m, _, _)| m).collect();
+        assert_eq!(
+            methods,
+            [
+                &Method::GET,
+                &Method::GET,
+                &Method::PATCH,
+                &Method::GET,
+                &Method::PATCH
+            ]
+        );
+        assert_eq!(seen[2].1, COPY_PATH);
+        let (_, _, first_try) = &seen[2];
+        assert_eq!(first_try["metadata"]["resourceVersion"], "10");
+        assert!(first_try["data"]["MLFLOW_TRACKING_URI"].is_string());
+        // The retry is based on the fresh read: only the new owner, at its resourceVersion.
+        let (_, _, retry) = &seen[4];
+        assert_eq!(retry["metadata"]["resourceVersion"], "11");
+        assert!(retry.get("data").is_none(), "data already current: {retry}");
+        let owners = retry["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(owners.len(), 2);
+        assert_eq!(owners[1]["name"], "s2");
+        assert!(
+            owners[1].get("controller").is_none(),
+            "s1 stays the controller"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_source_is_an_error_naming_it_and_nothing_is_written() {
+        let (client, server) = scripted(vec![(404, status(404, "NotFound"))]);
+        let err = ensure_copy(&client, &session("s1", "uid-1"), "ambient-code", LANGFUSE)
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("ambient-code/ambient-admin-langfuse-secret")
+                && text.contains("LANGFUSE_ENABLED"),
+            "{text}"
+        );
+        assert_eq!(server.await.unwrap().len(), 1, "only the source was read");
+    }
+
+    #[tokio::test]
+    async fn a_best_effort_copy_that_fails_leaves_the_start_going() {
+        // Langfuse's source is missing; the MLflow copy is made and returned.
+        let mut config = SessionConfig::defaults("img", "ambient-code");
+        config.langfuse = true;
+        config.mlflow = true;
+        let (client, server) = scripted(vec![
+            (404, status(404, "NotFound")),
+            (200, secret_json("ambient-code", "1", "http://m", &[])),
+            (404, status(404, "NotFound")),
+            (201, secret_json("team-a", "5", "http://m", &[])),
+        ]);
+        let in_effect = ensure_copies(&client, &session("s1", "uid-1"), &config, None)
+            .await
+            .unwrap();
+        assert_eq!(in_effect.len(), 1);
+        assert_eq!(in_effect[0].0, MLFLOW);
+        let seen = server.await.unwrap();
+        assert_eq!(seen[3].0, Method::POST);
+        assert_eq!(
+            seen[3].2["metadata"]["ownerReferences"][0]["controller"],
+            true
+        );
+
+        // The same failure of the required Vertex copy stops the start.
+        let mut vertex = SessionConfig::defaults("img", "ambient-code");
+        vertex.vertex = Some(super::super::config::VertexConfig {
+            project_id: "p".into(),
+            region: "r".into(),
+            credentials_path: "/app/vertex/k.json".into(),
+        });
+        let (client, _server) = scripted(vec![(404, status(404, "NotFound"))]);
+        let err = ensure_copies(&client, &session("s1", "uid-1"), &vertex, None)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(VERTEX_SECRET), "{err}");
+    }
+
+    #[tokio::test]
+    async fn release_drops_the_owner_then_deletes_with_the_last_one() {
+        let first = session("s1", "uid-1");
+        let second = session("s2", "uid-2");
+        let (client, server) = scripted(vec![
+            (200, secret_json("team-a", "20", "x", &[&first, &second])),
+            (409, status(409, "Conflict")),
+            (200, secret_json("team-a", "21", "x", &[&first, &second])),
+            (200, secret_json("team-a", "22", "x", &[&second])),
+        ]);
+        release_copy(&client, &first, "ambient-code", MLFLOW_SECRET)
+            .await
+            .unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(seen[3].0, Method::PATCH);
+        assert_eq!(seen[3].2["metadata"]["resourceVersion"], "21");
+        let owners = seen[3].2["metadata"]["ownerReferences"].as_array().unwrap();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0]["name"], "s2");
+
+        let (client, server) = scripted(vec![
+            (200, secret_json("team-a", "30", "x", &[&second])),
+            (200, status(200, "Success")),
+        ]);
+        release_copy(&client, &second, "ambient-code", MLFLOW_SECRET)
+            .await
+            .unwrap();
+        let seen = server.await.unwrap();
+        assert_eq!(seen[1].0, Method::DELETE);
+        assert_eq!(seen[1].2["preconditions"]["resourceVersion"], "30");
+
+        // A Secret of that name the operator did not copy is never touched.
+        let mut own = secret_json("team-a", "40", "x", &[&second]);
+        own["metadata"]["annotations"] = json!({});
+        let (client, server) = scripted(vec![(200, own)]);
+        release_copy(&client, &second, "ambient-code", MLFLOW_SECRET)
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().len(), 1, "read only");
+    }
+
+    #[test]
+    fn enabled_follows_the_switches_required_first() {
+        let mut config = SessionConfig::defaults("img", "b");
+        assert!(enabled(&config).is_empty());
+        config.mlflow = true;
+        assert_eq!(enabled(&config), [MLFLOW]);
+        config.langfuse = true;
+        config.vertex = Some(super::super::config::VertexConfig {
+            project_id: "p".into(),
+            region: "r".into(),
+            credentials_path: "k".into(),
+        });
+        assert_eq!(enabled(&config), [VERTEX, LANGFUSE, MLFLOW]);
+        let required: Vec<bool> = enabled(&config).iter().map(|s| s.required).collect();
+        assert_eq!(
+            required,
+            [true, false, false],
+            "only the Vertex AI copy is required"
+        );
+    }
 }
