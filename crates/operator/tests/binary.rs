@@ -201,12 +201,35 @@ fn crd_subcommand_prints_or_writes_every_crd() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `text` without ANSI colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The address in the `local=` field of the `serving {purpose}` log line, once logged.
+fn served_address(stderr: &str, purpose: &str) -> Option<std::net::SocketAddr> {
+    let message = format!("serving {purpose}");
+    strip_ansi(stderr)
+        .lines()
+        .filter(|l| l.contains(&message) && !l.contains(&format!("{message} and")))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|field| field.strip_prefix("local="))
+                .and_then(|a| a.parse().ok())
+        })
 }
 
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -245,24 +268,54 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
 
     let home = temp_dir("sigterm");
     let kubeconfig = write_kubeconfig(&home, &format!("http://127.0.0.1:{api_port}"));
-    let (metrics_port, probe_port) = (free_port(), free_port());
+    // Port 0 lets the kernel pick free ports at bind time (a port picked beforehand could be
+    // taken by another process in between); the operator logs where it listens. Metrics and
+    // probes get different addresses so that they are served by two listeners.
     let mut child = tokio::process::Command::new(BIN)
         .env_clear()
         .env("HOME", &*home)
         .env("KUBECONFIG", &kubeconfig)
         .env("DEV_MODE", "true")
-        .arg(format!("--metrics-bind-address=127.0.0.1:{metrics_port}"))
-        .arg(format!(
-            "--health-probe-bind-address=127.0.0.1:{probe_port}"
-        ))
+        .arg("--metrics-bind-address=127.0.0.1:0")
+        .arg("--health-probe-bind-address=0.0.0.0:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    let reader = tokio::spawn(async move {
+        let mut buffer = [0_u8; 4096];
+        loop {
+            match pipe.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n])),
+            }
+        }
+    });
+    let logged = || stderr.lock().unwrap().clone();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (metrics_port, probe_port) = loop {
+        let log = logged();
+        if let (Some(m), Some(p)) = (
+            served_address(&log, "metrics"),
+            served_address(&log, "health probes"),
+        ) {
+            break (m.port(), p.port());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the operator never said where it serves metrics and probes:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     loop {
         if let Some((200, body)) = http_get(probe_port, "/readyz").await {
             assert!(body.starts_with("ok"), "{body}");
@@ -270,7 +323,8 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "/readyz never became ready"
+            "/readyz never became ready:\n{}",
+            logged()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -290,18 +344,15 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
     let pid = child.id().unwrap().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .expect("the operator did not exit after SIGTERM")
         .unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
+    tokio::time::timeout(Duration::from_secs(60), reader)
         .await
+        .expect("stderr is closed once the operator exits")
         .unwrap();
+    let stderr = logged();
     assert!(status.success(), "exit {status:?}\n{stderr}");
     assert!(stderr.contains("shut down cleanly"), "{stderr}");
 }

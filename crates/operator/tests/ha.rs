@@ -22,12 +22,15 @@ use support::{
 const LEASE: &str = "agentic-operator-leader";
 const STANDBY_USER: &str = "system:serviceaccount:ambient-code:agentic-operator-b";
 
+/// Settings of one replica. The renew deadline is long enough that a leader slowed down by a
+/// loaded machine keeps its Lease; the Lease is short enough that the takeover after a crash
+/// comes well within the test's deadline.
 fn replica(pod: &str) -> agentic_operator::runtime::config::Settings {
     settings(pod, |a| {
         a.leader_elect = true;
         a.leader_election_namespace = Some("ambient-code".into());
-        a.lease_duration = Duration::from_secs(4);
-        a.renew_deadline = Duration::from_secs(3);
+        a.lease_duration = Duration::from_secs(10);
+        a.renew_deadline = Duration::from_secs(8);
         a.retry_period = Duration::from_millis(500);
     })
 }

@@ -136,7 +136,8 @@ fn settings(identity: &str) -> LeaderElectionSettings {
         namespace: NS.into(),
         identity: identity.into(),
         lease_duration: Duration::from_secs(3),
-        renew_deadline: Duration::from_millis(600),
+        // Long enough that a renewal delayed by a loaded machine does not lose the Lease.
+        renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(50),
     }
 }
@@ -393,7 +394,8 @@ fn manager_settings(pod: &str) -> Settings {
         leader_elect: true,
         leader_election_namespace: Some(NS.into()),
         lease_duration: Duration::from_secs(3),
-        renew_deadline: Duration::from_millis(600),
+        // Long enough that a renewal delayed by a loaded machine does not lose the Lease.
+        renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(50),
         ..RunArgs::default()
     };

@@ -166,12 +166,16 @@ async fn operator_works_with_only_the_shipped_rbac() {
         .unwrap();
     let holder = lease.spec.unwrap().holder_identity.unwrap();
     assert!(holder.starts_with("op-0"), "{holder}");
-    // Events were published.
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), "team-r")
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert!(!events.items.is_empty(), "Events need their RBAC too");
+    // Events were published (Events need their RBAC too).
+    eventually("Events in team-r", || async {
+        !Api::<k8s_openapi::api::events::v1::Event>::namespaced(admin.clone(), "team-r")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    })
+    .await;
 
     for controller in ["projectsettings", "namespace"] {
         assert_eq!(
