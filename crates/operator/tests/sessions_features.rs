@@ -3,7 +3,8 @@
 //! shipped RBAC: the per-namespace runner `NetworkPolicy`, Vertex AI mode (the
 //! `ambient-vertex` copy: created, owned, refreshed, released), the Langfuse and `MLflow`
 //! Secret copies (best effort, the `MLflow` Kubernetes identity), the trusted CA bundle mount,
-//! the status record of the spec a runner started with, and the `session-trigger` command.
+//! the status record of the spec a runner started with, the `session-trigger` command, the
+//! operator-wide runner resources and the `spec.timeout` opt-out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -971,4 +972,92 @@ async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
     );
     assert!(calls.try_recv().is_err(), "nothing more was sent");
     assert_no_denials(&cluster);
+}
+
+/// The sessions family with the operator-wide runner resources set and `spec.timeout` not
+/// enforced (`RUNNER_MEMORY_LIMIT=16Gi`, `RUNNER_CPU_REQUEST=1`,
+/// `ENFORCE_SESSION_TIMEOUT=false`), read through the same parser as the environment.
+struct UnenforcedSessions;
+
+impl Family for UnenforcedSessions {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let config =
+            SessionConfig::from_lookup(&rt.settings.runner_image, OPERATOR_NS, |k| match k {
+                "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
+                "RUNNER_CPU_REQUEST" => Some("1".into()),
+                "ENFORCE_SESSION_TIMEOUT" => Some("false".into()),
+                "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
+                _ => None,
+            })
+            .unwrap();
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_wide_runner_resources_and_a_session_outliving_its_unenforced_timeout() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    let operator = start_operator(&cluster, vec![Box::new(UnenforcedSessions)]).await;
+    create_session(&admin, "long", json!({"timeout": 2})).await;
+    wait_phase(&admin, "long", SessionPhase::Running).await;
+
+    let job = Api::<Job>::namespaced(admin.clone(), NS)
+        .get("long-job")
+        .await
+        .unwrap();
+    assert_eq!(
+        job.spec.as_ref().unwrap().active_deadline_seconds,
+        None,
+        "no deadline with enforcement off"
+    );
+    let pod = runner_pod(&admin, "long").await;
+    let resources = pod.containers[0].resources.clone().unwrap();
+    let requests = resources.requests.unwrap();
+    let limits = resources.limits.unwrap();
+    assert_eq!(requests["cpu"].0, "1");
+    assert_eq!(
+        requests["memory"].0, "512Mi",
+        "unset variables keep the default"
+    );
+    assert_eq!(limits["cpu"].0, "2000m");
+    assert_eq!(limits["memory"].0, "16Gi");
+
+    // Well after spec.timeout has passed (with a margin for the simulated Job controller),
+    // the session is still Running and its Job has not failed.
+    let created = job.metadata.creation_timestamp.unwrap().0;
+    let past_timeout = created + std::time::Duration::from_secs(2 + 8);
+    while Timestamp::now() < past_timeout {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let session = sessions(&admin).get("long").await.unwrap();
+    assert_eq!(
+        session.status.and_then(|s| s.phase),
+        Some(SessionPhase::Running)
+    );
+    let job = Api::<Job>::namespaced(admin.clone(), NS)
+        .get("long-job")
+        .await
+        .unwrap();
+    let failed = job
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|c| c.type_ == "Failed" && c.status == "True");
+    assert!(!failed, "the Job never hits DeadlineExceeded");
+    assert_no_denials(&cluster);
+    operator.stop().await.unwrap();
 }

@@ -29,7 +29,9 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt};
 
 use super::{
-    config::{LANGFUSE_SECRET, MLFLOW_SECRET, SessionConfig, VERTEX_SECRET, VertexConfig},
+    config::{
+        LANGFUSE_SECRET, MLFLOW_SECRET, RunnerResources, SessionConfig, VERTEX_SECRET, VertexConfig,
+    },
     names,
 };
 
@@ -384,6 +386,20 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
+/// The runner container's requests and limits, from the operator settings
+/// (`RUNNER_CPU_REQUEST`, `RUNNER_MEMORY_REQUEST`, `RUNNER_CPU_LIMIT`, `RUNNER_MEMORY_LIMIT`;
+/// default 500m/512Mi requested, 2000m/8Gi limit).
+pub fn runner_resources(resources: &RunnerResources) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(quantities(
+            &resources.cpu_request,
+            &resources.memory_request,
+        )),
+        limits: Some(quantities(&resources.cpu_limit, &resources.memory_limit)),
+        ..ResourceRequirements::default()
+    }
+}
+
 fn probe(initial: i32, period: i32, timeout: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -469,11 +485,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         env_from: Some(env_from),
         readiness_probe: Some(probe(3, 5, 2)),
         liveness_probe: Some(probe(20, 30, 5)),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities("500m", "512Mi")),
-            limits: Some(quantities("2000m", "8Gi")),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(runner_resources(&config.runner_resources)),
         volume_mounts: Some(runner_mounts),
         ..Container::default()
     };
@@ -580,8 +592,9 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
 }
 
 /// The runner Job `<name>-job`: one pod, never retried (`backoffLimit: 0`), deadline
-/// `spec.timeout` seconds (none when the timeout is 0 or less). Annotated with the run and
-/// the session generation whose spec the runner starts with.
+/// `spec.timeout` seconds (none when the timeout is 0 or less, or when
+/// `ENFORCE_SESSION_TIMEOUT` is off). Annotated with the run and the session generation whose
+/// spec the runner starts with.
 pub fn job(session: &AgenticSession, inputs: &RunInputs<'_>) -> Job {
     let name = session.name_any();
     let mut metadata = meta(session, names::job(&name), runner_labels(&name));
@@ -598,7 +611,8 @@ pub fn job(session: &AgenticSession, inputs: &RunInputs<'_>) -> Job {
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
-            active_deadline_seconds: (timeout > 0).then_some(timeout),
+            active_deadline_seconds: (inputs.config.enforce_timeout && timeout > 0)
+                .then_some(timeout),
             template: pod_template(session, inputs),
             ..JobSpec::default()
         }),

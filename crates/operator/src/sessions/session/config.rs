@@ -13,6 +13,15 @@ pub const DEFAULT_S3_BUCKET: &str = "ambient-sessions";
 /// How old a runner token may get before it is refreshed (`TokenRequest`'s default lifetime is
 /// one hour).
 pub const TOKEN_REFRESH_AFTER: Duration = Duration::from_mins(45);
+/// Default CPU request of the runner container (`RUNNER_CPU_REQUEST`).
+pub const DEFAULT_RUNNER_CPU_REQUEST: &str = "500m";
+/// Default memory request of the runner container (`RUNNER_MEMORY_REQUEST`).
+pub const DEFAULT_RUNNER_MEMORY_REQUEST: &str = "512Mi";
+/// Default CPU limit of the runner container (`RUNNER_CPU_LIMIT`).
+pub const DEFAULT_RUNNER_CPU_LIMIT: &str = "2000m";
+/// Default memory limit of the runner container (`RUNNER_MEMORY_LIMIT`); 4Gi runners were
+/// OOM-killed, so the default is 8Gi.
+pub const DEFAULT_RUNNER_MEMORY_LIMIT: &str = "8Gi";
 
 /// What the session controller reads from the operator's environment.
 #[allow(clippy::struct_excessive_bools)] // independent on/off settings, one per variable
@@ -49,6 +58,144 @@ pub struct SessionConfig {
     /// `MLflow` tracing (`MLFLOW_TRACING_ENABLED`): `ambient-admin-mlflow-observability-secret`
     /// is copied into session namespaces and runners get the `MLFLOW_*` variables from it.
     pub mlflow: bool,
+    /// Requests and limits of the `ambient-code-runner` container (`RUNNER_CPU_REQUEST`,
+    /// `RUNNER_MEMORY_REQUEST`, `RUNNER_CPU_LIMIT`, `RUNNER_MEMORY_LIMIT`).
+    pub runner_resources: RunnerResources,
+    /// Whether `spec.timeout` becomes the runner Job's `activeDeadlineSeconds`
+    /// (`ENFORCE_SESSION_TIMEOUT`, default on). Off, runs have no hard deadline and never fail
+    /// with reason `Timeout`.
+    pub enforce_timeout: bool,
+}
+
+/// Requests and limits of the runner container, each a valid Kubernetes quantity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerResources {
+    /// `requests.cpu`.
+    pub cpu_request: String,
+    /// `requests.memory`.
+    pub memory_request: String,
+    /// `limits.cpu`.
+    pub cpu_limit: String,
+    /// `limits.memory`.
+    pub memory_limit: String,
+}
+
+impl Default for RunnerResources {
+    fn default() -> Self {
+        Self {
+            cpu_request: DEFAULT_RUNNER_CPU_REQUEST.to_owned(),
+            memory_request: DEFAULT_RUNNER_MEMORY_REQUEST.to_owned(),
+            cpu_limit: DEFAULT_RUNNER_CPU_LIMIT.to_owned(),
+            memory_limit: DEFAULT_RUNNER_MEMORY_LIMIT.to_owned(),
+        }
+    }
+}
+
+const QUANTITY_HELP: &str = "use a Kubernetes quantity: a non-negative number with an optional \
+suffix, e.g. 500m or 2 (CPU), 512Mi, 8Gi or 1G (memory); allowed suffixes are m, k, M, G, T, \
+P, E, Ki, Mi, Gi, Ti, Pi, Ei or an exponent such as 1e3";
+
+/// The value of a Kubernetes resource quantity (`500m` → 0.5, `8Gi` → 8·2³⁰), or `None` when
+/// `text` is not one. Signs are not accepted: resources are never negative.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let digits_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits_end);
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next();
+    if whole.is_empty() && fraction.is_none_or(str::is_empty) {
+        return None;
+    }
+    if fraction.is_some_and(|f| f.contains('.')) {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024_f64,
+        "Mi" => 1024_f64.powi(2),
+        "Gi" => 1024_f64.powi(3),
+        "Ti" => 1024_f64.powi(4),
+        "Pi" => 1024_f64.powi(5),
+        "Ei" => 1024_f64.powi(6),
+        exponent => {
+            let digits = exponent
+                .strip_prefix('e')
+                .or_else(|| exponent.strip_prefix('E'))?;
+            let unsigned = digits.strip_prefix(['+', '-']).unwrap_or(digits);
+            if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            10_f64.powi(digits.parse().ok()?)
+        }
+    };
+    Some(value * scale)
+}
+
+impl RunnerResources {
+    /// Reads the four variables (unset or empty → the default), failing on a value that is not
+    /// a quantity or a request above its limit, naming the variable(s).
+    pub fn from_lookup(var: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let read = |variable: &str, default: &str| -> Result<(String, f64), ConfigError> {
+            let text = var(variable).unwrap_or_else(|| default.to_owned());
+            parse_quantity(&text)
+                .map(|amount| (text.clone(), amount))
+                .ok_or_else(|| ConfigError {
+                    variable: variable.to_owned(),
+                    message: format!("{text:?} is not a resource quantity; {QUANTITY_HELP}"),
+                })
+        };
+        let (cpu_request, cpu_request_amount) =
+            read("RUNNER_CPU_REQUEST", DEFAULT_RUNNER_CPU_REQUEST)?;
+        let (memory_request, memory_request_amount) =
+            read("RUNNER_MEMORY_REQUEST", DEFAULT_RUNNER_MEMORY_REQUEST)?;
+        let (cpu_limit, cpu_limit_amount) = read("RUNNER_CPU_LIMIT", DEFAULT_RUNNER_CPU_LIMIT)?;
+        let (memory_limit, memory_limit_amount) =
+            read("RUNNER_MEMORY_LIMIT", DEFAULT_RUNNER_MEMORY_LIMIT)?;
+        for (resource, request, limit, request_amount, limit_amount) in [
+            (
+                "CPU",
+                &cpu_request,
+                &cpu_limit,
+                cpu_request_amount,
+                cpu_limit_amount,
+            ),
+            (
+                "MEMORY",
+                &memory_request,
+                &memory_limit,
+                memory_request_amount,
+                memory_limit_amount,
+            ),
+        ] {
+            if request_amount > limit_amount {
+                return Err(ConfigError {
+                    variable: format!("RUNNER_{resource}_REQUEST, RUNNER_{resource}_LIMIT"),
+                    message: format!(
+                        "the request {request} is above the limit {limit}; Kubernetes rejects \
+                         such pods, so raise the limit or lower the request"
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            cpu_request,
+            memory_request,
+            cpu_limit,
+            memory_limit,
+        })
+    }
 }
 
 /// Name of the Secret with the Google Cloud credentials copied into session namespaces in
@@ -133,8 +280,10 @@ fn vertex_from(var: &impl Fn(&str) -> Option<String>) -> Result<Option<VertexCon
 impl SessionConfig {
     /// Settings from `lookup` (the process environment in production), with `runner_image`
     /// and `backend_namespace` already resolved by the runtime. Fails on a switch
-    /// (`USE_VERTEX`, `CLAUDE_CODE_USE_VERTEX`, `LANGFUSE_ENABLED`, `MLFLOW_TRACING_ENABLED`)
-    /// that is not a boolean, or Vertex AI mode without its required settings.
+    /// (`USE_VERTEX`, `CLAUDE_CODE_USE_VERTEX`, `LANGFUSE_ENABLED`, `MLFLOW_TRACING_ENABLED`,
+    /// `ENFORCE_SESSION_TIMEOUT`) that is not a boolean, Vertex AI mode without its required
+    /// settings, or runner resources that are not quantities or have a request above the
+    /// limit.
     pub fn from_lookup(
         runner_image: &str,
         backend_namespace: &str,
@@ -149,10 +298,15 @@ impl SessionConfig {
         let switch = |k: &str| var(k).map_or(Ok(false), |v| parse_switch(k, &v));
         let langfuse = switch("LANGFUSE_ENABLED")?;
         let mlflow = switch("MLFLOW_TRACING_ENABLED")?;
+        let enforce_timeout = var("ENFORCE_SESSION_TIMEOUT")
+            .map_or(Ok(true), |v| parse_switch("ENFORCE_SESSION_TIMEOUT", &v))?;
+        let runner_resources = RunnerResources::from_lookup(&var)?;
         let mut config = Self::base(runner_image, backend_namespace, &var, vertex.is_none());
         config.vertex = vertex;
         config.langfuse = langfuse;
         config.mlflow = mlflow;
+        config.enforce_timeout = enforce_timeout;
+        config.runner_resources = runner_resources;
         Ok(config)
     }
 
@@ -187,6 +341,8 @@ impl SessionConfig {
             vertex: None,
             langfuse: false,
             mlflow: false,
+            runner_resources: RunnerResources::default(),
+            enforce_timeout: true,
         }
     }
 
@@ -346,6 +502,136 @@ mod tests {
         })
         .unwrap();
         assert!(!off.langfuse && !off.mlflow, "no and empty are off");
+    }
+
+    #[test]
+    fn timeout_enforcement_is_on_unless_switched_off() {
+        assert!(SessionConfig::defaults("img", "b").enforce_timeout);
+        assert!(
+            SessionConfig::from_lookup("img", "b", |_| None)
+                .unwrap()
+                .enforce_timeout
+        );
+        let with = |value: &'static str| {
+            SessionConfig::from_lookup("img", "b", move |k| {
+                (k == "ENFORCE_SESSION_TIMEOUT").then(|| value.to_owned())
+            })
+        };
+        for off in ["false", "0", "NO"] {
+            assert!(!with(off).unwrap().enforce_timeout, "{off}");
+        }
+        for on in ["true", "1", "yes", ""] {
+            assert!(with(on).unwrap().enforce_timeout, "{on:?}");
+        }
+        let err = with("sometimes").unwrap_err();
+        assert_eq!(err.variable, "ENFORCE_SESSION_TIMEOUT");
+        assert!(
+            err.to_string()
+                .starts_with("ENFORCE_SESSION_TIMEOUT: \"sometimes\" is not a switch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        let cases: [(&str, Option<f64>); 16] = [
+            ("500m", Some(0.5)),
+            ("2", Some(2.0)),
+            ("1.5", Some(1.5)),
+            (".5", Some(0.5)),
+            ("0", Some(0.0)),
+            ("512Mi", Some(512.0 * 1024.0 * 1024.0)),
+            ("8Gi", Some(8.0 * 1024_f64.powi(3))),
+            ("1G", Some(1e9)),
+            ("1e3", Some(1e3)),
+            ("8GB", None),
+            ("-1", None),
+            ("lots", None),
+            ("1..5", None),
+            ("Gi", None),
+            ("1e", None),
+            ("2 Gi", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_quantity(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn runner_resources_default_and_override_per_variable() {
+        let d = SessionConfig::from_lookup("img", "b", |_| None).unwrap();
+        assert_eq!(d.runner_resources, RunnerResources::default());
+        assert_eq!(d.runner_resources.memory_limit, "8Gi");
+        assert_eq!(d.runner_resources.cpu_request, "500m");
+        let c = SessionConfig::from_lookup("img", "b", |k| match k {
+            "RUNNER_CPU_REQUEST" => Some("250m".into()),
+            "RUNNER_MEMORY_REQUEST" => Some(" 1Gi ".into()),
+            "RUNNER_CPU_LIMIT" => Some("4".into()),
+            "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.runner_resources,
+            RunnerResources {
+                cpu_request: "250m".into(),
+                memory_request: "1Gi".into(),
+                cpu_limit: "4".into(),
+                memory_limit: "16Gi".into(),
+            }
+        );
+        let empty = SessionConfig::from_lookup("img", "b", |k| {
+            (k == "RUNNER_MEMORY_LIMIT").then(String::new)
+        })
+        .unwrap();
+        assert_eq!(
+            empty.runner_resources.memory_limit, "8Gi",
+            "empty means unset"
+        );
+    }
+
+    #[test]
+    fn bad_runner_resources_stop_start_up_naming_the_variable() {
+        for variable in [
+            "RUNNER_CPU_REQUEST",
+            "RUNNER_MEMORY_REQUEST",
+            "RUNNER_CPU_LIMIT",
+            "RUNNER_MEMORY_LIMIT",
+        ] {
+            let err =
+                SessionConfig::from_lookup("img", "b", |k| (k == variable).then(|| "8GB".into()))
+                    .unwrap_err();
+            assert_eq!(err.variable, variable);
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("{variable}: \"8GB\" is not a resource quantity")),
+                "{text}"
+            );
+            assert!(text.contains("Gi") && text.contains("500m"), "{text}");
+        }
+        // A request above its limit would make every runner pod invalid.
+        let err = SessionConfig::from_lookup("img", "b", |k| {
+            (k == "RUNNER_MEMORY_REQUEST").then(|| "10Gi".into())
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "RUNNER_MEMORY_REQUEST, RUNNER_MEMORY_LIMIT");
+        assert!(
+            err.message.contains("10Gi") && err.message.contains("8Gi"),
+            "{err}"
+        );
+        let err = SessionConfig::from_lookup("img", "b", |k| {
+            (k == "RUNNER_CPU_LIMIT").then(|| "250m".into())
+        })
+        .unwrap_err();
+        assert_eq!(err.variable, "RUNNER_CPU_REQUEST, RUNNER_CPU_LIMIT");
+        // Equal request and limit (Guaranteed QoS) is fine, in different spellings.
+        let equal = SessionConfig::from_lookup("img", "b", |k| match k {
+            "RUNNER_CPU_REQUEST" => Some("2".into()),
+            "RUNNER_CPU_LIMIT" => Some("2000m".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(equal.runner_resources.cpu_request, "2");
     }
 
     #[test]

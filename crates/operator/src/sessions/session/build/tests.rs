@@ -230,6 +230,78 @@ fn timeout_is_the_job_deadline() {
     assert_eq!(deadline(&s), None);
 }
 
+#[test]
+fn timeout_enforcement_off_builds_no_deadline() {
+    let mut config = config();
+    config.enforce_timeout = false;
+    let mut s = session();
+    for timeout in [Some(600), None, Some(0), Some(1)] {
+        s.spec.timeout = timeout;
+        let job = job(&s, &inputs(&config));
+        assert_eq!(
+            job.spec.as_ref().unwrap().active_deadline_seconds,
+            None,
+            "timeout {timeout:?} with enforcement off"
+        );
+        // The runner still learns the timeout, as upstream passes it.
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let expected = timeout.unwrap_or(300).to_string();
+        assert_eq!(
+            env_of(&pod.containers[0], "TIMEOUT")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some(expected.as_str())
+        );
+    }
+}
+
+#[test]
+fn runner_resources_come_from_the_operator_settings() {
+    let resources = |config: &SessionConfig| {
+        let pod = pod_template(&session(), &inputs(config)).spec.unwrap();
+        let r = pod.containers[0].resources.clone().unwrap();
+        let pick = |m: Option<BTreeMap<String, Quantity>>| {
+            let m = m.unwrap();
+            (m["cpu"].0.clone(), m["memory"].0.clone())
+        };
+        (pick(r.requests), pick(r.limits))
+    };
+    assert_eq!(
+        resources(&config()),
+        (
+            ("500m".to_owned(), "512Mi".to_owned()),
+            ("2000m".to_owned(), "8Gi".to_owned())
+        ),
+        "defaults"
+    );
+    let mut custom = config();
+    custom.runner_resources = SessionConfig::from_lookup("img", "b", |k| match k {
+        "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
+        "RUNNER_CPU_REQUEST" => Some("1".into()),
+        _ => None,
+    })
+    .unwrap()
+    .runner_resources;
+    assert_eq!(
+        resources(&custom),
+        (
+            ("1".to_owned(), "512Mi".to_owned()),
+            ("2000m".to_owned(), "16Gi".to_owned())
+        ),
+        "each variable overrides only its own value"
+    );
+    let mut sync = custom.clone();
+    sync.state_sync = true;
+    let pod = pod_template(&session(), &inputs(&sync)).spec.unwrap();
+    let sidecar = pod.containers[1].resources.clone().unwrap();
+    assert_eq!(
+        sidecar.limits.unwrap()["memory"].0,
+        "1Gi",
+        "the state-sync sidecar keeps its own resources"
+    );
+}
+
 fn vertex_config() -> SessionConfig {
     let mut c = config();
     c.vertex = Some(VertexConfig {
