@@ -270,7 +270,8 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
     let kubeconfig = write_kubeconfig(&home, &format!("http://127.0.0.1:{api_port}"));
     // Port 0 lets the kernel pick free ports at bind time (a port picked beforehand could be
     // taken by another process in between); the operator logs where it listens. Metrics and
-    // probes get different addresses so that they are served by two listeners.
+    // probes get different addresses so that they are served by two listeners. The webhook
+    // server is off: its default port and certificate directory are fixed, shared paths.
     let mut child = tokio::process::Command::new(BIN)
         .env_clear()
         .env("HOME", &*home)
@@ -278,6 +279,7 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
         .env("DEV_MODE", "true")
         .arg("--metrics-bind-address=127.0.0.1:0")
         .arg("--health-probe-bind-address=0.0.0.0:0")
+        .arg("--webhook-bind-address=0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
