@@ -1,12 +1,21 @@
-//! Cleanup ordering, as a pure plan: what to delete next and what to wait for.
+//! Cleanup ordering: a pure plan (what to delete next and what to wait for) and the pass that
+//! carries it out over a [`Source`] of children.
 //!
 //! Children are removed stage by stage: the Workflow, the Grafana datasource and the tutorial
 //! kubeconfig Secrets, then the
 //! Applications (Argo CD removes the deployed resources while the cluster is still registered),
 //! then the cluster Secrets, then the claims (the clusters themselves). A stage starts only
 //! when the previous one is gone; `NotFound` counts as gone.
+//!
+//! A pass reads the children from the watch caches, so it may see a child that is already gone
+//! (deleting it again finds `NotFound`) or miss one the cache has not seen yet. The second case
+//! must never release the finalizer: before a pass reports that nothing is left, it lists every
+//! cache-backed kind from the API server once ([`Source::confirm`]) and goes on with what
+//! that finds.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
+
+use kube::discovery::ApiResource;
 
 /// Kind of a child, in cleanup order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,6 +69,8 @@ pub struct Child {
     pub name: String,
     /// How long ago its deletion started, if it has.
     pub deleting_for: Option<Duration>,
+    /// Its API resource (needed to delete it; claims come in several kinds).
+    pub resource: Option<ApiResource>,
 }
 
 impl Child {
@@ -104,8 +115,74 @@ pub fn stuck(children: &[Child], after: Duration) -> Vec<&Child> {
         .collect()
 }
 
+/// Where a cleanup pass finds children and how it deletes them.
+pub trait Source {
+    /// Why a read or a delete failed.
+    type Error;
+    /// The children as the watch caches show them; kinds without a usable cache are listed
+    /// from the API server.
+    fn observe(&self) -> impl Future<Output = Result<Vec<Child>, Self::Error>> + Send;
+    /// The children of the kinds [`Self::observe`] read from caches, as the API server holds
+    /// them now (one list per kind); the kinds it listed live are current already.
+    fn confirm(&self) -> impl Future<Output = Result<Vec<Child>, Self::Error>> + Send;
+    /// Deletes one child: `true` when it is gone at once, `false` when its deletion waits for
+    /// finalizers.
+    fn delete(&self, child: &Child) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+}
+
+/// Result of one cleanup pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing is left, confirmed against the API server.
+    Done,
+    /// These children of the current stage are being deleted; a later pass goes on.
+    Waiting(Vec<Child>),
+}
+
+/// Upper bound of plan steps in one pass (each step deletes at least one child).
+const MAX_STEPS: usize = 256;
+
+/// One cleanup pass: deletes stage after stage for as long as each stage is gone at once, and
+/// reports [`Outcome::Done`] only after [`Source::confirm`] found nothing left.
+pub async fn run<S: Source + Sync>(source: &S) -> Result<Outcome, S::Error> {
+    let mut children = source.observe().await?;
+    let mut confirmed = false;
+    for _ in 0..MAX_STEPS {
+        match plan(&children) {
+            Step::Done if confirmed => return Ok(Outcome::Done),
+            Step::Done => {
+                children = source.confirm().await?;
+                confirmed = true;
+            }
+            Step::Work { delete, waiting } if delete.is_empty() => {
+                return Ok(Outcome::Waiting(waiting));
+            }
+            Step::Work { delete, .. } => {
+                for child in delete {
+                    let gone = source.delete(&child).await?;
+                    let position = children.iter().position(|c| *c == child);
+                    match (gone, position) {
+                        (true, Some(i)) => {
+                            children.remove(i);
+                        }
+                        (false, Some(i)) => children[i].deleting_for = Some(Duration::ZERO),
+                        (_, None) => {}
+                    }
+                }
+            }
+        }
+    }
+    let waiting = match plan(&children) {
+        Step::Work { delete, waiting } => waiting.into_iter().chain(delete).collect(),
+        Step::Done => Vec::new(),
+    };
+    Ok(Outcome::Waiting(waiting))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     fn child(kind: ChildKind, name: &str, deleting: Option<u64>) -> Child {
@@ -114,7 +191,92 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             deleting_for: deleting.map(Duration::from_secs),
+            resource: None,
         }
+    }
+
+    /// A source whose cache may lag behind the API server.
+    struct Fake {
+        cached: Vec<Child>,
+        live: Mutex<Vec<Child>>,
+        /// Names whose deletion waits for a finalizer.
+        finalized: Vec<&'static str>,
+        confirms: Mutex<usize>,
+        deleted: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new(cached: Vec<Child>, live: Vec<Child>, finalized: Vec<&'static str>) -> Self {
+            Self {
+                cached,
+                live: Mutex::new(live),
+                finalized,
+                confirms: Mutex::new(0),
+                deleted: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Source for Fake {
+        type Error = String;
+        async fn observe(&self) -> Result<Vec<Child>, String> {
+            Ok(self.cached.clone())
+        }
+        async fn confirm(&self) -> Result<Vec<Child>, String> {
+            *self.confirms.lock().unwrap() += 1;
+            Ok(self.live.lock().unwrap().clone())
+        }
+        async fn delete(&self, child: &Child) -> Result<bool, String> {
+            self.deleted.lock().unwrap().push(child.name.clone());
+            let mut live = self.live.lock().unwrap();
+            if self.finalized.contains(&child.name.as_str()) {
+                for c in live.iter_mut().filter(|c| c.name == child.name) {
+                    c.deleting_for.get_or_insert(Duration::ZERO);
+                }
+                return Ok(false);
+            }
+            live.retain(|c| c.name != child.name);
+            Ok(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cache_that_is_behind_does_not_end_cleanup_early() {
+        // The claim's cache has not seen the claim yet; the API server has it.
+        let claim = child(ChildKind::Claim, "c", None);
+        let fake = Fake::new(vec![], vec![claim.clone()], vec!["c"]);
+        let outcome = run(&fake).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Waiting(vec![child(ChildKind::Claim, "c", Some(0))])
+        );
+        assert_eq!(*fake.deleted.lock().unwrap(), ["c"]);
+        assert_eq!(*fake.confirms.lock().unwrap(), 1);
+        // The same with a cache error the other way: it still shows a child that is gone.
+        let gone = Fake::new(vec![child(ChildKind::Workflow, "w", None)], vec![], vec![]);
+        assert_eq!(run(&gone).await.unwrap(), Outcome::Done);
+        assert_eq!(*gone.confirms.lock().unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn stages_without_finalizers_go_in_one_pass() {
+        let all = vec![
+            child(ChildKind::Claim, "c", None),
+            child(ChildKind::ClusterSecret, "s", None),
+            child(ChildKind::Application, "a", None),
+            child(ChildKind::Workflow, "w", None),
+        ];
+        let fake = Fake::new(all.clone(), all.clone(), vec![]);
+        assert_eq!(run(&fake).await.unwrap(), Outcome::Done);
+        assert_eq!(*fake.deleted.lock().unwrap(), ["w", "a", "s", "c"]);
+        // An Application with a finalizer holds back the rest, and is deleted once.
+        let fake = Fake::new(all.clone(), all, vec!["a"]);
+        assert_eq!(
+            run(&fake).await.unwrap(),
+            Outcome::Waiting(vec![child(ChildKind::Application, "a", Some(0))])
+        );
+        assert_eq!(*fake.deleted.lock().unwrap(), ["w", "a"]);
+        assert_eq!(*fake.confirms.lock().unwrap(), 0);
     }
 
     #[test]

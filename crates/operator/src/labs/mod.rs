@@ -12,6 +12,7 @@ pub mod cleanup;
 pub mod components;
 pub mod config;
 pub mod error;
+pub mod expect;
 pub mod reconcile;
 pub mod state;
 pub mod validate;
@@ -108,6 +109,10 @@ pub struct Ctx {
     pub workflows: (ApiResource, Store<DynamicObject>),
     /// Event recorder.
     pub recorder: Arc<Recorder>,
+    /// Applications and claims this operator applied and their caches may not show yet.
+    pub applied: Arc<expect::Expectations>,
+    /// Experiment versions this operator wrote (finalizer and status patches).
+    pub written: expect::Expectations,
     /// `labs_experiment_phase_transitions_total{from,to,reason}`.
     pub transitions: Transitions,
 }
@@ -154,14 +159,22 @@ impl Ctx {
         Ok(())
     }
 
+    /// A target's claim: the cached one, or the one this operator wrote if the cache has not
+    /// caught up with that write.
     fn claim(&self, type_: &str, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let (ar, store) = self.claims.get(type_)?;
-        store.get(&ObjectRef::new_with(name, ar.clone()).within(namespace))
+        let cached = store.get(&ObjectRef::new_with(name, ar.clone()).within(namespace));
+        self.applied
+            .newest(&expect::child_key(ar, namespace, name), cached)
     }
 
+    /// A target's Application, read like [`Self::claim`].
     fn application(&self, name: &str) -> Option<Arc<DynamicObject>> {
         let (ar, store) = &self.applications;
-        store.get(&ObjectRef::new_with(name, ar.clone()).within(&self.config.argocd_namespace))
+        let ns = &self.config.argocd_namespace;
+        let cached = store.get(&ObjectRef::new_with(name, ar.clone()).within(ns));
+        self.applied
+            .newest(&expect::child_key(ar, ns, name), cached)
     }
 
     fn workflow(&self, name: &str) -> Option<Arc<DynamicObject>> {
@@ -192,8 +205,13 @@ fn argo_resource(kind: &str, plural: &str) -> ApiResource {
 
 type Trigger = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
 
-/// A label-selected watch of one foreign kind: its cache and its trigger stream.
-fn foreign_watch(client: &Client, ar: &ApiResource) -> (Store<DynamicObject>, Trigger) {
+/// A label-selected watch of one foreign kind: its cache and its trigger stream. Deleted
+/// objects are dropped from `applied`.
+fn foreign_watch(
+    client: &Client,
+    ar: &ApiResource,
+    applied: &Arc<expect::Expectations>,
+) -> (Store<DynamicObject>, Trigger) {
     let writer = Writer::new(ar.clone());
     let reader = writer.as_reader();
     let selector = format!(
@@ -207,6 +225,15 @@ fn foreign_watch(client: &Client, ar: &ApiResource) -> (Store<DynamicObject>, Tr
     .default_backoff()
     .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
     .reflect(writer)
+    .inspect({
+        let applied = applied.clone();
+        let ar = ar.clone();
+        move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                applied.forget(&expect::key_of(&ar, obj));
+            }
+        }
+    })
     .touched_objects()
     .boxed();
     (reader, stream)
@@ -302,11 +329,12 @@ impl Family for Labs {
             watcher::Config::default(),
         )?;
         let mut triggers: Vec<(ApiResource, Trigger)> = Vec::new();
+        let applied = Arc::new(expect::Expectations::default());
         let app_ar = application_resource();
-        let (app_store, app_trigger) = foreign_watch(&client, &app_ar);
+        let (app_store, app_trigger) = foreign_watch(&client, &app_ar, &applied);
         triggers.push((app_ar.clone(), app_trigger));
         let wf_ar = workflow_resource();
-        let (wf_store, wf_trigger) = foreign_watch(&client, &wf_ar);
+        let (wf_store, wf_trigger) = foreign_watch(&client, &wf_ar, &applied);
         triggers.push((wf_ar.clone(), wf_trigger));
         let mut claims = BTreeMap::new();
         let mut seen: BTreeMap<String, Store<DynamicObject>> = BTreeMap::new();
@@ -317,7 +345,7 @@ impl Family for Labs {
             let store = if let Some(s) = seen.get(&key) {
                 s.clone()
             } else {
-                let (store, trigger) = foreign_watch(&client, &ar);
+                let (store, trigger) = foreign_watch(&client, &ar, &applied);
                 triggers.push((ar.clone(), trigger));
                 seen.insert(key, store.clone());
                 store
@@ -341,6 +369,8 @@ impl Family for Labs {
             workflows: (wf_ar, wf_store),
             recorder: rt.recorders.recorder(CONTROLLER),
             transitions,
+            applied,
+            written: expect::Expectations::default(),
         });
         let exp_reader = experiments.reader.clone();
         let component_stream = components.stream;

@@ -7,6 +7,7 @@ use agentic_api::labs::{
     CompletionMode, Experiment, ExperimentPhase, ExperimentStatus, FINALIZER, HUB_CLUSTER_NAME,
     Target, TargetStatus, TutorialServiceStatus, WorkflowStatus,
 };
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{Secret, Service},
@@ -19,7 +20,7 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use serde_json::{Value, json};
@@ -27,10 +28,11 @@ use serde_json::{Value, json};
 use super::{
     Ctx,
     build::{self, ANNOTATION_HASH, Owner},
-    cleanup::{self, Child, ChildKind, Step},
+    cleanup::{self, Child, ChildKind},
     components::{self, AppSource, ComponentError},
     config::HUB,
     error::Error,
+    expect,
     state::{self, Observed, Transition, WorkflowState},
     validate,
 };
@@ -162,10 +164,16 @@ fn has_finalizer(exp: &Experiment) -> bool {
 // One function keeps the stages (observe, validate, apply, state, status) readable in order.
 #[allow(clippy::too_many_lines)]
 pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    ctx.wait_ready(exp.spec.targets.iter().map(|t| t.cluster.type_.as_str()))
-        .await?;
     let ns = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
+    let key = format!("{ns}/{name}");
+    if ctx.written.is_stale(&key, exp.as_ref()) {
+        // The cache has not caught up with this operator's last write of the Experiment; the
+        // watch event of that write reconciles it again.
+        return Ok(Action::await_change());
+    }
+    ctx.wait_ready(exp.spec.targets.iter().map(|t| t.cluster.type_.as_str()))
+        .await?;
     let owner = Owner {
         name: &name,
         namespace: &ns,
@@ -192,6 +200,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                     }})),
                 )
                 .await?;
+                ctx.written.forget(&key);
                 Ok(Action::await_change())
             }
             Some((reason, message)) => {
@@ -205,7 +214,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                     &message,
                     exp.metadata.generation,
                 );
-                write_status(&api, &exp, status).await?;
+                write_status(&ctx, &api, &exp, status).await?;
                 Ok(Action::requeue(CLEANUP_RECHECK))
             }
         };
@@ -214,15 +223,18 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     if !has_finalizer(&exp) {
         let mut all: Vec<String> = exp.finalizers().to_vec();
         all.push(FINALIZER.to_owned());
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {
-                "finalizers": all,
-                "resourceVersion": exp.resource_version(),
-            }})),
-        )
-        .await?;
+        let updated = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "finalizers": all,
+                    "resourceVersion": exp.resource_version(),
+                }})),
+            )
+            .await?;
+        ctx.written
+            .record(key.clone(), updated.resource_version().as_deref(), None);
     }
 
     let phase = exp.phase();
@@ -230,37 +242,13 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     let generation = exp.metadata.generation;
 
     if phase.is_terminal() {
+        let mut action = Action::await_change();
         if status.resources_cleaned != Some(true) {
-            match run_cleanup(&exp, owner, &ctx).await? {
-                None => {
-                    status.resources_cleaned = Some(true);
-                    let conditions = status.conditions.get_or_insert_default();
-                    condition(
-                        conditions,
-                        CONDITION_READY,
-                        "False",
-                        "Cleaned",
-                        "the experiment finished and its clusters, Applications and Workflow were removed",
-                        generation,
-                    );
-                }
-                Some((reason, message)) => {
-                    let conditions = status.conditions.get_or_insert_default();
-                    condition(
-                        conditions,
-                        CONDITION_READY,
-                        "False",
-                        reason,
-                        &message,
-                        generation,
-                    );
-                    write_status(&api, &exp, status).await?;
-                    return Ok(Action::requeue(CLEANUP_RECHECK));
-                }
-            }
+            let outcome = run_cleanup(&exp, owner, &ctx).await?;
+            action = record_cleanup(&mut status, outcome, generation);
         }
-        write_status(&api, &exp, status).await?;
-        return Ok(Action::await_change());
+        write_status(&ctx, &api, &exp, status).await?;
+        return Ok(action);
     }
 
     // validate
@@ -284,7 +272,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 generation,
             );
             status.phase.get_or_insert(ExperimentPhase::Pending);
-            write_status(&api, &exp, status).await?;
+            write_status(&ctx, &api, &exp, status).await?;
             if !already {
                 publish(&ctx, &exp, EventType::Warning, "InvalidSpec", message).await;
             }
@@ -428,14 +416,24 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 view.claim_ns.as_deref().unwrap_or_default(),
                 view.claim_name.as_deref().unwrap_or_default(),
             );
-            if !same_hash(live.as_deref(), &desired)
-                && let Err(e) = apply(&ctx, &mapping.api_resource(), &desired).await
-            {
-                if live.is_some() {
+            let ar = mapping.api_resource();
+            let result = if expect::up_to_date(&desired, live.as_deref()) {
+                Ok(None)
+            } else {
+                apply(&ctx, &ar, &desired).await.map(Some)
+            };
+            match result {
+                // A new claim: observed as the API server returned it.
+                Ok(Some(created)) if view.cluster == ClusterState::Requested => {
+                    view.cluster = observe_claim(&created, false, ctx.config.provisioning_timeout);
+                }
+                Ok(_) => {}
+                Err(e) if live.is_some() => {
                     // An update of an existing claim was refused: its observed state still
                     // holds; the error is retried with backoff.
                     claim_error.get_or_insert(e);
-                } else {
+                }
+                Err(e) => {
                     let message = format!(
                         "cannot create {} {}/{}: {e}",
                         mapping.kind,
@@ -477,7 +475,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         };
         let desired_app = build::application(owner, tname, &server, sources, &ctx.config);
         let needs_obs = target.observability.as_ref().is_some_and(|o| o.enabled);
-        if !sources.is_empty() && !same_hash(view.app_obj.as_deref(), &desired_app) {
+        if !sources.is_empty() && !expect::up_to_date(&desired_app, view.app_obj.as_deref()) {
             if let (ClusterState::Ready { endpoint }, Some(cn), Some(cns)) =
                 (&view.cluster, &view.claim_name, &view.claim_ns)
             {
@@ -492,13 +490,9 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 .await?;
                 registered_datasource = true;
             }
-            apply(&ctx, &ctx.applications.0, &desired_app).await?;
-            if view.app == AppState::Missing {
-                view.app = AppState::Progressing {
-                    health: String::new(),
-                    sync: String::new(),
-                };
-            }
+            let applied = apply(&ctx, &ctx.applications.0, &desired_app).await?;
+            view.app = app_state(&applied);
+            view.app_obj = Some(applied);
         }
     }
 
@@ -841,7 +835,15 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             generation,
         );
     }
-    write_status(&api, &exp, status).await?;
+    // Completion cleanup starts in the pass that reaches the terminal phase, so the phase and
+    // the first cleanup condition are one status write.
+    let mut cleanup = Ok(None);
+    if new_phase.is_terminal() {
+        cleanup = run_cleanup(&exp, owner, &ctx)
+            .await
+            .map(|outcome| Some(record_cleanup(&mut status, outcome, generation)));
+    }
+    write_status(&ctx, &api, &exp, status).await?;
     for (from, to, reason, message) in transitions {
         let type_ = if to == ExperimentPhase::Failed {
             EventType::Warning
@@ -876,9 +878,8 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     if services_waiting {
         next_check = next_check.min(SERVICE_RECHECK);
     }
-    if new_phase.is_terminal() {
-        // Completion cleanup runs on the next pass.
-        next_check = Duration::from_millis(10);
+    if let Some(action) = cleanup? {
+        return Ok(action);
     }
     if let Some(e) = claim_error {
         // The condition names the refused claim; the error makes the runtime retry with
@@ -886,6 +887,44 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         return Err(e);
     }
     Ok(Action::requeue(next_check))
+}
+
+/// Folds the outcome of a completion-cleanup pass into `status` (`Cleaned` and
+/// `resourcesCleaned` once nothing is left; otherwise the reason and message of what remains)
+/// and says when to look again.
+fn record_cleanup(
+    status: &mut ExperimentStatus,
+    outcome: Option<(&str, String)>,
+    generation: Option<i64>,
+) -> Action {
+    if outcome.is_none() {
+        status.resources_cleaned = Some(true);
+    }
+    let conditions = status.conditions.get_or_insert_default();
+    match outcome {
+        None => {
+            condition(
+                conditions,
+                CONDITION_READY,
+                "False",
+                "Cleaned",
+                "the experiment finished and its clusters, Applications and Workflow were removed",
+                generation,
+            );
+            Action::await_change()
+        }
+        Some((reason, message)) => {
+            condition(
+                conditions,
+                CONDITION_READY,
+                "False",
+                reason,
+                &message,
+                generation,
+            );
+            Action::requeue(CLEANUP_RECHECK)
+        }
+    }
 }
 
 /// A message when `obj` (found under this Experiment's deterministic name) belongs to an
@@ -1031,11 +1070,6 @@ fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx)
     }
 }
 
-fn same_hash(live: Option<&DynamicObject>, desired: &DynamicObject) -> bool {
-    let get = |o: &DynamicObject| o.annotations().get(ANNOTATION_HASH).cloned();
-    live.is_some_and(|l| l.meta().deletion_timestamp.is_none() && get(l) == get(desired))
-}
-
 fn post_params() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -1063,18 +1097,33 @@ fn secret_resource() -> ApiResource {
     }
 }
 
-/// Server-side apply of one child.
-async fn apply(ctx: &Ctx, ar: &ApiResource, obj: &DynamicObject) -> Result<(), Error> {
+/// Server-side apply of one child; returns the object as the API server stored it. The write
+/// is recorded in [`Ctx::applied`] when a cache of its kind exists (Applications and claims).
+async fn apply(
+    ctx: &Ctx,
+    ar: &ApiResource,
+    obj: &DynamicObject,
+) -> Result<Arc<DynamicObject>, Error> {
     let ns = obj.metadata.namespace.clone().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, ar);
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await?;
-    Ok(())
+    let mut applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?;
+    applied.managed_fields_mut().clear();
+    let applied = Arc::new(applied);
+    if *ar == ctx.applications.0 || ctx.claims.values().any(|(c, _)| c == ar) {
+        ctx.applied.record(
+            expect::key_of(ar, obj),
+            applied.resource_version().as_deref(),
+            Some(applied.clone()),
+        );
+    }
+    Ok(applied)
 }
 
 /// The kubeconfig in a claim's connection Secret, with the Secret's `namespace/name` and key.
@@ -1243,138 +1292,214 @@ async fn register_cluster(
     let config_json = build::argocd_cluster_config(&kubeconfig, &shown, &key)?;
     let desired =
         build::cluster_secret(owner, target, cluster, endpoint, &config_json, &ctx.config);
-    apply(ctx, &secret_resource(), &desired).await
+    apply(ctx, &secret_resource(), &desired).await?;
+    Ok(())
 }
 
-/// Lists the children of `owner` that still exist, across every kind.
-async fn list_children(ctx: &Ctx, owner: Owner<'_>) -> Result<Vec<(Child, ApiResource)>, Error> {
-    let selector = owner.selector();
-    let mut kinds: Vec<(ChildKind, ApiResource, Option<String>, String)> = vec![
-        (
-            ChildKind::Workflow,
-            ctx.workflows.0.clone(),
-            Some(ctx.config.workflow_namespace.clone()),
-            selector.clone(),
-        ),
-        (
-            ChildKind::Datasource,
-            configmap_resource(),
-            Some(ctx.config.grafana_namespace.clone()),
-            selector.clone(),
-        ),
-        (
-            ChildKind::KubeconfigSecret,
-            secret_resource(),
-            Some(owner.namespace.to_owned()),
-            format!(
-                "{selector},{},!{}",
-                build::LABEL_SHORT_TARGET,
-                build::ARGOCD_SECRET_TYPE
-            ),
-        ),
-        (
-            ChildKind::Application,
-            ctx.applications.0.clone(),
-            Some(ctx.config.argocd_namespace.clone()),
-            selector.clone(),
-        ),
-        (
-            ChildKind::ClusterSecret,
-            secret_resource(),
-            Some(ctx.config.argocd_namespace.clone()),
-            format!("{selector},{}=cluster", build::ARGOCD_SECRET_TYPE),
-        ),
-    ];
-    for (ar, _) in ctx.claims.values() {
-        kinds.push((ChildKind::Claim, ar.clone(), None, selector.clone()));
+/// One child kind of an Experiment: where it lives and the synced cache holding it, if any.
+struct KindSpec {
+    kind: ChildKind,
+    ar: ApiResource,
+    namespace: Option<String>,
+    selector: String,
+    cache: Option<Store<DynamicObject>>,
+}
+
+/// The children of one Experiment, read from the watch caches where a synced one exists and
+/// from the API server otherwise (see [`cleanup::Source`]).
+struct Children<'a> {
+    ctx: &'a Ctx,
+    owner: Owner<'a>,
+    kinds: Vec<KindSpec>,
+}
+
+fn child_of(kind: ChildKind, ar: &ApiResource, meta: &kube::api::ObjectMeta) -> Child {
+    Child {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        deleting_for: meta.deletion_timestamp.as_ref().map(|t| age(Some(t))),
+        resource: Some(ar.clone()),
     }
-    let mut out = Vec::new();
-    for (kind, ar, ns, selector) in kinds {
-        let lp = ListParams::default().labels(&selector);
-        let api: Api<DynamicObject> = match &ns {
-            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
-            None => Api::all_with(ctx.client.clone(), &ar),
+}
+
+/// A cache that has finished its first list.
+fn synced(store: &Store<DynamicObject>) -> Option<Store<DynamicObject>> {
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))).then(|| store.clone())
+}
+
+impl<'a> Children<'a> {
+    fn new(ctx: &'a Ctx, owner: Owner<'a>) -> Self {
+        let selector = owner.selector();
+        let mut kinds = vec![
+            KindSpec {
+                kind: ChildKind::Workflow,
+                ar: ctx.workflows.0.clone(),
+                namespace: Some(ctx.config.workflow_namespace.clone()),
+                selector: selector.clone(),
+                cache: synced(&ctx.workflows.1),
+            },
+            KindSpec {
+                kind: ChildKind::Datasource,
+                ar: configmap_resource(),
+                namespace: Some(ctx.config.grafana_namespace.clone()),
+                selector: selector.clone(),
+                cache: None,
+            },
+            KindSpec {
+                kind: ChildKind::KubeconfigSecret,
+                ar: secret_resource(),
+                namespace: Some(owner.namespace.to_owned()),
+                selector: format!(
+                    "{selector},{},!{}",
+                    build::LABEL_SHORT_TARGET,
+                    build::ARGOCD_SECRET_TYPE
+                ),
+                cache: None,
+            },
+            KindSpec {
+                kind: ChildKind::Application,
+                ar: ctx.applications.0.clone(),
+                namespace: Some(ctx.config.argocd_namespace.clone()),
+                selector: selector.clone(),
+                cache: synced(&ctx.applications.1),
+            },
+            KindSpec {
+                kind: ChildKind::ClusterSecret,
+                ar: secret_resource(),
+                namespace: Some(ctx.config.argocd_namespace.clone()),
+                selector: format!("{selector},{}=cluster", build::ARGOCD_SECRET_TYPE),
+                cache: None,
+            },
+        ];
+        for (ar, store) in ctx.claims.values() {
+            // Two cluster types may share a claim kind.
+            if kinds.iter().any(|k| k.ar == *ar) {
+                continue;
+            }
+            kinds.push(KindSpec {
+                kind: ChildKind::Claim,
+                ar: ar.clone(),
+                namespace: None,
+                selector: selector.clone(),
+                cache: synced(store),
+            });
+        }
+        Self { ctx, owner, kinds }
+    }
+
+    fn cached(&self, spec: &KindSpec, store: &Store<DynamicObject>) -> Vec<Child> {
+        store
+            .state()
+            .iter()
+            .filter(|o| {
+                let labels = o.labels();
+                labels.get(build::LABEL_EXPERIMENT).map(String::as_str) == Some(self.owner.name)
+                    && labels.get(build::LABEL_NAMESPACE).map(String::as_str)
+                        == Some(self.owner.namespace)
+                    && spec
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|ns| o.namespace().as_deref() == Some(ns))
+            })
+            .map(|o| child_of(spec.kind, &spec.ar, &o.metadata))
+            .collect()
+    }
+
+    async fn list(&self, spec: &KindSpec) -> Result<Vec<Child>, Error> {
+        let lp = ListParams::default().labels(&spec.selector);
+        let api: Api<DynamicObject> = match &spec.namespace {
+            Some(ns) => Api::namespaced_with(self.ctx.client.clone(), ns, &spec.ar),
+            None => Api::all_with(self.ctx.client.clone(), &spec.ar),
         };
-        let list = match api.list_metadata(&lp).await {
-            Ok(l) => l,
+        match api.list_metadata(&lp).await {
+            Ok(list) => Ok(list
+                .items
+                .iter()
+                .map(|item| child_of(spec.kind, &spec.ar, &item.metadata))
+                .collect()),
             // A kind whose CRD is not installed has nothing to clean up.
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for item in list.items {
-            out.push((
-                Child {
-                    kind,
-                    namespace: item.metadata.namespace.clone().unwrap_or_default(),
-                    name: item.metadata.name.clone().unwrap_or_default(),
-                    deleting_for: item
-                        .metadata
-                        .deletion_timestamp
-                        .as_ref()
-                        .map(|t| age(Some(t))),
-                },
-                ar.clone(),
-            ));
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
     }
-    Ok(out)
 }
 
-/// One cleanup pass. `None` when everything is gone; otherwise the condition reason and
-/// message describing what is still being removed. A stage whose objects have no finalizers
-/// is gone at once, so the pass moves on to the next stage without waiting for an event.
+impl cleanup::Source for Children<'_> {
+    type Error = Error;
+
+    async fn observe(&self) -> Result<Vec<Child>, Error> {
+        let mut out = Vec::new();
+        for spec in &self.kinds {
+            match &spec.cache {
+                Some(store) => out.extend(self.cached(spec, store)),
+                None => out.extend(self.list(spec).await?),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn confirm(&self) -> Result<Vec<Child>, Error> {
+        let mut out = Vec::new();
+        for spec in self.kinds.iter().filter(|k| k.cache.is_some()) {
+            out.extend(self.list(spec).await?);
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, child: &Child) -> Result<bool, Error> {
+        let Some(ar) = &child.resource else {
+            return Ok(true);
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &child.namespace, ar);
+        match api.delete(&child.name, &DeleteParams::background()).await {
+            // Returned with a deletion timestamp and finalizers: still there. A `Status` or an
+            // object without finalizers: gone.
+            Ok(response) => Ok(response.left().is_none_or(|obj| {
+                obj.metadata.deletion_timestamp.is_none() || obj.finalizers().is_empty()
+            })),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// One cleanup pass. `None` when everything is gone (confirmed against the API server);
+/// otherwise the condition reason and message describing what is still being removed. A stage
+/// whose objects have no finalizers is gone at once, so the pass moves on to the next stage
+/// without waiting for an event.
 async fn run_cleanup(
     exp: &Experiment,
     owner: Owner<'_>,
     ctx: &Ctx,
 ) -> Result<Option<(&'static str, String)>, Error> {
-    let mut last = Vec::new();
-    for _ in 0..6 {
-        let children = list_children(ctx, owner).await?;
-        let plain: Vec<Child> = children.iter().map(|(c, _)| c.clone()).collect();
-        let Step::Work { delete, waiting } = cleanup::plan(&plain) else {
-            return Ok(None);
-        };
-        if delete.is_empty() {
-            let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
-            if !stuck.is_empty() {
-                let message = format!(
-                    "deletion is stuck: {} still exist after {}s; check their finalizers",
-                    stuck
-                        .iter()
-                        .map(|c| c.display())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    ctx.config.cleanup_stuck_after.as_secs()
-                );
-                publish(
-                    ctx,
-                    exp,
-                    EventType::Warning,
-                    "CleanupStuck",
-                    message.clone(),
-                )
-                .await;
-                return Ok(Some(("CleanupStuck", message)));
-            }
-            last = waiting;
-            break;
-        }
-        for child in &delete {
-            let Some((_, ar)) = children.iter().find(|(c, _)| c == child) else {
-                continue;
-            };
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(ctx.client.clone(), &child.namespace, ar);
-            match api.delete(&child.name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        last = delete.into_iter().chain(waiting).collect();
+    let waiting = match cleanup::run(&Children::new(ctx, owner)).await? {
+        cleanup::Outcome::Done => return Ok(None),
+        cleanup::Outcome::Waiting(waiting) => waiting,
+    };
+    let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
+    if !stuck.is_empty() {
+        let message = format!(
+            "deletion is stuck: {} still exist after {}s; check their finalizers",
+            stuck
+                .iter()
+                .map(|c| c.display())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ctx.config.cleanup_stuck_after.as_secs()
+        );
+        publish(
+            ctx,
+            exp,
+            EventType::Warning,
+            "CleanupStuck",
+            message.clone(),
+        )
+        .await;
+        return Ok(Some(("CleanupStuck", message)));
     }
-    let names: Vec<String> = last.iter().map(Child::display).collect();
+    let names: Vec<String> = waiting.iter().map(Child::display).collect();
     Ok(Some((
         "CleanupInProgress",
         format!("removing {}", names.join(", ")),
@@ -1383,6 +1508,7 @@ async fn run_cleanup(
 
 /// Patches `/status` when it changed.
 async fn write_status(
+    ctx: &Ctx,
     api: &Api<Experiment>,
     exp: &Experiment,
     status: ExperimentStatus,
@@ -1402,7 +1528,14 @@ async fn write_status(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(updated) => {
+            ctx.written.record(
+                format!("{}/{}", exp.namespace().unwrap_or_default(), exp.name_any()),
+                updated.resource_version().as_deref(),
+                None,
+            );
+            Ok(())
+        }
         // Deleted meanwhile: nothing left to report on.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
