@@ -303,7 +303,7 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
     });
     let logged = || stderr.lock().unwrap().clone();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
     let (metrics_port, probe_port) = loop {
         let log = logged();
         if let (Some(m), Some(p)) = (
@@ -346,11 +346,11 @@ async fn serves_probes_and_metrics_then_stops_cleanly_on_sigterm() {
     let pid = child.id().unwrap().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+    let status = tokio::time::timeout(Duration::from_mins(1), child.wait())
         .await
         .expect("the operator did not exit after SIGTERM")
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), reader)
+    tokio::time::timeout(Duration::from_mins(1), reader)
         .await
         .expect("stderr is closed once the operator exits")
         .unwrap();
