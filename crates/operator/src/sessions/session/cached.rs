@@ -7,7 +7,12 @@
 //! controller never reads, no Secret data. This keeps tens of thousands of sessions within a
 //! small memory budget.
 
-use std::borrow::Cow;
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
@@ -19,7 +24,10 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::Resource;
+use kube::{
+    Resource,
+    runtime::reflector::{ObjectRef, Store},
+};
 use serde::{Deserialize, Serialize};
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
@@ -211,6 +219,98 @@ impl Resource for CachedSession {
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
+    }
+}
+
+/// The runner pods of each session by name, kept up to date from the pod watch, so that a
+/// reconcile reads its own session's pods from the cache instead of scanning every cached
+/// pod (which made each reconcile cost O(sessions) at scale).
+///
+/// Feed it every pod the watch reports ([`PodIndex::seen`]; after a relist the watch
+/// reports every cached pod again) and every deleted pod ([`PodIndex::deleted`]). A name
+/// whose pod is no longer cached is dropped when it is next looked up.
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    names: Mutex<HashMap<u64, Vec<Box<str>>>>,
+}
+
+fn session_key(ns: &str, session: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (ns, session).hash(&mut h);
+    h.finish()
+}
+
+impl PodIndex {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Vec<Box<str>>>> {
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a pod the watch reported as added or changed.
+    pub fn seen(&self, pod: &RunnerPod) {
+        let (Some(ns), Some(session), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.session.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
+            return;
+        };
+        let mut names = self.lock();
+        let entry = names.entry(session_key(ns, session)).or_default();
+        if !entry.iter().any(|n| &**n == name) {
+            entry.push(name.into());
+        }
+    }
+
+    /// Forgets a pod the watch reported as deleted.
+    pub fn deleted(&self, pod: &RunnerPod) {
+        let (Some(ns), Some(session), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.session.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) else {
+            return;
+        };
+        let key = session_key(ns, session);
+        let mut names = self.lock();
+        if let Some(entry) = names.get_mut(&key) {
+            entry.retain(|n| &**n != name);
+            if entry.is_empty() {
+                names.remove(&key);
+            }
+        }
+    }
+
+    /// The cached runner pods of session `session` in `ns`.
+    pub fn pods(&self, store: &Store<RunnerPod>, ns: &str, session: &str) -> Vec<Arc<RunnerPod>> {
+        let key = session_key(ns, session);
+        let mut names = self.lock();
+        let Some(entry) = names.get_mut(&key) else {
+            return Vec::new();
+        };
+        let mut found = Vec::with_capacity(entry.len());
+        entry.retain(|name| match store.get(&ObjectRef::new(name).within(ns)) {
+            Some(pod) => {
+                if pod.session.as_deref() == Some(session) {
+                    found.push(pod);
+                }
+                true
+            }
+            None => false,
+        });
+        if entry.is_empty() {
+            names.remove(&key);
+        }
+        found
+    }
+
+    /// Number of sessions with indexed pods.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no pod is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -433,6 +533,59 @@ core_resource!(TokenSecret, "", "v1", "v1", "Secret", "secrets", true);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runner(ns: &str, name: &str, session: &str) -> RunnerPod {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "namespace": ns,
+            "labels": {"agentic-session": session}}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_index_answers_with_the_cached_pods_of_one_session() {
+        use kube::runtime::{reflector, watcher};
+        let (store, mut writer) = reflector::store::<RunnerPod>();
+        let index = PodIndex::default();
+        let pods = [
+            runner("ns", "s1-job-a", "s1"),
+            runner("ns", "s1-job-b", "s1"),
+            runner("ns", "s2-job-a", "s2"),
+            runner("other", "s1-job-a", "s1"),
+        ];
+        for p in &pods {
+            writer.apply_watcher_event(&watcher::Event::Apply(p.clone()));
+            index.seen(p);
+            index.seen(p);
+        }
+        let names = |ns: &str, s: &str| {
+            let mut n: Vec<String> = index
+                .pods(&store, ns, s)
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p.metadata.namespace.clone().unwrap(),
+                        p.metadata.name.clone().unwrap()
+                    )
+                })
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names("ns", "s1"), ["ns/s1-job-a", "ns/s1-job-b"]);
+        assert_eq!(names("other", "s1"), ["other/s1-job-a"]);
+        assert!(names("ns", "s3").is_empty());
+        // A deletion the watch reported, and a pod gone from the cache without one.
+        index.deleted(&pods[0]);
+        writer.apply_watcher_event(&watcher::Event::Delete(pods[1].clone()));
+        assert!(names("ns", "s1").is_empty());
+        assert_eq!(names("ns", "s2"), ["ns/s2-job-a"]);
+        assert_eq!(index.len(), 2, "emptied sessions are dropped");
+        // Pods without a namespace, name or session label are not indexed.
+        index.seen(&RunnerPod::default());
+        assert_eq!(index.len(), 2);
+    }
 
     #[test]
     fn cached_session_round_trips() {

@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 use super::{
     build::{self, RunInputs},
-    cached::{CachedSession, RunnerJob, RunnerPod, TokenSecret},
+    cached::{CachedSession, PodIndex, RunnerJob, RunnerPod, TokenSecret},
     config::{SessionConfig, TOKEN_REFRESH_AFTER},
     error::SessionError,
     metrics::SessionMetrics,
@@ -81,6 +81,8 @@ pub struct Ctx {
     pub jobs: Store<RunnerJob>,
     /// Runner pods (label-selected, slim).
     pub pods: Store<RunnerPod>,
+    /// The runner pods of each session (names into `pods`).
+    pub pod_index: Arc<PodIndex>,
     /// Runner-token Secrets (label-selected, metadata only).
     pub tokens: Store<TokenSecret>,
     /// Managed namespaces (label-selected, metadata only).
@@ -118,6 +120,7 @@ pub fn controllers(
 }
 
 /// [`controllers`] with explicit settings (embedding and tests).
+#[allow(clippy::too_many_lines)] // the watches and triggers of one controller, kept together
 pub fn controllers_with(
     rt: &RuntimeContext,
     watches: &mut SharedWatches,
@@ -160,6 +163,12 @@ pub fn controllers_with(
     )?;
     let metrics = SessionMetrics::default();
     let recent = Arc::new(RecentWrites::default());
+    let pod_index = Arc::new(PodIndex::default());
+    let (index_seen, index_deleted) = (pod_index.clone(), pod_index.clone());
+    let pod_changes = pods
+        .stream
+        .inspect(move |pod: &Arc<RunnerPod>| index_seen.seen(pod));
+    let deleted_pods = deleted_pods.inspect(move |pod: &Arc<RunnerPod>| index_deleted.deleted(pod));
     let forget = recent.clone();
     let deleted_jobs = deleted_jobs.inspect(move |job: &Arc<RunnerJob>| {
         let owner = job
@@ -177,6 +186,7 @@ pub fn controllers_with(
         }
     });
     let session_reader = sessions.reader.clone();
+    let waiting_sessions = sessions.reader.clone();
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
     let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
@@ -185,6 +195,7 @@ pub fn controllers_with(
         config,
         jobs: jobs.reader.clone(),
         pods: pods.reader.clone(),
+        pod_index,
         tokens,
         namespaces: namespaces.reader.clone(),
         projects,
@@ -198,15 +209,21 @@ pub fn controllers_with(
         sessions,
         move |c| {
             c.owns_shared_stream(futures::stream::select(jobs.stream, deleted_jobs))
-                .watches_shared_stream(
-                    futures::stream::select(pods.stream, deleted_pods),
-                    |pod: Arc<RunnerPod>| {
-                        let name = pod.session.clone();
-                        let ns = pod.namespace();
-                        name.zip(ns)
-                            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
-                    },
-                )
+                .watches_shared_stream(pod_changes, |pod: Arc<RunnerPod>| session_of(&pod))
+                // A deleted pod wakes only a session that waits for its runner objects to go
+                // (a run being stopped or replaced). A running session learns of a lost pod
+                // from its Job, whose status can reach the cache after the pod's deletion
+                // (a Job past its deadline would otherwise be taken for a lost pod).
+                .watches_shared_stream(deleted_pods, move |pod: Arc<RunnerPod>| {
+                    session_of(&pod).filter(|session| {
+                        waiting_sessions.get(session).is_some_and(|s| {
+                            matches!(
+                                s.phase,
+                                Some(SessionPhase::Pending | SessionPhase::Stopping)
+                            )
+                        })
+                    })
+                })
                 .watches_shared_stream(
                     namespaces.stream,
                     move |ns: Arc<PartialObjectMeta<Namespace>>| {
@@ -223,6 +240,13 @@ pub fn controllers_with(
         ctx,
     );
     Ok(std::iter::once(task).chain(vertex_refresher).collect())
+}
+
+/// The session a runner pod belongs to (its `agentic-session` label).
+fn session_of(pod: &RunnerPod) -> Option<ObjectRef<CachedSession>> {
+    let name = pod.session.as_deref()?;
+    let ns = pod.metadata.namespace.as_deref()?;
+    Some(ObjectRef::new(name).within(ns))
 }
 
 /// Reconciles one session (the function the runtime calls).
@@ -388,14 +412,15 @@ fn owned_by(pod: &RunnerPod, uid: &str) -> bool {
         .any(|o| o.uid == uid)
 }
 
-/// Classifies the runner objects of `name` in `ns` against the current run `run_id`.
+/// Classifies the runner objects of `name` in `ns` against the current run `run_id`; `pods`
+/// are the session's runner pods (others are ignored).
 ///
 /// A Job the controller created for `run_id` (remembered in `recent`) counts as the current,
 /// active Job while the Job cache does not show it yet: a cache behind the controller's own
 /// write must not make the run look lost.
 pub fn observe_run(
     jobs: &Store<RunnerJob>,
-    pods: &Store<RunnerPod>,
+    pods: &[Arc<RunnerPod>],
     recent: &RecentWrites,
     ns: &str,
     name: &str,
@@ -414,26 +439,26 @@ pub fn observe_run(
         (None, Some(created)) => Some((created.uid, JobView::Active)),
         (None, None) => None,
     };
+    let mut pods = pods.iter().filter(|p| {
+        p.metadata.namespace.as_deref() == Some(ns) && p.session.as_deref() == Some(name)
+    });
     if let Some((uid, job)) = current {
-        let pod = pods
-            .find(|p| {
-                p.metadata.namespace.as_deref() == Some(ns)
-                    && owned_by(p, &uid)
-                    && p.metadata.deletion_timestamp.is_none()
-            })
-            .or_else(|| {
-                pods.find(|p| p.metadata.namespace.as_deref() == Some(ns) && owned_by(p, &uid))
-            });
+        let owned: Vec<&RunnerPod> = pods
+            .filter(|p| owned_by(p, &uid))
+            .map(Arc::as_ref)
+            .collect();
+        let pod = owned
+            .iter()
+            .copied()
+            .find(|p| p.metadata.deletion_timestamp.is_none())
+            .or_else(|| owned.first().copied());
         return RunView::Current {
             job,
-            pod: pod_view(pod.as_deref()),
+            pod: pod_view(pod),
             pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
         };
     }
-    let stray_pod = pods.find(|p| {
-        p.metadata.namespace.as_deref() == Some(ns) && p.session.as_deref() == Some(name)
-    });
-    if job.is_some() || stray_pod.is_some() {
+    if job.is_some() || pods.next().is_some() {
         RunView::Leftover
     } else {
         RunView::Nothing
@@ -587,6 +612,13 @@ impl Reconciler<'_> {
         run_id(self.status())
     }
 
+    /// The cached runner pods of this session.
+    fn session_pods(&self) -> Vec<Arc<RunnerPod>> {
+        self.ctx
+            .pod_index
+            .pods(&self.ctx.pods, &self.ns, &self.name)
+    }
+
     fn project(&self) -> Option<Arc<ProjectSettings>> {
         self.ctx
             .projects
@@ -598,7 +630,7 @@ impl Reconciler<'_> {
         let (request, requested_at) = request(self.session);
         let run = observe_run(
             &self.ctx.jobs,
-            &self.ctx.pods,
+            &self.session_pods(),
             &self.ctx.recent,
             &self.ns,
             &self.name,
@@ -812,16 +844,20 @@ impl Reconciler<'_> {
     async fn provision_credentials(&self) -> Result<(), SessionError> {
         let client = &self.ctx.client;
         let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.ns);
-        apply(
-            &sa_api,
-            &build::service_account(self.session),
-            "ServiceAccount",
-        )
-        .await?;
         let roles: Api<Role> = Api::namespaced(client.clone(), &self.ns);
-        apply(&roles, &build::role(self.session), "Role").await?;
         let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &self.ns);
-        apply(&bindings, &build::role_binding(self.session), "RoleBinding").await?;
+        let (account, role, binding) = (
+            build::service_account(self.session),
+            build::role(self.session),
+            build::role_binding(self.session),
+        );
+        // Independent objects (a binding may name a Role or account that does not exist yet):
+        // written at once.
+        futures::try_join!(
+            apply(&sa_api, &account, "ServiceAccount"),
+            apply(&roles, &role, "Role"),
+            apply(&bindings, &binding, "RoleBinding"),
+        )?;
         let token = self.request_token().await?;
         let agui = format!("{:032x}", rand::random::<u128>());
         let secret = build::token_secret(self.session, &token, &agui, &self.now.to_string());
@@ -902,11 +938,8 @@ impl Reconciler<'_> {
             }
             return Ok(());
         }
-        let strays = self.ctx.pods.state_filter(|p| {
-            p.metadata.namespace.as_deref() == Some(self.ns.as_str())
-                && p.session.as_ref() == Some(&self.name)
-                && p.metadata.deletion_timestamp.is_none()
-        });
+        let mut strays = self.session_pods();
+        strays.retain(|p| p.metadata.deletion_timestamp.is_none());
         let pods: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.ctx.client.clone(), &self.ns);
         for pod in strays {

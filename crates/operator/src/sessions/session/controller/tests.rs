@@ -110,7 +110,7 @@ fn run_classification() {
     assert_eq!(
         observe_run(
             &jobs,
-            &pods,
+            &pods.state(),
             &RecentWrites::default(),
             "ns",
             "s1",
@@ -124,7 +124,7 @@ fn run_classification() {
     assert_eq!(
         observe_run(
             &jobs,
-            &pods,
+            &pods.state(),
             &RecentWrites::default(),
             "ns",
             "s1",
@@ -142,7 +142,7 @@ fn run_classification() {
     assert_eq!(
         observe_run(
             &jobs,
-            &pods,
+            &pods.state(),
             &RecentWrites::default(),
             "ns",
             "s1",
@@ -154,7 +154,7 @@ fn run_classification() {
     assert_eq!(
         observe_run(
             &jobs,
-            &pods,
+            &pods.state(),
             &RecentWrites::default(),
             "ns",
             "s1",
@@ -166,7 +166,7 @@ fn run_classification() {
     assert_eq!(
         observe_run(
             &jobs,
-            &pods,
+            &pods.state(),
             &RecentWrites::default(),
             "other",
             "s1",
@@ -184,7 +184,7 @@ fn run_classification() {
         vec![],
     );
     assert!(matches!(
-        observe_run(&jobs, &pods, &RecentWrites::default(), "ns", "s1", Some("t1")),
+        observe_run(&jobs, &pods.state(), &RecentWrites::default(), "ns", "s1", Some("t1")),
         RunView::Current { job: JobView::Failed { reason, .. }, pod: PodView::Missing, .. }
             if reason == "DeadlineExceeded"
     ));
@@ -216,7 +216,7 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     old.metadata.uid = Some("old-uid".into());
     let (old_jobs, _) = stores(vec![old], vec![]);
     for jobs in [&empty_jobs, &old_jobs] {
-        let seen = observe_run(jobs, &no_pods, &recent, "ns", "s1", Some("t2"));
+        let seen = observe_run(jobs, &no_pods.state(), &recent, "ns", "s1", Some("t2"));
         assert_eq!(seen, waiting);
         let t = state::next(
             Some(SessionPhase::Creating),
@@ -233,7 +233,14 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     }
     // Without the memory of the create, the same caches read as a lost run.
     let forgetful = RecentWrites::default();
-    let seen = observe_run(&empty_jobs, &no_pods, &forgetful, "ns", "s1", Some("t2"));
+    let seen = observe_run(
+        &empty_jobs,
+        &no_pods.state(),
+        &forgetful,
+        "ns",
+        "s1",
+        Some("t2"),
+    );
     assert_eq!(seen, RunView::Nothing);
     assert_eq!(
         state::next(
@@ -250,7 +257,7 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     let running = runner_pod(json!({"running": {}}), json!({}));
     let (_, pods) = stores(vec![], vec![running]);
     assert_eq!(
-        observe_run(&empty_jobs, &pods, &recent, "ns", "s1", Some("t2")),
+        observe_run(&empty_jobs, &pods.state(), &recent, "ns", "s1", Some("t2")),
         RunView::Current {
             job: JobView::Active,
             pod: PodView::Running {
@@ -261,18 +268,32 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     );
     // Another run is not answered by the remembered Job.
     assert_eq!(
-        observe_run(&empty_jobs, &no_pods, &recent, "ns", "s1", Some("t3")),
+        observe_run(
+            &empty_jobs,
+            &no_pods.state(),
+            &recent,
+            "ns",
+            "s1",
+            Some("t3")
+        ),
         RunView::Nothing
     );
     // Once the cache shows the created Job it decides again: a Job deleted afterwards is gone.
     let (jobs, _) = stores(vec![job("t2", json!([]))], vec![]);
     assert_eq!(
-        observe_run(&jobs, &no_pods, &recent, "ns", "s1", Some("t2")),
+        observe_run(&jobs, &no_pods.state(), &recent, "ns", "s1", Some("t2")),
         waiting
     );
     assert!(recent.is_empty());
     assert_eq!(
-        observe_run(&empty_jobs, &no_pods, &recent, "ns", "s1", Some("t2")),
+        observe_run(
+            &empty_jobs,
+            &no_pods.state(),
+            &recent,
+            "ns",
+            "s1",
+            Some("t2")
+        ),
         RunView::Nothing
     );
 }
