@@ -997,8 +997,7 @@ impl Family for UnenforcedSessions {
             SessionConfig::from_lookup(&rt.settings.runner_image, OPERATOR_NS, |k| match k {
                 "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
                 "RUNNER_CPU_REQUEST" => Some("1".into()),
-                "ENFORCE_SESSION_TIMEOUT" => Some("false".into()),
-                "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
+                "ENFORCE_SESSION_TIMEOUT" | "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
                 _ => None,
             })
             .unwrap();
