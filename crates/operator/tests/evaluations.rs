@@ -1117,3 +1117,83 @@ async fn status_write_survives_a_concurrent_writer() {
     assert_eq!(errors(), errors_before, "a status write failed");
     op.stop().await.unwrap();
 }
+
+/// Requests of `verb resource` the dev cluster has served so far.
+fn served(dc: &TestCluster, key: &str) -> u64 {
+    dc.stats().requests.get(key).map_or(0, |s| s.count)
+}
+
+const CM_APPLY: &str = "patch configmaps";
+const WORKFLOW_PATCH: &str = "patch testworkflows.testworkflows.testkube.io";
+const TRIGGER_APPLY: &str = "patch testtriggers.tests.testkube.io";
+const STATUS_PATCH: &str = "patch experiments.testbench.agentic-layer.ai/status";
+
+/// Each child is written once when the Experiment is created, however many reconciles its
+/// children's watch events cause before the caches catch up, and the status once. A drifted
+/// child is written again; the unchanged ones are not.
+#[tokio::test]
+async fn each_child_is_written_once_and_only_a_drifted_one_again() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    create_agent(&client, 9000).await;
+    let op = start_operator(client.clone(), None);
+    // The Agent is resolved before the Experiment exists, so its status is decided at once.
+    wait_for("the agent's URL", || async {
+        get_object(&client, &agents(), "agents", "weather-agent")
+            .await
+            .filter(|a| a["status"]["url"].is_string())
+    })
+    .await;
+    let mut body = scenarios_experiment("once");
+    body["spec"]["trigger"] = json!({"enabled": true});
+    create_object(&client, &experiments(), "team", body).await;
+    wait_condition(&client, "team", "once", "Ready", "True", None).await;
+    wait_for("the trigger", || async {
+        get_object(&client, &triggers(), "team", "once-trigger").await
+    })
+    .await;
+    // Give any redundant write time to happen before counting.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let counts = |dc: &TestCluster| {
+        [CM_APPLY, WORKFLOW_PATCH, TRIGGER_APPLY, STATUS_PATCH].map(|k| served(dc, k))
+    };
+    assert_eq!(counts(&dc), [1, 1, 1, 1], "{:#?}", dc.stats().requests);
+
+    let rv = |v: Option<Value>| v.unwrap()["metadata"]["resourceVersion"].clone();
+    let trigger = rv(get_object(&client, &triggers(), "team", "once-trigger").await);
+    let cm = config_map(&client, "team", "once-experiment")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    merge_object(
+        &client,
+        &workflows(),
+        "team",
+        "once-workflow",
+        json!({"spec": {"use": [{"name": "something-else"}]}}),
+    )
+    .await;
+    wait_for("the workflow to be restored", || async {
+        get_object(&client, &workflows(), "team", "once-workflow")
+            .await
+            .filter(|w| w["spec"]["use"][0]["name"] == "run-template")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The drift (the test's own patch) and one repair; nothing else was written.
+    assert_eq!(counts(&dc), [1, 3, 1, 1], "{:#?}", dc.stats().requests);
+    assert_eq!(
+        rv(get_object(&client, &triggers(), "team", "once-trigger").await),
+        trigger
+    );
+    assert_eq!(
+        config_map(&client, "team", "once-experiment")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        cm
+    );
+    op.stop().await.unwrap();
+}
