@@ -58,6 +58,10 @@ enum Command {
         /// Name of the fake node pods are bound to.
         #[arg(long, default_value = devcluster::simulators::DEFAULT_NODE_NAME)]
         node_name: String,
+        /// Delay of the crossplane, argocd and argo-workflows simulators for objects without
+        /// a delay annotation (default 0.1).
+        #[arg(long, value_name = "SECONDS", value_parser = devcluster::simulators::parse_sim_delay)]
+        sim_delay_seconds: Option<std::time::Duration>,
     },
     /// Run the simulators against an API server until interrupted.
     Simulate {
@@ -72,7 +76,25 @@ enum Command {
         /// Name of the fake node pods are bound to.
         #[arg(long, default_value = devcluster::simulators::DEFAULT_NODE_NAME)]
         node_name: String,
+        /// Delay of the crossplane, argocd and argo-workflows simulators for objects without
+        /// a delay annotation (default 0.1).
+        #[arg(long, value_name = "SECONDS", value_parser = devcluster::simulators::parse_sim_delay)]
+        sim_delay_seconds: Option<std::time::Duration>,
     },
+}
+
+/// `simulators` with `--node-name` and `--sim-delay-seconds` applied.
+fn configured(
+    simulators: devcluster::simulators::Simulators,
+    node_name: String,
+    sim_delay: Option<std::time::Duration>,
+) -> devcluster::simulators::Simulators {
+    let timing = simulators.timing.clone();
+    let timing = match sim_delay {
+        Some(delay) => timing.with_sim_delay(delay),
+        None => timing,
+    };
+    simulators.node_name(node_name).timing(timing)
 }
 
 #[tokio::main]
@@ -93,6 +115,7 @@ async fn main() -> std::process::ExitCode {
             simulators,
             no_simulators,
             node_name,
+            sim_delay_seconds,
         } => {
             let mut b = devcluster::DevCluster::builder()
                 .addr(addr)
@@ -106,7 +129,7 @@ async fn main() -> std::process::ExitCode {
                 b = b.kubeconfig_path(k);
             }
             if !no_simulators {
-                b = b.with_simulators(simulators.node_name(node_name));
+                b = b.with_simulators(configured(simulators, node_name, sim_delay_seconds));
             }
             let cluster = match b.start().await {
                 Ok(c) => c,
@@ -132,6 +155,7 @@ async fn main() -> std::process::ExitCode {
             kubeconfig,
             simulators,
             node_name,
+            sim_delay_seconds,
         } => {
             let client = match devcluster::simulators::connect(kubeconfig.as_deref()).await {
                 Ok(c) => c,
@@ -140,7 +164,7 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let simulators = simulators.node_name(node_name);
+            let simulators = configured(simulators, node_name, sim_delay_seconds);
             let mut out = std::io::stdout();
             let _ = writeln!(out, "simulating {simulators}");
             let _ = out.flush();

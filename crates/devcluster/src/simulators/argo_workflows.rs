@@ -46,9 +46,17 @@ pub fn workflow_template_resource() -> ApiResource {
     argo("WorkflowTemplate", "workflowtemplates")
 }
 
-/// Runs the Workflow simulator until the future is dropped.
-pub async fn run(client: kube::Client) {
-    run_kind(client, workflow_resource(), "argo-workflows", reconcile).await;
+/// Runs the Workflow simulator until the future is dropped; Workflows whose template and
+/// annotations have no `devcluster.io/run-seconds` run for `run`.
+pub async fn run(client: kube::Client, run: Duration) {
+    run_kind(
+        client,
+        workflow_resource(),
+        "argo-workflows",
+        run,
+        reconcile,
+    )
+    .await;
 }
 
 /// Whether a workflow spec (or template spec) has a `suspend` step.
@@ -131,8 +139,8 @@ async fn reconcile(wf: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action, 
         .await?;
         return Ok(Action::await_change());
     };
-    let run = seconds(get("run-seconds").as_deref(), "run-seconds")
-        .unwrap_or(Length::For(Duration::from_millis(100)));
+    let run =
+        seconds(get("run-seconds").as_deref(), "run-seconds").unwrap_or(Length::For(ctx.delay));
     match run {
         Length::Forever => return Ok(Action::await_change()),
         Length::For(d) => {

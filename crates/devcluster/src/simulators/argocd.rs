@@ -44,9 +44,10 @@ pub fn application_resource() -> ApiResource {
     }
 }
 
-/// Runs the Application simulator until the future is dropped.
-pub async fn run(client: kube::Client) {
-    run_kind(client, application_resource(), "argocd", reconcile).await;
+/// Runs the Application simulator until the future is dropped; Applications without a
+/// `devcluster.io/ready-seconds` annotation become Synced and healthy after `ready`.
+pub async fn run(client: kube::Client, ready: Duration) {
+    run_kind(client, application_resource(), "argocd", ready, reconcile).await;
 }
 
 fn annotation<'a>(o: &'a DynamicObject, key: &str) -> Option<&'a str> {
@@ -146,7 +147,7 @@ async fn reconcile(app: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action,
     let current = app.data.get("status").cloned().unwrap_or(Value::Null);
     let desired = if reachable {
         let delay = seconds(annotation(&app, "ready-seconds"), "ready-seconds")
-            .unwrap_or(Length::For(Duration::from_millis(100)));
+            .unwrap_or(Length::For(ctx.delay));
         let created = app
             .metadata
             .creation_timestamp

@@ -29,8 +29,6 @@ use super::util::{Length, fmt_ts, hash_of, seconds, since, truthy};
 const MANAGER: &str = "devcluster-crossplane";
 /// Finalizer Crossplane puts on claims.
 pub const CLAIM_FINALIZER: &str = "finalizer.apiextensions.crossplane.io";
-/// Default delay before a claim becomes Ready.
-const DEFAULT_READY: Duration = Duration::from_millis(100);
 
 /// The claim kinds this simulator drives (the lab fixtures' claim CRDs).
 pub fn claim_resources() -> Vec<ApiResource> {
@@ -54,6 +52,8 @@ pub fn claim_resources() -> Vec<ApiResource> {
 pub(super) struct KindCtx {
     pub client: kube::Client,
     pub ar: ApiResource,
+    /// The delay for objects without a delay annotation.
+    pub delay: Duration,
 }
 
 impl KindCtx {
@@ -68,6 +68,7 @@ pub(super) async fn run_kind<F, Fut>(
     client: kube::Client,
     ar: ApiResource,
     what: &'static str,
+    delay: Duration,
     reconcile: F,
 ) where
     F: Fn(Arc<DynamicObject>, Arc<KindCtx>) -> Fut + Send + Sync + 'static,
@@ -77,6 +78,7 @@ pub(super) async fn run_kind<F, Fut>(
     let ctx = Arc::new(KindCtx {
         client,
         ar: ar.clone(),
+        delay,
     });
     Controller::new_with(api, watcher::Config::default(), ar)
         .with_config(ControllerConfig::default().concurrency(16))
@@ -96,11 +98,12 @@ pub(super) async fn run_kind<F, Fut>(
         .await;
 }
 
-/// Runs the claim simulator until the future is dropped.
-pub async fn run(client: kube::Client) {
+/// Runs the claim simulator until the future is dropped; claims without a
+/// `devcluster.io/ready-seconds` annotation become Ready after `ready`.
+pub async fn run(client: kube::Client, ready: Duration) {
     let tasks = claim_resources()
         .into_iter()
-        .map(|ar| Box::pin(run_kind(client.clone(), ar, "crossplane", reconcile)));
+        .map(|ar| Box::pin(run_kind(client.clone(), ar, "crossplane", ready, reconcile)));
     futures::future::join_all(tasks).await;
 }
 
@@ -212,7 +215,7 @@ async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Actio
         return Ok(Action::await_change());
     }
     let delay = seconds(annotation(&claim, "ready-seconds"), "ready-seconds")
-        .unwrap_or(Length::For(DEFAULT_READY));
+        .unwrap_or(Length::For(ctx.delay));
     let created = claim
         .metadata
         .creation_timestamp

@@ -121,6 +121,15 @@ pub struct Timing {
     /// How long a Deployment rollout takes to become available (per Deployment:
     /// `devcluster.io/ready-seconds`).
     pub deployment_ready: Duration,
+    /// How long a Crossplane claim takes to become Ready (per claim:
+    /// `devcluster.io/ready-seconds`).
+    pub claim_ready: Duration,
+    /// How long an Argo CD Application takes to become Synced and healthy (per Application:
+    /// `devcluster.io/ready-seconds`).
+    pub application_ready: Duration,
+    /// How long an Argo Workflow runs (per Workflow or its `WorkflowTemplate`:
+    /// `devcluster.io/run-seconds`).
+    pub workflow_run: Duration,
 }
 
 impl Default for Timing {
@@ -131,8 +140,43 @@ impl Default for Timing {
             image_pull_backoff: Duration::from_secs(1),
             restart_backoff: Duration::from_secs(1),
             deployment_ready: Duration::from_millis(500),
+            claim_ready: Duration::from_millis(100),
+            application_ready: Duration::from_millis(100),
+            workflow_run: Duration::from_millis(100),
         }
     }
+}
+
+impl Timing {
+    /// Sets the delay the Crossplane, Argo CD and Argo Workflows simulators use for objects
+    /// without a delay annotation (`devcluster serve|simulate --sim-delay-seconds`).
+    #[must_use]
+    pub fn with_sim_delay(self, delay: Duration) -> Self {
+        Self {
+            claim_ready: delay,
+            application_ready: delay,
+            workflow_run: delay,
+            ..self
+        }
+    }
+}
+
+/// Parses `--sim-delay-seconds`: decimal seconds, zero or more.
+///
+/// # Errors
+///
+/// A message naming the flag and the allowed values for anything else.
+pub fn parse_sim_delay(value: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "--sim-delay-seconds: {value:?} is not a number of seconds; allowed: decimal seconds, 0 or more (e.g. 0, 0.5, 2)"
+        )
+    };
+    let seconds: f64 = value.trim().parse().map_err(|_| bad())?;
+    if !seconds.is_finite() || !(0.0..=1.0e9).contains(&seconds) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Which simulators to run, and how.
@@ -262,13 +306,22 @@ impl Simulators {
             )));
         }
         if self.crossplane {
-            tasks.push(Box::pin(crossplane::run(client.clone())));
+            tasks.push(Box::pin(crossplane::run(
+                client.clone(),
+                self.timing.claim_ready,
+            )));
         }
         if self.argocd {
-            tasks.push(Box::pin(argocd::run(client.clone())));
+            tasks.push(Box::pin(argocd::run(
+                client.clone(),
+                self.timing.application_ready,
+            )));
         }
         if self.argo_workflows {
-            tasks.push(Box::pin(argo_workflows::run(client.clone())));
+            tasks.push(Box::pin(argo_workflows::run(
+                client.clone(),
+                self.timing.workflow_run,
+            )));
         }
         if self.agent_runtime {
             tasks.push(Box::pin(agent_runtime::run(client.clone())));
@@ -359,5 +412,27 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("allowed: scheduler"));
+    }
+
+    #[test]
+    fn sim_delay_sets_the_three_lab_defaults_and_rejects_bad_values() {
+        let t = Timing::default().with_sim_delay(parse_sim_delay("0").unwrap());
+        assert_eq!(
+            (t.claim_ready, t.application_ready, t.workflow_run),
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+        );
+        // Pod timings are not lab delays.
+        assert_eq!(t.run, Timing::default().run);
+        assert_eq!(
+            parse_sim_delay(" 2.5 ").unwrap(),
+            Duration::from_millis(2500)
+        );
+        // Negative, non-numeric, infinite and `forever` (an annotation-only value) are
+        // refused with the flag's name and the allowed values.
+        for bad in ["-1", "soon", "inf", "NaN", "forever", ""] {
+            let err = parse_sim_delay(bad).unwrap_err();
+            assert!(err.starts_with("--sim-delay-seconds:"), "{err}");
+            assert!(err.contains("allowed: decimal seconds"), "{err}");
+        }
     }
 }
