@@ -1,4 +1,5 @@
-//! The simulated scheduler, kubelet, Job and Deployment controllers, each test against its
+//! The simulated scheduler, kubelet, Job and Deployment controllers and the lab simulators'
+//! default delay, each test against its
 //! own cluster.
 
 // Test helpers fail the test on any unexpected error.
@@ -881,4 +882,97 @@ async fn deleting_a_running_job_releases_its_pods() {
         })
         .await;
     }
+}
+
+/// `--sim-delay-seconds` is the delay of a claim that carries no delay annotation; a
+/// `devcluster.io/ready-seconds` annotation still wins. A value that is not a non-negative
+/// number is refused at start-up, naming the flag and the allowed values.
+#[tokio::test]
+async fn sim_delay_flag_sets_the_default_and_annotations_still_win() {
+    for bad in ["soon", "-1", "forever"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+            .args(["simulate", "--simulators", "crossplane"])
+            .arg(format!("--sim-delay-seconds={bad}"))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--sim-delay-seconds") && err.contains("allowed: decimal seconds"),
+            "{err}"
+        );
+    }
+
+    let target = DevCluster::start().await.unwrap();
+    let crd: Value =
+        serde_yaml::from_str(include_str!("../fixtures/labs/claim-vcluster.yaml")).unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(target.client());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(crd).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ar = kube::api::ApiResource {
+        group: "illm.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "illm.io/v1alpha1".into(),
+        kind: "VCluster".into(),
+        plural: "vclusters".into(),
+    };
+    let claims: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(target.client(), "default", &ar);
+    let mut child = Child(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_devcluster"))
+            .arg("simulate")
+            .arg("--kubeconfig")
+            .arg(target.kubeconfig_path())
+            .args(["--simulators", "crossplane", "--sim-delay-seconds", "3600"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut child, "simulating").await;
+    for (name, annotations) in [
+        ("slow", json!({})),
+        ("quick", json!({"devcluster.io/ready-seconds": "0"})),
+    ] {
+        let claim = json!({
+            "apiVersion": "illm.io/v1alpha1", "kind": "VCluster",
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {}
+        });
+        claims
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(claim).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let claim_status = |name: &'static str| {
+        let claims = claims.clone();
+        async move { serde_json::to_value(claims.get(name).await.unwrap()).unwrap()["status"].clone() }
+    };
+    eventually("the annotated claim to be Ready", || async {
+        is_true(&claim_status("quick").await, "Ready").then_some(())
+    })
+    .await;
+    let slow = eventually("the other claim to be Synced", || async {
+        let s = claim_status("slow").await;
+        is_true(&s, "Synced").then_some(s)
+    })
+    .await;
+    assert!(!is_true(&slow, "Ready"), "{slow}");
+    // Well past the built-in 0.1 s default, it is still being created.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let slow = claim_status("slow").await;
+    assert_eq!(
+        condition(&slow, "Ready").unwrap()["reason"],
+        "Creating",
+        "{slow}"
+    );
 }
