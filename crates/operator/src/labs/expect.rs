@@ -151,6 +151,39 @@ impl Expectations {
     }
 }
 
+/// Children this operator deleted recently, so that a cleanup pass on a cache that has not
+/// seen the deletion yet waits for it instead of deleting again. Entries expire after [`TTL`]
+/// (the child is then deleted again) and are dropped when the cache sees the deletion.
+#[derive(Debug, Default)]
+pub struct Deletions {
+    entries: Mutex<HashMap<String, Instant>>,
+}
+
+impl Deletions {
+    /// Records that `key` was deleted now.
+    pub fn record(&self, key: String) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() > PRUNE_ABOVE {
+            entries.retain(|_, at| at.elapsed() < TTL);
+        }
+        entries.insert(key, Instant::now());
+    }
+
+    /// How long ago `key` was deleted, within [`TTL`].
+    pub fn since(&self, key: &str) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(key).map(Instant::elapsed).filter(|d| *d < TTL)
+    }
+
+    /// Forgets `key` (the cache saw it deleted).
+    pub fn forget(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
 /// Whether the child `desired` needs no write: `observed` (see [`Expectations::newest`])
 /// carries its hash and is not being deleted. A drifted, deleted or outdated child is not up
 /// to date.
@@ -245,6 +278,16 @@ mod tests {
         assert!(e.is_empty());
         e.record("lab/gw".into(), Some("20"), None);
         assert!(!e.is_stale("lab/gw", &app("x1", "")));
+    }
+
+    #[test]
+    fn recent_deletions_are_remembered_until_seen() {
+        let d = Deletions::default();
+        assert!(d.since(KEY).is_none());
+        d.record(KEY.into());
+        assert!(d.since(KEY).is_some_and(|s| s < TTL));
+        d.forget(KEY);
+        assert!(d.since(KEY).is_none());
     }
 
     #[test]

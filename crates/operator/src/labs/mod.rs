@@ -111,6 +111,8 @@ pub struct Ctx {
     pub recorder: Arc<Recorder>,
     /// Applications and claims this operator applied and their caches may not show yet.
     pub applied: Arc<expect::Expectations>,
+    /// Applications, claims and Workflows this operator deleted and their caches may still show.
+    pub deleted: Arc<expect::Deletions>,
     /// Experiment versions this operator wrote (finalizer and status patches).
     pub written: expect::Expectations,
     /// `labs_experiment_phase_transitions_total{from,to,reason}`.
@@ -206,11 +208,11 @@ fn argo_resource(kind: &str, plural: &str) -> ApiResource {
 type Trigger = BoxStream<'static, Result<DynamicObject, watcher::Error>>;
 
 /// A label-selected watch of one foreign kind: its cache and its trigger stream. Deleted
-/// objects are dropped from `applied`.
+/// objects are dropped from `applied` and `deleted`.
 fn foreign_watch(
     client: &Client,
     ar: &ApiResource,
-    applied: &Arc<expect::Expectations>,
+    (applied, deleted): &(Arc<expect::Expectations>, Arc<expect::Deletions>),
 ) -> (Store<DynamicObject>, Trigger) {
     let writer = Writer::new(ar.clone());
     let reader = writer.as_reader();
@@ -226,11 +228,13 @@ fn foreign_watch(
     .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
     .reflect(writer)
     .inspect({
-        let applied = applied.clone();
+        let (applied, deleted) = (applied.clone(), deleted.clone());
         let ar = ar.clone();
         move |event| {
             if let Ok(watcher::Event::Delete(obj)) = event {
-                applied.forget(&expect::key_of(&ar, obj));
+                let key = expect::key_of(&ar, obj);
+                applied.forget(&key);
+                deleted.forget(&key);
             }
         }
     })
@@ -329,12 +333,15 @@ impl Family for Labs {
             watcher::Config::default(),
         )?;
         let mut triggers: Vec<(ApiResource, Trigger)> = Vec::new();
-        let applied = Arc::new(expect::Expectations::default());
+        let memory = (
+            Arc::new(expect::Expectations::default()),
+            Arc::new(expect::Deletions::default()),
+        );
         let app_ar = application_resource();
-        let (app_store, app_trigger) = foreign_watch(&client, &app_ar, &applied);
+        let (app_store, app_trigger) = foreign_watch(&client, &app_ar, &memory);
         triggers.push((app_ar.clone(), app_trigger));
         let wf_ar = workflow_resource();
-        let (wf_store, wf_trigger) = foreign_watch(&client, &wf_ar, &applied);
+        let (wf_store, wf_trigger) = foreign_watch(&client, &wf_ar, &memory);
         triggers.push((wf_ar.clone(), wf_trigger));
         let mut claims = BTreeMap::new();
         let mut seen: BTreeMap<String, Store<DynamicObject>> = BTreeMap::new();
@@ -345,7 +352,7 @@ impl Family for Labs {
             let store = if let Some(s) = seen.get(&key) {
                 s.clone()
             } else {
-                let (store, trigger) = foreign_watch(&client, &ar, &applied);
+                let (store, trigger) = foreign_watch(&client, &ar, &memory);
                 triggers.push((ar.clone(), trigger));
                 seen.insert(key, store.clone());
                 store
@@ -369,7 +376,8 @@ impl Family for Labs {
             workflows: (wf_ar, wf_store),
             recorder: rt.recorders.recorder(CONTROLLER),
             transitions,
-            applied,
+            applied: memory.0,
+            deleted: memory.1,
             written: expect::Expectations::default(),
         });
         let exp_reader = experiments.reader.clone();

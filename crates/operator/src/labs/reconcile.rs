@@ -1402,7 +1402,14 @@ impl<'a> Children<'a> {
                         .as_deref()
                         .is_none_or(|ns| o.namespace().as_deref() == Some(ns))
             })
-            .map(|o| child_of(spec.kind, &spec.ar, &o.metadata))
+            .map(|o| {
+                let mut child = child_of(spec.kind, &spec.ar, &o.metadata);
+                // Deleted by an earlier pass; the cache has not seen it yet.
+                if child.deleting_for.is_none() {
+                    child.deleting_for = self.ctx.deleted.since(&expect::key_of(&spec.ar, o));
+                }
+                child
+            })
             .collect()
     }
 
@@ -1453,7 +1460,13 @@ impl cleanup::Source for Children<'_> {
         };
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.ctx.client.clone(), &child.namespace, ar);
-        match api.delete(&child.name, &DeleteParams::background()).await {
+        let result = api.delete(&child.name, &DeleteParams::background()).await;
+        if self.kinds.iter().any(|k| k.ar == *ar && k.cache.is_some()) {
+            self.ctx
+                .deleted
+                .record(expect::child_key(ar, &child.namespace, &child.name));
+        }
+        match result {
             // Returned with a deletion timestamp and finalizers: still there. A `Status` or an
             // object without finalizers: gone.
             Ok(response) => Ok(response.left().is_none_or(|obj| {
