@@ -121,6 +121,7 @@ impl Family for VertexSessions {
             credentials_path: "/app/vertex/ambient-code-key.json".into(),
         });
         config.require_runner_secrets = false;
+        config.waiting_recheck = std::time::Duration::from_mins(10);
         agentic_operator::sessions::session::controllers_with(rt, watches, config)
     }
 }
@@ -280,24 +281,86 @@ async fn vertex_mode_network_policy_and_ca_bundle() {
         .unwrap();
     let operator = start_operator(&cluster, vec![Box::new(VertexSessions)]).await;
 
-    // Without the source Secret the run does not start: the reconcile fails (and is retried)
-    // and no Job is created.
+    // Without the source Secret the run does not start: the session stays Pending with a
+    // condition naming the missing Secret, a Warning Event says so once, and no Job exists.
     create_session(&admin, "v1", json!({"initialPrompt": "hi"})).await;
+    let waiting = wait_until(&sessions(&admin), "v1", "waiting for ambient-vertex", |s| {
+        s.status.as_ref().is_some_and(|st| {
+            st.phase == Some(SessionPhase::Pending)
+                && st.conditions.iter().flatten().any(|c| {
+                    c.type_ == "SecretsReady"
+                        && c.status == "False"
+                        && c.reason == "VertexSecretMissing"
+                        && c.message.contains("ambient-code/ambient-vertex")
+                })
+        })
+    })
+    .await;
+    let ready = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .expect("a Ready condition");
+    assert_eq!(ready.reason, "VertexSecretMissing");
+    let vertex_events = || async {
+        Api::<Event>::namespaced(admin.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("VertexSecretMissing")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("v1")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("ambient-code/ambient-vertex"))
+            })
+            .collect::<Vec<_>>()
+    };
     eventually(
-        "a failed reconcile for the missing ambient-vertex",
-        || async {
-            operator.metric(
-                "controller_runtime_reconcile_errors_total",
-                &[("controller", "agenticsession")],
-            ) > 0
-        },
+        "a Warning Event about the missing ambient-vertex",
+        || async { !vertex_events().await.is_empty() },
     )
+    .await;
+    // Waking the session again does not publish the Event again (nor fail the reconcile).
+    let reconciles = || {
+        operator.metric(
+            "controller_runtime_reconcile_total",
+            &[("controller", "agenticsession")],
+        )
+    };
+    let before = reconciles();
+    sessions(&admin)
+        .patch(
+            "v1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    eventually("the poke to be reconciled", || async {
+        reconciles() > before
+    })
     .await;
     let jobs: Api<Job> = Api::namespaced(admin.clone(), NS);
     assert!(jobs.get_opt("v1-job").await.unwrap().is_none());
     assert!(vertex_copy(&admin).await.is_none());
+    assert_eq!(
+        operator.metric(
+            "controller_runtime_reconcile_errors_total",
+            &[("controller", "agenticsession")],
+        ),
+        0,
+        "a missing source is a wait, not an error"
+    );
+    let events = vertex_events().await;
+    assert_eq!(events.len(), 1, "one Event: {events:#?}");
 
-    // Once it exists, the run starts with the copy.
+    // Once it exists, the run starts with the copy: the source's watch wakes the session
+    // (the safety-net recheck of waiting sessions is set to ten minutes here).
     put_secret(
         &admin,
         OPERATOR_NS,

@@ -117,8 +117,8 @@ const SESSIONS_RESOURCE: &str = "agenticsessions.vteam.ambient-code";
 
 /// Upstream ran cluster-wide, unfiltered informers for pods, namespaces and sessions
 /// and was OOM-killed at 4,319 sessions. Here every watch of the session controller on a kind
-/// the operator does not own outright is label-selected, and Secrets and namespaces are
-/// watched as metadata only.
+/// the operator does not own outright is label-selected (`ambient-runner-secrets` by name),
+/// and Secrets and namespaces are watched as metadata only.
 #[tokio::test]
 async fn session_watches_are_label_selected_and_secrets_and_namespaces_metadata_only() {
     support::crypto();
@@ -158,9 +158,10 @@ async fn session_watches_are_label_selected_and_secrets_and_namespaces_metadata_
     assert!(!secrets.is_empty(), "token Secrets are watched: {keys:?}");
     for key in &secrets {
         assert!(
-            key.contains("|labels=app=ambient-runner-token|")
+            (key.contains("|labels=app=ambient-runner-token|")
+                || key.ends_with("|labels=|fields=metadata.name=ambient-runner-secrets"))
                 && !key.starts_with("k8s_openapi::api::core::v1::secret::Secret|"),
-            "Secrets are watched as a slim view, by label: {key}"
+            "Secrets are watched as a slim view, by label or name: {key}"
         );
     }
     for key in of("/namespaces") {

@@ -65,6 +65,9 @@ pub struct SessionConfig {
     /// (`ENFORCE_SESSION_TIMEOUT`, default on). Off, runs have no hard deadline and never fail
     /// with reason `Timeout`.
     pub enforce_timeout: bool,
+    /// How often a session waiting for a missing Secret is looked at again even when no
+    /// watch event wakes it (a safety net; 30 s).
+    pub waiting_recheck: Duration,
 }
 
 /// Requests and limits of the runner container, each a valid Kubernetes quantity.
@@ -343,6 +346,7 @@ impl SessionConfig {
             mlflow: false,
             runner_resources: RunnerResources::default(),
             enforce_timeout: true,
+            waiting_recheck: Duration::from_secs(30),
         }
     }
 

@@ -5,7 +5,8 @@
 //! effect and writes the status when it changed.
 
 use std::{
-    sync::Arc,
+    collections::HashSet,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -40,12 +41,15 @@ use serde_json::{Value, json};
 use super::{
     build::{self, RunInputs},
     cached::{CachedSession, PodIndex, RunnerJob, RunnerPod, TokenSecret},
-    config::{SessionConfig, TOKEN_REFRESH_AFTER},
+    config::{SessionConfig, TOKEN_REFRESH_AFTER, VERTEX_SECRET},
     error::SessionError,
     metrics::SessionMetrics,
     names,
     recent::{CreatedJob, RecentWrites},
-    state::{self, Effect, JobView, Observed, PodView, Request, RunView, Transition},
+    state::{
+        self, Blocked, Effect, JobView, Observed, PodView, REASON_RUNNER_SECRET_MISSING,
+        REASON_VERTEX_SECRET_MISSING, Request, RunView, Transition,
+    },
     status::{self, StatusInputs},
 };
 use crate::runtime::{
@@ -61,8 +65,10 @@ pub const RUNNER_SELECTOR: &str = "app=ambient-code-runner";
 pub const TOKEN_SELECTOR: &str = "app=ambient-runner-token";
 /// How often a session in a namespace without the managed label is looked at again.
 const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
-/// Safety net for sessions waiting on other objects (changes of those objects also wake them).
-const WAITING_RECHECK: Duration = Duration::from_secs(30);
+/// Key of the Kubernetes token in the runner-token Secret.
+const TOKEN_KEY: &str = "k8s-token";
+/// Key of the AG-UI token in the runner-token Secret.
+const AGUI_TOKEN_KEY: &str = "agui-token";
 /// How often a reconcile that found the caches still listing looks again.
 const CACHE_SYNC_RECHECK: Duration = Duration::from_millis(500);
 /// How soon a reconcile that found the session cache behind the controller's own write looks
@@ -95,6 +101,29 @@ pub struct Ctx {
     pub recorder: Option<Arc<Recorder>>,
     /// The controller's own writes the caches may not show yet.
     pub recent: Arc<RecentWrites>,
+    /// Running sessions (namespace, name) whose token Secret changed since they were last
+    /// reconciled: their next reconcile reads the Secret and repairs its content.
+    pub token_checks: Arc<TokenChecks>,
+}
+
+/// Sessions whose runner-token Secret changed and must be checked by their next reconcile.
+#[derive(Debug, Default)]
+pub struct TokenChecks(Mutex<HashSet<(String, String)>>);
+
+impl TokenChecks {
+    /// Marks session `name` in `ns` for a check.
+    pub fn mark(&self, ns: &str, name: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert((ns.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// Takes the mark of session `name` in `ns`; whether it was marked.
+    pub fn take(&self, ns: &str, name: &str) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|mut set| set.remove(&(ns.to_owned(), name.to_owned())))
+    }
 }
 
 impl std::fmt::Debug for Ctx {
@@ -153,10 +182,34 @@ pub fn controllers_with(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default().labels(&format!("{}=true", api::LABEL_MANAGED_NAMESPACE)),
     )?;
-    let tokens = watches.store(
+    let tokens = watches.subscribe(
         Api::<TokenSecret>::all(client.clone()),
         watcher::Config::default().labels(TOKEN_SELECTOR),
     )?;
+    let deleted_tokens = watches.deletions(
+        Api::<TokenSecret>::all(client.clone()),
+        watcher::Config::default().labels(TOKEN_SELECTOR),
+    )?;
+    // `ambient-runner-secrets` appearing (or changing) in a namespace wakes the sessions
+    // there that wait for it.
+    let runner_secrets = if config.require_runner_secrets {
+        Some(watches.subscribe(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", build::RUNNER_SECRETS)),
+        )?)
+    } else {
+        None
+    };
+    // The Vertex AI source Secret appearing wakes the sessions waiting for it (the same watch
+    // the refresher of its copies uses).
+    let vertex_source = if config.vertex.is_some() {
+        Some(watches.subscribe(
+            Api::<Secret>::namespaced(client.clone(), &config.backend_namespace),
+            watcher::Config::default().fields(&format!("metadata.name={VERTEX_SECRET}")),
+        )?)
+    } else {
+        None
+    };
     let projects = watches.store(
         Api::<ProjectSettings>::all(client.clone()),
         watcher::Config::default(),
@@ -187,6 +240,33 @@ pub fn controllers_with(
     });
     let session_reader = sessions.reader.clone();
     let waiting_sessions = sessions.reader.clone();
+    let token_sessions = sessions.reader.clone();
+    let secret_sessions = sessions.reader.clone();
+    let vertex_sessions = sessions.reader.clone();
+    let token_checks = Arc::new(TokenChecks::default());
+    let marks = token_checks.clone();
+    // A changed token Secret of a Running session is marked for a check of its content; a
+    // deleted one is missing from the cache, which the reconcile repairs on its own.
+    let marking_reader = token_sessions.clone();
+    let token_changes = tokens.stream.inspect(move |secret: &Arc<TokenSecret>| {
+        if let Some(session) = running_session_of_token(&marking_reader, secret) {
+            marks.mark(
+                session.namespace.as_deref().unwrap_or_default(),
+                &session.name,
+            );
+        }
+    });
+    let (marks, marking_reader) = (token_checks.clone(), token_sessions.clone());
+    // Marked too, so a reconcile that still finds the Secret in the cache reads it.
+    let deleted_tokens = deleted_tokens.inspect(move |secret: &Arc<TokenSecret>| {
+        if let Some(session) = running_session_of_token(&marking_reader, secret) {
+            marks.mark(
+                session.namespace.as_deref().unwrap_or_default(),
+                &session.name,
+            );
+        }
+    });
+    let token_wakeups = futures::stream::select(token_changes, deleted_tokens);
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
     let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
@@ -196,12 +276,13 @@ pub fn controllers_with(
         jobs: jobs.reader.clone(),
         pods: pods.reader.clone(),
         pod_index,
-        tokens,
+        tokens: tokens.reader.clone(),
         namespaces: namespaces.reader.clone(),
         projects,
         metrics,
         recorder: Some(rt.recorders.recorder(CONTROLLER)),
         recent,
+        token_checks,
     });
     let task = controller_task(
         rt,
@@ -224,6 +305,22 @@ pub fn controllers_with(
                         })
                     })
                 })
+                .watches_shared_stream(token_wakeups, move |secret: Arc<TokenSecret>| {
+                    running_session_of_token(&token_sessions, &secret)
+                })
+                .watches_shared_stream(
+                    futures::stream::iter(runner_secrets.map(|w| w.stream)).flatten(),
+                    move |secret: Arc<PartialObjectMeta<Secret>>| {
+                        let ns = secret.namespace().unwrap_or_default();
+                        waiting_for(&secret_sessions, Some(&ns), REASON_RUNNER_SECRET_MISSING)
+                    },
+                )
+                .watches_shared_stream(
+                    futures::stream::iter(vertex_source.map(|w| w.stream)).flatten(),
+                    move |_: Arc<Secret>| {
+                        waiting_for(&vertex_sessions, None, REASON_VERTEX_SECRET_MISSING)
+                    },
+                )
                 .watches_shared_stream(
                     namespaces.stream,
                     move |ns: Arc<PartialObjectMeta<Namespace>>| {
@@ -240,6 +337,55 @@ pub fn controllers_with(
         ctx,
     );
     Ok(std::iter::once(task).chain(vertex_refresher).collect())
+}
+
+/// The Running session whose runner-token Secret `secret` is (by the Secret's name).
+fn running_session_of_token(
+    sessions: &Store<CachedSession>,
+    secret: &TokenSecret,
+) -> Option<ObjectRef<CachedSession>> {
+    let prefix = names::token_secret("");
+    let name = secret
+        .metadata
+        .name
+        .as_deref()?
+        .strip_prefix(prefix.as_str())?;
+    let ns = secret.metadata.namespace.as_deref()?;
+    let session = ObjectRef::new(name).within(ns);
+    sessions
+        .get(&session)
+        .is_some_and(|s| s.phase == Some(SessionPhase::Running))
+        .then_some(session)
+}
+
+/// The `Pending` sessions (in `ns`, or everywhere) whose `SecretsReady` condition says they
+/// wait for a Secret for `reason`.
+fn waiting_for(
+    sessions: &Store<CachedSession>,
+    ns: Option<&str>,
+    reason: &str,
+) -> Vec<ObjectRef<CachedSession>> {
+    sessions
+        .state_filter(|s| {
+            s.phase == Some(SessionPhase::Pending)
+                && ns.is_none_or(|ns| s.metadata.namespace.as_deref() == Some(ns))
+        })
+        .into_iter()
+        .filter(|s| {
+            s.session().is_ok_and(|session| {
+                session
+                    .status
+                    .as_ref()
+                    .and_then(|st| st.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.type_ == "SecretsReady" && c.status == "False" && c.reason == reason
+                        })
+                    })
+            })
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// The session a runner pod belongs to (its `agentic-session` label).
@@ -702,6 +848,7 @@ impl Reconciler<'_> {
             for (from, step) in &steps {
                 self.record_transition(*from, step);
             }
+            self.record_blocked(&t);
         }
         self.patch_annotations(&t, token_annotations, resource_version)
             .await?;
@@ -711,7 +858,7 @@ impl Reconciler<'_> {
         let mut next_check = match t.to {
             SessionPhase::Running => Some(RUNNING_RECHECK),
             p if p.is_terminal() => None,
-            _ => Some(WAITING_RECHECK),
+            _ => Some(self.ctx.config.waiting_recheck),
         };
         if t.to == SessionPhase::Running {
             if let Some(at) = idle_at {
@@ -732,34 +879,44 @@ impl Reconciler<'_> {
     }
 
     /// In `Pending`: why the runner cannot start yet, if a start is what comes next.
-    async fn blocked(&self, observed: &Observed) -> Result<Option<String>, SessionError> {
+    async fn blocked(&self, observed: &Observed) -> Result<Option<Blocked>, SessionError> {
         if observed.run == RunView::Leftover
             || observed.invalid.is_some()
             || matches!(observed.request, Some(Request::Stop(_)))
         {
             return Ok(None);
         }
-        self.missing_runner_secret().await
+        if self.ctx.config.require_runner_secrets
+            && !self.secret_exists(&self.ns, build::RUNNER_SECRETS).await?
+        {
+            return Ok(Some(Blocked {
+                reason: REASON_RUNNER_SECRET_MISSING,
+                message: format!(
+                    "Secret {}/{} with the runner's API keys does not exist",
+                    self.ns,
+                    build::RUNNER_SECRETS
+                ),
+            }));
+        }
+        let backend = &self.ctx.config.backend_namespace;
+        if self.ctx.config.vertex.is_some() && !self.secret_exists(backend, VERTEX_SECRET).await? {
+            return Ok(Some(Blocked {
+                reason: REASON_VERTEX_SECRET_MISSING,
+                message: format!(
+                    "Secret {backend}/{VERTEX_SECRET} with the Google Cloud credentials of \
+                     Vertex AI mode does not exist"
+                ),
+            }));
+        }
+        Ok(None)
     }
 
-    async fn missing_runner_secret(&self) -> Result<Option<String>, SessionError> {
-        if !self.ctx.config.require_runner_secrets {
-            return Ok(None);
-        }
-        let api: Api<PartialObjectMeta<Secret>> =
-            Api::namespaced(self.ctx.client.clone(), &self.ns);
-        match api.get_metadata_opt(build::RUNNER_SECRETS).await {
-            Ok(Some(_)) => Ok(None),
-            Ok(None) => Ok(Some(format!(
-                "Secret {}/{} with the runner's API keys does not exist",
-                self.ns,
-                build::RUNNER_SECRETS
-            ))),
-            Err(e) => Err(SessionError::kube(
-                format!("get Secret {}/{}", self.ns, build::RUNNER_SECRETS),
-                e,
-            )),
-        }
+    async fn secret_exists(&self, ns: &str, name: &str) -> Result<bool, SessionError> {
+        let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(self.ctx.client.clone(), ns);
+        api.get_metadata_opt(name)
+            .await
+            .map(|found| found.is_some())
+            .map_err(|e| SessionError::kube(format!("get Secret {ns}/{name}"), e))
     }
 
     /// Provisions credentials if needed and creates the Job and Service of run `run_id`.
@@ -895,20 +1052,66 @@ impl Reconciler<'_> {
             })
     }
 
-    /// Refreshes the runner token when it is older than [`TOKEN_REFRESH_AFTER`]; returns
-    /// when to look again.
+    /// Keeps the runner token Secret usable while the session runs: recreates it when it is
+    /// gone, refills it when a change left a token empty (checked only after the Secret
+    /// changed), and refreshes the token when it is older than [`TOKEN_REFRESH_AFTER`].
+    /// Returns when to look again.
     async fn refresh_token_if_due(&self) -> Result<Option<Duration>, SessionError> {
         let name = names::token_secret(&self.name);
         let Some(secret) = self.ctx.tokens.get(&ObjectRef::new(&name).within(&self.ns)) else {
-            return Ok(None);
+            tracing::info!(secret = %name, "the runner token Secret is missing; recreating it");
+            self.provision_credentials().await?;
+            return Ok(Some(TOKEN_REFRESH_AFTER));
         };
-        if let Some(wait) = token_fresh_for(secret.refreshed_at.as_deref(), self.now) {
-            return Ok(Some(wait));
+        let mut missing_agui = false;
+        let mut emptied = false;
+        if self.ctx.token_checks.take(&self.ns, &self.name) {
+            let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+            let live = match secrets.get_opt(&name).await {
+                Ok(live) => live,
+                Err(e) => {
+                    self.ctx.token_checks.mark(&self.ns, &self.name);
+                    return Err(SessionError::kube(
+                        format!("get Secret {}/{name}", self.ns),
+                        e,
+                    ));
+                }
+            };
+            let Some(live) = live else {
+                tracing::info!(secret = %name, "the runner token Secret is gone; recreating it");
+                self.provision_credentials().await?;
+                return Ok(Some(TOKEN_REFRESH_AFTER));
+            };
+            let empty = |key: &str| {
+                live.data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .is_none_or(|v| v.0.is_empty())
+            };
+            emptied = empty(TOKEN_KEY);
+            missing_agui = empty(AGUI_TOKEN_KEY);
+        }
+        if !emptied && !missing_agui {
+            if let Some(wait) = token_fresh_for(secret.refreshed_at.as_deref(), self.now) {
+                return Ok(Some(wait));
+            }
+        } else {
+            tracing::info!(secret = %name, "the runner token Secret lost a token; refilling it");
         }
         let token = self.request_token().await?;
+        let mut data = serde_json::Map::new();
+        data.insert(TOKEN_KEY.to_owned(), json!(ByteString(token.into_bytes())));
+        if missing_agui {
+            // The running runner keeps the value it started with; the next run uses this one.
+            let agui = format!("{:032x}", rand::random::<u128>());
+            data.insert(
+                AGUI_TOKEN_KEY.to_owned(),
+                json!(ByteString(agui.into_bytes())),
+            );
+        }
         let patch = json!({
             "metadata": {"annotations": {api::ANNOTATION_TOKEN_REFRESHED_AT: self.now.to_string()}},
-            "data": {"k8s-token": ByteString(token.into_bytes())},
+            "data": data,
         });
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         secrets
@@ -1042,6 +1245,39 @@ impl Reconciler<'_> {
             self.session.metadata.resource_version.as_deref(),
         );
         Ok(())
+    }
+
+    /// Publishes a Warning Event when the session starts waiting for the Vertex AI source
+    /// Secret (once: not again while the condition already says so).
+    fn record_blocked(&self, t: &Transition) {
+        if t.reason != REASON_VERTEX_SECRET_MISSING {
+            return;
+        }
+        let already = self
+            .status()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "SecretsReady" && c.status == "False" && c.reason == t.reason
+                })
+            });
+        let Some(recorder) = self.ctx.recorder.clone().filter(|_| !already) else {
+            return;
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: t.reason.clone(),
+            note: Some(format!(
+                "{}; the session stays Pending until it exists",
+                t.message
+            )),
+            action: "WaitForSecret".into(),
+            secondary: None,
+        };
+        let reference = self.session.object_ref(&());
+        tokio::spawn(async move {
+            crate::runtime::events::publish(&recorder, &event, &reference).await;
+        });
     }
 
     fn record_transition(&self, from: Option<SessionPhase>, t: &Transition) {

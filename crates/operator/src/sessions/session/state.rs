@@ -101,10 +101,25 @@ pub struct Observed {
     /// The inactivity timeout has expired (only meaningful while `Running`).
     pub idle: bool,
     /// In `Pending`: why the runner cannot start yet (a required Secret is missing).
-    pub blocked: Option<String>,
+    pub blocked: Option<Blocked>,
     /// `status.stoppedReason` as recorded.
     pub stopped_reason: Option<StoppedReason>,
 }
+
+/// Why a `Pending` session cannot start its runner yet: a Secret it needs is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// `Ready`/`SecretsReady` condition reason: [`REASON_RUNNER_SECRET_MISSING`] or
+    /// [`REASON_VERTEX_SECRET_MISSING`].
+    pub reason: &'static str,
+    /// What is missing, naming the Secret and its namespace.
+    pub message: String,
+}
+
+/// Reason of a session waiting for `ambient-runner-secrets` in its namespace.
+pub const REASON_RUNNER_SECRET_MISSING: &str = "RunnerSecretMissing";
+/// Reason of a session waiting for the Vertex AI source Secret in the backend's namespace.
+pub const REASON_VERTEX_SECRET_MISSING: &str = "VertexSecretMissing";
 
 impl Default for Observed {
     fn default() -> Self {
@@ -272,7 +287,7 @@ fn active(from: SessionPhase, obs: &Observed) -> Transition {
             )
             .effect(Effect::DeleteRun),
             _ => match &obs.blocked {
-                Some(message) => Transition::to(P::Pending, "RunnerSecretMissing", message.clone()),
+                Some(b) => Transition::to(P::Pending, b.reason, b.message.clone()),
                 None => Transition::to(P::Creating, "Creating", "runner Job created")
                     .effect(Effect::StartRun),
             },

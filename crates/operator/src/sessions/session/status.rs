@@ -128,12 +128,14 @@ pub fn desired(
                     inputs,
                 );
             }
-            if t.reason == "RunnerSecretMissing" {
+            if t.reason == super::state::REASON_RUNNER_SECRET_MISSING
+                || t.reason == super::state::REASON_VERTEX_SECRET_MISSING
+            {
                 upsert(
                     &mut conditions,
                     "SecretsReady",
                     false,
-                    "RunnerSecretMissing",
+                    &t.reason,
                     &t.message,
                     inputs,
                 );

@@ -89,7 +89,10 @@ fn transition_table() {
             "pending blocked by a missing secret",
             Some(P::Pending),
             with(obs(RunView::Nothing), |o| {
-                o.blocked = Some("missing".into());
+                o.blocked = Some(Blocked {
+                    reason: REASON_RUNNER_SECRET_MISSING,
+                    message: "missing".into(),
+                });
             }),
             P::Pending,
             "RunnerSecretMissing",
