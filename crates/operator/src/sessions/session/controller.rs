@@ -860,6 +860,10 @@ impl Reconciler<'_> {
             p if p.is_terminal() => None,
             _ => Some(self.ctx.config.waiting_recheck),
         };
+        if t.to != SessionPhase::Running {
+            // A mark set while the session was still Running is of no use any more.
+            self.ctx.token_checks.take(&self.ns, &self.name);
+        }
         if t.to == SessionPhase::Running {
             if let Some(at) = idle_at {
                 next_check = next_check.map(|d| d.min(until(self.now, at)));
