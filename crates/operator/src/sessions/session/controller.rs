@@ -848,10 +848,10 @@ impl Reconciler<'_> {
             for (from, step) in &steps {
                 self.record_transition(*from, step);
             }
-            self.record_blocked(&t);
         }
         self.patch_annotations(&t, token_annotations, resource_version)
             .await?;
+        self.record_blocked(&t);
 
         // Changes of the runner Job and pod, including their deletion, wake the session;
         // the recheck is only a safety net.
@@ -860,10 +860,6 @@ impl Reconciler<'_> {
             p if p.is_terminal() => None,
             _ => Some(self.ctx.config.waiting_recheck),
         };
-        if t.to != SessionPhase::Running {
-            // A mark set while the session was still Running is of no use any more.
-            self.ctx.token_checks.take(&self.ns, &self.name);
-        }
         if t.to == SessionPhase::Running {
             if let Some(at) = idle_at {
                 next_check = next_check.map(|d| d.min(until(self.now, at)));
@@ -1252,8 +1248,12 @@ impl Reconciler<'_> {
     }
 
     /// Publishes a Warning Event when the session starts waiting for the Vertex AI source
-    /// Secret (once: not again while the condition already says so).
+    /// Secret (once: not again while the recorded condition already says so), and drops the
+    /// token-check mark of a session that is no longer Running.
     fn record_blocked(&self, t: &Transition) {
+        if t.to != SessionPhase::Running {
+            self.ctx.token_checks.take(&self.ns, &self.name);
+        }
         if t.reason != REASON_VERTEX_SECRET_MISSING {
             return;
         }
