@@ -123,6 +123,11 @@ enum Command {
         /// Directory for kubeconfigs and the processes' logs.
         #[arg(long, default_value = "target/bench/operator")]
         work_dir: PathBuf,
+        /// The operator's log filter (its `RUST_LOG`; the log is `<work-dir>/<family>-<N>/
+        /// operator.log`): a level or comma-separated TARGET=LEVEL directives.
+        #[arg(long, value_name = "LEVEL", default_value = "warn",
+              value_parser = operator::parse_log_filter)]
+        operator_log: String,
     },
 }
 
@@ -190,6 +195,7 @@ async fn main() -> ExitCode {
             operator_bin,
             output,
             work_dir,
+            operator_log,
         } => {
             let families = match family {
                 FamilyArg::Sessions => vec![operator::Family::Sessions],
@@ -222,6 +228,7 @@ async fn main() -> ExitCode {
                 server_bin,
                 operator_bin,
                 work_dir,
+                operator_log,
             };
             operator_suite(cfg, &output).await
         }
