@@ -18,10 +18,7 @@ use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
 use k8s_openapi::{
     NamespaceResourceScope,
-    api::{
-        batch::v1::JobCondition,
-        core::v1::{ContainerState, PodCondition},
-    },
+    api::{batch::v1::JobCondition, core::v1::PodCondition},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
@@ -117,13 +114,59 @@ pub struct SlimContainerStatus {
     pub name: String,
     /// Current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<ContainerState>,
+    pub state: Option<SlimContainerState>,
     /// Previous state (after a restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_state: Option<ContainerState>,
+    pub last_state: Option<SlimContainerState>,
     /// Restarts so far.
     #[serde(default)]
     pub restart_count: i32,
+}
+
+/// A container state (`running`, `terminated` or `waiting`) with only what the controller
+/// reads: less than half the size of the full `ContainerState`, which keeps times and IDs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimContainerState {
+    /// Present while the container runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<SlimRunning>,
+    /// Present once the container ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<SlimTerminated>,
+    /// Present while the container waits to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<SlimWaiting>,
+}
+
+/// A running container (its start time is not kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlimRunning {}
+
+/// How a container ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimTerminated {
+    /// Exit code.
+    #[serde(default)]
+    pub exit_code: i32,
+    /// `OOMKilled`, `Error`, `Completed`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Termination message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why a container waits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlimWaiting {
+    /// `ContainerCreating`, `ImagePullBackOff`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A runner-token Secret's name and refresh time (watched as metadata only).
@@ -138,9 +181,11 @@ pub struct TokenSecret {
     pub refreshed_at: Option<String>,
 }
 
-/// An `AgenticSession` as cached: its identity and phase, plus the whole object (without
-/// `managedFields`) as compact JSON text, parsed again when the session is reconciled.
-/// Half the size of the parsed object, whose conditions and maps dominate its footprint.
+/// An `AgenticSession` as cached: its identity and phase, plus the rest of the object
+/// (without `managedFields` and without the identity fields already held in `metadata`) as
+/// compact JSON text packed with [`pack`], parsed again when the session is reconciled.
+/// A fraction of the size of the parsed object, whose conditions and maps dominate its
+/// footprint.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(try_from = "serde_json::Value")]
 pub struct CachedSession {
@@ -148,18 +193,117 @@ pub struct CachedSession {
     pub metadata: ObjectMeta,
     /// `status.phase`.
     pub phase: Option<SessionPhase>,
-    raw: Box<str>,
+    packed: Box<[u8]>,
+}
+
+/// Identity fields kept in [`CachedSession::metadata`] and left out of its packed JSON.
+const IDENTITY_FIELDS: [&str; 6] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "deletionTimestamp",
+];
+
+/// Substrings that recur in every session's compact JSON (keys in `serde_json`'s sorted
+/// order, the session's condition vocabulary), each packed into one control byte
+/// (`0x01` + index). Compact JSON never holds a raw control byte (`serde_json` escapes them
+/// inside strings), so every such byte of a packed text is a code. Longer entries first:
+/// [`pack`] takes the first entry that matches.
+const DICTIONARY: [&str; 31] = [
+    r#"{"apiVersion":"vteam.ambient-code/v1alpha1","kind":"AgenticSession","metadata":{"#,
+    r#""the secrets the runner needs exist""#,
+    r#""llmSettings":{"maxTokens":"#,
+    r#""the runner Job was created""#,
+    r#"","status":"False","type":""#,
+    r#"","status":"True","type":""#,
+    r#"{"lastTransitionTime":""#,
+    r#""AllRequiredSecretsFound""#,
+    r#""observedGeneration":"#,
+    r#""creationTimestamp":""#,
+    r#""runnerStartedAt":""#,
+    r#""annotations":{""#,
+    r#""initialPrompt":""#,
+    "ContainerRunning",
+    r#""runnerPodUid":""#,
+    r#""displayName":""#,
+    r#""temperature":"#,
+    r#""conditions":["#,
+    "ambient-code.io/",
+    r#""Scheduled on "#,
+    r#""startTime":""#,
+    "RunnerStarted",
+    r#""message":""#,
+    r#""labels":{""#,
+    "PodScheduled",
+    "SecretsReady",
+    r#""timeout":"#,
+    r#""reason":""#,
+    r#""status":{"#,
+    r#""phase":""#,
+    "PodCreated",
+];
+
+/// Packs compact JSON `text` with [`DICTIONARY`]; `None` if `text` holds a control byte
+/// (never the case for `serde_json`'s output).
+fn pack(text: &str) -> Option<Box<[u8]>> {
+    let bytes = text.as_bytes();
+    if bytes.iter().any(|b| *b < 0x20) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 2);
+    let mut rest = bytes;
+    'outer: while let Some((&first, tail)) = rest.split_first() {
+        for (code, entry) in (1u8..).zip(DICTIONARY) {
+            if let Some(after) = rest.strip_prefix(entry.as_bytes()) {
+                out.push(code);
+                rest = after;
+                continue 'outer;
+            }
+        }
+        out.push(first);
+        rest = tail;
+    }
+    Some(out.into_boxed_slice())
+}
+
+/// The JSON text [`pack`] packed.
+fn unpack(packed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packed.len() * 2);
+    for &b in packed {
+        match DICTIONARY.get(usize::from(b).wrapping_sub(1)) {
+            Some(entry) if b < 0x20 => out.extend_from_slice(entry.as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out
 }
 
 impl CachedSession {
     /// The full session.
     pub fn session(&self) -> Result<AgenticSession, serde_json::Error> {
-        serde_json::from_str(&self.raw)
+        let mut session: AgenticSession = serde_json::from_slice(&unpack(&self.packed))?;
+        let m = &mut session.metadata;
+        m.name.clone_from(&self.metadata.name);
+        m.namespace.clone_from(&self.metadata.namespace);
+        m.uid.clone_from(&self.metadata.uid);
+        m.resource_version
+            .clone_from(&self.metadata.resource_version);
+        m.generation = self.metadata.generation;
+        m.deletion_timestamp
+            .clone_from(&self.metadata.deletion_timestamp);
+        Ok(session)
     }
 
     /// Caches `session` (for tests and tools that hold typed sessions).
     pub fn from_session(session: &AgenticSession) -> Result<Self, serde_json::Error> {
         Self::try_from(serde_json::to_value(session)?)
+    }
+
+    /// Bytes the packed JSON takes (for footprint tests).
+    pub fn packed_len(&self) -> usize {
+        self.packed.len()
     }
 }
 
@@ -167,20 +311,30 @@ impl TryFrom<serde_json::Value> for CachedSession {
     type Error = serde_json::Error;
 
     fn try_from(mut value: serde_json::Value) -> Result<Self, Self::Error> {
+        let full: ObjectMeta = match value.get("metadata") {
+            Some(m) => serde_json::from_value(m.clone())?,
+            None => ObjectMeta::default(),
+        };
         if let Some(meta) = value
             .get_mut("metadata")
             .and_then(serde_json::Value::as_object_mut)
         {
             meta.remove("managedFields");
+            for field in IDENTITY_FIELDS {
+                meta.remove(field);
+            }
         }
-        let full: ObjectMeta = match value.get("metadata") {
-            Some(m) => serde_json::from_value(m.clone())?,
-            None => ObjectMeta::default(),
-        };
         let phase = value
             .pointer("/status/phase")
             .and_then(serde_json::Value::as_str)
             .and_then(|p| p.parse().ok());
+        let text = serde_json::to_string(&value)?;
+        // serde_json escapes control bytes inside strings and writes none outside them.
+        let packed = pack(&text).ok_or_else(|| {
+            <serde_json::Error as serde::de::Error>::custom(
+                "the session's JSON text holds a raw control byte",
+            )
+        })?;
         Ok(Self {
             metadata: ObjectMeta {
                 generation: full.generation,
@@ -190,7 +344,7 @@ impl TryFrom<serde_json::Value> for CachedSession {
                 })
             },
             phase,
-            raw: serde_json::to_string(&value)?.into_boxed_str(),
+            packed,
         })
     }
 }
@@ -364,17 +518,6 @@ fn annotation(meta: &ObjectMeta, key: &str) -> Option<String> {
     meta.annotations.as_ref()?.get(key).cloned()
 }
 
-fn trim_state(state: Option<ContainerState>) -> Option<ContainerState> {
-    state.map(|mut s| {
-        if let Some(t) = s.terminated.as_mut() {
-            t.container_id = None;
-            t.started_at = None;
-            t.finished_at = None;
-        }
-        s
-    })
-}
-
 impl From<WireJob> for RunnerJob {
     fn from(wire: WireJob) -> Self {
         let run_id = wire
@@ -439,9 +582,7 @@ impl From<WirePod> for RunnerPod {
                         cs.into_iter()
                             .filter(|c| c.name == api::RUNNER_CONTAINER)
                             .map(|c| SlimContainerStatus {
-                                state: trim_state(c.state),
-                                last_state: trim_state(c.last_state)
-                                    .filter(|s| s.terminated.is_some()),
+                                last_state: c.last_state.filter(|s| s.terminated.is_some()),
                                 ..c
                             })
                             .collect::<Vec<_>>()
@@ -458,7 +599,6 @@ impl From<WirePod> for RunnerPod {
                                     .is_some_and(|t| t.exit_code != 0)
                             })
                             .map(|c| SlimContainerStatus {
-                                state: trim_state(c.state),
                                 last_state: None,
                                 ..c
                             })
@@ -613,6 +753,95 @@ mod tests {
         );
     }
 
+    /// A settled session as the API server returns it.
+    fn settled_session() -> serde_json::Value {
+        let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+            serde_json::json!({"type": type_, "status": status, "reason": reason,
+                "message": message, "lastTransitionTime": "2026-11-23T09:17:58Z",
+                "observedGeneration": 1})
+        };
+        serde_json::json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s-00042", "namespace": "bench-sessions",
+                "uid": "0b8f7c4e-3a51-4a8e-9a55-6f1b2f4d8e21", "resourceVersion": "184467",
+                "generation": 1, "creationTimestamp": "2026-11-23T09:17:57Z",
+                "labels": {"team": "a"},
+                "annotations": {"ambient-code.io/run-started-at": "2026-11-23T09:17:57Z"},
+                "finalizers": ["vteam.ambient-code/cleanup"],
+                "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+            "spec": {"displayName": "bench session 42", "initialPrompt": "benchmark",
+                "llmSettings": {"model": "claude-sonnet-4-6", "temperature": 0.2, "maxTokens": 1000},
+                "timeout": 36000},
+            "status": {"phase": "Running", "observedGeneration": 1,
+                "startTime": "2026-11-23T09:17:57Z", "runnerStartedAt": "2026-11-23T09:17:58Z",
+                "runnerPodUid": "9d1e4a7c-0f2b-4c3d-8e5f-6a7b8c9d0e1f",
+                "conditions": [
+                    condition("Ready", "True", "RunnerStarted", "the runner is running"),
+                    condition("SecretsReady", "True", "AllRequiredSecretsFound",
+                        "the secrets the runner needs exist"),
+                    condition("PodCreated", "True", "PodCreated", "the runner Job was created"),
+                    condition("PodScheduled", "True", "Scheduled", "Scheduled on node-1"),
+                    condition("RunnerStarted", "True", "ContainerRunning", "the runner started")]}
+        })
+    }
+
+    #[test]
+    fn cached_session_gives_back_the_full_session_from_a_fraction_of_its_text() {
+        let full: AgenticSession = serde_json::from_value(settled_session()).unwrap();
+        let cached: CachedSession = serde_json::from_value(settled_session()).unwrap();
+        // What the watch and the work queue read without parsing.
+        assert_eq!(cached.phase, Some(SessionPhase::Running));
+        assert_eq!(cached.metadata.name.as_deref(), Some("s-00042"));
+        assert_eq!(cached.metadata.resource_version.as_deref(), Some("184467"));
+        assert_eq!(cached.metadata.generation, Some(1));
+        assert!(cached.metadata.labels.is_none() && cached.metadata.finalizers.is_none());
+        // What a reconcile decides from: the whole session but its managedFields.
+        let expected = AgenticSession {
+            metadata: ObjectMeta {
+                managed_fields: None,
+                ..full.metadata.clone()
+            },
+            ..full.clone()
+        };
+        assert_eq!(cached.session().unwrap(), expected);
+        let deleting = serde_json::json!({"metadata": {"name": "s", "namespace": "ns",
+            "deletionTimestamp": "2026-11-23T10:00:00Z"}, "spec": {}});
+        let cached_deleting: CachedSession = serde_json::from_value(deleting.clone()).unwrap();
+        assert_eq!(
+            cached_deleting.session().unwrap(),
+            serde_json::from_value::<AgenticSession>(deleting).unwrap()
+        );
+        // Packed: under half the compact JSON of the object.
+        let compact = serde_json::to_string(&expected).unwrap().len();
+        assert!(
+            cached.packed_len() * 2 < compact,
+            "packed {} bytes of {compact}",
+            cached.packed_len()
+        );
+    }
+
+    #[test]
+    fn packing_keeps_any_text_inside_strings() {
+        // Every dictionary entry, quotes, escapes and control characters inside values.
+        let mut prompt: String = DICTIONARY.concat();
+        prompt.push_str("\n\t\u{1}\u{1f} \\ \" \u{e9}\u{1f600}");
+        let mut session = serde_json::from_value::<AgenticSession>(settled_session()).unwrap();
+        session.spec.initial_prompt = Some(prompt.clone());
+        session.metadata.managed_fields = None;
+        let cached = CachedSession::from_session(&session).unwrap();
+        let back = cached.session().unwrap();
+        assert_eq!(back.spec.initial_prompt.as_deref(), Some(prompt.as_str()));
+        assert_eq!(back, session);
+        // Each entry packs to one byte and unpacks to itself.
+        for entry in DICTIONARY {
+            let packed = pack(entry).unwrap();
+            assert_eq!(packed.len(), 1, "{entry}");
+            assert_eq!(unpack(&packed), entry.as_bytes());
+        }
+        // Text with a raw control byte (never serde_json's output) is refused, not mangled.
+        assert!(pack("{\"a\":1}\n").is_none());
+    }
+
     #[test]
     fn trims_while_deserializing() {
         let pod: RunnerPod = serde_json::from_value(serde_json::json!({
@@ -655,7 +884,12 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(terminated.exit_code, 137);
-        assert_eq!(terminated.container_id, None);
+        assert_eq!(terminated.reason.as_deref(), Some("OOMKilled"));
+        assert!(
+            !serde_json::to_string(&runner[0])
+                .unwrap()
+                .contains("containerID")
+        );
 
         let job: RunnerJob = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "s1-job", "namespace": "ns", "uid": "j",
@@ -681,6 +915,98 @@ mod tests {
         .unwrap();
         assert_eq!(secret.refreshed_at.as_deref(), Some("2026-01-01T00:00:00Z"));
         assert!(secret.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn slim_pods_lead_to_the_same_decisions_as_full_ones() {
+        use super::super::{controller::pod_view, state::PodView};
+        let pod = |status: serde_json::Value| -> RunnerPod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s1-job-abcde", "namespace": "ns", "uid": "p"},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "ambient-code-runner"}]},
+                "status": status}))
+            .unwrap()
+        };
+        let runner = |state: serde_json::Value, last: serde_json::Value, restarts: i32| {
+            serde_json::json!({"phase": "Running", "containerStatuses": [
+                {"name": "state-sync", "restartCount": 0, "state": {"running": {}}},
+                {"name": "ambient-code-runner", "image": "runner:1", "imageID": "sha256:x",
+                 "containerID": "containerd://c", "ready": true, "restartCount": restarts,
+                 "state": state, "lastState": last}]})
+        };
+        let node = Some("node-1".to_owned());
+        let cases = [
+            (
+                runner(
+                    serde_json::json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+                    serde_json::json!({}),
+                    0,
+                ),
+                PodView::Running { node: node.clone() },
+            ),
+            (
+                runner(
+                    serde_json::json!({"waiting": {"reason": "ImagePullBackOff", "message": "no"}}),
+                    serde_json::json!({"terminated": {"exitCode": 2, "reason": "Error",
+                        "message": "boom", "startedAt": "2026-01-01T00:00:00Z",
+                        "finishedAt": "2026-01-01T00:01:00Z", "containerID": "c"}}),
+                    1,
+                ),
+                PodView::Terminated {
+                    exit_code: 2,
+                    reason: "Error".into(),
+                    message: "boom".into(),
+                },
+            ),
+            (
+                runner(
+                    serde_json::json!({"waiting": {"reason": "ContainerCreating"}}),
+                    serde_json::json!({}),
+                    0,
+                ),
+                PodView::Waiting {
+                    node: node.clone(),
+                    unschedulable: None,
+                    reason: Some("ContainerCreating".into()),
+                    message: None,
+                },
+            ),
+            (
+                serde_json::json!({"phase": "Failed", "reason": "Evicted", "message": "low memory",
+                    "initContainerStatuses": [{"name": "init-hydrate", "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 3, "containerID": "c"}}}]}),
+                PodView::Failed {
+                    reason: "Evicted".into(),
+                    message: "init container init-hydrate exited with code 3".into(),
+                },
+            ),
+            (
+                serde_json::json!({"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                    "status": "False", "reason": "Unschedulable", "message": "0/3 nodes",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+                PodView::Waiting {
+                    node: node.clone(),
+                    unschedulable: Some("0/3 nodes".into()),
+                    reason: None,
+                    message: None,
+                },
+            ),
+        ];
+        for (status, expected) in cases {
+            let slim = pod(status.clone());
+            assert_eq!(pod_view(Some(&slim)), expected, "{status}");
+            // The slim pod keeps nothing beyond what the decision reads.
+            let text = serde_json::to_string(&slim).unwrap();
+            for dropped in [
+                "startedAt",
+                "finishedAt",
+                "containerID",
+                "imageID",
+                "lastTransitionTime",
+            ] {
+                assert!(!text.contains(dropped), "{dropped} in {text}");
+            }
+        }
     }
 
     #[test]
