@@ -139,7 +139,12 @@ async fn three_labs_complete_and_the_simulators_writes_are_counted_apart() {
             .by_key
             .contains_key("patch vclusters.illm.io/status")
     );
-    assert!(r.burst.operator.by_key["patch vclusters.illm.io"] >= 3);
+    assert!(
+        r.burst.operator.by_key["patch vclusters.illm.io"] >= 3,
+        "operator {:?}, simulators {:?}",
+        r.burst.operator.by_key,
+        r.burst.simulators.by_key
+    );
     // One Workflow per Experiment, created by the operator; Argo Workflows' status writes
     // are the simulators'.
     assert_eq!(r.burst.operator.by_key["create workflows.argoproj.io"], 3);
