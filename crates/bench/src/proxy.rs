@@ -151,16 +151,20 @@ async fn serve(
         let sender = sender.clone();
         let counts = counts.clone();
         async move {
-            if let Some(key) = account_key(req.method(), req.uri().path(), req.uri().query()) {
+            let key = account_key(req.method(), req.uri().path(), req.uri().query());
+            let mut s = sender.lock().await;
+            s.ready().await?;
+            let response = s.send_request(req).await?;
+            // Counted once the server has answered, so a count read after a snapshot of the
+            // server's accounting never includes a request the snapshot has not seen.
+            if let Some(key) = key {
                 *counts
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .entry(key)
                     .or_default() += 1;
             }
-            let mut s = sender.lock().await;
-            s.ready().await?;
-            s.send_request(req).await
+            Ok::<_, hyper::Error>(response)
         }
     });
     hyper::server::conn::http1::Builder::new()

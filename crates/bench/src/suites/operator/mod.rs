@@ -372,6 +372,34 @@ fn bench_err(detail: impl std::fmt::Display) -> BenchError {
     }
 }
 
+/// The server's accounting and the simulators' proxied requests over the same interval.
+///
+/// The proxy counts a request once the server has answered it, so taking the proxy's counts
+/// first and the server's snapshot second never attributes to the simulators a request the
+/// snapshot lacks. A simulator request answered between the two would be attributed to the
+/// operator instead; the pair is therefore re-read until no simulator request was answered
+/// between the two reads (the simulators are quiet once everything has settled).
+async fn consistent_counts(
+    conn: &mut Conn,
+    proxy: &CountingProxy,
+) -> Result<(StatsSnapshot, BTreeMap<String, u64>), BenchError> {
+    let mut simulators = proxy.take();
+    let mut attempts = 0;
+    loop {
+        let stats = accounting::fetch(conn).await?;
+        let late = proxy.take();
+        attempts += 1;
+        let quiet = late.is_empty();
+        for (key, count) in late {
+            *simulators.entry(key).or_default() += count;
+        }
+        if quiet || attempts >= 50 {
+            return Ok((stats, simulators));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn free_port() -> Result<u16, BenchError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -730,9 +758,9 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     let usage = sampler.finish()?;
     let server_usage = server_sampler.finish()?;
     let simulators_usage = sim_sampler.finish()?;
-    let burst_stats = accounting::fetch(&mut conn).await?;
+    let (burst_stats, burst_sims) = consistent_counts(&mut conn, &proxy).await?;
     let server_time = busiest_by_time(&burst_stats, 8);
-    let burst_attr = attribute_measured(&burst_stats, &own.take(), &proxy.take());
+    let burst_attr = attribute_measured(&burst_stats, &own.take(), &burst_sims);
 
     // Idle: quiet, reset, force a relist, quiet again.
     tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
@@ -743,8 +771,8 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     conn.call_expect(Method::POST, "/devcluster/faults/cut-watches", None, 200)
         .await?;
     tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
-    let idle_stats = accounting::fetch(&mut conn).await?;
-    let idle_attr = attribute_measured(&idle_stats, &BTreeMap::new(), &proxy.take());
+    let (idle_stats, idle_sims) = consistent_counts(&mut conn, &proxy).await?;
+    let idle_attr = attribute_measured(&idle_stats, &BTreeMap::new(), &idle_sims);
     let rss_after_idle = crate::procfs::ProcStatus::read(operator.pid())?.vm_rss_kib;
 
     // Stop the operator and the simulators before the raw burst so that they do not compete
