@@ -595,24 +595,57 @@ pub fn conflict_error(def: &ResourceDef, name: &str, conflicts: &[Conflict]) -> 
 
 /// Whether two objects are equal apart from `managedFields` timestamps.
 pub fn same_ignoring_times(a: &Value, b: &Value) -> bool {
-    fn strip(v: &Value) -> Value {
-        let mut c = v.clone();
-        if let Some(arr) = c["metadata"]
-            .get_mut("managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            for e in arr {
-                if let Some(m) = e.as_object_mut() {
-                    m.remove("time");
-                }
-            }
-        }
-        c
+    /// Two objects' maps are equal apart from `metadata`, compared by `same_metadata`.
+    fn same_object(a: &Value, b: &Value) -> bool {
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return a == b;
+        };
+        a.len() == b.len()
+            && a.iter().all(|(k, av)| {
+                b.get(k).is_some_and(|bv| {
+                    if k == "metadata" {
+                        same_metadata(av, bv)
+                    } else {
+                        av == bv
+                    }
+                })
+            })
     }
-    if a == b {
-        return true;
+    fn same_metadata(a: &Value, b: &Value) -> bool {
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return a == b;
+        };
+        a.len() == b.len()
+            && a.iter().all(|(k, av)| {
+                b.get(k).is_some_and(|bv| {
+                    if k == "managedFields" {
+                        same_entries(av, bv)
+                    } else {
+                        av == bv
+                    }
+                })
+            })
     }
-    strip(a) == strip(b)
+    fn same_entries(a: &Value, b: &Value) -> bool {
+        let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+            return a == b;
+        };
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(ae, be)| {
+                let (Some(ae), Some(be)) = (ae.as_object(), be.as_object()) else {
+                    return ae == be;
+                };
+                let untimed = |m: &'_ serde_json::Map<String, Value>| {
+                    m.iter().filter(|(k, _)| k.as_str() != "time").count()
+                };
+                untimed(ae) == untimed(be)
+                    && ae
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "time")
+                        .all(|(k, v)| be.get(k) == Some(v))
+            })
+    }
+    same_object(a, b)
 }
 
 #[cfg(test)]
@@ -625,6 +658,40 @@ mod tests {
             .into_iter()
             .find(|d| d.plural == "deployments")
             .unwrap()
+    }
+
+    #[test]
+    fn same_ignoring_times_ignores_only_entry_times() {
+        let entry = |manager: &str, time: &str| json!({"manager": manager, "operation": "Update", "time": time});
+        let obj = |entries: Value, replicas: i64| json!({"metadata": {"name": "d", "managedFields": entries}, "spec": {"replicas": replicas}});
+        let a = obj(json!([entry("m", "2026-01-01T00:00:00Z")]), 1);
+        assert!(same_ignoring_times(&a, &a.clone()));
+        // Only the time differs: the same.
+        assert!(same_ignoring_times(
+            &a,
+            &obj(json!([entry("m", "2026-01-02T00:00:00Z")]), 1)
+        ));
+        // A time present on one side only: still the same.
+        assert!(same_ignoring_times(
+            &a,
+            &obj(json!([{"manager": "m", "operation": "Update"}]), 1)
+        ));
+        // The manager, the number of entries, the spec or a metadata field differ: not the same.
+        assert!(!same_ignoring_times(
+            &a,
+            &obj(json!([entry("n", "2026-01-01T00:00:00Z")]), 1)
+        ));
+        assert!(!same_ignoring_times(&a, &obj(json!([]), 1)));
+        assert!(!same_ignoring_times(
+            &a,
+            &obj(json!([entry("m", "2026-01-01T00:00:00Z")]), 2)
+        ));
+        let mut labelled = a.clone();
+        labelled["metadata"]["labels"] = json!({"x": "y"});
+        assert!(!same_ignoring_times(&a, &labelled));
+        let mut extra = a.clone();
+        extra["status"] = json!({});
+        assert!(!same_ignoring_times(&a, &extra));
     }
 
     #[test]

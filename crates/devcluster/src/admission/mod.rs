@@ -412,11 +412,16 @@ impl WebhookAdmission {
     }
 
     /// Whether `w` applies to this write; errors are rejections of the write.
+    ///
+    /// Rules and selectors are checked on the object itself; the review request (a copy of
+    /// the object and its old version) is built only for match conditions and the call, so a
+    /// write that no webhook selects costs no copy.
     fn should_call(
         w: &Value,
         req: &AdmissionRequest<'_>,
-        review: &Value,
-    ) -> Result<bool, ApiError> {
+        object: &Value,
+        uid: &str,
+    ) -> Result<Option<Value>, ApiError> {
         let info = req.info;
         let name = webhook_name(w);
         let attrs = Attributes {
@@ -429,17 +434,16 @@ impl WebhookAdmission {
         };
         let rules = w["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
         if !rules.iter().any(|r| matching::rule_matches(r, &attrs)) {
-            return Ok(false);
+            return Ok(None);
         }
+        let delete = req.operation == Operation::Delete;
+        let own: Option<&Value> = if delete { None } else { Some(object) };
+        let old = req.old_object.filter(|o| !o.is_null());
         let is_namespace = info.group.is_empty() && info.resource == "namespaces";
         if !info.namespace.is_empty() || is_namespace {
             let labels = if is_namespace {
-                let own = if review["object"].is_null() {
-                    &review["oldObject"]
-                } else {
-                    &review["object"]
-                };
-                own["metadata"]["labels"].clone()
+                own.or(old)
+                    .map_or(Value::Null, |o| o["metadata"]["labels"].clone())
             } else {
                 req.cluster
                     .get("", "namespaces", "", &info.namespace)
@@ -448,13 +452,13 @@ impl WebhookAdmission {
             let hit = matching::selector_matches(&w["namespaceSelector"], Some(&labels))
                 .map_err(|e| calling_error(name, &format!("invalid namespaceSelector: {e}")))?;
             if !hit {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let sel = &w["objectSelector"];
         if sel.as_object().is_some_and(|m| !m.is_empty()) {
             let mut hit = false;
-            for o in [&review["object"], &review["oldObject"]] {
+            for o in [own, old].into_iter().flatten() {
                 if o.is_object() {
                     hit |= matching::selector_matches(sel, Some(&o["metadata"]["labels"]))
                         .map_err(|e| {
@@ -463,16 +467,17 @@ impl WebhookAdmission {
                 }
             }
             if !hit {
-                return Ok(false);
+                return Ok(None);
             }
         }
-        match matching::eval_conditions(&w["matchConditions"], review) {
-            Conditions::Match => Ok(true),
-            Conditions::NoMatch => Ok(false),
+        let review = Self::review_request(req, object, uid);
+        match matching::eval_conditions(&w["matchConditions"], &review) {
+            Conditions::Match => Ok(Some(review)),
+            Conditions::NoMatch => Ok(None),
             Conditions::Error(e) if fails_closed(w) => Err(calling_error(name, &e)),
             Conditions::Error(e) => {
                 tracing::warn!(webhook = name, error = %e, "match condition failed; webhook skipped (failurePolicy Ignore)");
-                Ok(false)
+                Ok(None)
             }
         }
     }
@@ -487,10 +492,9 @@ impl WebhookAdmission {
     ) -> Result<bool, ApiError> {
         let name = webhook_name(w);
         let uid = new_uid();
-        let review_req = Self::review_request(req, object, &uid);
-        if !Self::should_call(w, req, &review_req)? {
+        let Some(review_req) = Self::should_call(w, req, object, &uid)? else {
             return Ok(false);
-        }
+        };
         if req.dry_run && !matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")) {
             return Err(ApiError::bad_request(format!(
                 "admission webhook {name:?} does not support dry run"
