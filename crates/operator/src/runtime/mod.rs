@@ -13,6 +13,7 @@ pub mod logging;
 pub mod manager;
 pub mod metrics;
 pub mod probes;
+pub mod relist;
 pub mod shutdown;
 pub mod startup;
 pub mod watches;

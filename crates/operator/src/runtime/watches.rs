@@ -6,7 +6,10 @@
 //! the reflectors; subscribing after that is not possible (kube-runtime can only hand out
 //! subscriptions before the writer is moved into its reflector).
 //!
-//! Every cached object has `metadata.managedFields` dropped before it is stored.
+//! Every cached object has `metadata.managedFields` dropped before it is stored, and relists
+//! after the first list are applied to the cache in place ([`super::relist`]), so a relist
+//! never holds two copies of a cache and objects deleted during a watch gap reach
+//! [`SharedWatches::deletions`].
 //!
 //! Back-pressure: a shared watch waits until every subscriber has taken an event, so every
 //! [`SharedWatch::stream`] must be polled (pass it to `Controller::for_shared_stream`,
@@ -34,7 +37,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::probes::HealthState;
+use super::{probes::HealthState, relist::InPlaceRelist};
 
 /// Events buffered per shared watch before back-pressure applies.
 pub const DEFAULT_BUFFER: usize = 1024;
@@ -131,10 +134,22 @@ where
         health.loop_started(&key);
         Box::pin(async move {
             let mut synced = false;
+            let mut relist = InPlaceRelist::new();
+            let cache = reader.clone();
             watcher(api, config)
                 .default_backoff()
                 .modify(|obj: &mut K| {
                     obj.managed_fields_mut().clear();
+                })
+                .flat_map(move |event| {
+                    futures::stream::iter(match event {
+                        Ok(event) => relist
+                            .rewrite(event, &cache)
+                            .into_iter()
+                            .map(Ok)
+                            .collect::<Vec<_>>(),
+                        Err(error) => vec![Err(error)],
+                    })
                 })
                 .reflect_shared(writer)
                 .for_each(|event| {
