@@ -26,7 +26,7 @@ pub mod sessions;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -691,28 +691,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         evaluations::wait_agent(&mut conn, Duration::from_mins(1)).await?;
     }
 
-    let (metrics, health) = (free_port()?, free_port()?);
-    let operator_spec = SpawnSpec {
-        program: "sh".into(),
-        args: vec![
-            "-c".into(),
-            "echo ready; exec \"$@\"".into(),
-            "sh".into(),
-            cfg.operator_bin.display().to_string(),
-            "run".into(),
-            "--controllers".into(),
-            family.name().into(),
-            format!("--metrics-bind-address=127.0.0.1:{metrics}"),
-            format!("--health-probe-bind-address=127.0.0.1:{health}"),
-            "--leader-elect=false".into(),
-            "--webhook-bind-address=0".into(),
-        ],
-        env: operator_env(family, &dir, &kubeconfig, &cfg.operator_log)?,
-        log: Some(dir.join("operator.log")),
-    };
-    let (mut operator, _) =
-        ChildProcess::spawn(&operator_spec, "ready", Duration::from_secs(30)).await?;
-    wait_ready(health, &mut operator).await?;
+    let mut operator = start_operator(family, cfg, &dir, &kubeconfig).await?;
     // Let the informers finish their first lists before the burst.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -917,6 +896,56 @@ async fn start_simulators(
 pub fn poll_interval(n: usize) -> Duration {
     let extra = n.saturating_sub(1000) as u64 / 2;
     Duration::from_millis(250 + extra)
+}
+
+/// Attempts at starting the operator before giving up.
+const OPERATOR_START_ATTEMPTS: u32 = 3;
+
+/// Starts the operator on free loopback ports for metrics and probes and waits until it is
+/// ready. A free port is found by binding port 0 and releasing it, so another process can
+/// take it before the operator binds it; the operator then exits at once, and the start is
+/// tried again with other ports.
+async fn start_operator(
+    family: Family,
+    cfg: &Config,
+    dir: &Path,
+    kubeconfig: &Path,
+) -> Result<ChildProcess, BenchError> {
+    let mut attempt = 1;
+    loop {
+        let (metrics, health) = (free_port()?, free_port()?);
+        let operator_spec = SpawnSpec {
+            program: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "echo ready; exec \"$@\"".into(),
+                "sh".into(),
+                cfg.operator_bin.display().to_string(),
+                "run".into(),
+                "--controllers".into(),
+                family.name().into(),
+                format!("--metrics-bind-address=127.0.0.1:{metrics}"),
+                format!("--health-probe-bind-address=127.0.0.1:{health}"),
+                "--leader-elect=false".into(),
+                "--webhook-bind-address=0".into(),
+            ],
+            env: operator_env(family, dir, kubeconfig, &cfg.operator_log)?,
+            log: Some(dir.join("operator.log")),
+        };
+        let (mut operator, _) =
+            ChildProcess::spawn(&operator_spec, "ready", Duration::from_secs(30)).await?;
+        match wait_ready(health, &mut operator).await {
+            Ok(()) => return Ok(operator),
+            Err(e) if attempt < OPERATOR_START_ATTEMPTS && !operator.is_running() => {
+                eprintln!(
+                    "  the operator exited before it was ready (attempt {attempt}: {e}); \
+                     starting it again on other ports"
+                );
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn wait_ready(port: u16, operator: &mut ChildProcess) -> Result<(), BenchError> {
