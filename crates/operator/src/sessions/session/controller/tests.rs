@@ -419,3 +419,77 @@ fn sync_state_of_caches() {
     writer.apply_watcher_event(&watcher::Event::InitDone);
     assert!(synced(&store));
 }
+
+/// A cached session built from JSON (`status` as given).
+fn cached(ns: &str, name: &str, status: Value) -> CachedSession {
+    CachedSession::try_from(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "1"},
+        "spec": {"initialPrompt": "hi"},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn secrets_ready(phase: &str, status: &str, reason: &str) -> Value {
+    json!({"phase": phase, "conditions": [{"type": "SecretsReady", "status": status, "reason": reason,
+        "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+}
+
+#[test]
+fn waiting_for_picks_pending_sessions_blocked_for_that_reason() {
+    let (reader, mut writer) = reflector::store::<CachedSession>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for s in [
+        cached(
+            "a",
+            "waits",
+            secrets_ready("Pending", "False", "VertexSecretMissing"),
+        ),
+        cached(
+            "b",
+            "waits-elsewhere",
+            secrets_ready("Pending", "False", "VertexSecretMissing"),
+        ),
+        cached(
+            "a",
+            "other-reason",
+            secrets_ready("Pending", "False", "RunnerSecretsMissing"),
+        ),
+        cached(
+            "a",
+            "ready",
+            secrets_ready("Pending", "True", "VertexSecretMissing"),
+        ),
+        cached(
+            "a",
+            "running",
+            secrets_ready("Running", "False", "VertexSecretMissing"),
+        ),
+        cached("a", "no-conditions", json!({"phase": "Pending"})),
+    ] {
+        writer.apply_watcher_event(&watcher::Event::InitApply(s));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let names = |refs: Vec<ObjectRef<CachedSession>>| {
+        let mut v: Vec<String> = refs
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(waiting_for(&reader, Some("a"), "VertexSecretMissing")),
+        ["a/waits"]
+    );
+    assert_eq!(
+        names(waiting_for(&reader, None, "VertexSecretMissing")),
+        ["a/waits", "b/waits-elsewhere"]
+    );
+    assert_eq!(
+        names(waiting_for(&reader, None, "RunnerSecretsMissing")),
+        ["a/other-reason"]
+    );
+    assert!(waiting_for(&reader, Some("c"), "VertexSecretMissing").is_empty());
+}
