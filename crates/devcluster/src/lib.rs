@@ -91,6 +91,16 @@ pub enum StartError {
 pub struct Cluster(pub(crate) Arc<State>);
 
 impl Cluster {
+    /// The URL the server is reached at.
+    pub fn url(&self) -> Option<&str> {
+        self.0.opts.advertised_url.as_deref()
+    }
+
+    /// The admin bearer token of the server's kubeconfig.
+    pub fn admin_token(&self) -> &str {
+        &self.0.opts.admin_token
+    }
+
     /// One stored object (`group` empty for core, `namespace` empty for cluster-scoped).
     pub fn get(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
         let def = self.0.def(group, resource)?;
@@ -319,7 +329,12 @@ impl DevClusterBuilder {
         let auth = self
             .rbac
             .then(|| auth::Auth::install(&mut hooks, &self.opts.admin_token));
-        let st = State::new(self.opts, hooks);
+        let mut opts = self.opts;
+        opts.advertised_url.get_or_insert_with(|| {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{addr}")
+        });
+        let st = State::new(opts, hooks);
         if let Some(a) = &auth {
             a.bind(&st);
         }

@@ -34,6 +34,9 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// The bearer token written into the kubeconfig.
     pub admin_token: String,
+    /// The URL the server is reached at; `start` fills it in when it is not set (simulators
+    /// write it into the kubeconfigs of simulated clusters).
+    pub advertised_url: Option<String>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             body_limit: 3 * 1024 * 1024,
             bookmark_interval: Duration::from_secs(5),
             admin_token: "devcluster-admin-token".into(),
+            advertised_url: None,
         }
     }
 }

@@ -5,8 +5,12 @@
 //! Secret and then its finalizer.
 //!
 //! Claim annotations: `devcluster.io/ready-seconds` (default 0.1, or `forever`),
-//! `devcluster.io/fail-message` (Synced=False with that message), and
-//! `devcluster.io/stuck-deletion` (`true` keeps the finalizer, like a cloud API that hangs).
+//! `devcluster.io/fail-message` (Synced=False with that message),
+//! `devcluster.io/stuck-deletion` (`true` keeps the finalizer, like a cloud API that hangs), and
+//! `devcluster.io/kubeconfig-server` (a URL: the connection Secret's kubeconfig points there,
+//! with a bearer token instead of the fake client certificate, so a test can stand up a
+//! second dev cluster as the "provisioned" cluster and see what is written on it). Without
+//! the annotation the kubeconfig points at `Simulators::cluster_server` when set.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,10 +104,20 @@ pub(super) async fn run_kind<F, Fut>(
 
 /// Runs the claim simulator until the future is dropped; claims without a
 /// `devcluster.io/ready-seconds` annotation become Ready after `ready`.
-pub async fn run(client: kube::Client, ready: Duration) {
-    let tasks = claim_resources()
-        .into_iter()
-        .map(|ar| Box::pin(run_kind(client.clone(), ar, "crossplane", ready, reconcile)));
+/// With `server` (a URL and a bearer token), connection Secrets hold a kubeconfig for that
+/// server instead of a fake one.
+pub async fn run(client: kube::Client, ready: Duration, server: Option<(String, String)>) {
+    let server = Arc::new(server);
+    let tasks = claim_resources().into_iter().map(|ar| {
+        let server = server.clone();
+        Box::pin(run_kind(
+            client.clone(),
+            ar,
+            "crossplane",
+            ready,
+            move |claim, ctx| reconcile(claim, ctx, server.clone()),
+        ))
+    });
     futures::future::join_all(tasks).await;
 }
 
@@ -149,8 +163,26 @@ pub fn kubeconfig(cluster: &str, endpoint: &str) -> String {
     )
 }
 
+/// A kubeconfig for a reachable cluster at `server` (a URL), authenticating with the bearer
+/// `token` (a dev cluster without RBAC accepts any), not verifying an `https` server's
+/// certificate (the dev cluster's CA is its own).
+pub fn reachable_kubeconfig(cluster: &str, server: &str, token: &str) -> String {
+    let insecure = if server.starts_with("https://") {
+        "\n    insecure-skip-tls-verify: true"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: {cluster}\nclusters:\n- name: {cluster}\n  cluster:\n    server: {server}{insecure}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: client\nusers:\n- name: client\n  user:\n    token: {token}\n"
+    )
+}
+
 #[allow(clippy::too_many_lines)] // one linear claim lifecycle
-async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action, SimError> {
+async fn reconcile(
+    claim: Arc<DynamicObject>,
+    ctx: Arc<KindCtx>,
+    server: Arc<Option<(String, String)>>,
+) -> Result<Action, SimError> {
     let ns = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
     let api = ctx.api(&ns);
@@ -246,7 +278,13 @@ async fn reconcile(claim: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Actio
             "metadata": {"name": s, "namespace": ns},
             "type": "connection.crossplane.io/v1alpha1",
             "data": {
-                "kubeconfig": base64::engine::general_purpose::STANDARD.encode(kubeconfig(&name, &endpoint)),
+                "kubeconfig": base64::engine::general_purpose::STANDARD.encode(
+                    match (annotation(&claim, "kubeconfig-server"), server.as_ref()) {
+                        (Some(url), _) => reachable_kubeconfig(&name, url, "devcluster"),
+                        (None, Some((url, token))) => reachable_kubeconfig(&name, url, token),
+                        (None, None) => kubeconfig(&name, &endpoint),
+                    },
+                ),
                 "endpoint": base64::engine::general_purpose::STANDARD.encode(&endpoint),
             },
         }))
@@ -303,6 +341,26 @@ mod tests {
         assert!(kc.contains("user: client"));
         let parsed: Value = serde_yaml::from_str(&kc).unwrap();
         assert_eq!(parsed["users"][0]["name"], "client");
+    }
+
+    #[test]
+    fn reachable_kubeconfig_points_at_the_url_with_a_token() {
+        let kc = reachable_kubeconfig("gw-app", "http://127.0.0.1:4321", "devcluster-gw-app");
+        let parsed: Value = serde_yaml::from_str(&kc).unwrap();
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["server"],
+            "http://127.0.0.1:4321"
+        );
+        assert_eq!(parsed["current-context"], "gw-app");
+        assert_eq!(parsed["users"][0]["user"]["token"], "devcluster-gw-app");
+        assert!(parsed["users"][0]["user"]["client-certificate-data"].is_null());
+        assert!(parsed["clusters"][0]["cluster"]["insecure-skip-tls-verify"].is_null());
+        let tls = reachable_kubeconfig("c", "https://127.0.0.1:1", "t");
+        let parsed: Value = serde_yaml::from_str(&tls).unwrap();
+        assert_eq!(
+            parsed["clusters"][0]["cluster"]["insecure-skip-tls-verify"],
+            true
+        );
     }
 
     #[test]

@@ -203,6 +203,13 @@ pub struct Simulators {
     pub node_name: String,
     /// Default durations.
     pub timing: Timing,
+    /// Where the kubeconfigs of simulated Crossplane clusters point, with the bearer token to
+    /// send: `None` is an unreachable fake endpoint with a fake client certificate.
+    pub cluster_server: Option<(String, String)>,
+    /// Point the kubeconfigs of simulated clusters at this dev cluster itself, with its admin
+    /// token (filled into [`Self::cluster_server`] by `with_simulators` once it listens), so
+    /// what an operator writes "on a provisioned cluster" can be seen.
+    pub clusters_here: bool,
 }
 
 impl Default for Simulators {
@@ -225,6 +232,8 @@ impl Simulators {
             argo_workflows: true,
             node_name: DEFAULT_NODE_NAME.to_string(),
             timing: Timing::default(),
+            cluster_server: None,
+            clusters_here: false,
         }
     }
 
@@ -309,6 +318,7 @@ impl Simulators {
             tasks.push(Box::pin(crossplane::run(
                 client.clone(),
                 self.timing.claim_ready,
+                self.cluster_server.clone(),
             )));
         }
         if self.argocd {
@@ -388,7 +398,15 @@ impl crate::DevClusterBuilder {
         if simulators.is_empty() {
             return self;
         }
-        self.on_start(move |_cluster, client| Box::pin(simulators.run(client)))
+        self.on_start(move |cluster, client| {
+            let mut simulators = simulators;
+            if simulators.clusters_here && simulators.cluster_server.is_none() {
+                simulators.cluster_server = cluster
+                    .url()
+                    .map(|url| (url.to_owned(), cluster.admin_token().to_owned()));
+            }
+            Box::pin(simulators.run(client))
+        })
     }
 }
 
