@@ -618,7 +618,10 @@ fn lab_objects(
         let mut refs = target.components.clone().unwrap_or_default();
         let observed = target.observability.as_ref().is_some_and(|o| o.enabled);
         if observed {
-            refs.extend(lab_build::observability_refs(&name));
+            refs.extend(lab_build::observability_refs(
+                &name,
+                lab_build::wants_tailscale(target),
+            ));
         }
         let mut sources = Vec::new();
         let mut resolved = true;
@@ -641,6 +644,22 @@ fn lab_objects(
                 &mut objects,
                 to_value(&lab_build::datasource(owner, config)),
                 Vec::new(),
+            );
+        }
+        if lab_build::wants_tailscale(target) {
+            let source_secret = k8s_openapi::api::core::v1::Secret::default();
+            push(
+                &mut objects,
+                typed(&lab_build::tailscale_oauth_secret(
+                    owner,
+                    &target.name,
+                    &source_secret,
+                )),
+                vec![format!(
+                    "written on the target cluster (through its kubeconfig) before its Application: type and data copied from the hub Secret {}/{}",
+                    lab_build::TAILSCALE_SOURCE_NAMESPACE,
+                    lab_build::TAILSCALE_SECRET
+                )],
             );
         }
         let mut notes = Vec::new();

@@ -81,6 +81,15 @@ impl AdmissionHook for RejectClaims {
 }
 
 async fn start_env(extra_namespaces: &[&str]) -> TestCluster {
+    start_env_with(extra_namespaces, None).await
+}
+
+/// [`start_env`] whose simulated clusters' kubeconfigs point at `cluster_server` (a URL and a
+/// token), e.g. a second dev cluster standing in for the provisioned clusters.
+async fn start_env_with(
+    extra_namespaces: &[&str],
+    cluster_server: Option<(String, String)>,
+) -> TestCluster {
     let mut setup = Setup::new()
         .admission(ScriptChildren {
             kinds: &["GKECluster", "TalosCluster", "VCluster", "Application"],
@@ -110,10 +119,39 @@ async fn start_env(extra_namespaces: &[&str]) -> TestCluster {
             crossplane: true,
             argocd: true,
             argo_workflows: true,
+            cluster_server,
             ..Simulators::none()
         })
         .start()
         .await
+}
+
+/// A second, plain dev cluster standing in for the provisioned clusters, and the
+/// `cluster_server` pointing at it.
+async fn target_cluster() -> (TestCluster, Option<(String, String)>) {
+    let target = Setup::new().start().await;
+    let server = Some((target.url(), "any-token".to_owned()));
+    (target, server)
+}
+
+/// The hub's Tailscale OAuth Secret, as `examples/labs/tailscale-oauth.yaml` ships it.
+async fn tailscale_oauth(client: &Client) {
+    for doc in serde_yaml::Deserializer::from_str(&example("tailscale-oauth.yaml")) {
+        let value: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let ar = if value["kind"] == "Namespace" {
+            api_resource("", "v1", "Namespace", "namespaces")
+        } else {
+            api_resource("", "v1", "Secret", "secrets")
+        };
+        let ns = value["metadata"]["namespace"].as_str().map(str::to_owned);
+        create_yaml(
+            client,
+            &ar,
+            ns.as_deref(),
+            &serde_yaml::to_string(&value).unwrap(),
+        )
+        .await;
+    }
 }
 
 fn fast() -> LabsConfig {
@@ -273,8 +311,10 @@ async fn event_reasons(client: &Client, object: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn gateway_tutorial_example_runs_end_to_end() {
-    let env = start_env(&[]).await;
+    let (target, server) = target_cluster().await;
+    let env = start_env_with(&[], server).await;
     let client = env.client();
+    tailscale_oauth(&client).await;
     for doc in serde_yaml::Deserializer::from_str(&example("components.yaml")) {
         let value: Value = serde::Deserialize::deserialize(doc).unwrap();
         create_yaml(
@@ -366,7 +406,24 @@ async fn gateway_tutorial_example_runs_end_to_end() {
         charts_or_paths.contains(&"components/apps/demo-services".to_owned()),
         "{charts_or_paths:?}"
     );
+    // transport: tailscale on the GKE target: the Tailscale operator is deployed there without
+    // OAuth values (§6.22), its credentials copied onto the target cluster beforehand.
+    assert!(
+        charts_or_paths.contains(&"tailscale-operator".to_owned()),
+        "{charts_or_paths:?}"
+    );
+    let rendered = app.data["spec"].to_string();
+    assert!(!rendered.contains("client_secret") && !rendered.contains("clientSecret"));
+    let copied: Api<Secret> = Api::namespaced(target.client(), "gateway-tutorial");
+    let copied = copied.get("operator-oauth").await.unwrap();
+    let hub_secret: Api<Secret> = Api::namespaced(client.clone(), "tailscale");
+    assert_eq!(
+        copied.data,
+        hub_secret.get("operator-oauth").await.unwrap().data
+    );
     let loadgen = apps.get("gateway-tutorial-loadgen").await.unwrap();
+    // §6.21: no Tailscale operator on the hub target.
+    assert!(!loadgen.data["spec"].to_string().contains("tailscale"));
     assert_eq!(
         loadgen.data["spec"]["destination"]["server"],
         json!("https://kubernetes.default.svc")
@@ -436,6 +493,7 @@ async fn gateway_tutorial_example_runs_end_to_end() {
     delete_and_wait(&client, "gateway-tutorial").await;
     op.stop().await.unwrap();
     env.shutdown().await;
+    target.shutdown().await;
 }
 
 /// Each cluster type provisions through its own claim kind (gke → `GKECluster`, talos →
@@ -733,7 +791,6 @@ async fn fields_not_acted_on_are_accepted_with_a_warning() {
         "spec.hypothesis",
         "spec.analyzerConfig",
         "spec.codeSnippets",
-        "spec.targets[0].observability.transport: tailscale",
     ] {
         assert!(
             c.message.contains(field),
@@ -749,7 +806,9 @@ async fn fields_not_acted_on_are_accepted_with_a_warning() {
     // Spec fields the Go types lacked are still there.
     assert_eq!(e.spec.series.as_deref(), Some("gateway"));
     assert_eq!(e.spec.ttl_days, Some(3));
-    // Nothing of the Tailscale operator or its credentials is deployed.
+    // The Tailscale transport is acted on, so it is not listed; its target is the hub, which
+    // gets no Tailscale operator and no credentials (§6.21, §6.22).
+    assert!(!c.message.contains("transport"), "{}", c.message);
     let app = dynamic(&client, &argo("Application", "applications"), "argocd")
         .get("full-main")
         .await
@@ -1250,4 +1309,123 @@ fn example_xrds_fit_the_shipped_mappings() {
             "{type_}"
         );
     }
+}
+
+/// `observability.transport: tailscale` on a provisioned target: the Application is held back
+/// while the hub's Tailscale OAuth Secret is missing (`ComponentsHealthy=False`,
+/// `TailscaleSecretNotCopied`, a Warning Event naming the Secret), then the Secret is copied
+/// onto the target cluster and the Application installs the `tailscale-operator` Component
+/// without OAuth values. A target that cannot be reached is held back with the write's error.
+/// The hub target never gets a Tailscale operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn tailscale_credentials_are_copied_to_the_target_cluster() {
+    let (target, server) = target_cluster().await;
+    let env = start_env_with(&[], server).await;
+    let client = env.client();
+    catalogue(&client).await;
+    component(&client, "tailscale-operator", "app").await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata: {name: ts, namespace: experiments}
+spec:
+  targets:
+  - name: remote
+    cluster: {type: gke}
+    components: [{app: web}]
+    observability: {enabled: true, transport: tailscale}
+  - name: hub
+    cluster: {type: hub}
+    components: [{app: web}]
+    observability: {enabled: true, transport: tailscale}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let held = wait_for(&client, "ts", "held back for the hub Secret", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "TailscaleSecretNotCopied")
+    })
+    .await;
+    let message = &cond(&held, "ComponentsHealthy").unwrap().message;
+    assert!(
+        message.contains("remote:") && message.contains("tailscale/operator-oauth"),
+        "{message}"
+    );
+    assert!(
+        event_reasons(&client, "ts")
+            .await
+            .contains(&("Warning".to_owned(), "TailscaleSecretNotCopied".to_owned()))
+    );
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    assert!(apps.get_opt("ts-remote").await.unwrap().is_none());
+    assert_ne!(held.phase(), ExperimentPhase::Running);
+
+    // The Secret appears on the hub: it is copied and the experiment proceeds.
+    tailscale_oauth(&client).await;
+    wait_phase(&client, "ts", ExperimentPhase::Running).await;
+    let copied: Api<Secret> = Api::namespaced(target.client(), "ts");
+    let copied = copied.get("operator-oauth").await.unwrap();
+    let hub_secret: Api<Secret> = Api::namespaced(client.clone(), "tailscale");
+    let hub_secret = hub_secret.get("operator-oauth").await.unwrap();
+    assert_eq!(copied.data, hub_secret.data);
+    assert_eq!(copied.type_.as_deref(), Some("Opaque"));
+    assert_eq!(copied.labels()["experiments.illm.io/target"], "remote");
+    let remote_app = apps.get("ts-remote").await.unwrap();
+    let charts: Vec<&str> = remote_app.data["spec"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["chart"].as_str())
+        .collect();
+    assert!(charts.contains(&"tailscale-operator"), "{charts:?}");
+    assert!(
+        !remote_app.data["spec"]
+            .to_string()
+            .contains("client_secret")
+    );
+    let hub_app = apps.get("ts-hub").await.unwrap();
+    assert!(!hub_app.data["spec"].to_string().contains("tailscale"));
+    release_workflow(&client, "ts-validation").await;
+    wait_cleaned(&client, "ts").await;
+    delete_and_wait(&client, "ts").await;
+
+    // A target whose API server does not answer: held back with the error, never deployed.
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: unreachable
+  namespace: experiments
+  annotations: {devcluster.io/kubeconfig-server: 'http://127.0.0.1:1'}
+spec:
+  targets:
+  - name: remote
+    cluster: {type: gke}
+    components: [{app: web}]
+    observability: {enabled: true, transport: tailscale}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let held = wait_for(&client, "unreachable", "held back for the target", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "TailscaleSecretNotCopied")
+    })
+    .await;
+    let message = &cond(&held, "ComponentsHealthy").unwrap().message;
+    assert!(
+        message.contains("Namespace unreachable") && message.contains("target cluster"),
+        "{message}"
+    );
+    assert!(apps.get_opt("unreachable-remote").await.unwrap().is_none());
+    delete_and_wait(&client, "unreachable").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+    target.shutdown().await;
 }

@@ -47,7 +47,7 @@ pub const FOREIGN_CRDS: [(&str, &str); 9] = [
 ];
 
 /// The files of `examples/`, as `(path, YAML)`, in the order they are applied.
-pub const EXAMPLES: [(&str, &str); 8] = [
+pub const EXAMPLES: [(&str, &str); 9] = [
     (
         "examples/sessions/project.yaml",
         include_str!("../../../../examples/sessions/project.yaml"),
@@ -71,6 +71,10 @@ pub const EXAMPLES: [(&str, &str); 8] = [
     (
         "examples/labs/components.yaml",
         include_str!("../../../../examples/labs/components.yaml"),
+    ),
+    (
+        "examples/labs/tailscale-oauth.yaml",
+        include_str!("../../../../examples/labs/tailscale-oauth.yaml"),
     ),
     (
         "examples/labs/workflowtemplate.yaml",

@@ -339,7 +339,12 @@ impl DevEnvironment {
                 admission: vec![Arc::new(ScriptRunnerPods)],
                 ..Hooks::default()
             })
-            .with_simulators(Simulators::all());
+            // Simulated clusters' kubeconfigs point back at this server, so what the labs
+            // family writes on a provisioned cluster (the Tailscale OAuth Secret) lands here.
+            .with_simulators(Simulators {
+                clusters_here: true,
+                ..Simulators::all()
+            });
         if let Some(path) = &args.kubeconfig {
             builder = builder.kubeconfig_path(path.clone());
         }

@@ -11,12 +11,16 @@ use std::collections::BTreeMap;
 use agentic_api::labs::{
     ComponentRef, LABEL_CLUSTER, LABEL_MANAGED_BY, MANAGED_BY, Target, WorkflowSpec,
 };
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use kube::api::DynamicObject;
 use serde_json::{Map, Value, json};
 
 use super::{
     components::AppSource,
-    config::{ClusterTypeMapping, LabsConfig},
+    config::{ClusterTypeMapping, HUB, LabsConfig},
 };
 
 /// Label naming the owning Experiment.
@@ -476,10 +480,17 @@ pub fn service_endpoint(
     })
 }
 
-/// Component references added to a target with `observability.enabled`: the metrics egress
-/// and the metrics agent labelled with the experiment name.
-pub fn observability_refs(experiment: &str) -> Vec<ComponentRef> {
-    vec![
+/// The Component installing the Tailscale operator on targets whose metrics travel over
+/// Tailscale (`observability.transport: tailscale`).
+pub const TAILSCALE_COMPONENT: &str = "tailscale-operator";
+
+/// Component references added to a target with `observability.enabled`: the metrics egress,
+/// the metrics agent labelled with the experiment name and, when `tailscale` is set (a
+/// provisioned target whose transport is Tailscale), the Tailscale operator. The Tailscale
+/// operator gets no OAuth parameters: its credentials reach the target as a Secret (see
+/// [`tailscale_oauth_secret`]), never through the Application.
+pub fn observability_refs(experiment: &str, tailscale: bool) -> Vec<ComponentRef> {
+    let mut refs = vec![
         ComponentRef {
             config: Some("metrics-egress".into()),
             ..ComponentRef::default()
@@ -492,7 +503,65 @@ pub fn observability_refs(experiment: &str) -> Vec<ComponentRef> {
             )])),
             ..ComponentRef::default()
         },
-    ]
+    ];
+    if tailscale {
+        refs.push(ComponentRef {
+            app: Some(TAILSCALE_COMPONENT.into()),
+            ..ComponentRef::default()
+        });
+    }
+    refs
+}
+
+/// Whether `target` gets the Tailscale operator: a provisioned (non-hub) target with
+/// observability enabled over the `tailscale` transport. The hub never gets one (it runs its
+/// own, and a second release there would fight it).
+pub fn wants_tailscale(target: &Target) -> bool {
+    target.cluster.type_.as_str() != HUB
+        && target
+            .observability
+            .as_ref()
+            .is_some_and(|o| o.enabled && o.transport == agentic_api::labs::Transport::Tailscale)
+}
+
+/// Where the Tailscale OAuth credentials are read on the hub (as upstream).
+pub const TAILSCALE_SOURCE_NAMESPACE: &str = "tailscale";
+/// Name of the hub's Tailscale OAuth Secret, and of its copy on a target: the Tailscale
+/// operator chart installed without OAuth values reads Secret `operator-oauth` from its own
+/// namespace.
+pub const TAILSCALE_SECRET: &str = "operator-oauth";
+
+/// The copy of the hub's Tailscale OAuth Secret `source` for a target cluster, in the
+/// Application's destination namespace (the experiment's name), where the Tailscale operator
+/// chart is installed.
+pub fn tailscale_oauth_secret(owner: Owner<'_>, target: &str, source: &Secret) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(TAILSCALE_SECRET.into()),
+            namespace: Some(owner.name.to_owned()),
+            labels: Some(owner.target_labels(target)),
+            ..ObjectMeta::default()
+        },
+        type_: source.type_.clone(),
+        data: source.data.clone(),
+        ..Secret::default()
+    }
+}
+
+/// The namespace on a target cluster that holds [`tailscale_oauth_secret`] (Argo CD would
+/// create it too, but the Secret must be there before the chart starts).
+pub fn target_namespace(owner: Owner<'_>) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(owner.name.to_owned()),
+            labels: Some(BTreeMap::from([(
+                LABEL_MANAGED_BY.to_owned(),
+                MANAGED_BY.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
 }
 
 #[cfg(test)]
@@ -509,6 +578,21 @@ mod tests {
 
     fn yaml(obj: &DynamicObject) -> String {
         serde_yaml::to_string(obj).unwrap()
+    }
+
+    #[test]
+    fn tailscale_secret_copies_type_and_data_into_the_experiment_namespace() {
+        let source: Secret = serde_yaml::from_str(
+            "metadata: {name: operator-oauth, namespace: tailscale, labels: {team: net}, annotations: {a: b}}\ntype: Opaque\ndata: {client_id: aWQ=, client_secret: c2VjcmV0}\n",
+        )
+        .unwrap();
+        let copy = tailscale_oauth_secret(OWNER, "app", &source);
+        assert_eq!(
+            serde_yaml::to_string(&copy).unwrap(),
+            "apiVersion: v1\nkind: Secret\ndata:\n  client_id: aWQ=\n  client_secret: c2VjcmV0\nmetadata:\n  labels:\n    app.kubernetes.io/managed-by: experiment-operator\n    experiment: gw\n    experiments.illm.io/experiment: gw\n    experiments.illm.io/namespace: experiments\n    experiments.illm.io/target: app\n  name: operator-oauth\n  namespace: gw\ntype: Opaque\n"
+        );
+        let ns = target_namespace(OWNER);
+        assert_eq!(ns.metadata.name.as_deref(), Some("gw"));
     }
 
     #[test]

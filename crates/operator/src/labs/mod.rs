@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod expect;
 pub mod reconcile;
+pub mod remote;
 pub mod state;
 pub mod validate;
 
@@ -260,7 +261,7 @@ pub fn referencing(experiments: &[Arc<Experiment>], name: &str) -> Vec<ObjectRef
         .filter(|e| {
             e.spec.targets.iter().any(|t| {
                 let obs = t.observability.as_ref().is_some_and(|o| o.enabled)
-                    && build::observability_refs("")
+                    && build::observability_refs("", build::wants_tailscale(t))
                         .iter()
                         .any(|r| components::ref_name(r, "").ok() == Some(name));
                 obs || t.components.as_deref().unwrap_or_default().iter().any(|r| {
@@ -427,7 +428,10 @@ mod tests {
         for t in &exp.spec.targets {
             let mut refs = t.components.clone().unwrap_or_default();
             if t.observability.as_ref().is_some_and(|o| o.enabled) {
-                refs.extend(build::observability_refs("gateway-tutorial"));
+                refs.extend(build::observability_refs(
+                    "gateway-tutorial",
+                    build::wants_tailscale(t),
+                ));
             }
             for r in &refs {
                 let sources = components::resolve(r, "example", &lookup).unwrap();

@@ -32,7 +32,7 @@ use super::{
     components::{self, AppSource, ComponentError},
     config::HUB,
     error::Error,
-    expect,
+    expect, remote,
     state::{self, Observed, Transition, WorkflowState},
     validate,
 };
@@ -52,6 +52,11 @@ pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
 pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
+/// How often a target whose Tailscale OAuth Secret could not be copied is tried again.
+const TAILSCALE_RECHECK: Duration = Duration::from_secs(15);
+/// Condition reason and Event reason: a target's Application is held back because the
+/// Tailscale OAuth Secret could not be copied to its cluster.
+pub const REASON_TAILSCALE_SECRET: &str = "TailscaleSecretNotCopied";
 /// How often a waiting deletion is looked at again (besides watch events).
 const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
 /// Safety resync of a running experiment (watches normally drive it).
@@ -99,6 +104,8 @@ struct TargetView<'a> {
     app: AppState,
     app_obj: Option<Arc<DynamicObject>>,
     deps_ready: bool,
+    /// Why the Application is held back (the Tailscale OAuth Secret could not be copied).
+    blocked: Option<String>,
 }
 
 impl TargetView<'_> {
@@ -343,7 +350,10 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         let mut refs: Vec<agentic_api::labs::ComponentRef> =
             target.components.clone().unwrap_or_default();
         if target.observability.as_ref().is_some_and(|o| o.enabled) {
-            refs.extend(build::observability_refs(&name));
+            refs.extend(build::observability_refs(
+                &name,
+                build::wants_tailscale(target),
+            ));
         }
         let mut sources = Ok(Vec::new());
         for (ci, r) in refs.iter().enumerate() {
@@ -381,6 +391,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 app,
                 app_obj,
                 deps_ready: false,
+                blocked: None,
             },
         );
     }
@@ -480,6 +491,21 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 (&view.cluster, &view.claim_name, &view.claim_ns)
             {
                 register_cluster(&ctx, owner, tname, cn, cns, endpoint, type_).await?;
+                if build::wants_tailscale(target)
+                    && let Some(why) =
+                        copy_tailscale_secret(&ctx, owner, tname, cn, cns, type_).await?
+                {
+                    publish(
+                        &ctx,
+                        &exp,
+                        EventType::Warning,
+                        REASON_TAILSCALE_SECRET,
+                        format!("target {tname}: {why}"),
+                    )
+                    .await;
+                    view.blocked = Some(why);
+                    continue;
+                }
             }
             if needs_obs && !registered_datasource {
                 apply(
@@ -713,6 +739,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     let unhealthy: Vec<String> = views
         .values()
         .filter_map(|v| match &v.app {
+            AppState::Missing if v.blocked.is_some() => Some(format!(
+                "{}: {}",
+                v.target.name,
+                v.blocked.as_deref().unwrap_or_default()
+            )),
             AppState::Missing if !v.deps_ready => Some(format!(
                 "{}: waiting for {}",
                 v.target.name,
@@ -747,11 +778,16 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             generation,
         );
     } else {
+        let blocked = views.values().any(|v| v.blocked.is_some());
         condition(
             conditions,
             CONDITION_COMPONENTS_HEALTHY,
             "False",
-            "Progressing",
+            if blocked {
+                REASON_TAILSCALE_SECRET
+            } else {
+                "Progressing"
+            },
             &unhealthy.join("; "),
             generation,
         );
@@ -877,6 +913,9 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     }
     if services_waiting {
         next_check = next_check.min(SERVICE_RECHECK);
+    }
+    if views.values().any(|v| v.blocked.is_some()) {
+        next_check = next_check.min(TAILSCALE_RECHECK);
     }
     if let Some(action) = cleanup? {
         return Ok(action);
@@ -1260,16 +1299,6 @@ fn unsupported_fields(exp: &Experiment) -> Option<String> {
     if spec.code_snippets.as_ref().is_some_and(|c| !c.is_empty()) {
         fields.push("spec.codeSnippets (analyzer input)".into());
     }
-    for (i, t) in spec.targets.iter().enumerate() {
-        if let Some(o) = t.observability.as_ref()
-            && o.enabled
-            && o.transport == agentic_api::labs::Transport::Tailscale
-        {
-            fields.push(format!(
-                "spec.targets[{i}].observability.transport: tailscale (no Tailscale operator is injected; the metrics components are deployed as for direct)"
-            ));
-        }
-    }
     (!fields.is_empty()).then(|| {
         format!(
             "accepted but not acted on by this operator: {}; see docs/labs.md",
@@ -1294,6 +1323,40 @@ async fn register_cluster(
         build::cluster_secret(owner, target, cluster, endpoint, &config_json, &ctx.config);
     apply(ctx, &secret_resource(), &desired).await?;
     Ok(())
+}
+
+/// Copies the hub's Tailscale OAuth Secret to a provisioned target, into the namespace its
+/// Application deploys to, before the Application installs the Tailscale operator there.
+/// Returns why it could not (the hub Secret is missing, the target cannot be reached or
+/// refuses the write): the Application is then held back and this is tried again.
+async fn copy_tailscale_secret(
+    ctx: &Ctx,
+    owner: Owner<'_>,
+    target: &str,
+    cluster: &str,
+    claim_ns: &str,
+    type_: &str,
+) -> Result<Option<String>, Error> {
+    let hub: Api<Secret> = Api::namespaced(ctx.client.clone(), build::TAILSCALE_SOURCE_NAMESPACE);
+    let Some(source) = hub.get_opt(build::TAILSCALE_SECRET).await? else {
+        return Ok(Some(format!(
+            "the hub Secret {}/{} with the Tailscale OAuth client is missing; the Tailscale operator on this target needs it",
+            build::TAILSCALE_SOURCE_NAMESPACE,
+            build::TAILSCALE_SECRET
+        )));
+    };
+    let (kubeconfig, shown, _) = read_kubeconfig(ctx, cluster, claim_ns, type_).await?;
+    let copied = async {
+        let client = remote::client(&kubeconfig, &shown).await?;
+        remote::apply_secret(
+            &client,
+            &build::target_namespace(owner),
+            &build::tailscale_oauth_secret(owner, target, &source),
+        )
+        .await
+    }
+    .await;
+    Ok(copied.err().map(|e| e.to_string()))
 }
 
 /// One child kind of an Experiment: where it lives and the synced cache holding it, if any.
@@ -1629,10 +1692,51 @@ mod tests {
             "spec.hypothesis",
             "spec.analyzerConfig",
             "spec.codeSnippets",
-            "spec.targets[0].observability.transport: tailscale",
         ] {
             assert!(message.contains(field), "{field}: {message}");
         }
+        // The Tailscale transport is acted on (the Tailscale operator on provisioned
+        // targets), so it is not reported, on the hub either.
+        assert!(!message.contains("transport"), "{message}");
+    }
+
+    #[test]
+    fn tailscale_operator_goes_only_to_provisioned_tailscale_targets() {
+        let target = |type_: &str, obs: &str| -> Target {
+            serde_yaml::from_str(&format!("{{name: a, cluster: {{type: {type_}}}{obs}}}")).unwrap()
+        };
+        let tailscale = ", observability: {enabled: true, transport: tailscale}";
+        assert!(build::wants_tailscale(&target("gke", tailscale)));
+        assert!(build::wants_tailscale(&target("vcluster", tailscale)));
+        // Upstream installed a second Tailscale operator on the hub.
+        assert!(!build::wants_tailscale(&target("hub", tailscale)));
+        assert!(!build::wants_tailscale(&target(
+            "gke",
+            ", observability: {enabled: true, transport: direct}"
+        )));
+        assert!(!build::wants_tailscale(&target(
+            "gke",
+            ", observability: {enabled: false, transport: tailscale}"
+        )));
+        assert!(!build::wants_tailscale(&target("gke", "")));
+        let names = |tailscale: bool| -> Vec<String> {
+            build::observability_refs("e", tailscale)
+                .iter()
+                .map(|r| components::ref_name(r, "").unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names(false), ["metrics-egress", "metrics-agent"]);
+        assert_eq!(
+            names(true),
+            [
+                "metrics-egress",
+                "metrics-agent",
+                build::TAILSCALE_COMPONENT
+            ]
+        );
+        // No OAuth client in the Application's parameters (upstream put it there in clear).
+        let refs = build::observability_refs("e", true);
+        assert!(refs[2].params.is_none());
     }
 
     #[test]
