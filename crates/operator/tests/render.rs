@@ -249,6 +249,21 @@ fn two_target_lab_renders_claim_cluster_secret_applications_and_workflow() {
     );
     // Observability adds the metrics components and one Grafana datasource.
     assert!(sources.iter().any(|s| s["chart"] == "alloy"), "{sources:?}");
+    // Tailscale transport: the Tailscale operator without OAuth values, and the Secret written
+    // on the target cluster beforehand (its data comes from the hub, so none is shown).
+    assert!(
+        sources.iter().any(|s| s["chart"] == "tailscale-operator"),
+        "{sources:?}"
+    );
+    assert!(!app.to_string().contains("client_secret"));
+    let oauth = find(&out, "Secret", "operator-oauth");
+    assert_eq!(oauth.object["metadata"]["namespace"], "gateway-tutorial");
+    assert!(oauth.object["data"].is_null());
+    assert!(
+        oauth.notes.iter().any(|n| n.contains("tailscale/operator-oauth")),
+        "{:?}",
+        oauth.notes
+    );
     assert_eq!(
         out.objects
             .iter()
