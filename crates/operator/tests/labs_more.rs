@@ -498,10 +498,13 @@ async fn gateway_tutorial_example_runs_end_to_end() {
 
 /// Each cluster type provisions through its own claim kind (gke → `GKECluster`, talos →
 /// `TalosCluster`, vcluster → `VCluster`, hub → nothing) and is registered with Argo CD;
-/// the experiment completes on all four and every claim is removed (§6.33).
+/// each provisioned cluster gets the other targets' kubeconfigs; the experiment completes on
+/// all four and every claim is removed (§6.33).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn every_cluster_type_runs() {
-    let env = start_env(&[]).await;
+    let (target, server) = target_cluster().await;
+    let env = start_env_with(&[], server).await;
     let client = env.client();
     catalogue(&client).await;
     template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
@@ -556,6 +559,26 @@ spec:
         registered,
         ["cluster-kinds-g", "cluster-kinds-t", "cluster-kinds-v"]
     );
+    // Each provisioned target's cluster holds the other targets' kubeconfigs (here the three
+    // "clusters" are one second dev cluster, so it holds all three).
+    let copies: Api<Secret> = Api::namespaced(target.client(), "kinds");
+    let connections: Api<Secret> = Api::namespaced(client.clone(), NS);
+    for peer in ["g", "t", "v"] {
+        let copy = copies
+            .get(&format!("{peer}-cluster-kubeconfig"))
+            .await
+            .unwrap();
+        let connection = connections
+            .get(&format!("kinds-{peer}-conn"))
+            .await
+            .unwrap();
+        assert_eq!(
+            copy.data.as_ref().unwrap()["kubeconfig"],
+            connection.data.as_ref().unwrap()["kubeconfig"],
+            "{peer}"
+        );
+        assert_eq!(copy.labels()["experiments.illm.io/peer"], peer);
+    }
     let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
     // §6.15: status reports the effective machine type and node count, defaults included.
     assert_eq!(
@@ -590,6 +613,7 @@ spec:
     delete_and_wait(&client, "kinds").await;
     op.stop().await.unwrap();
     env.shutdown().await;
+    target.shutdown().await;
 }
 
 /// `tutorial.exposeKubeconfig` copies each provisioned target's kubeconfig into

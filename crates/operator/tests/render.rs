@@ -260,7 +260,10 @@ fn two_target_lab_renders_claim_cluster_secret_applications_and_workflow() {
     assert_eq!(oauth.object["metadata"]["namespace"], "gateway-tutorial");
     assert!(oauth.object["data"].is_null());
     assert!(
-        oauth.notes.iter().any(|n| n.contains("tailscale/operator-oauth")),
+        oauth
+            .notes
+            .iter()
+            .any(|n| n.contains("tailscale/operator-oauth")),
         "{:?}",
         oauth.notes
     );

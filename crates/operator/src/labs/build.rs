@@ -23,6 +23,8 @@ use super::{
     config::{ClusterTypeMapping, HUB, LabsConfig},
 };
 
+/// Label of a copied kubeconfig: the target whose cluster it reaches.
+pub const LABEL_PEER: &str = "experiments.illm.io/peer";
 /// Label naming the owning Experiment.
 pub const LABEL_EXPERIMENT: &str = "experiments.illm.io/experiment";
 /// Short label naming the owning Experiment, for `kubectl get -l experiment=<name>`.
@@ -548,6 +550,32 @@ pub fn tailscale_oauth_secret(owner: Owner<'_>, target: &str, source: &Secret) -
     }
 }
 
+/// Secret `<experiment>/<peer>-cluster-kubeconfig` on `target`'s cluster: the kubeconfig of
+/// another provisioned target `peer` of the same experiment (labelled with both).
+pub fn peer_kubeconfig_secret(
+    owner: Owner<'_>,
+    target: &str,
+    peer: &str,
+    kubeconfig: &str,
+) -> Secret {
+    let mut labels = owner.target_labels(target);
+    labels.insert(LABEL_PEER.to_owned(), peer.to_owned());
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("{peer}-cluster-kubeconfig")),
+            namespace: Some(owner.name.to_owned()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_owned(),
+            k8s_openapi::ByteString(kubeconfig.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
 /// The namespace on a target cluster that holds [`tailscale_oauth_secret`] (Argo CD would
 /// create it too, but the Secret must be there before the chart starts).
 pub fn target_namespace(owner: Owner<'_>) -> Namespace {
@@ -593,6 +621,15 @@ mod tests {
         );
         let ns = target_namespace(OWNER);
         assert_eq!(ns.metadata.name.as_deref(), Some("gw"));
+    }
+
+    #[test]
+    fn peer_kubeconfig_names_the_peer_and_holds_its_kubeconfig() {
+        let secret = peer_kubeconfig_secret(OWNER, "app", "loadgen", "apiVersion: v1\n");
+        assert_eq!(
+            serde_yaml::to_string(&secret).unwrap(),
+            "apiVersion: v1\nkind: Secret\ndata:\n  kubeconfig: YXBpVmVyc2lvbjogdjEK\nmetadata:\n  labels:\n    app.kubernetes.io/managed-by: experiment-operator\n    experiment: gw\n    experiments.illm.io/experiment: gw\n    experiments.illm.io/namespace: experiments\n    experiments.illm.io/peer: loadgen\n    experiments.illm.io/target: app\n  name: loadgen-cluster-kubeconfig\n  namespace: gw\ntype: Opaque\n"
+        );
     }
 
     #[test]

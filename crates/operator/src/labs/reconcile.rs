@@ -52,11 +52,17 @@ pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
 pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
-/// How often a target whose Tailscale OAuth Secret could not be copied is tried again.
-const TAILSCALE_RECHECK: Duration = Duration::from_secs(15);
+/// How often a write on a target cluster that failed is tried again.
+const TARGET_WRITE_RECHECK: Duration = Duration::from_secs(15);
 /// Condition reason and Event reason: a target's Application is held back because the
 /// Tailscale OAuth Secret could not be copied to its cluster.
 pub const REASON_TAILSCALE_SECRET: &str = "TailscaleSecretNotCopied";
+/// Condition reason and Event reason: a target's Application is held back because the other
+/// targets' kubeconfigs could not be copied to its cluster.
+pub const REASON_KUBECONFIGS: &str = "KubeconfigsNotCopied";
+/// Condition reason: a target's Application waits until the other provisioned targets'
+/// clusters are ready, so their kubeconfigs can be copied onto its cluster first.
+pub const REASON_WAITING_FOR_PEERS: &str = "WaitingForClusters";
 /// How often a waiting deletion is looked at again (besides watch events).
 const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
 /// Safety resync of a running experiment (watches normally drive it).
@@ -104,8 +110,8 @@ struct TargetView<'a> {
     app: AppState,
     app_obj: Option<Arc<DynamicObject>>,
     deps_ready: bool,
-    /// Why the Application is held back (the Tailscale OAuth Secret could not be copied).
-    blocked: Option<String>,
+    /// Why the Application is held back: a condition reason and a message.
+    blocked: Option<(&'static str, String)>,
 }
 
 impl TargetView<'_> {
@@ -413,6 +419,18 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             .unwrap_or_default()
             .iter()
             .all(|d| views.get(d).is_some_and(TargetView::healthy));
+        // The other provisioned targets, whose kubeconfigs go onto this target's cluster.
+        let peers: Vec<Peer> = views
+            .iter()
+            .filter(|(n, v)| *n != tname && v.target.cluster.type_.as_str() != HUB)
+            .map(|(n, v)| Peer {
+                target: n.clone(),
+                claim: v.claim_name.clone().unwrap_or_default(),
+                claim_ns: v.claim_ns.clone().unwrap_or_default(),
+                type_: v.target.cluster.type_.as_str().to_owned(),
+                ready: matches!(v.cluster, ClusterState::Ready { .. }),
+            })
+            .collect();
         let Some(view) = views.get_mut(tname) else {
             continue;
         };
@@ -491,19 +509,33 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 (&view.cluster, &view.claim_name, &view.claim_ns)
             {
                 register_cluster(&ctx, owner, tname, cn, cns, endpoint, type_).await?;
+                let on_target = TargetCluster {
+                    target: tname,
+                    claim: cn,
+                    claim_ns: cns,
+                    type_,
+                };
+                let mut blocked = None;
                 if build::wants_tailscale(target)
-                    && let Some(why) =
-                        copy_tailscale_secret(&ctx, owner, tname, cn, cns, type_).await?
+                    && let Some(why) = copy_tailscale_secret(&ctx, owner, &on_target).await?
                 {
-                    publish(
-                        &ctx,
-                        &exp,
-                        EventType::Warning,
-                        REASON_TAILSCALE_SECRET,
-                        format!("target {tname}: {why}"),
-                    )
-                    .await;
-                    view.blocked = Some(why);
+                    blocked = Some((REASON_TAILSCALE_SECRET, why));
+                }
+                if blocked.is_none() {
+                    blocked = copy_peer_kubeconfigs(&ctx, owner, &on_target, &peers).await?;
+                }
+                if let Some((reason, why)) = blocked {
+                    if reason != REASON_WAITING_FOR_PEERS {
+                        publish(
+                            &ctx,
+                            &exp,
+                            EventType::Warning,
+                            reason,
+                            format!("target {tname}: {why}"),
+                        )
+                        .await;
+                    }
+                    view.blocked = Some((reason, why));
                     continue;
                 }
             }
@@ -742,7 +774,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             AppState::Missing if v.blocked.is_some() => Some(format!(
                 "{}: {}",
                 v.target.name,
-                v.blocked.as_deref().unwrap_or_default()
+                v.blocked.as_ref().map_or("", |(_, why)| why.as_str())
             )),
             AppState::Missing if !v.deps_ready => Some(format!(
                 "{}: waiting for {}",
@@ -778,16 +810,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             generation,
         );
     } else {
-        let blocked = views.values().any(|v| v.blocked.is_some());
+        let blocked = views
+            .values()
+            .find_map(|v| v.blocked.as_ref().map(|(reason, _)| *reason));
         condition(
             conditions,
             CONDITION_COMPONENTS_HEALTHY,
             "False",
-            if blocked {
-                REASON_TAILSCALE_SECRET
-            } else {
-                "Progressing"
-            },
+            blocked.unwrap_or("Progressing"),
             &unhealthy.join("; "),
             generation,
         );
@@ -914,8 +944,12 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     if services_waiting {
         next_check = next_check.min(SERVICE_RECHECK);
     }
-    if views.values().any(|v| v.blocked.is_some()) {
-        next_check = next_check.min(TAILSCALE_RECHECK);
+    if views.values().any(|v| {
+        v.blocked
+            .as_ref()
+            .is_some_and(|(r, _)| *r != REASON_WAITING_FOR_PEERS)
+    }) {
+        next_check = next_check.min(TARGET_WRITE_RECHECK);
     }
     if let Some(action) = cleanup? {
         return Ok(action);
@@ -1332,10 +1366,7 @@ async fn register_cluster(
 async fn copy_tailscale_secret(
     ctx: &Ctx,
     owner: Owner<'_>,
-    target: &str,
-    cluster: &str,
-    claim_ns: &str,
-    type_: &str,
+    on: &TargetCluster<'_>,
 ) -> Result<Option<String>, Error> {
     let hub: Api<Secret> = Api::namespaced(ctx.client.clone(), build::TAILSCALE_SOURCE_NAMESPACE);
     let Some(source) = hub.get_opt(build::TAILSCALE_SECRET).await? else {
@@ -1345,18 +1376,84 @@ async fn copy_tailscale_secret(
             build::TAILSCALE_SECRET
         )));
     };
-    let (kubeconfig, shown, _) = read_kubeconfig(ctx, cluster, claim_ns, type_).await?;
+    let (kubeconfig, shown, _) = read_kubeconfig(ctx, on.claim, on.claim_ns, on.type_).await?;
     let copied = async {
         let client = remote::client(&kubeconfig, &shown).await?;
         remote::apply_secret(
             &client,
             &build::target_namespace(owner),
-            &build::tailscale_oauth_secret(owner, target, &source),
+            &build::tailscale_oauth_secret(owner, on.target, &source),
         )
         .await
     }
     .await;
     Ok(copied.err().map(|e| e.to_string()))
+}
+
+/// A provisioned target's cluster: the target and its claim.
+struct TargetCluster<'a> {
+    target: &'a str,
+    claim: &'a str,
+    claim_ns: &'a str,
+    type_: &'a str,
+}
+
+/// Another provisioned target of the same experiment, seen from one target.
+struct Peer {
+    target: String,
+    claim: String,
+    claim_ns: String,
+    type_: String,
+    ready: bool,
+}
+
+/// With two or more provisioned targets, copies every other target's kubeconfig onto this
+/// target's cluster as Secret `<experiment>/<other>-cluster-kubeconfig` (as upstream), so
+/// workloads there can reach the other clusters. Returns why the target's Application is held
+/// back: an other cluster is not ready yet, or a kubeconfig could not be written.
+async fn copy_peer_kubeconfigs(
+    ctx: &Ctx,
+    owner: Owner<'_>,
+    on: &TargetCluster<'_>,
+    peers: &[Peer],
+) -> Result<Option<(&'static str, String)>, Error> {
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let waiting: Vec<&str> = peers
+        .iter()
+        .filter(|p| !p.ready)
+        .map(|p| p.target.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        return Ok(Some((
+            REASON_WAITING_FOR_PEERS,
+            format!(
+                "waiting for the clusters of {} (their kubeconfigs are copied onto this cluster first)",
+                waiting.join(", ")
+            ),
+        )));
+    }
+    let (kubeconfig, shown, _) = read_kubeconfig(ctx, on.claim, on.claim_ns, on.type_).await?;
+    let mut secrets = Vec::with_capacity(peers.len());
+    for p in peers {
+        let (peer_kubeconfig, _, _) = read_kubeconfig(ctx, &p.claim, &p.claim_ns, &p.type_).await?;
+        secrets.push(build::peer_kubeconfig_secret(
+            owner,
+            on.target,
+            &p.target,
+            &peer_kubeconfig,
+        ));
+    }
+    let copied = async {
+        let client = remote::client(&kubeconfig, &shown).await?;
+        for secret in &secrets {
+            remote::apply_secret(&client, &build::target_namespace(owner), secret).await?;
+        }
+        Ok::<(), remote::RemoteError>(())
+    }
+    .await;
+    Ok(copied.err().map(|e| (REASON_KUBECONFIGS, e.to_string())))
 }
 
 /// One child kind of an Experiment: where it lives and the synced cache holding it, if any.
