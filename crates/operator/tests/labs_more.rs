@@ -1335,11 +1335,23 @@ fn example_xrds_fit_the_shipped_mappings() {
     }
 }
 
+/// Waits until `name`'s Application is held back with `ComponentsHealthy` reason `reason`;
+/// returns the Experiment and the condition's message.
+async fn held_back(client: &Client, name: &str, reason: &str) -> (Experiment, String) {
+    let held = wait_for(client, name, reason, |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == reason)
+    })
+    .await;
+    let message = cond(&held, "ComponentsHealthy").unwrap().message.clone();
+    (held, message)
+}
+
 /// `observability.transport: tailscale` on a provisioned target: the Application is held back
 /// while the hub's Tailscale OAuth Secret is missing (`ComponentsHealthy=False`,
 /// `TailscaleSecretNotCopied`, a Warning Event naming the Secret), then the Secret is copied
 /// onto the target cluster and the Application installs the `tailscale-operator` Component
-/// without OAuth values. A target that cannot be reached is held back with the write's error.
+/// without OAuth values. Targets whose clusters cannot be reached are held back with the
+/// write's error (`TailscaleSecretNotCopied`, `KubeconfigsNotCopied`).
 /// The hub target never gets a Tailscale operator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
@@ -1371,11 +1383,7 @@ spec:
 ",
     )
     .await;
-    let held = wait_for(&client, "ts", "held back for the hub Secret", |e| {
-        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "TailscaleSecretNotCopied")
-    })
-    .await;
-    let message = &cond(&held, "ComponentsHealthy").unwrap().message;
+    let (held, message) = held_back(&client, "ts", "TailscaleSecretNotCopied").await;
     assert!(
         message.contains("remote:") && message.contains("tailscale/operator-oauth"),
         "{message}"
@@ -1418,7 +1426,9 @@ spec:
     wait_cleaned(&client, "ts").await;
     delete_and_wait(&client, "ts").await;
 
-    // A target whose API server does not answer: held back with the error, never deployed.
+    // Clusters whose API servers do not answer: both targets are held back with the write's
+    // error (the Tailscale Secret for one, the other target's kubeconfig for the other) and
+    // nothing is deployed.
     experiment(
         &client,
         r"
@@ -1434,20 +1444,27 @@ spec:
     cluster: {type: gke}
     components: [{app: web}]
     observability: {enabled: true, transport: tailscale}
+  - {name: other, cluster: {type: gke}, components: [{app: web}]}
   workflow: {template: long, completion: {mode: workflow}}
 ",
     )
     .await;
-    let held = wait_for(&client, "unreachable", "held back for the target", |e| {
-        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "TailscaleSecretNotCopied")
-    })
-    .await;
-    let message = &cond(&held, "ComponentsHealthy").unwrap().message;
+    let (_, message) = held_back(&client, "unreachable", "KubeconfigsNotCopied").await;
     assert!(
-        message.contains("Namespace unreachable") && message.contains("target cluster"),
+        message.contains("other: writing Namespace unreachable on the target cluster failed")
+            && message.contains("remote: writing Namespace unreachable"),
         "{message}"
     );
-    assert!(apps.get_opt("unreachable-remote").await.unwrap().is_none());
+    let reasons = event_reasons(&client, "unreachable").await;
+    for reason in ["TailscaleSecretNotCopied", "KubeconfigsNotCopied"] {
+        assert!(
+            reasons.contains(&("Warning".to_owned(), reason.to_owned())),
+            "{reasons:?}"
+        );
+    }
+    for app in ["unreachable-remote", "unreachable-other"] {
+        assert!(apps.get_opt(app).await.unwrap().is_none());
+    }
     delete_and_wait(&client, "unreachable").await;
     op.stop().await.unwrap();
     env.shutdown().await;
