@@ -2,7 +2,8 @@
 //! Argo CD and Argo Workflows: the shipped example end to end (the seed's acceptance list),
 //! every cluster type, tutorial kubeconfigs and services, fields accepted but not acted on,
 //! refused claims, namesakes in two namespaces, the `--labs-*` flags and `--legacy-watch`,
-//! plus the CRD rows of the upstream bug list.
+//! what is written on provisioned clusters (other targets' kubeconfigs, the Tailscale OAuth
+//! Secret, on a second dev cluster), plus the CRD rows of the upstream bug list.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -1466,6 +1467,89 @@ spec:
         assert!(apps.get_opt(app).await.unwrap().is_none());
     }
     delete_and_wait(&client, "unreachable").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+    target.shutdown().await;
+}
+
+/// With two provisioned targets, a target whose cluster is ready waits for the other one
+/// (`WaitingForClusters`, naming it) before its Application is created, because the other
+/// cluster's kubeconfig is copied onto it first; once both are ready both deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_waits_for_the_other_clusters_before_deploying() {
+    let (target, server) = target_cluster().await;
+    let env = start_env_with(&[], server).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: pair
+  namespace: experiments
+  annotations: {devcluster.io/ready-seconds: forever}
+spec:
+  targets:
+  - {name: first, cluster: {type: gke}, components: [{app: web}]}
+  - {name: second, cluster: {type: vcluster}, components: [{app: web}]}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let ready_now = json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}});
+    let gke = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    wait_get(&gke, "pair-first", "first claim", |o| o.is_some()).await;
+    gke.patch(
+        "pair-first",
+        &PatchParams::default(),
+        &Patch::Merge(&ready_now),
+    )
+    .await
+    .unwrap();
+    let (_, message) = held_back(&client, "pair", "WaitingForClusters").await;
+    assert!(
+        message.contains("first: waiting for the clusters of second"),
+        "{message}"
+    );
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    assert!(apps.get_opt("pair-first").await.unwrap().is_none());
+    // Waiting is not a failure: no Warning Event for it.
+    assert!(
+        !event_reasons(&client, "pair")
+            .await
+            .iter()
+            .any(|(_, reason)| reason == "WaitingForClusters")
+    );
+
+    let vclusters = dynamic(&client, &claim_ar("VCluster", "vclusters"), NS);
+    vclusters
+        .patch(
+            "pair-second",
+            &PatchParams::default(),
+            &Patch::Merge(&ready_now),
+        )
+        .await
+        .unwrap();
+    // Both deploy now (their Applications stay Progressing: the experiment's ready-seconds
+    // annotation also scripts them).
+    for app in ["pair-first", "pair-second"] {
+        wait_get(&apps, app, "Application", |o| o.is_some()).await;
+    }
+    let copies: Api<Secret> = Api::namespaced(target.client(), "pair");
+    for peer in ["first", "second"] {
+        assert!(
+            copies
+                .get_opt(&format!("{peer}-cluster-kubeconfig"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    delete_and_wait(&client, "pair").await;
     op.stop().await.unwrap();
     env.shutdown().await;
     target.shutdown().await;
