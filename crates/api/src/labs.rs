@@ -684,6 +684,10 @@ pub struct TargetStatus {
     /// Whether the ArgoCD Applications were created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apps_created: Option<bool>,
+    /// How many times the target's claim was deleted and created again because it was not
+    /// Ready in time (only with the stuck-claim recreation of the labs configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_recreations: Option<i64>,
 }
 
 /// State of the Argo Workflow.

@@ -629,6 +629,104 @@ async fn provisioning_timeout_fails_with_the_claim_message() {
     env.stop().await;
 }
 
+/// With `stuckClaimRecreateAfterSeconds`, a claim that is not Ready in time is deleted and
+/// created again (beads `ku4`, `87v`, …: stuck asynchronous GKE creates), at most
+/// `maxClaimRecreations` times: the target reports `claimRecreations`, a Warning Event
+/// `ClaimRecreated` names the claim, the new claim is marked as the second attempt, and once
+/// it becomes Ready the experiment proceeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_claim_is_recreated_once() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let op = start_operator(
+        &client,
+        LabsConfig {
+            stuck_claim_recreate_after: Some(Duration::from_secs(1)),
+            max_claim_recreations: 1,
+            ..fast()
+        },
+    );
+    experiment(
+        &client,
+        &exp_yaml(
+            "stuck",
+            "gke",
+            "ok",
+            "workflow",
+            "{devcluster.io/ready-seconds: forever}",
+        ),
+    )
+    .await;
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    let first = wait_get(&claims, "stuck-main", "first claim", |o| o.is_some())
+        .await
+        .unwrap();
+    let e = wait_for(&client, "stuck", "one recreation", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.targets.as_ref())
+            .is_some_and(|t| t[0].claim_recreations == Some(1))
+    })
+    .await;
+    assert_eq!(e.phase(), ExperimentPhase::Provisioning);
+    let second = wait_get(&claims, "stuck-main", "second claim", |o| {
+        o.is_some_and(|c| c.metadata.uid != first.metadata.uid)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        second.annotations()["experiments.illm.io/claim-attempt"],
+        "2"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ClaimRecreated"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes.len() == 1
+            && notes[0].contains("experiments/stuck-main")
+            && notes[0].contains("1 of 1"),
+        "{notes:?}"
+    );
+    // No second recreation: the limit is reached (the new claim is older than the delay by
+    // the time the test looks again).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = claims.get("stuck-main").await.unwrap();
+    assert_eq!(still.metadata.uid, second.metadata.uid);
+    // The new claim becomes Ready: the target is provisioned (its Application then stays
+    // Progressing: the experiment's ready-seconds annotation scripts it too).
+    claims
+        .patch(
+            "stuck-main",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let e = wait_for(&client, "stuck", "target Ready", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.targets.as_ref())
+            .is_some_and(|t| t[0].phase.as_deref() == Some("Ready"))
+    })
+    .await;
+    let t = &e.status.as_ref().unwrap().targets.as_ref().unwrap()[0];
+    assert_eq!(t.claim_recreations, Some(1));
+    assert_eq!(cond(&e, "Provisioned").unwrap().reason, "ClustersReady");
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// Components resolve by name; an unknown one or a bad parameter is a condition naming it
 /// (never a guessed path), and creating the Component lets the experiment proceed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ pub enum ConfigError {
     },
     /// The file is not valid YAML of the expected shape.
     #[error(
-        "labs configuration {path}: {source}; expected keys clusterTypes, argocdNamespace, workflowNamespace, grafanaNamespace, metricsURL, provisioningTimeoutSeconds, manualDeadlineSeconds"
+        "labs configuration {path}: {source}; expected keys clusterTypes, argocdNamespace, workflowNamespace, grafanaNamespace, metricsURL, provisioningTimeoutSeconds, manualDeadlineSeconds, cleanupStuckAfterSeconds, stuckClaimRecreateAfterSeconds, maxClaimRecreations"
     )]
     Parse {
         /// The file.
@@ -133,6 +133,11 @@ pub struct LabsConfig {
     pub manual_deadline: Duration,
     /// After how long an external deletion counts as stuck.
     pub cleanup_stuck_after: Duration,
+    /// After how long a claim that is not Ready is deleted and created again (a stuck
+    /// asynchronous create); `None` never does.
+    pub stuck_claim_recreate_after: Option<Duration>,
+    /// How many times one target's claim may be created again.
+    pub max_claim_recreations: u32,
 }
 
 /// The YAML file shape (every key optional).
@@ -150,6 +155,8 @@ struct FileConfig {
     provisioning_timeout_seconds: Option<u64>,
     manual_deadline_seconds: Option<u64>,
     cleanup_stuck_after_seconds: Option<u64>,
+    stuck_claim_recreate_after_seconds: Option<u64>,
+    max_claim_recreations: Option<u32>,
 }
 
 fn identity_fields(names: &[&str]) -> BTreeMap<String, String> {
@@ -238,6 +245,8 @@ impl Default for LabsConfig {
             provisioning_timeout: Duration::from_mins(20),
             manual_deadline: Duration::from_hours(24),
             cleanup_stuck_after: Duration::from_mins(10),
+            stuck_claim_recreate_after: None,
+            max_claim_recreations: 1,
         }
     }
 }
@@ -287,6 +296,19 @@ impl LabsConfig {
         if let Some(s) = file.cleanup_stuck_after_seconds {
             config.cleanup_stuck_after = Duration::from_secs(s);
         }
+        match file.stuck_claim_recreate_after_seconds {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    field: "stuckClaimRecreateAfterSeconds".into(),
+                    message: "must be above zero (leave it out to never recreate claims)".into(),
+                });
+            }
+            Some(s) => config.stuck_claim_recreate_after = Some(Duration::from_secs(s)),
+            None => {}
+        }
+        if let Some(n) = file.max_claim_recreations {
+            config.max_claim_recreations = n;
+        }
         Ok(config)
     }
 
@@ -330,6 +352,18 @@ impl LabsConfig {
             return Err(ConfigError::Invalid {
                 field: "provisioningTimeoutSeconds".into(),
                 message: "must be above zero".into(),
+            });
+        }
+        if let Some(after) = config.stuck_claim_recreate_after
+            && after >= config.provisioning_timeout
+        {
+            return Err(ConfigError::Invalid {
+                field: "stuckClaimRecreateAfterSeconds".into(),
+                message: format!(
+                    "{} s must be below the provisioning timeout ({} s), or a claim times out before it is recreated",
+                    after.as_secs(),
+                    config.provisioning_timeout.as_secs()
+                ),
             });
         }
         Ok(config)
@@ -399,6 +433,39 @@ mod tests {
         assert!(err.to_string().contains("group/version"), "{err}");
         let err = LabsConfig::from_yaml("f", "bogus: 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn stuck_claim_recreation_is_off_by_default_and_checked() {
+        assert_eq!(LabsConfig::default().stuck_claim_recreate_after, None);
+        let c = LabsConfig::from_yaml(
+            "f",
+            "stuckClaimRecreateAfterSeconds: 600\nmaxClaimRecreations: 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.stuck_claim_recreate_after, Some(Duration::from_mins(10)));
+        assert_eq!(c.max_claim_recreations, 2);
+        let err = LabsConfig::from_yaml("f", "stuckClaimRecreateAfterSeconds: 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("stuckClaimRecreateAfterSeconds"),
+            "{err}"
+        );
+        // Recreating after the provisioning timeout could never happen: refused.
+        let dir = std::env::temp_dir().join(format!("labs-recreate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labs.yaml");
+        std::fs::write(&path, "stuckClaimRecreateAfterSeconds: 1200\n").unwrap();
+        let Err(err) = LabsConfig::resolve(Some(&path), None) else {
+            panic!("a recreation after the timeout was accepted");
+        };
+        assert!(
+            err.to_string().contains("stuckClaimRecreateAfterSeconds")
+                && err.to_string().contains("1200 s"),
+            "{err}"
+        );
+        std::fs::write(&path, "stuckClaimRecreateAfterSeconds: 600\n").unwrap();
+        assert!(LabsConfig::resolve(Some(&path), None).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{
     build::{self, ANNOTATION_HASH, Owner},
     cleanup::{self, Child, ChildKind},
     components::{self, AppSource, ComponentError},
-    config::HUB,
+    config::{HUB, LabsConfig},
     error::Error,
     expect, remote,
     state::{self, Observed, Transition, WorkflowState},
@@ -52,6 +52,10 @@ pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
 pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
+/// Event reason: a stuck claim was deleted to be created again.
+pub const REASON_CLAIM_RECREATED: &str = "ClaimRecreated";
+/// Claim annotation: which creation of the target's claim this is (absent on the first).
+pub const ANNOTATION_CLAIM_ATTEMPT: &str = "experiments.illm.io/claim-attempt";
 /// How often a write on a target cluster that failed is tried again.
 const TARGET_WRITE_RECHECK: Duration = Duration::from_secs(15);
 /// Condition reason and Event reason: a target's Application is held back because the
@@ -112,6 +116,10 @@ struct TargetView<'a> {
     deps_ready: bool,
     /// Why the Application is held back: a condition reason and a message.
     blocked: Option<(&'static str, String)>,
+    /// How many times the claim was created again (from the status).
+    recreations: i64,
+    /// The claim is stuck and is to be deleted and created again in this pass.
+    recreate: bool,
 }
 
 impl TargetView<'_> {
@@ -340,6 +348,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         let type_ = target.cluster.type_.as_str();
         let was_ready =
             previous.get(&target.name).and_then(|t| t.phase.as_deref()) == Some("Ready");
+        let recreations = previous
+            .get(&target.name)
+            .and_then(|t| t.claim_recreations)
+            .unwrap_or(0);
+        let mut recreate = false;
         let (claim_name, claim_ns, cluster) = if type_ == HUB {
             (None, None, ClusterState::Hub)
         } else {
@@ -347,10 +360,13 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             let cn = build::claim_name(&name, &target.name);
             let cns = build::claim_namespace(mapping, owner).to_owned();
             let claim = ctx.claim(type_, &cns, &cn);
-            let state = match &claim {
+            let mut state = match &claim {
                 None => ClusterState::Requested,
                 Some(c) => observe_claim(c, was_ready, ctx.config.provisioning_timeout),
             };
+            if let (Some(c), false) = (&claim, phase.is_terminal()) {
+                (state, recreate) = stuck_claim(&ctx.config, c, state, was_ready, recreations);
+            }
             (Some(cn), Some(cns), state)
         };
         let mut refs: Vec<agentic_api::labs::ComponentRef> =
@@ -398,6 +414,8 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
                 app_obj,
                 deps_ready: false,
                 blocked: None,
+                recreations,
+                recreate,
             },
         );
     }
@@ -437,9 +455,57 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         view.deps_ready = deps_ready;
         let target = view.target;
         let type_ = target.cluster.type_.as_str();
+        if type_ != HUB && view.recreate {
+            let (cn, cns) = (
+                view.claim_name.clone().unwrap_or_default(),
+                view.claim_ns.clone().unwrap_or_default(),
+            );
+            let mapping = &ctx.config.cluster_types[type_];
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &cns, &mapping.api_resource());
+            match api.delete(&cn, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            view.recreations += 1;
+            let message = format!(
+                "claim {cns}/{cn} was not Ready after {} s{}; deleted to be created again (recreation {} of {})",
+                ctx.config
+                    .stuck_claim_recreate_after
+                    .unwrap_or_default()
+                    .as_secs(),
+                match &view.cluster {
+                    ClusterState::Provisioning { message, .. } if !message.is_empty() =>
+                        format!(" ({message})"),
+                    _ => String::new(),
+                },
+                view.recreations,
+                ctx.config.max_claim_recreations
+            );
+            publish(
+                &ctx,
+                &exp,
+                EventType::Warning,
+                REASON_CLAIM_RECREATED,
+                format!("target {tname}: {message}"),
+            )
+            .await;
+            view.cluster = ClusterState::Provisioning {
+                message,
+                remaining: ctx.config.provisioning_timeout,
+            };
+            continue;
+        }
         if type_ != HUB {
             let mapping = &ctx.config.cluster_types[type_];
-            let desired = build::claim(owner, target, mapping);
+            let mut desired = build::claim(owner, target, mapping);
+            if view.recreations > 0 {
+                desired.metadata.annotations.get_or_insert_default().insert(
+                    ANNOTATION_CLAIM_ATTEMPT.to_owned(),
+                    (view.recreations + 1).to_string(),
+                );
+            }
             let live = ctx.claim(
                 type_,
                 view.claim_ns.as_deref().unwrap_or_default(),
@@ -1140,7 +1206,68 @@ fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx)
             v.app,
             AppState::NotNeeded | AppState::Healthy | AppState::Progressing { .. }
         )),
+        claim_recreations: (v.recreations > 0).then_some(v.recreations),
     }
+}
+
+/// The stuck-claim recreation (when configured): whether `claim`, observed as `state`, is to
+/// be deleted and created again now, and the state to report. A claim being deleted after a
+/// recreation is reported as such (it does not time out: its successor's clock has not
+/// started); a claim that is not Ready is recreated once it is `stuck_claim_recreate_after`
+/// old, at most `max_claim_recreations` times, and only if it is the latest creation (a
+/// cache still showing the deleted one does not count twice).
+fn stuck_claim(
+    config: &LabsConfig,
+    claim: &DynamicObject,
+    state: ClusterState,
+    was_ready: bool,
+    recreations: i64,
+) -> (ClusterState, bool) {
+    let Some(after) = config.stuck_claim_recreate_after else {
+        return (state, false);
+    };
+    if matches!(state, ClusterState::Ready { .. }) || was_ready {
+        return (state, false);
+    }
+    if claim.metadata.deletion_timestamp.is_some() {
+        if recreations == 0 {
+            return (state, false);
+        }
+        return (
+            ClusterState::Provisioning {
+                message: format!(
+                    "claim {} is being deleted to be created again",
+                    claim.name_any()
+                ),
+                remaining: config.provisioning_timeout,
+            },
+            false,
+        );
+    }
+    let attempt = claim
+        .annotations()
+        .get(ANNOTATION_CLAIM_ATTEMPT)
+        .and_then(|a| a.parse::<i64>().ok())
+        .unwrap_or(1);
+    let ClusterState::Provisioning { message, remaining } = state else {
+        return (state, false);
+    };
+    if attempt != recreations + 1 || recreations >= i64::from(config.max_claim_recreations) {
+        return (ClusterState::Provisioning { message, remaining }, false);
+    }
+    let elapsed = age(claim.metadata.creation_timestamp.as_ref());
+    if elapsed >= after {
+        return (ClusterState::Provisioning { message, remaining }, true);
+    }
+    // Wake up when the claim is due for recreation.
+    let due = after.saturating_sub(elapsed);
+    (
+        ClusterState::Provisioning {
+            message,
+            remaining: remaining.min(due),
+        },
+        false,
+    )
 }
 
 fn post_params() -> PostParams {
@@ -1760,6 +1887,61 @@ mod tests {
                 }
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn stuck_claims_are_recreated_only_when_configured_due_and_current() {
+        let claim = |age_secs: i64, attempt: Option<&str>, deleting: bool| -> DynamicObject {
+            let created = Timestamp::now() - jiff::SignedDuration::from_secs(age_secs);
+            let mut meta = json!({"name": "gw-app", "namespace": "experiments",
+                "creationTimestamp": created.to_string()});
+            if let Some(a) = attempt {
+                meta["annotations"] = json!({ANNOTATION_CLAIM_ATTEMPT: a});
+            }
+            if deleting {
+                meta["deletionTimestamp"] = json!(Timestamp::now().to_string());
+            }
+            obj(json!({"apiVersion": "illm.io/v1alpha1", "kind": "GKECluster", "metadata": meta}))
+        };
+        let provisioning = || ClusterState::Provisioning {
+            message: "creating".into(),
+            remaining: Duration::from_mins(15),
+        };
+        let off = LabsConfig::default();
+        let on = LabsConfig {
+            stuck_claim_recreate_after: Some(Duration::from_mins(5)),
+            max_claim_recreations: 2,
+            ..LabsConfig::default()
+        };
+        let run = |c: &LabsConfig, claim: &DynamicObject, was_ready: bool, n: i64| {
+            stuck_claim(c, claim, provisioning(), was_ready, n)
+        };
+        // Off by default.
+        assert!(!run(&off, &claim(600, None, false), false, 0).1);
+        // Due: the first claim, 10 minutes old.
+        assert!(run(&on, &claim(600, None, false), false, 0).1);
+        // Not due yet: the wake-up comes when it is.
+        let (state, recreate) = run(&on, &claim(60, None, false), false, 0);
+        assert!(!recreate);
+        let ClusterState::Provisioning { remaining, .. } = state else {
+            panic!("{state:?}");
+        };
+        assert!(remaining <= Duration::from_mins(4), "{remaining:?}");
+        // Once Ready, never again.
+        assert!(!run(&on, &claim(600, None, false), true, 0).1);
+        // The second claim (attempt 2) after one recreation is due; a cache still showing the
+        // first one (no attempt annotation) is not recreated twice.
+        assert!(run(&on, &claim(600, Some("2"), false), false, 1).1);
+        assert!(!run(&on, &claim(600, None, false), false, 1).1);
+        // At most max_claim_recreations.
+        assert!(!run(&on, &claim(600, Some("3"), false), false, 2).1);
+        // A claim being deleted after a recreation says so and does not time out.
+        let (state, recreate) = run(&on, &claim(6000, None, true), false, 1);
+        assert!(!recreate);
+        assert!(
+            matches!(&state, ClusterState::Provisioning { message, .. } if message.contains("being deleted")),
+            "{state:?}"
         );
     }
 
