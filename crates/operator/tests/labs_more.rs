@@ -135,6 +135,19 @@ async fn target_cluster() -> (TestCluster, Option<(String, String)>) {
     (target, server)
 }
 
+/// A second dev cluster standing in for every provisioned cluster, the lab environment whose
+/// claims point at it (with the test catalogue and a `WorkflowTemplate` named `long` that runs until
+/// released), its client and the operator.
+async fn with_target_cluster() -> (TestCluster, TestCluster, Client, Operator) {
+    let (target, server) = target_cluster().await;
+    let env = start_env_with(&[], server).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    (target, env, client, op)
+}
+
 /// The hub's Tailscale OAuth Secret, as `examples/labs/tailscale-oauth.yaml` ships it.
 async fn tailscale_oauth(client: &Client) {
     for doc in serde_yaml::Deserializer::from_str(&example("tailscale-oauth.yaml")) {
@@ -504,12 +517,7 @@ async fn gateway_tutorial_example_runs_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn every_cluster_type_runs() {
-    let (target, server) = target_cluster().await;
-    let env = start_env_with(&[], server).await;
-    let client = env.client();
-    catalogue(&client).await;
-    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
-    let op = start_operator(&client, fast());
+    let (target, env, client, op) = with_target_cluster().await;
     experiment(
         &client,
         r"
@@ -1357,13 +1365,8 @@ async fn held_back(client: &Client, name: &str, reason: &str) -> (Experiment, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn tailscale_credentials_are_copied_to_the_target_cluster() {
-    let (target, server) = target_cluster().await;
-    let env = start_env_with(&[], server).await;
-    let client = env.client();
-    catalogue(&client).await;
+    let (target, env, client, op) = with_target_cluster().await;
     component(&client, "tailscale-operator", "app").await;
-    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
-    let op = start_operator(&client, fast());
     experiment(
         &client,
         r"
@@ -1477,12 +1480,7 @@ spec:
 /// cluster's kubeconfig is copied onto it first; once both are ready both deploy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_waits_for_the_other_clusters_before_deploying() {
-    let (target, server) = target_cluster().await;
-    let env = start_env_with(&[], server).await;
-    let client = env.client();
-    catalogue(&client).await;
-    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
-    let op = start_operator(&client, fast());
+    let (target, env, client, op) = with_target_cluster().await;
     experiment(
         &client,
         r"
