@@ -574,23 +574,17 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             if let (ClusterState::Ready { endpoint }, Some(cn), Some(cns)) =
                 (&view.cluster, &view.claim_name, &view.claim_ns)
             {
-                register_cluster(&ctx, owner, tname, cn, cns, endpoint, type_).await?;
                 let on_target = TargetCluster {
                     target: tname,
                     claim: cn,
                     claim_ns: cns,
+                    endpoint,
                     type_,
+                    tailscale: build::wants_tailscale(target),
                 };
-                let mut blocked = None;
-                if build::wants_tailscale(target)
-                    && let Some(why) = copy_tailscale_secret(&ctx, owner, &on_target).await?
+                if let Some((reason, why)) =
+                    prepare_target_cluster(&ctx, owner, &on_target, &peers).await?
                 {
-                    blocked = Some((REASON_TAILSCALE_SECRET, why));
-                }
-                if blocked.is_none() {
-                    blocked = copy_peer_kubeconfigs(&ctx, owner, &on_target, &peers).await?;
-                }
-                if let Some((reason, why)) = blocked {
                     if reason != REASON_WAITING_FOR_PEERS {
                         publish(
                             &ctx,
@@ -1468,61 +1462,15 @@ fn unsupported_fields(exp: &Experiment) -> Option<String> {
     })
 }
 
-/// Registers a provisioned cluster with Argo CD from its connection Secret.
-async fn register_cluster(
-    ctx: &Ctx,
-    owner: Owner<'_>,
-    target: &str,
-    cluster: &str,
-    claim_ns: &str,
-    endpoint: &str,
-    type_: &str,
-) -> Result<(), Error> {
-    let (kubeconfig, shown, key) = read_kubeconfig(ctx, cluster, claim_ns, type_).await?;
-    let config_json = build::argocd_cluster_config(&kubeconfig, &shown, &key)?;
-    let desired =
-        build::cluster_secret(owner, target, cluster, endpoint, &config_json, &ctx.config);
-    apply(ctx, &secret_resource(), &desired).await?;
-    Ok(())
-}
-
-/// Copies the hub's Tailscale OAuth Secret to a provisioned target, into the namespace its
-/// Application deploys to, before the Application installs the Tailscale operator there.
-/// Returns why it could not (the hub Secret is missing, the target cannot be reached or
-/// refuses the write): the Application is then held back and this is tried again.
-async fn copy_tailscale_secret(
-    ctx: &Ctx,
-    owner: Owner<'_>,
-    on: &TargetCluster<'_>,
-) -> Result<Option<String>, Error> {
-    let hub: Api<Secret> = Api::namespaced(ctx.client.clone(), build::TAILSCALE_SOURCE_NAMESPACE);
-    let Some(source) = hub.get_opt(build::TAILSCALE_SECRET).await? else {
-        return Ok(Some(format!(
-            "the hub Secret {}/{} with the Tailscale OAuth client is missing; the Tailscale operator on this target needs it",
-            build::TAILSCALE_SOURCE_NAMESPACE,
-            build::TAILSCALE_SECRET
-        )));
-    };
-    let (kubeconfig, shown, _) = read_kubeconfig(ctx, on.claim, on.claim_ns, on.type_).await?;
-    let copied = async {
-        let client = remote::client(&kubeconfig, &shown).await?;
-        remote::apply_secret(
-            &client,
-            &build::target_namespace(owner),
-            &build::tailscale_oauth_secret(owner, on.target, &source),
-        )
-        .await
-    }
-    .await;
-    Ok(copied.err().map(|e| e.to_string()))
-}
-
-/// A provisioned target's cluster: the target and its claim.
+/// A provisioned target's cluster: the target, its claim and what it gets.
 struct TargetCluster<'a> {
     target: &'a str,
     claim: &'a str,
     claim_ns: &'a str,
+    endpoint: &'a str,
     type_: &'a str,
+    /// Whether the Tailscale OAuth Secret goes onto it.
+    tailscale: bool,
 }
 
 /// Another provisioned target of the same experiment, seen from one target.
@@ -1534,18 +1482,47 @@ struct Peer {
     ready: bool,
 }
 
-/// With two or more provisioned targets, copies every other target's kubeconfig onto this
-/// target's cluster as Secret `<experiment>/<other>-cluster-kubeconfig` (as upstream), so
-/// workloads there can reach the other clusters. Returns why the target's Application is held
-/// back: an other cluster is not ready yet, or a kubeconfig could not be written.
-async fn copy_peer_kubeconfigs(
+/// Everything a provisioned target's cluster needs before its Application is created, from
+/// one read of its connection Secret: its Argo CD cluster Secret on the hub, then on the
+/// cluster itself (through that kubeconfig) Namespace `<experiment>` with the hub's Tailscale
+/// OAuth Secret (for the Tailscale transport, where the chart given no OAuth values reads it)
+/// and, with two or more provisioned targets, every other one's kubeconfig as
+/// `<other>-cluster-kubeconfig` (as upstream). Returns why the Application is held back (a
+/// condition reason and message): the hub Tailscale Secret is missing, another cluster is
+/// not ready yet, or the cluster cannot be reached or refuses a write.
+async fn prepare_target_cluster(
     ctx: &Ctx,
     owner: Owner<'_>,
     on: &TargetCluster<'_>,
     peers: &[Peer],
 ) -> Result<Option<(&'static str, String)>, Error> {
-    if peers.is_empty() {
-        return Ok(None);
+    let (kubeconfig, shown, key) = read_kubeconfig(ctx, on.claim, on.claim_ns, on.type_).await?;
+    let config_json = build::argocd_cluster_config(&kubeconfig, &shown, &key)?;
+    let registration = build::cluster_secret(
+        owner,
+        on.target,
+        on.claim,
+        on.endpoint,
+        &config_json,
+        &ctx.config,
+    );
+    apply(ctx, &secret_resource(), &registration).await?;
+
+    let mut tailscale = None;
+    if on.tailscale {
+        let hub: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), build::TAILSCALE_SOURCE_NAMESPACE);
+        let Some(source) = hub.get_opt(build::TAILSCALE_SECRET).await? else {
+            return Ok(Some((
+                REASON_TAILSCALE_SECRET,
+                format!(
+                    "the hub Secret {}/{} with the Tailscale OAuth client is missing; the Tailscale operator on this target needs it",
+                    build::TAILSCALE_SOURCE_NAMESPACE,
+                    build::TAILSCALE_SECRET
+                ),
+            )));
+        };
+        tailscale = Some(build::tailscale_oauth_secret(owner, on.target, &source));
     }
     let waiting: Vec<&str> = peers
         .iter()
@@ -1561,26 +1538,43 @@ async fn copy_peer_kubeconfigs(
             ),
         )));
     }
-    let (kubeconfig, shown, _) = read_kubeconfig(ctx, on.claim, on.claim_ns, on.type_).await?;
-    let mut secrets = Vec::with_capacity(peers.len());
+    let mut kubeconfigs = Vec::with_capacity(peers.len());
     for p in peers {
         let (peer_kubeconfig, _, _) = read_kubeconfig(ctx, &p.claim, &p.claim_ns, &p.type_).await?;
-        secrets.push(build::peer_kubeconfig_secret(
+        kubeconfigs.push(build::peer_kubeconfig_secret(
             owner,
             on.target,
             &p.target,
             &peer_kubeconfig,
         ));
     }
-    let copied = async {
-        let client = remote::client(&kubeconfig, &shown).await?;
-        for secret in &secrets {
-            remote::apply_secret(&client, &build::target_namespace(owner), secret).await?;
-        }
-        Ok::<(), remote::RemoteError>(())
+    if tailscale.is_none() && kubeconfigs.is_empty() {
+        return Ok(None);
     }
-    .await;
-    Ok(copied.err().map(|e| (REASON_KUBECONFIGS, e.to_string())))
+    // The first write names the reason of a failure: the Tailscale Secret's when there is one.
+    let first_reason = if tailscale.is_some() {
+        REASON_TAILSCALE_SECRET
+    } else {
+        REASON_KUBECONFIGS
+    };
+    let client = match remote::client(&kubeconfig, &shown).await {
+        Ok(client) => client,
+        Err(e) => return Ok(Some((first_reason, e.to_string()))),
+    };
+    if let Err(e) = remote::apply_namespace(&client, &build::target_namespace(owner)).await {
+        return Ok(Some((first_reason, e.to_string())));
+    }
+    if let Some(secret) = &tailscale
+        && let Err(e) = remote::apply_secret(&client, secret).await
+    {
+        return Ok(Some((REASON_TAILSCALE_SECRET, e.to_string())));
+    }
+    for secret in &kubeconfigs {
+        if let Err(e) = remote::apply_secret(&client, secret).await {
+            return Ok(Some((REASON_KUBECONFIGS, e.to_string())));
+        }
+    }
+    Ok(None)
 }
 
 /// One child kind of an Experiment: where it lives and the synced cache holding it, if any.

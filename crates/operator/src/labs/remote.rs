@@ -1,6 +1,6 @@
 //! Writes on a provisioned target cluster, through the kubeconfig of its claim's connection
-//! Secret: the copy of the hub's Tailscale OAuth Secret that the Tailscale operator on a
-//! `transport: tailscale` target reads.
+//! Secret: the experiment's Namespace there, the copy of the hub's Tailscale OAuth Secret and
+//! the other targets' kubeconfigs.
 
 use std::time::Duration;
 
@@ -58,43 +58,36 @@ pub async fn client(kubeconfig: &str, secret: &str) -> Result<Client, RemoteErro
     Client::try_from(config).map_err(|e| bad(e.to_string()))
 }
 
-/// Applies `namespace` and then `secret` (which lives in it) on the target behind `client`,
-/// by server-side apply, so repeating it changes nothing.
-pub async fn apply_secret(
-    client: &Client,
-    namespace: &Namespace,
-    secret: &Secret,
-) -> Result<(), RemoteError> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let ns_name = namespace.metadata.name.clone().unwrap_or_default();
-    let typed_ns = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": namespace.metadata,
-    });
+/// Applies `namespace` on the target behind `client` (server-side apply, so repeating it
+/// changes nothing).
+pub async fn apply_namespace(client: &Client, namespace: &Namespace) -> Result<(), RemoteError> {
+    let name = namespace.metadata.name.clone().unwrap_or_default();
     Api::<Namespace>::all(client.clone())
-        .patch(&ns_name, &params, &Patch::Apply(&typed_ns))
+        .patch(&name, &apply_params(), &Patch::Apply(namespace))
         .await
         .map_err(|source| RemoteError::Write {
-            what: format!("Namespace {ns_name}"),
-            source,
-        })?;
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let secret_ns = secret.metadata.namespace.clone().unwrap_or_default();
-    let mut body = serde_json::to_value(secret).map_err(|e| RemoteError::Kubeconfig {
-        secret: format!("{secret_ns}/{name}"),
-        message: e.to_string(),
-    })?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
-    Api::<Secret>::namespaced(client.clone(), &secret_ns)
-        .patch(&name, &params, &Patch::Apply(&body))
-        .await
-        .map_err(|source| RemoteError::Write {
-            what: format!("Secret {secret_ns}/{name}"),
+            what: format!("Namespace {name}"),
             source,
         })?;
     Ok(())
+}
+
+/// Applies `secret` on the target behind `client`, like [`apply_namespace`].
+pub async fn apply_secret(client: &Client, secret: &Secret) -> Result<(), RemoteError> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .patch(&name, &apply_params(), &Patch::Apply(secret))
+        .await
+        .map_err(|source| RemoteError::Write {
+            what: format!("Secret {namespace}/{name}"),
+            source,
+        })?;
+    Ok(())
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 #[cfg(test)]
