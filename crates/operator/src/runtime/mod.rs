@@ -5,6 +5,7 @@
 //! [`controller::controller_task`]; docs/operations.md describes the operator's behaviour.
 
 pub mod backoff;
+pub mod compact;
 pub mod config;
 pub mod controller;
 pub mod events;

@@ -37,7 +37,11 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{probes::HealthState, relist::InPlaceRelist};
+use super::{
+    compact::{self, Compact, CompactStore, CompactWatch},
+    probes::HealthState,
+    relist::InPlaceRelist,
+};
 
 /// Events buffered per shared watch before back-pressure applies.
 pub const DEFAULT_BUFFER: usize = 1024;
@@ -179,6 +183,36 @@ where
     }
 }
 
+/// A compact watch waiting to be started (see [`SharedWatches::compact`]).
+struct CompactEntry<E: Compact> {
+    key: String,
+    api: Api<E::Wire>,
+    config: watcher::Config,
+    store: CompactStore<E>,
+    subscribers: Vec<futures::channel::mpsc::Sender<compact::Change<E>>>,
+}
+
+impl<E: Compact> PendingWatch for CompactEntry<E> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn start(self: Box<Self>, health: HealthState) -> BoxFuture<'static, ()> {
+        let CompactEntry {
+            key,
+            api,
+            config,
+            store,
+            subscribers,
+        } = *self;
+        compact::drive(key, api, config, store, subscribers, health)
+    }
+}
+
 /// Registry of shared watches, filled while families build their controllers.
 pub struct SharedWatches {
     buffer: usize,
@@ -205,9 +239,16 @@ fn watch_key<K>(api: &Api<K>, config: &watcher::Config) -> String
 where
     K: Resource,
 {
+    watch_key_of(std::any::type_name::<K>(), api, config)
+}
+
+/// The registry key of a watch of `api` with `config` cached as type `cached`.
+fn watch_key_of<K>(cached: &str, api: &Api<K>, config: &watcher::Config) -> String
+where
+    K: Resource,
+{
     format!(
-        "{}|{}|labels={}|fields={}",
-        std::any::type_name::<K>(),
+        "{cached}|{}|labels={}|fields={}",
         api.resource_url(),
         config.label_selector.as_deref().unwrap_or(""),
         config.field_selector.as_deref().unwrap_or("")
@@ -317,6 +358,46 @@ impl SharedWatches {
         K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
     {
         Ok(self.entry(api, config)?.reader.clone())
+    }
+
+    /// Subscribes to the compact watch of `api` with `config` (created on first use): returns
+    /// its [`CompactStore`] of `E` entries and a stream of every change for one controller.
+    /// A compact watch is a separate watch from a [`SharedWatches::subscribe`] one of the same
+    /// type (its key names the entry type).
+    pub fn compact<E: Compact>(
+        &mut self,
+        api: Api<E::Wire>,
+        config: watcher::Config,
+    ) -> Result<CompactWatch<E>, WatchError> {
+        let key = watch_key_of(
+            &format!("compact:{}", std::any::type_name::<E>()),
+            &api,
+            &config,
+        );
+        let position = if let Some(position) = self.index.get(&key) {
+            *position
+        } else {
+            self.pending.push(Box::new(CompactEntry::<E> {
+                key: key.clone(),
+                api,
+                config,
+                store: CompactStore::new(),
+                subscribers: Vec::new(),
+            }));
+            let position = self.pending.len() - 1;
+            self.index.insert(key.clone(), position);
+            position
+        };
+        let entry = self.pending[position]
+            .as_any_mut()
+            .downcast_mut::<CompactEntry<E>>()
+            .ok_or(WatchError::TypeMismatch { key })?;
+        let (tx, changes) = futures::channel::mpsc::channel(self.buffer);
+        entry.subscribers.push(tx);
+        Ok(CompactWatch {
+            store: entry.store.clone(),
+            changes,
+        })
     }
 
     /// Starts one reflector task per registered watch and returns their futures (the caller

@@ -1,18 +1,16 @@
-//! Slim cached views of the runner Jobs, runner pods and runner-token Secrets.
+//! What the session controller caches of the runner Jobs, runner pods and runner-token
+//! Secrets, and of the sessions themselves.
 //!
-//! The reflectors deserialize watch events into these types instead of the full objects,
-//! and each type trims what it keeps while deserializing (through a wire type and `From`):
-//! no pod specs with their long environment lists, no label or annotation maps (one
-//! `BTreeMap` costs over half a kilobyte), no conditions or container statuses the
-//! controller never reads, no Secret data. This keeps tens of thousands of sessions within a
-//! small memory budget.
+//! The watches deserialize events into slim wire types ([`RunnerJob`], [`RunnerPod`],
+//! [`TokenSecret`]) that trim while deserializing (through a wire type and `From`): no pod
+//! specs with their long environment lists, no label or annotation maps, no conditions or
+//! container statuses the controller never reads, no Secret data. Those are then reduced to
+//! the compact entries the caches hold ([`JobEntry`], [`PodEntry`], [`TokenEntry`], see
+//! [`crate::runtime::compact`]): no `ObjectMeta`, the runner pod's state already judged.
+//! Sessions are cached as [`CachedSession`], their JSON packed. This keeps tens of thousands
+//! of sessions within a small memory budget.
 
-use std::{
-    borrow::Cow,
-    collections::HashMap,
-    hash::{Hash, Hasher},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
-};
+use std::borrow::Cow;
 
 use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
@@ -21,11 +19,11 @@ use k8s_openapi::{
     api::{batch::v1::JobCondition, core::v1::PodCondition},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{
-    Resource,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::Resource;
 use serde::{Deserialize, Serialize};
+
+use super::state::{JobView, PodView};
+use crate::runtime::compact::Compact;
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -376,95 +374,130 @@ impl Resource for CachedSession {
     }
 }
 
-/// The runner pods of each session by name, kept up to date from the pod watch, so that a
-/// reconcile reads its own session's pods from the cache instead of scanning every cached
-/// pod (which made each reconcile cost O(sessions) at scale).
-///
-/// Feed it every pod the watch reports ([`PodIndex::seen`]; after a relist the watch
-/// reports every cached pod again) and every deleted pod ([`PodIndex::deleted`]). A name
-/// whose pod is no longer cached is dropped when it is next looked up.
-#[derive(Debug, Default)]
-pub struct PodIndex {
-    names: Mutex<HashMap<u64, Vec<Box<str>>>>,
+/// A runner Job as the session controller caches it (see [`crate::runtime::compact`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEntry {
+    /// The Job's name.
+    pub name: Box<str>,
+    /// Its UID (empty if the server sent none).
+    pub uid: Box<str>,
+    /// The name of the `AgenticSession` that controls it, if one does.
+    pub owner: Option<Box<str>>,
+    /// The run it belongs to (its `ambient-code.io/run-started-at` annotation).
+    pub run_id: Option<Box<str>>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    /// How it ended, or that it is still active.
+    pub view: JobView,
 }
 
-fn session_key(ns: &str, session: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    (ns, session).hash(&mut h);
-    h.finish()
+impl Compact for JobEntry {
+    type Wire = RunnerJob;
+
+    fn compact(job: RunnerJob) -> Option<(String, Self)> {
+        let view = super::controller::job_view(&job);
+        let meta = job.metadata;
+        let owner = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == AgenticSession::kind(&()))
+            .map(|o| o.name.as_str().into());
+        Some((
+            meta.namespace?,
+            Self {
+                name: meta.name?.into(),
+                uid: meta.uid.unwrap_or_default().into(),
+                owner,
+                run_id: job.run_id.map(String::into_boxed_str),
+                deleting: meta.deletion_timestamp.is_some(),
+                view,
+            },
+        ))
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
-impl PodIndex {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Vec<Box<str>>>> {
-        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+/// A runner pod as the session controller caches it: indexed by its session, with what its
+/// runner container shows already judged (see [`super::controller::pod_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEntry {
+    /// The pod's name.
+    pub name: Box<str>,
+    /// Its UID (empty if the server sent none).
+    pub uid: Box<str>,
+    /// The session it runs for (its `agentic-session` label).
+    pub session: Option<Box<str>>,
+    /// UIDs of its owners (the runner Job).
+    pub owners: Box<[Box<str>]>,
+    /// Whether it is being deleted.
+    pub deleting: bool,
+    /// What it shows.
+    pub view: PodView,
+}
+
+impl Compact for PodEntry {
+    type Wire = RunnerPod;
+
+    fn compact(pod: RunnerPod) -> Option<(String, Self)> {
+        let view = super::controller::pod_view(Some(&pod));
+        let meta = pod.metadata;
+        Some((
+            meta.namespace?,
+            Self {
+                name: meta.name?.into(),
+                uid: meta.uid.unwrap_or_default().into(),
+                session: pod.session.map(String::into_boxed_str),
+                owners: meta
+                    .owner_references
+                    .into_iter()
+                    .flatten()
+                    .map(|o| o.uid.into_boxed_str())
+                    .collect(),
+                deleting: meta.deletion_timestamp.is_some(),
+                view,
+            },
+        ))
     }
 
-    /// Records a pod the watch reported as added or changed.
-    pub fn seen(&self, pod: &RunnerPod) {
-        let (Some(ns), Some(session), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.session.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) else {
-            return;
-        };
-        let mut names = self.lock();
-        let entry = names.entry(session_key(ns, session)).or_default();
-        if !entry.iter().any(|n| &**n == name) {
-            entry.push(name.into());
-        }
+    fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Forgets a pod the watch reported as deleted.
-    pub fn deleted(&self, pod: &RunnerPod) {
-        let (Some(ns), Some(session), Some(name)) = (
-            pod.metadata.namespace.as_deref(),
-            pod.session.as_deref(),
-            pod.metadata.name.as_deref(),
-        ) else {
-            return;
-        };
-        let key = session_key(ns, session);
-        let mut names = self.lock();
-        if let Some(entry) = names.get_mut(&key) {
-            entry.retain(|n| &**n != name);
-            if entry.is_empty() {
-                names.remove(&key);
-            }
-        }
+    fn group(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+}
+
+/// A runner-token Secret as the session controller caches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// The Secret's name.
+    pub name: Box<str>,
+    /// When its token was last refreshed (the `ambient-code.io/token-refreshed-at`
+    /// annotation).
+    pub refreshed_at: Option<Box<str>>,
+}
+
+impl Compact for TokenEntry {
+    type Wire = TokenSecret;
+
+    fn compact(secret: TokenSecret) -> Option<(String, Self)> {
+        let meta = secret.metadata;
+        Some((
+            meta.namespace?,
+            Self {
+                name: meta.name?.into(),
+                refreshed_at: secret.refreshed_at.map(String::into_boxed_str),
+            },
+        ))
     }
 
-    /// The cached runner pods of session `session` in `ns`.
-    pub fn pods(&self, store: &Store<RunnerPod>, ns: &str, session: &str) -> Vec<Arc<RunnerPod>> {
-        let key = session_key(ns, session);
-        let mut names = self.lock();
-        let Some(entry) = names.get_mut(&key) else {
-            return Vec::new();
-        };
-        let mut found = Vec::with_capacity(entry.len());
-        entry.retain(|name| match store.get(&ObjectRef::new(name).within(ns)) {
-            Some(pod) => {
-                if pod.session.as_deref() == Some(session) {
-                    found.push(pod);
-                }
-                true
-            }
-            None => false,
-        });
-        if entry.is_empty() {
-            names.remove(&key);
-        }
-        found
-    }
-
-    /// Number of sessions with indexed pods.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no pod is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -674,57 +707,79 @@ core_resource!(TokenSecret, "", "v1", "v1", "Secret", "secrets", true);
 mod tests {
     use super::*;
 
-    fn runner(ns: &str, name: &str, session: &str) -> RunnerPod {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": name, "namespace": ns,
-            "labels": {"agentic-session": session}}}),
-        )
-        .unwrap()
-    }
-
     #[test]
-    fn pod_index_answers_with_the_cached_pods_of_one_session() {
-        use kube::runtime::{reflector, watcher};
-        let (store, mut writer) = reflector::store::<RunnerPod>();
-        let index = PodIndex::default();
-        let pods = [
-            runner("ns", "s1-job-a", "s1"),
-            runner("ns", "s1-job-b", "s1"),
-            runner("ns", "s2-job-a", "s2"),
-            runner("other", "s1-job-a", "s1"),
-        ];
-        for p in &pods {
-            writer.apply_watcher_event(&watcher::Event::Apply(p.clone()));
-            index.seen(p);
-            index.seen(p);
-        }
-        let names = |ns: &str, s: &str| {
-            let mut n: Vec<String> = index
-                .pods(&store, ns, s)
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p.metadata.namespace.clone().unwrap(),
-                        p.metadata.name.clone().unwrap()
-                    )
-                })
-                .collect();
-            n.sort();
-            n
-        };
-        assert_eq!(names("ns", "s1"), ["ns/s1-job-a", "ns/s1-job-b"]);
-        assert_eq!(names("other", "s1"), ["other/s1-job-a"]);
-        assert!(names("ns", "s3").is_empty());
-        // A deletion the watch reported, and a pod gone from the cache without one.
-        index.deleted(&pods[0]);
-        writer.apply_watcher_event(&watcher::Event::Delete(pods[1].clone()));
-        assert!(names("ns", "s1").is_empty());
-        assert_eq!(names("ns", "s2"), ["ns/s2-job-a"]);
-        assert_eq!(index.len(), 2, "emptied sessions are dropped");
-        // Pods without a namespace, name or session label are not indexed.
-        index.seen(&RunnerPod::default());
-        assert_eq!(index.len(), 2);
+    fn runner_objects_are_cached_as_compact_entries() {
+        let job: RunnerJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1-job", "namespace": "ns", "uid": "job-uid",
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {"ambient-code.io/run-started-at": "t1"},
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "not-it", "uid": "c",
+                     "controller": true},
+                    {"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+                     "name": "s1", "uid": "s", "controller": true}]},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]}}))
+        .unwrap();
+        let (ns, entry) = JobEntry::compact(job).unwrap();
+        assert_eq!(ns, "ns");
+        assert_eq!(
+            entry,
+            JobEntry {
+                name: "s1-job".into(),
+                uid: "job-uid".into(),
+                owner: Some("s1".into()),
+                run_id: Some("t1".into()),
+                deleting: true,
+                view: JobView::Complete,
+            }
+        );
+        // Only a controlling AgenticSession is the owner a Job wakes.
+        let job: RunnerJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "ns", "ownerReferences": [
+                {"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+                 "name": "s1", "uid": "s"}]}}))
+        .unwrap();
+        let (_, entry) = JobEntry::compact(job).unwrap();
+        assert_eq!(entry.owner, None);
+        assert_eq!(entry.view, JobView::Active);
+        assert_eq!(&*entry.uid, "");
+
+        let pod: RunnerPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s1-job-x", "namespace": "ns", "uid": "pod-uid",
+                "labels": {"agentic-session": "s1"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "s1-job",
+                    "uid": "job-uid", "controller": true}]},
+            "spec": {"nodeName": "node-a"},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "ambient-code-runner",
+                "restartCount": 0, "state": {"running": {}}}]}}))
+        .unwrap();
+        let (ns, entry) = PodEntry::compact(pod).unwrap();
+        assert_eq!(ns, "ns");
+        assert_eq!(entry.group(), Some("s1"));
+        assert_eq!(&*entry.owners, [Box::<str>::from("job-uid")]);
+        assert!(!entry.deleting);
+        assert_eq!(
+            entry.view,
+            PodView::Running {
+                node: Some("node-a".into())
+            }
+        );
+
+        let secret: TokenSecret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "ambient-runner-token-s1", "namespace": "ns",
+                "annotations": {"ambient-code.io/token-refreshed-at": "2026-01-01T00:00:00Z"}}}))
+        .unwrap();
+        let (_, entry) = TokenEntry::compact(secret).unwrap();
+        assert_eq!(entry.name(), "ambient-runner-token-s1");
+        assert_eq!(entry.refreshed_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+
+        // An object without a namespace or a name is never cached.
+        let nameless: RunnerPod =
+            serde_json::from_value(serde_json::json!({"metadata": {"namespace": "ns"}})).unwrap();
+        assert!(PodEntry::compact(nameless).is_none());
+        let cluster_wide: RunnerJob =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "j"}})).unwrap();
+        assert!(JobEntry::compact(cluster_wide).is_none());
     }
 
     #[test]

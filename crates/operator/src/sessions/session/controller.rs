@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 
 use super::{
     build::{self, RunInputs},
-    cached::{CachedSession, PodIndex, RunnerJob, RunnerPod, TokenSecret},
+    cached::{CachedSession, JobEntry, PodEntry, RunnerJob, RunnerPod, TokenEntry, TokenSecret},
     config::{SessionConfig, TOKEN_REFRESH_AFTER, VERTEX_SECRET},
     error::SessionError,
     metrics::SessionMetrics,
@@ -53,7 +53,9 @@ use super::{
     status::{self, StatusInputs},
 };
 use crate::runtime::{
-    ControllerTask, FamilyError, RuntimeContext, SharedWatches, controller_task,
+    ControllerTask, FamilyError, RuntimeContext, SharedWatches,
+    compact::{Change, CompactStore},
+    controller_task,
     events::REPORTING_CONTROLLER,
 };
 
@@ -83,14 +85,12 @@ pub struct Ctx {
     pub client: Client,
     /// Operator settings.
     pub config: SessionConfig,
-    /// Runner Jobs (label-selected, slim).
-    pub jobs: Store<RunnerJob>,
-    /// Runner pods (label-selected, slim).
-    pub pods: Store<RunnerPod>,
-    /// The runner pods of each session (names into `pods`).
-    pub pod_index: Arc<PodIndex>,
-    /// Runner-token Secrets (label-selected, metadata only).
-    pub tokens: Store<TokenSecret>,
+    /// Runner Jobs (label-selected, compact).
+    pub jobs: CompactStore<JobEntry>,
+    /// Runner pods (label-selected, compact, indexed by session).
+    pub pods: CompactStore<PodEntry>,
+    /// Runner-token Secrets (label-selected, metadata only, compact).
+    pub tokens: CompactStore<TokenEntry>,
     /// Managed namespaces (label-selected, metadata only).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// `ProjectSettings` (for the inactivity timeout and MCP servers).
@@ -160,21 +160,13 @@ pub fn controllers_with(
         Api::<CachedSession>::all(client.clone()),
         watcher::Config::default(),
     )?;
-    let jobs = watches.subscribe(
+    // Compact caches: a change (or deletion) of a runner Job, pod or token Secret also
+    // wakes its session.
+    let jobs = watches.compact::<JobEntry>(
         Api::<RunnerJob>::all(client.clone()),
         watcher::Config::default().labels(RUNNER_SELECTOR),
     )?;
-    let pods = watches.subscribe(
-        Api::<RunnerPod>::all(client.clone()),
-        watcher::Config::default().labels(RUNNER_SELECTOR),
-    )?;
-    // A deleted runner Job or pod wakes its session at once (a session waiting for the
-    // previous run to be gone, or a running one whose runner was deleted).
-    let deleted_jobs = watches.deletions(
-        Api::<RunnerJob>::all(client.clone()),
-        watcher::Config::default().labels(RUNNER_SELECTOR),
-    )?;
-    let deleted_pods = watches.deletions(
+    let pods = watches.compact::<PodEntry>(
         Api::<RunnerPod>::all(client.clone()),
         watcher::Config::default().labels(RUNNER_SELECTOR),
     )?;
@@ -182,11 +174,7 @@ pub fn controllers_with(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default().labels(&format!("{}=true", api::LABEL_MANAGED_NAMESPACE)),
     )?;
-    let tokens = watches.subscribe(
-        Api::<TokenSecret>::all(client.clone()),
-        watcher::Config::default().labels(TOKEN_SELECTOR),
-    )?;
-    let deleted_tokens = watches.deletions(
+    let tokens = watches.compact::<TokenEntry>(
         Api::<TokenSecret>::all(client.clone()),
         watcher::Config::default().labels(TOKEN_SELECTOR),
     )?;
@@ -216,67 +204,67 @@ pub fn controllers_with(
     )?;
     let metrics = SessionMetrics::default();
     let recent = Arc::new(RecentWrites::default());
-    let pod_index = Arc::new(PodIndex::default());
-    let (index_seen, index_deleted) = (pod_index.clone(), pod_index.clone());
-    let pod_changes = pods
-        .stream
-        .inspect(move |pod: &Arc<RunnerPod>| index_seen.seen(pod));
-    let deleted_pods = deleted_pods.inspect(move |pod: &Arc<RunnerPod>| index_deleted.deleted(pod));
-    let forget = recent.clone();
-    let deleted_jobs = deleted_jobs.inspect(move |job: &Arc<RunnerJob>| {
-        let owner = job
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true));
-        if let (Some(owner), Some(ns), Some(uid)) = (
-            owner,
-            job.metadata.namespace.as_deref(),
-            job.metadata.uid.as_deref(),
-        ) {
-            forget.job_deleted(ns, &owner.name, uid);
-        }
-    });
     let session_reader = sessions.reader.clone();
     let waiting_sessions = sessions.reader.clone();
     let token_sessions = sessions.reader.clone();
     let secret_sessions = sessions.reader.clone();
     let vertex_sessions = sessions.reader.clone();
+    // A Job wakes the session that controls it; a deleted one also ends what the controller
+    // remembers of creating it.
+    let forget = recent.clone();
+    let job_triggers = jobs.changes.filter_map(move |change: Change<JobEntry>| {
+        let job = &change.object;
+        if change.deleted
+            && let Some(owner) = job.owner.as_deref()
+        {
+            forget.job_deleted(&change.namespace, owner, &job.uid);
+        }
+        futures::future::ready(
+            job.owner
+                .as_deref()
+                .map(|owner| ObjectRef::new(owner).within(&change.namespace)),
+        )
+    });
+    // A changed pod wakes its session. A deleted pod wakes only a session that waits for its
+    // runner objects to go (a run being stopped or replaced). A running session learns of a
+    // lost pod from its Job, whose status can reach the cache after the pod's deletion (a Job
+    // past its deadline would otherwise be taken for a lost pod).
+    let pod_triggers = pods.changes.filter_map(move |change: Change<PodEntry>| {
+        let session = session_of(&change.namespace, &change.object).filter(|session| {
+            !change.deleted
+                || waiting_sessions.get(session).is_some_and(|s| {
+                    matches!(
+                        s.phase,
+                        Some(SessionPhase::Pending | SessionPhase::Stopping)
+                    )
+                })
+        });
+        futures::future::ready(session)
+    });
+    // A changed or deleted token Secret of a Running session wakes it, marked for a check of
+    // the Secret's content (a deleted one is missing from the cache, which the reconcile
+    // repairs on its own; marked too, so a reconcile that still finds it reads it).
     let token_checks = Arc::new(TokenChecks::default());
     let marks = token_checks.clone();
-    // A changed token Secret of a Running session is marked for a check of its content; a
-    // deleted one is missing from the cache, which the reconcile repairs on its own.
-    let marking_reader = token_sessions.clone();
-    let token_changes = tokens.stream.inspect(move |secret: &Arc<TokenSecret>| {
-        if let Some(session) = running_session_of_token(&marking_reader, secret) {
-            marks.mark(
-                session.namespace.as_deref().unwrap_or_default(),
-                &session.name,
-            );
-        }
-    });
-    let (marks, marking_reader) = (token_checks.clone(), token_sessions.clone());
-    // Marked too, so a reconcile that still finds the Secret in the cache reads it.
-    let deleted_tokens = deleted_tokens.inspect(move |secret: &Arc<TokenSecret>| {
-        if let Some(session) = running_session_of_token(&marking_reader, secret) {
-            marks.mark(
-                session.namespace.as_deref().unwrap_or_default(),
-                &session.name,
-            );
-        }
-    });
-    let token_wakeups = futures::stream::select(token_changes, deleted_tokens);
+    let token_triggers = tokens
+        .changes
+        .filter_map(move |change: Change<TokenEntry>| {
+            let session =
+                running_session_of_token(&token_sessions, &change.namespace, &change.object.name);
+            if let Some(session) = &session {
+                marks.mark(&change.namespace, &session.name);
+            }
+            futures::future::ready(session)
+        });
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
     let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
     let ctx = Arc::new(Ctx {
         client,
         config,
-        jobs: jobs.reader.clone(),
-        pods: pods.reader.clone(),
-        pod_index,
-        tokens: tokens.reader.clone(),
+        jobs: jobs.store,
+        pods: pods.store,
+        tokens: tokens.store,
         namespaces: namespaces.reader.clone(),
         projects,
         metrics,
@@ -289,25 +277,9 @@ pub fn controllers_with(
         CONTROLLER,
         sessions,
         move |c| {
-            c.owns_shared_stream(futures::stream::select(jobs.stream, deleted_jobs))
-                .watches_shared_stream(pod_changes, |pod: Arc<RunnerPod>| session_of(&pod))
-                // A deleted pod wakes only a session that waits for its runner objects to go
-                // (a run being stopped or replaced). A running session learns of a lost pod
-                // from its Job, whose status can reach the cache after the pod's deletion
-                // (a Job past its deadline would otherwise be taken for a lost pod).
-                .watches_shared_stream(deleted_pods, move |pod: Arc<RunnerPod>| {
-                    session_of(&pod).filter(|session| {
-                        waiting_sessions.get(session).is_some_and(|s| {
-                            matches!(
-                                s.phase,
-                                Some(SessionPhase::Pending | SessionPhase::Stopping)
-                            )
-                        })
-                    })
-                })
-                .watches_shared_stream(token_wakeups, move |secret: Arc<TokenSecret>| {
-                    running_session_of_token(&token_sessions, &secret)
-                })
+            c.reconcile_on(job_triggers)
+                .reconcile_on(pod_triggers)
+                .reconcile_on(token_triggers)
                 .watches_shared_stream(
                     futures::stream::iter(runner_secrets.map(|w| w.stream)).flatten(),
                     move |secret: Arc<PartialObjectMeta<Secret>>| {
@@ -342,15 +314,11 @@ pub fn controllers_with(
 /// The Running session whose runner-token Secret `secret` is (by the Secret's name).
 fn running_session_of_token(
     sessions: &Store<CachedSession>,
-    secret: &TokenSecret,
+    ns: &str,
+    secret: &str,
 ) -> Option<ObjectRef<CachedSession>> {
     let prefix = names::token_secret("");
-    let name = secret
-        .metadata
-        .name
-        .as_deref()?
-        .strip_prefix(prefix.as_str())?;
-    let ns = secret.metadata.namespace.as_deref()?;
+    let name = secret.strip_prefix(prefix.as_str())?;
     let session = ObjectRef::new(name).within(ns);
     sessions
         .get(&session)
@@ -388,11 +356,9 @@ fn waiting_for(
         .collect()
 }
 
-/// The session a runner pod belongs to (its `agentic-session` label).
-fn session_of(pod: &RunnerPod) -> Option<ObjectRef<CachedSession>> {
-    let name = pod.session.as_deref()?;
-    let ns = pod.metadata.namespace.as_deref()?;
-    Some(ObjectRef::new(name).within(ns))
+/// The session a runner pod in `ns` belongs to (its `agentic-session` label).
+fn session_of(ns: &str, pod: &PodEntry) -> Option<ObjectRef<CachedSession>> {
+    Some(ObjectRef::new(pod.session.as_deref()?).within(ns))
 }
 
 /// Reconciles one session (the function the runtime calls).
@@ -453,7 +419,8 @@ pub fn request(session: &AgenticSession) -> (Option<Request>, Option<String>) {
     (Some(request), at)
 }
 
-fn job_view(job: &RunnerJob) -> JobView {
+/// How a runner Job ended, or that it is still active, by its `Complete`/`Failed` conditions.
+pub fn job_view(job: &RunnerJob) -> JobView {
     let conditions = job
         .status
         .as_ref()
@@ -550,14 +517,6 @@ pub fn pod_view(pod: Option<&RunnerPod>) -> PodView {
     }
 }
 
-fn owned_by(pod: &RunnerPod, uid: &str) -> bool {
-    pod.metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid)
-}
-
 /// Classifies the runner objects of `name` in `ns` against the current run `run_id`; `pods`
 /// are the session's runner pods (others are ignored).
 ///
@@ -565,43 +524,41 @@ fn owned_by(pod: &RunnerPod, uid: &str) -> bool {
 /// active Job while the Job cache does not show it yet: a cache behind the controller's own
 /// write must not make the run look lost.
 pub fn observe_run(
-    jobs: &Store<RunnerJob>,
-    pods: &[Arc<RunnerPod>],
+    jobs: &CompactStore<JobEntry>,
+    pods: &[Arc<PodEntry>],
     recent: &RecentWrites,
     ns: &str,
     name: &str,
     run_id: Option<&str>,
 ) -> RunView {
-    let job = jobs.get(&ObjectRef::new(&names::job(name)).within(ns));
-    let current = job.as_ref().filter(|j| {
-        j.metadata.deletion_timestamp.is_none() && run_id.is_some() && j.run_id.as_deref() == run_id
-    });
+    let job = jobs.get(ns, &names::job(name));
+    let current = job
+        .as_ref()
+        .filter(|j| !j.deleting && run_id.is_some() && j.run_id.as_deref() == run_id);
     let created = run_id.and_then(|run| {
-        let cached_uid = job.as_ref().and_then(|j| j.metadata.uid.as_deref());
+        let cached_uid = job.as_ref().map(|j| &*j.uid).filter(|uid| !uid.is_empty());
         recent.created_job(ns, name, run, cached_uid)
     });
     let current = match (current, created) {
-        (Some(job), _) => Some((job.metadata.uid.clone().unwrap_or_default(), job_view(job))),
+        (Some(job), _) => Some((job.uid.to_string(), job.view.clone())),
         (None, Some(created)) => Some((created.uid, JobView::Active)),
         (None, None) => None,
     };
-    let mut pods = pods.iter().filter(|p| {
-        p.metadata.namespace.as_deref() == Some(ns) && p.session.as_deref() == Some(name)
-    });
+    let mut pods = pods.iter().filter(|p| p.session.as_deref() == Some(name));
     if let Some((uid, job)) = current {
-        let owned: Vec<&RunnerPod> = pods
-            .filter(|p| owned_by(p, &uid))
+        let owned: Vec<&PodEntry> = pods
+            .filter(|p| p.owners.iter().any(|o| **o == *uid))
             .map(Arc::as_ref)
             .collect();
         let pod = owned
             .iter()
             .copied()
-            .find(|p| p.metadata.deletion_timestamp.is_none())
+            .find(|p| !p.deleting)
             .or_else(|| owned.first().copied());
         return RunView::Current {
             job,
-            pod: pod_view(pod),
-            pod_uid: pod.and_then(|p| p.metadata.uid.clone()),
+            pod: pod.map_or(PodView::Missing, |p| p.view.clone()),
+            pod_uid: pod.map(|p| p.uid.to_string()).filter(|uid| !uid.is_empty()),
         };
     }
     if job.is_some() || pods.next().is_some() {
@@ -708,9 +665,9 @@ impl Ctx {
     /// Whether every cache the decisions read has finished its initial list. Until then an
     /// empty cache would look like missing runners (and restart running sessions).
     pub fn caches_synced(&self) -> bool {
-        synced(&self.jobs)
-            && synced(&self.pods)
-            && synced(&self.tokens)
+        self.jobs.is_ready()
+            && self.pods.is_ready()
+            && self.tokens.is_ready()
             && synced(&self.namespaces)
             && synced(&self.projects)
     }
@@ -759,10 +716,8 @@ impl Reconciler<'_> {
     }
 
     /// The cached runner pods of this session.
-    fn session_pods(&self) -> Vec<Arc<RunnerPod>> {
-        self.ctx
-            .pod_index
-            .pods(&self.ctx.pods, &self.ns, &self.name)
+    fn session_pods(&self) -> Vec<Arc<PodEntry>> {
+        self.ctx.pods.group(&self.ns, &self.name)
     }
 
     fn project(&self) -> Option<Arc<ProjectSettings>> {
@@ -923,11 +878,7 @@ impl Reconciler<'_> {
     /// Returns whether the session's token annotations must be written.
     async fn start_run(&self, run_id: String) -> Result<bool, SessionError> {
         let token_name = names::token_secret(&self.name);
-        let has_token = self
-            .ctx
-            .tokens
-            .get(&ObjectRef::new(&token_name).within(&self.ns))
-            .is_some();
+        let has_token = self.ctx.tokens.get(&self.ns, &token_name).is_some();
         if !has_token {
             let started = Instant::now();
             self.provision_credentials().await?;
@@ -938,26 +889,27 @@ impl Reconciler<'_> {
         let started = Instant::now();
         let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let job_name = names::job(&self.name);
-        let cached = self
-            .ctx
-            .jobs
-            .get(&ObjectRef::new(&job_name).within(&self.ns));
-        let cached_uid = cached.as_ref().and_then(|j| j.metadata.uid.clone());
-        let existing = cached
-            .filter(|j| j.run_id.as_ref() == Some(&run_id))
-            .map(|j| j.metadata.clone())
+        let cached = self.ctx.jobs.get(&self.ns, &job_name);
+        let cached_uid = cached
+            .as_ref()
+            .map(|j| j.uid.to_string())
+            .filter(|uid| !uid.is_empty());
+        let existing_uid = cached
+            .filter(|j| j.run_id.as_deref() == Some(run_id.as_str()))
+            .map(|j| j.uid.to_string())
             .or_else(|| {
                 // Created by an earlier attempt of this start that failed later on.
                 self.ctx
                     .recent
                     .created_job(&self.ns, &self.name, &run_id, cached_uid.as_deref())
-                    .map(|c| ObjectMeta {
-                        name: Some(job_name.clone()),
-                        namespace: Some(self.ns.clone()),
-                        uid: Some(c.uid),
-                        ..ObjectMeta::default()
-                    })
+                    .map(|c| c.uid)
             });
+        let existing = existing_uid.map(|uid| ObjectMeta {
+            name: Some(job_name.clone()),
+            namespace: Some(self.ns.clone()),
+            uid: Some(uid),
+            ..ObjectMeta::default()
+        });
         let owner = if let Some(metadata) = existing {
             build::job_owner(&Job {
                 metadata,
@@ -1058,7 +1010,7 @@ impl Reconciler<'_> {
     /// Returns when to look again.
     async fn refresh_token_if_due(&self) -> Result<Option<Duration>, SessionError> {
         let name = names::token_secret(&self.name);
-        let Some(secret) = self.ctx.tokens.get(&ObjectRef::new(&name).within(&self.ns)) else {
+        let Some(secret) = self.ctx.tokens.get(&self.ns, &name) else {
             tracing::info!(secret = %name, "the runner token Secret is missing; recreating it");
             self.provision_credentials().await?;
             return Ok(Some(TOKEN_REFRESH_AFTER));
@@ -1124,16 +1076,13 @@ impl Reconciler<'_> {
     async fn delete_run(&self) -> Result<(), SessionError> {
         super::extras::release_run_extras(&self.ctx.client, self.session, &self.ctx.config).await?;
         let job_name = names::job(&self.name);
-        let job = self
-            .ctx
-            .jobs
-            .get(&ObjectRef::new(&job_name).within(&self.ns));
+        let job = self.ctx.jobs.get(&self.ns, &job_name);
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
         if let Some(job) = job {
-            if job.metadata.deletion_timestamp.is_none() {
+            if !job.deleting {
                 let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
                 let deleted = jobs.delete(&job_name, &background).await.map(drop);
                 ignore_status(deleted, 404)
@@ -1142,12 +1091,12 @@ impl Reconciler<'_> {
             return Ok(());
         }
         let mut strays = self.session_pods();
-        strays.retain(|p| p.metadata.deletion_timestamp.is_none());
+        strays.retain(|p| !p.deleting);
         let pods: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.ctx.client.clone(), &self.ns);
         for pod in strays {
-            let name = pod.name_any();
-            let deleted = pods.delete(&name, &DeleteParams::default()).await.map(drop);
+            let name = &pod.name;
+            let deleted = pods.delete(name, &DeleteParams::default()).await.map(drop);
             ignore_status(deleted, 404)
                 .map_err(|e| SessionError::kube(format!("delete Pod {name}"), e))?;
         }

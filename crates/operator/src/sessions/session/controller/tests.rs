@@ -84,16 +84,32 @@ fn pod_views() {
     assert_eq!(pod_view(Some(&deleting)), PodView::Missing);
 }
 
-fn stores(jobs: Vec<RunnerJob>, pods: Vec<RunnerPod>) -> (Store<RunnerJob>, Store<RunnerPod>) {
-    let (job_store, mut job_writer) = reflector::store();
+/// Compact caches holding `jobs` and `pods`, as their watches would fill them.
+fn stores(
+    jobs: Vec<RunnerJob>,
+    pods: Vec<RunnerPod>,
+) -> (CompactStore<JobEntry>, CompactStore<PodEntry>) {
+    let job_store = CompactStore::new();
+    let mut applier = crate::runtime::compact::Applier::new(job_store.clone());
     for j in jobs {
-        job_writer.apply_watcher_event(&watcher::Event::Apply(j));
+        applier.apply(watcher::Event::Apply(j));
     }
-    let (pod_store, mut pod_writer) = reflector::store();
+    let pod_store = CompactStore::new();
+    let mut applier = crate::runtime::compact::Applier::new(pod_store.clone());
     for p in pods {
-        pod_writer.apply_watcher_event(&watcher::Event::Apply(p));
+        applier.apply(watcher::Event::Apply(p));
     }
     (job_store, pod_store)
+}
+
+/// The runner objects of session `s1` in `ns` as [`observe_run`] classifies them.
+fn observe(
+    jobs: &CompactStore<JobEntry>,
+    pods: &CompactStore<PodEntry>,
+    recent: &RecentWrites,
+    run_id: Option<&str>,
+) -> RunView {
+    observe_run(jobs, &pods.group("ns", "s1"), recent, "ns", "s1", run_id)
 }
 
 fn job(run: &str, conditions: Value) -> RunnerJob {
@@ -108,28 +124,14 @@ fn job(run: &str, conditions: Value) -> RunnerJob {
 fn run_classification() {
     let (jobs, pods) = stores(vec![], vec![]);
     assert_eq!(
-        observe_run(
-            &jobs,
-            &pods.state(),
-            &RecentWrites::default(),
-            "ns",
-            "s1",
-            Some("t1")
-        ),
+        observe(&jobs, &pods, &RecentWrites::default(), Some("t1")),
         RunView::Nothing
     );
 
     let running = runner_pod(json!({"running": {}}), json!({}));
     let (jobs, pods) = stores(vec![job("t1", json!([]))], vec![running.clone()]);
     assert_eq!(
-        observe_run(
-            &jobs,
-            &pods.state(),
-            &RecentWrites::default(),
-            "ns",
-            "s1",
-            Some("t1")
-        ),
+        observe(&jobs, &pods, &RecentWrites::default(), Some("t1")),
         RunView::Current {
             job: JobView::Active,
             pod: PodView::Running {
@@ -140,33 +142,19 @@ fn run_classification() {
     );
     // The Job of an earlier run is a leftover, and so is a pod without a Job.
     assert_eq!(
-        observe_run(
-            &jobs,
-            &pods.state(),
-            &RecentWrites::default(),
-            "ns",
-            "s1",
-            Some("t2")
-        ),
+        observe(&jobs, &pods, &RecentWrites::default(), Some("t2")),
         RunView::Leftover
     );
     let (jobs, pods) = stores(vec![], vec![running]);
     assert_eq!(
-        observe_run(
-            &jobs,
-            &pods.state(),
-            &RecentWrites::default(),
-            "ns",
-            "s1",
-            Some("t1")
-        ),
+        observe(&jobs, &pods, &RecentWrites::default(), Some("t1")),
         RunView::Leftover
     );
-    // Another namespace is not ours.
+    // The runner objects of a session of the same name in another namespace are not ours.
     assert_eq!(
         observe_run(
             &jobs,
-            &pods.state(),
+            &pods.group("other", "s1"),
             &RecentWrites::default(),
             "other",
             "s1",
@@ -184,7 +172,7 @@ fn run_classification() {
         vec![],
     );
     assert!(matches!(
-        observe_run(&jobs, &pods.state(), &RecentWrites::default(), "ns", "s1", Some("t1")),
+        observe(&jobs, &pods, &RecentWrites::default(), Some("t1")),
         RunView::Current { job: JobView::Failed { reason, .. }, pod: PodView::Missing, .. }
             if reason == "DeadlineExceeded"
     ));
@@ -216,7 +204,7 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     old.metadata.uid = Some("old-uid".into());
     let (old_jobs, _) = stores(vec![old], vec![]);
     for jobs in [&empty_jobs, &old_jobs] {
-        let seen = observe_run(jobs, &no_pods.state(), &recent, "ns", "s1", Some("t2"));
+        let seen = observe(jobs, &no_pods, &recent, Some("t2"));
         assert_eq!(seen, waiting);
         let t = state::next(
             Some(SessionPhase::Creating),
@@ -233,14 +221,7 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     }
     // Without the memory of the create, the same caches read as a lost run.
     let forgetful = RecentWrites::default();
-    let seen = observe_run(
-        &empty_jobs,
-        &no_pods.state(),
-        &forgetful,
-        "ns",
-        "s1",
-        Some("t2"),
-    );
+    let seen = observe(&empty_jobs, &no_pods, &forgetful, Some("t2"));
     assert_eq!(seen, RunView::Nothing);
     assert_eq!(
         state::next(
@@ -257,7 +238,7 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     let running = runner_pod(json!({"running": {}}), json!({}));
     let (_, pods) = stores(vec![], vec![running]);
     assert_eq!(
-        observe_run(&empty_jobs, &pods.state(), &recent, "ns", "s1", Some("t2")),
+        observe(&empty_jobs, &pods, &recent, Some("t2")),
         RunView::Current {
             job: JobView::Active,
             pod: PodView::Running {
@@ -268,32 +249,15 @@ fn a_job_just_created_is_the_current_run_while_the_job_cache_is_behind() {
     );
     // Another run is not answered by the remembered Job.
     assert_eq!(
-        observe_run(
-            &empty_jobs,
-            &no_pods.state(),
-            &recent,
-            "ns",
-            "s1",
-            Some("t3")
-        ),
+        observe(&empty_jobs, &no_pods, &recent, Some("t3")),
         RunView::Nothing
     );
     // Once the cache shows the created Job it decides again: a Job deleted afterwards is gone.
     let (jobs, _) = stores(vec![job("t2", json!([]))], vec![]);
-    assert_eq!(
-        observe_run(&jobs, &no_pods.state(), &recent, "ns", "s1", Some("t2")),
-        waiting
-    );
+    assert_eq!(observe(&jobs, &no_pods, &recent, Some("t2")), waiting);
     assert!(recent.is_empty());
     assert_eq!(
-        observe_run(
-            &empty_jobs,
-            &no_pods.state(),
-            &recent,
-            "ns",
-            "s1",
-            Some("t2")
-        ),
+        observe(&empty_jobs, &no_pods, &recent, Some("t2")),
         RunView::Nothing
     );
 }
@@ -413,11 +377,17 @@ fn token_refresh_schedule() {
 
 #[test]
 fn sync_state_of_caches() {
-    let (store, mut writer) = reflector::store::<RunnerPod>();
+    let (store, mut writer) = reflector::store::<CachedSession>();
     assert!(!synced(&store));
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitDone);
     assert!(synced(&store));
+    let pods = CompactStore::<PodEntry>::new();
+    let mut applier = crate::runtime::compact::Applier::new(pods.clone());
+    applier.apply(watcher::Event::Init);
+    assert!(!pods.is_ready(), "not ready while the first list is read");
+    applier.apply(watcher::Event::InitDone);
+    assert!(pods.is_ready());
 }
 
 /// A cached session built from JSON (`status` as given).
