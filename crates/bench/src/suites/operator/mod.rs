@@ -911,8 +911,7 @@ async fn start_operator(
     dir: &Path,
     kubeconfig: &Path,
 ) -> Result<ChildProcess, BenchError> {
-    let mut attempt = 1;
-    loop {
+    with_retries(OPERATOR_START_ATTEMPTS, |_| async {
         let (metrics, health) = (free_port()?, free_port()?);
         let operator_spec = SpawnSpec {
             program: "sh".into(),
@@ -934,16 +933,45 @@ async fn start_operator(
         };
         let (mut operator, _) =
             ChildProcess::spawn(&operator_spec, "ready", Duration::from_secs(30)).await?;
-        match wait_ready(health, &mut operator).await {
-            Ok(()) => return Ok(operator),
-            Err(e) if attempt < OPERATOR_START_ATTEMPTS && !operator.is_running() => {
+        Ok(match wait_ready(health, &mut operator).await {
+            Ok(()) => Attempt::Started(operator),
+            Err(e) if !operator.is_running() => Attempt::Exited(e),
+            Err(e) => Attempt::Failed(e),
+        })
+    })
+    .await
+}
+
+/// How one attempt at starting a process ended.
+#[derive(Debug)]
+enum Attempt<T> {
+    /// It is ready.
+    Started(T),
+    /// It exited before it was ready (a port taken meanwhile): worth another attempt.
+    Exited(BenchError),
+    /// It runs but did not become ready: not retried.
+    Failed(BenchError),
+}
+
+/// Runs `start` (given the attempt number, from 1) until it starts, at most `attempts` times;
+/// only an [`Attempt::Exited`] is retried. An error of `start` itself ends at once.
+async fn with_retries<T, F, Fut>(attempts: u32, mut start: F) -> Result<T, BenchError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<Attempt<T>, BenchError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start(attempt).await? {
+            Attempt::Started(started) => return Ok(started),
+            Attempt::Exited(e) if attempt < attempts => {
                 eprintln!(
                     "  the operator exited before it was ready (attempt {attempt}: {e}); \
                      starting it again on other ports"
                 );
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            Attempt::Exited(e) | Attempt::Failed(e) => return Err(e),
         }
     }
 }
@@ -1180,6 +1208,43 @@ pub fn render(report: &Report) -> String {
 mod tests {
     use super::*;
     use devcluster::VerbStats;
+
+    /// Runs [`with_retries`] over a script of attempt outcomes; returns its result and the
+    /// number of attempts made.
+    fn retried(attempts: u32, script: &[&str]) -> (Result<u32, String>, u32) {
+        let made = std::cell::Cell::new(0);
+        let result = futures::executor::block_on(with_retries(attempts, |attempt| {
+            made.set(attempt);
+            let outcome = script[attempt as usize - 1];
+            async move {
+                match outcome {
+                    "started" => Ok(Attempt::Started(attempt)),
+                    "exited" => Ok(Attempt::Exited(bench_err("exited"))),
+                    "failed" => Ok(Attempt::Failed(bench_err("not ready"))),
+                    _ => Err(bench_err("spawn failed")),
+                }
+            }
+        }));
+        (result.map_err(|e| e.to_string()), made.get())
+    }
+
+    #[test]
+    fn a_start_is_retried_only_after_the_process_exited() {
+        // Another process took a port twice: the third attempt starts.
+        let (result, made) = retried(3, &["exited", "exited", "started"]);
+        assert_eq!((result, made), (Ok(3), 3));
+        // Out of attempts: the last exit is the error.
+        let (result, made) = retried(2, &["exited", "exited", "started"]);
+        assert!(result.is_err_and(|e| e.contains("exited")));
+        assert_eq!(made, 2);
+        // Running but never ready, or failing to spawn: no retry.
+        let (result, made) = retried(3, &["failed", "started"]);
+        assert!(result.is_err_and(|e| e.contains("not ready")));
+        assert_eq!(made, 1);
+        let (result, made) = retried(3, &["spawn", "started"]);
+        assert!(result.is_err_and(|e| e.contains("spawn failed")));
+        assert_eq!(made, 1);
+    }
 
     #[test]
     fn larger_bursts_are_polled_less_often() {
