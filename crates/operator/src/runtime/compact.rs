@@ -56,65 +56,6 @@ pub trait Compact: Debug + Send + Sync + Sized + 'static {
     }
 }
 
-/// An object's UID as an entry keeps it: 16 bytes for the canonical lowercase UUID the API
-/// server assigns, the text otherwise (so every UID reads back exactly as it was sent).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Uid {
-    /// A UUID in canonical lowercase form.
-    Uuid(u128),
-    /// Any other text (including none).
-    Text(Box<str>),
-}
-
-impl Uid {
-    /// The UID `text`.
-    #[must_use]
-    pub fn new(text: &str) -> Self {
-        let bytes = text.as_bytes();
-        let canonical = bytes.len() == 36
-            && bytes.iter().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => *b == b'-',
-                _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
-            });
-        if canonical && let Ok(value) = u128::from_str_radix(&text.replace('-', ""), 16) {
-            return Self::Uuid(value);
-        }
-        Self::Text(text.into())
-    }
-
-    /// Whether the UID is empty (the server sent none).
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        matches!(self, Self::Text(text) if text.is_empty())
-    }
-
-    /// Whether this is the UID `text`.
-    #[must_use]
-    pub fn is(&self, text: &str) -> bool {
-        *self == Self::new(text)
-    }
-}
-
-impl std::fmt::Display for Uid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Uuid(value) => {
-                let hex = format!("{value:032x}");
-                write!(
-                    f,
-                    "{}-{}-{}-{}-{}",
-                    &hex[..8],
-                    &hex[8..12],
-                    &hex[12..16],
-                    &hex[16..20],
-                    &hex[20..]
-                )
-            }
-            Self::Text(text) => f.write_str(text),
-        }
-    }
-}
-
 /// An entry in a namespace's set, hashed and compared by the entry's name.
 #[derive(Debug)]
 struct Named<E>(Arc<E>);

@@ -23,7 +23,7 @@ use kube::Resource;
 use serde::{Deserialize, Serialize};
 
 use super::state::{JobView, PodView};
-use crate::runtime::compact::{Compact, Uid};
+use crate::runtime::compact::Compact;
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -380,7 +380,7 @@ pub struct JobEntry {
     /// The Job's name.
     pub name: Box<str>,
     /// Its UID (empty if the server sent none).
-    pub uid: Uid,
+    pub uid: Box<str>,
     /// The name of the `AgenticSession` that controls it, if one does.
     pub owner: Option<Box<str>>,
     /// The run it belongs to (its `ambient-code.io/run-started-at` annotation).
@@ -407,7 +407,7 @@ impl Compact for JobEntry {
             meta.namespace?,
             Self {
                 name: meta.name?.into(),
-                uid: Uid::new(meta.uid.as_deref().unwrap_or_default()),
+                uid: meta.uid.unwrap_or_default().into(),
                 owner,
                 run_id: job.run_id.map(String::into_boxed_str),
                 deleting: meta.deletion_timestamp.is_some(),
@@ -428,11 +428,11 @@ pub struct PodEntry {
     /// The pod's name.
     pub name: Box<str>,
     /// Its UID (empty if the server sent none).
-    pub uid: Uid,
+    pub uid: Box<str>,
     /// The session it runs for (its `agentic-session` label).
     pub session: Option<Box<str>>,
-    /// UID of its controlling owner (the runner Job), else of its first owner.
-    pub owner: Option<Uid>,
+    /// UIDs of its owners (the runner Job).
+    pub owners: Box<[Box<str>]>,
     /// Whether it is being deleted.
     pub deleting: bool,
     /// What it shows.
@@ -449,15 +449,14 @@ impl Compact for PodEntry {
             meta.namespace?,
             Self {
                 name: meta.name?.into(),
-                uid: Uid::new(meta.uid.as_deref().unwrap_or_default()),
+                uid: meta.uid.unwrap_or_default().into(),
                 session: pod.session.map(String::into_boxed_str),
-                owner: meta.owner_references.as_ref().and_then(|owners| {
-                    owners
-                        .iter()
-                        .find(|o| o.controller == Some(true))
-                        .or_else(|| owners.first())
-                        .map(|o| Uid::new(&o.uid))
-                }),
+                owners: meta
+                    .owner_references
+                    .into_iter()
+                    .flatten()
+                    .map(|o| o.uid.into_boxed_str())
+                    .collect(),
                 deleting: meta.deletion_timestamp.is_some(),
                 view,
             },
@@ -727,7 +726,7 @@ mod tests {
             entry,
             JobEntry {
                 name: "s1-job".into(),
-                uid: Uid::new("job-uid"),
+                uid: "job-uid".into(),
                 owner: Some("s1".into()),
                 run_id: Some("t1".into()),
                 deleting: true,
@@ -743,7 +742,7 @@ mod tests {
         let (_, entry) = JobEntry::compact(job).unwrap();
         assert_eq!(entry.owner, None);
         assert_eq!(entry.view, JobView::Active);
-        assert!(entry.uid.is_empty());
+        assert_eq!(&*entry.uid, "");
 
         let pod: RunnerPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "s1-job-x", "namespace": "ns", "uid": "pod-uid",
@@ -757,8 +756,7 @@ mod tests {
         let (ns, entry) = PodEntry::compact(pod).unwrap();
         assert_eq!(ns, "ns");
         assert_eq!(entry.group(), Some("s1"));
-        assert_eq!(entry.owner, Some(Uid::new("job-uid")));
-        assert_eq!(entry.uid.to_string(), "pod-uid");
+        assert_eq!(&*entry.owners, [Box::<str>::from("job-uid")]);
         assert!(!entry.deleting);
         assert_eq!(
             entry.view,

@@ -217,7 +217,7 @@ pub fn controllers_with(
         if change.deleted
             && let Some(owner) = job.owner.as_deref()
         {
-            forget.job_deleted(&change.namespace, owner, &job.uid.to_string());
+            forget.job_deleted(&change.namespace, owner, &job.uid);
         }
         futures::future::ready(
             job.owner
@@ -536,11 +536,8 @@ pub fn observe_run(
         .as_ref()
         .filter(|j| !j.deleting && run_id.is_some() && j.run_id.as_deref() == run_id);
     let created = run_id.and_then(|run| {
-        let cached_uid = job
-            .as_ref()
-            .filter(|j| !j.uid.is_empty())
-            .map(|j| j.uid.to_string());
-        recent.created_job(ns, name, run, cached_uid.as_deref())
+        let cached_uid = job.as_ref().map(|j| &*j.uid).filter(|uid| !uid.is_empty());
+        recent.created_job(ns, name, run, cached_uid)
     });
     let current = match (current, created) {
         (Some(job), _) => Some((job.uid.to_string(), job.view.clone())),
@@ -550,7 +547,7 @@ pub fn observe_run(
     let mut pods = pods.iter().filter(|p| p.session.as_deref() == Some(name));
     if let Some((uid, job)) = current {
         let owned: Vec<&PodEntry> = pods
-            .filter(|p| p.owner.as_ref().is_some_and(|o| o.is(&uid)))
+            .filter(|p| p.owners.iter().any(|o| **o == *uid))
             .map(Arc::as_ref)
             .collect();
         let pod = owned
@@ -561,7 +558,7 @@ pub fn observe_run(
         return RunView::Current {
             job,
             pod: pod.map_or(PodView::Missing, |p| p.view.clone()),
-            pod_uid: pod.filter(|p| !p.uid.is_empty()).map(|p| p.uid.to_string()),
+            pod_uid: pod.map(|p| p.uid.to_string()).filter(|uid| !uid.is_empty()),
         };
     }
     if job.is_some() || pods.next().is_some() {
@@ -895,8 +892,8 @@ impl Reconciler<'_> {
         let cached = self.ctx.jobs.get(&self.ns, &job_name);
         let cached_uid = cached
             .as_ref()
-            .filter(|j| !j.uid.is_empty())
-            .map(|j| j.uid.to_string());
+            .map(|j| j.uid.to_string())
+            .filter(|uid| !uid.is_empty());
         let existing_uid = cached
             .filter(|j| j.run_id.as_deref() == Some(run_id.as_str()))
             .map(|j| j.uid.to_string())
@@ -910,7 +907,7 @@ impl Reconciler<'_> {
         let existing = existing_uid.map(|uid| ObjectMeta {
             name: Some(job_name.clone()),
             namespace: Some(self.ns.clone()),
-            uid: Some(uid).filter(|uid| !uid.is_empty()),
+            uid: Some(uid),
             ..ObjectMeta::default()
         });
         let owner = if let Some(metadata) = existing {
