@@ -46,6 +46,7 @@ use super::{
     metrics::SessionMetrics,
     names,
     recent::{CreatedJob, RecentWrites},
+    rechecks::{self, Rechecks},
     state::{
         self, Blocked, Effect, JobView, Observed, PodView, REASON_RUNNER_SECRET_MISSING,
         REASON_VERTEX_SECRET_MISSING, Request, RunView, Transition,
@@ -101,6 +102,9 @@ pub struct Ctx {
     pub recorder: Option<Arc<Recorder>>,
     /// The controller's own writes the caches may not show yet.
     pub recent: Arc<RecentWrites>,
+    /// When each Running session is looked at next (one shared timer instead of a requeue
+    /// per session).
+    pub rechecks: Arc<Rechecks>,
     /// Running sessions (namespace, name) whose token Secret changed since they were last
     /// reconciled: their next reconcile reads the Secret and repairs its content.
     pub token_checks: Arc<TokenChecks>,
@@ -259,6 +263,8 @@ pub fn controllers_with(
     rt.metrics
         .register(|r| metrics.register(r, Some(session_reader.clone())));
     let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
+    let rechecks = Arc::new(Rechecks::default());
+    let recheck_wakeups = rechecks::wakeups(rechecks.clone(), rechecks::TICK);
     let ctx = Arc::new(Ctx {
         client,
         config,
@@ -270,6 +276,7 @@ pub fn controllers_with(
         metrics,
         recorder: Some(rt.recorders.recorder(CONTROLLER)),
         recent,
+        rechecks,
         token_checks,
     });
     let task = controller_task(
@@ -277,7 +284,8 @@ pub fn controllers_with(
         CONTROLLER,
         sessions,
         move |c| {
-            c.reconcile_on(job_triggers)
+            c.reconcile_on(recheck_wakeups)
+                .reconcile_on(job_triggers)
                 .reconcile_on(pod_triggers)
                 .reconcile_on(token_triggers)
                 .watches_shared_stream(
@@ -808,14 +816,25 @@ impl Reconciler<'_> {
             .await?;
         self.record_blocked(&t);
 
-        // Changes of the runner Job and pod, including their deletion, wake the session;
-        // the recheck is only a safety net.
-        let mut next_check = match t.to {
+        self.next_check(t.to, idle_at).await
+    }
+
+    /// When to look at the session again, in phase `to`. Changes of the runner Job and pod,
+    /// including their deletion, wake the session; the recheck is only a safety net. A
+    /// Running session's next check (the earliest of the safety net, the inactivity deadline
+    /// `idle_at`, the runner spec refresh and the token refresh) goes to the shared
+    /// [`Rechecks`] timer.
+    async fn next_check(
+        &self,
+        to: SessionPhase,
+        idle_at: Option<Timestamp>,
+    ) -> Result<Action, SessionError> {
+        let mut next_check = match to {
             SessionPhase::Running => Some(RUNNING_RECHECK),
             p if p.is_terminal() => None,
             _ => Some(self.ctx.config.waiting_recheck),
         };
-        if t.to == SessionPhase::Running {
+        if to == SessionPhase::Running {
             if let Some(at) = idle_at {
                 next_check = next_check.map(|d| d.min(until(self.now, at)));
             }
@@ -829,7 +848,14 @@ impl Reconciler<'_> {
             if let Some(due) = self.refresh_token_if_due().await? {
                 next_check = next_check.map(|d| d.min(due));
             }
+            if let Some(after) = next_check {
+                self.ctx
+                    .rechecks
+                    .schedule(&self.ns, &self.name, Instant::now() + after);
+            }
+            return Ok(Action::await_change());
         }
+        self.ctx.rechecks.cancel(&self.ns, &self.name);
         Ok(next_check.map_or_else(Action::await_change, Action::requeue))
     }
 

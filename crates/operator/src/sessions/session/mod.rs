@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod names;
 pub mod network;
 pub mod recent;
+pub mod rechecks;
 pub mod state;
 pub mod status;
 pub mod trigger;
