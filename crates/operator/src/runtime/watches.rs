@@ -15,6 +15,10 @@
 //! [`SharedWatch::stream`] must be polled (pass it to `Controller::for_shared_stream`,
 //! `owns_shared_stream` or `watches_shared_stream`), never stored unused.
 //!
+//! Kinds watched in large numbers whose whole objects a controller does not need go through
+//! [`SharedWatches::compact`] instead: the same registry, a cache of small entries
+//! ([`super::compact`]) and a stream of changes including deletions.
+//!
 //! Deletions: kube-runtime's shared subscriptions report objects that were added or changed,
 //! not objects that were deleted. A controller that must react to a deleted child (to recreate
 //! it) also takes [`SharedWatches::deletions`] and merges it into the same trigger, e.g.

@@ -181,7 +181,7 @@ pub struct TokenSecret {
 
 /// An `AgenticSession` as cached: its identity and phase, plus the rest of the object
 /// (without `managedFields` and without the identity fields already held in `metadata`) as
-/// compact JSON text packed with [`pack`], parsed again when the session is reconciled.
+/// compact JSON text packed by `pack`, parsed again when the session is reconciled.
 /// A fraction of the size of the parsed object, whose conditions and maps dominate its
 /// footprint.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
