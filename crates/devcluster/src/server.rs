@@ -1131,7 +1131,12 @@ impl Ctx<'_> {
                     if let Some(m) = v["metadata"].as_object_mut() {
                         m.remove("resourceVersion");
                     }
-                    return self.create(v, Some(&mgr)).await;
+                    match self.create(v, Some(&mgr)).await {
+                        // Created by someone else since the read: apply to that object, as
+                        // the API server does, instead of failing the apply.
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        created => return created,
+                    }
                 }
                 return Err(ApiError::not_found(&def.group, &def.plural, self.name));
             };

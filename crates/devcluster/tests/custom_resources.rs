@@ -509,3 +509,39 @@ async fn deleting_a_crd_removes_its_objects() {
             .is_empty()
     );
 }
+
+/// An apply that finds no object and then loses the create to another writer applies to the
+/// object that writer made, as the API server does: it never answers `AlreadyExists`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_racing_a_create_never_fails_with_already_exists() {
+    let dc = DevCluster::start().await.unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
+    let mut raced = Vec::new();
+    for i in 0..200 {
+        let name = format!("race-{i}");
+        let created = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let applied = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"by": "apply"}});
+        let patch = Patch::Apply(applied);
+        let params = PatchParams::apply("racer").force();
+        let (creating, applying) = (api.clone(), api.clone());
+        let create =
+            tokio::spawn(async move { creating.create(&PostParams::default(), &created).await });
+        let apply_name = name.clone();
+        let apply = tokio::spawn(async move { applying.patch(&apply_name, &params, &patch).await });
+        let (create, apply) = (create.await.unwrap(), apply.await.unwrap());
+        let applied = apply.unwrap_or_else(|e| panic!("apply {name}: {e}"));
+        assert_eq!(applied.data.unwrap()["by"], "apply");
+        if create.is_err() {
+            raced.push(name);
+        }
+    }
+    // Each apply either created its object (and the create lost) or applied to the created one.
+    eprintln!("{} creates lost to the apply", raced.len());
+}
