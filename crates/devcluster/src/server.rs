@@ -721,15 +721,20 @@ pub struct Ctx<'a> {
     pub headers: &'a HeaderMap,
 }
 
-fn strip_for_generation(v: &Value, status_sub: bool) -> Value {
-    let mut c = v.clone();
-    if let Some(m) = c.as_object_mut() {
-        m.remove("metadata");
-        if status_sub {
-            m.remove("status");
+/// Whether two versions of an object are equal in what bumps `metadata.generation`:
+/// everything but `metadata` (and `status`, for resources with a status subresource).
+/// Compares in place: no copies of the objects.
+fn same_for_generation(a: &Value, b: &Value, status_sub: bool) -> bool {
+    let counted = |k: &str| k != "metadata" && !(status_sub && k == "status");
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            x.keys().filter(|k| counted(k)).count() == y.keys().filter(|k| counted(k)).count()
+                && x.iter()
+                    .filter(|(k, _)| counted(k))
+                    .all(|(k, v)| y.get(k) == Some(v))
         }
+        _ => a == b,
     }
-    c
 }
 
 impl Ctx<'_> {
@@ -1013,9 +1018,7 @@ impl Ctx<'_> {
     ) -> Result<Option<(u16, Arc<Obj>)>, ApiError> {
         let def = self.def;
         self.validate(&mut new, Some(&cur.value))?;
-        if def.tracks_generation()
-            && strip_for_generation(&new, def.status_subresource)
-                != strip_for_generation(&cur.value, def.status_subresource)
+        if def.tracks_generation() && !same_for_generation(&new, &cur.value, def.status_subresource)
         {
             let g = cur.value["metadata"]["generation"].as_i64().unwrap_or(0);
             new["metadata"]["generation"] = json!(g + 1);
@@ -1306,5 +1309,32 @@ async fn admin(st: &Arc<State>, req: Request, rest: &[String]) -> Response {
             value_response(200, &json!({}))
         }
         _ => error_response(&ApiError::no_route()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_for_generation;
+    use serde_json::json;
+
+    #[test]
+    fn generation_counts_everything_but_metadata_and_a_subresource_status() {
+        let base = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"p": 1}});
+        let meta = json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}, "status": {"p": 1}});
+        let status = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"p": 2}});
+        let spec = json!({"metadata": {"name": "a"}, "spec": {"x": 2}, "status": {"p": 1}});
+        let extra =
+            json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "status": {"p": 1}, "data": {}});
+        let no_status = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        assert!(same_for_generation(&base, &meta, true));
+        assert!(same_for_generation(&base, &meta, false));
+        assert!(same_for_generation(&base, &status, true));
+        assert!(!same_for_generation(&base, &status, false));
+        assert!(!same_for_generation(&base, &spec, true));
+        assert!(!same_for_generation(&base, &extra, true));
+        assert!(!same_for_generation(&extra, &base, true));
+        assert!(same_for_generation(&base, &no_status, true));
+        assert!(!same_for_generation(&base, &no_status, false));
+        assert!(!same_for_generation(&base, &json!("text"), true));
     }
 }
