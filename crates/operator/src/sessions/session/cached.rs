@@ -10,17 +10,18 @@
 //! Sessions are cached as [`CachedSession`], their JSON packed. This keeps tens of thousands
 //! of sessions within a small memory budget.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{batch::v1::JobCondition, core::v1::PodCondition},
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time},
 };
 use kube::Resource;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::state::{JobView, PodView};
 use crate::runtime::compact::Compact;
@@ -185,7 +186,7 @@ pub struct TokenSecret {
 /// A fraction of the size of the parsed object, whose conditions and maps dominate its
 /// footprint.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(try_from = "serde_json::Value")]
+#[serde(try_from = "RawObject")]
 pub struct CachedSession {
     /// Name, namespace, uid, resourceVersion, generation and deletionTimestamp.
     pub metadata: ObjectMeta,
@@ -305,45 +306,137 @@ impl CachedSession {
     }
 }
 
-impl TryFrom<serde_json::Value> for CachedSession {
+/// A JSON object with its members' texts kept as they came: the shape sessions are read
+/// in, so that nothing but the identity fields and `status.phase` is parsed into values.
+type RawObject = BTreeMap<String, Box<RawValue>>;
+
+/// The identity fields of a session's `metadata`, parsed from their raw texts.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SessionIdentity {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
+    #[serde(default)]
+    deletion_timestamp: Option<Time>,
+}
+
+/// `status.phase` of a session, the rest of its status skipped.
+#[derive(Deserialize)]
+struct PhaseOnly {
+    #[serde(default)]
+    phase: Option<String>,
+}
+
+/// Writes `{"key":raw,...}` for the members of `object`.
+fn write_object<'a>(
+    out: &mut Vec<u8>,
+    members: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<(), serde_json::Error> {
+    out.push(b'{');
+    for (i, (key, raw)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        out.extend_from_slice(raw);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+impl TryFrom<RawObject> for CachedSession {
     type Error = serde_json::Error;
 
-    fn try_from(mut value: serde_json::Value) -> Result<Self, Self::Error> {
-        let full: ObjectMeta = match value.get("metadata") {
-            Some(m) => serde_json::from_value(m.clone())?,
-            None => ObjectMeta::default(),
+    /// Caches a session read as raw members: `metadata` is split into the identity fields
+    /// (parsed) and the rest (kept as text, `managedFields` dropped unparsed); `spec` and
+    /// `status` are kept as the text they came in. The API server writes compact JSON; text
+    /// with whitespace between tokens is compacted through a parse first, as the packing
+    /// needs.
+    fn try_from(mut object: RawObject) -> Result<Self, Self::Error> {
+        let mut meta: RawObject = match object.remove("metadata") {
+            Some(raw) => serde_json::from_str(raw.get())?,
+            None => RawObject::new(),
         };
-        if let Some(meta) = value
-            .get_mut("metadata")
-            .and_then(serde_json::Value::as_object_mut)
-        {
-            meta.remove("managedFields");
-            for field in IDENTITY_FIELDS {
-                meta.remove(field);
+        meta.remove("managedFields");
+        let mut identity = RawObject::new();
+        for field in IDENTITY_FIELDS {
+            if let Some(raw) = meta.remove(field) {
+                identity.insert(field.to_owned(), raw);
             }
         }
-        let phase = value
-            .pointer("/status/phase")
-            .and_then(serde_json::Value::as_str)
+        let mut identity_text = Vec::new();
+        write_object(
+            &mut identity_text,
+            identity
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.get().as_bytes())),
+        )?;
+        let ids: SessionIdentity = serde_json::from_slice(&identity_text)?;
+        // A status that is not an object with a string phase (the schema forbids it) reads
+        // as no phase, as an unknown phase does: the session is judged from the start.
+        let phase = object
+            .get("status")
+            .and_then(|raw| serde_json::from_str::<Option<PhaseOnly>>(raw.get()).ok())
+            .flatten()
+            .and_then(|s| s.phase)
             .and_then(|p| p.parse().ok());
-        let text = serde_json::to_string(&value)?;
-        // serde_json escapes control bytes inside strings and writes none outside them.
-        let packed = pack(&text).ok_or_else(|| {
-            <serde_json::Error as serde::de::Error>::custom(
-                "the session's JSON text holds a raw control byte",
-            )
-        })?;
+        let mut meta_text = Vec::new();
+        write_object(
+            &mut meta_text,
+            meta.iter().map(|(k, v)| (k.as_str(), v.get().as_bytes())),
+        )?;
+        let mut text = Vec::new();
+        // `metadata` goes back in its sorted place (between `kind` and `spec`), the order
+        // the packing dictionary expects.
+        let mut sorted: Vec<(&str, &[u8])> = object
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.get().as_bytes()))
+            .chain(std::iter::once(("metadata", meta_text.as_slice())))
+            .collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        write_object(&mut text, sorted.into_iter())?;
+        let packed = match std::str::from_utf8(&text).ok().and_then(pack) {
+            Some(packed) => packed,
+            // Whitespace between tokens (a pretty-printing server): compact it first.
+            None => {
+                let value: serde_json::Value = serde_json::from_slice(&text)?;
+                pack(&serde_json::to_string(&value)?).ok_or_else(|| {
+                    <serde_json::Error as serde::de::Error>::custom(
+                        "the session's JSON text holds a raw control byte",
+                    )
+                })?
+            }
+        };
         Ok(Self {
             metadata: ObjectMeta {
-                generation: full.generation,
-                ..identity(ObjectMeta {
-                    owner_references: None,
-                    ..full
-                })
+                name: ids.name,
+                namespace: ids.namespace,
+                uid: ids.uid,
+                resource_version: ids.resource_version,
+                generation: ids.generation,
+                deletion_timestamp: ids.deletion_timestamp,
+                ..ObjectMeta::default()
             },
             phase,
             packed,
         })
+    }
+}
+
+impl TryFrom<serde_json::Value> for CachedSession {
+    type Error = serde_json::Error;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+        Self::try_from(serde_json::from_value::<RawObject>(value)?)
     }
 }
 
@@ -501,11 +594,55 @@ impl Compact for TokenEntry {
     }
 }
 
+/// The parts of an object's `metadata` the wire types read. Everything else, above all
+/// `managedFields` (often the larger part of a pod's or Job's JSON), is skipped while
+/// parsing instead of being built into `ObjectMeta`'s trees and dropped.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct WireObjectMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    deletion_timestamp: Option<Time>,
+    #[serde(default)]
+    owner_references: Option<Vec<OwnerReference>>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl WireObjectMeta {
+    /// The value of annotation `key`.
+    fn annotation(&self, key: &str) -> Option<String> {
+        self.annotations.as_ref()?.get(key).cloned()
+    }
+
+    /// What identifies the object and ties it to its owner, as an `ObjectMeta`.
+    fn into_identity(self) -> ObjectMeta {
+        ObjectMeta {
+            name: self.name,
+            namespace: self.namespace,
+            uid: self.uid,
+            resource_version: self.resource_version,
+            deletion_timestamp: self.deletion_timestamp,
+            owner_references: self.owner_references.filter(|o| !o.is_empty()),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
 /// Deserialization shape of [`RunnerJob`].
 #[derive(Deserialize)]
 struct WireJob {
     #[serde(default)]
-    metadata: ObjectMeta,
+    metadata: WireObjectMeta,
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
@@ -516,7 +653,7 @@ struct WireJob {
 #[derive(Deserialize)]
 struct WirePod {
     #[serde(default)]
-    metadata: ObjectMeta,
+    metadata: WireObjectMeta,
     #[serde(default)]
     session: Option<String>,
     #[serde(default)]
@@ -529,33 +666,16 @@ struct WirePod {
 #[derive(Deserialize)]
 struct WireMeta {
     #[serde(default)]
-    metadata: ObjectMeta,
+    metadata: WireObjectMeta,
     #[serde(default)]
     refreshed_at: Option<String>,
-}
-
-/// Keeps only what identifies an object and ties it to its owner.
-fn identity(meta: ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        deletion_timestamp: meta.deletion_timestamp,
-        owner_references: meta.owner_references.filter(|o| !o.is_empty()),
-        ..ObjectMeta::default()
-    }
-}
-
-fn annotation(meta: &ObjectMeta, key: &str) -> Option<String> {
-    meta.annotations.as_ref()?.get(key).cloned()
 }
 
 impl From<WireJob> for RunnerJob {
     fn from(wire: WireJob) -> Self {
         let run_id = wire
             .run_id
-            .or_else(|| annotation(&wire.metadata, super::build::ANNOTATION_RUN));
+            .or_else(|| wire.metadata.annotation(super::build::ANNOTATION_RUN));
         let status = wire.status.map(|s| RunnerJobStatus {
             conditions: s
                 .conditions
@@ -575,7 +695,7 @@ impl From<WireJob> for RunnerJob {
             active: s.active,
         });
         Self {
-            metadata: identity(wire.metadata),
+            metadata: wire.metadata.into_identity(),
             run_id,
             status,
         }
@@ -642,7 +762,7 @@ impl From<WirePod> for RunnerPod {
             }
         });
         Self {
-            metadata: identity(wire.metadata),
+            metadata: wire.metadata.into_identity(),
             session,
             spec: wire.spec,
             status,
@@ -654,12 +774,12 @@ impl From<WireMeta> for TokenSecret {
     fn from(wire: WireMeta) -> Self {
         let refreshed_at = wire
             .refreshed_at
-            .or_else(|| annotation(&wire.metadata, api::ANNOTATION_TOKEN_REFRESHED_AT));
+            .or_else(|| wire.metadata.annotation(api::ANNOTATION_TOKEN_REFRESHED_AT));
         Self {
-            metadata: identity(ObjectMeta {
+            metadata: ObjectMeta {
                 owner_references: None,
-                ..wire.metadata
-            }),
+                ..wire.metadata.into_identity()
+            },
             refreshed_at,
         }
     }
@@ -805,6 +925,93 @@ mod tests {
         assert_eq!(
             CachedSession::url_path(&(), Some("ns")),
             "/apis/vteam.ambient-code/v1alpha1/namespaces/ns/agenticsessions"
+        );
+    }
+
+    #[test]
+    fn sessions_are_read_from_their_text_whatever_its_layout() {
+        let value = settled_session();
+        let compact: CachedSession =
+            serde_json::from_str(&serde_json::to_string(&value).unwrap()).unwrap();
+        let pretty: CachedSession =
+            serde_json::from_str(&serde_json::to_string_pretty(&value).unwrap()).unwrap();
+        let via_value = CachedSession::try_from(value.clone()).unwrap();
+        assert_eq!(
+            compact, pretty,
+            "pretty-printed text is compacted before packing"
+        );
+        assert_eq!(compact, via_value);
+        assert_eq!(compact.phase, Some(SessionPhase::Running));
+        assert_eq!(compact.metadata.name.as_deref(), Some("s-00042"));
+        assert_eq!(compact.metadata.resource_version.as_deref(), Some("184467"));
+        assert_eq!(compact.metadata.generation, Some(1));
+        let back = compact.session().unwrap();
+        assert!(back.metadata.managed_fields.is_none());
+        let mut expected: AgenticSession = serde_json::from_value(value).unwrap();
+        expected.metadata.managed_fields = None;
+        assert_eq!(back, expected, "everything but managedFields comes back");
+    }
+
+    #[test]
+    fn a_session_with_a_malformed_identity_or_body_is_refused_and_an_odd_phase_is_none() {
+        // What each kind of bad input does: a watch event that cannot be read is an error
+        // for the watch (it does not enter the cache), never a half-filled entry.
+        for bad in [
+            r#"{"metadata": "not an object"}"#,
+            r#"{"metadata": {"name": 7}}"#,
+            r#"{"metadata": {"generation": "one"}}"#,
+            r#"{"metadata": {"deletionTimestamp": "yesterday"}}"#,
+            r#"{"metadata": {"name": "s"}, "spec": }"#,
+        ] {
+            assert!(
+                serde_json::from_str::<CachedSession>(bad).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        for (status, phase) in [
+            (r#"{"phase": "Sleeping"}"#, None),
+            (r#""not an object""#, None),
+            (r#"{"phase": 5}"#, None),
+            ("null", None),
+            ("{}", None),
+            (r#"{"phase": "Completed"}"#, Some(SessionPhase::Completed)),
+        ] {
+            let text = format!(r#"{{"metadata": {{"name": "s"}}, "status": {status}}}"#);
+            let cached: CachedSession = serde_json::from_str(&text).unwrap();
+            assert_eq!(cached.phase, phase, "{status}");
+        }
+    }
+
+    #[test]
+    fn runner_objects_are_read_without_parsing_their_managed_fields() {
+        // managedFields of any shape, even one the typed ObjectMeta would refuse, is skipped.
+        let pod: RunnerPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1",
+                "labels": {"agentic-session": "s1"},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                    "uid": "j1", "controller": true}],
+                "managedFields": "not a list"},
+            "status": {"phase": "Running"}
+        }))
+        .unwrap();
+        assert_eq!(pod.session.as_deref(), Some("s1"));
+        assert_eq!(pod.metadata.uid.as_deref(), Some("u1"));
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().map(Vec::len),
+            Some(1)
+        );
+        let job: RunnerJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j", "namespace": "ns",
+                "annotations": {"ambient-code.io/run-started-at": "r1"},
+                "managedFields": [{"fieldsV1": {"f:spec": {}}}]}
+        }))
+        .unwrap();
+        assert_eq!(job.run_id.as_deref(), Some("r1"));
+        assert!(job.metadata.annotations.is_none(), "only identity is kept");
+        // An identity field of the wrong type is still refused.
+        assert!(
+            serde_json::from_value::<RunnerPod>(serde_json::json!({"metadata": {"uid": 5}}))
+                .is_err()
         );
     }
 
