@@ -4,6 +4,7 @@
 //! Start with [`manager`] (the [`manager::Family`] trait and [`manager::RuntimeContext`]) and
 //! [`controller::controller_task`]; docs/operations.md describes the operator's behaviour.
 
+pub mod ack;
 pub mod backoff;
 pub mod compact;
 pub mod config;

@@ -20,8 +20,7 @@ use k8s_openapi::{
     api::{
         authentication::v1::{TokenRequest, TokenRequestSpec},
         batch::v1::Job,
-        core::v1::{Namespace, Secret, Service, ServiceAccount},
-        rbac::v1::{Role, RoleBinding},
+        core::v1::{Namespace, Secret, ServiceAccount},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -55,6 +54,7 @@ use super::{
 };
 use crate::runtime::{
     ControllerTask, FamilyError, RuntimeContext, SharedWatches,
+    ack::{self, Ack},
     compact::{Change, CompactStore},
     controller_task,
     events::REPORTING_CONTROLLER,
@@ -632,12 +632,13 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(REPORTING_CONTROLLER).force()
 }
 
-async fn apply<K>(api: &Api<K>, object: &K, what: &str) -> Result<K, SessionError>
+/// Server-side applies `object` in `ns`; the answer is read only for its identity.
+async fn apply<K>(client: &Client, ns: &str, object: &K, what: &str) -> Result<Ack, SessionError>
 where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + serde::Serialize + std::fmt::Debug,
 {
     let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &apply_params(), &Patch::Apply(object))
+    ack::patch::<K, _>(client, ns, &name, &apply_params(), &Patch::Apply(object))
         .await
         .map_err(|e| SessionError::kube(format!("apply {what} {name}"), e))
 }
@@ -807,7 +808,7 @@ impl Reconciler<'_> {
         let mut resource_version = self.session.resource_version();
         if let Some(patch) = patch {
             let written = self.patch_status(patch).await?;
-            resource_version = written.resource_version();
+            resource_version = written.metadata.resource_version;
             for (from, step) in &steps {
                 self.record_transition(*from, step);
             }
@@ -913,7 +914,6 @@ impl Reconciler<'_> {
                 .token_provisioned(&self.ns, started.elapsed());
         }
         let started = Instant::now();
-        let jobs: Api<Job> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let job_name = names::job(&self.name);
         let cached = self.ctx.jobs.get(&self.ns, &job_name);
         let cached_uid = cached
@@ -958,17 +958,24 @@ impl Reconciler<'_> {
                 job,
             )
             .await?;
-            let created = apply(&jobs, &job, "Job").await?;
+            let created = apply(&self.ctx.client, &self.ns, &job, "Job").await?;
             if let Some(uid) = created.metadata.uid.clone() {
                 self.ctx
                     .recent
                     .job_created(&self.ns, &self.name, CreatedJob { run_id, uid });
             }
-            build::job_owner(&created)
+            build::job_owner(&Job {
+                metadata: ObjectMeta {
+                    name: created.metadata.name.or(job.metadata.name),
+                    uid: created.metadata.uid,
+                    ..ObjectMeta::default()
+                },
+                ..Job::default()
+            })
         };
-        let services: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let service = build::service(self.session, owner);
-        let created = services.create(&PostParams::default(), &service).await;
+        let created =
+            ack::create(&self.ctx.client, &self.ns, &PostParams::default(), &service).await;
         ignore_status(created.map(drop), 409).map_err(|e| {
             SessionError::kube(format!("create Service {}", names::service(&self.name)), e)
         })?;
@@ -977,10 +984,7 @@ impl Reconciler<'_> {
     }
 
     async fn provision_credentials(&self) -> Result<(), SessionError> {
-        let client = &self.ctx.client;
-        let sa_api: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.ns);
-        let roles: Api<Role> = Api::namespaced(client.clone(), &self.ns);
-        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &self.ns);
+        let (client, ns) = (&self.ctx.client, self.ns.as_str());
         let (account, role, binding) = (
             build::service_account(self.session),
             build::role(self.session),
@@ -989,15 +993,14 @@ impl Reconciler<'_> {
         // Independent objects (a binding may name a Role or account that does not exist yet):
         // written at once.
         futures::try_join!(
-            apply(&sa_api, &account, "ServiceAccount"),
-            apply(&roles, &role, "Role"),
-            apply(&bindings, &binding, "RoleBinding"),
+            apply(client, ns, &account, "ServiceAccount"),
+            apply(client, ns, &role, "Role"),
+            apply(client, ns, &binding, "RoleBinding"),
         )?;
         let token = self.request_token().await?;
         let agui = format!("{:032x}", rand::random::<u128>());
         let secret = build::token_secret(self.session, &token, &agui, &self.now.to_string());
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.ns);
-        let created = secrets.create(&PostParams::default(), &secret).await;
+        let created = ack::create(client, ns, &PostParams::default(), &secret).await;
         ignore_status(created.map(drop), 409).map_err(|e| {
             SessionError::kube(
                 format!("create Secret {}", names::token_secret(&self.name)),
@@ -1129,20 +1132,22 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    async fn patch_status(&self, patch: Value) -> Result<AgenticSession, SessionError> {
-        let api: Api<AgenticSession> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+    async fn patch_status(&self, patch: Value) -> Result<Ack, SessionError> {
         // The resourceVersion makes the write conditional: a reconcile working from a stale
         // cache gets a conflict and retries instead of recording a transition twice.
         let body = json!({
             "metadata": {"resourceVersion": self.session.resource_version()},
             "status": patch,
         });
-        let written = api
-            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-            .map_err(|e| {
-                SessionError::kube(format!("patch status of {}/{}", self.ns, self.name), e)
-            })?;
+        let written = ack::patch_status::<AgenticSession, _>(
+            &self.ctx.client,
+            &self.ns,
+            &self.name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+        .map_err(|e| SessionError::kube(format!("patch status of {}/{}", self.ns, self.name), e))?;
         self.ctx.recent.session_written(
             &self.ns,
             &self.name,
@@ -1198,18 +1203,23 @@ impl Reconciler<'_> {
         if changes.is_empty() {
             return Ok(());
         }
-        let api: Api<AgenticSession> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let body = json!({
             "metadata": {"resourceVersion": resource_version, "annotations": changes},
         });
-        api.patch(&self.name, &PatchParams::default(), &Patch::Merge(&body))
-            .await
-            .map_err(|e| {
-                SessionError::kube(
-                    format!("update annotations of {}/{}", self.ns, self.name),
-                    e,
-                )
-            })?;
+        ack::patch::<AgenticSession, _>(
+            &self.ctx.client,
+            &self.ns,
+            &self.name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+        .map_err(|e| {
+            SessionError::kube(
+                format!("update annotations of {}/{}", self.ns, self.name),
+                e,
+            )
+        })?;
         // The version the status write made (if any) is replaced too.
         self.ctx
             .recent
