@@ -16,13 +16,20 @@ use kube::{
 use serde_json::json;
 use support::{install_crds, namespace};
 
-#[tokio::test]
-async fn writes_answer_the_identity_of_what_they_wrote_and_errors_as_kube_does() {
+/// A dev cluster with the CRDs and namespace `a`.
+async fn cluster() -> devcluster::DevCluster {
     support::crypto();
     let cluster = devcluster::DevCluster::builder().start().await.unwrap();
     let client = cluster.client();
     install_crds(&client).await;
     namespace(&client, "a", &[]).await;
+    cluster
+}
+
+#[tokio::test]
+async fn writes_answer_the_identity_of_what_they_wrote_and_errors_as_kube_does() {
+    let cluster = cluster().await;
+    let client = cluster.client();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "a");
 
     let map: ConfigMap = serde_json::from_value(json!({
@@ -117,8 +124,12 @@ async fn writes_answer_the_identity_of_what_they_wrote_and_errors_as_kube_does()
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
         other => panic!("expected 409, got {other:?}"),
     }
+}
 
-    // The status subresource writes status only.
+#[tokio::test]
+async fn a_status_write_changes_status_only() {
+    let cluster = cluster().await;
+    let client = cluster.client();
     let sessions: Api<AgenticSession> = Api::namespaced(client.clone(), "a");
     sessions
         .create(

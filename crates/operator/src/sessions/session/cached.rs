@@ -244,6 +244,18 @@ const DICTIONARY: [&str; 31] = [
     "PodCreated",
 ];
 
+/// For each byte value, whether a [`DICTIONARY`] entry starts with it: [`pack`] tries the
+/// entries only at those bytes (most bytes of a text start none).
+const STARTS_ENTRY: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < DICTIONARY.len() {
+        starts[DICTIONARY[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    starts
+};
+
 /// Packs compact JSON `text` with [`DICTIONARY`]; `None` if `text` holds a control byte
 /// (never the case for `serde_json`'s output).
 fn pack(text: &str) -> Option<Box<[u8]>> {
@@ -254,6 +266,11 @@ fn pack(text: &str) -> Option<Box<[u8]>> {
     let mut out = Vec::with_capacity(bytes.len() / 2);
     let mut rest = bytes;
     'outer: while let Some((&first, tail)) = rest.split_first() {
+        if !STARTS_ENTRY[usize::from(first)] {
+            out.push(first);
+            rest = tail;
+            continue;
+        }
         for (code, entry) in (1u8..).zip(DICTIONARY) {
             if let Some(after) = rest.strip_prefix(entry.as_bytes()) {
                 out.push(code);
@@ -404,17 +421,16 @@ impl TryFrom<RawObject> for CachedSession {
             .collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         write_object(&mut text, sorted.into_iter())?;
-        let packed = match std::str::from_utf8(&text).ok().and_then(pack) {
-            Some(packed) => packed,
+        let packed = if let Some(packed) = std::str::from_utf8(&text).ok().and_then(pack) {
+            packed
+        } else {
             // Whitespace between tokens (a pretty-printing server): compact it first.
-            None => {
-                let value: serde_json::Value = serde_json::from_slice(&text)?;
-                pack(&serde_json::to_string(&value)?).ok_or_else(|| {
-                    <serde_json::Error as serde::de::Error>::custom(
-                        "the session's JSON text holds a raw control byte",
-                    )
-                })?
-            }
+            let value: serde_json::Value = serde_json::from_slice(&text)?;
+            pack(&serde_json::to_string(&value)?).ok_or_else(|| {
+                <serde_json::Error as serde::de::Error>::custom(
+                    "the session's JSON text holds a raw control byte",
+                )
+            })?
         };
         Ok(Self {
             metadata: ObjectMeta {

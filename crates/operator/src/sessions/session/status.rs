@@ -222,6 +222,9 @@ pub fn merge_patch(
     current: Option<&AgenticSessionStatus>,
     desired: &AgenticSessionStatus,
 ) -> Result<Option<Value>, serde_json::Error> {
+    if current == Some(desired) {
+        return Ok(None);
+    }
     let before = match current {
         Some(c) => serde_json::to_value(c)?,
         None => Value::Object(Map::new()),
