@@ -327,24 +327,6 @@ impl CachedSession {
 /// in, so that nothing but the identity fields and `status.phase` is parsed into values.
 type RawObject = BTreeMap<String, Box<RawValue>>;
 
-/// The identity fields of a session's `metadata`, parsed from their raw texts.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct SessionIdentity {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-    #[serde(default)]
-    generation: Option<i64>,
-    #[serde(default)]
-    deletion_timestamp: Option<Time>,
-}
-
 /// `status.phase` of a session, the rest of its status skipped.
 #[derive(Deserialize)]
 struct PhaseOnly {
@@ -397,7 +379,7 @@ impl TryFrom<RawObject> for CachedSession {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.get().as_bytes())),
         )?;
-        let ids: SessionIdentity = serde_json::from_slice(&identity_text)?;
+        let ids: WireObjectMeta = serde_json::from_slice(&identity_text)?;
         // A status that is not an object with a string phase (the schema forbids it) reads
         // as no phase, as an unknown phase does: the session is judged from the start.
         let phase = object
@@ -610,9 +592,9 @@ impl Compact for TokenEntry {
     }
 }
 
-/// The parts of an object's `metadata` the wire types read. Everything else, above all
-/// `managedFields` (often the larger part of a pod's or Job's JSON), is skipped while
-/// parsing instead of being built into `ObjectMeta`'s trees and dropped.
+/// The parts of an object's `metadata` the wire types and the session cache read. Everything
+/// else, above all `managedFields` (often the larger part of a pod's or Job's JSON), is
+/// skipped while parsing instead of being built into `ObjectMeta`'s trees and dropped.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct WireObjectMeta {
@@ -624,6 +606,8 @@ struct WireObjectMeta {
     uid: Option<String>,
     #[serde(default)]
     resource_version: Option<String>,
+    #[serde(default)]
+    generation: Option<i64>,
     #[serde(default)]
     deletion_timestamp: Option<Time>,
     #[serde(default)]
