@@ -296,24 +296,33 @@ pub fn dotted(path: &[String]) -> String {
     s
 }
 
+/// One `managedFields` entry: the entry as stored, its field set, and whether the set
+/// changed since it was read (only changed sets are written back as new `fieldsV1` trees).
 #[derive(Debug, Clone)]
 struct Entry {
     raw: Value,
     set: FieldSet,
+    changed: bool,
 }
 
-fn entries(v: &Value) -> Vec<Entry> {
-    v["metadata"]["managedFields"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|e| Entry {
-                    raw: e.clone(),
-                    set: from_fields_v1(&e["fieldsV1"]),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Takes the `managedFields` entries out of `v` (no copies of their `fieldsV1` trees);
+/// [`write_entries`] puts them back.
+fn take_entries(v: &mut Value) -> Vec<Entry> {
+    let taken = v
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"));
+    match taken {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|raw| Entry {
+                set: from_fields_v1(&raw["fieldsV1"]),
+                raw,
+                changed: false,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn is_entry(e: &Entry, manager: &str, op: &str, status: bool) -> bool {
@@ -327,7 +336,9 @@ fn write_entries(v: &mut Value, list: Vec<Entry>) {
         .into_iter()
         .filter(|e| !e.set.is_empty())
         .map(|mut e| {
-            e.raw["fieldsV1"] = to_fields_v1(&e.set);
+            if e.changed || !e.raw["fieldsV1"].is_object() {
+                e.raw["fieldsV1"] = to_fields_v1(&e.set);
+            }
             e.raw["fieldsType"] = json!("FieldsV1");
             e.raw
         })
@@ -352,7 +363,11 @@ fn new_entry(def: &ResourceDef, manager: &str, op: &str, status: bool, set: Fiel
     if status {
         raw["subresource"] = json!("status");
     }
-    Entry { raw, set }
+    Entry {
+        raw,
+        set,
+        changed: true,
+    }
 }
 
 /// Records the fields an update (create, PUT, non-apply PATCH) changed as owned by
@@ -378,13 +393,15 @@ pub fn record_update(
             (changed, removed)
         }
     };
-    let mut list = entries(new);
     if changed.is_empty() && removed.is_empty() {
         return;
     }
+    let mut list = take_entries(new);
     for e in &mut list {
+        let before = e.set.len();
         e.set
             .retain(|p| !changed.contains(p) && !removed.contains(p));
+        e.changed |= e.set.len() != before;
     }
     if !changed.is_empty() {
         if let Some(e) = list
@@ -392,6 +409,7 @@ pub fn record_update(
             .find(|e| is_entry(e, manager, "Update", status))
         {
             e.set.extend(changed);
+            e.changed = true;
             e.raw["time"] = json!(now());
             e.raw["apiVersion"] = json!(def.api_version());
         } else {
@@ -490,7 +508,8 @@ pub fn apply(
         }
     }
     let new_set = fields_of(def, &applied, status);
-    let mut list = entries(live);
+    let mut merged = live.clone();
+    let mut list = take_entries(&mut merged);
     let mut conflicts = Vec::new();
     for e in &mut list {
         if is_entry(e, manager, "Apply", status) {
@@ -518,12 +537,12 @@ pub fn apply(
         }
         for p in taken {
             e.set.remove(&p);
+            e.changed = true;
         }
     }
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
-    let mut merged = live.clone();
     if let Some(rv) = applied["metadata"].get("resourceVersion") {
         merged["metadata"]["resourceVersion"] = rv.clone();
     }
@@ -556,6 +575,7 @@ pub fn apply(
         Some(e) => {
             if e.set != new_set {
                 e.raw["time"] = json!(now());
+                e.changed = true;
             }
             e.set.clone_from(&new_set);
             e.raw["apiVersion"] = json!(def.api_version());
@@ -782,5 +802,85 @@ mod tests {
         assert_eq!(mf.len(), 1);
         assert_eq!(mf[0]["manager"], "kubectl");
         assert_eq!(mf[0]["operation"], "Update");
+    }
+
+    /// The field set of `manager`'s entry in `v`.
+    fn owned(v: &Value, manager: &str) -> Option<FieldSet> {
+        v["metadata"]["managedFields"]
+            .as_array()?
+            .iter()
+            .find(|e| e["manager"] == manager)
+            .map(|e| from_fields_v1(&e["fieldsV1"]))
+    }
+
+    fn path(p: &[&str]) -> Path {
+        p.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn entries_are_rewritten_only_when_their_fields_change() {
+        let def = deploy_def();
+        let a = apply(
+            &def,
+            &json!({"metadata": {}}),
+            &json!({"spec": {"replicas": 2, "paused": true}}),
+            "a",
+            false,
+            false,
+        )
+        .unwrap();
+        let b = apply(
+            &def,
+            &a,
+            &json!({"metadata": {"labels": {"l": "v"}}}),
+            "b",
+            false,
+            false,
+        )
+        .unwrap();
+        let entry_of = |v: &Value, m: &str| {
+            v["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["manager"] == m)
+                .cloned()
+                .unwrap()
+        };
+        // b's apply left a's entry as it was.
+        assert_eq!(entry_of(&b, "a"), entry_of(&a, "a"));
+        // An update of replicas takes it from a (a's tree is rewritten) and leaves b's entry.
+        let mut new = b.clone();
+        new["spec"]["replicas"] = json!(4);
+        record_update(&def, Some(&b), &mut new, "kubectl", false);
+        assert_eq!(entry_of(&new, "b"), entry_of(&b, "b"));
+        let a_fields = owned(&new, "a").unwrap();
+        assert!(!a_fields.contains(&path(&["f:spec", "f:replicas"])));
+        assert!(a_fields.contains(&path(&["f:spec", "f:paused"])));
+        assert_eq!(
+            owned(&new, "kubectl").unwrap(),
+            FieldSet::from([path(&["f:spec", "f:replicas"])])
+        );
+        // Every entry's tree is the canonical rendering of its set.
+        for e in new["metadata"]["managedFields"].as_array().unwrap() {
+            assert_eq!(e["fieldsV1"], to_fields_v1(&from_fields_v1(&e["fieldsV1"])));
+            assert_eq!(e["fieldsType"], "FieldsV1");
+        }
+        // A forced apply taking paused from a rewrites a's entry too; an empty one is dropped.
+        let forced = apply(
+            &def,
+            &new,
+            &json!({"spec": {"paused": false}}),
+            "c",
+            true,
+            false,
+        )
+        .unwrap();
+        assert!(owned(&forced, "a").is_none(), "a owns nothing any more");
+        assert_eq!(entry_of(&forced, "b"), entry_of(&b, "b"));
+        // An update that changes nothing writes no entries at all.
+        let mut same = forced.clone();
+        record_update(&def, Some(&forced), &mut same, "kubectl", false);
+        assert_eq!(same, forced);
     }
 }
