@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use devcluster::DevCluster;
 use devcluster::simulators::{DEFAULT_NODE_NAME, Simulators};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -198,21 +201,65 @@ async fn failing_job_retries_up_to_backoff_limit_then_fails() {
     }
 }
 
+/// The resourceVersion of the first event of `api`'s watch (from `rv`) that `hit` accepts.
+async fn first_event_rv<K>(api: &Api<K>, rv: &str, hit: impl Fn(&WatchEvent<K>) -> bool) -> u64
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+{
+    let stream = api.watch(&WatchParams::default(), rv).await.unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            if hit(&event) {
+                return event;
+            }
+        }
+        panic!("the watch ended");
+    })
+    .await
+    .expect("the awaited event within the deadline");
+    let object = match &found {
+        WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => o,
+        other => panic!("unexpected watch event {other:?}"),
+    };
+    object.resource_version().unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn active_deadline_fails_the_job_with_deadline_exceeded() {
     let c = cluster().await;
     let client = c.client();
     let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
-    jobs.create(
-        &PostParams::default(),
-        &job(
-            "slow",
-            &json!({"activeDeadlineSeconds": 1}),
-            &json!({"devcluster.io/run-seconds": "forever"}),
-        ),
-    )
-    .await
-    .unwrap();
+    let created = jobs
+        .create(
+            &PostParams::default(),
+            &job(
+                "slow",
+                &json!({"activeDeadlineSeconds": 1}),
+                &json!({"devcluster.io/run-seconds": "forever"}),
+            ),
+        )
+        .await
+        .unwrap();
+    // As Kubernetes 1.31+ does, the failure is announced (FailureTarget) before the pod is
+    // terminated, so a watcher learns why the pod goes no later than it sees it go.
+    let from = created.resource_version().unwrap();
+    let announced = first_event_rv(&jobs, &from, |e| {
+        matches!(e, WatchEvent::Modified(j) if is_true(
+            &serde_json::to_value(&j.status).unwrap(), "FailureTarget"))
+    });
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod_going = first_event_rv(&pods, &from, |e| match e {
+        WatchEvent::Deleted(_) => true,
+        WatchEvent::Modified(p) => p.metadata.deletion_timestamp.is_some(),
+        _ => false,
+    });
+    let (announced, pod_going) = tokio::join!(announced, pod_going);
+    assert!(
+        announced < pod_going,
+        "FailureTarget at {announced}, pod deletion at {pod_going}"
+    );
     let st = eventually("the Job to hit its deadline", || async {
         let s = job_status(&jobs, "slow").await;
         is_true(&s, "Failed").then_some(s)

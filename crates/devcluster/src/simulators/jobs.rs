@@ -497,6 +497,30 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     };
 
     if let Some((ok, reason, message)) = verdict {
+        let target = if ok {
+            "SuccessCriteriaMet"
+        } else {
+            "FailureTarget"
+        };
+        if !active.is_empty() {
+            // As Kubernetes 1.31+ does: announce the outcome before terminating the pods, so a
+            // watcher sees why they go before they are gone.
+            let mut announced = conds.clone();
+            upsert(
+                &mut announced,
+                condition(target, true, reason, message, &now),
+            );
+            let desired = json!({
+                "startTime": start_time,
+                "active": nonzero(i64::try_from(active.len()).unwrap_or(i64::MAX)),
+                "ready": active.iter().filter(|p| is_ready(p)).count(),
+                "succeeded": nonzero(mem.succeeded),
+                "failed": nonzero(mem.failed),
+                "conditions": announced,
+                "uncountedTerminatedPods": {},
+            });
+            write_status(&ctx, &jobs, &name, &uid, &cached, desired).await?;
+        }
         for p in &active {
             delete_pod(&pods_api, p).await?;
         }
@@ -518,22 +542,11 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
             "failed": nonzero(failed),
             "uncountedTerminatedPods": {},
         });
+        upsert(&mut conds, condition(target, true, reason, message, &now));
+        let outcome = if ok { "Complete" } else { "Failed" };
+        upsert(&mut conds, condition(outcome, true, reason, message, &now));
         if ok {
-            upsert(
-                &mut conds,
-                condition("SuccessCriteriaMet", true, reason, message, &now),
-            );
-            upsert(
-                &mut conds,
-                condition("Complete", true, reason, message, &now),
-            );
             desired["completionTime"] = json!(now);
-        } else {
-            upsert(
-                &mut conds,
-                condition("FailureTarget", true, reason, message, &now),
-            );
-            upsert(&mut conds, condition("Failed", true, reason, message, &now));
         }
         desired["conditions"] = json!(conds);
         write_status(&ctx, &jobs, &name, &uid, &cached, desired.clone()).await?;
