@@ -14,6 +14,7 @@ use std::{borrow::Cow, collections::BTreeMap};
 
 use agentic_api::sessions::{self as api, AgenticSession, SessionPhase};
 
+use jiff::Timestamp;
 use k8s_openapi::{
     NamespaceResourceScope,
     api::{batch::v1::JobCondition, core::v1::PodCondition},
@@ -36,6 +37,9 @@ pub struct RunnerJob {
     /// The `ambient-code.io/run-started-at` annotation: the run the Job belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// `spec.activeDeadlineSeconds`: how long the Job may be active (the session's timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
     /// The parts of `status` the controller reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<RunnerJobStatus>,
@@ -45,9 +49,13 @@ pub struct RunnerJob {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunnerJobStatus {
-    /// `Complete`, `Failed`, ... conditions.
+    /// The finished conditions (`Complete`, `Failed`) and the ones announcing them
+    /// (`SuccessCriteriaMet`, `FailureTarget`), only those that are `True`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<JobCondition>>,
+    /// When the Job controller started the Job (its deadline counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
     /// Number of active pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<i32>,
@@ -480,6 +488,9 @@ pub struct JobEntry {
     pub deleting: bool,
     /// How it ended, or that it is still active.
     pub view: JobView,
+    /// When it exceeds `activeDeadlineSeconds` (its start time plus the deadline), if it has
+    /// both.
+    pub deadline: Option<Timestamp>,
 }
 
 impl Compact for JobEntry {
@@ -487,6 +498,16 @@ impl Compact for JobEntry {
 
     fn compact(job: RunnerJob) -> Option<(String, Self)> {
         let view = super::controller::job_view(&job);
+        let deadline = job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .zip(job.active_deadline_seconds)
+            .and_then(|(Time(start), seconds)| {
+                start
+                    .checked_add(jiff::SignedDuration::from_secs(seconds))
+                    .ok()
+            });
         let meta = job.metadata;
         let owner = meta
             .owner_references
@@ -503,6 +524,7 @@ impl Compact for JobEntry {
                 run_id: job.run_id.map(String::into_boxed_str),
                 deleting: meta.deletion_timestamp.is_some(),
                 view,
+                deadline,
             },
         ))
     }
@@ -646,7 +668,17 @@ struct WireJob {
     #[serde(default)]
     run_id: Option<String>,
     #[serde(default)]
+    spec: Option<WireJobSpec>,
+    #[serde(default)]
     status: Option<RunnerJobStatus>,
+}
+
+/// The one field of a Job's spec the controller reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireJobSpec {
+    #[serde(default)]
+    active_deadline_seconds: Option<i64>,
 }
 
 /// Deserialization shape of [`RunnerPod`].
@@ -682,7 +714,11 @@ impl From<WireJob> for RunnerJob {
                 .map(|cs| {
                     cs.into_iter()
                         .filter(|c| {
-                            c.status == "True" && matches!(c.type_.as_str(), "Complete" | "Failed")
+                            c.status == "True"
+                                && matches!(
+                                    c.type_.as_str(),
+                                    "Complete" | "Failed" | "SuccessCriteriaMet" | "FailureTarget"
+                                )
                         })
                         .map(|c| JobCondition {
                             last_probe_time: None,
@@ -692,11 +728,13 @@ impl From<WireJob> for RunnerJob {
                         .collect::<Vec<_>>()
                 })
                 .filter(|cs| !cs.is_empty()),
+            start_time: s.start_time,
             active: s.active,
         });
         Self {
             metadata: wire.metadata.into_identity(),
             run_id,
+            active_deadline_seconds: wire.spec.and_then(|s| s.active_deadline_seconds),
             status,
         }
     }
@@ -838,7 +876,9 @@ mod tests {
                      "controller": true},
                     {"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
                      "name": "s1", "uid": "s", "controller": true}]},
-            "status": {"conditions": [{"type": "Complete", "status": "True"}]}}))
+            "spec": {"activeDeadlineSeconds": 90, "backoffLimit": 0},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}],
+                       "startTime": "2026-01-01T00:00:00Z"}}))
         .unwrap();
         let (ns, entry) = JobEntry::compact(job).unwrap();
         assert_eq!(ns, "ns");
@@ -851,6 +891,7 @@ mod tests {
                 run_id: Some("t1".into()),
                 deleting: true,
                 view: JobView::Complete,
+                deadline: Some("2026-01-01T00:01:30Z".parse().unwrap()),
             }
         );
         // Only a controlling AgenticSession is the owner a Job wakes.
@@ -862,6 +903,7 @@ mod tests {
         let (_, entry) = JobEntry::compact(job).unwrap();
         assert_eq!(entry.owner, None);
         assert_eq!(entry.view, JobView::Active);
+        assert_eq!(entry.deadline, None, "no start time and no deadline");
         assert_eq!(&*entry.uid, "");
 
         let pod: RunnerPod = serde_json::from_value(serde_json::json!({

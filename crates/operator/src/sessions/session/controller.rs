@@ -427,7 +427,9 @@ pub fn request(session: &AgenticSession) -> (Option<Request>, Option<String>) {
     (Some(request), at)
 }
 
-/// How a runner Job ended, or that it is still active, by its `Complete`/`Failed` conditions.
+/// How a runner Job ended, or that it is still active, by its `Complete`/`Failed` conditions
+/// or the `SuccessCriteriaMet`/`FailureTarget` ones a Job controller (Kubernetes 1.31 and
+/// later) writes before it terminates the remaining pods.
 pub fn job_view(job: &RunnerJob) -> JobView {
     let conditions = job
         .status
@@ -440,8 +442,8 @@ pub fn job_view(job: &RunnerJob) -> JobView {
             continue;
         }
         match c.type_.as_str() {
-            "Complete" => return JobView::Complete,
-            "Failed" => {
+            "Complete" | "SuccessCriteriaMet" => return JobView::Complete,
+            "Failed" | "FailureTarget" => {
                 return JobView::Failed {
                     reason: c.reason.clone().unwrap_or_default(),
                     message: c.message.clone().unwrap_or_default(),
@@ -531,14 +533,20 @@ pub fn pod_view(pod: Option<&RunnerPod>) -> PodView {
 /// A Job the controller created for `run_id` (remembered in `recent`) counts as the current,
 /// active Job while the Job cache does not show it yet: a cache behind the controller's own
 /// write must not make the run look lost.
+///
+/// An active Job past its `activeDeadlineSeconds` (at `now`) whose pod is gone counts as failed
+/// with `DeadlineExceeded`: a Job controller deletes the pods of such a Job before (or while)
+/// it records the failure, and the pod watch may show the deletion first. Read as a lost pod,
+/// that would start the run over with a fresh deadline, again and again.
 pub fn observe_run(
     jobs: &CompactStore<JobEntry>,
     pods: &[Arc<PodEntry>],
     recent: &RecentWrites,
-    ns: &str,
-    name: &str,
+    key: (&str, &str),
     run_id: Option<&str>,
+    now: Timestamp,
 ) -> RunView {
+    let (ns, name) = key;
     let job = jobs.get(ns, &names::job(name));
     let current = job
         .as_ref()
@@ -548,25 +556,34 @@ pub fn observe_run(
         recent.created_job(ns, name, run, cached_uid)
     });
     let current = match (current, created) {
-        (Some(job), _) => Some((job.uid.to_string(), job.view.clone())),
-        (None, Some(created)) => Some((created.uid, JobView::Active)),
+        (Some(job), _) => Some((job.uid.to_string(), job.view.clone(), job.deadline)),
+        (None, Some(created)) => Some((created.uid, JobView::Active, None)),
         (None, None) => None,
     };
     let mut pods = pods.iter().filter(|p| p.session.as_deref() == Some(name));
-    if let Some((uid, job)) = current {
+    if let Some((uid, mut job, deadline)) = current {
         let owned: Vec<&PodEntry> = pods
             .filter(|p| p.owners.iter().any(|o| **o == *uid))
             .map(Arc::as_ref)
             .collect();
-        let pod = owned
+        let entry = owned
             .iter()
             .copied()
             .find(|p| !p.deleting)
             .or_else(|| owned.first().copied());
+        let pod = entry.map_or(PodView::Missing, |p| p.view.clone());
+        if job == JobView::Active && pod == PodView::Missing && deadline.is_some_and(|d| now >= d) {
+            job = JobView::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "the runner Job was active longer than its activeDeadlineSeconds".into(),
+            };
+        }
         return RunView::Current {
             job,
-            pod: pod.map_or(PodView::Missing, |p| p.view.clone()),
-            pod_uid: pod.map(|p| p.uid.to_string()).filter(|uid| !uid.is_empty()),
+            pod,
+            pod_uid: entry
+                .map(|p| p.uid.to_string())
+                .filter(|uid| !uid.is_empty()),
         };
     }
     if job.is_some() || pods.next().is_some() {
@@ -742,9 +759,9 @@ impl Reconciler<'_> {
             &self.ctx.jobs,
             &self.session_pods(),
             &self.ctx.recent,
-            &self.ns,
-            &self.name,
+            (&self.ns, &self.name),
             self.run_id().as_deref(),
+            self.now,
         );
         let timeout = inactivity_timeout(
             self.session,
@@ -930,17 +947,8 @@ impl Reconciler<'_> {
                     .created_job(&self.ns, &self.name, &run_id, cached_uid.as_deref())
                     .map(|c| c.uid)
             });
-        let existing = existing_uid.map(|uid| ObjectMeta {
-            name: Some(job_name.clone()),
-            namespace: Some(self.ns.clone()),
-            uid: Some(uid),
-            ..ObjectMeta::default()
-        });
-        let owner = if let Some(metadata) = existing {
-            build::job_owner(&Job {
-                metadata,
-                ..Job::default()
-            })
+        let uid = if let Some(uid) = existing_uid {
+            Some(uid)
         } else {
             let project = self.project();
             let inputs = RunInputs {
@@ -964,15 +972,17 @@ impl Reconciler<'_> {
                     .recent
                     .job_created(&self.ns, &self.name, CreatedJob { run_id, uid });
             }
-            build::job_owner(&Job {
-                metadata: ObjectMeta {
-                    name: created.metadata.name.or(job.metadata.name),
-                    uid: created.metadata.uid,
-                    ..ObjectMeta::default()
-                },
-                ..Job::default()
-            })
+            created.metadata.uid
         };
+        let owner = build::job_owner(&Job {
+            metadata: ObjectMeta {
+                name: Some(job_name),
+                namespace: Some(self.ns.clone()),
+                uid,
+                ..ObjectMeta::default()
+            },
+            ..Job::default()
+        });
         let service = build::service(self.session, owner);
         let created =
             ack::create(&self.ctx.client, &self.ns, &PostParams::default(), &service).await;

@@ -102,14 +102,26 @@ fn stores(
     (job_store, pod_store)
 }
 
-/// The runner objects of session `s1` in `ns` as [`observe_run`] classifies them.
+/// The instant the observation tests look at the caches.
+fn now() -> Timestamp {
+    "2026-06-01T12:00:00Z".parse().unwrap()
+}
+
+/// The runner objects of session `s1` in `ns` as [`observe_run`] classifies them at [`now`].
 fn observe(
     jobs: &CompactStore<JobEntry>,
     pods: &CompactStore<PodEntry>,
     recent: &RecentWrites,
     run_id: Option<&str>,
 ) -> RunView {
-    observe_run(jobs, &pods.group("ns", "s1"), recent, "ns", "s1", run_id)
+    observe_run(
+        jobs,
+        &pods.group("ns", "s1"),
+        recent,
+        ("ns", "s1"),
+        run_id,
+        now(),
+    )
 }
 
 fn job(run: &str, conditions: Value) -> RunnerJob {
@@ -156,9 +168,9 @@ fn run_classification() {
             &jobs,
             &pods.group("other", "s1"),
             &RecentWrites::default(),
-            "other",
-            "s1",
-            Some("t1")
+            ("other", "s1"),
+            Some("t1"),
+            now(),
         ),
         RunView::Nothing
     );
@@ -175,6 +187,119 @@ fn run_classification() {
         observe(&jobs, &pods, &RecentWrites::default(), Some("t1")),
         RunView::Current { job: JobView::Failed { reason, .. }, pod: PodView::Missing, .. }
             if reason == "DeadlineExceeded"
+    ));
+}
+
+#[test]
+fn conditions_announcing_the_outcome_decide_like_the_outcome() {
+    // Kubernetes 1.31+ writes these first and the Complete/Failed condition only once the
+    // remaining pods are gone; other conditions and False ones decide nothing.
+    let view = |conditions: Value| job_view(&job("t1", conditions));
+    assert_eq!(
+        view(
+            json!([{"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
+                     "message": "Job was active longer than specified deadline"}])
+        ),
+        JobView::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "Job was active longer than specified deadline".into()
+        }
+    );
+    assert_eq!(
+        view(json!([{"type": "SuccessCriteriaMet", "status": "True"}])),
+        JobView::Complete
+    );
+    assert_eq!(
+        view(json!([{"type": "FailureTarget", "status": "False"},
+                    {"type": "Suspended", "status": "True"}])),
+        JobView::Active
+    );
+}
+
+/// A Job started `started_seconds_ago` before [`now`] with `activeDeadlineSeconds` `deadline`.
+fn job_with_deadline(started_seconds_ago: i64, deadline: Option<i64>) -> RunnerJob {
+    let start = now() - jiff::SignedDuration::from_secs(started_seconds_ago);
+    serde_json::from_value(json!({"metadata": {"name": "s1-job", "namespace": "ns",
+        "uid": "job-uid", "annotations": {ANNOTATION_RUN: "t1"}},
+        "spec": {"activeDeadlineSeconds": deadline, "backoffLimit": 0},
+        "status": {"startTime": start.to_string(), "active": 1}}))
+    .unwrap()
+}
+
+/// The race behind a session that restarted forever instead of timing out: the Job controller
+/// deletes the pods of a Job past its deadline before it records `Failed`, and the pod watch
+/// shows the deletion first.
+#[test]
+fn a_pod_gone_after_the_jobs_deadline_is_a_timeout_not_a_lost_pod() {
+    let recent = RecentWrites::default();
+    let running = runner_pod(json!({"running": {}}), json!({}));
+    let observed = |job: RunnerJob, pods: Vec<RunnerPod>| {
+        let (jobs, pods) = stores(vec![job], pods);
+        observe(&jobs, &pods, &recent, Some("t1"))
+    };
+    let timed_out = observed(job_with_deadline(5, Some(5)), vec![]);
+    assert_eq!(
+        timed_out,
+        RunView::Current {
+            job: JobView::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "the runner Job was active longer than its activeDeadlineSeconds".into()
+            },
+            pod: PodView::Missing,
+            pod_uid: None
+        }
+    );
+    let t = state::next(
+        Some(SessionPhase::Running),
+        &Observed {
+            run: timed_out,
+            recorded_pod_uid: Some("pod-uid".into()),
+            ..Observed::default()
+        },
+    );
+    assert_eq!(
+        (t.to, t.reason.as_str(), t.effect, t.new_run),
+        (SessionPhase::Failed, "Timeout", Effect::DeleteRun, false)
+    );
+    assert!(t.message.contains("spec.timeout"), "{}", t.message);
+
+    // Before the deadline a missing pod is lost (the session starts a new runner) ...
+    let lost = observed(job_with_deadline(4, Some(5)), vec![]);
+    assert!(
+        matches!(
+            &lost,
+            RunView::Current {
+                job: JobView::Active,
+                pod: PodView::Missing,
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    let t = state::next(
+        Some(SessionPhase::Running),
+        &Observed {
+            run: lost,
+            ..Observed::default()
+        },
+    );
+    assert_eq!((t.to, t.new_run), (SessionPhase::Pending, true));
+    // ... and so it is without a deadline.
+    assert!(matches!(
+        observed(job_with_deadline(3_600, None), vec![]),
+        RunView::Current {
+            job: JobView::Active,
+            ..
+        }
+    ));
+    // A pod still running past the deadline is left to the Job controller to stop.
+    assert!(matches!(
+        observed(job_with_deadline(60, Some(5)), vec![running]),
+        RunView::Current {
+            job: JobView::Active,
+            pod: PodView::Running { .. },
+            ..
+        }
     ));
 }
 
