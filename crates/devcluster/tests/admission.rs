@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use tokio_rustls::TlsAcceptor;
@@ -122,6 +124,8 @@ async fn review(State(seen): State<Seen>, uri: Uri, Json(review): Json<Value>) -
 struct TlsListener {
     tcp: TcpListener,
     acceptor: TlsAcceptor,
+    /// TLS connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -134,6 +138,7 @@ impl axum::serve::Listener for TlsListener {
                 continue;
             };
             if let Ok(s) = self.acceptor.accept(tcp).await {
+                self.accepted.fetch_add(1, Ordering::SeqCst);
                 return (s, peer);
             }
         }
@@ -149,6 +154,8 @@ struct WebhookServer {
     addr: SocketAddr,
     ca_bundle: String,
     seen: Seen,
+    /// TLS connections the server accepted.
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -179,9 +186,11 @@ impl WebhookServer {
         let router = axum::Router::new()
             .fallback(axum::routing::post(review))
             .with_state(seen.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
         let listener = TlsListener {
             tcp,
             acceptor: TlsAcceptor::from(Arc::new(cfg)),
+            accepted: connections.clone(),
         };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -190,6 +199,7 @@ impl WebhookServer {
             addr,
             ca_bundle: certs.ca_bundle(),
             seen,
+            connections,
             task,
         }
     }
@@ -641,6 +651,104 @@ async fn failure_policy_decides_when_the_webhook_is_down() {
         "{}",
         s.message
     );
+}
+
+#[tokio::test]
+async fn webhook_connections_are_kept_between_calls() {
+    let wh = WebhookServer::start().await;
+    let dc = cluster().await;
+    validating(
+        &dc,
+        "kept",
+        vec![hook("kept.example.io", wh.url("/validate"))],
+    )
+    .await;
+    let api: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
+    for i in 0..5 {
+        assert!(
+            try_create(&api, &config_map(&format!("c{i}"), json!({}), "x"))
+                .await
+                .is_none()
+        );
+    }
+    assert_eq!(wh.seen.on("/validate").len(), 5, "every write was reviewed");
+    assert_eq!(
+        wh.connections.load(Ordering::SeqCst),
+        1,
+        "one TLS handshake for five calls"
+    );
+}
+
+/// A plain-HTTP webhook that allows everything and closes each connection after its answer
+/// (without saying so, as a server's idle timeout would); returns its port and a count of
+/// the connections it accepted.
+async fn closing_webhook() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = tcp.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let length: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if buf.len() >= end + 4 + length {
+                    break buf[end + 4..end + 4 + length].to_vec();
+                }
+            };
+            let review: Value = serde_json::from_slice(&body).unwrap();
+            let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": review["request"]["uid"], "allowed": true}})
+            .to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                answer.len()
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+            drop(tcp);
+        }
+    });
+    (port, accepted, task)
+}
+
+#[tokio::test]
+async fn a_connection_the_webhook_closed_is_not_reused() {
+    let (port, accepted, task) = closing_webhook().await;
+    let dc = cluster().await;
+    let client = json!({"url": format!("http://127.0.0.1:{port}/validate")});
+    let mut strict = hook("closing.example.io", client);
+    strict["failurePolicy"] = json!("Fail");
+    validating(&dc, "closing", vec![strict]).await;
+    let api: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
+    for i in 0..3 {
+        assert_eq!(
+            try_create(&api, &config_map(&format!("c{i}"), json!({}), "x")).await,
+            None,
+            "call {i} succeeds on a new connection"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    task.abort();
 }
 
 #[tokio::test]

@@ -133,13 +133,18 @@ impl FromStr for ServiceMapping {
 #[derive(Debug, Clone, Default)]
 pub struct WebhookAdmission {
     services: Vec<ServiceMapping>,
+    /// Connections kept open to the webhooks (shared by clones).
+    pool: std::sync::Arc<call::Pool>,
 }
 
 impl WebhookAdmission {
     /// A hook resolving `clientConfig.service` through `services` first, then through the
     /// [`ADDRESS_ANNOTATION`] of the stored Service.
     pub fn new(services: Vec<ServiceMapping>) -> Self {
-        Self { services }
+        Self {
+            services,
+            pool: std::sync::Arc::default(),
+        }
     }
 }
 
@@ -525,7 +530,10 @@ impl WebhookAdmission {
             "request": review_req,
         });
         let body = serde_json::to_vec(&review).unwrap_or_default();
-        let sent = call::post(&endpoint, body, Duration::from_secs(timeout_secs)).await;
+        let sent = self
+            .pool
+            .post(&endpoint, body, Duration::from_secs(timeout_secs))
+            .await;
         let verdict = match sent {
             Ok((code, bytes)) => parse_response(code, &bytes, &uid, api_version, mutating),
             Err(e) => Err(format!(
