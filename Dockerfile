@@ -3,8 +3,9 @@
 # agentic-operator container image.
 #
 # Stage 1 builds a fully static binary for x86_64-unknown-linux-musl in the official Rust
-# image. The operator needs no C libraries (TLS is rustls with ring), so a static musl binary
-# runs on the smallest distroless base and does not depend on the base image's glibc version.
+# image. The operator links no shared C libraries (TLS is rustls with ring; the jemalloc
+# allocator is compiled in with musl-gcc from musl-tools), so a static musl binary runs on
+# the smallest distroless base and does not depend on the base image's glibc version.
 # Stage 2 copies it into distroless/static:nonroot (CA certificates, /etc/passwd with the
 # nonroot user 65532, no shell, no package manager).
 #

@@ -10,6 +10,13 @@ use agentic_operator::runtime::{
 };
 use clap::Parser;
 
+/// jemalloc instead of the C library's allocator: with glibc's the resident set of a
+/// 10,000-session burst varied between builds from 58 to 85 MiB at the same live heap
+/// (freed memory kept in its arenas), with jemalloc it stays at about 56 MiB and the CPU per
+/// write is lower; musl's allocator, in the container image, is slow with many threads.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = agentic_operator::rbac::command(&args) {
