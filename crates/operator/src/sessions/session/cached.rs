@@ -667,6 +667,9 @@ struct WireJob {
     metadata: WireObjectMeta,
     #[serde(default)]
     run_id: Option<String>,
+    /// Present when a [`RunnerJob`] itself is read back; from the API it is in `spec`.
+    #[serde(default)]
+    active_deadline_seconds: Option<i64>,
     #[serde(default)]
     spec: Option<WireJobSpec>,
     #[serde(default)]
@@ -734,7 +737,9 @@ impl From<WireJob> for RunnerJob {
         Self {
             metadata: wire.metadata.into_identity(),
             run_id,
-            active_deadline_seconds: wire.spec.and_then(|s| s.active_deadline_seconds),
+            active_deadline_seconds: wire
+                .active_deadline_seconds
+                .or_else(|| wire.spec.and_then(|s| s.active_deadline_seconds)),
             status,
         }
     }
@@ -880,6 +885,8 @@ mod tests {
             "status": {"conditions": [{"type": "Complete", "status": "True"}],
                        "startTime": "2026-01-01T00:00:00Z"}}))
         .unwrap();
+        let again: RunnerJob = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(again, job, "a trimmed Job reads back as itself");
         let (ns, entry) = JobEntry::compact(job).unwrap();
         assert_eq!(ns, "ns");
         assert_eq!(

@@ -977,7 +977,6 @@ impl Reconciler<'_> {
         let owner = build::job_owner(&Job {
             metadata: ObjectMeta {
                 name: Some(job_name),
-                namespace: Some(self.ns.clone()),
                 uid,
                 ..ObjectMeta::default()
             },
