@@ -78,26 +78,52 @@ fn key_token(item: &Value, keys: &[String]) -> String {
     format!("k:{}", Value::Object(m))
 }
 
-fn walk(def: &ResourceDef, v: &Value, path: &mut Path, out: &mut FieldSet) {
+/// Whether `candidate` has the key values `item` has for the list's map keys (the keys
+/// `item` lacks are not compared, as in a `k:` token built from `item`).
+fn same_key(candidate: &Value, item: &Value, keys: &[String]) -> bool {
+    keys.iter().all(|k| {
+        item.get(k)
+            .is_none_or(|want| candidate.get(k) == Some(want))
+    })
+}
+
+/// Collects the field paths of `v` below `path` into `out`. With `old` (the value at the
+/// same path in an older version of the object) only the paths whose value differs from
+/// the older version's are collected, and subtrees equal in both are skipped; without it,
+/// every path. An item of a map list is compared with the older list's item of the same
+/// key.
+fn walk(def: &ResourceDef, v: &Value, old: Option<&Value>, path: &mut Path, out: &mut FieldSet) {
+    if old == Some(v) {
+        return;
+    }
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, x) in m {
                 path.push(format!("f:{k}"));
-                walk(def, x, path, out);
+                walk(def, x, old.and_then(|o| o.get(k)), path, out);
                 path.pop();
             }
         }
         Value::Array(items) if !items.is_empty() => match list_kind(def, path, items) {
             ListKind::Map(keys) if !keys.is_empty() => {
+                let old_items = old.and_then(Value::as_array);
                 for item in items {
+                    let old_item =
+                        old_items.and_then(|a| a.iter().find(|i| same_key(i, item, &keys)));
                     path.push(key_token(item, &keys));
-                    out.insert(path.clone());
-                    walk(def, item, path, out);
+                    if old_item != Some(item) {
+                        out.insert(path.clone());
+                    }
+                    walk(def, item, old_item, path, out);
                     path.pop();
                 }
             }
             ListKind::Set => {
+                let old_items = old.and_then(Value::as_array);
                 for item in items {
+                    if old_items.is_some_and(|a| a.contains(item)) {
+                        continue;
+                    }
                     path.push(format!("v:{item}"));
                     out.insert(path.clone());
                     path.pop();
@@ -116,6 +142,17 @@ fn walk(def: &ResourceDef, v: &Value, path: &mut Path, out: &mut FieldSet) {
 /// The fields an object sets, excluding identity and system metadata; `status_only` selects
 /// the status subresource's view, otherwise status is left out when it is a subresource.
 pub fn fields_of(def: &ResourceDef, v: &Value, status_only: bool) -> FieldSet {
+    collect(def, v, None, status_only)
+}
+
+/// The paths of [`fields_of`]`(new)` whose value differs from the one at the same path in
+/// `old`, found in one walk over both versions.
+fn changed_fields(def: &ResourceDef, old: &Value, new: &Value, status_only: bool) -> FieldSet {
+    collect(def, new, Some(old), status_only)
+}
+
+/// [`fields_of`], or with `old` only the paths that changed since it (see [`walk`]).
+fn collect(def: &ResourceDef, v: &Value, old: Option<&Value>, status_only: bool) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = v.as_object() else {
         return out;
@@ -128,11 +165,18 @@ pub fn fields_of(def: &ResourceDef, v: &Value, status_only: bool) -> FieldSet {
             "status" => {}
             _ if status_only => continue,
             "metadata" => {
+                let old_meta = old.and_then(|o| o.get("metadata"));
                 for mk in ["labels", "annotations", "finalizers", "ownerReferences"] {
                     if let Some(mv) = x.get(mk) {
                         path.push("f:metadata".into());
                         path.push(format!("f:{mk}"));
-                        walk(def, mv, &mut path, &mut out);
+                        walk(
+                            def,
+                            mv,
+                            old_meta.and_then(|m| m.get(mk)),
+                            &mut path,
+                            &mut out,
+                        );
                         path.clear();
                     }
                 }
@@ -141,7 +185,7 @@ pub fn fields_of(def: &ResourceDef, v: &Value, status_only: bool) -> FieldSet {
             _ => {}
         }
         path.push(format!("f:{k}"));
-        walk(def, x, &mut path, &mut out);
+        walk(def, x, old.and_then(|o| o.get(k)), &mut path, &mut out);
         path.clear();
     }
     out
@@ -156,16 +200,23 @@ pub fn get_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     Some(cur)
 }
 
-fn matches_key(item: &Value, key_json: &str) -> bool {
-    serde_json::from_str::<Map<String, Value>>(key_json)
-        .is_ok_and(|k| k.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+/// The key values of a `k:` path token (`k:{"name":"a"}` → `{"name":"a"}`), parsed once
+/// per lookup rather than once per list item.
+fn parse_key(key_json: &str) -> Option<Map<String, Value>> {
+    serde_json::from_str(key_json).ok()
+}
+
+/// Whether a list item has the key values of a parsed `k:` token.
+fn has_key(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| item.get(k) == Some(v))
 }
 
 fn step<'a>(cur: &'a Value, p: &str) -> Option<&'a Value> {
     if let Some(f) = p.strip_prefix("f:") {
         cur.get(f)
     } else if let Some(k) = p.strip_prefix("k:") {
-        cur.as_array()?.iter().find(|i| matches_key(i, k))
+        let key = parse_key(k)?;
+        cur.as_array()?.iter().find(|i| has_key(i, &key))
     } else if let Some(val) = p.strip_prefix("v:") {
         let want: Value = serde_json::from_str(val).ok()?;
         cur.as_array()?.iter().find(|i| **i == want)
@@ -185,8 +236,11 @@ fn remove_at(v: &mut Value, path: &[String]) {
         let next = if let Some(f) = p.strip_prefix("f:") {
             cur.get_mut(f)
         } else if let Some(k) = p.strip_prefix("k:") {
-            cur.as_array_mut()
-                .and_then(|a| a.iter_mut().find(|i| matches_key(i, k)))
+            let key = parse_key(k);
+            cur.as_array_mut().and_then(|a| {
+                let key = key.as_ref()?;
+                a.iter_mut().find(|i| has_key(i, key))
+            })
         } else {
             None
         };
@@ -200,8 +254,8 @@ fn remove_at(v: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:") {
-        if let Some(a) = cur.as_array_mut() {
-            a.retain(|i| !matches_key(i, k));
+        if let (Some(a), Some(key)) = (cur.as_array_mut(), parse_key(k)) {
+            a.retain(|i| !has_key(i, &key));
         }
     } else if let Some(val) = last.strip_prefix("v:")
         && let (Some(a), Ok(want)) = (cur.as_array_mut(), serde_json::from_str::<Value>(val))
@@ -384,11 +438,7 @@ pub fn record_update(
         None => (new_set.clone(), FieldSet::new()),
         Some(o) => {
             let old_set = fields_of(def, o, status);
-            let changed = new_set
-                .iter()
-                .filter(|p| get_at(o, p) != get_at(new, p))
-                .cloned()
-                .collect();
+            let changed = changed_fields(def, o, new, status);
             let removed = old_set.difference(&new_set).cloned().collect();
             (changed, removed)
         }
@@ -446,10 +496,8 @@ fn merge_apply(def: &ResourceDef, live: &mut Value, applied: &Value, path: &mut 
         (Value::Array(l), Value::Array(a)) => match list_kind(def, path, a) {
             ListKind::Map(keys) if !keys.is_empty() => {
                 for item in a {
-                    let tok = key_token(item, &keys);
-                    path.push(tok.clone());
-                    let k = tok.trim_start_matches("k:").to_string();
-                    match l.iter_mut().find(|i| matches_key(i, &k)) {
+                    path.push(key_token(item, &keys));
+                    match l.iter_mut().find(|i| same_key(i, item, &keys)) {
                         Some(li) => merge_apply(def, li, item, path),
                         None => l.push(item.clone()),
                     }
@@ -678,6 +726,162 @@ mod tests {
             .into_iter()
             .find(|d| d.plural == "deployments")
             .unwrap()
+    }
+
+    /// The definition `changed_fields` implements in one walk: every path of the new
+    /// version whose value, looked up path by path, differs in the old one.
+    fn changed_by_lookup(def: &ResourceDef, old: &Value, new: &Value, status: bool) -> FieldSet {
+        fields_of(def, new, status)
+            .into_iter()
+            .filter(|p| get_at(old, p) != get_at(new, p))
+            .collect()
+    }
+
+    /// A pod with keyed lists, a set, an atomic list and status, for diffs.
+    fn sample_pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "1", "b": "2"},
+                         "finalizers": ["x", "y"],
+                         "ownerReferences": [{"uid": "u1", "name": "j", "kind": "Job"}]},
+            "spec": {
+                "nodeName": "",
+                "containers": [
+                    {"name": "runner", "image": "i:1",
+                     "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                     "ports": [{"containerPort": 8080}]},
+                    {"name": "side", "image": "s:1", "args": ["--x", "1"]}
+                ],
+                "volumes": [{"name": "v", "emptyDir": {}}]
+            },
+            "status": {"phase": "Pending",
+                       "conditions": [{"type": "Ready", "status": "False"}]}
+        })
+    }
+
+    /// An edit of a sample object.
+    type Edit = Box<dyn Fn(&mut Value)>;
+
+    /// Named edits of [`sample_pod`], one kind of change each.
+    fn sample_edits() -> Vec<(&'static str, Edit)> {
+        vec![
+            ("nothing", Box::new(|_| {})),
+            (
+                "a label value",
+                Box::new(|v| v["metadata"]["labels"]["a"] = json!("9")),
+            ),
+            (
+                "a label added",
+                Box::new(|v| v["metadata"]["labels"]["c"] = json!("3")),
+            ),
+            (
+                "a finalizer added",
+                Box::new(|v| v["metadata"]["finalizers"] = json!(["x", "y", "z"])),
+            ),
+            (
+                "finalizers reordered",
+                Box::new(|v| v["metadata"]["finalizers"] = json!(["y", "x"])),
+            ),
+            (
+                "an owner changed",
+                Box::new(|v| v["metadata"]["ownerReferences"][0]["name"] = json!("k")),
+            ),
+            (
+                "a scalar in spec",
+                Box::new(|v| v["spec"]["nodeName"] = json!("node-1")),
+            ),
+            (
+                "an env value",
+                Box::new(|v| v["spec"]["containers"][0]["env"][1]["value"] = json!("3")),
+            ),
+            (
+                "an env item added",
+                Box::new(|v| {
+                    v["spec"]["containers"][0]["env"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"name": "C", "value": "c"}));
+                }),
+            ),
+            (
+                "containers reordered",
+                Box::new(|v| v["spec"]["containers"].as_array_mut().unwrap().reverse()),
+            ),
+            (
+                "an atomic list",
+                Box::new(|v| v["spec"]["containers"][1]["args"] = json!(["--x", "2"])),
+            ),
+            (
+                "a container's key changed",
+                Box::new(|v| v["spec"]["containers"][1]["name"] = json!("other")),
+            ),
+            (
+                "a field becomes an object",
+                Box::new(|v| v["spec"]["nodeName"] = json!({"x": 1})),
+            ),
+            (
+                "an empty object filled",
+                Box::new(|v| v["spec"]["volumes"][0]["emptyDir"] = json!({"medium": "Memory"})),
+            ),
+            (
+                "a list emptied",
+                Box::new(|v| v["spec"]["volumes"] = json!([])),
+            ),
+            (
+                "the spec removed",
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("spec");
+                }),
+            ),
+            (
+                "status phase and condition",
+                Box::new(|v| {
+                    v["status"]["phase"] = json!("Running");
+                    v["status"]["conditions"][0]["status"] = json!("True");
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn one_walk_finds_the_paths_a_lookup_per_path_finds() {
+        let pods = builtin_resources()
+            .into_iter()
+            .find(|d| d.plural == "pods")
+            .unwrap();
+        let base = sample_pod();
+        let edits = sample_edits();
+        for (what, edit) in &edits {
+            let mut new = base.clone();
+            edit(&mut new);
+            for (old, new) in [(&base, &new), (&new, &base)] {
+                for status in [false, true] {
+                    let got = changed_fields(&pods, old, new, status);
+                    assert_eq!(
+                        got,
+                        changed_by_lookup(&pods, old, new, status),
+                        "{what} (status: {status})"
+                    );
+                }
+            }
+            // Reordering a keyed list or a set changes no field; every other edit does.
+            let unchanged = ["nothing", "finalizers reordered", "containers reordered"];
+            let found = [(&base, &new), (&new, &base)]
+                .into_iter()
+                .flat_map(|(o, n)| [(o, n, false), (o, n, true)])
+                .map(|(o, n, status)| changed_fields(&pods, o, n, status).len())
+                .sum::<usize>();
+            assert_eq!(
+                found == 0,
+                unchanged.contains(what),
+                "{what}: {found} paths changed"
+            );
+        }
+        // Against no older version every path is new.
+        assert_eq!(
+            collect(&pods, &base, None, false),
+            fields_of(&pods, &base, false)
+        );
     }
 
     #[test]
