@@ -350,18 +350,47 @@ pub fn dotted(path: &[String]) -> String {
     s
 }
 
-/// One `managedFields` entry: the entry as stored, its field set, and whether the set
-/// changed since it was read (only changed sets are written back as new `fieldsV1` trees).
+/// One `managedFields` entry: the entry as stored, its field set once read from the
+/// `fieldsV1` tree (`parsed`), and whether the set changed since it was read (only changed
+/// sets are written back as new `fieldsV1` trees).
 #[derive(Debug, Clone)]
 struct Entry {
     raw: Value,
     set: FieldSet,
+    parsed: bool,
     changed: bool,
 }
 
+impl Entry {
+    /// Reads the field set from the `fieldsV1` tree if that has not been done.
+    fn parse(&mut self) {
+        if !self.parsed {
+            self.set = from_fields_v1(&self.raw["fieldsV1"]);
+            self.parsed = true;
+        }
+    }
+
+    /// Whether the entry owns any of `paths`, looked up in its `fieldsV1` tree without
+    /// reading the whole set.
+    fn owns_any<'a>(&self, mut paths: impl Iterator<Item = &'a Path>) -> bool {
+        if self.parsed {
+            return paths.any(|p| self.set.contains(p));
+        }
+        let tree = &self.raw["fieldsV1"];
+        paths.any(|p| {
+            p.iter()
+                .try_fold(tree, |node, k| node.get(k))
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.is_empty() || m.contains_key("."))
+        })
+    }
+}
+
 /// Takes the `managedFields` entries out of `v` (no copies of their `fieldsV1` trees);
-/// [`write_entries`] puts them back.
-fn take_entries(v: &mut Value) -> Vec<Entry> {
+/// [`write_entries`] puts them back. With `parse`, every entry's field set is read;
+/// otherwise only those of entries without a `fieldsV1` tree, and the others when needed
+/// ([`Entry::parse`]).
+fn take_entries(v: &mut Value, parse: bool) -> Vec<Entry> {
     let taken = v
         .get_mut("metadata")
         .and_then(Value::as_object_mut)
@@ -369,10 +398,17 @@ fn take_entries(v: &mut Value) -> Vec<Entry> {
     match taken {
         Some(Value::Array(items)) => items
             .into_iter()
-            .map(|raw| Entry {
-                set: from_fields_v1(&raw["fieldsV1"]),
-                raw,
-                changed: false,
+            .map(|raw| {
+                let mut e = Entry {
+                    raw,
+                    set: FieldSet::new(),
+                    parsed: false,
+                    changed: false,
+                };
+                if parse || !e.raw["fieldsV1"].is_object() {
+                    e.parse();
+                }
+                e
             })
             .collect(),
         _ => Vec::new(),
@@ -388,7 +424,7 @@ fn is_entry(e: &Entry, manager: &str, op: &str, status: bool) -> bool {
 fn write_entries(v: &mut Value, list: Vec<Entry>) {
     let arr: Vec<Value> = list
         .into_iter()
-        .filter(|e| !e.set.is_empty())
+        .filter(|e| !e.parsed || !e.set.is_empty())
         .map(|mut e| {
             if e.changed || !e.raw["fieldsV1"].is_object() {
                 e.raw["fieldsV1"] = to_fields_v1(&e.set);
@@ -420,6 +456,7 @@ fn new_entry(def: &ResourceDef, manager: &str, op: &str, status: bool, set: Fiel
     Entry {
         raw,
         set,
+        parsed: true,
         changed: true,
     }
 }
@@ -446,8 +483,12 @@ pub fn record_update(
     if changed.is_empty() && removed.is_empty() {
         return;
     }
-    let mut list = take_entries(new);
+    let mut list = take_entries(new, false);
     for e in &mut list {
+        if !e.owns_any(changed.iter().chain(&removed)) {
+            continue;
+        }
+        e.parse();
         let before = e.set.len();
         e.set
             .retain(|p| !changed.contains(p) && !removed.contains(p));
@@ -458,6 +499,7 @@ pub fn record_update(
             .iter_mut()
             .find(|e| is_entry(e, manager, "Update", status))
         {
+            e.parse();
             e.set.extend(changed);
             e.changed = true;
             e.raw["time"] = json!(now());
@@ -557,7 +599,7 @@ pub fn apply(
     }
     let new_set = fields_of(def, &applied, status);
     let mut merged = live.clone();
-    let mut list = take_entries(&mut merged);
+    let mut list = take_entries(&mut merged, true);
     let mut conflicts = Vec::new();
     for e in &mut list {
         if is_entry(e, manager, "Apply", status) {
@@ -882,6 +924,48 @@ mod tests {
             collect(&pods, &base, None, false),
             fields_of(&pods, &base, false)
         );
+    }
+
+    #[test]
+    fn an_unread_entry_owns_the_paths_its_field_set_holds() {
+        let pods = builtin_resources()
+            .into_iter()
+            .find(|d| d.plural == "pods")
+            .unwrap();
+        let owned = fields_of(&pods, &sample_pod(), false);
+        // A tree as the API server writes it, and one with "." markers on inner nodes.
+        let trees = [
+            to_fields_v1(&owned),
+            json!({"f:metadata": {"f:labels": {".": {}, "f:a": {}}},
+                   "f:spec": {"f:containers": {"k:{\"name\":\"runner\"}": {".": {}, "f:image": {}}}}}),
+        ];
+        let mut candidates: Vec<Path> = owned.iter().cloned().collect();
+        for p in &owned {
+            for n in 0..p.len() {
+                candidates.push(p[..n].to_vec());
+            }
+            let mut deeper = p.clone();
+            deeper.push("f:missing".into());
+            candidates.push(deeper);
+        }
+        for tree in trees {
+            let set = from_fields_v1(&tree);
+            let unread = Entry {
+                raw: json!({"manager": "m", "fieldsV1": tree}),
+                set: FieldSet::new(),
+                parsed: false,
+                changed: false,
+            };
+            let mut hits = 0;
+            for p in &candidates {
+                let owns = unread.owns_any(std::iter::once(p));
+                assert_eq!(owns, set.contains(p), "{p:?}");
+                hits += usize::from(owns);
+            }
+            assert!(hits > 0 && hits < candidates.len());
+            assert!(unread.owns_any(candidates.iter()));
+            assert!(!unread.owns_any(std::iter::empty()));
+        }
     }
 
     #[test]
