@@ -763,11 +763,15 @@ mod tests {
     use super::*;
     use crate::registry::builtin_resources;
 
-    fn deploy_def() -> ResourceDef {
+    fn builtin_def(plural: &str) -> ResourceDef {
         builtin_resources()
             .into_iter()
-            .find(|d| d.plural == "deployments")
+            .find(|d| d.plural == plural)
             .unwrap()
+    }
+
+    fn deploy_def() -> ResourceDef {
+        builtin_def("deployments")
     }
 
     /// The definition `changed_fields` implements in one walk: every path of the new
@@ -887,10 +891,7 @@ mod tests {
 
     #[test]
     fn one_walk_finds_the_paths_a_lookup_per_path_finds() {
-        let pods = builtin_resources()
-            .into_iter()
-            .find(|d| d.plural == "pods")
-            .unwrap();
+        let pods = builtin_def("pods");
         let base = sample_pod();
         let edits = sample_edits();
         for (what, edit) in &edits {
@@ -928,10 +929,7 @@ mod tests {
 
     #[test]
     fn an_unread_entry_owns_the_paths_its_field_set_holds() {
-        let pods = builtin_resources()
-            .into_iter()
-            .find(|d| d.plural == "pods")
-            .unwrap();
+        let pods = builtin_def("pods");
         let owned = fields_of(&pods, &sample_pod(), false);
         // A tree as the API server writes it, and one with "." markers on inner nodes.
         let trees = [
