@@ -954,10 +954,16 @@ mod tests {
                 parsed: false,
                 changed: false,
             };
+            // Once read, the entry answers from its set, and the same.
+            let mut read = unread.clone();
+            read.parse();
+            assert!(read.parsed);
+            assert_eq!(read.set, set);
             let mut hits = 0;
             for p in &candidates {
                 let owns = unread.owns_any(std::iter::once(p));
                 assert_eq!(owns, set.contains(p), "{p:?}");
+                assert_eq!(read.owns_any(std::iter::once(p)), owns, "{p:?} once read");
                 hits += usize::from(owns);
             }
             assert!(hits > 0 && hits < candidates.len());
