@@ -8,17 +8,17 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::util::{
     Length, Memo, fmt_ts, hash_of, lookup, seconds, since, subset_matches, truthy, uid_of,
 };
-use super::{SimError, Timing};
+use super::{SimError, Timing, lean};
 
 /// Field manager of the Deployment simulator's writes.
 const MANAGER: &str = "devcluster-deployment-controller";
@@ -33,18 +33,15 @@ struct Ctx {
 
 /// Runs the Deployment simulator until the future is dropped.
 pub async fn run(client: kube::Client, timing: Timing) {
-    let api: Api<Deployment> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
         timing,
         rollouts: Memo::default(),
         written: Memo::default(),
     });
     let (reader, writer) = reflector::store();
     let forget = ctx.clone();
-    let stream = watch::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|d: &mut Deployment| d.managed_fields_mut().clear())
+    let stream = lean::watcher::<Deployment>(client, watcher::Config::default())
         .reflect(writer)
         .inspect(move |ev| {
             if let Ok(Event::Delete(d)) = ev {
@@ -236,7 +233,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, SimError
             field_manager: Some(MANAGER.into()),
             ..PatchParams::default()
         };
-        let api: Api<Deployment> =
+        let api: Api<lean::Lean<Deployment>> =
             Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
         match api
             .patch_status(

@@ -15,14 +15,15 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::SimError;
+use super::lean;
 use super::util::{Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid_of};
 
 /// Field manager of the Job controller's writes.
@@ -60,13 +61,11 @@ struct Ctx {
 
 /// Runs the Job controller until the future is dropped.
 pub async fn run(client: kube::Client) {
-    let jobs: Api<Job> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let (pod_reader, pod_writer) = reflector::store();
     let (job_reader, job_writer) = reflector::store();
     let index: Arc<OwnerIndex<Pod>> = Arc::new(OwnerIndex::default());
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
         pods: pod_reader,
         index: index.clone(),
         mem: Memo::default(),
@@ -75,12 +74,10 @@ pub async fn run(client: kube::Client) {
     });
     let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
     let pod_ctx = ctx.clone();
-    let pod_stream = watch::watcher(
-        pods,
+    let pod_stream = lean::watcher::<Pod>(
+        client.clone(),
         watcher::Config::default().labels(CONTROLLER_UID_LABEL),
     )
-    .default_backoff()
-    .modify(|p: &mut Pod| p.managed_fields_mut().clear())
     .reflect(pod_writer)
     .inspect(move |ev| {
         if let Ok(ev) = ev {
@@ -99,9 +96,7 @@ pub async fn run(client: kube::Client) {
     .touched_objects();
     let release = release_orphans(ctx.clone(), job_reader.clone(), orphans_rx);
     let forget = ctx.clone();
-    let job_stream = watch::watcher(jobs, watcher::Config::default())
-        .default_backoff()
-        .modify(|j: &mut Job| j.managed_fields_mut().clear())
+    let job_stream = lean::watcher::<Job>(client, watcher::Config::default())
         .reflect(job_writer)
         .inspect(move |ev| {
             if let Ok(Event::Delete(j)) = ev {
@@ -163,7 +158,7 @@ async fn release_orphans(
             });
             continue;
         }
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<lean::Lean<Pod>> = Api::namespaced(ctx.client.clone(), &ns);
         if let Err(e) = untrack(&ctx, &api, &p).await {
             tracing::debug!(error = %e, pod = %r, "cannot release orphaned Job pod");
         }
@@ -180,7 +175,7 @@ fn tracked(p: &Pod) -> bool {
 
 /// Removes the tracking finalizer (a `test`-guarded JSON patch, so other finalizers
 /// written concurrently are kept).
-async fn untrack(ctx: &Ctx, api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
+async fn untrack(ctx: &Ctx, api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), SimError> {
     let Some(i) = p.finalizers().iter().position(|f| f == TRACKING_FINALIZER) else {
         return Ok(());
     };
@@ -214,7 +209,7 @@ async fn untrack(ctx: &Ctx, api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
 /// ones when `counted` is `None`).
 async fn release(
     ctx: &Ctx,
-    api: &Api<Pod>,
+    api: &Api<lean::Lean<Pod>>,
     pods: &[Arc<Pod>],
     counted: Option<&HashSet<String>>,
 ) -> Result<(), SimError> {
@@ -312,8 +307,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     let uid = uid_of(job.as_ref());
     let ns = job.namespace().unwrap_or_default();
     let name = job.name_any();
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Api<lean::Lean<Job>> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods_api: Api<lean::Lean<Pod>> = Api::namespaced(ctx.client.clone(), &ns);
     let cached = job
         .status
         .as_ref()
@@ -591,7 +586,7 @@ fn nonzero(n: i64) -> Value {
 
 async fn write_status(
     ctx: &Ctx,
-    jobs: &Api<Job>,
+    jobs: &Api<lean::Lean<Job>>,
     name: &str,
     uid: &str,
     cached: &Value,
@@ -617,7 +612,7 @@ async fn write_status(
     }
 }
 
-async fn delete_pod(api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
+async fn delete_pod(api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), SimError> {
     match api.delete(&p.name_any(), &DeleteParams::default()).await {
         Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -625,7 +620,7 @@ async fn delete_pod(api: &Api<Pod>, p: &Pod) -> Result<(), SimError> {
 }
 
 /// Creates one pod from the Job's template and returns its name.
-async fn create_pod(api: &Api<Pod>, job: &Job, uid: &str) -> Result<String, SimError> {
+async fn create_pod(api: &Api<lean::Lean<Pod>>, job: &Job, uid: &str) -> Result<String, SimError> {
     let name = job.name_any();
     let template = job
         .spec
@@ -663,6 +658,6 @@ async fn create_pod(api: &Api<Pod>, job: &Job, uid: &str) -> Result<String, SimE
         "spec": template.spec.unwrap_or_default(),
     });
     let pod: Pod = serde_json::from_value(pod).map_err(SimError::Encode)?;
-    let created = api.create(&PostParams::default(), &pod).await?;
+    let created = api.create(&PostParams::default(), &lean::Lean(pod)).await?;
     Ok(created.name_any())
 }

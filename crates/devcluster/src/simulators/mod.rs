@@ -22,6 +22,7 @@ pub mod argocd;
 pub mod crossplane;
 mod deployments;
 mod jobs;
+mod lean;
 mod pods;
 mod util;
 

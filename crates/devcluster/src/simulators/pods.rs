@@ -14,10 +14,10 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, watcher as watch};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ use super::util::{
     Length, Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, since, subset_matches, truthy,
     uid_of,
 };
-use super::{SimError, Simulators, Timing};
+use super::{SimError, Simulators, Timing, lean};
 
 /// Field manager of the scheduler's writes.
 const SCHEDULER_MANAGER: &str = "devcluster-scheduler";
@@ -56,9 +56,8 @@ const BINDING_MISSING: u8 = 2;
 
 /// Runs the scheduler and/or kubelet until the future is dropped.
 pub async fn run(client: kube::Client, sims: Simulators) {
-    let api: Api<Pod> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
         sims,
         anchors: Memo::default(),
         written: Memo::default(),
@@ -68,9 +67,7 @@ pub async fn run(client: kube::Client, sims: Simulators) {
     });
     let (reader, writer) = reflector::store();
     let forget = ctx.clone();
-    let stream = watch::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|p: &mut Pod| p.managed_fields_mut().clear())
+    let stream = lean::watcher::<Pod>(client, watcher::Config::default())
         .reflect(writer)
         .inspect(move |ev| {
             if let Ok(Event::Delete(p)) = ev {
@@ -116,7 +113,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
     kubelet(&pod, &ctx).await
 }
 
-fn pod_api(ctx: &Ctx, pod: &Pod) -> Api<Pod> {
+fn pod_api(ctx: &Ctx, pod: &Pod) -> Api<lean::Lean<Pod>> {
     Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default())
 }
 
@@ -196,7 +193,7 @@ async fn schedule(pod: &Pod, ctx: &Ctx) -> Result<(), SimError> {
 
 /// Sets `PodScheduled=False` reason `Unschedulable`, unless it is already there.
 async fn mark_unschedulable(
-    api: &Api<Pod>,
+    api: &Api<lean::Lean<Pod>>,
     name: &str,
     pp: &PatchParams,
     status: &Value,
