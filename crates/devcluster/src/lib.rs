@@ -110,6 +110,26 @@ impl Cluster {
             .map(|o| o.value.clone())
     }
 
+    /// One stored object, shared rather than copied.
+    pub(crate) fn object(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<store::Obj>> {
+        let def = self.0.def(group, resource)?;
+        self.0.store(&def.group_resource()).get(namespace, name)
+    }
+
+    /// Every stored object of a resource, across namespaces, shared rather than copied.
+    pub(crate) fn objects(&self, group: &str, resource: &str) -> Vec<Arc<store::Obj>> {
+        let Some(def) = self.0.def(group, resource) else {
+            return Vec::new();
+        };
+        self.0.store(&def.group_resource()).all()
+    }
+
     /// Every stored object of a resource, across namespaces.
     pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
         let Some(def) = self.0.def(group, resource) else {

@@ -931,14 +931,24 @@ impl Ctx<'_> {
         }
         let old = &cur.value;
         if self.status {
-            let mut out = old.clone();
-            out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-            if out["status"].is_null()
-                && let Some(m) = out.as_object_mut()
-            {
-                m.remove("status");
+            // The stored object with the requested status: every other member is copied,
+            // the old status is not, and the new one is moved rather than copied.
+            let status = new
+                .as_object_mut()
+                .and_then(|m| m.remove("status"))
+                .filter(|s| !s.is_null());
+            let mut out = serde_json::Map::new();
+            if let Some(members) = old.as_object() {
+                for (k, v) in members {
+                    if k != "status" {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
             }
-            return Ok(out);
+            if let Some(s) = status {
+                out.insert("status".to_string(), s);
+            }
+            return Ok(Value::Object(out));
         }
         new["apiVersion"] = json!(def.api_version());
         new["kind"] = json!(def.kind);

@@ -161,6 +161,34 @@ async fn status_subresource_and_generation() {
         .await
         .unwrap();
     assert_eq!(meta_only.metadata.generation, Some(2));
+
+    // A status write keeps every other member as stored, and a null status removes it.
+    let cleared = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": null, "spec": {"size": 7},
+                                 "metadata": {"labels": {"a": "c"}}})),
+        )
+        .await
+        .unwrap();
+    assert!(cleared.status.is_none(), "a null status removes it");
+    assert_eq!(cleared.spec.size, 2);
+    assert_eq!(cleared.labels().get("a").map(String::as_str), Some("b"));
+    assert_eq!(cleared.metadata.generation, Some(2));
+    let restored = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true, "observed_generation": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        restored.status.map(|s| s.observed_generation),
+        Some(Some(2))
+    );
+    assert_eq!(restored.metadata.uid, created.metadata.uid);
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod matching;
 pub use certs::{CertificateError, WebhookCertificates};
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 use crate::Cluster;
 use crate::error::{ApiError, Cause};
 use crate::hooks::{AdmissionHook, AdmissionRequest, Operation};
+use crate::store::Obj;
 
 use call::Endpoint;
 use matching::{Attributes, Conditions};
@@ -166,17 +168,28 @@ fn operation_name(op: Operation) -> &'static str {
     }
 }
 
-fn registered_webhooks(cluster: &Cluster, resource: &str) -> Vec<Value> {
-    let mut configs = cluster.list(GROUP, resource);
+/// The webhook configurations of one kind, by name (their webhooks are called in this order).
+fn registered_webhooks(cluster: &Cluster, resource: &str) -> Vec<Arc<Obj>> {
+    let mut configs = cluster.objects(GROUP, resource);
+    configs.retain(|c| {
+        c.value["webhooks"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+    });
     configs.sort_by(|a, b| {
-        a["metadata"]["name"]
+        a.value["metadata"]["name"]
             .as_str()
-            .cmp(&b["metadata"]["name"].as_str())
+            .cmp(&b.value["metadata"]["name"].as_str())
     });
     configs
+}
+
+/// The webhooks of `configs`, in order.
+fn webhooks(configs: &[Arc<Obj>]) -> impl Iterator<Item = &Value> {
+    configs
         .iter()
-        .flat_map(|c| c["webhooks"].as_array().cloned().unwrap_or_default())
-        .collect()
+        .filter_map(|c| c.value["webhooks"].as_array())
+        .flatten()
 }
 
 fn new_uid() -> String {
@@ -353,13 +366,13 @@ impl WebhookAdmission {
             return Ok(());
         }
         let mut changed = false;
-        for w in &mutating {
+        for w in webhooks(&mutating) {
             changed |= self.call_one(w, req, object, true).await?;
         }
         if changed {
             revalidate(req, object)?;
         }
-        for w in &validating {
+        for w in webhooks(&validating) {
             self.call_one(w, req, object, false).await?;
         }
         Ok(())
@@ -451,8 +464,8 @@ impl WebhookAdmission {
                     .map_or(Value::Null, |o| o["metadata"]["labels"].clone())
             } else {
                 req.cluster
-                    .get("", "namespaces", "", &info.namespace)
-                    .map_or(Value::Null, |n| n["metadata"]["labels"].clone())
+                    .object("", "namespaces", "", &info.namespace)
+                    .map_or(Value::Null, |n| n.value["metadata"]["labels"].clone())
             };
             let hit = matching::selector_matches(&w["namespaceSelector"], Some(&labels))
                 .map_err(|e| calling_error(name, &format!("invalid namespaceSelector: {e}")))?;
