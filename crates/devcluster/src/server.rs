@@ -1153,7 +1153,11 @@ impl Ctx<'_> {
                 }
                 return Err(ApiError::not_found(&def.group, &def.plural, self.name));
             };
-            let mut patched = cur.value.clone();
+            let mut patched = if self.status && ct == "application/merge-patch+json" {
+                status_view(&cur.value)
+            } else {
+                cur.value.clone()
+            };
             match ct {
                 "application/json-patch+json" => patch::json_patch(&mut patched, &patch_value)?,
                 "application/merge-patch+json" => patch::merge_patch(&mut patched, &patch_value),
@@ -1187,6 +1191,26 @@ impl Ctx<'_> {
         }
         Err(ApiError::stale(&def.group, &def.plural, self.name))
     }
+}
+
+/// What a merge patch of the status subresource can change or is checked against: the
+/// object's type, name, resourceVersion and status. The rest of the update is taken from the
+/// stored object ([`Ctx::merge_update`]), so it is not copied for the patch.
+fn status_view(v: &Value) -> Value {
+    let mut view = serde_json::Map::new();
+    for k in ["apiVersion", "kind", "status"] {
+        if let Some(x) = v.get(k) {
+            view.insert(k.to_string(), x.clone());
+        }
+    }
+    let mut meta = serde_json::Map::new();
+    for k in ["name", "resourceVersion"] {
+        if let Some(x) = v["metadata"].get(k) {
+            meta.insert(k.to_string(), x.clone());
+        }
+    }
+    view.insert("metadata".to_string(), Value::Object(meta));
+    Value::Object(view)
 }
 
 fn check_type(def: &ResourceDef, v: &Value) -> Result<(), ApiError> {

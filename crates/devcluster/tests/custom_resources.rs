@@ -189,6 +189,46 @@ async fn status_subresource_and_generation() {
         Some(Some(2))
     );
     assert_eq!(restored.metadata.uid, created.metadata.uid);
+
+    // A status merge patch is checked against the stored resourceVersion and name.
+    let rv = restored.metadata.resource_version.clone().unwrap();
+    let stale = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": "1"}, "status": {"ready": false}}),
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, kube::Error::Api(ref s) if s.code == 409),
+        "{stale}"
+    );
+    let renamed = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"name": "other"}, "status": {"ready": false}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(renamed, kube::Error::Api(ref s) if s.code == 400),
+        "{renamed}"
+    );
+    let current = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": rv}, "status": {"ready": false}})),
+        )
+        .await
+        .unwrap();
+    assert!(!current.status.as_ref().unwrap().ready);
+    assert_eq!(current.spec.size, 2);
+    assert_eq!(current.labels().get("a").map(String::as_str), Some("b"));
 }
 
 #[tokio::test]
