@@ -12,7 +12,9 @@
 //! applies each watch event to the store first and then hands a [`Change`] to every
 //! subscriber, waiting for each (a subscriber stream must be polled, like a shared watch's).
 //! Every relist is applied in place: each listed object replaces its entry, and the entries
-//! not listed are removed and reported as deleted (objects deleted during a watch gap).
+//! not listed are removed and reported as deleted (objects deleted during a watch gap). An
+//! object listed or sent at the resourceVersion its entry was made from is unchanged: it is
+//! neither stored again nor reported, so a relist of a settled cluster wakes no controller.
 
 use std::{
     borrow::Borrow,
@@ -56,9 +58,28 @@ pub trait Compact: Debug + Send + Sync + Sized + 'static {
     }
 }
 
-/// An entry in a namespace's set, hashed and compared by the entry's name.
+/// An entry in a namespace's set, hashed and compared by the entry's name, with the
+/// [`version_of`] the object's resourceVersion it was made from.
 #[derive(Debug)]
-struct Named<E>(Arc<E>);
+struct Named<E>(Arc<E>, u64);
+
+/// A resourceVersion as a number for comparing versions: the number itself when it is one
+/// (as kube-apiserver's are), otherwise a hash of the text; 0 for none (never equal to a
+/// known version).
+fn version_of(rv: Option<&str>) -> u64 {
+    match rv {
+        None | Some("") => 0,
+        Some(rv) => rv
+            .parse::<u64>()
+            .ok()
+            .filter(|v| *v != 0)
+            .unwrap_or_else(|| {
+                let mut h = std::hash::DefaultHasher::new();
+                rv.hash(&mut h);
+                h.finish() | 1
+            }),
+    }
+}
 
 impl<E: Compact> Borrow<str> for Named<E> {
     fn borrow(&self) -> &str {
@@ -169,6 +190,12 @@ impl<E: Compact> CompactStore<E> {
             .map(|n| n.0.clone())
     }
 
+    /// The [`version_of`] the resourceVersion entry `name` in `ns` was made from (0 when
+    /// unknown).
+    fn version(&self, ns: &str, name: &str) -> Option<u64> {
+        self.read().spaces.get(ns)?.objects.get(name).map(|n| n.1)
+    }
+
     /// The entries indexed under `group` in `ns`.
     #[must_use]
     pub fn group(&self, ns: &str, group: &str) -> Vec<Arc<E>> {
@@ -207,6 +234,12 @@ impl<E: Compact> CompactStore<E> {
     /// Stores `entry` in `ns`, replacing the entry of the same name; returns the shared
     /// namespace name and the stored entry.
     pub fn insert(&self, ns: &str, entry: E) -> (Arc<str>, Arc<E>) {
+        self.insert_version(ns, entry, 0)
+    }
+
+    /// [`CompactStore::insert`] of an entry made from resourceVersion `version`
+    /// ([`version_of`]).
+    fn insert_version(&self, ns: &str, entry: E, version: u64) -> (Arc<str>, Arc<E>) {
         let entry = Arc::new(entry);
         let mut inner = self.write();
         let key: Arc<str> = match inner.spaces.get_key_value(ns) {
@@ -214,8 +247,8 @@ impl<E: Compact> CompactStore<E> {
             None => Arc::from(ns),
         };
         let space = inner.spaces.entry(key.clone()).or_default();
-        let old = space.objects.replace(Named(entry.clone()));
-        if let Some(Named(old)) = &old {
+        let old = space.objects.replace(Named(entry.clone(), version));
+        if let Some(Named(old, _)) = &old {
             space.ungroup(old);
         }
         if let Some(group) = entry.group() {
@@ -236,7 +269,7 @@ impl<E: Compact> CompactStore<E> {
         let mut inner = self.write();
         let key = inner.spaces.get_key_value(ns)?.0.clone();
         let space = inner.spaces.get_mut(ns)?;
-        let Named(old) = space.objects.take(name)?;
+        let Named(old, _) = space.objects.take(name)?;
         space.ungroup(&old);
         if space.objects.is_empty() {
             inner.spaces.remove(ns);
@@ -318,10 +351,18 @@ impl<E: Compact> Applier<E> {
                 Vec::new()
             }
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                let version = version_of(obj.meta().resource_version.as_deref());
                 let Some((ns, entry)) = E::compact(obj) else {
                     return Vec::new();
                 };
-                let (namespace, object) = self.store.insert(&ns, entry);
+                if version != 0 && self.store.version(&ns, entry.name()) == Some(version) {
+                    // The object as cached (a relist of an unchanged object).
+                    if let Some(seen) = &mut self.listing {
+                        seen.insert((Arc::from(ns.as_str()), entry.name().into()));
+                    }
+                    return Vec::new();
+                }
+                let (namespace, object) = self.store.insert_version(&ns, entry, version);
                 if let Some(seen) = &mut self.listing {
                     seen.insert((namespace.clone(), object.name().into()));
                 }

@@ -195,3 +195,80 @@ fn a_relist_replaces_in_place_and_reports_what_was_deleted_meanwhile() {
     assert_eq!(changes, ["-ns/a", "-ns/c"]);
     assert!(store.is_empty());
 }
+
+/// [`cm`] at resourceVersion `rv`.
+fn cm_at(name: &str, group: Option<&str>, rv: &str) -> ConfigMap {
+    let mut c = cm(Some("ns"), name, group);
+    c.metadata.resource_version = Some(rv.into());
+    c
+}
+
+#[test]
+fn an_object_seen_again_at_its_cached_version_is_not_reported() {
+    let store = CompactStore::<Entry>::new();
+    let mut applier = Applier::new(store.clone());
+    applier.apply(watcher::Event::Init);
+    applier.apply(watcher::Event::InitApply(cm_at("a", Some("g"), "10")));
+    applier.apply(watcher::Event::InitApply(cm_at("b", Some("g"), "11")));
+    applier.apply(watcher::Event::InitApply(cm_at("c", Some("g"), "v-12")));
+    applier.apply(watcher::Event::InitDone);
+    let before = store.get("ns", "a").unwrap();
+
+    // A relist after the watch lost its place: "a" and "c" are unchanged, "b" was regrouped.
+    applier.apply(watcher::Event::Init);
+    assert!(
+        applier
+            .apply(watcher::Event::InitApply(cm_at("a", Some("g"), "10")))
+            .is_empty(),
+        "unchanged: not reported"
+    );
+    assert!(
+        applier
+            .apply(watcher::Event::InitApply(cm_at("c", Some("g"), "v-12")))
+            .is_empty(),
+        "unchanged (a version that is not a number): not reported"
+    );
+    let changes = applier.apply(watcher::Event::InitApply(cm_at("b", Some("h"), "20")));
+    assert_eq!(reported(&changes), ["+ns/b"]);
+    assert!(
+        applier.apply(watcher::Event::InitDone).is_empty(),
+        "unchanged objects count as listed: none is reported deleted"
+    );
+    assert_eq!(store.len(), 3);
+    assert!(
+        Arc::ptr_eq(&before, &store.get("ns", "a").unwrap()),
+        "kept as it was"
+    );
+    assert_eq!(names(&store.group("ns", "g")), ["a", "c"]);
+    assert_eq!(names(&store.group("ns", "h")), ["b"]);
+
+    // A watch event at a new version is reported; one at the cached version is not.
+    let changes = applier.apply(watcher::Event::Apply(cm_at("a", Some("g"), "21")));
+    assert_eq!(reported(&changes), ["+ns/a"]);
+    assert!(
+        applier
+            .apply(watcher::Event::Apply(cm_at("a", Some("g"), "21")))
+            .is_empty()
+    );
+    // Without a resourceVersion an object is always taken as changed.
+    for _ in 0..2 {
+        let changes = applier.apply(watcher::Event::Apply(cm(Some("ns"), "a", Some("g"))));
+        assert_eq!(reported(&changes), ["+ns/a"]);
+    }
+    // A deletion is reported whatever the version, and the name can come back at it.
+    let changes = applier.apply(watcher::Event::Delete(cm_at("b", Some("h"), "20")));
+    assert_eq!(reported(&changes), ["-ns/b"]);
+    let changes = applier.apply(watcher::Event::Apply(cm_at("b", Some("h"), "20")));
+    assert_eq!(reported(&changes), ["+ns/b"]);
+}
+
+#[test]
+fn resource_versions_compare_as_numbers_or_by_their_text() {
+    assert_eq!(version_of(None), 0);
+    assert_eq!(version_of(Some("")), 0);
+    assert_eq!(version_of(Some("42")), 42);
+    assert_ne!(version_of(Some("0")), 0, "a version, even if it is 0");
+    assert_ne!(version_of(Some("abc")), 0);
+    assert_eq!(version_of(Some("abc")), version_of(Some("abc")));
+    assert_ne!(version_of(Some("abc")), version_of(Some("abd")));
+}
