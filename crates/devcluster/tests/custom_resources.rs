@@ -192,26 +192,22 @@ async fn status_subresource_and_generation() {
 
     // A status merge patch is checked against the stored resourceVersion and name.
     let rv = restored.metadata.resource_version.clone().unwrap();
-    let stale = api
-        .patch_status(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"resourceVersion": "1"}, "status": {"ready": false}}),
-            ),
-        )
-        .await
-        .unwrap_err();
+    let merge_status = |body: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch_status("w", &PatchParams::default(), &Patch::Merge(body))
+                .await
+        }
+    };
+    let stale =
+        merge_status(json!({"metadata": {"resourceVersion": "1"}, "status": {"ready": false}}))
+            .await
+            .unwrap_err();
     assert!(
         matches!(stale, kube::Error::Api(ref s) if s.code == 409),
         "{stale}"
     );
-    let renamed = api
-        .patch_status(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"name": "other"}, "status": {"ready": false}})),
-        )
+    let renamed = merge_status(json!({"metadata": {"name": "other"}, "status": {"ready": false}}))
         .await
         .unwrap_err();
     assert!(

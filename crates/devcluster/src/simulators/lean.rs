@@ -90,44 +90,23 @@ pub trait Parts: Sized {
     ) -> Self;
 }
 
-impl Parts for Pod {
-    type Spec = PodSpec;
-    type Status = PodStatus;
-    fn assemble(metadata: ObjectMeta, spec: Option<PodSpec>, status: Option<PodStatus>) -> Self {
-        Pod {
-            metadata,
-            spec,
-            status,
+/// Implements [`Parts`] for kinds with `metadata`, `spec` and `status` members.
+macro_rules! parts {
+    ($($kind:ty => $spec:ty, $status:ty;)*) => {$(
+        impl Parts for $kind {
+            type Spec = $spec;
+            type Status = $status;
+            fn assemble(metadata: ObjectMeta, spec: Option<$spec>, status: Option<$status>) -> Self {
+                Self { metadata, spec, status }
+            }
         }
-    }
+    )*};
 }
 
-impl Parts for Job {
-    type Spec = JobSpec;
-    type Status = JobStatus;
-    fn assemble(metadata: ObjectMeta, spec: Option<JobSpec>, status: Option<JobStatus>) -> Self {
-        Job {
-            metadata,
-            spec,
-            status,
-        }
-    }
-}
-
-impl Parts for Deployment {
-    type Spec = DeploymentSpec;
-    type Status = DeploymentStatus;
-    fn assemble(
-        metadata: ObjectMeta,
-        spec: Option<DeploymentSpec>,
-        status: Option<DeploymentStatus>,
-    ) -> Self {
-        Deployment {
-            metadata,
-            spec,
-            status,
-        }
-    }
+parts! {
+    Pod => PodSpec, PodStatus;
+    Job => JobSpec, JobStatus;
+    Deployment => DeploymentSpec, DeploymentStatus;
 }
 
 /// The wire shape of a [`Parts`] kind (`apiVersion` and `kind` are skipped).
