@@ -103,10 +103,7 @@ impl Cluster {
 
     /// One stored object (`group` empty for core, `namespace` empty for cluster-scoped).
     pub fn get(&self, group: &str, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        let def = self.0.def(group, resource)?;
-        self.0
-            .store(&def.group_resource())
-            .get(namespace, name)
+        self.object(group, resource, namespace, name)
             .map(|o| o.value.clone())
     }
 
@@ -122,25 +119,20 @@ impl Cluster {
         self.0.store(&def.group_resource()).get(namespace, name)
     }
 
+    /// Every stored object of a resource, across namespaces.
+    pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
+        self.objects(group, resource)
+            .into_iter()
+            .map(|o| o.value.clone())
+            .collect()
+    }
+
     /// Every stored object of a resource, across namespaces, shared rather than copied.
     pub(crate) fn objects(&self, group: &str, resource: &str) -> Vec<Arc<store::Obj>> {
         let Some(def) = self.0.def(group, resource) else {
             return Vec::new();
         };
         self.0.store(&def.group_resource()).all()
-    }
-
-    /// Every stored object of a resource, across namespaces.
-    pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
-        let Some(def) = self.0.def(group, resource) else {
-            return Vec::new();
-        };
-        self.0
-            .store(&def.group_resource())
-            .all()
-            .into_iter()
-            .map(|o| o.value.clone())
-            .collect()
     }
 
     /// The current global resourceVersion.
