@@ -479,6 +479,40 @@ async fn mutating_patches_apply_before_validating_webhooks() {
 }
 
 #[tokio::test]
+async fn mutating_webhooks_run_in_order_of_configuration_name_then_list_order() {
+    let wh = WebhookServer::start().await;
+    let dc = cluster().await;
+    mutating(&dc, "z-last", vec![hook("z.example.io", wh.url("/z"))]).await;
+    mutating(&dc, "m-empty", vec![]).await;
+    mutating(
+        &dc,
+        "a-first",
+        vec![
+            hook("a2.example.io", wh.url("/a2")),
+            hook("a1.example.io", wh.url("/a1")),
+        ],
+    )
+    .await;
+    let api: Api<ConfigMap> = Api::namespaced(dc.client(), "default");
+    api.create(&PostParams::default(), &config_map("o", json!({}), "x"))
+        .await
+        .unwrap();
+    let order: Vec<String> = wh
+        .seen
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    assert_eq!(
+        order,
+        ["/a2", "/a1", "/z"],
+        "a configuration without webhooks is skipped"
+    );
+}
+
+#[tokio::test]
 async fn rules_selectors_and_match_conditions_decide_which_writes_are_reviewed() {
     let wh = WebhookServer::start().await;
     let dc = cluster().await;
