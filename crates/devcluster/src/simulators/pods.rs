@@ -520,41 +520,27 @@ fn sim_container(
             "containerID".into(),
             json!(container_id(&uid, &c.name, restarts)),
         );
-        let Some(run) = s.run else {
-            m.insert(
-                "state".into(),
-                json!({"running": {"startedAt": clock.at(run_start)}}),
-            );
-            m.insert("ready".into(), json!(true));
-            m.insert("started".into(), json!(true));
-            return Sim {
-                status: Value::Object(m),
-                ready: true,
-                running: true,
-                started_ever: true,
-                done: None,
-                changed_at: run_start,
-                next: None,
-            };
+        // Running: forever without a run time, else until it ends.
+        let end = match s.run.map(|run| run_start + run) {
+            Some(end) if e >= end => end,
+            next => {
+                m.insert(
+                    "state".into(),
+                    json!({"running": {"startedAt": clock.at(run_start)}}),
+                );
+                m.insert("ready".into(), json!(true));
+                m.insert("started".into(), json!(true));
+                return Sim {
+                    status: Value::Object(m),
+                    ready: true,
+                    running: true,
+                    started_ever: true,
+                    done: None,
+                    changed_at: run_start,
+                    next,
+                };
+            }
         };
-        let end = run_start + run;
-        if e < end {
-            m.insert(
-                "state".into(),
-                json!({"running": {"startedAt": clock.at(run_start)}}),
-            );
-            m.insert("ready".into(), json!(true));
-            m.insert("started".into(), json!(true));
-            return Sim {
-                status: Value::Object(m),
-                ready: true,
-                running: true,
-                started_ever: true,
-                done: None,
-                changed_at: run_start,
-                next: Some(end),
-            };
-        }
         let term = terminated_state(
             clock,
             &uid,
