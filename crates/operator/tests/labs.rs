@@ -434,27 +434,34 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
         text.contains(r#"labs_experiment_phase_transitions_total{from="Running",to="Complete",reason="WorkflowSucceeded"} 1"#),
         "{text}"
     );
-    // Events were recorded for the transitions.
+    // Events were recorded for the transitions and the cleanup (which is published after the
+    // status write the test waited for, so it is polled).
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    let reasons: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
-    for r in [
+    let reasons = || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect::<Vec<String>>()
+    };
+    let expected = [
         "Provisioning",
         "ComponentsHealthy",
         "WorkflowSubmitted",
         "WorkflowSucceeded",
-    ] {
-        assert!(
-            reasons.iter().any(|x| x == r),
-            "no {r} Event in {reasons:?}"
-        );
-    }
+        "Cleaned",
+    ];
+    support::eventually("the transition and cleanup Events", || async {
+        let got = reasons().await;
+        expected.iter().all(|r| got.iter().any(|x| x == r))
+    })
+    .await;
+    // Cleanup is reported once.
+    let got = reasons().await;
+    assert_eq!(got.iter().filter(|x| *x == "Cleaned").count(), 1, "{got:?}");
 
     // Deleting the finished experiment releases the finalizer.
     Api::<Experiment>::namespaced(client.clone(), NS)

@@ -261,14 +261,19 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     let phase = exp.phase();
     let mut status = exp.status.clone().unwrap_or_default();
     let generation = exp.metadata.generation;
+    let was_cleaned = status.resources_cleaned == Some(true);
 
     if phase.is_terminal() {
         let mut action = Action::await_change();
-        if status.resources_cleaned != Some(true) {
+        if !was_cleaned {
             let outcome = run_cleanup(&exp, owner, &ctx).await?;
             action = record_cleanup(&mut status, outcome, generation);
         }
+        let cleaned = !was_cleaned && status.resources_cleaned == Some(true);
         write_status(&ctx, &api, &exp, status).await?;
+        if cleaned {
+            publish_cleaned(&ctx, &exp).await;
+        }
         return Ok(action);
     }
 
@@ -969,6 +974,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             .await
             .map(|outcome| Some(record_cleanup(&mut status, outcome, generation)));
     }
+    let cleaned = !was_cleaned && status.resources_cleaned == Some(true);
     write_status(&ctx, &api, &exp, status).await?;
     for (from, to, reason, message) in transitions {
         let type_ = if to == ExperimentPhase::Failed {
@@ -985,6 +991,9 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             ])
             .inc();
         publish(&ctx, &exp, type_, reason, message).await;
+    }
+    if cleaned {
+        publish_cleaned(&ctx, &exp).await;
     }
 
     // requeue: deadlines are the only timers; everything else is watch-driven.
@@ -1022,6 +1031,22 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     Ok(Action::requeue(next_check))
 }
 
+/// The message of the `Ready=False` condition and the Event once completion cleanup is done.
+const CLEANED_MESSAGE: &str =
+    "the experiment finished and its clusters, Applications and Workflow were removed";
+
+/// Records the Normal Event `Cleaned`, once the status saying so is written.
+async fn publish_cleaned(ctx: &Ctx, exp: &Experiment) {
+    publish(
+        ctx,
+        exp,
+        EventType::Normal,
+        "Cleaned",
+        CLEANED_MESSAGE.to_owned(),
+    )
+    .await;
+}
+
 /// Folds the outcome of a completion-cleanup pass into `status` (`Cleaned` and
 /// `resourcesCleaned` once nothing is left; otherwise the reason and message of what remains)
 /// and says when to look again.
@@ -1041,7 +1066,7 @@ fn record_cleanup(
                 CONDITION_READY,
                 "False",
                 "Cleaned",
-                "the experiment finished and its clusters, Applications and Workflow were removed",
+                CLEANED_MESSAGE,
                 generation,
             );
             Action::await_change()
