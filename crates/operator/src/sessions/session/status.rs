@@ -159,7 +159,9 @@ pub fn desired(
                 inputs,
             );
         }
-        P::Stopping | P::Stopped => {
+        // Only on a transition: a later pass of a stopped session (no reason, no message)
+        // leaves the conditions as they are.
+        P::Stopping | P::Stopped if !t.reason.is_empty() => {
             let reason = stop_reason.unwrap_or("UserStopped");
             for type_ in ["PodCreated", "RunnerStarted"] {
                 upsert(&mut conditions, type_, false, reason, &t.message, inputs);
@@ -338,6 +340,53 @@ mod tests {
         let t = next(Some(SessionPhase::Completed), &idle);
         let resync = desired(Some(&done), &t, &idle, &inputs(3600));
         assert_eq!(merge_patch(Some(&done), &resync).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stopped_session_keeps_its_condition_messages_and_writes_nothing_later() {
+        let run = RunView::Current {
+            job: JobView::Active,
+            pod: PodView::Running {
+                node: Some("node-a".into()),
+            },
+            pod_uid: Some("uid-1".into()),
+        };
+        let running = AgenticSessionStatus {
+            phase: Some(SessionPhase::Running),
+            ..AgenticSessionStatus::default()
+        };
+        let stop = Observed {
+            run,
+            request: Some(crate::sessions::session::state::Request::Stop(
+                StoppedReason::User,
+            )),
+            ..Observed::default()
+        };
+        let t = next(Some(SessionPhase::Running), &stop);
+        let stopping = desired(Some(&running), &t, &stop, &inputs(1));
+        let gone = Observed::default();
+        let t = next(Some(SessionPhase::Stopping), &gone);
+        let stopped = desired(Some(&stopping), &t, &gone, &inputs(2));
+        assert_eq!(stopped.phase, Some(SessionPhase::Stopped));
+        for type_ in ["Ready", "PodCreated", "RunnerStarted"] {
+            let c = stopped
+                .conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|c| c.type_ == type_)
+                .unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "UserStopped"),
+                "{type_}"
+            );
+            assert!(!c.message.is_empty(), "{type_} has no message");
+        }
+        // Later reconciles of the stopped session change nothing.
+        let t = next(Some(SessionPhase::Stopped), &gone);
+        let resync = desired(Some(&stopped), &t, &gone, &inputs(3600));
+        assert_eq!(merge_patch(Some(&stopped), &resync).unwrap(), None);
     }
 
     #[test]
