@@ -694,8 +694,17 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         json!({}),
     )
     .await;
+    create(&client, "settled-stopped", json!({}), json!({})).await;
     wait_phase(&client, "settled-running", SessionPhase::Running).await;
     wait_phase(&client, "settled-done", SessionPhase::Completed).await;
+    wait_phase(&client, "settled-stopped", SessionPhase::Running).await;
+    annotate(
+        &client,
+        "settled-stopped",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped"}),
+    )
+    .await;
+    wait_phase(&client, "settled-stopped", SessionPhase::Stopped).await;
     eventually("the completed runner to be gone", || async {
         job(&client, "settled-done").await.is_none()
             && runner_pods(&client, "settled-done").await.is_empty()
@@ -719,7 +728,7 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     cluster.cluster().reset_stats();
     cluster.expire_resource_versions();
     eventually("every session to be reconciled again", || async {
-        operator.reconciles("agenticsession") >= reconciles_before + 2
+        operator.reconciles("agenticsession") >= reconciles_before + 3
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -749,6 +758,13 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         operator_writes.is_empty(),
         "writes during an idle resync: {operator_writes:?}"
     );
+    // The stopped session's conditions still say why (later passes leave them alone).
+    let stopped = wait_phase(&client, "settled-stopped", SessionPhase::Stopped).await;
+    for type_ in ["Ready", "PodCreated", "RunnerStarted"] {
+        let c = condition(&stopped, type_).unwrap();
+        assert_eq!(c.reason, "UserStopped", "{type_}");
+        assert!(!c.message.is_empty(), "{type_} lost its message");
+    }
     assert!(other.get("ignored").await.unwrap().status.is_none());
     operator.stop().await.unwrap();
 }
