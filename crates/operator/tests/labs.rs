@@ -501,7 +501,8 @@ fn exp_yaml(name: &str, cluster: &str, template: &str, mode: &str, annotations: 
 }
 
 /// A failed workflow fails the experiment with the workflow's message; a missing template
-/// fails it too (no inline fallback workflow).
+/// fails it too (no inline fallback workflow). Once cleaned up, a failed experiment is not
+/// written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_failure_fails_the_experiment() {
     let env = Env::start().await;
@@ -535,6 +536,49 @@ async fn workflow_failure_fails_the_experiment() {
             .unwrap()
             .message
             .contains("\"missing\" not found")
+    );
+
+    // Once both are cleaned up, another reconcile of each (woken by an annotation the test
+    // sets) writes nothing: the only writes counted are the test's two patches.
+    for name in ["fails", "notemplate"] {
+        wait_for(&client, name, "resources cleaned", |e| {
+            e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = op.reconciles(agentic_operator::labs::CONTROLLER);
+    env.cluster.cluster().reset_stats();
+    let api = Api::<Experiment>::namespaced(client.clone(), NS);
+    for name in ["fails", "notemplate"] {
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"example.com/touched": "1"}}})),
+        )
+        .await
+        .unwrap();
+    }
+    support::eventually("both experiments to be reconciled again", || async {
+        op.reconciles(agentic_operator::labs::CONTROLLER) >= reconciles + 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes: Vec<String> = env
+        .cluster
+        .stats()
+        .requests
+        .into_iter()
+        .filter(|(key, v)| {
+            let verb = key.split(' ').next().unwrap_or_default();
+            ["create", "update", "patch", "delete"].contains(&verb) && v.count > 0
+        })
+        .map(|(key, v)| format!("{key}: {}", v.count))
+        .collect();
+    assert_eq!(
+        writes,
+        ["patch experiments.experiments.illm.io: 2"],
+        "writes besides the test's own"
     );
     op.stop().await.unwrap();
     env.stop().await;
