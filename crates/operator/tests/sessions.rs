@@ -695,6 +695,14 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     )
     .await;
     create(&client, "settled-stopped", json!({}), json!({})).await;
+    create(
+        &client,
+        "settled-failed",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "1",
+               "devcluster.io/exit-code.ambient-code-runner": "1"}),
+        json!({}),
+    )
+    .await;
     wait_phase(&client, "settled-running", SessionPhase::Running).await;
     wait_phase(&client, "settled-done", SessionPhase::Completed).await;
     wait_phase(&client, "settled-stopped", SessionPhase::Running).await;
@@ -705,9 +713,14 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     )
     .await;
     wait_phase(&client, "settled-stopped", SessionPhase::Stopped).await;
-    eventually("the completed runner to be gone", || async {
-        job(&client, "settled-done").await.is_none()
-            && runner_pods(&client, "settled-done").await.is_empty()
+    wait_phase(&client, "settled-failed", SessionPhase::Failed).await;
+    eventually("the finished runners to be gone", || async {
+        let mut gone = true;
+        for name in ["settled-done", "settled-failed"] {
+            gone &=
+                job(&client, name).await.is_none() && runner_pods(&client, name).await.is_empty();
+        }
+        gone
     })
     .await;
     assert!(other.get("ignored").await.unwrap().status.is_none());
@@ -728,12 +741,29 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     cluster.cluster().reset_stats();
     cluster.expire_resource_versions();
     eventually("every session to be reconciled again", || async {
-        operator.reconciles("agenticsession") >= reconciles_before + 3
+        operator.reconciles("agenticsession") >= reconciles_before + 4
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stats = cluster.stats();
-    let operator_writes: Vec<_> = stats
+    let operator_writes = session_writes(&cluster.stats());
+    assert!(
+        operator_writes.is_empty(),
+        "writes during an idle resync: {operator_writes:?}"
+    );
+    // The stopped session's conditions still say why (later passes leave them alone).
+    let stopped = wait_phase(&client, "settled-stopped", SessionPhase::Stopped).await;
+    for type_ in ["Ready", "PodCreated", "RunnerStarted"] {
+        let c = condition(&stopped, type_).unwrap();
+        assert_eq!(c.reason, "UserStopped", "{type_}");
+        assert!(!c.message.is_empty(), "{type_} lost its message");
+    }
+    assert!(other.get("ignored").await.unwrap().status.is_none());
+    operator.stop().await.unwrap();
+}
+
+/// The writes in `stats` on the kinds the sessions controller writes, with their counts.
+fn session_writes(stats: &devcluster::StatsSnapshot) -> BTreeMap<String, u64> {
+    stats
         .requests
         .iter()
         .filter(|(key, v)| {
@@ -751,22 +781,7 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
                     || resource.starts_with("rolebindings"))
         })
         .map(|(k, v)| (k.clone(), v.count))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    assert!(
-        operator_writes.is_empty(),
-        "writes during an idle resync: {operator_writes:?}"
-    );
-    // The stopped session's conditions still say why (later passes leave them alone).
-    let stopped = wait_phase(&client, "settled-stopped", SessionPhase::Stopped).await;
-    for type_ in ["Ready", "PodCreated", "RunnerStarted"] {
-        let c = condition(&stopped, type_).unwrap();
-        assert_eq!(c.reason, "UserStopped", "{type_}");
-        assert!(!c.message.is_empty(), "{type_} lost its message");
-    }
-    assert!(other.get("ignored").await.unwrap().status.is_none());
-    operator.stop().await.unwrap();
+        .collect()
 }
 
 fn example(file: &str) -> AgenticSession {
