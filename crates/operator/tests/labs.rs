@@ -436,15 +436,11 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     );
     // Events were recorded for the transitions and the cleanup (which is published after the
     // status write the test waited for, so it is polled).
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
     let reasons = || async {
-        events
-            .list(&ListParams::default())
+        support::event_reasons(&client, NS, "gw")
             .await
-            .unwrap()
-            .items
             .into_iter()
-            .filter_map(|e| e.reason)
+            .map(|(_, reason)| reason)
             .collect::<Vec<String>>()
     };
     let expected = [

@@ -303,16 +303,7 @@ fn example(file: &str) -> String {
 }
 
 async fn event_reasons(client: &Client, object: &str) -> Vec<(String, String)> {
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
-        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
-        .collect()
+    support::event_reasons(client, NS, object).await
 }
 
 /// The seed's acceptance list on the shipped example, applied verbatim: `kubectl apply` of

@@ -253,6 +253,19 @@ pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
+/// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
+pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(String, String)> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+        .collect()
+}
+
 /// Adds `ambient-code.io/managed=true` to namespace `name`.
 pub async fn label_managed(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
