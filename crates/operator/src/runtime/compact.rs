@@ -45,8 +45,8 @@ pub trait Compact: Debug + Send + Sync + Sized + 'static {
     /// The type the watch deserializes each object into (dropped after [`Compact::compact`]).
     type Wire: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static;
 
-    /// The object's namespace and its entry; `None` for an object without a name or a
-    /// namespace (never cached).
+    /// The object's namespace (`metadata.namespace`) and its entry, whose [`Compact::name`]
+    /// is `metadata.name`; `None` for an object without a name or a namespace (never cached).
     fn compact(wire: Self::Wire) -> Option<(String, Self)>;
 
     /// The object's name (unique in its namespace).
@@ -351,17 +351,22 @@ impl<E: Compact> Applier<E> {
                 Vec::new()
             }
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
-                let version = version_of(obj.meta().resource_version.as_deref());
-                let Some((ns, entry)) = E::compact(obj) else {
-                    return Vec::new();
-                };
-                if version != 0 && self.store.version(&ns, entry.name()) == Some(version) {
-                    // The object as cached (a relist of an unchanged object).
+                let meta = obj.meta();
+                let version = version_of(meta.resource_version.as_deref());
+                if version != 0
+                    && let (Some(ns), Some(name)) = (&meta.namespace, &meta.name)
+                    && self.store.version(ns, name) == Some(version)
+                {
+                    // The object as cached (a relist of an unchanged object): not compacted
+                    // again (an entry is keyed by its object's namespace and name).
                     if let Some(seen) = &mut self.listing {
-                        seen.insert((Arc::from(ns.as_str()), entry.name().into()));
+                        seen.insert((Arc::from(ns.as_str()), name.as_str().into()));
                     }
                     return Vec::new();
                 }
+                let Some((ns, entry)) = E::compact(obj) else {
+                    return Vec::new();
+                };
                 let (namespace, object) = self.store.insert_version(&ns, entry, version);
                 if let Some(seen) = &mut self.listing {
                     seen.insert((namespace.clone(), object.name().into()));
