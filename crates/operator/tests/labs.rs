@@ -455,9 +455,19 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
         expected.iter().all(|r| got.iter().any(|x| x == r))
     })
     .await;
-    // Cleanup is reported once.
-    let got = reasons().await;
-    assert_eq!(got.iter().filter(|x| *x == "Cleaned").count(), 1, "{got:?}");
+    // Cleanup is reported once: one Event, not repeated (a repeat would be counted in its
+    // `series`).
+    let cleaned: Vec<_> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Cleaned"))
+            .collect();
+    assert_eq!(cleaned.len(), 1, "{cleaned:?}");
+    assert!(cleaned[0].series.is_none(), "published again: {cleaned:?}");
 
     // Deleting the finished experiment releases the finalizer.
     Api::<Experiment>::namespaced(client.clone(), NS)
@@ -497,7 +507,8 @@ fn exp_yaml(name: &str, cluster: &str, template: &str, mode: &str, annotations: 
 }
 
 /// A failed workflow fails the experiment with the workflow's message; a missing template
-/// fails it too (no inline fallback workflow). Once cleaned up, a failed experiment is not
+/// fails it too (no inline fallback workflow). Cleanup ends with a `Cleaned` Event, also when
+/// it is done in the pass that fails the experiment; after it a failed experiment is not
 /// written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_failure_fails_the_experiment() {
@@ -522,6 +533,14 @@ async fn workflow_failure_fails_the_experiment() {
         &exp_yaml("notemplate", "hub", "missing", "workflow", "{}"),
     )
     .await;
+    // Without components nor a workflow there is nothing to remove: cleanup ends in the pass
+    // that fails the experiment.
+    experiment(
+        &client,
+        &exp_yaml("bare", "hub", "missing", "workflow", "{}")
+            .replace("    components:\n    - app: web\n", "    components: []\n"),
+    )
+    .await;
     let e = wait_phase(&client, "fails", ExperimentPhase::Failed).await;
     let c = cond(&e, "WorkflowSucceeded").unwrap();
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Failed"));
@@ -536,9 +555,17 @@ async fn workflow_failure_fails_the_experiment() {
 
     // Once both are cleaned up, another reconcile of each (woken by an annotation the test
     // sets) writes nothing: the only writes counted are the test's two patches.
-    for name in ["fails", "notemplate"] {
+    for name in ["fails", "notemplate", "bare"] {
         wait_for(&client, name, "resources cleaned", |e| {
             e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+        })
+        .await;
+    }
+    for name in ["fails", "notemplate", "bare"] {
+        support::eventually("the Cleaned Event", || async {
+            support::event_reasons(&client, NS, name)
+                .await
+                .contains(&("Normal".into(), "Cleaned".into()))
         })
         .await;
     }

@@ -261,17 +261,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     let phase = exp.phase();
     let mut status = exp.status.clone().unwrap_or_default();
     let generation = exp.metadata.generation;
-    let was_cleaned = status.resources_cleaned == Some(true);
 
     if phase.is_terminal() {
         let mut action = Action::await_change();
-        if !was_cleaned {
+        if status.resources_cleaned != Some(true) {
             let outcome = run_cleanup(&exp, owner, &ctx).await?;
             action = record_cleanup(&mut status, outcome, generation);
         }
-        let cleaned = !was_cleaned && status.resources_cleaned == Some(true);
-        write_status(&ctx, &api, &exp, status).await?;
-        if cleaned {
+        if write_status(&ctx, &api, &exp, status).await? {
             publish_cleaned(&ctx, &exp).await;
         }
         return Ok(action);
@@ -974,8 +971,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             .await
             .map(|outcome| Some(record_cleanup(&mut status, outcome, generation)));
     }
-    let cleaned = !was_cleaned && status.resources_cleaned == Some(true);
-    write_status(&ctx, &api, &exp, status).await?;
+    let cleaned = write_status(&ctx, &api, &exp, status).await?;
     for (from, to, reason, message) in transitions {
         let type_ = if to == ExperimentPhase::Failed {
             EventType::Warning
@@ -1825,16 +1821,20 @@ async fn run_cleanup(
     )))
 }
 
-/// Patches `/status` when it changed.
+/// Patches `/status` unless the stored status is the same. Returns whether the write recorded
+/// the end of completion cleanup (`resourcesCleaned` became true), for the `Cleaned` Event the
+/// caller publishes after its transition Events.
 async fn write_status(
     ctx: &Ctx,
     api: &Api<Experiment>,
     exp: &Experiment,
     status: ExperimentStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     if exp.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(false);
     }
+    let cleaned = status.resources_cleaned == Some(true)
+        && exp.status.as_ref().and_then(|s| s.resources_cleaned) != Some(true);
     let body = serde_json::to_value(&status).map_err(|source| Error::Encode {
         what: "status",
         source,
@@ -1853,10 +1853,10 @@ async fn write_status(
                 updated.resource_version().as_deref(),
                 None,
             );
-            Ok(())
+            Ok(cleaned)
         }
         // Deleted meanwhile: nothing left to report on.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
