@@ -16,6 +16,7 @@ use agentic_operator::runtime::{
     controller::{ControllerTask, ReconcileError, controller_task},
     manager::Manager,
     startup::RunError,
+    watches::LIST_PAGE_SIZE,
 };
 use http::{Request, Response};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -237,14 +238,25 @@ async fn run_family(legacy: bool) {
         "managedFields were not pruned"
     );
 
-    let lists = fake
+    let lists: Vec<String> = fake
         .lock()
         .unwrap()
         .requests
         .iter()
         .filter(|r| r.starts_with("GET /api/v1/configmaps") && !r.contains("watch=true"))
-        .count();
-    assert_eq!(lists, 1, "two controllers of one kind must share one watch");
+        .cloned()
+        .collect();
+    assert_eq!(
+        lists.len(),
+        1,
+        "two controllers of one kind must share one watch"
+    );
+    // Lists are read in pages of LIST_PAGE_SIZE objects, not kube's default of 500.
+    assert!(
+        lists[0].contains(&format!("limit={LIST_PAGE_SIZE}")),
+        "{}",
+        lists[0]
+    );
 
     // A reconcile records its object before it returns and is counted after, so the counters
     // may trail what the controllers have seen for a moment.

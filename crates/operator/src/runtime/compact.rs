@@ -427,7 +427,9 @@ pub(super) fn drive<E: Compact>(
     Box::pin(async move {
         let mut applier = Applier::new(store.clone());
         let mut synced = false;
-        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut events = watcher(api, super::watches::paged(config))
+            .default_backoff()
+            .boxed();
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,

@@ -50,6 +50,20 @@ use super::{
 /// Events buffered per shared watch before back-pressure applies.
 pub const DEFAULT_BUFFER: usize = 1024;
 
+/// Most objects per page of a watch's list (kube's default is 500). Each page is held in
+/// memory twice while it is read, once as the response body and once decoded, and after a
+/// watch gap every cache relists at the same time; smaller pages keep that burst of memory
+/// small at the cost of a few more list requests.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// `config` with list pages of at most [`LIST_PAGE_SIZE`] objects.
+pub(crate) fn paged(config: watcher::Config) -> watcher::Config {
+    let size = config
+        .page_size
+        .map_or(LIST_PAGE_SIZE, |size| size.min(LIST_PAGE_SIZE));
+    config.page_size(size)
+}
+
 /// A subscription to a shared watch: the cache plus a stream of changed objects.
 pub struct SharedWatch<K>
 where
@@ -144,7 +158,7 @@ where
             let mut synced = false;
             let mut relist = InPlaceRelist::new();
             let cache = reader.clone();
-            watcher(api, config)
+            watcher(api, paged(config))
                 .default_backoff()
                 .modify(|obj: &mut K| {
                     obj.managed_fields_mut().clear();
@@ -415,5 +429,31 @@ impl SharedWatches {
                 (key, entry.start(health.clone()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher;
+
+    use super::{LIST_PAGE_SIZE, paged};
+
+    #[test]
+    fn list_pages_are_capped_and_smaller_pages_kept() {
+        assert_eq!(
+            paged(watcher::Config::default()).page_size,
+            Some(LIST_PAGE_SIZE),
+            "kube's default of 500 is lowered"
+        );
+        assert_eq!(
+            paged(watcher::Config::default().page_size(20)).page_size,
+            Some(20),
+            "a smaller page asked for stays"
+        );
+        assert_eq!(
+            paged(watcher::Config::default().page_size(5000)).page_size,
+            Some(LIST_PAGE_SIZE),
+            "a larger page asked for is capped"
+        );
     }
 }

@@ -276,6 +276,10 @@ pub struct RunResult {
     pub operator_usage: Usage,
     /// Operator memory after the idle relist (`VmRSS`, MiB).
     pub operator_rss_after_idle_mib: f64,
+    /// The kernel's lifetime peak of the operator's memory (`VmHWM`, MiB) read after the idle
+    /// relist: the larger of the burst's peak and the relist's.
+    #[serde(default)]
+    pub operator_peak_rss_with_relist_mib: f64,
     /// Requests in the idle period after watches were cut and resource versions expired.
     pub idle: Attributed,
     /// Creates of the raw burst: as many as the operator issued writes during the burst.
@@ -752,7 +756,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
     let (idle_stats, idle_sims) = consistent_counts(&mut conn, &proxy).await?;
     let idle_attr = attribute_measured(&idle_stats, &BTreeMap::new(), &idle_sims);
-    let rss_after_idle = crate::procfs::ProcStatus::read(operator.pid())?.vm_rss_kib;
+    let after_idle = crate::procfs::ProcStatus::read(operator.pid())?;
 
     // Stop the operator and the simulators before the raw burst so that they do not compete
     // for CPU.
@@ -796,7 +800,10 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         burst_attr.operator.writes as f64 / nf.max(1.0),
     );
     #[allow(clippy::cast_precision_loss)]
-    let rss_after_idle_mib = rss_after_idle as f64 / 1024.0;
+    let (rss_after_idle_mib, peak_with_relist_mib) = (
+        after_idle.vm_rss_kib as f64 / 1024.0,
+        after_idle.vm_hwm_kib as f64 / 1024.0,
+    );
     Ok(RunResult {
         family,
         objects: n,
@@ -808,6 +815,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         operator_writes_per_object: wr,
         operator_usage: usage,
         operator_rss_after_idle_mib: rss_after_idle_mib,
+        operator_peak_rss_with_relist_mib: peak_with_relist_mib,
         idle: idle_attr,
         raw_writes: raw_writes as u64,
         raw_creates_per_s: raw_per_s,
@@ -1135,6 +1143,8 @@ pub fn render(report: &Report) -> String {
         "op writes/obj",
         "sim writes",
         "peak RSS MiB",
+        "RSS after relist",
+        "peak with relist",
         "CPU s",
         "server CPU s",
         "sim CPU s",
@@ -1154,6 +1164,8 @@ pub fn render(report: &Report) -> String {
             format!("{:.2}", r.operator_writes_per_object),
             r.burst.simulators.writes.to_string(),
             format!("{:.1}", r.operator_usage.rss_max_mib),
+            format!("{:.1}", r.operator_rss_after_idle_mib),
+            format!("{:.1}", r.operator_peak_rss_with_relist_mib),
             format!("{:.2}", r.operator_usage.cpu_s),
             format!("{:.2}", r.server_usage.cpu_s),
             format!("{:.2}", r.simulators_usage.cpu_s),
@@ -1476,6 +1488,7 @@ mod tests {
                 ..Usage::default()
             },
             operator_rss_after_idle_mib: 70.0,
+            operator_peak_rss_with_relist_mib: 90.0,
             idle: Attributed::default(),
             raw_writes: 20_000,
             raw_creates_per_s: 4000.0,
@@ -1505,6 +1518,7 @@ mod tests {
         assert_eq!(v["family"], "sessions");
         assert_eq!(v["raw_writes"], 20_000);
         assert_eq!(v["operator_usage"]["rss_max_mib"], 80.0);
+        assert_eq!(v["operator_peak_rss_with_relist_mib"], 90.0);
         let back: RunResult = serde_json::from_value(v).unwrap();
         assert_eq!(back, run);
     }
