@@ -759,6 +759,32 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     }
     assert!(other.get("ignored").await.unwrap().status.is_none());
     operator.stop().await.unwrap();
+
+    // A restarted operator (a rollout, a failover) starts from empty caches and reconciles
+    // every session once more; over a settled set that writes nothing either.
+    cluster.cluster().reset_stats();
+    let operator = start_operator(&client);
+    eventually(
+        "every session to be reconciled by the new operator",
+        || async { operator.reconciles("agenticsession") >= 4 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // No write of any kind: no status, no child, no Event (the simulators are settled too).
+    let writes: Vec<(String, u64)> = cluster
+        .stats()
+        .requests
+        .into_iter()
+        .filter(|(key, v)| {
+            v.count > 0
+                && ["create ", "update ", "patch ", "delete "]
+                    .iter()
+                    .any(|verb| key.starts_with(verb))
+        })
+        .map(|(key, v)| (key, v.count))
+        .collect();
+    assert!(writes.is_empty(), "writes after a restart: {writes:?}");
+    operator.stop().await.unwrap();
 }
 
 /// The writes in `stats` on the kinds the sessions controller writes, with their counts.
