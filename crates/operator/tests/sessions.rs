@@ -771,20 +771,24 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // No write of any kind: no status, no child, no Event (the simulators are settled too).
-    let writes: Vec<(String, u64)> = cluster
-        .stats()
+    let writes = all_writes(&cluster.stats());
+    assert!(writes.is_empty(), "writes after a restart: {writes:?}");
+    operator.stop().await.unwrap();
+}
+
+/// Every write in `stats`, whoever made it, with its count.
+fn all_writes(stats: &devcluster::StatsSnapshot) -> Vec<(String, u64)> {
+    stats
         .requests
-        .into_iter()
+        .iter()
         .filter(|(key, v)| {
             v.count > 0
                 && ["create ", "update ", "patch ", "delete "]
                     .iter()
                     .any(|verb| key.starts_with(verb))
         })
-        .map(|(key, v)| (key, v.count))
-        .collect();
-    assert!(writes.is_empty(), "writes after a restart: {writes:?}");
-    operator.stop().await.unwrap();
+        .map(|(key, v)| (key.clone(), v.count))
+        .collect()
 }
 
 /// The writes in `stats` on the kinds the sessions controller writes, with their counts.
