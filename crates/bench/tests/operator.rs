@@ -71,8 +71,18 @@ async fn three_sessions_settle_and_the_relist_writes_nothing() {
     // The forced relist made the operator list again, and it wrote nothing.
     assert!(r.idle.operator.by_verb.get("list").copied().unwrap_or(0) > 0);
     assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
+    // The restarted operator listed everything again, reconciled every session and wrote
+    // nothing.
+    assert!(r.restart.operator.by_verb.get("list").copied().unwrap_or(0) > 0);
+    assert_eq!(
+        r.restart.operator.writes, 0,
+        "{:?}",
+        r.restart.operator.by_key
+    );
+    assert!(r.restart_reconciled_s > 0.0);
+    assert!(r.restart_usage.rss_max_mib > 0.0);
     let t = targets(std::slice::from_ref(&r));
-    assert_eq!(t.len(), 2, "no RSS target below 10,000 sessions");
+    assert_eq!(t.len(), 3, "no RSS target below 10,000 sessions");
     let _ = std::fs::remove_dir_all(work_dir);
 }
 
@@ -117,6 +127,11 @@ async fn three_evaluations_settle_with_their_children_counted_as_the_operators()
     // The simulators run apart and are counted by the proxy; their CPU is sampled.
     assert!(r.simulators_usage.rss_max_mib > 0.0);
     assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
+    assert_eq!(
+        r.restart.operator.writes, 0,
+        "{:?}",
+        r.restart.operator.by_key
+    );
     let _ = std::fs::remove_dir_all(work_dir);
 }
 
@@ -151,5 +166,10 @@ async fn three_labs_complete_and_the_simulators_writes_are_counted_apart() {
     assert!(r.burst.simulators.by_key["patch workflows.argoproj.io"] >= 3);
     assert!(r.simulators_usage.rss_max_mib > 0.0);
     assert_eq!(r.idle.operator.writes, 0, "{:?}", r.idle.operator.by_key);
+    assert_eq!(
+        r.restart.operator.writes, 0,
+        "{:?}",
+        r.restart.operator.by_key
+    );
     let _ = std::fs::remove_dir_all(work_dir);
 }

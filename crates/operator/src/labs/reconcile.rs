@@ -7,7 +7,6 @@ use agentic_api::labs::{
     CompletionMode, Experiment, ExperimentPhase, ExperimentStatus, FINALIZER, HUB_CLUSTER_NAME,
     Target, TargetStatus, TutorialServiceStatus, WorkflowStatus,
 };
-use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::core::v1::{Secret, Service},
@@ -1627,7 +1626,7 @@ fn child_of(kind: ChildKind, ar: &ApiResource, meta: &kube::api::ObjectMeta) -> 
 
 /// A cache that has finished its first list.
 fn synced(store: &Store<DynamicObject>) -> Option<Store<DynamicObject>> {
-    matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))).then(|| store.clone())
+    crate::runtime::watches::synced(store).then(|| store.clone())
 }
 
 impl<'a> Children<'a> {

@@ -27,7 +27,7 @@
 use std::{any::Any, collections::HashMap, fmt::Debug, hash::Hash, sync::Arc};
 
 use futures::{
-    StreamExt,
+    FutureExt, StreamExt,
     channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded},
     future::BoxFuture,
 };
@@ -55,6 +55,23 @@ pub const DEFAULT_BUFFER: usize = 1024;
 /// watch gap every cache relists at the same time; smaller pages keep that burst of memory
 /// small at the cost of a few more list requests.
 pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// Whether a cache has finished its initial list, without waiting. A reconcile that decides
+/// from a cache checks this first: before the list completes, an empty cache would look like
+/// missing objects (and get them created or rewritten), as it does after every restart.
+pub fn synced<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store
+        .wait_until_ready()
+        .now_or_never()
+        .is_some_and(|r| r.is_ok())
+}
+
+/// How soon a reconcile that found a cache not yet synced looks again.
+pub const CACHE_SYNC_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `config` with list pages of at most [`LIST_PAGE_SIZE`] objects.
 pub(crate) fn paged(config: watcher::Config) -> watcher::Config {

@@ -282,6 +282,16 @@ pub struct RunResult {
     pub operator_peak_rss_with_relist_mib: f64,
     /// Requests in the idle period after watches were cut and resource versions expired.
     pub idle: Attributed,
+    /// Requests from a restarted operator over the settled set: from its start until it has
+    /// reconciled every object, plus one idle wait.
+    #[serde(default)]
+    pub restart: Attributed,
+    /// The restarted operator's CPU and memory over the same period.
+    #[serde(default)]
+    pub restart_usage: Usage,
+    /// Seconds from starting the operator again until it had reconciled every object.
+    #[serde(default)]
+    pub restart_reconciled_s: f64,
     /// Creates of the raw burst: as many as the operator issued writes during the burst.
     #[serde(default)]
     pub raw_writes: u64,
@@ -695,7 +705,7 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         evaluations::wait_agent(&mut conn, Duration::from_mins(1)).await?;
     }
 
-    let mut operator = start_operator(family, cfg, &dir, &kubeconfig).await?;
+    let (mut operator, _) = start_operator(family, cfg, &dir, &kubeconfig, "operator.log").await?;
     // Let the informers finish their first lists before the burst.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -758,6 +768,23 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
     let idle_attr = attribute_measured(&idle_stats, &BTreeMap::new(), &idle_sims);
     let after_idle = crate::procfs::ProcStatus::read(operator.pid())?;
 
+    // Restart: a new operator over the settled set (a rollout, a failover) lists everything
+    // and reconciles every object once.
+    let _ = operator.stop(Duration::from_secs(5)).await;
+    accounting::reset(&mut conn).await?;
+    proxy.take();
+    let restart_start = Instant::now();
+    let (restarted, metrics_port) =
+        start_operator(family, cfg, &dir, &kubeconfig, "operator-restarted.log").await?;
+    operator = restarted;
+    let restart_sampler = Sampler::start(operator.pid(), Duration::from_millis(100))?;
+    wait_reconciles(metrics_port, n, timeout, &mut operator).await?;
+    let restart_reconciled_s = restart_start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(cfg.idle_s)).await;
+    let restart_usage = restart_sampler.finish()?;
+    let (restart_stats, restart_sims) = consistent_counts(&mut conn, &proxy).await?;
+    let restart_attr = attribute_measured(&restart_stats, &BTreeMap::new(), &restart_sims);
+
     // Stop the operator and the simulators before the raw burst so that they do not compete
     // for CPU.
     let _ = operator.stop(Duration::from_secs(5)).await;
@@ -817,6 +844,9 @@ pub async fn run_one(family: Family, n: usize, cfg: &Config) -> Result<RunResult
         operator_rss_after_idle_mib: rss_after_idle_mib,
         operator_peak_rss_with_relist_mib: peak_with_relist_mib,
         idle: idle_attr,
+        restart: restart_attr,
+        restart_usage,
+        restart_reconciled_s,
         raw_writes: raw_writes as u64,
         raw_creates_per_s: raw_per_s,
         fraction_of_raw: if raw_per_s > 0.0 {
@@ -918,7 +948,8 @@ async fn start_operator(
     cfg: &Config,
     dir: &Path,
     kubeconfig: &Path,
-) -> Result<ChildProcess, BenchError> {
+    log: &str,
+) -> Result<(ChildProcess, u16), BenchError> {
     with_retries(OPERATOR_START_ATTEMPTS, |_| async {
         let (metrics, health) = (free_port()?, free_port()?);
         let operator_spec = SpawnSpec {
@@ -937,12 +968,12 @@ async fn start_operator(
                 "--webhook-bind-address=0".into(),
             ],
             env: operator_env(family, dir, kubeconfig, &cfg.operator_log)?,
-            log: Some(dir.join("operator.log")),
+            log: Some(dir.join(log)),
         };
         let (mut operator, _) =
             ChildProcess::spawn(&operator_spec, "ready", Duration::from_secs(30)).await?;
         Ok(match wait_ready(health, &mut operator).await {
-            Ok(()) => Attempt::Started(operator),
+            Ok(()) => Attempt::Started((operator, metrics)),
             Err(e) if !operator.is_running() => Attempt::Exited(e),
             Err(e) => Attempt::Failed(e),
         })
@@ -1006,6 +1037,51 @@ async fn wait_ready(port: u16, operator: &mut ChildProcess) -> Result<(), BenchE
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sum of `controller_runtime_reconcile_total` over every controller and result in a
+/// Prometheus text exposition.
+fn reconciles_in(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("controller_runtime_reconcile_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the operator whose metrics listen on `port` has reconciled at least `n` times.
+async fn wait_reconciles(
+    port: u16,
+    n: usize,
+    timeout: Duration,
+    operator: &mut ChildProcess,
+) -> Result<(), BenchError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    #[allow(clippy::cast_precision_loss)]
+    let want = n as f64;
+    let mut seen = 0.0;
+    loop {
+        if let Ok(mut c) = Conn::connect(addr).await
+            && let Ok((200, body)) = c.call(Method::GET, "/metrics", None).await
+        {
+            seen = reconciles_in(&String::from_utf8_lossy(&body));
+            if seen >= want {
+                return Ok(());
+            }
+        }
+        if !operator.is_running() {
+            return Err(bench_err("the restarted operator exited (see its log)"));
+        }
+        if start.elapsed() > timeout {
+            return Err(BenchError::Timeout {
+                phase: "restart".into(),
+                seconds: timeout.as_secs(),
+                detail: format!("{seen} of {n} reconciles"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -1095,6 +1171,16 @@ pub fn targets(runs: &[RunResult]) -> Vec<TargetCheck> {
             0.5,
             idle,
         ));
+        #[allow(clippy::cast_precision_loss)]
+        let restart = r.restart.operator.writes as f64;
+        out.push(TargetCheck::new(
+            "restart_writes",
+            &mode,
+            "writes",
+            Better::Lower,
+            0.5,
+            restart,
+        ));
     }
     out
 }
@@ -1149,6 +1235,9 @@ pub fn render(report: &Report) -> String {
         "server CPU s",
         "sim CPU s",
         "idle op writes",
+        "restart s",
+        "restart peak RSS",
+        "restart op writes",
     ]);
     for r in &report.results.runs {
         t.row(vec![
@@ -1170,6 +1259,9 @@ pub fn render(report: &Report) -> String {
             format!("{:.2}", r.server_usage.cpu_s),
             format!("{:.2}", r.simulators_usage.cpu_s),
             r.idle.operator.writes.to_string(),
+            format!("{:.2}", r.restart_reconciled_s),
+            format!("{:.1}", r.restart_usage.rss_max_mib),
+            r.restart.operator.writes.to_string(),
         ]);
     }
     let mut s = t.render();
@@ -1219,6 +1311,22 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconciles_are_summed_over_controllers_and_results() {
+        let text = "# HELP controller_runtime_reconcile_total Reconciles.\n\
+            # TYPE controller_runtime_reconcile_total counter\n\
+            controller_runtime_reconcile_total{controller=\"agenticsession\",result=\"success\"} 9998\n\
+            controller_runtime_reconcile_total{controller=\"agenticsession\",result=\"error\"} 2\n\
+            controller_runtime_reconcile_total{controller=\"projectsettings\",result=\"success\"} 1\n\
+            controller_runtime_reconcile_errors_total{controller=\"agenticsession\"} 2\n\
+            controller_runtime_reconcile_total{controller=\"x\",result=\"success\"} garbage\n";
+        assert!((reconciles_in(text) - 10_001.0).abs() < 1e-9);
+        assert!(
+            reconciles_in("").abs() < 1e-9,
+            "no metrics yet: nothing reconciled"
+        );
+    }
     use devcluster::VerbStats;
 
     /// Runs [`with_retries`] over a script of attempt outcomes; returns its result and the
@@ -1490,6 +1598,9 @@ mod tests {
             operator_rss_after_idle_mib: 70.0,
             operator_peak_rss_with_relist_mib: 90.0,
             idle: Attributed::default(),
+            restart: Attributed::default(),
+            restart_usage: Usage::default(),
+            restart_reconciled_s: 3.0,
             raw_writes: 20_000,
             raw_creates_per_s: 4000.0,
             fraction_of_raw: 0.25,
@@ -1499,7 +1610,7 @@ mod tests {
             server_time: Vec::new(),
         };
         let t = targets(std::slice::from_ref(&run));
-        assert_eq!(t.len(), 3);
+        assert_eq!(t.len(), 4);
         assert!(!t[0].met, "80 MiB is over 64 MiB");
         assert_eq!(t[1].name, "fraction_of_raw_write_rate");
         assert!(
@@ -1508,6 +1619,14 @@ mod tests {
         );
         assert!(!t[1].met, "0.4 is under half");
         assert!(t[2].met, "no idle writes");
+        assert_eq!(t[3].name, "restart_writes");
+        assert!(t[3].met, "no writes after the restart");
+        let mut noisy = run.clone();
+        noisy.restart.operator.writes = 3;
+        assert!(
+            !targets(std::slice::from_ref(&noisy))[3].met,
+            "writes after a restart miss the target"
+        );
         let mut fast = run.clone();
         fast.operator_write_rate_fraction_of_raw = 0.6;
         assert!(

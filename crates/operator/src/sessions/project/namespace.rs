@@ -18,6 +18,7 @@ use kube::{
 };
 
 use super::{build::FIELD_MANAGER, error::ProjectError, model::ProjectSettingsView};
+use crate::runtime::watches::{CACHE_SYNC_RECHECK, synced};
 
 /// What the namespace reconcile reads and writes through.
 pub struct Context {
@@ -52,6 +53,10 @@ pub async fn reconcile(
     let terminating = ns.meta().deletion_timestamp.is_some();
     if !managed || terminating {
         return Ok(Action::await_change());
+    }
+    if !synced(&ctx.project_settings) {
+        // Not listed yet: an empty cache would look like a missing ProjectSettings.
+        return Ok(Action::requeue(CACHE_SYNC_RECHECK));
     }
     let key = ObjectRef::new(PROJECT_SETTINGS_NAME).within(&name);
     if ctx.project_settings.get(&key).is_some() {
@@ -105,5 +110,60 @@ mod tests {
         assert_eq!(value["metadata"]["namespace"], "team-a");
         assert_eq!(value["spec"], serde_json::json!({"groupAccess": []}));
         assert_eq!(value["apiVersion"], "vteam.ambient-code/v1alpha1");
+    }
+
+    /// A managed namespace reconciled before the `ProjectSettings` cache has listed (as after
+    /// every restart) is looked at again shortly; nothing is created from the empty cache.
+    /// Once the cache has listed and holds the object, the reconcile waits for a change.
+    #[tokio::test]
+    async fn an_unlisted_project_settings_cache_creates_nothing() {
+        use http::{Request, Response};
+        use kube::{
+            client::Body,
+            runtime::{reflector, watcher},
+        };
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let (store, mut writer) = reflector::store::<ProjectSettingsView>();
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: crate::runtime::events::EventRecorders::new(client, "test")
+                .recorder("namespace"),
+            project_settings: store,
+        });
+        let ns: super::super::NamespaceMeta = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "team-a", "labels": {LABEL_MANAGED_NAMESPACE: "true"}}
+        }))
+        .unwrap();
+        let ns = Arc::new(ns);
+
+        // A request would never be answered, so a reconcile that sends one does not return.
+        let action = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            reconcile(ns.clone(), ctx.clone()),
+        )
+        .await
+        .expect("the reconcile sent a request")
+        .unwrap();
+        assert_eq!(action, Action::requeue(CACHE_SYNC_RECHECK));
+
+        let existing: ProjectSettingsView = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "ProjectSettings",
+            "metadata": {"name": PROJECT_SETTINGS_NAME, "namespace": "team-a"},
+            "spec": {"groupAccess": []}
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitApply(existing));
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let action = reconcile(ns, ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        // The mock API server saw no request at all.
+        assert!(
+            futures::FutureExt::now_or_never(handle.next_request()).is_none(),
+            "a request was sent"
+        );
     }
 }

@@ -31,6 +31,7 @@ use super::{
     model::{InvalidSpec, ProjectSettingsView, validate},
     status::{Outcome, desired_status},
 };
+use crate::runtime::watches::{CACHE_SYNC_RECHECK, synced};
 
 /// What the `ProjectSettings` reconcile reads and writes through.
 pub struct Context {
@@ -48,6 +49,17 @@ pub struct Context {
     pub service_accounts: Store<ServiceAccount>,
     /// `LimitRanges` named `ambient-default-limits`.
     pub limit_ranges: Store<LimitRange>,
+}
+
+impl Context {
+    /// Whether every cache the reconcile reads has finished its initial list.
+    pub fn caches_synced(&self) -> bool {
+        synced(&self.namespaces)
+            && synced(&self.role_bindings)
+            && synced(&self.roles)
+            && synced(&self.service_accounts)
+            && synced(&self.limit_ranges)
+    }
 }
 
 /// One write the reconcile made, reported as an Event.
@@ -430,6 +442,11 @@ pub async fn reconcile(
     };
     if ps.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    if !ctx.caches_synced() {
+        // Until every cache has listed, empty ones would look like missing children (and an
+        // unlisted namespace like an unmanaged one).
+        return Ok(Action::requeue(CACHE_SYNC_RECHECK));
     }
     if !is_managed(&ctx.namespaces, &namespace) {
         tracing::debug!("namespace is not labelled {LABEL_MANAGED_NAMESPACE}=true; ignoring");

@@ -13,7 +13,7 @@ use std::{
 use agentic_api::sessions::{
     self as api, AgenticSession, DesiredPhase, ProjectSettings, SessionPhase, StoppedReason,
 };
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     ByteString,
@@ -247,16 +247,24 @@ pub fn controllers_with(
     });
     // A changed or deleted token Secret of a Running session wakes it, marked for a check of
     // the Secret's content (a deleted one is missing from the cache, which the reconcile
-    // repairs on its own; marked too, so a reconcile that still finds it reads it).
+    // repairs on its own; marked too, so a reconcile that still finds it reads it). A Secret
+    // whose session is not cached yet is marked as well: after a restart the token Secrets
+    // may be listed before the sessions, and every listed one must be checked once (it may
+    // have changed while the operator was down), not only those whose session was listed
+    // first. Its session's first reconcile takes the mark.
     let token_checks = Arc::new(TokenChecks::default());
     let marks = token_checks.clone();
     let token_triggers = tokens
         .changes
         .filter_map(move |change: Change<TokenEntry>| {
-            let session =
-                running_session_of_token(&token_sessions, &change.namespace, &change.object.name);
-            if let Some(session) = &session {
-                marks.mark(&change.namespace, &session.name);
+            let (session, check) = token_change_target(
+                &token_sessions,
+                &change.namespace,
+                &change.object.name,
+                change.deleted,
+            );
+            if let Some(name) = check {
+                marks.mark(&change.namespace, name);
             }
             futures::future::ready(session)
         });
@@ -319,19 +327,25 @@ pub fn controllers_with(
     Ok(std::iter::once(task).chain(vertex_refresher).collect())
 }
 
-/// The Running session whose runner-token Secret `secret` is (by the Secret's name).
-fn running_session_of_token(
+/// For a change of token Secret `secret` in `ns`: the session to wake (its session, if
+/// `Running`) and the session to mark for a check of the Secret's content (a `Running` one,
+/// or one not cached yet unless the Secret was deleted).
+fn token_change_target<'a>(
     sessions: &Store<CachedSession>,
     ns: &str,
-    secret: &str,
-) -> Option<ObjectRef<CachedSession>> {
+    secret: &'a str,
+    deleted: bool,
+) -> (Option<ObjectRef<CachedSession>>, Option<&'a str>) {
     let prefix = names::token_secret("");
-    let name = secret.strip_prefix(prefix.as_str())?;
+    let Some(name) = secret.strip_prefix(prefix.as_str()) else {
+        return (None, None);
+    };
     let session = ObjectRef::new(name).within(ns);
-    sessions
-        .get(&session)
-        .is_some_and(|s| s.phase == Some(SessionPhase::Running))
-        .then_some(session)
+    match sessions.get(&session).map(|s| s.phase) {
+        Some(Some(SessionPhase::Running)) => (Some(session), Some(name)),
+        None if !deleted => (None, Some(name)),
+        _ => (None, None),
+    }
 }
 
 /// The `Pending` sessions (in `ns`, or everywhere) whose `SecretsReady` condition says they
@@ -675,18 +689,6 @@ struct Reconciler<'a> {
     now: Timestamp,
 }
 
-/// Whether a cache has finished its initial list (without waiting).
-fn synced<K>(store: &Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store
-        .wait_until_ready()
-        .now_or_never()
-        .is_some_and(|r| r.is_ok())
-}
-
 impl Ctx {
     /// Whether every cache the decisions read has finished its initial list. Until then an
     /// empty cache would look like missing runners (and restart running sessions).
@@ -694,8 +696,8 @@ impl Ctx {
         self.jobs.is_ready()
             && self.pods.is_ready()
             && self.tokens.is_ready()
-            && synced(&self.namespaces)
-            && synced(&self.projects)
+            && crate::runtime::watches::synced(&self.namespaces)
+            && crate::runtime::watches::synced(&self.projects)
     }
 }
 
