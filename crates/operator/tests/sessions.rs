@@ -798,24 +798,18 @@ fn all_writes(stats: &devcluster::StatsSnapshot) -> Vec<(String, u64)> {
 
 /// The writes in `stats` on the kinds the sessions controller writes, with their counts.
 fn session_writes(stats: &devcluster::StatsSnapshot) -> BTreeMap<String, u64> {
-    stats
-        .requests
-        .iter()
-        .filter(|(key, v)| {
-            let mut parts = key.splitn(2, ' ');
-            let verb = parts.next().unwrap_or_default();
-            let resource = parts.next().unwrap_or_default();
-            ["create", "update", "patch", "delete"].contains(&verb)
-                && v.count > 0
-                && (resource.starts_with("agenticsessions")
-                    || resource == "jobs.batch"
-                    || resource.starts_with("services")
-                    || resource.starts_with("secrets")
-                    || resource.starts_with("serviceaccounts")
-                    || resource.starts_with("roles")
-                    || resource.starts_with("rolebindings"))
+    all_writes(stats)
+        .into_iter()
+        .filter(|(key, _)| {
+            let resource = key.split_once(' ').map_or("", |(_, resource)| resource);
+            resource.starts_with("agenticsessions")
+                || resource == "jobs.batch"
+                || resource.starts_with("services")
+                || resource.starts_with("secrets")
+                || resource.starts_with("serviceaccounts")
+                || resource.starts_with("roles")
+                || resource.starts_with("rolebindings")
         })
-        .map(|(k, v)| (k.clone(), v.count))
         .collect()
 }
 

@@ -1260,7 +1260,12 @@ pub fn render(report: &Report) -> String {
             format!("{:.2}", r.simulators_usage.cpu_s),
             r.idle.operator.writes.to_string(),
             format!("{:.2}", r.restart_reconciled_s),
-            format!("{:.1}", r.restart_usage.rss_max_mib),
+            format!(
+                "{:.1}",
+                r.restart_usage
+                    .rss_max_mib
+                    .max(r.restart_usage.rss_peak_lifetime_mib)
+            ),
             r.restart.operator.writes.to_string(),
         ]);
     }

@@ -58,6 +58,7 @@ use crate::runtime::{
     compact::{Change, CompactStore},
     controller_task,
     events::REPORTING_CONTROLLER,
+    watches::{CACHE_SYNC_RECHECK, synced},
 };
 
 /// Controller name (metric label, Event reporter, log field).
@@ -72,8 +73,6 @@ const UNMANAGED_RECHECK: Duration = Duration::from_mins(1);
 const TOKEN_KEY: &str = "k8s-token";
 /// Key of the AG-UI token in the runner-token Secret.
 const AGUI_TOKEN_KEY: &str = "agui-token";
-/// How often a reconcile that found the caches still listing looks again.
-const CACHE_SYNC_RECHECK: Duration = Duration::from_millis(500);
 /// How soon a reconcile that found the session cache behind the controller's own write looks
 /// again (the watch event of that write normally wakes it sooner).
 const CACHE_BEHIND_RECHECK: Duration = Duration::from_secs(1);
@@ -696,8 +695,8 @@ impl Ctx {
         self.jobs.is_ready()
             && self.pods.is_ready()
             && self.tokens.is_ready()
-            && crate::runtime::watches::synced(&self.namespaces)
-            && crate::runtime::watches::synced(&self.projects)
+            && synced(&self.namespaces)
+            && synced(&self.projects)
     }
 }
 

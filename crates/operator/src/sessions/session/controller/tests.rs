@@ -503,10 +503,10 @@ fn token_refresh_schedule() {
 #[test]
 fn sync_state_of_caches() {
     let (store, mut writer) = reflector::store::<CachedSession>();
-    assert!(!crate::runtime::watches::synced(&store));
+    assert!(!synced(&store));
     writer.apply_watcher_event(&watcher::Event::Init);
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    assert!(crate::runtime::watches::synced(&store));
+    assert!(synced(&store));
     let pods = CompactStore::<PodEntry>::new();
     let mut applier = crate::runtime::compact::Applier::new(pods.clone());
     applier.apply(watcher::Event::Init);
