@@ -931,6 +931,56 @@ async fn deleting_a_running_job_releases_its_pods() {
     }
 }
 
+/// The Job controller and kubelet retry their pod writes that failed on the server's side
+/// (500) instead of taking them as done: a deleted Job's running pod still loses its tracking
+/// finalizer and goes once the faults stop. (Before, one failed finalizer removal left the pod
+/// terminating for ever.)
+#[tokio::test]
+async fn pod_writes_that_fail_on_the_server_are_retried() {
+    let c = cluster().await;
+    let client = c.client();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job(
+            "flaky",
+            &json!({}),
+            &json!({"devcluster.io/run-seconds": "forever"}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the pod to run", || async {
+        job_pods(&client, "flaky")
+            .await
+            .iter()
+            .any(|p| status(p)["phase"] == "Running")
+            .then_some(())
+    })
+    .await;
+    c.set_faults(devcluster::FaultConfig {
+        error_rate: 1.0,
+        error_codes: vec![500],
+        verbs: vec!["patch".into(), "delete".into()],
+        resources: vec!["pods".into()],
+        ..devcluster::FaultConfig::default()
+    })
+    .unwrap();
+    jobs.delete("flaky", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("pod writes to fail", || async {
+        let stats = c.stats();
+        (stats.get("patch", "pods").errors >= 2).then_some(())
+    })
+    .await;
+    c.clear_faults();
+    eventually("the Job's pod to go", || async {
+        job_pods(&client, "flaky").await.is_empty().then_some(())
+    })
+    .await;
+}
+
 /// `--sim-delay-seconds` is the delay of a claim that carries no delay annotation; a
 /// `devcluster.io/ready-seconds` annotation still wins. A value that is not a non-negative
 /// number is refused at start-up, naming the flag and the allowed values.

@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 
 use super::SimError;
 use super::lean;
-use super::util::{Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid_of};
+use super::util::{
+    Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid_of, write_settled,
+};
 
 /// Field manager of the Job controller's writes.
 const MANAGER: &str = "devcluster-job-controller";
@@ -149,18 +151,22 @@ async fn release_orphans(
             jobs.get(&ObjectRef::new(&o.name).within(&ns))
                 .is_some_and(|j| j.uid().as_deref() == Some(o.uid.as_str()))
         });
-        if job_alive {
-            // The Job's own reconcile releases it; look again later in case the Job goes.
+        let look_again = |r: ObjectRef<Pod>, after: Duration| {
             let tx = retry_tx.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(after).await;
                 let _ = tx.send(r);
             });
+        };
+        if job_alive {
+            // The Job's own reconcile releases it; look again later in case the Job goes.
+            look_again(r, Duration::from_secs(2));
             continue;
         }
         let api: Api<lean::Lean<Pod>> = Api::namespaced(ctx.client.clone(), &ns);
         if let Err(e) = untrack(&ctx, &api, &p).await {
-            tracing::debug!(error = %e, pod = %r, "cannot release orphaned Job pod");
+            tracing::debug!(error = %e, pod = %r, "cannot release orphaned Job pod; retrying");
+            look_again(r, Duration::from_millis(500));
         }
     }
 }
@@ -197,7 +203,11 @@ async fn untrack(ctx: &Ctx, api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), S
         .patch(&p.name_any(), &pp, &Patch::<()>::Json(patch))
         .await
     {
-        Ok(_) | Err(kube::Error::Api(_)) => {
+        Ok(_) => {
+            ctx.released.set(&uid, ());
+            Ok(())
+        }
+        Err(e) if write_settled(&e) => {
             ctx.released.set(&uid, ());
             Ok(())
         }
@@ -352,7 +362,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
                     ..DeleteParams::default()
                 };
                 match jobs.delete(&name, &dp).await {
-                    Ok(_) | Err(kube::Error::Api(_)) => {}
+                    Ok(_) => {}
+                    Err(e) if write_settled(&e) => {}
                     Err(e) => return Err(e.into()),
                 }
                 return Ok(Action::await_change());
@@ -614,7 +625,8 @@ async fn write_status(
 
 async fn delete_pod(api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), SimError> {
     match api.delete(&p.name_any(), &DeleteParams::default()).await {
-        Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(e) if write_settled(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::util::{
     Length, Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, since, subset_matches, truthy,
-    uid_of,
+    uid_of, write_settled,
 };
 use super::{SimError, Simulators, Timing, lean};
 
@@ -281,7 +281,8 @@ async fn kubelet(pod: &Pod, ctx: &Ctx) -> Result<Action, SimError> {
                 ..DeleteParams::default()
             };
             match pod_api(ctx, pod).delete(&pod.name_any(), &dp).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Ok(_) => {}
+                Err(e) if write_settled(&e) => {}
                 Err(e) => return Err(e.into()),
             }
         }

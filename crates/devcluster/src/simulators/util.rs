@@ -252,6 +252,14 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnerIndex<K> {
     }
 }
 
+/// Whether a write's failure is an answer a retry would not change, so the simulator can treat
+/// the write as done: the object is gone (404), changed under it (409), or the request no
+/// longer applies (422, e.g. a failed `test` of a JSON patch). An overloaded or failing API
+/// server (429, 5xx) or a lost connection is not: that write is retried.
+pub fn write_settled(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if matches!(s.code, 404 | 409 | 422))
+}
+
 /// The uid of an object (empty when unset).
 pub fn uid_of<K: Resource>(o: &K) -> String {
     o.uid().unwrap_or_default()
@@ -261,6 +269,22 @@ pub fn uid_of<K: Resource>(o: &K) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_final_answers_settle_a_write() {
+        let api = |code: u16| {
+            kube::Error::Api(kube::core::Status::failure("x", "").with_code(code).boxed())
+        };
+        for code in [404, 409, 422] {
+            assert!(write_settled(&api(code)), "{code}");
+        }
+        for code in [429, 500, 503, 504, 403] {
+            assert!(!write_settled(&api(code)), "{code}");
+        }
+        let lost =
+            kube::Error::ReadEvents(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!write_settled(&lost));
+    }
 
     #[test]
     fn per_container_annotation_wins() {
