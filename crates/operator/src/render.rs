@@ -438,7 +438,8 @@ fn secret_copy(
     ];
     if !secret.required {
         notes.push(
-            "best effort: when it cannot be copied the run starts without it (Warning Event SecretCopyFailed)"
+            "best effort: when the source is missing or the copy is refused the run starts without it \
+             (Warning Event SecretCopyFailed); a transient API failure holds the start until a retry succeeds"
                 .into(),
         );
     }

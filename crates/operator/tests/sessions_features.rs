@@ -1123,3 +1123,140 @@ async fn operator_wide_runner_resources_and_a_session_outliving_its_unenforced_t
     assert_no_denials(&cluster);
     operator.stop().await.unwrap();
 }
+
+fn network_policy(client: &Client) -> Api<NetworkPolicy> {
+    Api::namespaced(client.clone(), NS)
+}
+
+fn job_of(client: &Client) -> Api<Job> {
+    Api::namespaced(client.clone(), NS)
+}
+
+/// A transient failure to apply the runner `NetworkPolicy` (500 on every apply) holds the
+/// start: no Job is created, so no runner runs unprotected. Once the API server answers again
+/// the policy is applied and the session runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_network_policy_failure_holds_the_start() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    cluster
+        .set_faults(devcluster::FaultConfig {
+            error_rate: 1.0,
+            error_codes: vec![500],
+            verbs: vec!["patch".into()],
+            resources: vec!["networkpolicies".into()],
+            ..devcluster::FaultConfig::default()
+        })
+        .unwrap();
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    create_session(&admin, "held", json!({"initialPrompt": "hi"})).await;
+    eventually("the policy's apply to be refused three times", || async {
+        cluster
+            .stats()
+            .get("patch", "networkpolicies.networking.k8s.io")
+            .errors
+            >= 3
+    })
+    .await;
+    assert!(
+        job_of(&admin).get_opt("held-job").await.unwrap().is_none(),
+        "the runner Job was created without its NetworkPolicy"
+    );
+    assert_ne!(
+        sessions(&admin).get("held").await.unwrap().phase(),
+        SessionPhase::Running
+    );
+
+    cluster.clear_faults();
+    wait_phase(&admin, "held", SessionPhase::Running).await;
+    assert!(
+        network_policy(&admin)
+            .get_opt("runner-allow-backend-only")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    operator.stop().await.unwrap();
+}
+
+/// When the API server refuses the `NetworkPolicy` (here the operator's `ClusterRole` lacks the
+/// rule, so the read and the apply are 403), the runner starts without it, as upstream's, and
+/// the refusal is a Warning Event on the session that names the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_network_policy_is_a_warning_and_the_run_starts() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    put_secret(
+        &admin,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
+    let mut stripped = 0;
+    for mut role in cluster_roles
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        let Some(rules) = role.rules.as_mut() else {
+            continue;
+        };
+        let before = rules.len();
+        rules.retain(|r| {
+            !r.resources
+                .iter()
+                .flatten()
+                .any(|res| res == "networkpolicies")
+        });
+        if rules.len() != before {
+            stripped += before - rules.len();
+            cluster_roles
+                .replace(&role.name_any(), &PostParams::default(), &role)
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(stripped, 1, "the shipped RBAC has one NetworkPolicy rule");
+
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    create_session(&admin, "open", json!({"initialPrompt": "hi"})).await;
+    wait_phase(&admin, "open", SessionPhase::Running).await;
+    assert!(
+        network_policy(&admin)
+            .get_opt("runner-allow-backend-only")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eventually(
+        "a Warning Event about the refused NetworkPolicy",
+        || async {
+            Api::<Event>::namespaced(admin.clone(), NS)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("NetworkPolicyFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("open")
+                        && e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("runner-allow-backend-only"))
+                })
+        },
+    )
+    .await;
+    operator.stop().await.unwrap();
+}

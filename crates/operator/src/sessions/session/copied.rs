@@ -291,10 +291,10 @@ pub async fn ensure_copy(
 }
 
 /// Before a run starts: makes every copy `config` asks for (see [`ensure_copy`]) and returns
-/// the Secrets in effect in the session's namespace. A failure of a required copy is
-/// returned (the run does not start; the reconcile is retried); a failure of a best-effort
-/// copy is logged and published as a Warning Event on the session, and that Secret is left
-/// out.
+/// the Secrets in effect in the session's namespace. A failure of a required copy, and a
+/// transient failure (429, 5xx, a lost connection) of any copy, is returned (the run does not
+/// start; the reconcile is retried); a refusal of a best-effort copy (403, 422, ...) is
+/// logged and published as a Warning Event on the session, and that Secret is left out.
 pub async fn ensure_copies(
     client: &Client,
     session: &AgenticSession,
@@ -305,7 +305,7 @@ pub async fn ensure_copies(
     for secret in enabled(config) {
         match ensure_copy(client, session, &config.backend_namespace, secret).await {
             Ok(copy) => in_effect.push((secret, copy)),
-            Err(error) if secret.required => return Err(error),
+            Err(error) if secret.required || error.is_transient() => return Err(error),
             Err(error) => {
                 tracing::warn!(
                     secret = secret.name,
@@ -313,23 +313,35 @@ pub async fn ensure_copies(
                     "cannot copy an optional Secret; starting the runner without it"
                 );
                 if let Some(recorder) = recorder {
-                    let event = Event {
-                        type_: EventType::Warning,
-                        reason: REASON_COPY_FAILED.into(),
-                        note: Some(format!(
-                            "{error}; the runner starts without {} ({})",
-                            secret.name, secret.purpose
-                        )),
-                        action: "CopySecret".into(),
-                        secondary: None,
-                    };
-                    let reference: ObjectReference = session.object_ref(&());
-                    crate::runtime::events::publish(recorder, &event, &reference).await;
+                    let note = format!(
+                        "{error}; the runner starts without {} ({})",
+                        secret.name, secret.purpose
+                    );
+                    warn_session(recorder, session, REASON_COPY_FAILED, note, "CopySecret").await;
                 }
             }
         }
     }
     Ok(in_effect)
+}
+
+/// Publishes a Warning Event on `session`.
+pub async fn warn_session(
+    recorder: &Recorder,
+    session: &AgenticSession,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    let reference: ObjectReference = session.object_ref(&());
+    crate::runtime::events::publish(recorder, &event, &reference).await;
 }
 
 /// After a run of `session` ended: removes the session from the owners of the copy of

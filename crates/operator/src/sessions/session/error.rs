@@ -53,6 +53,22 @@ impl SessionError {
             source,
         }
     }
+
+    /// Whether a retry can succeed where this failed: the API server was overloaded (429),
+    /// failed (5xx) or could not be reached or read. A refusal (403, 404, 422, ...) or a bug
+    /// in the request is not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+                kube::Error::HyperError(_)
+                | kube::Error::Service(_)
+                | kube::Error::ReadEvents(_) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 impl ReconcileError for SessionError {
@@ -95,5 +111,32 @@ mod tests {
         assert!(conflict.to_string().starts_with("patch status failed"));
         assert_eq!(SessionError::NoNamespace.reason(), "NoNamespace");
         assert!(SessionError::NoNamespace.is_permanent());
+    }
+
+    fn api_error(code: u16) -> SessionError {
+        SessionError::kube(
+            "apply NetworkPolicy",
+            kube::Error::Api(
+                kube::core::Status::failure("refused", "")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        )
+    }
+
+    #[test]
+    fn only_overload_server_errors_and_lost_connections_are_transient() {
+        for code in [429, 500, 503, 504] {
+            assert!(api_error(code).is_transient(), "{code}");
+        }
+        for code in [400, 403, 404, 409, 422] {
+            assert!(!api_error(code).is_transient(), "{code}");
+        }
+        let lost = SessionError::kube(
+            "get Secret",
+            kube::Error::ReadEvents(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        );
+        assert!(lost.is_transient());
+        assert!(!SessionError::NoNamespace.is_transient());
     }
 }

@@ -28,12 +28,15 @@ pub fn wants_session_identity(in_effect: &[(CopiedSecret, Secret)]) -> bool {
 /// Prepares the start of a run whose Job is `job` (built by [`super::build::job`]) and
 /// returns the Job to create:
 ///
-/// - applies `runner-allow-backend-only` in the session's namespace (a failure is logged and
-///   the run starts anyway, as upstream: the policy restricts, it does not enable);
+/// - applies `runner-allow-backend-only` in the session's namespace. A transient failure
+///   (429, 5xx, a lost connection) stops the start and the reconcile is retried, so a run
+///   never starts unprotected because of a hiccup; a refusal (403, 404, 422, ...) is logged
+///   and published through `recorder` as a Warning Event, and the run starts anyway, as
+///   upstream's (the policy restricts, it does not enable);
 /// - copies the Secrets the settings ask for into the namespace ([`copied::ensure_copies`]:
-///   a failure of the Vertex AI copy stops the start and the reconcile is retried; a failure
-///   of the Langfuse or `MLflow` copy is logged and published through `recorder` as a
-///   Warning Event on the session, and the run starts without it);
+///   a failure of the Vertex AI copy, or a transient failure of any copy, stops the start
+///   and the reconcile is retried; a refusal of the Langfuse or `MLflow` copy is logged and
+///   published as a Warning Event on the session, and the run starts without it);
 /// - runs the pod as `ambient-session-<name>` with its token mounted when the `MLflow`
 ///   Secret asks for Kubernetes authentication;
 /// - mounts `trusted-ca-bundle` when the namespace has one.
@@ -45,9 +48,27 @@ pub async fn ensure_run_extras(
     mut job: Job,
 ) -> Result<Job, SessionError> {
     let ns = session.namespace().ok_or(SessionError::NoNamespace)?;
-    if let Err(error) = network::ensure_network_policy(client, &ns, &config.backend_namespace).await
-    {
-        tracing::warn!(namespace = %ns, %error, "cannot apply the runner NetworkPolicy; starting the runner without it");
+    match network::ensure_network_policy(client, &ns, &config.backend_namespace).await {
+        Ok(()) => {}
+        Err(error) if error.is_transient() => return Err(error),
+        Err(error) => {
+            tracing::warn!(namespace = %ns, %error, "cannot apply the runner NetworkPolicy; starting the runner without it");
+            if let Some(recorder) = recorder {
+                let note = format!(
+                    "{error}; the runner starts without the NetworkPolicy {}, so it accepts \
+                     connections from anywhere",
+                    network::NETWORK_POLICY
+                );
+                copied::warn_session(
+                    recorder,
+                    session,
+                    network::REASON_NETWORK_POLICY_FAILED,
+                    note,
+                    "ApplyNetworkPolicy",
+                )
+                .await;
+            }
+        }
     }
     let in_effect = copied::ensure_copies(client, session, config, recorder).await?;
     if let Some(spec) = job.spec.as_mut() {

@@ -25,6 +25,9 @@ use crate::runtime::events::REPORTING_CONTROLLER;
 pub const NETWORK_POLICY: &str = "runner-allow-backend-only";
 /// `ambient-code.io/managed-by` label value of the policy.
 pub const MANAGED_BY: &str = "operator";
+/// Reason of the Warning Event when a run starts without the policy because the API server
+/// refused it (a transient failure is retried instead).
+pub const REASON_NETWORK_POLICY_FAILED: &str = "NetworkPolicyFailed";
 
 /// The policy for `namespace`: pods labelled `app=ambient-code-runner` accept TCP on the
 /// AG-UI port from pods of the namespace `backend_namespace` only. It has no owner: it is
