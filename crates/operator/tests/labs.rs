@@ -508,8 +508,7 @@ fn exp_yaml(name: &str, cluster: &str, template: &str, mode: &str, annotations: 
 
 /// A failed workflow fails the experiment with the workflow's message; a missing template
 /// fails it too (no inline fallback workflow). Cleanup ends with a `Cleaned` Event, also when
-/// it is done in the pass that fails the experiment; after it a failed experiment is not
-/// written again.
+/// its first pass finds nothing to remove; after it a failed experiment is not written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_failure_fails_the_experiment() {
     let env = Env::start().await;
@@ -533,8 +532,8 @@ async fn workflow_failure_fails_the_experiment() {
         &exp_yaml("notemplate", "hub", "missing", "workflow", "{}"),
     )
     .await;
-    // Without components nor a workflow there is nothing to remove: cleanup ends in the pass
-    // that fails the experiment.
+    // Without components nor a workflow there is nothing to remove: cleanup ends in its first
+    // pass.
     experiment(
         &client,
         &exp_yaml("bare", "hub", "missing", "workflow", "{}")
@@ -653,6 +652,81 @@ async fn manual_completion_waits_for_resume_and_has_a_deadline() {
     let e = wait_phase(&client, "forgotten", ExperimentPhase::Failed).await;
     let c = cond(&e, "WorkflowSucceeded").unwrap();
     assert_eq!(c.reason, "ManualDeadlineExceeded", "{c:?}");
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
+/// The phase that ends an experiment is written before anything is removed: while the API
+/// server refuses the Experiment's writes (500), the finished Workflow, the only record of
+/// the outcome, stays; once the writes go through the experiment is `Complete` and cleaned
+/// up. (Before, the cleanup deleted the Workflow in the same pass, the status write then
+/// failed, and the retry found a `Running` experiment without a Workflow, for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_completion_write_removes_nothing() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "hold", "{}", true).await;
+    let op = start_operator(&client, fast());
+    experiment(&client, &exp_yaml("refused", "hub", "hold", "manual", "{}")).await;
+    wait_phase(&client, "refused", ExperimentPhase::Running).await;
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+
+    env.cluster
+        .set_faults(devcluster::FaultConfig {
+            error_rate: 1.0,
+            error_codes: vec![500],
+            verbs: vec!["patch".into()],
+            resources: vec!["experiments.experiments.illm.io".into()],
+            ..devcluster::FaultConfig::default()
+        })
+        .unwrap();
+    workflows
+        .patch(
+            "refused-validation",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/resume": "true"}}})),
+        )
+        .await
+        .unwrap();
+    wait_get(
+        &workflows,
+        "refused-validation",
+        "the workflow to succeed",
+        |o| o.is_some_and(|o| o.data.pointer("/status/phase") == Some(&json!("Succeeded"))),
+    )
+    .await;
+    support::eventually("the completion write to be refused twice", || async {
+        env.cluster
+            .stats()
+            .get("patch", "experiments.experiments.illm.io/status")
+            .errors
+            >= 2
+    })
+    .await;
+    assert!(
+        workflows
+            .get_opt("refused-validation")
+            .await
+            .unwrap()
+            .is_some(),
+        "the Workflow was deleted before the experiment's end was recorded"
+    );
+
+    env.cluster.clear_faults();
+    let e = wait_phase(&client, "refused", ExperimentPhase::Complete).await;
+    assert_eq!(cond(&e, "WorkflowSucceeded").unwrap().status, "True");
+    wait_for(&client, "refused", "resources cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    assert!(
+        workflows
+            .get_opt("refused-validation")
+            .await
+            .unwrap()
+            .is_none()
+    );
     op.stop().await.unwrap();
     env.stop().await;
 }

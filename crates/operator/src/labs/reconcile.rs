@@ -962,13 +962,20 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
             generation,
         );
     }
-    // Completion cleanup starts in the pass that reaches the terminal phase, so the phase and
-    // the first cleanup condition are one status write.
-    let mut cleanup = Ok(None);
-    if new_phase.is_terminal() {
-        cleanup = run_cleanup(&exp, owner, &ctx)
-            .await
-            .map(|outcome| Some(record_cleanup(&mut status, outcome, generation)));
+    // The terminal phase is written before any child is deleted; the cleanup starts in the
+    // next pass, which this write's watch event triggers. Deleting first would lose the
+    // outcome when the write then fails: the retry would find a Running Experiment whose
+    // Workflow, the only record of how it ended, is gone, and wait for it for ever.
+    let finished = new_phase.is_terminal();
+    if finished {
+        condition(
+            status.conditions.get_or_insert_default(),
+            CONDITION_READY,
+            "False",
+            REASON_CLEANUP_IN_PROGRESS,
+            FINISHED_MESSAGE,
+            generation,
+        );
     }
     let cleaned = write_status(&ctx, &api, &exp, status).await?;
     for (from, to, reason, message) in transitions {
@@ -1015,8 +1022,9 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     }) {
         next_check = next_check.min(TARGET_WRITE_RECHECK);
     }
-    if let Some(action) = cleanup? {
-        return Ok(action);
+    if finished {
+        // The watch event of the write above starts the cleanup; this is the fallback.
+        return Ok(Action::requeue(CLEANUP_RECHECK));
     }
     if let Some(e) = claim_error {
         // The condition names the refused claim; the error makes the runtime retry with
@@ -1025,6 +1033,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
     }
     Ok(Action::requeue(next_check))
 }
+
+/// Reason of the `Ready=False` condition while children are being removed.
+const REASON_CLEANUP_IN_PROGRESS: &str = "CleanupInProgress";
+
+/// The message of the `Ready=False` condition in the status write that records the end of the
+/// experiment, before the cleanup's first pass lists what it removes.
+const FINISHED_MESSAGE: &str =
+    "the experiment finished; its Workflow, Applications and clusters are removed next";
 
 /// The message of the `Ready=False` condition and the Event once completion cleanup is done.
 const CLEANED_MESSAGE: &str =
@@ -1815,7 +1831,7 @@ async fn run_cleanup(
     }
     let names: Vec<String> = waiting.iter().map(Child::display).collect();
     Ok(Some((
-        "CleanupInProgress",
+        REASON_CLEANUP_IN_PROGRESS,
         format!("removing {}", names.join(", ")),
     )))
 }
