@@ -119,6 +119,15 @@ impl Cluster {
         self.0.store(&def.group_resource()).get(namespace, name)
     }
 
+    /// Every resource that has a store, as `(group, plural)`.
+    pub fn resources(&self) -> Vec<(String, String)> {
+        self.0
+            .stores()
+            .into_iter()
+            .map(|(gr, _)| (gr.group, gr.resource))
+            .collect()
+    }
+
     /// Every stored object of a resource, across namespaces.
     pub fn list(&self, group: &str, resource: &str) -> Vec<Value> {
         self.objects(group, resource)

@@ -1,11 +1,14 @@
 //! `agentic-operator dev`: the library entry point brings every bundled example to its
 //! expected settled state against the in-memory cluster, the kubeconfig it writes works for
 //! kube clients (and for credential-less clients such as kubectl over HTTP), `--no-examples`
-//! starts empty, and the binary with `--exit-when-settled` runs the whole lifecycle and exits 0.
+//! starts empty, the binary with `--exit-when-settled` runs the whole lifecycle and exits 0,
+//! and a flaky period of the API server changes neither the examples' outcome nor the objects
+//! they leave behind.
 
 #![cfg(feature = "dev")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agentic_api::{labs::Experiment as Lab, sessions::AgenticSession};
@@ -234,4 +237,136 @@ fn every_example_and_fixture_is_embedded() {
         yaml_files(&fixtures, &fixtures),
         "add new fixtures to crates/operator/src/dev/embedded.rs"
     );
+}
+
+/// Names the examples leave in the cluster once settled, by `group/resource namespace`: a
+/// generated name's random suffix is replaced by `*`. Events and Leases are left out, since
+/// how many there are depends on timing and retries.
+fn inventory(env: &DevEnvironment) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let cluster = env.cluster().cluster();
+    for (group, resource) in cluster.resources() {
+        if matches!(resource.as_str(), "events" | "leases") {
+            continue;
+        }
+        for o in cluster.list(&group, &resource) {
+            let meta = &o["metadata"];
+            let name = match meta["generateName"].as_str() {
+                Some(prefix) if !prefix.is_empty() => format!("{prefix}*"),
+                _ => meta["name"].as_str().unwrap_or_default().to_owned(),
+            };
+            let key = format!(
+                "{group}/{resource} {}",
+                meta["namespace"].as_str().unwrap_or_default()
+            );
+            out.entry(key).or_insert_with(Vec::new).push(name);
+        }
+    }
+    for names in out.values_mut() {
+        names.sort();
+    }
+    out
+}
+
+/// Waits until the lab example has removed its children (`status.resourcesCleaned`), which
+/// it does after reaching `Complete`. Read from the store, so injected faults do not apply.
+async fn wait_lab_cleaned(env: &DevEnvironment) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let lab = env.cluster().cluster().get(
+            "experiments.illm.io",
+            "experiments",
+            "experiments",
+            "gateway-tutorial",
+        );
+        if lab.is_some_and(|l| l["status"]["resourcesCleaned"] == true) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lab example did not clean up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Each example's `phase conditions` once settled.
+fn outcomes(rows: &[agentic_operator::dev::Row]) -> BTreeMap<String, String> {
+    rows.iter()
+        .map(|r| {
+            (
+                format!("{}/{}", r.namespace, r.name),
+                format!("{} {}", r.phase, r.conditions),
+            )
+        })
+        .collect()
+}
+
+/// Polls the inventory until it stays the same over one poll interval: what the examples
+/// leave once the cluster is quiet.
+async fn quiet_inventory(env: &DevEnvironment) -> BTreeMap<String, Vec<String>> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = inventory(env);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = inventory(env);
+        if now == last {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster did not come to rest: {now:?}"
+        );
+        last = now;
+    }
+}
+
+/// How long the API server fails requests in the flaky run: about the time the examples take
+/// to settle on a healthy server, so most of their writes happen under faults.
+const FAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// A flaky period of the API server (30 % of all requests, watches included, answered 500 or
+/// 503 while the examples run) neither loses nor duplicates anything: once it is over, every
+/// example reaches the state and leaves behind the objects it does on a healthy server, and
+/// the operator's own status writes were among the refused requests. (The faults end so the
+/// test does not depend on how long the per-object backoff, 5 ms doubling up to 1000 s as
+/// controller-runtime's, grows after a long run of failures.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_settle_the_same_after_a_flaky_api_server() {
+    let healthy = DevEnvironment::start(&DevArgs::default()).await.unwrap();
+    let rows = healthy.wait_settled(DEADLINE, |_| {}).await.unwrap();
+    let expected_outcomes = outcomes(&rows);
+    wait_lab_cleaned(&healthy).await;
+    let expected_objects = quiet_inventory(&healthy).await;
+    healthy.shutdown().await.unwrap();
+
+    let flaky = DevEnvironment::start(&DevArgs::default()).await.unwrap();
+    flaky
+        .cluster()
+        .set_faults(devcluster::FaultConfig {
+            error_rate: 0.3,
+            error_codes: vec![500, 503],
+            ..devcluster::FaultConfig::default()
+        })
+        .unwrap();
+    tokio::time::sleep(FAULT_WINDOW).await;
+    let stats = flaky.cluster().stats();
+    flaky.cluster().clear_faults();
+    let refused: Vec<(&str, u64)> = [
+        "patch agenticsessions.vteam.ambient-code/status",
+        "patch experiments.testbench.agentic-layer.ai/status",
+        "patch experiments.experiments.illm.io/status",
+    ]
+    .into_iter()
+    .map(|k| (k, stats.requests.get(k).map_or(0, |s| s.errors)))
+    .collect();
+    assert!(
+        refused.iter().map(|(_, n)| n).sum::<u64>() > 0,
+        "no status write of the operator was refused: {refused:?}"
+    );
+    let rows = flaky.wait_settled(DEADLINE, |_| {}).await.unwrap();
+    assert_eq!(outcomes(&rows), expected_outcomes);
+    wait_lab_cleaned(&flaky).await;
+    assert_eq!(quiet_inventory(&flaky).await, expected_objects);
+    flaky.shutdown().await.unwrap();
 }

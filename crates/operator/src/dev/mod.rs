@@ -424,6 +424,12 @@ impl DevEnvironment {
         self.cluster.url()
     }
 
+    /// The in-memory cluster itself: its stored objects, request accounting and fault
+    /// injection, for tests and tools that drive dev mode as a library.
+    pub fn cluster(&self) -> &DevCluster {
+        &self.cluster
+    }
+
     /// The objects whose progress is followed (the examples' custom resources).
     pub fn tracked(&self) -> &[Tracked] {
         &self.tracked
