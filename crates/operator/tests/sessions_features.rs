@@ -226,6 +226,39 @@ async fn put_secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]
     .unwrap();
 }
 
+/// The Secret the runner needs in the test namespace.
+async fn runner_secret(client: &Client) {
+    put_secret(
+        client,
+        NS,
+        "ambient-runner-secrets",
+        &[("ANTHROPIC_API_KEY", "k")],
+    )
+    .await;
+}
+
+/// Waits for a Warning Event `reason` on the session `session` whose note contains `needle`.
+async fn warning_about(client: &Client, session: &str, reason: &str, needle: &str) {
+    eventually(
+        &format!("a Warning Event {reason} on {session}"),
+        || async {
+            Api::<Event>::namespaced(client.clone(), NS)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(session)
+                        && e.note.as_deref().is_some_and(|n| n.contains(needle))
+                })
+        },
+    )
+    .await;
+}
+
 fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
     secret
         .data
@@ -518,13 +551,7 @@ async fn runner_pod(client: &Client, name: &str) -> k8s_openapi::api::core::v1::
 async fn langfuse_and_mlflow_copies_are_best_effort_refreshed_and_released() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     // MLflow asks for Kubernetes authentication; the Langfuse source does not exist yet.
     put_secret(
         &admin,
@@ -555,24 +582,7 @@ async fn langfuse_and_mlflow_copies_are_best_effort_refreshed_and_released() {
     assert_eq!(copy.labels()["ambient-code.io/copied-secret"], MLFLOW);
     assert_eq!(owner_names(&copy), ["o1"]);
     assert_eq!(copy.owner_references()[0].controller, Some(true));
-    eventually(
-        "a Warning Event about the missing Langfuse Secret",
-        || async {
-            Api::<Event>::namespaced(admin.clone(), NS)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("SecretCopyFailed")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("o1")
-                        && e.note.as_deref().is_some_and(|n| n.contains(LANGFUSE))
-                })
-        },
-    )
-    .await;
+    warning_about(&admin, "o1", "SecretCopyFailed", LANGFUSE).await;
 
     // The runner reads both groups from the copies (optional references) and, as MLflow asks
     // for Kubernetes authentication, runs as the session's ServiceAccount with its token.
@@ -692,13 +702,7 @@ async fn langfuse_and_mlflow_copies_are_best_effort_refreshed_and_released() {
 async fn running_session_records_the_spec_it_started_with() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     let operator = start_operator(&cluster, agentic_operator::families()).await;
     create_session(
         &admin,
@@ -763,13 +767,7 @@ async fn scheduled(client: &Client) -> Vec<AgenticSession> {
 async fn session_trigger_creates_and_restarts_scheduled_sessions() {
     let cluster = cluster("1").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     let operator = start_operator(&cluster, agentic_operator::families()).await;
     // The trigger runs as the project's ambient-session-trigger ServiceAccount, which the
     // operator creates with the ProjectSettings.
@@ -941,13 +939,7 @@ async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
     use agentic_operator::sessions::session::live;
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     let operator = start_operator(&cluster, agentic_operator::families()).await;
     create_session(
         &admin,
@@ -1139,13 +1131,7 @@ fn job_of(client: &Client) -> Api<Job> {
 async fn a_transient_network_policy_failure_holds_the_start() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     cluster
         .set_faults(devcluster::FaultConfig {
             error_rate: 1.0,
@@ -1193,13 +1179,7 @@ async fn a_transient_network_policy_failure_holds_the_start() {
 async fn a_refused_network_policy_is_a_warning_and_the_run_starts() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    put_secret(
-        &admin,
-        NS,
-        "ambient-runner-secrets",
-        &[("ANTHROPIC_API_KEY", "k")],
-    )
-    .await;
+    runner_secret(&admin).await;
     let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin.clone());
     let mut stripped = 0;
     for mut role in cluster_roles
@@ -1238,24 +1218,11 @@ async fn a_refused_network_policy_is_a_warning_and_the_run_starts() {
             .unwrap()
             .is_none()
     );
-    eventually(
-        "a Warning Event about the refused NetworkPolicy",
-        || async {
-            Api::<Event>::namespaced(admin.clone(), NS)
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("NetworkPolicyFailed")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("open")
-                        && e.note
-                            .as_deref()
-                            .is_some_and(|n| n.contains("runner-allow-backend-only"))
-                })
-        },
+    warning_about(
+        &admin,
+        "open",
+        "NetworkPolicyFailed",
+        "runner-allow-backend-only",
     )
     .await;
     operator.stop().await.unwrap();
