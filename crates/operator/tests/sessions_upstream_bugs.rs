@@ -408,6 +408,87 @@ async fn status_writes_are_retried_after_conflicts_and_keep_the_backends_fields(
     operator.stop().await.unwrap();
 }
 
+/// A run is deleted only after the status records how it ended: while the API server refuses
+/// the session's writes (500), the finished runner's Job stays, so the retry still reads its
+/// outcome. Once the writes go through the session is `Completed` with its one run. (Before,
+/// the Job was deleted first; with the write refused and the pod gone, the retry saw a
+/// `Running` session without its runner, which the state machine takes as a lost pod and
+/// answers with a new run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_is_kept_until_its_outcome_is_written() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = start_operator(&client);
+    create(
+        &client,
+        NS,
+        "finishing",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
+               "devcluster.io/exit-code.ambient-code-runner": "0"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, NS, "finishing", SessionPhase::Running).await;
+    let applies_before = requests(&cluster, "patch", "jobs.batch");
+
+    cluster
+        .set_faults(FaultConfig {
+            error_rate: 1.0,
+            error_codes: vec![500],
+            verbs: vec!["patch".into()],
+            resources: vec![SESSIONS_RESOURCE.into()],
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    // The runner exits 0 now.
+    let pod = runner_pods(&client, NS, "finishing").await.remove(0);
+    Api::<Pod>::namespaced(client.clone(), NS)
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "devcluster.io/run-seconds.ambient-code-runner": "0"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the session's status writes to be refused three times",
+        || async {
+            cluster
+                .stats()
+                .get("patch", &format!("{SESSIONS_RESOURCE}/status"))
+                .errors
+                >= 3
+        },
+    )
+    .await;
+    let job = Api::<Job>::namespaced(client.clone(), NS)
+        .get_opt("finishing-job")
+        .await
+        .unwrap();
+    assert!(
+        job.is_some_and(|j| j.metadata.deletion_timestamp.is_none()),
+        "the finished run was deleted before its outcome was written"
+    );
+
+    cluster.clear_faults();
+    wait_phase(&client, NS, "finishing", SessionPhase::Completed).await;
+    eventually("the finished run's Job to go", || async {
+        Api::<Job>::namespaced(client.clone(), NS)
+            .get_opt("finishing-job")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert_eq!(
+        requests(&cluster, "patch", "jobs.batch"),
+        applies_before,
+        "a second run was started"
+    );
+    operator.stop().await.unwrap();
+}
+
 /// Every metric the session controller documents.
 const SESSION_METRICS: [&str; 10] = [
     "ambient_session_startup_duration_seconds",

@@ -806,15 +806,17 @@ impl Reconciler<'_> {
             };
         }
 
+        // A run starts before the status records it (the status names the Job it created),
+        // but is deleted only after the status records why: a Completed or Failed run whose
+        // status write failed must still be there for the retry to read its outcome. Deleted
+        // first, the retry would find a Running session without its runner, take the pod as
+        // lost and start a new run.
+        // A delete that fails after the write is retried by the new phase's own cleanup.
         let mut token_annotations = false;
-        match t.effect {
-            Effect::None => {}
-            Effect::StartRun => {
-                if let Some(run_id) = run_id(Some(&desired)) {
-                    token_annotations = self.start_run(run_id).await?;
-                }
-            }
-            Effect::DeleteRun => self.delete_run().await?,
+        if t.effect == Effect::StartRun
+            && let Some(run_id) = run_id(Some(&desired))
+        {
+            token_annotations = self.start_run(run_id).await?;
         }
 
         let patch = status::merge_patch(self.status(), &desired).map_err(|source| {
@@ -833,6 +835,9 @@ impl Reconciler<'_> {
         }
         self.patch_annotations(&t, token_annotations, resource_version)
             .await?;
+        if t.effect == Effect::DeleteRun {
+            self.delete_run().await?;
+        }
         self.record_blocked(&t);
 
         self.next_check(t.to, idle_at).await
