@@ -24,9 +24,7 @@ use serde_json::{Value, json};
 
 use super::SimError;
 use super::lean;
-use super::util::{
-    Memo, OwnerIndex, fmt_ts, parse_ts, since, subset_matches, uid_of, write_settled,
-};
+use super::util::{Memo, OwnerIndex, fmt_ts, parse_ts, settled, since, subset_matches, uid_of};
 
 /// Field manager of the Job controller's writes.
 const MANAGER: &str = "devcluster-job-controller";
@@ -199,20 +197,12 @@ async fn untrack(ctx: &Ctx, api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), S
         field_manager: Some(MANAGER.into()),
         ..PatchParams::default()
     };
-    match api
-        .patch(&p.name_any(), &pp, &Patch::<()>::Json(patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.released.set(&uid, ());
-            Ok(())
-        }
-        Err(e) if write_settled(&e) => {
-            ctx.released.set(&uid, ());
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    settled(
+        api.patch(&p.name_any(), &pp, &Patch::<()>::Json(patch))
+            .await,
+    )?;
+    ctx.released.set(&uid, ());
+    Ok(())
 }
 
 /// Releases the pods whose outcome is recorded (in `counted`, or all finished and deleted
@@ -361,11 +351,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, SimError> {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..DeleteParams::default()
                 };
-                match jobs.delete(&name, &dp).await {
-                    Ok(_) => {}
-                    Err(e) if write_settled(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                settled(jobs.delete(&name, &dp).await)?;
                 return Ok(Action::await_change());
             }
             return Ok(Action::requeue(ttl.saturating_sub(elapsed)));
@@ -624,11 +610,9 @@ async fn write_status(
 }
 
 async fn delete_pod(api: &Api<lean::Lean<Pod>>, p: &Pod) -> Result<(), SimError> {
-    match api.delete(&p.name_any(), &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if write_settled(&e) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(settled(
+        api.delete(&p.name_any(), &DeleteParams::default()).await,
+    )?)
 }
 
 /// Creates one pod from the Job's template and returns its name.

@@ -22,8 +22,8 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::util::{
-    Length, Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, since, subset_matches, truthy,
-    uid_of, write_settled,
+    Length, Memo, after, fmt_ts, hash_of, lookup, parse_ts, seconds, settled, since,
+    subset_matches, truthy, uid_of,
 };
 use super::{SimError, Simulators, Timing, lean};
 
@@ -280,11 +280,7 @@ async fn kubelet(pod: &Pod, ctx: &Ctx) -> Result<Action, SimError> {
                 grace_period_seconds: Some(0),
                 ..DeleteParams::default()
             };
-            match pod_api(ctx, pod).delete(&pod.name_any(), &dp).await {
-                Ok(_) => {}
-                Err(e) if write_settled(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+            settled(pod_api(ctx, pod).delete(&pod.name_any(), &dp).await)?;
         }
         return Ok(Action::await_change());
     }

@@ -252,12 +252,16 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnerIndex<K> {
     }
 }
 
-/// Whether a write's failure is an answer a retry would not change, so the simulator can treat
-/// the write as done: the object is gone (404), changed under it (409), or the request no
-/// longer applies (422, e.g. a failed `test` of a JSON patch). An overloaded or failing API
-/// server (429, 5xx) or a lost connection is not: that write is retried.
-pub fn write_settled(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if matches!(s.code, 404 | 409 | 422))
+/// A write's result with the answers a retry would not change counted as done: the object is
+/// gone (404), changed under it (409), or the request no longer applies (422, e.g. a failed
+/// `test` of a JSON patch). An overloaded or failing API server (429, 5xx) or a lost
+/// connection stays an error, so the write is retried.
+pub fn settled<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The uid of an object (empty when unset).
@@ -276,14 +280,15 @@ mod tests {
             kube::Error::Api(kube::core::Status::failure("x", "").with_code(code).boxed())
         };
         for code in [404, 409, 422] {
-            assert!(write_settled(&api(code)), "{code}");
+            assert!(settled::<()>(Err(api(code))).is_ok(), "{code}");
         }
         for code in [429, 500, 503, 504, 403] {
-            assert!(!write_settled(&api(code)), "{code}");
+            assert!(settled::<()>(Err(api(code))).is_err(), "{code}");
         }
         let lost =
             kube::Error::ReadEvents(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert!(!write_settled(&lost));
+        assert!(settled::<()>(Err(lost)).is_err());
+        assert!(settled(Ok::<u8, kube::Error>(1)).is_ok());
     }
 
     #[test]
