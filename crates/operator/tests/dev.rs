@@ -331,14 +331,21 @@ const FAULT_WINDOW: Duration = Duration::from_secs(10);
 /// the operator's own status writes were among the refused requests. (The faults end so the
 /// test does not depend on how long the per-object backoff, 5 ms doubling up to 1000 s as
 /// controller-runtime's, grows after a long run of failures.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn examples_settle_the_same_after_a_flaky_api_server() {
+/// Runs the examples on a healthy cluster with one operator: each example's outcome and the
+/// objects left once everything is quiet, for the disturbed runs to be compared with.
+async fn undisturbed_run() -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
     let healthy = DevEnvironment::start(&DevArgs::default()).await.unwrap();
     let rows = healthy.wait_settled(DEADLINE, |_| {}).await.unwrap();
     let expected_outcomes = outcomes(&rows);
     wait_lab_cleaned(&healthy).await;
     let expected_objects = quiet_inventory(&healthy).await;
     healthy.shutdown().await.unwrap();
+    (expected_outcomes, expected_objects)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_settle_the_same_after_a_flaky_api_server() {
+    let (expected_outcomes, expected_objects) = undisturbed_run().await;
 
     let flaky = DevEnvironment::start(&DevArgs::default()).await.unwrap();
     flaky
@@ -369,4 +376,40 @@ async fn examples_settle_the_same_after_a_flaky_api_server() {
     wait_lab_cleaned(&flaky).await;
     assert_eq!(quiet_inventory(&flaky).await, expected_objects);
     flaky.shutdown().await.unwrap();
+}
+
+/// When the operator is restarted in the middle of its work, time after time while the
+/// examples run, nothing is lost or duplicated: every example ends as on an undisturbed run
+/// and leaves the same objects behind. Two in three restarts are crashes (the old operator's
+/// reconciles are dropped wherever they are, nothing drains); the others are stops as on
+/// SIGTERM. Each new operator starts with empty caches and lists everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_settle_the_same_across_operator_restarts() {
+    let (expected_outcomes, expected_objects) = undisturbed_run().await;
+
+    let mut env = DevEnvironment::start(&DevArgs::default()).await.unwrap();
+    // Irregular gaps, short at first (accepting, provisioning, starting runners), longer
+    // later (runs finishing, the lab's workflow and its clean-up).
+    let gaps_ms = [
+        150, 300, 450, 700, 250, 900, 1200, 600, 1500, 2000, 800, 2500,
+    ];
+    let mut unsettled_at_restart = 0;
+    for (i, gap) in gaps_ms.into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        // Reading the rows also stops the interactive session once it runs.
+        let rows = env.observe().await;
+        if rows.iter().any(|r| !r.settled) {
+            unsettled_at_restart += 1;
+        }
+        env.restart_operator(i % 3 == 2).await.unwrap();
+    }
+    assert!(
+        unsettled_at_restart >= 3,
+        "the restarts came too late to interrupt any work ({unsettled_at_restart} before settling)"
+    );
+    let rows = env.wait_settled(DEADLINE, |_| {}).await.unwrap();
+    assert_eq!(outcomes(&rows), expected_outcomes);
+    wait_lab_cleaned(&env).await;
+    assert_eq!(quiet_inventory(&env).await, expected_objects);
+    env.shutdown().await.unwrap();
 }

@@ -199,9 +199,22 @@ impl AdmissionHook for ScriptRunnerPods {
 /// A running dev environment: the in-memory cluster with simulators and the operator.
 pub struct DevEnvironment {
     cluster: DevCluster,
+    settings: Settings,
     operator: JoinHandle<Result<(), String>>,
     shutdown: CancellationToken,
     tracked: Vec<Tracked>,
+}
+
+/// Starts a controller manager with `settings` against `client` as a task of its own.
+fn spawn_operator(
+    settings: Settings,
+    client: Client,
+) -> (JoinHandle<Result<(), String>>, CancellationToken) {
+    let manager = Manager::new(settings, crate::families());
+    let shutdown = CancellationToken::new();
+    let run = manager.run_with_client(client, shutdown.clone());
+    let operator = tokio::spawn(async move { run.await.map_err(|e| e.to_string()) });
+    (operator, shutdown)
 }
 
 impl std::fmt::Debug for DevEnvironment {
@@ -385,10 +398,7 @@ impl DevEnvironment {
             &Environment::fixed([("POD_NAME", "agentic-operator-dev")], None),
         )
         .map_err(|e| DevError::Settings(e.to_string()))?;
-        let manager = Manager::new(settings, crate::families());
-        let shutdown = CancellationToken::new();
-        let run = manager.run_with_client(client.clone(), shutdown.clone());
-        let operator = tokio::spawn(async move { run.await.map_err(|e| e.to_string()) });
+        let (operator, shutdown) = spawn_operator(settings.clone(), client.clone());
 
         if !args.no_examples {
             for (file, yaml) in embedded::EXAMPLES {
@@ -403,6 +413,7 @@ impl DevEnvironment {
         }
         Ok(Self {
             cluster,
+            settings,
             operator,
             shutdown,
             tracked,
@@ -485,6 +496,30 @@ impl DevEnvironment {
                 });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Kills the operator as a crash would, without draining: its watches, reconciles and
+    /// servers are dropped wherever they are (Events already being sent may still land). Then
+    /// starts a new one against the same cluster, as a restarted pod would. With
+    /// `graceful`, the old one is shut down as on SIGTERM instead (in-flight reconciles finish).
+    ///
+    /// # Errors
+    /// [`DevError::Operator`] when the old operator had already ended with an error.
+    pub async fn restart_operator(&mut self, graceful: bool) -> Result<(), DevError> {
+        if graceful {
+            self.shutdown.cancel();
+        } else {
+            self.operator.abort();
+        }
+        let ended = (&mut self.operator).await;
+        let (operator, shutdown) = spawn_operator(self.settings.clone(), self.client());
+        self.operator = operator;
+        self.shutdown = shutdown;
+        match ended {
+            Ok(Err(e)) => Err(DevError::Operator(e)),
+            Err(e) if !e.is_cancelled() => Err(DevError::Operator(e.to_string())),
+            _ => Ok(()),
         }
     }
 
