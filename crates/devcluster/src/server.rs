@@ -1176,7 +1176,15 @@ impl Ctx<'_> {
             {
                 return Err(ApiError::stale(&def.group, &def.plural, self.name));
             }
-            let new = self.merge_update(&cur, patched)?;
+            // A status apply's managed fields come from the apply (the rest of the metadata
+            // from the stored object), so a later apply can drop what this one owned.
+            let applied_fields = (apply && self.status)
+                .then(|| patched["metadata"]["managedFields"].take())
+                .filter(|m| !m.is_null());
+            let mut new = self.merge_update(&cur, patched)?;
+            if let Some(fields) = applied_fields {
+                new["metadata"]["managedFields"] = fields;
+            }
             let manager = if apply {
                 self.q.get("fieldManager").map(str::to_string)
             } else {

@@ -647,8 +647,12 @@ pub fn apply(
         .find(|e| is_entry(e, manager, "Apply", status))
         .map(|e| e.set.clone())
         .unwrap_or_default();
+    // Parents first: a keyed list item goes as a whole (removing its key fields first would
+    // leave an empty item behind that no key finds any more); a parent is only removed when no
+    // field below it is still applied or owned by someone else, and what is below a removed
+    // parent is then simply not found.
     let mut removed: Vec<&Path> = prev.difference(&new_set).collect();
-    removed.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    removed.sort_by_key(|p| p.len());
     for p in removed {
         let owned_by_other = list.iter().any(|e| {
             !is_entry(e, manager, "Apply", status) && e.set.iter().any(|q| q.starts_with(p))
@@ -1017,6 +1021,24 @@ mod tests {
             json!({})
         );
         assert_eq!(from_fields_v1(&tree), set);
+    }
+
+    #[test]
+    fn an_item_of_a_keyed_list_left_out_of_a_later_apply_is_removed() {
+        let def = deploy_def();
+        let live =
+            json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": []}}}});
+        let both = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "a", "image": "1"}, {"name": "b", "image": "2"}
+        ]}}}});
+        let first = apply(&def, &live, &both, "m", true, false).unwrap();
+        let one =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "1"}]}}}});
+        let second = apply(&def, &first, &one, "m", true, false).unwrap();
+        assert_eq!(
+            second["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "a", "image": "1"}])
+        );
     }
 
     #[test]

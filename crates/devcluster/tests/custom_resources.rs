@@ -227,6 +227,53 @@ async fn status_subresource_and_generation() {
     assert_eq!(current.labels().get("a").map(String::as_str), Some("b"));
 }
 
+/// A server-side apply of the status subresource records what its manager owns (an entry with
+/// `subresource: status`), so a later apply by the same manager that leaves a field out
+/// removes it, as the API server does; a field another manager set stays.
+#[tokio::test]
+async fn status_apply_owns_fields_and_a_later_apply_drops_them() {
+    let dc = DevCluster::start().await.unwrap();
+    install_crd(&dc.client()).await;
+    let api: Api<Widget> = Api::namespaced(dc.client(), "default");
+    api.create(
+        &PostParams::default(),
+        &Widget::new("s", WidgetSpec { size: 1 }),
+    )
+    .await
+    .unwrap();
+    let apply = |status: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            api.patch_status(
+                "s",
+                &PatchParams::apply("op").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "test.devcluster.io/v1", "kind": "Widget", "status": status
+                })),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = apply(json!({"ready": true, "observed_generation": 1})).await;
+    let entry = first
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| e.manager.as_deref() == Some("op"))
+        .expect("the status apply's managedFields entry");
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    let second = apply(json!({"ready": true})).await;
+    let status = second.status.unwrap();
+    assert_eq!(
+        status.observed_generation, None,
+        "dropped by its only owner"
+    );
+    assert!(status.ready);
+}
+
 #[tokio::test]
 async fn server_side_apply_ownership() {
     let dc = DevCluster::start().await.unwrap();
