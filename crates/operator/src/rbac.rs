@@ -242,6 +242,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &["get", "list", "watch"],
         "evaluations: resolve the agent URL from the Agent's status and ports",
     ),
+    rule(
+        &["runtime.agentic-layer.ai"],
+        &["aigateways"],
+        &["get", "list", "watch"],
+        "evaluations: the AI gateway the evaluate phase uses (spec.aiGatewayRef or the default)",
+    ),
     // Labs family.
     rule(
         &["experiments.illm.io"],

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    evaluations::{agent, build as eval_build},
+    evaluations::{agent, build as eval_build, gateway},
     labs::{
         build as lab_build, components,
         config::{HUB, LabsConfig},
@@ -533,7 +533,26 @@ fn evaluation_objects(
         url.url,
         url.source.reason()
     );
-    let desired = eval_build::desired(exp, testkube_namespace, &url);
+    let gateways: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d.group() == agent::AGENT_GROUP && d.kind() == "AiGateway")
+        .map(|d| &d.value)
+        .collect();
+    let exp_ns = exp.namespace().unwrap_or_default();
+    let gw = gateway::resolve(&exp_ns, exp, gateways.iter().copied());
+    let gateway_note = match &gw {
+        gateway::Gateway::None => {
+            "no AiGateway in the file (spec.aiGatewayRef unset, none in namespace ai-gateway): \
+             no evaluate-template config; on a cluster the first AiGateway in ai-gateway is used"
+                .to_owned()
+        }
+        gateway::Gateway::Found { url, .. } => format!("evaluate-template base URL {url}"),
+        gateway::Gateway::Missing { namespace, name } => format!(
+            "spec.aiGatewayRef names AiGateway {namespace}/{name}, which is not in the file: \
+             rendered without evaluate-template config"
+        ),
+    };
+    let desired = eval_build::desired(exp, testkube_namespace, &url, &gw);
     let mut out = vec![
         Rendered {
             source: source.clone(),
@@ -543,7 +562,7 @@ fn evaluation_objects(
         Rendered {
             source: source.clone(),
             object: to_value(&desired.workflow),
-            notes: vec![url_note],
+            notes: vec![url_note, gateway_note],
         },
     ];
     if let Some(trigger) = &desired.trigger {

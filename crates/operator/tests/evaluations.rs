@@ -43,6 +43,14 @@ fn triggers() -> ApiResource {
 fn agents() -> ApiResource {
     api_resource("runtime.agentic-layer.ai", "v1alpha1", "Agent", "agents")
 }
+fn gateways() -> ApiResource {
+    api_resource(
+        "runtime.agentic-layer.ai",
+        "v1alpha1",
+        "AiGateway",
+        "aigateways",
+    )
+}
 
 /// Installs Testkube's `TestWorkflow` and `TestTrigger` CRDs.
 async fn install_testkube(client: &Client) {
@@ -54,8 +62,9 @@ async fn install_testkube(client: &Client) {
     }
 }
 
-/// A dev cluster with the Experiment CRD, the Agent CRD, the agent runtime simulator and
-/// (when `testkube`) Testkube's CRDs, plus namespaces `team`, `agents` and `testkube`.
+/// A dev cluster with the Experiment CRD, the Agent and `AiGateway` CRDs, the agent runtime
+/// simulator and (when `testkube`) Testkube's CRDs, plus namespaces `team`, `agents`,
+/// `testkube` and `ai-gateway`.
 async fn cluster(testkube: bool) -> TestCluster {
     cluster_with_hooks(testkube, devcluster::Hooks::default()).await
 }
@@ -65,7 +74,8 @@ async fn cluster_with_hooks(testkube: bool, hooks: devcluster::Hooks) -> TestClu
     let mut setup = Setup::new()
         .hooks(hooks)
         .crds(agentic_api::evaluations::GROUP)
-        .fixture("evaluations/agents.runtime.agentic-layer.ai.yaml");
+        .fixture("evaluations/agents.runtime.agentic-layer.ai.yaml")
+        .fixture("evaluations/aigateways.runtime.agentic-layer.ai.yaml");
     if testkube {
         setup = setup
             .fixture("evaluations/testworkflows.testkube.io.yaml")
@@ -75,6 +85,7 @@ async fn cluster_with_hooks(testkube: bool, hooks: devcluster::Hooks) -> TestClu
         .namespace("team", &[])
         .namespace("agents", &[])
         .namespace("testkube", &[])
+        .namespace("ai-gateway", &[])
         .simulators("agent-runtime".parse().unwrap())
         .start()
         .await
@@ -636,6 +647,172 @@ async fn agent_url_follows_the_agent() {
         "AgentResolved",
         "True",
         Some("AgentStatusURL"),
+    )
+    .await;
+    op.stop().await.unwrap();
+}
+
+async fn create_gateway(client: &Client, ns: &str, name: &str, port: Option<u16>) {
+    let mut spec = json!({"aiModels": [{"name": "gpt-4o", "provider": "openai"}]});
+    if let Some(port) = port {
+        spec["port"] = json!(port);
+    }
+    create_object(
+        client,
+        &gateways(),
+        ns,
+        json!({
+            "apiVersion": "runtime.agentic-layer.ai/v1alpha1",
+            "kind": "AiGateway",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }),
+    )
+    .await;
+}
+
+/// Waits until `team/<workflow>`'s evaluate step has `config` (JSON null: no config).
+async fn wait_evaluate_config(client: &Client, workflow: &str, config: &Value) {
+    wait_for(
+        &format!("{workflow}'s evaluate-template config {config}"),
+        || async {
+            let wf = get_object(client, &workflows(), "team", workflow).await?;
+            let evaluate = wf["spec"]["use"]
+                .as_array()?
+                .iter()
+                .find(|u| u["name"] == "evaluate-template")?
+                .clone();
+            (&evaluate["config"] == config).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Upstream resolved the AI gateway only while reconciling the Experiment and failed the whole
+/// reconcile when `aiGatewayRef` named a missing gateway; nothing watched gateways, so one
+/// created or changed later was seen after the next resync (10 h). Here a missing reference is
+/// a False condition and the workflow is still applied (with the template's default); the
+/// workflow follows the gateway as it is created, changes port and goes away, and an Experiment
+/// without a reference uses the first gateway in `ai-gateway`.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one story: missing, created, moved, default, removed
+async fn the_evaluate_step_follows_the_ai_gateway() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = start_operator(client.clone(), None);
+    let mut referencing = scenarios_experiment("judged");
+    referencing["spec"]["aiGatewayRef"] = json!({"name": "judge"});
+    create_object(&client, &experiments(), "team", referencing).await;
+    create_object(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("plain"),
+    )
+    .await;
+
+    let exp = wait_condition(
+        &client,
+        "team",
+        "judged",
+        "AiGatewayResolved",
+        "False",
+        Some("AiGatewayNotFound"),
+    )
+    .await;
+    assert!(
+        json_condition(&exp, "AiGatewayResolved").unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.aiGatewayRef names AiGateway team/judge")
+    );
+    assert_eq!(json_condition(&exp, "Ready").unwrap()["status"], "True");
+    wait_evaluate_config(&client, "judged-workflow", &Value::Null).await;
+    let plain = wait_condition(&client, "team", "plain", "Ready", "True", None).await;
+    assert!(json_condition(&plain, "AiGatewayResolved").is_none());
+
+    // The referenced gateway appears, then moves to another port.
+    create_gateway(&client, "team", "judge", Some(4000)).await;
+    wait_evaluate_config(
+        &client,
+        "judged-workflow",
+        &json!({"openApiBasePath": "http://judge.team.svc.cluster.local.:4000"}),
+    )
+    .await;
+    wait_condition(
+        &client,
+        "team",
+        "judged",
+        "AiGatewayResolved",
+        "True",
+        Some("AiGatewayRef"),
+    )
+    .await;
+    merge_object(
+        &client,
+        &gateways(),
+        "team",
+        "judge",
+        json!({"spec": {"port": 4001}}),
+    )
+    .await;
+    wait_evaluate_config(
+        &client,
+        "judged-workflow",
+        &json!({"openApiBasePath": "http://judge.team.svc.cluster.local.:4001"}),
+    )
+    .await;
+
+    // A default gateway: the first by name in ai-gateway, for Experiments without a reference.
+    create_gateway(&client, "ai-gateway", "litellm", None).await;
+    create_gateway(&client, "ai-gateway", "zz-backup", Some(9)).await;
+    wait_evaluate_config(
+        &client,
+        "plain-workflow",
+        &json!({"openApiBasePath": "http://litellm.ai-gateway.svc.cluster.local.:80"}),
+    )
+    .await;
+    wait_condition(
+        &client,
+        "team",
+        "plain",
+        "AiGatewayResolved",
+        "True",
+        Some("DefaultAiGateway"),
+    )
+    .await;
+    // The reference still wins for the other Experiment.
+    wait_evaluate_config(
+        &client,
+        "judged-workflow",
+        &json!({"openApiBasePath": "http://judge.team.svc.cluster.local.:4001"}),
+    )
+    .await;
+
+    // The default goes away: the next one by name takes over, then none is left.
+    dynamic(&client, &gateways(), "ai-gateway")
+        .delete("litellm", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_evaluate_config(
+        &client,
+        "plain-workflow",
+        &json!({"openApiBasePath": "http://zz-backup.ai-gateway.svc.cluster.local.:9"}),
+    )
+    .await;
+    dynamic(&client, &gateways(), "ai-gateway")
+        .delete("zz-backup", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_evaluate_config(&client, "plain-workflow", &Value::Null).await;
+    wait_for(
+        "AiGatewayResolved to be removed from team/plain",
+        || async {
+            let exp = get_object(&client, &experiments(), "team", "plain").await?;
+            json_condition(&exp, "AiGatewayResolved")
+                .is_none()
+                .then_some(())
+        },
     )
     .await;
     op.stop().await.unwrap();

@@ -216,6 +216,39 @@ fn dataset_evaluation_starts_with_setup_and_uses_the_agent_in_the_files() {
     assert_eq!(uses[1]["name"], "run-template");
     let url = uses[1]["config"]["agentUrl"].as_str().unwrap();
     assert!(url.contains(":9000") && url.contains("/a2a"), "{url}");
+    assert_eq!(uses[2], serde_json::json!({"name": "evaluate-template"}));
+}
+
+/// An `AiGateway` in the file is used as it would be on a cluster: the default one in
+/// `ai-gateway` for an Experiment without `aiGatewayRef`.
+#[test]
+fn a_gateway_in_the_files_configures_the_evaluate_step() {
+    let gateway = (
+        "gateway.yaml".to_owned(),
+        "apiVersion: runtime.agentic-layer.ai/v1alpha1\nkind: AiGateway\nmetadata: {name: litellm, namespace: ai-gateway}\nspec:\n  port: 4000\n  aiModels: [{name: gpt-4o, provider: openai}]\n"
+            .to_owned(),
+    );
+    let out = render(
+        &[gateway, example("evaluations/dataset.yaml")],
+        &RenderOptions {
+            testkube_namespace: None,
+            labs: Some(LabsConfig::default()),
+        },
+    )
+    .unwrap();
+    let wf = find(&out, "TestWorkflow", "weather-dataset-workflow");
+    assert_eq!(
+        wf.object["spec"]["use"][2],
+        serde_json::json!({"name": "evaluate-template",
+            "config": {"openApiBasePath": "http://litellm.ai-gateway.svc.cluster.local.:4000"}})
+    );
+    assert!(
+        wf.notes
+            .iter()
+            .any(|n| n.contains("evaluate-template base URL http://litellm")),
+        "{:?}",
+        wf.notes
+    );
 }
 
 #[test]

@@ -3,7 +3,13 @@
 
 /// Foreign `CustomResourceDefinition`s (Agent runtime, Testkube, Crossplane claims, Argo CD,
 /// Argo Workflows), as `(file, YAML)`.
-pub const FOREIGN_CRDS: [(&str, &str); 9] = [
+pub const FOREIGN_CRDS: [(&str, &str); 10] = [
+    (
+        "evaluations/aigateways.runtime.agentic-layer.ai.yaml",
+        include_str!(
+            "../../../devcluster/fixtures/evaluations/aigateways.runtime.agentic-layer.ai.yaml"
+        ),
+    ),
     (
         "evaluations/agents.runtime.agentic-layer.ai.yaml",
         include_str!(

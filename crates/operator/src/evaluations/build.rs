@@ -18,7 +18,11 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{agent::AgentUrl, experiment_json};
+use super::{
+    agent::AgentUrl,
+    experiment_json,
+    gateway::{self, Gateway},
+};
 
 /// Field manager of every write.
 pub const FIELD_MANAGER: &str = "agentic-operator";
@@ -233,7 +237,11 @@ pub fn workflow_env(exp: &Experiment) -> Vec<Value> {
 
 /// The `use:` chain: `setup-template` (dataset from S3 or a URL only), then
 /// `run-template`, `evaluate-template`, `publish-template`, `visualize-template`.
-pub fn workflow_templates(exp: &Experiment, agent_url: &str) -> Vec<Value> {
+pub fn workflow_templates(
+    exp: &Experiment,
+    agent_url: &str,
+    gateway_url: Option<&str>,
+) -> Vec<Value> {
     let mut chain = Vec::new();
     match exp.spec.scenario_source() {
         Some(ScenarioSource::S3(s3)) => chain.push(json!({
@@ -247,18 +255,28 @@ pub fn workflow_templates(exp: &Experiment, agent_url: &str) -> Vec<Value> {
         Some(ScenarioSource::Inline(_)) | None => {}
     }
     chain.push(json!({"name": "run-template", "config": {"agentUrl": agent_url}}));
-    chain.push(json!({"name": "evaluate-template"}));
+    chain.push(match gateway_url {
+        Some(url) => {
+            json!({"name": "evaluate-template", "config": gateway::evaluate_config(exp, url)})
+        }
+        None => json!({"name": "evaluate-template"}),
+    });
     chain.push(json!({"name": "publish-template"}));
     chain.push(json!({"name": "visualize-template"}));
     chain
 }
 
 /// The `TestWorkflow`.
-pub fn workflow(exp: &Experiment, names: &Names, agent_url: &str) -> DynamicObject {
+pub fn workflow(
+    exp: &Experiment,
+    names: &Names,
+    agent_url: &str,
+    gateway_url: Option<&str>,
+) -> DynamicObject {
     let inline = matches!(exp.spec.scenario_source(), Some(ScenarioSource::Inline(_)));
     let mut spec = json!({
         "container": {"env": workflow_env(exp)},
-        "use": workflow_templates(exp, agent_url),
+        "use": workflow_templates(exp, agent_url, gateway_url),
     });
     if inline {
         spec["content"] = json!({"files": [{
@@ -319,7 +337,12 @@ pub fn trigger(exp: &Experiment, names: &Names) -> Option<DynamicObject> {
 }
 
 /// Everything the Experiment generates.
-pub fn desired(exp: &Experiment, testkube_namespace: Option<&str>, agent: &AgentUrl) -> Desired {
+pub fn desired(
+    exp: &Experiment,
+    testkube_namespace: Option<&str>,
+    agent: &AgentUrl,
+    gateway: &Gateway,
+) -> Desired {
     let names = names(
         &exp.name_any(),
         &exp.namespace().unwrap_or_default(),
@@ -327,7 +350,7 @@ pub fn desired(exp: &Experiment, testkube_namespace: Option<&str>, agent: &Agent
     );
     Desired {
         config_map: config_map(exp, &names),
-        workflow: workflow(exp, &names, &agent.url),
+        workflow: workflow(exp, &names, &agent.url, gateway.url()),
         trigger: trigger(exp, &names),
         inline: matches!(exp.spec.scenario_source(), Some(ScenarioSource::Inline(_))),
         names,
@@ -364,7 +387,7 @@ mod tests {
 
     #[test]
     fn scenarios_mode_mounts_the_config_map_and_skips_setup() {
-        let d = desired(&experiment(inline_spec()), None, &url());
+        let d = desired(&experiment(inline_spec()), None, &url(), &Gateway::None);
         assert!(d.inline);
         let spec = &d.workflow.data["spec"];
         let used: Vec<&str> = spec["use"]
@@ -419,6 +442,7 @@ mod tests {
             ),
             None,
             &url(),
+            &Gateway::None,
         );
         let spec = &s3.workflow.data["spec"];
         assert_eq!(
@@ -427,9 +451,26 @@ mod tests {
         );
         assert_eq!(spec["use"][1]["name"], "run-template");
         assert_eq!(spec["use"].as_array().unwrap().len(), 5);
-        // The evaluate template's config keys changed names upstream (openApiBasePath,
-        // openAiBasePath): none is passed, so each template version uses its default.
+        // Without an AI gateway no evaluate config is passed: the template's default applies.
         assert_eq!(spec["use"][2], json!({"name": "evaluate-template"}));
+        let gateway = Gateway::Found {
+            namespace: "ai-gateway".into(),
+            name: "litellm".into(),
+            url: "http://litellm.ai-gateway.svc.cluster.local.:4000".into(),
+            referenced: false,
+        };
+        let with_gateway = desired(
+            &experiment(
+                json!({"agentRef": {"name": "a"}, "dataset": {"s3": {"bucket": "testbench", "key": "dataset.json"}}}),
+            ),
+            None,
+            &url(),
+            &gateway,
+        );
+        assert_eq!(
+            with_gateway.workflow.data["spec"]["use"][2],
+            json!({"name": "evaluate-template", "config": {"openApiBasePath": "http://litellm.ai-gateway.svc.cluster.local.:4000"}})
+        );
         assert!(spec.get("content").is_none());
         assert!(!s3.inline);
         let text = &s3.config_map.data.as_ref().unwrap()["experiment.json"];
@@ -442,6 +483,7 @@ mod tests {
             ),
             None,
             &url(),
+            &Gateway::None,
         );
         assert_eq!(
             url_mode.workflow.data["spec"]["use"][0],
@@ -452,7 +494,7 @@ mod tests {
     /// Upstream referenced `otel-config` without `optional`, so pods failed without it.
     #[test]
     fn otel_endpoint_is_optional_or_literal() {
-        let d = desired(&experiment(inline_spec()), None, &url());
+        let d = desired(&experiment(inline_spec()), None, &url(), &Gateway::None);
         assert_eq!(
             d.workflow.data["spec"]["container"]["env"],
             json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "valueFrom": {"configMapKeyRef": {"name": "otel-config", "key": "OTEL_EXPORTER_OTLP_ENDPOINT", "optional": true}}}])
@@ -460,14 +502,14 @@ mod tests {
         let mut spec = inline_spec();
         spec["otlpEndpoint"] = json!("http://lgtm:4318");
         spec["env"] = json!([{"name": "EXTRA", "value": "1"}]);
-        let d = desired(&experiment(spec), None, &url());
+        let d = desired(&experiment(spec), None, &url(), &Gateway::None);
         assert_eq!(
             d.workflow.data["spec"]["container"]["env"],
             json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://lgtm:4318"}, {"name": "EXTRA", "value": "1"}])
         );
         let mut spec = inline_spec();
         spec["env"] = json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://mine"}]);
-        let d = desired(&experiment(spec), None, &url());
+        let d = desired(&experiment(spec), None, &url(), &Gateway::None);
         assert_eq!(
             d.workflow.data["spec"]["container"]["env"],
             json!([{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://mine"}])
@@ -478,7 +520,7 @@ mod tests {
     fn trigger_watches_the_agent_deployment() {
         let mut spec = inline_spec();
         spec["trigger"] = json!({"enabled": true, "concurrencyPolicy": "Forbid"});
-        let d = desired(&experiment(spec), None, &url());
+        let d = desired(&experiment(spec), None, &url(), &Gateway::None);
         let trigger = d.trigger.unwrap();
         assert_eq!(trigger.metadata.name.as_deref(), Some("weather-trigger"));
         assert_eq!(
@@ -501,10 +543,16 @@ mod tests {
 
         let mut spec = inline_spec();
         spec["trigger"] = json!({"enabled": false});
-        assert!(desired(&experiment(spec), None, &url()).trigger.is_none());
+        assert!(
+            desired(&experiment(spec), None, &url(), &Gateway::None)
+                .trigger
+                .is_none()
+        );
         let mut spec = json!({"agentRef": {"name": "a"}, "scenarios": [{"name": "s", "steps": [{"input": "i"}]}]});
         spec["trigger"] = json!({"enabled": true, "event": "Deployment-Image-Update"});
-        let t = desired(&experiment(spec), None, &url()).trigger.unwrap();
+        let t = desired(&experiment(spec), None, &url(), &Gateway::None)
+            .trigger
+            .unwrap();
         assert_eq!(t.data["spec"]["event"], "deployment-image-update");
         assert_eq!(t.data["spec"]["resourceSelector"]["namespace"], "team");
         assert_eq!(t.data["spec"]["concurrencyPolicy"], "allow");
@@ -515,7 +563,7 @@ mod tests {
     fn testkube_namespace_mode_moves_children_and_uses_labels() {
         let mut spec = inline_spec();
         spec["trigger"] = json!({"enabled": true});
-        let d = desired(&experiment(spec), Some("testkube"), &url());
+        let d = desired(&experiment(spec), Some("testkube"), &url(), &Gateway::None);
         assert_eq!(d.names.namespace, "testkube");
         assert_eq!(d.names.workflow, "weather-team-workflow");
         assert!(!d.names.same_namespace);
@@ -572,7 +620,7 @@ mod tests {
     fn schedule_becomes_a_cron_event() {
         let mut spec = inline_spec();
         spec["schedule"] = json!({"cron": "0 * * * *", "timezone": "Europe/Berlin"});
-        let d = desired(&experiment(spec), None, &url());
+        let d = desired(&experiment(spec), None, &url(), &Gateway::None);
         assert_eq!(
             d.workflow.data["spec"]["events"],
             json!([{"cronjob": {"cron": "0 * * * *", "timezone": "Europe/Berlin"}}])

@@ -12,6 +12,7 @@ pub mod build;
 pub mod children;
 pub mod error;
 pub mod experiment_json;
+pub mod gateway;
 pub mod metrics;
 pub mod reconcile;
 pub mod status;
@@ -203,6 +204,12 @@ pub fn controller(
         watcher::Config::default(),
     );
 
+    let gateways = dynamic_watch(
+        client.clone(),
+        &gateway::ai_gateway_resource(),
+        watcher::Config::default(),
+    );
+
     let ctx = Arc::new(reconcile::Context {
         client,
         recorder: rt.recorders.recorder(CONTROLLER),
@@ -213,6 +220,7 @@ pub fn controller(
         statuses: reconcile::StatusMemo::default(),
         agents: agents.store.clone(),
         agents_synced: agents.synced.clone(),
+        gateways: gateways.store.clone(),
         metrics: rt.metrics.register(metrics::EvaluationMetrics::register),
         otel_configs: otel_configs.store.clone(),
         otel_synced: otel_configs.synced.clone(),
@@ -221,6 +229,7 @@ pub fn controller(
             workflows.settled.clone(),
             triggers.settled.clone(),
             agents.settled.clone(),
+            gateways.settled.clone(),
             otel_configs.settled.clone(),
         ],
     });
@@ -228,6 +237,8 @@ pub fn controller(
     let otel_index = experiments.reader.clone();
     let testkube_namespace = rt.settings.testkube_namespace.clone();
     let agent_ar = agent::agent_resource();
+    let gateway_index = experiments.reader.clone();
+    let gateway_ar = gateway::ai_gateway_resource();
     Ok(controller_task(
         rt,
         CONTROLLER,
@@ -245,6 +256,11 @@ pub fn controller(
                     agents.stream,
                     move |agent: DynamicObject| referencing(&index, &agent),
                     agent_ar,
+                )
+                .watches_stream_with(
+                    gateways.stream,
+                    move |gw: DynamicObject| using_gateway(&gateway_index, &gw),
+                    gateway_ar,
                 )
         },
         reconcile::reconcile,
@@ -285,6 +301,39 @@ fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRe
             let ns = exp.namespace().unwrap_or_default();
             exp.spec.agent_ref.name == agent_name
                 && exp.spec.agent_ref.namespace_or(&ns) == agent_ns
+        })
+        .map(|exp| ObjectRef::from_obj(exp.as_ref()))
+        .collect()
+}
+
+/// Experiments whose gateway `gw` may be: those whose `aiGatewayRef` names it, and, for a
+/// gateway in `ai-gateway`, every Experiment without a reference (the first gateway there by
+/// name is their default, so adding or removing one can change it).
+fn using_gateway(index: &Store<Experiment>, gw: &DynamicObject) -> Vec<ObjectRef<Experiment>> {
+    let gw_ns = gw.namespace().unwrap_or_default();
+    let gw_name = gw.name_any();
+    let default_candidate = gw_ns == gateway::DEFAULT_GATEWAY_NAMESPACE;
+    index
+        .state()
+        .iter()
+        .filter(|exp| {
+            let ns = exp.namespace().unwrap_or_default();
+            match exp
+                .spec
+                .ai_gateway_ref
+                .as_ref()
+                .filter(|r| r.name.as_deref().is_some_and(|n| !n.is_empty()))
+            {
+                Some(r) => {
+                    r.name.as_deref() == Some(gw_name.as_str())
+                        && r.namespace
+                            .as_deref()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or(&ns)
+                            == gw_ns
+                }
+                None => default_candidate,
+            }
         })
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()

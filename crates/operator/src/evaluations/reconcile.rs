@@ -36,6 +36,7 @@ use super::{
     },
     children::{self, ChildCache, Decision, IN_FLIGHT_TTL},
     error::EvaluationError,
+    gateway,
     metrics::EvaluationMetrics,
     status::{OtelSource, Outcome, WorkflowOutcome, desired_status, owned_part},
     validate,
@@ -61,6 +62,8 @@ pub struct Context {
     pub agents: Store<DynamicObject>,
     /// Whether the Agent watch has listed once (the Agent CRD is installed).
     pub agents_synced: Arc<AtomicBool>,
+    /// `AiGateways` of the agent runtime.
+    pub gateways: Store<DynamicObject>,
     /// Domain metrics.
     pub metrics: EvaluationMetrics,
     /// `otel-config` `ConfigMaps` (by name).
@@ -519,6 +522,7 @@ async fn apply_all(
         generated: Vec::new(),
         agent: None,
         agent_missing: false,
+        gateway: None,
         otel: None,
         last_execution: None,
     };
@@ -606,6 +610,7 @@ async fn report_invalid(
             .unwrap_or_default(),
         agent: None,
         agent_missing: false,
+        gateway: None,
         otel: None,
         last_execution: None,
     };
@@ -633,6 +638,17 @@ async fn report_invalid(
         name: exp.name_any(),
         problems,
     }
+}
+
+/// The AI gateway of `exp` among the cached `AiGateways` (a handful per cluster).
+fn observe_gateway(ctx: &Context, namespace: &str, exp: &Experiment) -> gateway::Gateway {
+    let gateways: Vec<Value> = ctx
+        .gateways
+        .state()
+        .iter()
+        .filter_map(|g| serde_json::to_value(g.as_ref()).ok())
+        .collect();
+    gateway::resolve(namespace, exp, &gateways)
 }
 
 /// Reconciles one evaluation `Experiment`.
@@ -693,12 +709,15 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     let url = agent::resolve(&agent_ref.name, agent_namespace, agent_json.as_ref());
     let agent_missing = live_agent.is_none() && ctx.agents_synced.load(Ordering::Relaxed);
 
+    let gateway = observe_gateway(&ctx, &namespace, &exp);
+
     // Build and apply.
-    let desired = build::desired(&exp, ctx.testkube_namespace.as_deref(), &url);
+    let desired = build::desired(&exp, ctx.testkube_namespace.as_deref(), &url, &gateway);
     let previous = ctx.statuses.base(&exp);
     let (mut outcome, failure, in_flight) = apply_all(&ctx, &desired).await;
     outcome.agent = Some(url);
     outcome.agent_missing = agent_missing;
+    outcome.gateway = Some(gateway);
     outcome.otel = otel_source(&ctx, &exp, &desired.names.namespace);
     // What Testkube reports on the workflow, from the watch cache.
     outcome.last_execution = ctx

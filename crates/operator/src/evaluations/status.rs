@@ -1,7 +1,8 @@
 //! Pure computation of an evaluation `Experiment`'s status from what the reconcile achieved.
 //!
 //! Conditions: `Ready` (everything applied), `WorkflowReady` (the `TestWorkflow` exists) and
-//! `AgentResolved` (where the agent URL came from). Each is true only when it is true: a
+//! `AgentResolved` (where the agent URL came from), `OtelConfigured` and, when a gateway is
+//! named or found, `AiGatewayResolved`. Each is true only when it is true: a
 //! failed `ConfigMap` keeps `WorkflowReady` false, a missing `TestWorkflow` CRD keeps `Ready` false.
 //! `lastExecution` mirrors the execution summary Testkube writes into the `TestWorkflow`'s
 //! `status.latestExecution` ([`last_execution`]).
@@ -15,6 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
 use super::agent::{AgentUrl, AgentUrlSource};
+use super::gateway::{self, Gateway};
+
+/// Condition type: which AI gateway the evaluate phase uses. Set only when `spec.aiGatewayRef`
+/// is given or a default gateway exists.
+pub const CONDITION_AI_GATEWAY_RESOLVED: &str = "AiGatewayResolved";
 
 /// Condition type: where the agent URL came from.
 pub const CONDITION_AGENT_RESOLVED: &str = "AgentResolved";
@@ -68,6 +74,8 @@ pub struct Outcome {
     pub agent: Option<AgentUrl>,
     /// The Agent CRD is installed but the named Agent does not exist.
     pub agent_missing: bool,
+    /// The AI gateway (absent when the spec was invalid).
+    pub gateway: Option<Gateway>,
     /// The OTLP endpoint's source (absent when the spec was invalid or not yet known).
     pub otel: Option<OtelSource>,
     /// The latest execution Testkube reports on the `TestWorkflow`; absent when it reports
@@ -77,11 +85,12 @@ pub struct Outcome {
 
 /// Condition types this operator decides; any other condition belongs to another writer and
 /// is never sent in a status write.
-pub const OWNED_CONDITIONS: [&str; 4] = [
+pub const OWNED_CONDITIONS: [&str; 5] = [
     CONDITION_READY,
     CONDITION_WORKFLOW_READY,
     CONDITION_AGENT_RESOLVED,
     CONDITION_OTEL_CONFIGURED,
+    CONDITION_AI_GATEWAY_RESOLVED,
 ];
 
 /// A timestamp Testkube reports; Go's zero time (`0001-01-01T00:00:00Z`, written for "not
@@ -227,6 +236,68 @@ fn otel_condition(otel: &OtelSource) -> ConditionParts {
     }
 }
 
+/// `AgentResolved` for the resolved agent URL (none when the spec was invalid).
+fn agent_condition(outcome: &Outcome) -> Option<(&'static str, &'static str, String)> {
+    let agent = outcome.agent.as_ref()?;
+    Some(if outcome.agent_missing {
+        (
+            "False",
+            REASON_AGENT_NOT_FOUND,
+            format!(
+                "the Agent named by spec.agentRef does not exist; using {} until it does",
+                agent.url
+            ),
+        )
+    } else {
+        let from = match agent.source {
+            AgentUrlSource::AgentStatusUrl => "the Agent's status.url",
+            AgentUrlSource::AgentProtocol => "the Agent's A2A protocol port",
+            AgentUrlSource::ServiceDns => "the agent's Service DNS name",
+        };
+        (
+            "True",
+            agent.source.reason(),
+            format!("agent URL {} (from {from})", agent.url),
+        )
+    })
+}
+
+/// `AiGatewayResolved` for a resolution: none when there is no gateway to speak of.
+fn gateway_condition(gw: &Gateway) -> Option<(&'static str, &'static str, String)> {
+    match gw {
+        Gateway::None => None,
+        Gateway::Found {
+            namespace,
+            name,
+            url,
+            referenced,
+        } => Some((
+            "True",
+            if *referenced {
+                gateway::REASON_REFERENCED
+            } else {
+                gateway::REASON_DEFAULT
+            },
+            format!(
+                "evaluate-template reaches the judge model through AiGateway {namespace}/{name} at {url}{}",
+                if *referenced {
+                    ""
+                } else {
+                    " (the first AiGateway in namespace ai-gateway; set spec.aiGatewayRef to choose)"
+                }
+            ),
+        )),
+        Gateway::Missing { namespace, name } => Some((
+            "False",
+            gateway::REASON_NOT_FOUND,
+            format!(
+                "spec.aiGatewayRef names AiGateway {namespace}/{name}, which does not exist; \
+                 evaluate-template uses its own default until it does"
+            ),
+        )),
+    }
+}
+
 /// The status to write. `previous` keeps each condition's `lastTransitionTime` unless its
 /// status flips, and carries over foreign conditions, and `lastExecution` when the outcome
 /// has none.
@@ -258,31 +329,21 @@ pub fn desired_status(
             now,
         ),
     ];
-    if let Some(agent) = &outcome.agent {
-        let (status, reason, message) = if outcome.agent_missing {
-            (
-                "False",
-                REASON_AGENT_NOT_FOUND,
-                format!(
-                    "the Agent named by spec.agentRef does not exist; using {} until it does",
-                    agent.url
-                ),
-            )
-        } else {
-            let from = match agent.source {
-                AgentUrlSource::AgentStatusUrl => "the Agent's status.url",
-                AgentUrlSource::AgentProtocol => "the Agent's A2A protocol port",
-                AgentUrlSource::ServiceDns => "the agent's Service DNS name",
-            };
-            (
-                "True",
-                agent.source.reason(),
-                format!("agent URL {} (from {from})", agent.url),
-            )
-        };
+    if let Some((status, reason, message)) = agent_condition(outcome) {
         conditions.push(condition(
             previous,
             CONDITION_AGENT_RESOLVED,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        ));
+    }
+    if let Some((status, reason, message)) = outcome.gateway.as_ref().and_then(gateway_condition) {
+        conditions.push(condition(
+            previous,
+            CONDITION_AI_GATEWAY_RESOLVED,
             status,
             reason,
             message,
@@ -308,6 +369,7 @@ pub fn desired_status(
         CONDITION_READY,
         CONDITION_WORKFLOW_READY,
         CONDITION_AGENT_RESOLVED,
+        CONDITION_AI_GATEWAY_RESOLVED,
     ];
     if outcome.otel.is_some() {
         ours.push(CONDITION_OTEL_CONFIGURED);
@@ -357,6 +419,7 @@ mod tests {
             generated: generated(&["ConfigMap", "TestWorkflow"]),
             agent: Some(resolve("a", "team", None)),
             agent_missing: false,
+            gateway: Some(Gateway::None),
             otel: Some(OtelSource::ConfigMap),
             last_execution: None,
         }
