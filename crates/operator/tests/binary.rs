@@ -90,6 +90,8 @@ fn help_documents_every_flag_and_environment_variable() {
         "--legacy-watch",
         "--controllers",
         "--reconcile-timeout",
+        "--kube-api-qps",
+        "--kube-api-burst",
         "MAX_CONCURRENT_RECONCILES",
         "NAMESPACE",
         "BACKEND_NAMESPACE",
@@ -171,6 +173,18 @@ fn invalid_flag_values_are_rejected_with_the_flag_name() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("--lease-duration"));
+
+    // A burst with no rate to refill it.
+    let output = operator(&home, &[("DEV_MODE", "1")])
+        .arg("--kube-api-burst=30")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("--kube-api-burst=30 needs --kube-api-qps"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

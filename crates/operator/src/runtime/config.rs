@@ -183,6 +183,16 @@ pub struct RunArgs {
     /// Default: `$LABS_PROVISIONING_TIMEOUT_SECONDS`, else the configuration file, else 20m.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub labs_provisioning_timeout: Option<Duration>,
+
+    /// Client-side limit on requests per second to the API server, shared by every controller
+    /// ("0" = no limit: the API server's priority and fairness protects it).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub kube_api_qps: u32,
+
+    /// Requests that may go out at once above --kube-api-qps after a quiet spell. Default:
+    /// the same as --kube-api-qps.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub kube_api_burst: u32,
 }
 
 impl Default for RunArgs {
@@ -205,6 +215,8 @@ impl Default for RunArgs {
             webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
             labs_config: None,
             labs_provisioning_timeout: None,
+            kube_api_qps: 0,
+            kube_api_burst: 0,
         }
     }
 }
@@ -304,6 +316,38 @@ pub struct Settings {
     pub identity: String,
     /// The labs family's configuration sources.
     pub labs: LabsSettings,
+    /// Client-side request rate limit (`--kube-api-qps`, `--kube-api-burst`); `None`: none.
+    pub api_rate: Option<ApiRate>,
+}
+
+/// A client-side limit on requests to the API server: on average `qps` per second, with up to
+/// `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRate {
+    /// Requests per second on average.
+    pub qps: u32,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
+impl ApiRate {
+    /// `burst` requests per window of `burst / qps` seconds: `qps` on average, never more
+    /// than `burst` at once.
+    pub fn window(self) -> (u64, Duration) {
+        (
+            u64::from(self.burst),
+            Duration::from_secs_f64(f64::from(self.burst) / f64::from(self.qps.max(1))),
+        )
+    }
+
+    fn resolve(qps: u32, burst: u32) -> Result<Option<Self>, ConfigError> {
+        match (qps, burst) {
+            (0, 0) => Ok(None),
+            (0, _) => Err(ConfigError::BurstWithoutQps { burst }),
+            (qps, 0) => Ok(Some(Self { qps, burst: qps })),
+            (qps, burst) => Ok(Some(Self { qps, burst })),
+        }
+    }
 }
 
 /// Where the labs family's configuration comes from.
@@ -346,6 +390,14 @@ pub enum ConfigError {
         renew: Duration,
         /// `--retry-period`.
         retry: Duration,
+    },
+    /// `--kube-api-burst` without a rate to refill it.
+    #[error(
+        "--kube-api-burst={burst} needs --kube-api-qps above 0 (or set both to 0 for no limit)"
+    )]
+    BurstWithoutQps {
+        /// The rejected burst.
+        burst: u32,
     },
     /// `--max-concurrent-reconciles=0` with no usable environment override.
     #[error("--max-concurrent-reconciles must be at least 1")]
@@ -534,6 +586,7 @@ impl Settings {
             instance: host,
             identity,
             labs: labs_settings(args, env)?,
+            api_rate: ApiRate::resolve(args.kube_api_qps, args.kube_api_burst)?,
         })
     }
 }
@@ -940,6 +993,32 @@ mod tests {
                 .unwrap()
                 .reconcile_timeout,
             None
+        );
+    }
+
+    #[test]
+    fn api_rate_flags() {
+        let resolve = |qps, burst| {
+            let args = RunArgs {
+                kube_api_qps: qps,
+                kube_api_burst: burst,
+                ..RunArgs::default()
+            };
+            Settings::resolve(&args, &Environment::fixed([("POD_NAME", "p")], None))
+                .map(|s| s.api_rate)
+        };
+        assert_eq!(resolve(0, 0), Ok(None), "no limit by default");
+        assert_eq!(resolve(20, 0), Ok(Some(ApiRate { qps: 20, burst: 20 })));
+        assert_eq!(resolve(20, 30), Ok(Some(ApiRate { qps: 20, burst: 30 })));
+        let err = resolve(0, 30).unwrap_err();
+        assert_eq!(err, ConfigError::BurstWithoutQps { burst: 30 });
+        assert!(
+            err.to_string()
+                .contains("--kube-api-burst=30 needs --kube-api-qps")
+        );
+        assert_eq!(
+            ApiRate { qps: 20, burst: 30 }.window(),
+            (30, Duration::from_millis(1500))
         );
     }
 

@@ -235,6 +235,11 @@ enum Ending {
 }
 
 impl Manager {
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// A manager for `settings` that can run `families`.
     pub fn new(settings: Settings, families: Vec<Box<dyn Family>>) -> Self {
         Self {
@@ -345,7 +350,7 @@ impl Manager {
     pub async fn run(self) -> Result<(), RunError> {
         let shutdown = CancellationToken::new();
         super::shutdown::spawn_signal_handler(shutdown.clone());
-        let client = startup::connect().await?;
+        let client = startup::connect(self.settings.api_rate).await?;
         self.run_with_client(client, shutdown).await
     }
 

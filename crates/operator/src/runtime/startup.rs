@@ -4,9 +4,14 @@
 
 use std::time::Duration;
 
-use kube::{Client, Config};
+use kube::{Client, Config, client::ClientBuilder};
+use tower::limit::RateLimitLayer;
 
-use super::{config::ConfigError, leader::LeaseError, watches::WatchError};
+use super::{
+    config::{ApiRate, ConfigError},
+    leader::LeaseError,
+    watches::WatchError,
+};
 
 /// How long the start-up reachability check waits for the API server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,15 +141,31 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// Loads the kubeconfig (or in-cluster configuration) and builds a client, without I/O to the
 /// API server.
-pub async fn load_client() -> Result<(Client, String), RunError> {
+pub async fn load_client(rate: Option<ApiRate>) -> Result<(Client, String), RunError> {
     let config = Config::infer().await.map_err(|e| RunError::NoKubeconfig {
         detail: error_chain(&e),
     })?;
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|e| RunError::Client {
+    Ok((build_client(config, rate)?, url))
+}
+
+/// A client for `config`. With a rate, every request of every clone of the client (watches
+/// count once, when they start) waits for its turn: at most `burst` at once and `qps` per
+/// second on average, like client-go's `--kube-api-qps`/`--kube-api-burst`.
+pub fn build_client(config: Config, rate: Option<ApiRate>) -> Result<Client, RunError> {
+    let builder = ClientBuilder::try_from(config).map_err(|e| RunError::Client {
         detail: error_chain(&e),
     })?;
-    Ok((client, url))
+    Ok(match rate {
+        Some(rate) => builder.with_layer(&rate_limit(rate)).build(),
+        None => builder.build(),
+    })
+}
+
+/// The request rate limit of [`build_client`].
+pub fn rate_limit(rate: ApiRate) -> RateLimitLayer {
+    let (requests, per) = rate.window();
+    RateLimitLayer::new(requests, per)
 }
 
 /// Checks that the API server answers `GET /version` within [`CONNECT_TIMEOUT`].
@@ -167,8 +188,8 @@ pub async fn check_reachable(client: &Client, url: &str) -> Result<(), RunError>
 }
 
 /// [`load_client`] followed by [`check_reachable`].
-pub async fn connect() -> Result<Client, RunError> {
-    let (client, url) = load_client().await?;
+pub async fn connect(rate: Option<ApiRate>) -> Result<Client, RunError> {
+    let (client, url) = load_client(rate).await?;
     check_reachable(&client, &url).await?;
     Ok(client)
 }
@@ -176,6 +197,48 @@ pub async fn connect() -> Result<Client, RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit lets `burst` requests through at once and holds the next one (the refill
+    /// rate is `ApiRate::window`'s, tested with the flags).
+    #[tokio::test]
+    async fn the_rate_limit_holds_requests_beyond_the_burst() {
+        use tower::{Layer, Service, ServiceExt};
+        let layer = rate_limit(ApiRate { qps: 1, burst: 2 });
+        let mut svc = layer.layer(tower::service_fn(|n: u32| async move {
+            Ok::<_, std::convert::Infallible>(n)
+        }));
+        for n in 0..2 {
+            assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
+        }
+        assert!(
+            futures::poll!(std::pin::pin!(svc.ready())).is_pending(),
+            "a third request within the window waits"
+        );
+    }
+
+    /// A rate-limited client built from a kubeconfig talks to the API server as usual.
+    #[tokio::test]
+    async fn a_rate_limited_client_works() {
+        let dc = devcluster::DevCluster::start().await.unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(dc.kubeconfig_path()).unwrap();
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .unwrap();
+        let client = build_client(config, Some(ApiRate { qps: 50, burst: 5 })).unwrap();
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        for _ in 0..10 {
+            assert!(
+                !namespaces
+                    .list(&kube::api::ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            );
+        }
+        dc.shutdown().await;
+    }
 
     #[test]
     fn messages_are_one_line_and_actionable() {

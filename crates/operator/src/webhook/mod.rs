@@ -41,7 +41,7 @@ impl WebhookOptions {
 pub async fn run_with_webhook(manager: Manager, options: WebhookOptions) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     crate::runtime::shutdown::spawn_signal_handler(shutdown.clone());
-    let client = startup::connect().await?;
+    let client = startup::connect(manager.settings().api_rate).await?;
     if let BindAddress::Listen(address) = options.address {
         server::serve(address, &options.cert_dir, client.clone(), shutdown.clone())
             .await
