@@ -818,6 +818,59 @@ async fn the_evaluate_step_follows_the_ai_gateway() {
     op.stop().await.unwrap();
 }
 
+/// Upstream ignored the judge settings of a dataset-mode Experiment without a word. The
+/// webhook warns at `kubectl apply`; without the webhook, the operator's Warning Event
+/// `SpecWarning` says the same, once per generation (later reconciles of it add nothing).
+#[tokio::test]
+async fn settings_ignored_in_dataset_mode_are_a_warning_event() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let op = start_operator(client.clone(), None);
+    let mut exp = scenarios_experiment("downloaded");
+    exp["spec"].as_object_mut().unwrap().remove("scenarios");
+    exp["spec"]["dataset"] = json!({"s3": {"bucket": "testbench", "key": "dataset.json"}});
+    create_object(&client, &experiments(), "team", exp).await;
+    let events = || async {
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "team")
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("SpecWarning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("downloaded")
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = wait_for("a SpecWarning Event", || async {
+        events().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(first.type_.as_deref(), Some("Warning"));
+    assert!(
+        first
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("spec.llmAsAJudgeModel"),
+        "{first:?}"
+    );
+    // More reconciles of the same generation: a deleted workflow is repaired.
+    dynamic(&client, &workflows(), "team")
+        .delete("downloaded-workflow", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the workflow to be repaired", || async {
+        get_object(&client, &workflows(), "team", "downloaded-workflow").await
+    })
+    .await;
+    let after = events().await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].series.is_none(), "published again: {:?}", after[0]);
+    op.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn restart_converges_without_rewriting_children() {
     let dc = cluster(true).await;

@@ -445,6 +445,27 @@ async fn publish(ctx: &Context, exp: &Experiment, event: Event) {
     crate::runtime::events::publish(&ctx.recorder, &event, &exp.object_ref(&())).await;
 }
 
+/// A Warning Event `SpecWarning` with what validation accepted but the run will not honour
+/// (the webhook shows the same text at `kubectl apply`; this reaches users without it).
+/// Called once per generation: when the status that records it is written.
+async fn warn_once(ctx: &Context, exp: &Experiment, warnings: &[String]) {
+    if warnings.is_empty() {
+        return;
+    }
+    publish(
+        ctx,
+        exp,
+        Event {
+            type_: EventType::Warning,
+            reason: "SpecWarning".into(),
+            note: Some(warnings.join("; ").chars().take(1000).collect()),
+            action: "Validate".into(),
+            secondary: None,
+        },
+    )
+    .await;
+}
+
 /// Writes `status` unless `previous` (see [`StatusMemo::base`]) already is it.
 async fn write_status(
     ctx: &Context,
@@ -752,7 +773,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
         }
     }
     let status = desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now());
-    write_status(&ctx, &exp, previous.as_ref(), &status).await?;
+    let new_generation =
+        previous.as_ref().and_then(|s| s.observed_generation) != exp.meta().generation;
+    if write_status(&ctx, &exp, previous.as_ref(), &status).await? && new_generation {
+        warn_once(&ctx, &exp, &findings.warnings).await;
+    }
     match (failure, in_flight) {
         (Some(error), _) => Err(error),
         // Normally the write's watch event comes first and triggers the next reconcile.
