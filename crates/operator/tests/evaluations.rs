@@ -249,6 +249,42 @@ async fn crd_rejects_invalid_experiments_naming_the_field() {
     }
 }
 
+/// `null` in an optional field (what templating tools write for an empty value) is dropped
+/// before defaulting and validation, as with the upstream CRD: `scenarios: null` next to a
+/// dataset is not "both", and `defaultThreshold: null` gets the default.
+#[tokio::test]
+async fn nulls_in_optional_fields_are_dropped_as_upstream() {
+    let dc = cluster(false).await;
+    let client = dc.client();
+    let stored = create_object(
+        &client,
+        &experiments(),
+        "team",
+        json!({
+            "apiVersion": "testbench.agentic-layer.ai/v1alpha1",
+            "kind": "Experiment",
+            "metadata": {"name": "templated", "namespace": "team"},
+            "spec": {
+                "agentRef": {"name": "a", "namespace": null},
+                "dataset": {"s3": {"bucket": "b", "key": "k.json"}, "url": null},
+                "scenarios": null,
+                "defaultThreshold": null,
+                "trigger": null,
+            }
+        }),
+    )
+    .await;
+    let spec = &stored.data["spec"];
+    assert_eq!(
+        spec,
+        &json!({
+            "agentRef": {"name": "a"},
+            "dataset": {"s3": {"bucket": "b", "key": "k.json"}},
+            "defaultThreshold": 0.9,
+        })
+    );
+}
+
 #[tokio::test]
 #[allow(clippy::too_many_lines)] // one scenario, step by step
 async fn create_update_delete_cascade_in_the_experiment_namespace() {
