@@ -703,6 +703,23 @@ pub fn prepare_create(def: &ResourceDef, v: &mut Value) {
     builtin_defaults(def, v);
 }
 
+/// A Secret's `stringData` is write-only: each entry replaces the `data` entry of the same key,
+/// base64-encoded, and `stringData` itself is never stored, as on a real API server.
+fn merge_string_data(v: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(plain)) = v.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    if !v["data"].is_object() {
+        v["data"] = json!({});
+    }
+    for (key, value) in plain {
+        let text = value.as_str().unwrap_or_default();
+        v["data"][key.as_str()] =
+            json!(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
+    }
+}
+
 /// Sets `v[key]` when it is absent or null.
 fn default_to(v: &mut Value, key: &str, d: Value) {
     if v[key].is_null() {
@@ -722,7 +739,10 @@ pub fn fill_defaults(def: &ResourceDef, v: &mut Value) {
             default_to(&mut v["spec"], "serviceAccountName", json!("default"));
         }
         ("", "services") => default_to(&mut v["spec"], "type", json!("ClusterIP")),
-        ("", "secrets") => default_to(v, "type", json!("Opaque")),
+        ("", "secrets") => {
+            default_to(v, "type", json!("Opaque"));
+            merge_string_data(v);
+        }
         ("apps", "deployments") => {
             let s = &mut v["spec"];
             default_to(s, "replicas", json!(1));

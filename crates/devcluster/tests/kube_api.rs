@@ -189,3 +189,38 @@ async fn namespaces_gate_writes_and_terminate() {
     .await;
     assert!(dc.cluster().get("", "configmaps", "team", "x").is_none());
 }
+
+/// A Secret's `stringData` is merged into `data` (base64) on create and on every update, and
+/// never stored: what clients that write `stringData` rely on.
+#[tokio::test]
+async fn secret_string_data_is_merged_into_data() {
+    use k8s_openapi::{ByteString, api::core::v1::Secret};
+    let dc = DevCluster::start().await.unwrap();
+    let api: Api<Secret> = Api::namespaced(dc.client(), "default");
+    let mut secret = Secret::default();
+    secret.metadata.name = Some("s".into());
+    secret.data = Some([("kept".to_owned(), ByteString(b"1".to_vec()))].into());
+    secret.string_data = Some(
+        [
+            ("plain".to_owned(), "text".to_owned()),
+            ("kept".to_owned(), "2".to_owned()),
+        ]
+        .into(),
+    );
+    let created = api.create(&PostParams::default(), &secret).await.unwrap();
+    assert!(created.string_data.is_none());
+    let data = created.data.unwrap();
+    assert_eq!(data["plain"].0, b"text");
+    assert_eq!(data["kept"].0, b"2", "stringData wins over data");
+    let patched = api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"plain": "new"}})),
+        )
+        .await
+        .unwrap();
+    assert!(patched.string_data.is_none());
+    assert_eq!(patched.data.unwrap()["plain"].0, b"new");
+    assert_eq!(api.get("s").await.unwrap().type_.as_deref(), Some("Opaque"));
+}
