@@ -935,6 +935,7 @@ async fn fake_runner() -> (
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one runner stand-in, three rounds of calls
 async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
     use agentic_operator::sessions::session::live;
     let cluster = cluster("forever").await;
@@ -1026,6 +1027,36 @@ async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
         None
     );
     assert!(calls.try_recv().is_err(), "nothing more was sent");
+
+    // The token comes from the Secret the `runner-token-secret` annotation names, not from
+    // the default name (upstream always read the default one).
+    let mut custom = Secret::default();
+    custom.metadata.name = Some("custom-runner-token".into());
+    custom.string_data = Some([("agui-token".to_owned(), "custom-agui".to_owned())].into());
+    Api::<Secret>::namespaced(admin.clone(), NS)
+        .create(&PostParams::default(), &custom)
+        .await
+        .unwrap();
+    sessions(&admin)
+        .patch(
+            "live",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"ambient-code.io/runner-token-secret": "custom-runner-token"}},
+                "spec": {"activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "other"}},
+            })),
+        )
+        .await
+        .unwrap();
+    let session = sessions(&admin).get("live").await.unwrap();
+    live::ensure_runner_spec(&operator_client, &session, &address, now)
+        .await
+        .unwrap();
+    let (path, token, _) = calls.recv().await.unwrap();
+    assert_eq!(
+        (path.as_str(), token.as_str()),
+        ("/workflow", "custom-agui")
+    );
     assert_no_denials(&cluster);
 }
 
