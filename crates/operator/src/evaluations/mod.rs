@@ -237,7 +237,7 @@ pub fn controller(
     let otel_index = experiments.reader.clone();
     let testkube_namespace = rt.settings.testkube_namespace.clone();
     let agent_ar = agent::agent_resource();
-    let gateway_index = experiments.reader.clone();
+    let gateway_wakes = gateway_trigger(experiments.reader.clone(), ctx.gateways.clone());
     let gateway_ar = gateway::ai_gateway_resource();
     Ok(controller_task(
         rt,
@@ -257,11 +257,7 @@ pub fn controller(
                     move |agent: DynamicObject| referencing(&index, &agent),
                     agent_ar,
                 )
-                .watches_stream_with(
-                    gateways.stream,
-                    move |gw: DynamicObject| using_gateway(&gateway_index, &gw),
-                    gateway_ar,
-                )
+                .watches_stream_with(gateways.stream, gateway_wakes, gateway_ar)
         },
         reconcile::reconcile,
         ctx,
@@ -306,6 +302,51 @@ fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRe
         .collect()
 }
 
+/// Maps an `AiGateway` event to the Experiments to reconcile: none unless it changes what a
+/// workflow uses ([`GatewayMemo`]), else those that may use it ([`using_gateway`]).
+fn gateway_trigger(
+    experiments: Store<Experiment>,
+    gateways: Store<DynamicObject>,
+) -> impl Fn(DynamicObject) -> Vec<ObjectRef<Experiment>> + Send + Sync + 'static {
+    let memo = GatewayMemo::default();
+    move |gw| {
+        if memo.changed(&gateways, &gw) {
+            using_gateway(&experiments, &gw)
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// What the evaluate step takes from each known `AiGateway`: its port, or nothing once it is
+/// gone. A gateway event that changes neither (a status update by the gateway's own
+/// controller, a label) wakes no Experiment, however many there are.
+#[derive(Default)]
+struct GatewayMemo(std::sync::Mutex<std::collections::HashMap<(String, String), Option<i64>>>);
+
+impl GatewayMemo {
+    /// Whether `gw`'s event (a change, or a deletion: it is no longer in `store`) changes
+    /// what a workflow would use, remembering the new state.
+    fn changed(&self, store: &Store<DynamicObject>, gw: &DynamicObject) -> bool {
+        let key = (gw.namespace().unwrap_or_default(), gw.name_any());
+        let now = store
+            .get(&ObjectRef::from_obj_with(
+                gw,
+                gateway::ai_gateway_resource(),
+            ))
+            .map(|live| live.data["spec"]["port"].as_i64());
+        let mut memo = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = match &now {
+            Some(port) => memo.insert(key, *port),
+            None => memo.remove(&key),
+        };
+        before != now
+    }
+}
+
 /// Experiments whose gateway `gw` may be: those whose `aiGatewayRef` names it, and, for a
 /// gateway in `ai-gateway`, every Experiment without a reference (the first gateway there by
 /// name is their default, so adding or removing one can change it).
@@ -337,4 +378,47 @@ fn using_gateway(index: &Store<Experiment>, gw: &DynamicObject) -> Vec<ObjectRef
         })
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::{reflector::store::Writer, watcher::Event};
+
+    fn gateway(name: &str, port: Option<i64>, label: &str) -> DynamicObject {
+        let mut spec = serde_json::json!({"aiModels": [{"name": "m", "provider": "p"}]});
+        if let Some(p) = port {
+            spec["port"] = serde_json::json!(p);
+        }
+        let mut gw = DynamicObject::new(name, &gateway::ai_gateway_resource())
+            .within("ai-gateway")
+            .data(serde_json::json!({"spec": spec}));
+        gw.metadata.labels = Some([("l".to_owned(), label.to_owned())].into());
+        gw
+    }
+
+    #[test]
+    fn only_new_moved_or_removed_gateways_wake_experiments() {
+        let mut writer = Writer::new(gateway::ai_gateway_resource());
+        let store = writer.as_reader();
+        let memo = GatewayMemo::default();
+        let mut seen = |event: Event<DynamicObject>, gw: &DynamicObject| {
+            writer.apply_watcher_event(&event);
+            memo.changed(&store, gw)
+        };
+        let first = gateway("g", Some(4000), "a");
+        assert!(seen(Event::Apply(first.clone()), &first), "new");
+        let relabelled = gateway("g", Some(4000), "b");
+        assert!(
+            !seen(Event::Apply(relabelled.clone()), &relabelled),
+            "same port"
+        );
+        let moved = gateway("g", None, "b");
+        assert!(
+            seen(Event::Apply(moved.clone()), &moved),
+            "port changed to the default"
+        );
+        assert!(seen(Event::Delete(moved.clone()), &moved), "removed");
+        assert!(!seen(Event::Delete(moved.clone()), &moved), "already gone");
+    }
 }
