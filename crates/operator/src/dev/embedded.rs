@@ -93,12 +93,16 @@ pub const EXAMPLES: [(&str, &str); 9] = [
 ];
 
 /// What the examples need that they do not contain themselves: the namespaces of the
-/// evaluation and lab examples and of the systems they talk to, and the Agent the evaluation
-/// examples test.
+/// evaluation and lab examples and of the systems they talk to, the Agent the evaluation
+/// examples test and the AI gateway their evaluate step uses.
 pub const PREREQUISITES: &str = r"
 apiVersion: v1
 kind: Namespace
 metadata: {name: sample-agents}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ai-gateway}
 ---
 apiVersion: v1
 kind: Namespace
@@ -130,6 +134,14 @@ metadata: {name: weather-agent, namespace: sample-agents}
 spec:
   protocols:
   - {type: A2A, port: 8000}
+---
+apiVersion: runtime.agentic-layer.ai/v1alpha1
+kind: AiGateway
+metadata: {name: ai-gateway-litellm, namespace: ai-gateway}
+spec:
+  port: 4000
+  aiModels:
+  - {name: gemini-2.5-flash-lite, provider: gemini}
 ";
 
 /// Splits a multi-document YAML stream into JSON values, skipping empty documents.
