@@ -277,6 +277,16 @@ async fn evaluation_experiments_are_checked_on_admission() {
         .map(|_| ());
     let message = denial(err, "update to an unknown agent");
     assert!(message.contains("agents/nobody"), "{message}");
+
+    // A missing AI gateway is a warning, never a denial: the operator reports it and picks
+    // the gateway up once it exists.
+    try_create(
+        client,
+        &ar,
+        evaluation("no-gateway", &json!({"aiGatewayRef": {"name": "nope"}})),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

@@ -89,6 +89,44 @@ pub fn evaluation_experiment(object: &Value, agent: &AgentLookup) -> Verdict {
     verdict
 }
 
+/// Where `spec.aiGatewayRef` points: `(namespace, name)`, the namespace defaulting to the
+/// object's; `None` without a reference (or with an empty name).
+pub fn gateway_ref(object: &Value) -> Option<(String, String)> {
+    let name = object
+        .pointer("/spec/aiGatewayRef/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
+    let namespace = object
+        .pointer("/spec/aiGatewayRef/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("default");
+    Some((namespace.to_owned(), name.to_owned()))
+}
+
+/// The admission warning for a referenced `AiGateway` that could not be found. Never a denial:
+/// the operator applies the workflow anyway and reports `AiGatewayResolved=False`, and picks
+/// the gateway up when it is created.
+pub fn gateway_warning(target: &str, found: &AgentLookup) -> Option<String> {
+    match found {
+        AgentLookup::Found | AgentLookup::Skipped => None,
+        AgentLookup::NotFound => Some(format!(
+            "spec.aiGatewayRef: AiGateway {target} (runtime.agentic-layer.ai/v1alpha1) does not exist; evaluate-template uses its own default base URL until it does"
+        )),
+        AgentLookup::CrdNotInstalled => Some(format!(
+            "spec.aiGatewayRef: the AiGateway CRD (aigateways.runtime.agentic-layer.ai) is not installed, so AiGateway {target} is not used"
+        )),
+        AgentLookup::Failed(why) => Some(format!(
+            "spec.aiGatewayRef: could not check that AiGateway {target} exists: {why}"
+        )),
+    }
+}
+
 /// Rules for `vteam.ambient-code/v1alpha1` `AgenticSession`: the name must leave room for
 /// the `session-<name>` Service, the `<name>-job` Job and the other generated names.
 pub fn agentic_session(object: &Value) -> Verdict {
@@ -213,6 +251,42 @@ mod tests {
 
     fn ok_spec() -> Value {
         json!({"agentRef": {"name": "weather-agent"}, "scenarios": [{"name": "s", "steps": [{"input": "hi"}]}]})
+    }
+
+    #[test]
+    fn gateway_references_and_their_warnings() {
+        let with_ref = |r: Value| {
+            let mut spec = ok_spec();
+            spec["aiGatewayRef"] = r;
+            eval(spec)
+        };
+        assert_eq!(gateway_ref(&eval(ok_spec())), None);
+        assert_eq!(gateway_ref(&with_ref(json!({"name": ""}))), None);
+        assert_eq!(
+            gateway_ref(&with_ref(json!({"name": "g"}))),
+            Some(("team".into(), "g".into()))
+        );
+        assert_eq!(
+            gateway_ref(&with_ref(json!({"name": "g", "namespace": "ai"}))),
+            Some(("ai".into(), "g".into()))
+        );
+        assert_eq!(gateway_warning("ai/g", &AgentLookup::Found), None);
+        let missing = gateway_warning("ai/g", &AgentLookup::NotFound).unwrap();
+        assert!(
+            missing.starts_with("spec.aiGatewayRef: AiGateway ai/g")
+                && missing.contains("does not exist"),
+            "{missing}"
+        );
+        assert!(
+            gateway_warning("ai/g", &AgentLookup::CrdNotInstalled)
+                .unwrap()
+                .contains("not installed")
+        );
+        assert!(
+            gateway_warning("ai/g", &AgentLookup::Failed("timeout".into()))
+                .unwrap()
+                .contains("timeout")
+        );
     }
 
     fn lab(targets: Value) -> Value {

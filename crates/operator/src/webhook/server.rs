@@ -27,7 +27,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::rules::{self, AgentLookup, Verdict};
-use crate::evaluations::agent::{AGENT_GROUP, AGENT_VERSION, agent_resource};
+use crate::evaluations::{
+    agent::{AGENT_GROUP, AGENT_VERSION, agent_resource},
+    gateway::ai_gateway_resource,
+};
 
 /// Path validating evaluation `Experiment`s (`testbench.agentic-layer.ai/v1alpha1`).
 pub const PATH_EVALUATION_EXPERIMENT: &str =
@@ -228,7 +231,18 @@ fn to_check(
 
 /// Looks up the Agent at `namespace/name`.
 pub async fn lookup_agent(client: &Client, namespace: &str, name: &str) -> AgentLookup {
-    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &agent_resource());
+    lookup_object(client, &agent_resource(), namespace, name).await
+}
+
+/// Whether object `namespace/name` of the agent runtime's kind `ar` exists, telling a missing
+/// object from a missing CRD.
+async fn lookup_object(
+    client: &Client,
+    ar: &kube::api::ApiResource,
+    namespace: &str,
+    name: &str,
+) -> AgentLookup {
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, ar);
     match api.get_opt(name).await {
         Ok(Some(_)) => AgentLookup::Found,
         Ok(None) => {
@@ -237,7 +251,7 @@ pub async fn lookup_agent(client: &Client, namespace: &str, name: &str) -> Agent
                 .await
             {
                 Ok(list) => {
-                    if list.resources.iter().any(|r| r.name == "agents") {
+                    if list.resources.iter().any(|r| r.name == ar.plural) {
                         AgentLookup::NotFound
                     } else {
                         AgentLookup::CrdNotInstalled
@@ -262,7 +276,18 @@ async fn evaluation_experiment(State(state): State<WebhookState>, Json(review): 
         Some((namespace, name)) if changed => lookup_agent(&state.client, &namespace, &name).await,
         _ => AgentLookup::Skipped,
     };
-    respond(&request, rules::evaluation_experiment(&object, &agent))
+    let mut verdict = rules::evaluation_experiment(&object, &agent);
+    let gateway = rules::gateway_ref(&object);
+    if gateway != old.as_ref().and_then(rules::gateway_ref)
+        && let Some((namespace, name)) = gateway
+    {
+        let found = lookup_object(&state.client, &ai_gateway_resource(), &namespace, &name).await;
+        verdict.warnings.extend(rules::gateway_warning(
+            &format!("{namespace}/{name}"),
+            &found,
+        ));
+    }
+    respond(&request, verdict)
 }
 
 async fn agentic_session(Json(review): Review) -> Review {
