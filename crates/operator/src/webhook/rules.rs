@@ -44,14 +44,15 @@ pub enum AgentLookup {
     Skipped,
 }
 
-/// Where `spec.agentRef` points: `(namespace, name)`, the namespace defaulting to the object's.
-pub fn agent_ref(object: &Value) -> Option<(String, String)> {
+/// Where the reference at `field` (an object with `name` and `namespace`) points:
+/// `(namespace, name)`, the namespace defaulting to the object's; `None` without a name.
+fn reference(object: &Value, field: &str) -> Option<(String, String)> {
     let name = object
-        .pointer("/spec/agentRef/name")
+        .pointer(&format!("{field}/name"))
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())?;
     let namespace = object
-        .pointer("/spec/agentRef/namespace")
+        .pointer(&format!("{field}/namespace"))
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .or_else(|| {
@@ -61,6 +62,11 @@ pub fn agent_ref(object: &Value) -> Option<(String, String)> {
         })
         .unwrap_or("default");
     Some((namespace.to_owned(), name.to_owned()))
+}
+
+/// Where `spec.agentRef` points: `(namespace, name)`, the namespace defaulting to the object's.
+pub fn agent_ref(object: &Value) -> Option<(String, String)> {
+    reference(object, "/spec/agentRef")
 }
 
 /// Rules for `testbench.agentic-layer.ai/v1alpha1` `Experiment`.
@@ -92,21 +98,7 @@ pub fn evaluation_experiment(object: &Value, agent: &AgentLookup) -> Verdict {
 /// Where `spec.aiGatewayRef` points: `(namespace, name)`, the namespace defaulting to the
 /// object's; `None` without a reference (or with an empty name).
 pub fn gateway_ref(object: &Value) -> Option<(String, String)> {
-    let name = object
-        .pointer("/spec/aiGatewayRef/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())?;
-    let namespace = object
-        .pointer("/spec/aiGatewayRef/namespace")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            object
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-        })
-        .unwrap_or("default");
-    Some((namespace.to_owned(), name.to_owned()))
+    reference(object, "/spec/aiGatewayRef")
 }
 
 /// The admission warning for a referenced `AiGateway` that could not be found. Never a denial:
