@@ -786,3 +786,57 @@ async fn runner_token_is_a_file_and_is_refreshed_while_running() {
     assert_eq!(data["agui-token"], agui, "the AG-UI token changed");
     operator.stop().await.unwrap();
 }
+
+/// The refresh is scheduled, not only done when something wakes the session: a token that
+/// becomes due a few seconds from now is refreshed on time with nothing touching the session,
+/// also by an operator restarted in between (the due time is read back from the Secret's
+/// `token-refreshed-at`, not kept in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_refresh_is_scheduled_and_survives_a_restart() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = start_operator(&client);
+    create(&client, NS, "timed", json!({}), json!({})).await;
+    wait_phase(&client, NS, "timed", SessionPhase::Running).await;
+    operator.stop().await.unwrap();
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    // Due in 3 s: 45 min (the refresh age) minus 3 s ago.
+    let almost_due =
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(45 * 60 - 3)).to_string();
+    secrets
+        .patch(
+            "ambient-runner-token-timed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": almost_due}}
+            })),
+        )
+        .await
+        .unwrap();
+    let before = secrets.get("ambient-runner-token-timed").await.unwrap();
+    let restarted = start_operator(&client);
+    let refreshed = support::wait_for("the scheduled token refresh", || {
+        let (secrets, almost_due) = (&secrets, &almost_due);
+        async move {
+            let s = secrets.get("ambient-runner-token-timed").await.unwrap();
+            s.annotations()
+                .get("ambient-code.io/token-refreshed-at")
+                .is_some_and(|at| at != almost_due)
+                .then_some(s)
+        }
+    })
+    .await;
+    let (old, new) = (before.data.unwrap(), refreshed.data.unwrap());
+    assert_ne!(
+        old["k8s-token"], new["k8s-token"],
+        "no new token was minted"
+    );
+    assert_eq!(
+        old["agui-token"], new["agui-token"],
+        "the AG-UI token changed"
+    );
+    let session = sessions(&client, NS).get("timed").await.unwrap();
+    assert_eq!(session.phase(), SessionPhase::Running);
+    restarted.stop().await.unwrap();
+}
