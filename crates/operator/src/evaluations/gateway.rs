@@ -73,11 +73,26 @@ pub fn service_url(name: &str, namespace: &str, port: i64) -> String {
     format!("http://{name}.{namespace}.svc.cluster.local.:{port}")
 }
 
-fn port_of(gateway: &Value) -> i64 {
+/// The port a gateway is reached on: its `spec.port`, or the CRD's default when unset or
+/// out of range. `gateway` is the object as JSON (or its `DynamicObject` data).
+pub fn port_of(gateway: &Value) -> i64 {
     gateway["spec"]["port"]
         .as_i64()
         .filter(|p| (1..=65535).contains(p))
         .unwrap_or(DEFAULT_GATEWAY_PORT)
+}
+
+/// The gateway `spec.aiGatewayRef` names, as `(namespace, name)` (the namespace defaults to
+/// the Experiment's `exp_namespace`); `None` without a reference or with an empty name.
+pub fn reference(exp_namespace: &str, exp: &Experiment) -> Option<(String, String)> {
+    let reference = exp.spec.ai_gateway_ref.as_ref()?;
+    let name = reference.name.clone().filter(|n| !n.is_empty())?;
+    let namespace = reference
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| exp_namespace.to_owned());
+    Some((namespace, name))
 }
 
 /// Resolves the gateway of `exp` among `gateways` (every known `AiGateway`, as JSON).
@@ -106,20 +121,12 @@ pub fn resolve<'a>(
         g["metadata"]["namespace"].as_str() == Some(ns)
             && g["metadata"]["name"].as_str() == Some(name)
     };
-    match &exp.spec.ai_gateway_ref {
-        Some(reference) if reference.name.as_deref().is_some_and(|n| !n.is_empty()) => {
-            let name = reference.name.clone().unwrap_or_default();
-            let namespace = reference
-                .namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| exp_namespace.to_owned());
-            gateways
-                .into_iter()
-                .find(|g| named(g, &namespace, &name))
-                .map_or(Gateway::Missing { namespace, name }, |g| found(g, true))
-        }
-        _ => gateways
+    match reference(exp_namespace, exp) {
+        Some((namespace, name)) => gateways
+            .into_iter()
+            .find(|g| named(g, &namespace, &name))
+            .map_or(Gateway::Missing { namespace, name }, |g| found(g, true)),
+        None => gateways
             .into_iter()
             .filter(|g| g["metadata"]["namespace"].as_str() == Some(DEFAULT_GATEWAY_NAMESPACE))
             .min_by(|a, b| {

@@ -318,11 +318,11 @@ fn gateway_trigger(
     }
 }
 
-/// What the evaluate step takes from each known `AiGateway`: its port, or nothing once it is
+/// What the evaluate step takes from each known `AiGateway`: its effective port (`port_of`), or nothing once it is
 /// gone. A gateway event that changes neither (a status update by the gateway's own
 /// controller, a label) wakes no Experiment, however many there are.
 #[derive(Default)]
-struct GatewayMemo(std::sync::Mutex<std::collections::HashMap<(String, String), Option<i64>>>);
+struct GatewayMemo(std::sync::Mutex<std::collections::HashMap<(String, String), i64>>);
 
 impl GatewayMemo {
     /// Whether `gw`'s event (a change, or a deletion: it is no longer in `store`) changes
@@ -334,13 +334,13 @@ impl GatewayMemo {
                 gw,
                 gateway::ai_gateway_resource(),
             ))
-            .map(|live| live.data["spec"]["port"].as_i64());
+            .map(|live| gateway::port_of(&live.data));
         let mut memo = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = match &now {
-            Some(port) => memo.insert(key, *port),
+        let before = match now {
+            Some(port) => memo.insert(key, port),
             None => memo.remove(&key),
         };
         before != now
@@ -357,25 +357,12 @@ fn using_gateway(index: &Store<Experiment>, gw: &DynamicObject) -> Vec<ObjectRef
     index
         .state()
         .iter()
-        .filter(|exp| {
-            let ns = exp.namespace().unwrap_or_default();
-            match exp
-                .spec
-                .ai_gateway_ref
-                .as_ref()
-                .filter(|r| r.name.as_deref().is_some_and(|n| !n.is_empty()))
-            {
-                Some(r) => {
-                    r.name.as_deref() == Some(gw_name.as_str())
-                        && r.namespace
-                            .as_deref()
-                            .filter(|n| !n.is_empty())
-                            .unwrap_or(&ns)
-                            == gw_ns
-                }
+        .filter(
+            |exp| match gateway::reference(&exp.namespace().unwrap_or_default(), exp) {
+                Some((ns, name)) => ns == gw_ns && name == gw_name,
                 None => default_candidate,
-            }
-        })
+            },
+        )
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()
 }
