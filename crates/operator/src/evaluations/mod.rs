@@ -318,9 +318,10 @@ fn gateway_trigger(
     }
 }
 
-/// What the evaluate step takes from each known `AiGateway`: its effective port (`port_of`), or nothing once it is
-/// gone. A gateway event that changes neither (a status update by the gateway's own
-/// controller, a label) wakes no Experiment, however many there are.
+/// What the evaluate step takes from each known `AiGateway`: its effective port
+/// ([`gateway::port_of`]), or nothing once it is gone. A gateway event that changes neither (a
+/// status update by the gateway's own controller, a label) wakes no Experiment, however many
+/// there are.
 #[derive(Default)]
 struct GatewayMemo(std::sync::Mutex<std::collections::HashMap<(String, String), i64>>);
 
