@@ -16,7 +16,7 @@
 //!   an event and ends it at once.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map::Entry},
     hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
@@ -36,6 +36,7 @@ use kube::{
 use serde_json::{Map, Value, json};
 
 use super::{build, status::last_execution};
+use crate::runtime::watches::paged;
 
 /// How long a write waits for its watch event before a reconcile repeats it.
 pub const IN_FLIGHT_TTL: Duration = Duration::from_secs(30);
@@ -52,8 +53,9 @@ pub struct Child {
     pub owner: Option<String>,
     /// [`fingerprint`] of the object.
     pub fingerprint: u64,
-    /// What Testkube reports in a `TestWorkflow`'s status.
-    pub last_execution: Option<LastExecution>,
+    /// What Testkube reports in a `TestWorkflow`'s status (boxed: most objects have none,
+    /// and the cache's tables hold every entry inline).
+    pub last_execution: Option<Box<LastExecution>>,
 }
 
 /// What to do with a desired object.
@@ -102,7 +104,14 @@ impl State {
         if old_owner != child.owner.as_ref() {
             self.unindex(&key, old_owner);
             if let Some(owner) = child.owner {
-                self.by_owner.entry(owner).or_default().push(key);
+                // Most owners have one object of each kind: a list grown by `push` would
+                // reserve room for four.
+                match self.by_owner.entry(owner) {
+                    Entry::Occupied(mut keys) => keys.get_mut().push(key),
+                    Entry::Vacant(slot) => {
+                        slot.insert(vec![key]);
+                    }
+                }
             }
         }
         old
@@ -217,7 +226,7 @@ pub fn project(obj: &DynamicObject) -> (Key, Child) {
             .and_then(|a| a.get(build::ANNOTATION_OWNER))
             .cloned(),
         fingerprint: fingerprint_of(obj),
-        last_execution: last_execution(obj.data.get("status")),
+        last_execution: last_execution(obj.data.get("status")).map(Box::new),
     };
     (key, child)
 }
@@ -393,7 +402,7 @@ impl ChildCache {
     ) -> BoxStream<'static, ObjectRef<Experiment>> {
         let cache = self.clone();
         let kind = ar.kind.clone();
-        watcher(Api::<DynamicObject>::all_with(client, ar), config)
+        watcher(Api::<DynamicObject>::all_with(client, ar), paged(config))
             .default_backoff()
             .flat_map(move |event| {
                 let owners = match event {
@@ -426,6 +435,17 @@ mod tests {
                 .collect(),
         );
         obj
+    }
+
+    /// The cache's tables hold each entry inline, one table slot per object and more free
+    /// slots than entries: a [`LastExecution`] inline would more than double every slot.
+    #[test]
+    fn an_entry_stays_small() {
+        assert!(
+            std::mem::size_of::<Child>() <= 64,
+            "{} bytes",
+            std::mem::size_of::<Child>()
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 
 use children::ChildCache;
 
+use crate::runtime::watches::paged;
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
 };
@@ -116,7 +117,7 @@ where
     let flag = synced.clone();
     let settled = Arc::new(AtomicBool::new(false));
     let answered = settled.clone();
-    let stream = watcher(api, config)
+    let stream = watcher(api, paged(config))
         .default_backoff()
         .modify(|obj| obj.managed_fields_mut().clear())
         .map(move |event| {

@@ -744,7 +744,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     outcome.last_execution = ctx
         .workflows
         .get(&desired.names.namespace, &desired.names.workflow)
-        .and_then(|w| w.last_execution);
+        .and_then(|w| w.last_execution.map(|e| *e));
     if failure.is_none() {
         let keep: Vec<(&str, &str, &str)> = outcome
             .generated

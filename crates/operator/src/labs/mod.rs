@@ -34,6 +34,7 @@ use kube::{
     },
 };
 
+use crate::runtime::watches::paged;
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
 };
@@ -223,7 +224,7 @@ fn foreign_watch(
     );
     let stream = watcher::watcher(
         Api::<DynamicObject>::all_with(client.clone(), ar),
-        watcher::Config::default().labels(&selector),
+        paged(watcher::Config::default().labels(&selector)),
     )
     .default_backoff()
     .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
