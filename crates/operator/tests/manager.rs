@@ -43,6 +43,8 @@ fn cm(name: &str, rv: &str) -> serde_json::Value {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
                      "resourceVersion": rv,
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                     "kept": "yes"},
                      "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
         "data": {"k": "v"}
     })
@@ -130,13 +132,21 @@ impl ReconcileError for NeverError {
 #[derive(Debug, Default)]
 struct Seen {
     names: Mutex<BTreeSet<(String, String)>>,
-    managed_fields_seen: Mutex<bool>,
+    managed_fields_kept: Mutex<bool>,
+    /// An object arrived with the `kubectl apply` annotation, or without its other one.
+    kubectl_annotation_kept: Mutex<bool>,
 }
 
 async fn record(obj: Arc<ConfigMap>, ctx: Arc<(String, Arc<Seen>)>) -> Result<Action, NeverError> {
     let (controller, seen) = ctx.as_ref();
     if !obj.managed_fields().is_empty() {
-        *seen.managed_fields_seen.lock().unwrap() = true;
+        *seen.managed_fields_kept.lock().unwrap() = true;
+    }
+    let annotations = obj.annotations();
+    if annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration")
+        || annotations.get("kept").map(String::as_str) != Some("yes")
+    {
+        *seen.kubectl_annotation_kept.lock().unwrap() = true;
     }
     seen.names
         .lock()
@@ -234,8 +244,12 @@ async fn run_family(legacy: bool) {
     eventually("readiness", || health.readiness().ok).await;
     assert!(health.liveness().ok);
     assert!(
-        !*seen.managed_fields_seen.lock().unwrap(),
+        !*seen.managed_fields_kept.lock().unwrap(),
         "managedFields were not pruned"
+    );
+    assert!(
+        !*seen.kubectl_annotation_kept.lock().unwrap(),
+        "the kubectl apply annotation must be dropped and every other annotation kept"
     );
 
     let lists: Vec<String> = fake

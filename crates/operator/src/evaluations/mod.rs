@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 
 use children::ChildCache;
 
-use crate::runtime::watches::paged;
+use crate::runtime::watches::{paged, trim};
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
 };
@@ -119,7 +119,7 @@ where
     let answered = settled.clone();
     let stream = watcher(api, paged(config))
         .default_backoff()
-        .modify(|obj| obj.managed_fields_mut().clear())
+        .modify(|obj| trim(obj))
         .map(move |event| {
             match &event {
                 Ok(watcher::Event::InitDone) => {

@@ -34,7 +34,7 @@ use kube::{
     },
 };
 
-use crate::runtime::watches::paged;
+use crate::runtime::watches::{paged, trim};
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
 };
@@ -227,7 +227,7 @@ fn foreign_watch(
         paged(watcher::Config::default().labels(&selector)),
     )
     .default_backoff()
-    .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear())
+    .modify(|o: &mut DynamicObject| trim(o))
     .reflect(writer)
     .inspect({
         let (applied, deleted) = (applied.clone(), deleted.clone());

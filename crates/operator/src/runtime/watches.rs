@@ -6,7 +6,8 @@
 //! the reflectors; subscribing after that is not possible (kube-runtime can only hand out
 //! subscriptions before the writer is moved into its reflector).
 //!
-//! Every cached object has `metadata.managedFields` dropped before it is stored, and relists
+//! Every cached object has `metadata.managedFields` and the `kubectl apply` annotation
+//! dropped before it is stored ([`trim`]), and relists
 //! after the first list are applied to the cache in place ([`super::relist`]), so a relist
 //! never holds two copies of a cache and objects deleted during a watch gap reach
 //! [`SharedWatches::deletions`].
@@ -55,6 +56,26 @@ pub const DEFAULT_BUFFER: usize = 1024;
 /// watch gap every cache relists at the same time; smaller pages keep that burst of memory
 /// small at the cost of a few more list requests.
 pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The annotation client-side `kubectl apply` (and tools that apply the same way, such as
+/// Argo CD by default) writes on every object it applies: the whole applied object again, as
+/// JSON. No controller reads it.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops from `obj` what no controller reads and what would otherwise be much of a cache's
+/// memory: `metadata.managedFields` and the [`LAST_APPLIED`] annotation (for an object
+/// applied with `kubectl apply`, a second copy of its spec, such as a session's prompt).
+/// Every watch that caches whole objects applies this to each object before storing it.
+pub fn trim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    let meta = obj.meta_mut();
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
 
 /// Whether a cache has finished its initial list, without waiting. A reconcile that decides
 /// from a cache checks this first: before the list completes, an empty cache would look like
@@ -177,9 +198,7 @@ where
             let cache = reader.clone();
             watcher(api, paged(config))
                 .default_backoff()
-                .modify(|obj: &mut K| {
-                    obj.managed_fields_mut().clear();
-                })
+                .modify(|obj: &mut K| trim(obj))
                 .flat_map(move |event| {
                     futures::stream::iter(match event {
                         Ok(event) => relist
@@ -454,6 +473,41 @@ mod tests {
     use kube::runtime::watcher;
 
     use super::{LIST_PAGE_SIZE, paged};
+
+    #[test]
+    fn trim_drops_managed_fields_and_the_kubectl_apply_annotation_only() {
+        let mut cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "a", "namespace": "ns",
+                    "annotations": {"keep": "me", super::LAST_APPLIED: "{\"data\":{}}"},
+                    "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+                "data": {"k": "v"}
+            }))
+            .unwrap();
+        super::trim(&mut cm);
+        assert!(
+            cm.metadata
+                .managed_fields
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+        );
+        assert_eq!(
+            cm.metadata.annotations,
+            Some(std::collections::BTreeMap::from([(
+                "keep".to_owned(),
+                "me".to_owned()
+            )]))
+        );
+        assert_eq!(cm.data.as_ref().unwrap()["k"], "v");
+
+        let mut only: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "a", "annotations": {super::LAST_APPLIED: "{}"}}
+            }))
+            .unwrap();
+        super::trim(&mut only);
+        assert_eq!(only.metadata.annotations, None);
+    }
 
     #[test]
     fn list_pages_are_capped_and_smaller_pages_kept() {

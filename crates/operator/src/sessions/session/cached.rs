@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::state::{JobView, PodView};
-use crate::runtime::compact::Compact;
+use crate::runtime::{compact::Compact, watches::LAST_APPLIED};
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -360,11 +360,32 @@ fn write_object<'a>(
     Ok(())
 }
 
+/// Removes the [`LAST_APPLIED`] annotation from raw `metadata` members (read only when its
+/// key appears in the annotations' text), and `annotations` with it when nothing else is left.
+fn drop_last_applied(meta: &mut RawObject) -> Result<(), serde_json::Error> {
+    let Some(raw) = meta.get("annotations") else {
+        return Ok(());
+    };
+    if !raw.get().contains(LAST_APPLIED) {
+        return Ok(());
+    }
+    let mut annotations: BTreeMap<String, Box<RawValue>> = serde_json::from_str(raw.get())?;
+    annotations.remove(LAST_APPLIED);
+    if annotations.is_empty() {
+        meta.remove("annotations");
+    } else {
+        let text = serde_json::to_string(&annotations)?;
+        meta.insert("annotations".to_owned(), RawValue::from_string(text)?);
+    }
+    Ok(())
+}
+
 impl TryFrom<RawObject> for CachedSession {
     type Error = serde_json::Error;
 
     /// Caches a session read as raw members: `metadata` is split into the identity fields
-    /// (parsed) and the rest (kept as text, `managedFields` dropped unparsed); `spec` and
+    /// (parsed) and the rest (kept as text, `managedFields` dropped unparsed, the
+    /// `kubectl apply` annotation dropped); `spec` and
     /// `status` are kept as the text they came in. The API server writes compact JSON; text
     /// with whitespace between tokens is compacted through a parse first, as the packing
     /// needs.
@@ -374,6 +395,7 @@ impl TryFrom<RawObject> for CachedSession {
             None => RawObject::new(),
         };
         meta.remove("managedFields");
+        drop_last_applied(&mut meta)?;
         let mut identity = RawObject::new();
         for field in IDENTITY_FIELDS {
             if let Some(raw) = meta.remove(field) {
@@ -975,6 +997,46 @@ mod tests {
             CachedSession::url_path(&(), Some("ns")),
             "/apis/vteam.ambient-code/v1alpha1/namespaces/ns/agenticsessions"
         );
+    }
+
+    #[test]
+    fn the_kubectl_apply_annotation_is_not_cached() {
+        let applied = serde_json::json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s1", "namespace": "ns", "uid": "u",
+                "annotations": {"ambient-code.io/desired-phase": "Stopped",
+                    "kubectl.kubernetes.io/last-applied-configuration":
+                        "{\"spec\":{\"initialPrompt\":\"a long prompt\"}}"}},
+            "spec": {"initialPrompt": "a long prompt"}
+        });
+        let cached: CachedSession = serde_json::from_value(applied.clone()).unwrap();
+        let back = cached.session().unwrap();
+        assert_eq!(
+            back.metadata.annotations,
+            Some(BTreeMap::from([(
+                "ambient-code.io/desired-phase".to_owned(),
+                "Stopped".to_owned()
+            )])),
+            "every other annotation is kept"
+        );
+        assert_eq!(back.spec.initial_prompt.as_deref(), Some("a long prompt"));
+        let plain: CachedSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "s1", "namespace": "ns", "uid": "u",
+                "annotations": {"ambient-code.io/desired-phase": "Stopped"}},
+            "spec": {"initialPrompt": "a long prompt"}
+        }))
+        .unwrap();
+        assert_eq!(cached.packed_len(), plain.packed_len());
+
+        // The annotation alone: no annotations are left.
+        let mut only = applied;
+        only["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ambient-code.io/desired-phase");
+        let cached: CachedSession = serde_json::from_value(only).unwrap();
+        assert_eq!(cached.session().unwrap().metadata.annotations, None);
     }
 
     #[test]
