@@ -14,6 +14,7 @@ pub mod leader;
 pub mod logging;
 pub mod manager;
 pub mod metrics;
+pub mod packed;
 pub mod probes;
 pub mod relist;
 pub mod shutdown;

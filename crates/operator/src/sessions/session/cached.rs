@@ -22,10 +22,12 @@ use k8s_openapi::{
 };
 use kube::Resource;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::state::{JobView, PodView};
-use crate::runtime::{compact::Compact, watches::LAST_APPLIED};
+use crate::runtime::{
+    compact::Compact,
+    packed::{Dictionary, Packed, RawObject},
+};
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -189,8 +191,7 @@ pub struct TokenSecret {
 }
 
 /// An `AgenticSession` as cached: its identity and phase, plus the rest of the object
-/// (without `managedFields` and without the identity fields already held in `metadata`) as
-/// compact JSON text packed by `pack`, parsed again when the session is reconciled.
+/// packed (see [`crate::runtime::packed`]), parsed again when the session is reconciled.
 /// A fraction of the size of the parsed object, whose conditions and maps dominate its
 /// footprint.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -200,25 +201,12 @@ pub struct CachedSession {
     pub metadata: ObjectMeta,
     /// `status.phase`.
     pub phase: Option<SessionPhase>,
-    packed: Box<[u8]>,
+    packed: Packed,
 }
 
-/// Identity fields kept in [`CachedSession::metadata`] and left out of its packed JSON.
-const IDENTITY_FIELDS: [&str; 6] = [
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "deletionTimestamp",
-];
-
 /// Substrings that recur in every session's compact JSON (keys in `serde_json`'s sorted
-/// order, the session's condition vocabulary), each packed into one control byte
-/// (`0x01` + index). Compact JSON never holds a raw control byte (`serde_json` escapes them
-/// inside strings), so every such byte of a packed text is a code. Longer entries first:
-/// [`pack`] takes the first entry that matches.
-const DICTIONARY: [&str; 31] = [
+/// order, the session's condition vocabulary). Longer entries first.
+static DICTIONARY: Dictionary = Dictionary::new(&[
     r#"{"apiVersion":"vteam.ambient-code/v1alpha1","kind":"AgenticSession","metadata":{"#,
     r#""the secrets the runner needs exist""#,
     r#""llmSettings":{"maxTokens":"#,
@@ -250,74 +238,12 @@ const DICTIONARY: [&str; 31] = [
     r#""status":{"#,
     r#""phase":""#,
     "PodCreated",
-];
-
-/// For each byte value, whether a [`DICTIONARY`] entry starts with it: [`pack`] tries the
-/// entries only at those bytes (most bytes of a text start none).
-const STARTS_ENTRY: [bool; 256] = {
-    let mut starts = [false; 256];
-    let mut i = 0;
-    while i < DICTIONARY.len() {
-        starts[DICTIONARY[i].as_bytes()[0] as usize] = true;
-        i += 1;
-    }
-    starts
-};
-
-/// Packs compact JSON `text` with [`DICTIONARY`]; `None` if `text` holds a control byte
-/// (never the case for `serde_json`'s output).
-fn pack(text: &str) -> Option<Box<[u8]>> {
-    let bytes = text.as_bytes();
-    if bytes.iter().any(|b| *b < 0x20) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 2);
-    let mut rest = bytes;
-    'outer: while let Some((&first, tail)) = rest.split_first() {
-        if !STARTS_ENTRY[usize::from(first)] {
-            out.push(first);
-            rest = tail;
-            continue;
-        }
-        for (code, entry) in (1u8..).zip(DICTIONARY) {
-            if let Some(after) = rest.strip_prefix(entry.as_bytes()) {
-                out.push(code);
-                rest = after;
-                continue 'outer;
-            }
-        }
-        out.push(first);
-        rest = tail;
-    }
-    Some(out.into_boxed_slice())
-}
-
-/// The JSON text [`pack`] packed.
-fn unpack(packed: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(packed.len() * 2);
-    for &b in packed {
-        match DICTIONARY.get(usize::from(b).wrapping_sub(1)) {
-            Some(entry) if b < 0x20 => out.extend_from_slice(entry.as_bytes()),
-            _ => out.push(b),
-        }
-    }
-    out
-}
+]);
 
 impl CachedSession {
     /// The full session.
     pub fn session(&self) -> Result<AgenticSession, serde_json::Error> {
-        let mut session: AgenticSession = serde_json::from_slice(&unpack(&self.packed))?;
-        let m = &mut session.metadata;
-        m.name.clone_from(&self.metadata.name);
-        m.namespace.clone_from(&self.metadata.namespace);
-        m.uid.clone_from(&self.metadata.uid);
-        m.resource_version
-            .clone_from(&self.metadata.resource_version);
-        m.generation = self.metadata.generation;
-        m.deletion_timestamp
-            .clone_from(&self.metadata.deletion_timestamp);
-        Ok(session)
+        self.packed.restore(&self.metadata, &DICTIONARY)
     }
 
     /// Caches `session` (for tests and tools that hold typed sessions).
@@ -331,10 +257,6 @@ impl CachedSession {
     }
 }
 
-/// A JSON object with its members' texts kept as they came: the shape sessions are read
-/// in, so that nothing but the identity fields and `status.phase` is parsed into values.
-type RawObject = BTreeMap<String, Box<RawValue>>;
-
 /// `status.phase` of a session, the rest of its status skipped.
 #[derive(Deserialize)]
 struct PhaseOnly {
@@ -342,74 +264,12 @@ struct PhaseOnly {
     phase: Option<String>,
 }
 
-/// Writes `{"key":raw,...}` for the members of `object`.
-fn write_object<'a>(
-    out: &mut Vec<u8>,
-    members: impl Iterator<Item = (&'a str, &'a [u8])>,
-) -> Result<(), serde_json::Error> {
-    out.push(b'{');
-    for (i, (key, raw)) in members.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut *out, key)?;
-        out.push(b':');
-        out.extend_from_slice(raw);
-    }
-    out.push(b'}');
-    Ok(())
-}
-
-/// Removes the [`LAST_APPLIED`] annotation from raw `metadata` members (read only when its
-/// key appears in the annotations' text), and `annotations` with it when nothing else is left.
-fn drop_last_applied(meta: &mut RawObject) -> Result<(), serde_json::Error> {
-    let Some(raw) = meta.get("annotations") else {
-        return Ok(());
-    };
-    if !raw.get().contains(LAST_APPLIED) {
-        return Ok(());
-    }
-    let mut annotations: BTreeMap<String, Box<RawValue>> = serde_json::from_str(raw.get())?;
-    annotations.remove(LAST_APPLIED);
-    if annotations.is_empty() {
-        meta.remove("annotations");
-    } else {
-        let text = serde_json::to_string(&annotations)?;
-        meta.insert("annotations".to_owned(), RawValue::from_string(text)?);
-    }
-    Ok(())
-}
-
 impl TryFrom<RawObject> for CachedSession {
     type Error = serde_json::Error;
 
-    /// Caches a session read as raw members: `metadata` is split into the identity fields
-    /// (parsed) and the rest (kept as text, `managedFields` dropped unparsed, the
-    /// `kubectl apply` annotation dropped); `spec` and
-    /// `status` are kept as the text they came in. The API server writes compact JSON; text
-    /// with whitespace between tokens is compacted through a parse first, as the packing
-    /// needs.
-    fn try_from(mut object: RawObject) -> Result<Self, Self::Error> {
-        let mut meta: RawObject = match object.remove("metadata") {
-            Some(raw) => serde_json::from_str(raw.get())?,
-            None => RawObject::new(),
-        };
-        meta.remove("managedFields");
-        drop_last_applied(&mut meta)?;
-        let mut identity = RawObject::new();
-        for field in IDENTITY_FIELDS {
-            if let Some(raw) = meta.remove(field) {
-                identity.insert(field.to_owned(), raw);
-            }
-        }
-        let mut identity_text = Vec::new();
-        write_object(
-            &mut identity_text,
-            identity
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.get().as_bytes())),
-        )?;
-        let ids: WireObjectMeta = serde_json::from_slice(&identity_text)?;
+    /// Caches a session read as raw members: its phase read from `status`, the rest split
+    /// by [`Packed::split`].
+    fn try_from(object: RawObject) -> Result<Self, Self::Error> {
         // A status that is not an object with a string phase (the schema forbids it) reads
         // as no phase, as an unknown phase does: the session is judged from the start.
         let phase = object
@@ -418,42 +278,9 @@ impl TryFrom<RawObject> for CachedSession {
             .flatten()
             .and_then(|s| s.phase)
             .and_then(|p| p.parse().ok());
-        let mut meta_text = Vec::new();
-        write_object(
-            &mut meta_text,
-            meta.iter().map(|(k, v)| (k.as_str(), v.get().as_bytes())),
-        )?;
-        let mut text = Vec::new();
-        // `metadata` goes back in its sorted place (between `kind` and `spec`), the order
-        // the packing dictionary expects.
-        let mut sorted: Vec<(&str, &[u8])> = object
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.get().as_bytes()))
-            .chain(std::iter::once(("metadata", meta_text.as_slice())))
-            .collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        write_object(&mut text, sorted.into_iter())?;
-        let packed = if let Some(packed) = std::str::from_utf8(&text).ok().and_then(pack) {
-            packed
-        } else {
-            // Whitespace between tokens (a pretty-printing server): compact it first.
-            let value: serde_json::Value = serde_json::from_slice(&text)?;
-            pack(&serde_json::to_string(&value)?).ok_or_else(|| {
-                <serde_json::Error as serde::de::Error>::custom(
-                    "the session's JSON text holds a raw control byte",
-                )
-            })?
-        };
+        let (metadata, packed) = Packed::split(object, &DICTIONARY)?;
         Ok(Self {
-            metadata: ObjectMeta {
-                name: ids.name,
-                namespace: ids.namespace,
-                uid: ids.uid,
-                resource_version: ids.resource_version,
-                generation: ids.generation,
-                deletion_timestamp: ids.deletion_timestamp,
-                ..ObjectMeta::default()
-            },
+            metadata,
             phase,
             packed,
         })
@@ -636,7 +463,7 @@ impl Compact for TokenEntry {
     }
 }
 
-/// The parts of an object's `metadata` the wire types and the session cache read. Everything
+/// The parts of an object's `metadata` the wire types read. Everything
 /// else, above all `managedFields` (often the larger part of a pod's or Job's JSON), is
 /// skipped while parsing instead of being built into `ObjectMeta`'s trees and dropped.
 #[derive(Deserialize, Default)]
@@ -650,8 +477,6 @@ struct WireObjectMeta {
     uid: Option<String>,
     #[serde(default)]
     resource_version: Option<String>,
-    #[serde(default)]
-    generation: Option<i64>,
     #[serde(default)]
     deletion_timestamp: Option<Time>,
     #[serde(default)]
@@ -1196,7 +1021,7 @@ mod tests {
     #[test]
     fn packing_keeps_any_text_inside_strings() {
         // Every dictionary entry, quotes, escapes and control characters inside values.
-        let mut prompt: String = DICTIONARY.concat();
+        let mut prompt: String = DICTIONARY.entries().concat();
         prompt.push_str("\n\t\u{1}\u{1f} \\ \" \u{e9}\u{1f600}");
         let mut session = serde_json::from_value::<AgenticSession>(settled_session()).unwrap();
         session.spec.initial_prompt = Some(prompt.clone());
@@ -1206,13 +1031,11 @@ mod tests {
         assert_eq!(back.spec.initial_prompt.as_deref(), Some(prompt.as_str()));
         assert_eq!(back, session);
         // Each entry packs to one byte and unpacks to itself.
-        for entry in DICTIONARY {
-            let packed = pack(entry).unwrap();
+        for entry in DICTIONARY.entries() {
+            let packed = DICTIONARY.pack(entry).unwrap();
             assert_eq!(packed.len(), 1, "{entry}");
-            assert_eq!(unpack(&packed), entry.as_bytes());
+            assert_eq!(DICTIONARY.unpack(&packed), entry.as_bytes());
         }
-        // Text with a raw control byte (never serde_json's output) is refused, not mangled.
-        assert!(pack("{\"a\":1}\n").is_none());
     }
 
     #[test]
