@@ -25,7 +25,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentic_api::evaluations::{Experiment, LastExecution};
+use agentic_api::evaluations::LastExecution;
+
+use super::cached::CachedExperiment;
 use futures::{StreamExt, stream::BoxStream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
@@ -135,7 +137,7 @@ pub struct ChildCache {
     pub settled: Arc<AtomicBool>,
 }
 
-fn owner_ref(owner: &str) -> Option<ObjectRef<Experiment>> {
+fn owner_ref(owner: &str) -> Option<ObjectRef<CachedExperiment>> {
     let (namespace, name) = build::parse_owner(owner)?;
     Some(ObjectRef::new(name).within(namespace))
 }
@@ -332,7 +334,10 @@ impl ChildCache {
     }
 
     /// Applies one watch event; returns the Experiments to reconcile.
-    pub fn apply_event(&self, event: watcher::Event<DynamicObject>) -> Vec<ObjectRef<Experiment>> {
+    pub fn apply_event(
+        &self,
+        event: watcher::Event<DynamicObject>,
+    ) -> Vec<ObjectRef<CachedExperiment>> {
         let mut state = self.lock();
         let mut owners = Vec::new();
         match event {
@@ -399,7 +404,7 @@ impl ChildCache {
         client: Client,
         ar: &ApiResource,
         config: watcher::Config,
-    ) -> BoxStream<'static, ObjectRef<Experiment>> {
+    ) -> BoxStream<'static, ObjectRef<CachedExperiment>> {
         let cache = self.clone();
         let kind = ar.kind.clone();
         watcher(Api::<DynamicObject>::all_with(client, ar), paged(config))

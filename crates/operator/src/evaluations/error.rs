@@ -35,6 +35,18 @@ pub enum EvaluationError {
         #[source]
         source: Box<kube::Error>,
     },
+    /// A cached Experiment could not be read as an `Experiment` (a spec the schema should
+    /// have refused); waits for its next change.
+    #[error("Experiment {namespace}/{name} does not match the expected schema: {source}")]
+    Decode {
+        /// Namespace of the Experiment.
+        namespace: String,
+        /// Name of the Experiment.
+        name: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Writing the Experiment's status or finalizers failed.
     #[error("cannot update Experiment {namespace}/{name}: {source}")]
     Update {
@@ -56,11 +68,12 @@ impl ReconcileError for EvaluationError {
             Self::Write { verb: "delete", .. } => "DeleteFailed",
             Self::Write { .. } => "ApplyFailed",
             Self::Update { .. } => "StatusUpdateFailed",
+            Self::Decode { .. } => "InvalidObject",
         }
     }
 
     fn is_permanent(&self) -> bool {
-        matches!(self, Self::InvalidSpec { .. })
+        matches!(self, Self::InvalidSpec { .. } | Self::Decode { .. })
     }
 }
 

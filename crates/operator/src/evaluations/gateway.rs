@@ -7,6 +7,7 @@
 //! `http://<name>.<namespace>.svc.cluster.local.:<port>`.
 
 use agentic_api::evaluations::Experiment;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{api::ApiResource, core::GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -82,10 +83,14 @@ pub fn port_of(gateway: &Value) -> i64 {
         .unwrap_or(DEFAULT_GATEWAY_PORT)
 }
 
-/// The gateway `spec.aiGatewayRef` names, as `(namespace, name)` (the namespace defaults to
-/// the Experiment's `exp_namespace`); `None` without a reference or with an empty name.
-pub fn reference(exp_namespace: &str, exp: &Experiment) -> Option<(String, String)> {
-    let reference = exp.spec.ai_gateway_ref.as_ref()?;
+/// The gateway `spec.aiGatewayRef` (`reference`) names, as `(namespace, name)` (the namespace
+/// defaults to the Experiment's `exp_namespace`); `None` without a reference or with an empty
+/// name.
+pub fn reference(
+    exp_namespace: &str,
+    reference: Option<&ObjectReference>,
+) -> Option<(String, String)> {
+    let reference = reference?;
     let name = reference.name.clone().filter(|n| !n.is_empty())?;
     let namespace = reference
         .namespace
@@ -121,7 +126,7 @@ pub fn resolve<'a>(
         g["metadata"]["namespace"].as_str() == Some(ns)
             && g["metadata"]["name"].as_str() == Some(name)
     };
-    match reference(exp_namespace, exp) {
+    match reference(exp_namespace, exp.spec.ai_gateway_ref.as_ref()) {
         Some((namespace, name)) => gateways
             .into_iter()
             .find(|g| named(g, &namespace, &name))

@@ -3,12 +3,14 @@
 //! phase templates and, when enabled, a `TestTrigger` on the agent's Deployment.
 //!
 //! Stages: [`validate`] (pure spec rules, shared with the webhook), [`agent`] (agent URL
-//! resolution), [`build`] (pure desired objects), [`children`] (the projection cache of the
+//! resolution), [`build`] (pure desired objects), [`cached`] (the packed Experiment cache),
+//! [`children`] (the projection cache of the
 //! generated objects, indexed by owner), [`reconcile`] (observe, apply, prune, finalize),
 //! [`status`] (pure status). docs/evaluations.md describes the behaviour.
 
 pub mod agent;
 pub mod build;
+pub mod cached;
 pub mod children;
 pub mod error;
 pub mod experiment_json;
@@ -23,7 +25,6 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use agentic_api::evaluations::Experiment;
 use std::{fmt::Debug, hash::Hash};
 
 use futures::{StreamExt, stream::BoxStream};
@@ -39,6 +40,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
+use cached::CachedExperiment;
 use children::ChildCache;
 
 use crate::runtime::watches::{paged, trim};
@@ -170,7 +172,7 @@ pub fn controller(
 ) -> Result<ControllerTask, FamilyError> {
     let client = rt.client.clone();
     let experiments = watches.subscribe(
-        Api::<Experiment>::all(client.clone()),
+        Api::<CachedExperiment>::all(client.clone()),
         watcher::Config::default(),
     )?;
     // Generated objects: label-selected, kept as small projections with an owner index.
@@ -267,10 +269,10 @@ pub fn controller(
 
 /// Experiments whose workflow runs in `namespace`.
 fn running_in(
-    index: &Store<Experiment>,
+    index: &Store<CachedExperiment>,
     testkube_namespace: Option<&str>,
     namespace: &str,
-) -> Vec<ObjectRef<Experiment>> {
+) -> Vec<ObjectRef<CachedExperiment>> {
     index
         .state()
         .iter()
@@ -288,7 +290,10 @@ fn running_in(
 }
 
 /// Experiments whose `agentRef` names `agent`.
-fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRef<Experiment>> {
+fn referencing(
+    index: &Store<CachedExperiment>,
+    agent: &DynamicObject,
+) -> Vec<ObjectRef<CachedExperiment>> {
     let agent_ns = agent.namespace().unwrap_or_default();
     let agent_name = agent.name_any();
     index
@@ -296,8 +301,7 @@ fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRe
         .iter()
         .filter(|exp| {
             let ns = exp.namespace().unwrap_or_default();
-            exp.spec.agent_ref.name == agent_name
-                && exp.spec.agent_ref.namespace_or(&ns) == agent_ns
+            exp.agent_ref.name == agent_name && exp.agent_ref.namespace_or(&ns) == agent_ns
         })
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()
@@ -306,9 +310,9 @@ fn referencing(index: &Store<Experiment>, agent: &DynamicObject) -> Vec<ObjectRe
 /// Maps an `AiGateway` event to the Experiments to reconcile: none unless it changes what a
 /// workflow uses ([`GatewayMemo`]), else those that may use it ([`using_gateway`]).
 fn gateway_trigger(
-    experiments: Store<Experiment>,
+    experiments: Store<CachedExperiment>,
     gateways: Store<DynamicObject>,
-) -> impl Fn(DynamicObject) -> Vec<ObjectRef<Experiment>> + Send + Sync + 'static {
+) -> impl Fn(DynamicObject) -> Vec<ObjectRef<CachedExperiment>> + Send + Sync + 'static {
     let memo = GatewayMemo::default();
     move |gw| {
         if memo.changed(&gateways, &gw) {
@@ -352,19 +356,25 @@ impl GatewayMemo {
 /// Experiments whose gateway `gw` may be: those whose `aiGatewayRef` names it, and, for a
 /// gateway in `ai-gateway`, every Experiment without a reference (the first gateway there by
 /// name is their default, so adding or removing one can change it).
-fn using_gateway(index: &Store<Experiment>, gw: &DynamicObject) -> Vec<ObjectRef<Experiment>> {
+fn using_gateway(
+    index: &Store<CachedExperiment>,
+    gw: &DynamicObject,
+) -> Vec<ObjectRef<CachedExperiment>> {
     let gw_ns = gw.namespace().unwrap_or_default();
     let gw_name = gw.name_any();
     let default_candidate = gw_ns == gateway::DEFAULT_GATEWAY_NAMESPACE;
     index
         .state()
         .iter()
-        .filter(
-            |exp| match gateway::reference(&exp.namespace().unwrap_or_default(), exp) {
+        .filter(|exp| {
+            match gateway::reference(
+                &exp.namespace().unwrap_or_default(),
+                exp.ai_gateway_ref.as_deref(),
+            ) {
                 Some((ns, name)) => ns == gw_ns && name == gw_name,
                 None => default_candidate,
-            },
-        )
+            }
+        })
         .map(|exp| ObjectRef::from_obj(exp.as_ref()))
         .collect()
 }

@@ -34,6 +34,7 @@ use super::{
     build::{
         self, Desired, FIELD_MANAGER, FINALIZER, test_trigger_resource, test_workflow_resource,
     },
+    cached::CachedExperiment,
     children::{self, ChildCache, Decision, IN_FLIGHT_TTL},
     error::EvaluationError,
     gateway,
@@ -673,7 +674,22 @@ fn observe_gateway(ctx: &Context, namespace: &str, exp: &Experiment) -> gateway:
 }
 
 /// Reconciles one evaluation `Experiment`.
-pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action, EvaluationError> {
+pub async fn reconcile(
+    cached: Arc<CachedExperiment>,
+    ctx: Arc<Context>,
+) -> Result<Action, EvaluationError> {
+    let exp = cached
+        .experiment()
+        .map_err(|source| EvaluationError::Decode {
+            namespace: cached.namespace().unwrap_or_default(),
+            name: cached.name_any(),
+            source,
+        })?;
+    reconcile_experiment(&exp, &ctx).await
+}
+
+/// Reconciles one Experiment, read whole from the cache.
+async fn reconcile_experiment(exp: &Experiment, ctx: &Context) -> Result<Action, EvaluationError> {
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     if exp.meta().deletion_timestamp.is_some() {
@@ -682,7 +698,7 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
             .iter()
             .any(|f| f == FINALIZER || f == LEGACY_FINALIZER);
         return if ours {
-            finalize(&ctx, &exp).await
+            finalize(ctx, exp).await
         } else {
             Ok(Action::await_change())
         };
@@ -706,14 +722,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     let finalizers_changed = finalizers.as_slice() != exp.finalizers();
     if finalizers_changed && !names.same_namespace {
         // Before creating anything elsewhere, so deletion always finds the finalizer.
-        set_finalizers(&ctx, &exp, finalizers.clone()).await?;
+        set_finalizers(ctx, exp, finalizers.clone()).await?;
     }
 
     // Validate.
     let spec_json = serde_json::to_value(&exp.spec).unwrap_or(Value::Null);
     let findings = validate::validate_spec(&spec_json);
     if !findings.errors.is_empty() {
-        return Err(report_invalid(&ctx, &exp, &findings.errors).await);
+        return Err(report_invalid(ctx, exp, &findings.errors).await);
     }
 
     // Observe the agent.
@@ -730,16 +746,16 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
     let url = agent::resolve(&agent_ref.name, agent_namespace, agent_json.as_ref());
     let agent_missing = live_agent.is_none() && ctx.agents_synced.load(Ordering::Relaxed);
 
-    let gateway = observe_gateway(&ctx, &namespace, &exp);
+    let gateway = observe_gateway(ctx, &namespace, exp);
 
     // Build and apply.
-    let desired = build::desired(&exp, ctx.testkube_namespace.as_deref(), &url, &gateway);
-    let previous = ctx.statuses.base(&exp);
-    let (mut outcome, failure, in_flight) = apply_all(&ctx, &desired).await;
+    let desired = build::desired(exp, ctx.testkube_namespace.as_deref(), &url, &gateway);
+    let previous = ctx.statuses.base(exp);
+    let (mut outcome, failure, in_flight) = apply_all(ctx, &desired).await;
     outcome.agent = Some(url);
     outcome.agent_missing = agent_missing;
     outcome.gateway = Some(gateway);
-    outcome.otel = otel_source(&ctx, &exp, &desired.names.namespace);
+    outcome.otel = otel_source(ctx, exp, &desired.names.namespace);
     // What Testkube reports on the workflow, from the watch cache.
     outcome.last_execution = ctx
         .workflows
@@ -757,11 +773,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
                 )
             })
             .collect();
-        if let Err(error) = delete_stale(&ctx, &exp, &keep).await {
+        if let Err(error) = delete_stale(ctx, exp, &keep).await {
             outcome.problem = Some(error.to_string());
             write_status(
-                &ctx,
-                &exp,
+                ctx,
+                exp,
                 previous.as_ref(),
                 &desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now()),
             )
@@ -769,14 +785,14 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action
             return Err(error);
         }
         if finalizers_changed && names.same_namespace {
-            set_finalizers(&ctx, &exp, finalizers).await?;
+            set_finalizers(ctx, exp, finalizers).await?;
         }
     }
     let status = desired_status(previous.as_ref(), &outcome, exp.meta().generation, &now());
     let new_generation =
         previous.as_ref().and_then(|s| s.observed_generation) != exp.meta().generation;
-    if write_status(&ctx, &exp, previous.as_ref(), &status).await? && new_generation {
-        warn_once(&ctx, &exp, &findings.warnings).await;
+    if write_status(ctx, exp, previous.as_ref(), &status).await? && new_generation {
+        warn_once(ctx, exp, &findings.warnings).await;
     }
     match (failure, in_flight) {
         (Some(error), _) => Err(error),
