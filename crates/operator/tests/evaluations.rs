@@ -1463,3 +1463,58 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
     );
     op.stop().await.unwrap();
 }
+
+/// An Experiment stored under a looser schema than this operator's (here: `scenarios` is a
+/// number) cannot be read as an `Experiment`. It fails only its own reconcile, with a Warning
+/// Event `InvalidObject` naming the problem; every other Experiment is listed and reconciled
+/// as usual. A typed watch of Experiments would fail its whole list on it.
+#[tokio::test]
+async fn an_experiment_that_does_not_read_fails_alone() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    create_agent(&client, 8000).await;
+    let mut odd = scenarios_experiment("odd");
+    odd["spec"]["scenarios"] = json!(3);
+    support::loosen_spec_schema_and_create(
+        &client,
+        "experiments.testbench.agentic-layer.ai",
+        &experiments(),
+        "team",
+        odd,
+    )
+    .await;
+    // Created before the operator starts, so its first list holds the odd one.
+    create_object(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("fine"),
+    )
+    .await;
+    let op = start_operator(client.clone(), None);
+    wait_condition(
+        &client,
+        "team",
+        "fine",
+        "Ready",
+        "True",
+        Some("ReconcileSucceeded"),
+    )
+    .await;
+    let note = support::invalid_object_note(&client, "team", "odd").await;
+    assert!(
+        note.contains("team/odd") && note.contains("spec.scenarios: invalid type"),
+        "{note}"
+    );
+    // Nothing was generated for it, and its status was left alone.
+    assert!(
+        get_object(&client, &workflows(), "team", "odd-workflow")
+            .await
+            .is_none()
+    );
+    let stored = get_object(&client, &experiments(), "team", "odd")
+        .await
+        .unwrap();
+    assert!(stored.get("status").is_none_or(Value::is_null), "{stored}");
+    op.stop().await.unwrap();
+}

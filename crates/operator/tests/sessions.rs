@@ -897,3 +897,40 @@ async fn waits_for_the_runner_secret_and_then_starts_fresh() {
     assert_eq!(env_value(&job, "INITIAL_PROMPT").as_deref(), Some("first"));
     operator.stop().await.unwrap();
 }
+
+/// A session stored under a looser schema than this operator's (here: `timeout` is a word)
+/// cannot be read as an `AgenticSession`. It fails only its own reconcile, with a Warning
+/// Event `InvalidObject` naming the field, and gets no runner; other sessions run as usual.
+#[tokio::test]
+async fn a_session_that_does_not_read_fails_alone() {
+    let dc = cluster().await;
+    let client = dc.client();
+    let ar = support::api_resource(
+        agentic_api::sessions::GROUP,
+        agentic_api::sessions::VERSION,
+        "AgenticSession",
+        "agenticsessions",
+    );
+    support::loosen_spec_schema_and_create(
+        &client,
+        "agenticsessions.vteam.ambient-code",
+        &ar,
+        NS,
+        json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+            "metadata": {"name": "odd"},
+            "spec": {"initialPrompt": "hi", "timeout": "a long while"}}),
+    )
+    .await;
+    create(&client, "fine", json!({}), json!({"initialPrompt": "hi"})).await;
+    let op = start_operator(&client);
+    wait_phase(&client, "fine", SessionPhase::Running).await;
+    let note = support::invalid_object_note(&client, NS, "odd").await;
+    assert!(
+        note.contains("odd") && note.contains("spec.timeout: invalid type"),
+        "{note}"
+    );
+    assert!(job(&client, "odd").await.is_none(), "no runner for it");
+    let stored = support::get_object(&client, &ar, NS, "odd").await.unwrap();
+    assert!(stored.get("status").is_none_or(Value::is_null), "{stored}");
+    op.stop().await.unwrap();
+}

@@ -283,6 +283,7 @@ mod tests {
         .unwrap();
         assert_eq!(odd.agent_ref, AgentRef::default());
         assert_eq!(odd.metadata.name.as_deref(), Some("e"));
-        assert!(odd.experiment().is_err());
+        let error = odd.experiment().unwrap_err().to_string();
+        assert!(error.starts_with("spec.agentRef: invalid type"), "{error}");
     }
 }

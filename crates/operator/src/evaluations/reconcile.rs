@@ -678,14 +678,19 @@ pub async fn reconcile(
     cached: Arc<CachedExperiment>,
     ctx: Arc<Context>,
 ) -> Result<Action, EvaluationError> {
-    let exp = cached
-        .experiment()
-        .map_err(|source| EvaluationError::Decode {
-            namespace: cached.namespace().unwrap_or_default(),
-            name: cached.name_any(),
-            source,
-        })?;
-    reconcile_experiment(&exp, &ctx).await
+    match cached.experiment() {
+        Ok(exp) => reconcile_experiment(&exp, &ctx).await,
+        Err(source) => {
+            let error = EvaluationError::Decode {
+                namespace: cached.namespace().unwrap_or_default(),
+                name: cached.name_any(),
+                source,
+            };
+            crate::runtime::events::invalid_object(&ctx.recorder, &error, &cached.object_ref(&()))
+                .await;
+            Err(error)
+        }
+    }
 }
 
 /// Reconciles one Experiment, read whole from the cache.

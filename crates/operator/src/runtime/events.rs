@@ -75,6 +75,23 @@ pub async fn publish(recorder: &Recorder, event: &Event, regarding: &ObjectRefer
     }
 }
 
+/// Publishes a Warning Event `InvalidObject` about `regarding`, a cached object that does not
+/// read as its kind, with `error` (which names the field) as its note.
+pub async fn invalid_object(
+    recorder: &Recorder,
+    error: &impl std::fmt::Display,
+    regarding: &ObjectReference,
+) {
+    let event = Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "InvalidObject".into(),
+        note: Some(error.to_string().chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    publish(recorder, &event, regarding).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,13 +210,31 @@ impl Packed {
     ///
     /// # Errors
     ///
-    /// When the text does not read as `K` (a spec the typed API does not accept).
+    /// When the text does not read as `K` (a spec the typed API does not accept); the
+    /// message starts with the path of the field that does not read (`spec.scenarios: ...`).
     pub fn restore<K: Resource + DeserializeOwned>(
         &self,
         identity: &ObjectMeta,
         dictionary: &Dictionary,
     ) -> Result<K, serde_json::Error> {
-        let mut object: K = serde_json::from_slice(&dictionary.unpack(&self.0))?;
+        let text = dictionary.unpack(&self.0);
+        let mut object: K =
+            match serde_json::from_slice(&text) {
+                Ok(object) => object,
+                // Read again, tracking the path, only to say where (errors are rare; tracking
+                // every read is not free).
+                Err(error) => {
+                    let mut reader = serde_json::Deserializer::from_slice(&text);
+                    return Err(
+                        match serde_path_to_error::deserialize::<_, K>(&mut reader) {
+                            Err(located) => <serde_json::Error as serde::de::Error>::custom(
+                                format!("{}: {}", located.path(), located.inner()),
+                            ),
+                            Ok(_) => error,
+                        },
+                    );
+                }
+            };
         let m = object.meta_mut();
         m.name.clone_from(&identity.name);
         m.namespace.clone_from(&identity.namespace);
@@ -355,6 +373,12 @@ mod tests {
         let object: RawObject =
             serde_json::from_str(r#"{"metadata": {"name": "c"}, "data": [1]}"#).unwrap();
         let (identity, packed) = Packed::split(object, &WORDS).unwrap();
-        assert!(packed.restore::<ConfigMap>(&identity, &WORDS).is_err());
+        let error = packed.restore::<ConfigMap>(&identity, &WORDS).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("data: invalid type: sequence"),
+            "the field is named: {error}"
+        );
     }
 }

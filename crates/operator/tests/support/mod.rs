@@ -834,3 +834,61 @@ pub async fn install(admin: &Client, docs: &[Value]) {
         create(admin, doc).await;
     }
 }
+
+/// Replaces the stored schema of `spec` in CRD `crd` with an open object, as an older or
+/// hand-edited CRD might have it, and waits until an object with `spec` = `loose` (which the
+/// real schema refuses) is created in `ns` as `ar`.
+pub async fn loosen_spec_schema_and_create(
+    client: &Client,
+    crd: &str,
+    ar: &ApiResource,
+    ns: &str,
+    loose: Value,
+) {
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut stored = crds.get(crd).await.unwrap();
+    for version in &mut stored.spec.versions {
+        let schema = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .unwrap();
+        let mut open = serde_json::to_value(&*schema).unwrap();
+        open["properties"]["spec"] =
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+        *schema = serde_json::from_value(open).unwrap();
+    }
+    crds.replace(crd, &PostParams::default(), &stored)
+        .await
+        .unwrap();
+    let object: DynamicObject = serde_json::from_value(loose).unwrap();
+    wait_for("the loosened schema to take the object", || async {
+        dynamic(client, ar, ns)
+            .create(&PostParams::default(), &object)
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Waits for a Warning Event `InvalidObject` about `ns/name` and returns its note.
+pub async fn invalid_object_note(client: &Client, ns: &str, name: &str) -> String {
+    let event = wait_for(
+        &format!("an InvalidObject Event on {ns}/{name}"),
+        || async {
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+                .list(&kube::api::ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidObject")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                })
+        },
+    )
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    event.note.unwrap_or_default()
+}

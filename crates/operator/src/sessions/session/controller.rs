@@ -392,7 +392,13 @@ pub async fn reconcile(cached: Arc<CachedSession>, ctx: Arc<Ctx>) -> Result<Acti
     });
     let result = match session {
         Ok(session) => reconcile_session(&session, &ctx).await,
-        Err(error) => Err(error),
+        Err(error) => {
+            if let Some(recorder) = &ctx.recorder {
+                crate::runtime::events::invalid_object(recorder, &error, &cached.object_ref(&()))
+                    .await;
+            }
+            Err(error)
+        }
     };
     ctx.metrics
         .reconciled(phase, result.is_ok(), started.elapsed());
