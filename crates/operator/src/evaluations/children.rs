@@ -35,10 +35,10 @@ use kube::{
     api::{ApiResource, DynamicObject},
     runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
 };
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{build, status::last_execution};
-use crate::runtime::watches::paged;
+use crate::runtime::{slim::SlimDynamic, watches::paged};
 
 /// How long a write waits for its watch event before a reconcile repeats it.
 pub const IN_FLIGHT_TTL: Duration = Duration::from_secs(30);
@@ -170,41 +170,84 @@ fn hash_value(value: &Value, h: &mut DefaultHasher) {
                 hash_value(item, h);
             }
         }
-        Value::Object(map) => {
-            5u8.hash(h);
-            let mut entries: Vec<(&String, &Value)> =
-                map.iter().filter(|(_, v)| !v.is_null()).collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            entries.len().hash(h);
-            for (k, v) in entries {
-                k.hash(h);
-                hash_value(v, h);
-            }
-        }
+        Value::Object(map) => hash_members(map.iter(), h),
+    }
+}
+
+/// Hashes object members as [`hash_value`] hashes an object. The members must come in key
+/// order, as `serde_json`'s map (built without `preserve_order`) and `BTreeMap` give them:
+/// key order in the text then does not count. Null members are skipped.
+fn hash_members<'a, V: Hashable + 'a>(
+    members: impl Iterator<Item = (&'a String, &'a V)> + Clone,
+    h: &mut DefaultHasher,
+) {
+    5u8.hash(h);
+    members
+        .clone()
+        .filter(|(_, v)| !v.is_null())
+        .count()
+        .hash(h);
+    for (k, v) in members.filter(|(_, v)| !v.is_null()) {
+        k.hash(h);
+        v.hash_into(h);
+    }
+}
+
+/// A value [`hash_members`] can hash: JSON, or a label or annotation value.
+trait Hashable {
+    fn is_null(&self) -> bool;
+    fn hash_into(&self, h: &mut DefaultHasher);
+}
+
+impl Hashable for Value {
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn hash_into(&self, h: &mut DefaultHasher) {
+        hash_value(self, h);
+    }
+}
+
+impl Hashable for String {
+    fn is_null(&self) -> bool {
+        false
+    }
+    fn hash_into(&self, h: &mut DefaultHasher) {
+        3u8.hash(h);
+        self.hash(h);
     }
 }
 
 /// A fingerprint of what the operator writes in an object: `metadata.name`, `namespace`,
 /// `labels`, `annotations` and `ownerReferences`, and every top-level field but `apiVersion`,
-/// `kind`, `metadata` and `status`. Key order and null values do not count.
+/// `kind`, `metadata` and `status`. Key order and null values do not count. Computed in
+/// place, without copying the object (it runs for every write answer and watch event).
 pub fn fingerprint(meta: &ObjectMeta, body: &Value) -> u64 {
     let mut h = DefaultHasher::new();
-    let meta = json!({
-        "name": meta.name,
-        "namespace": meta.namespace,
-        "labels": meta.labels,
-        "annotations": meta.annotations,
-        "ownerReferences": meta.owner_references,
-    });
-    hash_value(&meta, &mut h);
-    let rest: Map<String, Value> = body
+    meta.name.hash(&mut h);
+    meta.namespace.hash(&mut h);
+    for map in [&meta.labels, &meta.annotations] {
+        match map {
+            Some(map) => hash_members(map.iter(), &mut h),
+            None => 0u8.hash(&mut h),
+        }
+    }
+    match &meta.owner_references {
+        Some(owners) => {
+            owners.len().hash(&mut h);
+            for o in owners {
+                (&o.api_version, &o.kind, &o.name, &o.uid).hash(&mut h);
+                (o.controller, o.block_owner_deletion).hash(&mut h);
+            }
+        }
+        None => 0u8.hash(&mut h),
+    }
+    let rest = body
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    hash_value(&Value::Object(rest), &mut h);
+        .filter(|(k, _)| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+    hash_members(rest, &mut h);
     h.finish()
 }
 
@@ -407,11 +450,11 @@ impl ChildCache {
     ) -> BoxStream<'static, ObjectRef<CachedExperiment>> {
         let cache = self.clone();
         let kind = ar.kind.clone();
-        watcher(Api::<DynamicObject>::all_with(client, ar), paged(config))
+        watcher(Api::<SlimDynamic>::all_with(client, ar), paged(config))
             .default_backoff()
             .flat_map(move |event| {
                 let owners = match event {
-                    Ok(event) => cache.apply_event(event),
+                    Ok(event) => cache.apply_event(unwrap_event(event)),
                     Err(error) => {
                         cache.settled.store(true, Ordering::Relaxed);
                         tracing::debug!(%kind, %error, "watch error; retrying with backoff");
@@ -424,9 +467,23 @@ impl ChildCache {
     }
 }
 
+/// A watch event of [`SlimDynamic`]s as one of the objects they hold.
+fn unwrap_event(event: watcher::Event<SlimDynamic>) -> watcher::Event<DynamicObject> {
+    use watcher::Event;
+    match event {
+        Event::Apply(SlimDynamic(obj)) => Event::Apply(obj),
+        Event::Delete(SlimDynamic(obj)) => Event::Delete(obj),
+        Event::Init => Event::Init,
+        Event::InitApply(SlimDynamic(obj)) => Event::InitApply(obj),
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::{Map, json};
 
     fn object(ns: &str, name: &str, owner: &str, rv: &str, value: &str) -> DynamicObject {
         let ar = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
@@ -608,5 +665,39 @@ mod tests {
         let mut c = a.clone();
         c.metadata.labels = Some([("x".to_owned(), "y".to_owned())].into_iter().collect());
         assert_ne!(fingerprint_of(&a), fingerprint_of(&c));
+    }
+
+    #[test]
+    fn fingerprints_follow_content_not_text_layout() {
+        let base = object("t", "a", "t/a", "1", "v");
+        // Members written in another order (a map that kept insertion order would fail this).
+        let mut forward = Map::new();
+        forward.insert("a".into(), json!(1));
+        forward.insert("z".into(), json!({"y": 1, "b": [1, 2]}));
+        let mut backward = Map::new();
+        backward.insert("z".into(), json!({"b": [1, 2], "y": 1}));
+        backward.insert("a".into(), json!(1));
+        let mut forward_obj = base.clone();
+        forward_obj.data["spec"] = Value::Object(forward);
+        let mut backward_obj = base.clone();
+        backward_obj.data["spec"] = Value::Object(backward);
+        assert_eq!(fingerprint_of(&forward_obj), fingerprint_of(&backward_obj));
+        assert_ne!(fingerprint_of(&base), fingerprint_of(&forward_obj));
+        // Nesting does not blur: the same members at other depths differ.
+        let mut shallow = base.clone();
+        shallow.data["spec"] = json!({"a": {"b": 1}, "c": 2});
+        let mut deep = base.clone();
+        deep.data["spec"] = json!({"a": {"b": 1, "c": 2}});
+        assert_ne!(fingerprint_of(&shallow), fingerprint_of(&deep));
+        // Owner references count.
+        let mut owned = base.clone();
+        owned.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "o".into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        }]);
+        assert_ne!(fingerprint_of(&base), fingerprint_of(&owned));
     }
 }

@@ -29,6 +29,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use crate::runtime::slim::SlimDynamic;
+
 use super::{
     agent::{self, agent_resource},
     build::{
@@ -290,13 +292,15 @@ async fn apply_child(
     let before = cache
         .get(&namespace, &name)
         .and_then(|c| c.resource_version);
-    let answer = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, ar)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(desired),
-        )
-        .await?;
+    // The answer is read without its managedFields (nothing here uses them).
+    let SlimDynamic(answer) =
+        Api::<SlimDynamic>::namespaced_with(ctx.client.clone(), &namespace, ar)
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(desired),
+            )
+            .await?;
     let contains = unchanged(Some(&answer), desired);
     cache.record_write(&namespace, &name, want, before, &answer, contains);
     Ok(Applied::Written)

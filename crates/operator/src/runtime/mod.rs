@@ -18,6 +18,7 @@ pub mod packed;
 pub mod probes;
 pub mod relist;
 pub mod shutdown;
+pub mod slim;
 pub mod startup;
 pub mod watches;
 
