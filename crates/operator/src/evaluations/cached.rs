@@ -4,17 +4,11 @@
 //! Experiment with inline scenarios and a settled status parses into several KiB of typed
 //! trees; packed, it is a fraction of that.
 
-use std::borrow::Cow;
-
-use agentic_api::evaluations::{self as api, AgentRef, Experiment};
-use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
-};
-use kube::Resource;
+use agentic_api::evaluations::{AgentRef, Experiment};
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde::Deserialize;
 
-use crate::runtime::packed::{Dictionary, Packed, RawObject};
+use crate::runtime::packed::{Dictionary, Packed, RawObject, packed_resource};
 
 /// An evaluation `Experiment` as cached.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -123,44 +117,17 @@ impl TryFrom<RawObject> for CachedExperiment {
     }
 }
 
-impl TryFrom<serde_json::Value> for CachedExperiment {
-    type Error = serde_json::Error;
-
-    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
-        Self::try_from(serde_json::from_value::<RawObject>(value)?)
-    }
-}
-
-impl Resource for CachedExperiment {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind((): &()) -> Cow<'_, str> {
-        Cow::Borrowed("Experiment")
-    }
-    fn group((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::GROUP)
-    }
-    fn version((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::VERSION)
-    }
-    fn api_version((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::API_VERSION)
-    }
-    fn plural((): &()) -> Cow<'_, str> {
-        Cow::Borrowed("experiments")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+packed_resource!(
+    CachedExperiment,
+    "Experiment",
+    "experiments",
+    agentic_api::evaluations
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::Resource;
 
     /// A settled Experiment with inline scenarios, as the API server returns it.
     fn settled() -> serde_json::Value {

@@ -264,6 +264,55 @@ fn members(object: &RawObject) -> impl Iterator<Item = (&str, &[u8])> {
     object.iter().map(|(k, v)| (k.as_str(), v.get().as_bytes()))
 }
 
+/// Implements `kube::Resource` (namespaced, no dynamic type) and `TryFrom<serde_json::Value>`
+/// (through its `TryFrom<RawObject>`) for a packed cache type with a `metadata: ObjectMeta`
+/// field: `packed_resource!(Type, kind, plural, api)` where `api` is the API module with
+/// `GROUP`, `VERSION` and `API_VERSION`.
+macro_rules! packed_resource {
+    ($ty:ty, $kind:literal, $plural:literal, $api:path) => {
+        impl TryFrom<serde_json::Value> for $ty {
+            type Error = serde_json::Error;
+
+            fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+                Self::try_from(serde_json::from_value::<$crate::runtime::packed::RawObject>(value)?)
+            }
+        }
+
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind((): &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($kind)
+            }
+            fn group((): &()) -> std::borrow::Cow<'_, str> {
+                use $api as api;
+                std::borrow::Cow::Borrowed(api::GROUP)
+            }
+            fn version((): &()) -> std::borrow::Cow<'_, str> {
+                use $api as api;
+                std::borrow::Cow::Borrowed(api::VERSION)
+            }
+            fn api_version((): &()) -> std::borrow::Cow<'_, str> {
+                use $api as api;
+                std::borrow::Cow::Borrowed(api::API_VERSION)
+            }
+            fn plural((): &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($plural)
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+pub(crate) use packed_resource;
+
 /// Writes `{"key":raw,...}` for `members`.
 fn write_object<'a>(
     out: &mut Vec<u8>,

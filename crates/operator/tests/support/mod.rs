@@ -253,8 +253,12 @@ pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
-/// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
-pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(String, String)> {
+/// Every Event in namespace `ns` about the object named `object`.
+pub async fn events_about(
+    client: &Client,
+    ns: &str,
+    object: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
         .list(&kube::api::ListParams::default())
         .await
@@ -262,6 +266,14 @@ pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(Stri
         .items
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+        .collect()
+}
+
+/// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
+pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(String, String)> {
+    events_about(client, ns, object)
+        .await
+        .into_iter()
         .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
         .collect()
 }
@@ -876,16 +888,10 @@ pub async fn invalid_object_note(client: &Client, ns: &str, name: &str) -> Strin
     let event = wait_for(
         &format!("an InvalidObject Event on {ns}/{name}"),
         || async {
-            Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-                .list(&kube::api::ListParams::default())
+            events_about(client, ns, name)
                 .await
-                .unwrap()
-                .items
                 .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("InvalidObject")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                })
+                .find(|e| e.reason.as_deref() == Some("InvalidObject"))
         },
     )
     .await;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{JobView, PodView};
 use crate::runtime::{
     compact::Compact,
-    packed::{Dictionary, Packed, RawObject},
+    packed::{Dictionary, Packed, RawObject, packed_resource},
 };
 
 /// A `batch/v1 Job` with only its identity, owner, run and finished conditions.
@@ -287,40 +287,12 @@ impl TryFrom<RawObject> for CachedSession {
     }
 }
 
-impl TryFrom<serde_json::Value> for CachedSession {
-    type Error = serde_json::Error;
-
-    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
-        Self::try_from(serde_json::from_value::<RawObject>(value)?)
-    }
-}
-
-impl Resource for CachedSession {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind((): &()) -> Cow<'_, str> {
-        Cow::Borrowed("AgenticSession")
-    }
-    fn group((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::GROUP)
-    }
-    fn version((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::VERSION)
-    }
-    fn api_version((): &()) -> Cow<'_, str> {
-        Cow::Borrowed(api::API_VERSION)
-    }
-    fn plural((): &()) -> Cow<'_, str> {
-        Cow::Borrowed("agenticsessions")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+packed_resource!(
+    CachedSession,
+    "AgenticSession",
+    "agenticsessions",
+    agentic_api::sessions
+);
 
 /// A runner Job as the session controller caches it (see [`crate::runtime::compact`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
