@@ -590,7 +590,13 @@ fn lab_objects(
         namespace: &namespace,
     };
     let source = format!("Experiment.illm {namespace}/{name}");
-    let lookup = |n: &str| catalogue.iter().find(|c| c.name_any() == n).cloned();
+    let lookup = |n: &str| {
+        catalogue
+            .iter()
+            .find(|c| c.name_any() == n)
+            .cloned()
+            .map(Ok)
+    };
     let mut objects = Vec::new();
     let mut problems = Vec::new();
     let mut endpoints = Vec::new();

@@ -1479,7 +1479,7 @@ async fn an_experiment_that_does_not_read_fails_alone() {
         &client,
         "experiments.testbench.agentic-layer.ai",
         &experiments(),
-        "team",
+        Some("team"),
         odd,
     )
     .await;

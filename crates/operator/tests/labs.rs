@@ -931,6 +931,64 @@ async fn component_resolution_reports_and_recovers() {
     env.stop().await;
 }
 
+/// Objects stored under looser schemas than this operator's: an Experiment whose `targets` is
+/// a number fails alone, with a Warning Event `InvalidObject` naming the field, and one whose
+/// Component does not read is told so in `ComponentsHealthy` (`InvalidComponent`); the list
+/// of the others goes on, and fixing the Component lets the lab run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_experiments_and_components_fail_alone() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    template(&client, "ok", "{}", false).await;
+    let exp_ar = ApiResource::erase::<Experiment>(&());
+    support::loosen_spec_schema_and_create(
+        &client,
+        "experiments.experiments.illm.io",
+        &exp_ar,
+        Some(NS),
+        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "odd", "namespace": NS}, "spec": {"targets": 3}}),
+    )
+    .await;
+    let comp_ar = ApiResource::erase::<agentic_api::labs::Component>(&());
+    support::loosen_spec_schema_and_create(
+        &client,
+        "components.experiments.illm.io",
+        &comp_ar,
+        None,
+        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Component",
+            "metadata": {"name": "web"}, "spec": {"type": "app", "sources": 3}}),
+    )
+    .await;
+    experiment(&client, &exp_yaml("res", "hub", "ok", "workflow", "{}")).await;
+    // Started after both exist, so its first lists hold them.
+    let op = start_operator(&client, fast());
+    let e = wait_for(&client, "res", "InvalidComponent", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "InvalidComponent")
+    })
+    .await;
+    let message = &cond(&e, "ComponentsHealthy").unwrap().message;
+    assert!(
+        message.contains("Component \"web\" does not match the expected schema (spec.sources"),
+        "{message}"
+    );
+    let note = support::invalid_object_note(&client, NS, "odd").await;
+    assert!(note.contains("spec.targets: invalid type"), "{note}");
+    // A readable Component in its place lets the lab run.
+    Api::<kube::api::DynamicObject>::all_with(client.clone(), &comp_ar)
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    component(&client, "web", "app", "").await;
+    wait_phase(&client, "res", ExperimentPhase::Complete).await;
+    let odd = support::get_object(&client, &exp_ar, NS, "odd")
+        .await
+        .unwrap();
+    assert!(odd.get("status").is_none_or(Value::is_null), "{odd}");
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// Unknown `depends` names and cycles are validation conditions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_depends_is_reported() {

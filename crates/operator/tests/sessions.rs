@@ -915,7 +915,7 @@ async fn a_session_that_does_not_read_fails_alone() {
         &client,
         "agenticsessions.vteam.ambient-code",
         &ar,
-        NS,
+        Some(NS),
         json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
             "metadata": {"name": "odd"},
             "spec": {"initialPrompt": "hi", "timeout": "a long while"}}),

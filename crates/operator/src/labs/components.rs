@@ -35,6 +35,18 @@ pub enum ComponentError {
         /// The component name.
         name: String,
     },
+    /// The Component exists but does not read as one (stored under a looser schema).
+    #[error(
+        "{field}: Component {name:?} does not match the expected schema ({problem}); fix or recreate it"
+    )]
+    Unreadable {
+        /// Path of the reference.
+        field: String,
+        /// The component name.
+        name: String,
+        /// Why, naming the Component's field.
+        problem: String,
+    },
     /// A required parameter has no value and no default.
     #[error("{field}.params: Component {component:?} requires parameter {parameter:?}")]
     MissingParameter {
@@ -69,6 +81,7 @@ impl ComponentError {
         match self {
             Self::NoName { .. } | Self::Ambiguous { .. } => "InvalidComponentRef",
             Self::NotFound { .. } => "ComponentNotFound",
+            Self::Unreadable { .. } => "InvalidComponent",
             Self::MissingParameter { .. } | Self::BadParameter { .. } => "InvalidParameter",
         }
     }
@@ -257,17 +270,27 @@ fn convert_source(
     }
 }
 
+/// What a Component lookup by name finds: nothing, the Component, or why the stored one does
+/// not read.
+pub type Found = Option<Result<std::sync::Arc<Component>, String>>;
+
 /// Resolves `r` (at spec path `field`) through `lookup` into Application sources.
 pub fn resolve(
     r: &ComponentRef,
     field: &str,
-    lookup: &dyn Fn(&str) -> Option<std::sync::Arc<Component>>,
+    lookup: &dyn Fn(&str) -> Found,
 ) -> Result<Vec<AppSource>, ComponentError> {
     let name = ref_name(r, field)?;
-    let component = lookup(name).ok_or_else(|| ComponentError::NotFound {
-        field: field.to_owned(),
-        name: name.to_owned(),
-    })?;
+    let component = lookup(name)
+        .ok_or_else(|| ComponentError::NotFound {
+            field: field.to_owned(),
+            name: name.to_owned(),
+        })?
+        .map_err(|problem| ComponentError::Unreadable {
+            field: field.to_owned(),
+            name: name.to_owned(),
+            problem,
+        })?;
     let params = effective_params(r, &component, field)?;
     let sources = component.spec.sources.as_deref().unwrap_or_default();
     let values_ref = sources.iter().any(|s| {
@@ -297,7 +320,7 @@ mod tests {
         Arc::new(serde_yaml::from_str(yaml).unwrap())
     }
 
-    fn catalogue() -> impl Fn(&str) -> Option<Arc<Component>> {
+    fn catalogue() -> impl Fn(&str) -> Found {
         let web = component(
             r"
 apiVersion: experiments.illm.io/v1alpha1
@@ -322,7 +345,11 @@ spec:
   - {name: zone, required: true}
 ",
         );
-        move |n: &str| (n == "web").then(|| web.clone())
+        move |n: &str| match n {
+            "web" => Some(Ok(web.clone())),
+            "odd" => Some(Err("spec.sources: invalid type: integer `3`".to_owned())),
+            _ => None,
+        }
     }
 
     fn web_ref(params: &[(&str, &str)]) -> ComponentRef {
@@ -396,6 +423,21 @@ spec:
     }
 
     #[test]
+    fn an_unreadable_component_is_named_with_its_problem() {
+        let lookup = catalogue();
+        let r = ComponentRef {
+            app: Some("odd".into()),
+            ..ComponentRef::default()
+        };
+        let err = resolve(&r, "spec.targets[0].components[0]", &lookup).unwrap_err();
+        assert_eq!(err.reason(), "InvalidComponent");
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[0].components[0]: Component \"odd\" does not match the expected schema (spec.sources: invalid type: integer `3`); fix or recreate it"
+        );
+    }
+
+    #[test]
     fn unknown_component_is_never_guessed() {
         let lookup = catalogue();
         let r = ComponentRef {
@@ -449,7 +491,7 @@ spec:
             config: Some("cfg".into()),
             ..ComponentRef::default()
         };
-        let sources = resolve(&ok, "f", &|_| Some(c.clone())).unwrap();
+        let sources = resolve(&ok, "f", &|_| Some(Ok(c.clone()))).unwrap();
         assert_eq!(sources[0].path.as_deref(), Some("cfg"));
         assert_eq!(sources[0].target_revision, "HEAD");
     }

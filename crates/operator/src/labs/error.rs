@@ -30,6 +30,17 @@ pub enum Error {
     /// The labs configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The cached Experiment does not read as an `Experiment` (stored under a looser
+    /// schema); waits for its next change.
+    #[error("Experiment {namespace}/{name} does not match the expected schema: {reason}")]
+    Decode {
+        /// Namespace of the Experiment.
+        namespace: String,
+        /// Name of the Experiment.
+        name: String,
+        /// Why, naming the field.
+        reason: String,
+    },
 }
 
 impl ReconcileError for Error {
@@ -40,6 +51,11 @@ impl ReconcileError for Error {
             Self::CacheNotReady { .. } => "CacheNotReady",
             Self::Build(_) => "InvalidConnectionSecret",
             Self::Config(_) => "InvalidConfiguration",
+            Self::Decode { .. } => "InvalidObject",
         }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Decode { .. })
     }
 }

@@ -34,6 +34,7 @@ use kube::{
     },
 };
 
+use crate::runtime::lenient::Lenient;
 use crate::runtime::watches::{paged, trim};
 use crate::runtime::{
     ControllerTask, CrdRef, Family, FamilyError, RuntimeContext, SharedWatches, controller_task,
@@ -101,8 +102,8 @@ pub struct Ctx {
     pub client: Client,
     /// Labs configuration.
     pub config: Arc<LabsConfig>,
-    /// `Component` cache.
-    pub components: Store<Component>,
+    /// `Component` cache (a Component that does not read is kept with the reason).
+    pub components: Store<Lenient<Component>>,
     /// Claim caches by cluster type.
     pub claims: BTreeMap<String, (ApiResource, Store<DynamicObject>)>,
     /// Argo CD Application cache.
@@ -245,8 +246,21 @@ fn foreign_watch(
     (reader, stream)
 }
 
+/// Maps a Component event to the Experiments (those that read) referencing it.
+fn component_wakeups(
+    experiments: Store<Lenient<Experiment>>,
+) -> impl Fn(Arc<Lenient<Component>>) -> Vec<ObjectRef<Lenient<Experiment>>> {
+    move |comp| {
+        let all = experiments.state();
+        referencing(
+            all.iter().filter_map(|e| e.read().map(AsRef::as_ref)),
+            &comp.name_any(),
+        )
+    }
+}
+
 /// Maps a child back to its Experiment through its owner labels.
-fn owner_of(obj: &DynamicObject) -> Option<ObjectRef<Experiment>> {
+fn owner_of(obj: &DynamicObject) -> Option<ObjectRef<Lenient<Experiment>>> {
     let labels = obj.labels();
     Some(
         ObjectRef::new(labels.get(build::LABEL_EXPERIMENT)?)
@@ -256,9 +270,12 @@ fn owner_of(obj: &DynamicObject) -> Option<ObjectRef<Experiment>> {
 
 /// Experiments in `experiments` that reference component `name` (directly, or through the
 /// observability components injected for targets with observability enabled).
-pub fn referencing(experiments: &[Arc<Experiment>], name: &str) -> Vec<ObjectRef<Experiment>> {
+pub fn referencing<'a>(
+    experiments: impl IntoIterator<Item = &'a Experiment>,
+    name: &str,
+) -> Vec<ObjectRef<Lenient<Experiment>>> {
     experiments
-        .iter()
+        .into_iter()
         .filter(|e| {
             e.spec.targets.iter().any(|t| {
                 let obs = t.observability.as_ref().is_some_and(|o| o.enabled)
@@ -271,7 +288,7 @@ pub fn referencing(experiments: &[Arc<Experiment>], name: &str) -> Vec<ObjectRef
                 })
             })
         })
-        .map(|e| ObjectRef::from_obj(e.as_ref()))
+        .map(|e| ObjectRef::new(&e.name_any()).within(&e.namespace().unwrap_or_default()))
         .collect()
 }
 
@@ -327,11 +344,11 @@ impl Family for Labs {
         };
         let client = rt.client.clone();
         let experiments = watches.subscribe(
-            Api::<Experiment>::all(client.clone()),
+            Api::<Lenient<Experiment>>::all(client.clone()),
             watcher::Config::default(),
         )?;
         let components = watches.subscribe(
-            Api::<Component>::all(client.clone()),
+            Api::<Lenient<Component>>::all(client.clone()),
             watcher::Config::default(),
         )?;
         let mut triggers: Vec<(ApiResource, Trigger)> = Vec::new();
@@ -384,10 +401,8 @@ impl Family for Labs {
         });
         let exp_reader = experiments.reader.clone();
         let component_stream = components.stream;
-        let configure = move |c: Controller<Experiment>| {
-            let mut c = c.watches_shared_stream(component_stream, move |comp: Arc<Component>| {
-                referencing(&exp_reader.state(), &comp.name_any())
-            });
+        let configure = move |c: Controller<Lenient<Experiment>>| {
+            let mut c = c.watches_shared_stream(component_stream, component_wakeups(exp_reader));
             for (ar, trigger) in triggers {
                 c = c.watches_stream_with(trigger, |o: DynamicObject| owner_of(&o), ar);
             }
@@ -425,7 +440,13 @@ mod tests {
         ))
         .map(|d| Arc::new(serde::Deserialize::deserialize(d).unwrap()))
         .collect();
-        let lookup = |n: &str| catalogue.iter().find(|c| c.name_any() == n).cloned();
+        let lookup = |n: &str| {
+            catalogue
+                .iter()
+                .find(|c| c.name_any() == n)
+                .cloned()
+                .map(Ok)
+        };
         for t in &exp.spec.targets {
             let mut refs = t.components.clone().unwrap_or_default();
             if t.observability.as_ref().is_some_and(|o| o.enabled) {
@@ -493,7 +514,7 @@ mod tests {
         b.metadata.namespace = Some("lab".into());
         let all = [Arc::new(a), Arc::new(b)];
         let names = |n: &str| {
-            referencing(&all, n)
+            referencing(all.iter().map(AsRef::as_ref), n)
                 .into_iter()
                 .map(|r| r.name)
                 .collect::<Vec<_>>()

@@ -1,6 +1,7 @@
 //! The Experiment reconcile: observe (caches), validate, build, apply, status, following the
 //! five stages; the phase comes from [`super::state::next`].
 
+use crate::runtime::lenient::Lenient;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use agentic_api::labs::{
@@ -183,7 +184,25 @@ fn has_finalizer(exp: &Experiment) -> bool {
 /// The reconcile entry point.
 // One function keeps the stages (observe, validate, apply, state, status) readable in order.
 #[allow(clippy::too_many_lines)]
-pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+pub async fn reconcile(cached: Arc<Lenient<Experiment>>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    match &cached.object {
+        Ok(exp) => reconcile_experiment(exp.clone(), ctx).await,
+        Err(reason) => {
+            let error = Error::Decode {
+                namespace: cached.namespace().unwrap_or_default(),
+                name: cached.name_any(),
+                reason: reason.to_string(),
+            };
+            crate::runtime::events::invalid_object(&ctx.recorder, &error, &cached.object_ref(&()))
+                .await;
+            Err(error)
+        }
+    }
+}
+
+/// Reconciles one Experiment that reads.
+#[allow(clippy::too_many_lines)]
+async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     let key = format!("{ns}/{name}");
@@ -344,7 +363,11 @@ pub async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Action, Er
         .map(|t| (t.name.clone(), t))
         .collect();
     let mut views: BTreeMap<String, TargetView<'_>> = BTreeMap::new();
-    let lookup = |n: &str| ctx.components.get(&ObjectRef::new(n));
+    let lookup = |n: &str| {
+        ctx.components
+            .get(&ObjectRef::new(n))
+            .map(|c| c.object.clone().map_err(|reason| reason.to_string()))
+    };
     for (index, target) in exp.spec.targets.iter().enumerate() {
         let type_ = target.cluster.type_.as_str();
         let was_ready =

@@ -11,6 +11,7 @@ pub mod config;
 pub mod controller;
 pub mod events;
 pub mod leader;
+pub mod lenient;
 pub mod logging;
 pub mod manager;
 pub mod metrics;

@@ -848,13 +848,13 @@ pub async fn install(admin: &Client, docs: &[Value]) {
 }
 
 /// Replaces the stored schema of `spec` in CRD `crd` with an open object, as an older or
-/// hand-edited CRD might have it, and waits until an object with `spec` = `loose` (which the
-/// real schema refuses) is created in `ns` as `ar`.
+/// hand-edited CRD might have it, and waits until `loose` (which the real schema refuses) is
+/// created as `ar`, in `ns` when the kind is namespaced.
 pub async fn loosen_spec_schema_and_create(
     client: &Client,
     crd: &str,
     ar: &ApiResource,
-    ns: &str,
+    ns: Option<&str>,
     loose: Value,
 ) {
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
@@ -874,11 +874,12 @@ pub async fn loosen_spec_schema_and_create(
         .await
         .unwrap();
     let object: DynamicObject = serde_json::from_value(loose).unwrap();
+    let api = match ns {
+        Some(ns) => dynamic(client, ar, ns),
+        None => Api::all_with(client.clone(), ar),
+    };
     wait_for("the loosened schema to take the object", || async {
-        dynamic(client, ar, ns)
-            .create(&PostParams::default(), &object)
-            .await
-            .ok()
+        api.create(&PostParams::default(), &object).await.ok()
     })
     .await;
 }
