@@ -55,28 +55,9 @@ impl<K> Lenient<K> {
 
 /// The identity of an object whose whole text does not read.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
 struct Identity {
     #[serde(default)]
-    metadata: IdentityMeta,
-}
-
-/// See [`Identity`].
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct IdentityMeta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-    #[serde(default)]
-    generation: Option<i64>,
-    #[serde(default)]
-    deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    metadata: super::packed::Identity,
 }
 
 impl<'de, K: Resource + DeserializeOwned> Deserialize<'de> for Lenient<K> {
@@ -95,20 +76,11 @@ impl<'de, K: Resource + DeserializeOwned> Deserialize<'de> for Lenient<K> {
                 };
                 let identity: Identity =
                     serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
-                let m = identity.metadata;
-                if m.name.is_none() {
+                if !identity.metadata.is_named() {
                     return Err(serde::de::Error::custom(reason));
                 }
                 Ok(Self {
-                    metadata: ObjectMeta {
-                        name: m.name,
-                        namespace: m.namespace,
-                        uid: m.uid,
-                        resource_version: m.resource_version,
-                        generation: m.generation,
-                        deletion_timestamp: m.deletion_timestamp,
-                        ..ObjectMeta::default()
-                    },
+                    metadata: identity.metadata.into(),
                     object: Err(reason.into()),
                 })
             }

@@ -115,10 +115,11 @@ const IDENTITY_FIELDS: [&str; 6] = [
     "deletionTimestamp",
 ];
 
-/// The identity fields, parsed.
+/// The identity fields of `metadata` (name, namespace, uid, resourceVersion, generation,
+/// deletionTimestamp), read without the rest.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct Identity {
+pub(crate) struct Identity {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -131,6 +132,27 @@ struct Identity {
     generation: Option<i64>,
     #[serde(default)]
     deletion_timestamp: Option<Time>,
+}
+
+impl Identity {
+    /// Whether the object has a name (what a cache can hold it by).
+    pub(crate) fn is_named(&self) -> bool {
+        self.name.is_some()
+    }
+}
+
+impl From<Identity> for ObjectMeta {
+    fn from(ids: Identity) -> Self {
+        Self {
+            name: ids.name,
+            namespace: ids.namespace,
+            uid: ids.uid,
+            resource_version: ids.resource_version,
+            generation: ids.generation,
+            deletion_timestamp: ids.deletion_timestamp,
+            ..Self::default()
+        }
+    }
 }
 
 /// An object but its identity, as packed text (see the module docs).
@@ -193,16 +215,7 @@ impl Packed {
                     )
                 })?
         };
-        let metadata = ObjectMeta {
-            name: ids.name,
-            namespace: ids.namespace,
-            uid: ids.uid,
-            resource_version: ids.resource_version,
-            generation: ids.generation,
-            deletion_timestamp: ids.deletion_timestamp,
-            ..ObjectMeta::default()
-        };
-        Ok((metadata, Self(packed)))
+        Ok((ids.into(), Self(packed)))
     }
 
     /// The whole object again (without `managedFields` and the `kubectl apply` annotation):
