@@ -25,7 +25,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use support::{
@@ -932,5 +932,91 @@ async fn a_session_that_does_not_read_fails_alone() {
     assert!(job(&client, "odd").await.is_none(), "no runner for it");
     let stored = support::get_object(&client, &ar, NS, "odd").await.unwrap();
     assert!(stored.get("status").is_none_or(Value::is_null), "{stored}");
+    op.stop().await.unwrap();
+}
+
+/// `ProjectSettings` stored under a looser CRD schema. A field sessions do not read (a role
+/// outside `admin`/`edit`/`view`) holds up nothing. One they read that does not decode (a
+/// timeout written as text) fails only the sessions of its namespace, with a Warning Event
+/// naming the object and the field and no runner; fixing the object lets them start.
+#[tokio::test]
+async fn a_project_settings_that_does_not_read_holds_up_only_its_namespace() {
+    let dc = cluster().await;
+    let client = dc.client();
+    namespace(&client, "team-b", true).await;
+    let ar = support::api_resource(
+        agentic_api::sessions::GROUP,
+        agentic_api::sessions::VERSION,
+        "ProjectSettings",
+        "projectsettings",
+    );
+    let settings = |spec: Value| {
+        json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "ProjectSettings",
+            "metadata": {"name": "projectsettings"}, "spec": spec})
+    };
+    let crd = "projectsettings.vteam.ambient-code";
+    support::loosen_spec_schema_and_create(
+        &client,
+        crd,
+        &ar,
+        Some(NS),
+        settings(json!({"groupAccess": [{"groupName": "devs", "role": "owner"}]})),
+    )
+    .await;
+    support::loosen_spec_schema_and_create(
+        &client,
+        crd,
+        &ar,
+        Some("team-b"),
+        settings(json!({"groupAccess": [], "inactivityTimeoutSeconds": "soon"})),
+    )
+    .await;
+    create(&client, "fine", json!({}), json!({"initialPrompt": "hi"})).await;
+    let team_b = Api::<AgenticSession>::namespaced(client.clone(), "team-b");
+    let held: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": "held"}, "spec": {"initialPrompt": "hi"},
+    }))
+    .unwrap();
+    team_b.create(&PostParams::default(), &held).await.unwrap();
+    let op = start_operator(&client);
+
+    wait_phase(&client, "fine", SessionPhase::Running).await;
+    let event = support::wait_for("an InvalidProjectSettings Event on team-b/held", || async {
+        support::events_about(&client, "team-b", "held")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidProjectSettings"))
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("ProjectSettings team-b/projectsettings")
+            && note.contains("spec.inactivityTimeoutSeconds: invalid type: string \"soon\""),
+        "{note}"
+    );
+    let jobs = Api::<Job>::namespaced(client.clone(), "team-b");
+    assert!(
+        jobs.get_opt("held-job").await.unwrap().is_none(),
+        "no runner yet"
+    );
+
+    Api::<DynamicObject>::namespaced_with(client.clone(), "team-b", &ar)
+        .patch(
+            "projectsettings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"inactivityTimeoutSeconds": 3600}})),
+        )
+        .await
+        .unwrap();
+    support::wait_for(
+        "team-b/held to run once its ProjectSettings reads",
+        || async {
+            let s = team_b.get("held").await.ok()?;
+            (s.status.as_ref().and_then(|st| st.phase) == Some(SessionPhase::Running)).then_some(())
+        },
+    )
+    .await;
     op.stop().await.unwrap();
 }

@@ -82,9 +82,20 @@ pub async fn invalid_object(
     error: &impl std::fmt::Display,
     regarding: &ObjectReference,
 ) {
+    warning(recorder, "InvalidObject", error, regarding).await;
+}
+
+/// Publishes a Warning Event `reason` about `regarding` with `error` as its note (cut to
+/// 1,000 characters, the API server's limit).
+pub async fn warning(
+    recorder: &Recorder,
+    reason: &str,
+    error: &impl std::fmt::Display,
+    regarding: &ObjectReference,
+) {
     let event = Event {
         type_: kube::runtime::events::EventType::Warning,
-        reason: "InvalidObject".into(),
+        reason: reason.into(),
         note: Some(error.to_string().chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use agentic_api::sessions::{
-    self as api, AgenticSession, DesiredPhase, ProjectSettings, SessionPhase, StoppedReason,
+    self as api, AgenticSession, DesiredPhase, SessionPhase, StoppedReason,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -44,6 +44,7 @@ use super::{
     error::SessionError,
     metrics::SessionMetrics,
     names,
+    project::{CachedProject, SessionProject},
     recent::{CreatedJob, RecentWrites},
     rechecks::{self, Rechecks},
     state::{
@@ -93,8 +94,9 @@ pub struct Ctx {
     pub tokens: CompactStore<TokenEntry>,
     /// Managed namespaces (label-selected, metadata only).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// `ProjectSettings` (for the inactivity timeout and MCP servers).
-    pub projects: Store<ProjectSettings>,
+    /// `ProjectSettings`, as far as sessions read them (the inactivity timeout and MCP
+    /// servers); one that does not read holds up only the sessions of its namespace.
+    pub projects: Store<CachedProject>,
     /// Domain metrics.
     pub metrics: SessionMetrics,
     /// Event recorder, if Events are published.
@@ -202,7 +204,7 @@ pub fn controllers_with(
         None
     };
     let projects = watches.store(
-        Api::<ProjectSettings>::all(client.clone()),
+        Api::<CachedProject>::all(client.clone()),
         watcher::Config::default(),
     )?;
     let metrics = SessionMetrics::default();
@@ -391,7 +393,21 @@ pub async fn reconcile(cached: Arc<CachedSession>, ctx: Arc<Ctx>) -> Result<Acti
         source,
     });
     let result = match session {
-        Ok(session) => reconcile_session(&session, &ctx).await,
+        Ok(session) => {
+            let result = reconcile_session(&session, &ctx).await;
+            if let (Err(error @ SessionError::ProjectSettings { .. }), Some(recorder)) =
+                (&result, &ctx.recorder)
+            {
+                crate::runtime::events::warning(
+                    recorder,
+                    "InvalidProjectSettings",
+                    error,
+                    &cached.object_ref(&()),
+                )
+                .await;
+            }
+            result
+        }
         Err(error) => {
             if let Some(recorder) = &ctx.recorder {
                 crate::runtime::events::invalid_object(recorder, &error, &cached.object_ref(&()))
@@ -616,7 +632,7 @@ pub fn observe_run(
 /// `inactivityTimeoutSeconds`, else `DEFAULT_INACTIVITY_TIMEOUT`; 0 disables the idler.
 pub fn inactivity_timeout(
     session: &AgenticSession,
-    project: Option<&ProjectSettings>,
+    project: Option<&SessionProject>,
     default: i64,
 ) -> i64 {
     session
@@ -753,10 +769,22 @@ impl Reconciler<'_> {
         self.ctx.pods.group(&self.ns, &self.name)
     }
 
-    fn project(&self) -> Option<Arc<ProjectSettings>> {
-        self.ctx
+    /// The namespace's `ProjectSettings`, if there is one; an error when it does not read.
+    fn project(&self) -> Result<Option<Arc<SessionProject>>, SessionError> {
+        let Some(cached) = self
+            .ctx
             .projects
             .get(&ObjectRef::new(api::PROJECT_SETTINGS_NAME).within(&self.ns))
+        else {
+            return Ok(None);
+        };
+        match &cached.object {
+            Ok(project) => Ok(Some(project.clone())),
+            Err(reason) => Err(SessionError::ProjectSettings {
+                namespace: self.ns.clone(),
+                reason: reason.to_string(),
+            }),
+        }
     }
 
     async fn run(&self) -> Result<Action, SessionError> {
@@ -770,14 +798,18 @@ impl Reconciler<'_> {
             self.run_id().as_deref(),
             self.now,
         );
-        let timeout = inactivity_timeout(
-            self.session,
-            self.project().as_deref(),
-            self.ctx.config.default_inactivity_timeout,
-        );
-        let idle_at = (from == Some(SessionPhase::Running))
-            .then(|| idle_deadline(self.session, timeout))
-            .flatten();
+        // Only a running session reads the project's timeout, so a ProjectSettings that does
+        // not read cannot fail sessions that have finished.
+        let idle_at = if from == Some(SessionPhase::Running) {
+            let timeout = inactivity_timeout(
+                self.session,
+                self.project()?.as_deref(),
+                self.ctx.config.default_inactivity_timeout,
+            );
+            idle_deadline(self.session, timeout)
+        } else {
+            None
+        };
         let mut observed = Observed {
             request,
             invalid: names::check(&self.name).err(),
@@ -962,7 +994,7 @@ impl Reconciler<'_> {
         let uid = if let Some(uid) = existing_uid {
             Some(uid)
         } else {
-            let project = self.project();
+            let project = self.project()?;
             let inputs = RunInputs {
                 config: &self.ctx.config,
                 run_id: run_id.clone(),

@@ -40,6 +40,17 @@ pub enum SessionError {
         #[source]
         source: serde_json::Error,
     },
+    /// The namespace's `ProjectSettings` does not read in a field sessions use (retried with
+    /// backoff: fixing the object lets the session go on).
+    #[error(
+        "ProjectSettings {namespace}/projectsettings does not match the expected schema: {reason}"
+    )]
+    ProjectSettings {
+        /// Namespace of the session and the `ProjectSettings`.
+        namespace: String,
+        /// The field and why it does not read.
+        reason: String,
+    },
     /// The session has no namespace (it is namespaced, so this is a malformed object).
     #[error("metadata.namespace is missing; AgenticSession is a namespaced kind")]
     NoNamespace,
@@ -84,6 +95,7 @@ impl ReconcileError for SessionError {
             Self::EmptyToken { .. } => "TokenProvisionFailed",
             Self::NoNamespace => "NoNamespace",
             Self::Decode { .. } => "InvalidObject",
+            Self::ProjectSettings { .. } => "InvalidProjectSettings",
         }
     }
 

@@ -6,7 +6,8 @@
 //! [`build`] makes the desired objects (pure); [`status`] computes the status and the patch
 //! (pure). [`cached`] holds the slim cached views of Jobs and pods; [`recent`] remembers
 //! the controller's own writes until the caches show them. [`extras`] adds what a
-//! run needs besides its Job ([`network`], [`copied`] Secrets, [`trusted_ca`]); [`live`] pushes spec
+//! run needs besides its Job ([`network`], [`copied`] Secrets, [`trusted_ca`]); [`project`] is what a session reads of its
+//! `ProjectSettings`; [`live`] pushes spec
 //! changes to a running runner; [`trigger`] is the `session-trigger` command of scheduled
 //! sessions.
 
@@ -21,6 +22,7 @@ pub mod live;
 pub mod metrics;
 pub mod names;
 pub mod network;
+pub mod project;
 pub mod recent;
 pub mod rechecks;
 pub mod state;

@@ -5,7 +5,8 @@
 
 use super::*;
 use crate::sessions::session::build::ANNOTATION_RUN;
-use agentic_api::sessions::{AgenticSessionSpec, AgenticSessionStatus, ProjectSettingsSpec};
+use crate::sessions::session::project::SessionProjectSpec;
+use agentic_api::sessions::{AgenticSessionSpec, AgenticSessionStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::{reflector, watcher};
 
@@ -458,13 +459,13 @@ fn requests() {
 #[test]
 fn inactivity_precedence() {
     let mut s = AgenticSession::new("s1", AgenticSessionSpec::default());
-    let project = ProjectSettings::new(
-        "projectsettings",
-        ProjectSettingsSpec {
+    let project = SessionProject {
+        spec: SessionProjectSpec {
             inactivity_timeout_seconds: Some(7200),
-            ..ProjectSettingsSpec::default()
+            mcp_servers: None,
         },
-    );
+        ..SessionProject::default()
+    };
     assert_eq!(inactivity_timeout(&s, None, 86_400), 86_400);
     assert_eq!(inactivity_timeout(&s, Some(&project), 86_400), 7200);
     s.spec.inactivity_timeout = Some(60);
