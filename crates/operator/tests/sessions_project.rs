@@ -571,3 +571,59 @@ async fn upstream_objects_are_adopted_or_kept_and_watch_failures_are_survived() 
     );
     operator.stop().await.unwrap();
 }
+
+/// A `ProjectSettings` stored under a looser CRD schema with a `groupAccess` that is not a
+/// list becomes an `InvalidSpec` condition naming the field on that object; the
+/// `ProjectSettings` of other namespaces are reconciled as usual (before, the object failed
+/// the controller's whole list and no `ProjectSettings` in the cluster was reconciled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_access_of_the_wrong_shape_fails_only_its_object() {
+    let cluster = cluster(false).await;
+    let client = cluster.client();
+    namespace(&client, "team-x", &[MANAGED]).await;
+    let ar = support::api_resource(
+        agentic_api::sessions::GROUP,
+        agentic_api::sessions::VERSION,
+        "ProjectSettings",
+        "projectsettings",
+    );
+    support::loosen_spec_schema_and_create(
+        &client,
+        "projectsettings.vteam.ambient-code",
+        &ar,
+        Some("team-x"),
+        json!({"apiVersion": "vteam.ambient-code/v1alpha1", "kind": "ProjectSettings",
+            "metadata": {"name": "projectsettings"}, "spec": {"groupAccess": "everyone"}}),
+    )
+    .await;
+    let operator = Operator::start(client.clone(), settings("op", |_| {}));
+    namespace(&client, "team-y", &[MANAGED]).await;
+    wait_ready(&client, "team-y", 0).await;
+    set_group_access(
+        &client,
+        "team-y",
+        json!([{"groupName": "devs", "role": "edit"}]),
+    )
+    .await;
+    wait_ready(&client, "team-y", 1).await;
+
+    let (_, _, message, _) = wait_for("the InvalidSpec condition on team-x", || async {
+        let ps = support::get_object(&client, &ar, "team-x", "projectsettings").await?;
+        let ps: ProjectSettings = serde_json::from_value(json!({
+            "metadata": ps["metadata"], "spec": {"groupAccess": []}, "status": ps["status"]
+        }))
+        .ok()?;
+        ready_condition(&ps).filter(|(status, reason, _, generation)| {
+            status == "False" && reason == "InvalidSpec" && *generation == ps.metadata.generation
+        })
+    })
+    .await;
+    assert!(
+        message.contains(
+            "spec.groupAccess: must be a list of {groupName, role} entries; found a string"
+        ),
+        "{message}"
+    );
+    assert!(binding_names(&client, "team-x").await.is_empty());
+    operator.stop().await.unwrap();
+}
