@@ -34,9 +34,12 @@ pub const MAX_ENTRIES: usize = 31;
 #[derive(Debug)]
 pub struct Dictionary {
     entries: &'static [&'static str],
-    /// For each byte value, whether an entry starts with it: entries are tried only at
-    /// those bytes (most bytes of a text start none).
-    starts: [bool; 256],
+    /// For each byte value, the entries (bit `i` for entry `i`) whose first byte it is.
+    first: [u32; 256],
+    /// For each byte value, the entries whose second byte it is, or that have none. An entry
+    /// is tried only where both bytes fit: most entries of a JSON dictionary start with `"`,
+    /// and trying each of them at every `"` was most of the packing's cost.
+    second: [u32; 256],
 }
 
 impl Dictionary {
@@ -49,14 +52,30 @@ impl Dictionary {
     #[must_use]
     pub const fn new(entries: &'static [&'static str]) -> Self {
         assert!(entries.len() <= MAX_ENTRIES, "too many dictionary entries");
-        let mut starts = [false; 256];
+        let mut first = [0u32; 256];
+        let mut second = [0u32; 256];
         let mut i = 0;
         while i < entries.len() {
-            assert!(!entries[i].is_empty(), "empty dictionary entry");
-            starts[entries[i].as_bytes()[0] as usize] = true;
+            let bytes = entries[i].as_bytes();
+            assert!(!bytes.is_empty(), "empty dictionary entry");
+            let bit = 1u32 << i;
+            first[bytes[0] as usize] |= bit;
+            if bytes.len() == 1 {
+                let mut b = 0;
+                while b < 256 {
+                    second[b] |= bit;
+                    b += 1;
+                }
+            } else {
+                second[bytes[1] as usize] |= bit;
+            }
             i += 1;
         }
-        Self { entries, starts }
+        Self {
+            entries,
+            first,
+            second,
+        }
     }
 
     /// The entries, in code order.
@@ -76,13 +95,23 @@ impl Dictionary {
         let mut out = Vec::with_capacity(bytes.len() / 2);
         let mut rest = bytes;
         'outer: while let Some((&first, tail)) = rest.split_first() {
-            if self.starts[usize::from(first)] {
-                for (code, entry) in (1u8..).zip(self.entries) {
-                    if let Some(after) = rest.strip_prefix(entry.as_bytes()) {
-                        out.push(code);
-                        rest = after;
-                        continue 'outer;
-                    }
+            let mut candidates = self.first[usize::from(first)];
+            if candidates != 0 {
+                // A one-byte entry matches at the text's last byte too.
+                candidates &= tail
+                    .first()
+                    .map_or(u32::MAX, |&b| self.second[usize::from(b)]);
+            }
+            while candidates != 0 {
+                // Lowest bit first: entries keep their priority order.
+                let index = candidates.trailing_zeros();
+                candidates &= candidates - 1;
+                let entry = self.entries[index as usize];
+                if let Some(after) = rest.strip_prefix(entry.as_bytes()) {
+                    // `index` < MAX_ENTRIES (31), so the code is a control byte.
+                    out.push(u8::try_from(index + 1).unwrap_or(0));
+                    rest = after;
+                    continue 'outer;
                 }
             }
             out.push(first);
@@ -385,6 +414,19 @@ mod tests {
         // Text with a raw control byte (never serde_json's output) is refused, not mangled.
         assert!(WORDS.pack("{\"a\":1}\n").is_none());
         assert!(WORDS.pack("\u{1}").is_none());
+    }
+
+    #[test]
+    fn the_first_entry_that_matches_wins_and_one_byte_entries_match_anywhere() {
+        const D: Dictionary = Dictionary::new(&[r#""status":"#, r#""st"#, "x", r#"""#]);
+        assert_eq!(&*D.pack(r#""status":1"#).unwrap(), &[1, b'1']);
+        assert_eq!(&*D.pack(r#""stop""#).unwrap(), &[2, b'o', b'p', 4]);
+        assert_eq!(&*D.pack("ax").unwrap(), &[b'a', 3]);
+        assert_eq!(&*D.pack("x").unwrap(), &[3]);
+        assert_eq!(&*D.pack(r#""s"#).unwrap(), &[4, b's']);
+        for text in [r#""status":"stx""#, "xx", r#"{"st":"s"}"#, ""] {
+            assert_eq!(D.unpack(&D.pack(text).unwrap()), text.as_bytes(), "{text}");
+        }
     }
 
     #[test]
