@@ -293,6 +293,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
     ),
     rule(
         &[""],
+        &["namespaces"],
+        &["get", "create", "delete"],
+        "labs: the hub namespace <experiment> of an Experiment with a hub target, created with upstream's labels unless one exists and deleted at cleanup when this Experiment created it (list comes from the sessions rule)",
+    ),
+    rule(
+        &[""],
         &["services"],
         &["get"],
         "labs: hub Services named by spec.tutorial.services, resolved to their address in status.tutorialStatus",

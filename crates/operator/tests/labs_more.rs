@@ -312,7 +312,8 @@ async fn event_reasons(client: &Client, object: &str) -> Vec<(String, String)> {
 /// is found by name; the cluster is registered with Argo CD and the Applications deployed; a
 /// Grafana datasource is created; the Workflow completes the experiment; everything is
 /// removed afterwards. Also: children carry the short `experiment` label the upstream
-/// diagnostics select on (§6.27) and no hub namespace is created (§6.20).
+/// diagnostics select on (§6.27), and the hub namespace the load generator deploys into is
+/// created with upstream's labels and removed with the experiment (§6.20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn gateway_tutorial_example_runs_end_to_end() {
@@ -469,15 +470,21 @@ async fn gateway_tutorial_example_runs_end_to_end() {
         names(&workflows, short).await,
         ["gateway-tutorial-validation"]
     );
-    // §6.20: no namespace named after the experiment is created on the hub.
+    // §6.20: the hub namespace of the hub target's Application, labelled as upstream did
+    // (Pod Security privileged) and as this Experiment's.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    assert!(
-        namespaces
-            .get_opt("gateway-tutorial")
-            .await
-            .unwrap()
-            .is_none()
+    let hub_ns = namespaces.get("gateway-tutorial").await.unwrap();
+    let labels = hub_ns.labels();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "privileged");
+    assert_eq!(
+        labels["pod-security.kubernetes.io/enforce-version"],
+        "latest"
     );
+    assert_eq!(
+        labels["app.kubernetes.io/managed-by"],
+        "experiment-operator"
+    );
+    assert_eq!(labels["experiments.illm.io/namespace"], NS);
 
     release_workflow(&client, "gateway-tutorial-validation").await;
     let e = wait_cleaned(&client, "gateway-tutorial").await;
@@ -495,10 +502,101 @@ async fn gateway_tutorial_example_runs_end_to_end() {
             .unwrap()
             .is_none()
     );
+    // §6.20: upstream never deleted it.
+    assert!(
+        namespaces
+            .get_opt("gateway-tutorial")
+            .await
+            .unwrap()
+            .is_none()
+    );
     delete_and_wait(&client, "gateway-tutorial").await;
     op.stop().await.unwrap();
     env.shutdown().await;
     target.shutdown().await;
+}
+
+/// §6.20, the hub namespace `<experiment>`: created only for an Experiment whose hub target
+/// deploys something, and deleted at cleanup only when this Experiment created it. A namespace
+/// of that name the user already had is used as it is and kept; an Experiment of the same
+/// name in another namespace fails with a message naming the owner instead of deploying into
+/// (and later deleting) the first one's namespace; a GKE-only Experiment creates none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn the_hub_namespace_is_removed_only_when_the_experiment_created_it() {
+    let env = start_env(&["team-b"]).await;
+    let client = env.client();
+    catalogue(&client).await;
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut mine = Namespace::default();
+    mine.metadata.name = Some("mine".into());
+    mine.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+    namespaces
+        .create(&PostParams::default(), &mine)
+        .await
+        .unwrap();
+    let op = start_operator(&client, fast());
+    let yaml = |name: &str, ns: &str, target: &str, cluster: &str| {
+        format!(
+            "apiVersion: experiments.illm.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  targets: [{{name: {target}, cluster: {{type: {cluster}}}, components: [{{app: web}}]}}]\n  workflow: {{template: long, completion: {{mode: workflow}}}}\n"
+        )
+    };
+    experiment(&client, &yaml("hubby", NS, "main", "hub")).await;
+    experiment(&client, &yaml("mine", NS, "main", "hub")).await;
+    experiment(&client, &yaml("gkeonly", NS, "main", "gke")).await;
+    for name in ["hubby", "mine", "gkeonly"] {
+        wait_phase(&client, name, ExperimentPhase::Running).await;
+    }
+    let created = namespaces.get("hubby").await.unwrap();
+    assert_eq!(created.labels()["experiments.illm.io/experiment"], "hubby");
+    assert_eq!(
+        created.labels()["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    // The user's namespace is not relabelled.
+    let kept = namespaces.get("mine").await.unwrap();
+    assert_eq!(kept.labels().get("experiments.illm.io/experiment"), None);
+    assert_eq!(kept.labels()["team"], "a");
+    assert!(namespaces.get_opt("gkeonly").await.unwrap().is_none());
+
+    // A namesake in team-b with a hub target of another name: its Application would not
+    // collide, its hub namespace is hubby's.
+    experiment_in(&client, "team-b", &yaml("hubby", "team-b", "other", "hub")).await;
+    let team_b: Api<Experiment> = Api::namespaced(client.clone(), "team-b");
+    let failed = wait_until(&team_b, "hubby", "Failed", |e| {
+        e.phase() == ExperimentPhase::Failed
+    })
+    .await;
+    let provisioned = cond(&failed, "Provisioned").unwrap();
+    assert!(
+        provisioned
+            .message
+            .contains("hub namespace hubby belongs to Experiment experiments/hubby"),
+        "{provisioned:?}"
+    );
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    assert_eq!(
+        names(&apps, "experiments.illm.io/namespace=team-b").await,
+        Vec::<String>::new()
+    );
+    // Its cleanup leaves hubby's namespace alone.
+    wait_until(&team_b, "hubby", "cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    assert!(namespaces.get_opt("hubby").await.unwrap().is_some());
+
+    for name in ["hubby", "mine", "gkeonly"] {
+        release_workflow(&client, &format!("{name}-validation")).await;
+        wait_cleaned(&client, name).await;
+    }
+    assert!(namespaces.get_opt("hubby").await.unwrap().is_none());
+    let kept = namespaces.get("mine").await.unwrap();
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert!(namespaces.get_opt("gkeonly").await.unwrap().is_none());
+    op.stop().await.unwrap();
+    env.shutdown().await;
 }
 
 /// Each cluster type provisions through its own claim kind (gke → `GKECluster`, talos →

@@ -2,7 +2,10 @@
 //! whose destination is the in-cluster server, or a server registered by a cluster Secret
 //! (`argocd.argoproj.io/secret-type=cluster`) in the Application's namespace, becomes
 //! `Synced`/`Healthy` after a scriptable delay and lists one Deployment per deployable source
-//! in `status.resources`. An unregistered destination reports `Unknown` with an
+//! in `status.resources`. When it syncs to the in-cluster server with the
+//! `CreateNamespace=true` sync option, it creates the destination namespace if it is missing
+//! (without labels, and never deletes it, as Argo CD does). An unregistered destination
+//! reports `Unknown` with an
 //! `InvalidSpecError` condition. The `resources-finalizer.argocd.argoproj.io` finalizer is
 //! released only while the destination is still registered, as Argo CD needs the cluster to
 //! delete what it deployed.
@@ -15,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -184,6 +187,9 @@ async fn reconcile(app: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action,
         })
     };
     if !same(&current, &desired) {
+        if reachable && server == IN_CLUSTER {
+            create_namespace(&ctx.client, &app.data).await?;
+        }
         let mut body = desired;
         body["reconciledAt"] = json!(now);
         write(&api, &name, body).await?;
@@ -193,6 +199,34 @@ async fn reconcile(app: Arc<DynamicObject>, ctx: Arc<KindCtx>) -> Result<Action,
     } else {
         Action::requeue(RECHECK)
     })
+}
+
+/// Creates the destination namespace of `app` on this cluster when its sync options ask for it
+/// and it does not exist.
+async fn create_namespace(client: &kube::Client, app: &Value) -> Result<(), SimError> {
+    let Some(name) = namespace_to_create(app) else {
+        return Ok(());
+    };
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_owned());
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other.map(|_| ()).map_err(Into::into),
+    }
+}
+
+/// The destination namespace of `app` when its sync options include `CreateNamespace=true`.
+fn namespace_to_create(app: &Value) -> Option<&str> {
+    let asked = app
+        .pointer("/spec/syncPolicy/syncOptions")
+        .and_then(Value::as_array)
+        .is_some_and(|o| o.iter().any(|v| v.as_str() == Some("CreateNamespace=true")));
+    app.pointer("/spec/destination/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| asked && !n.is_empty())
 }
 
 /// Compares the fields this simulator owns, ignoring times.
@@ -242,6 +276,25 @@ mod tests {
             .collect();
         assert_eq!(names, ["frontend", "demo"]);
         assert_eq!(resources(&app)[0]["namespace"], "gw");
+    }
+
+    #[test]
+    fn only_create_namespace_applications_get_their_namespace() {
+        let app = |options: Value, ns: &str| json!({"spec": {"destination": {"namespace": ns}, "syncPolicy": {"syncOptions": options}}});
+        let both = app(
+            json!(["CreateNamespace=true", "ServerSideApply=true"]),
+            "gw",
+        );
+        assert_eq!(namespace_to_create(&both), Some("gw"));
+        assert_eq!(
+            namespace_to_create(&app(json!(["ServerSideApply=true"]), "gw")),
+            None
+        );
+        assert_eq!(
+            namespace_to_create(&app(json!(["CreateNamespace=true"]), "")),
+            None
+        );
+        assert_eq!(namespace_to_create(&json!({"spec": {}})), None);
     }
 
     #[test]

@@ -592,6 +592,30 @@ pub fn target_namespace(owner: Owner<'_>) -> Namespace {
     }
 }
 
+/// Pod Security admission label: the level enforced in a namespace.
+pub const LABEL_PSS_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+/// Pod Security admission label: the policy version enforced.
+pub const LABEL_PSS_ENFORCE_VERSION: &str = "pod-security.kubernetes.io/enforce-version";
+
+/// The namespace `<experiment>` on the hub, where the Applications of hub targets deploy.
+/// Upstream's labels (managed-by, Pod Security `privileged` at `latest`, so the components'
+/// agents may run privileged pods) plus the Experiment's own labels, which mark it as this
+/// Experiment's to delete at cleanup. Created only for Experiments with a hub target that
+/// deploys something, and only when no namespace of that name exists yet.
+pub fn hub_namespace(owner: Owner<'_>) -> Namespace {
+    let mut labels = owner.labels();
+    labels.insert(LABEL_PSS_ENFORCE.to_owned(), "privileged".to_owned());
+    labels.insert(LABEL_PSS_ENFORCE_VERSION.to_owned(), "latest".to_owned());
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(owner.name.to_owned()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use agentic_api::labs::{ClusterSpec, ClusterType, CompletionMode, CompletionSpec};
@@ -621,6 +645,20 @@ mod tests {
         );
         let ns = target_namespace(OWNER);
         assert_eq!(ns.metadata.name.as_deref(), Some("gw"));
+    }
+
+    #[test]
+    fn the_hub_namespace_has_upstreams_labels_and_the_owners() {
+        let ns = hub_namespace(OWNER);
+        assert_eq!(ns.metadata.name.as_deref(), Some("gw"));
+        let labels = ns.metadata.labels.unwrap_or_default();
+        let get = |k: &str| labels.get(k).map(String::as_str);
+        assert_eq!(get(LABEL_MANAGED_BY), Some(MANAGED_BY));
+        assert_eq!(get(LABEL_PSS_ENFORCE), Some("privileged"));
+        assert_eq!(get(LABEL_PSS_ENFORCE_VERSION), Some("latest"));
+        // The cleanup's selector finds it; another Experiment's does not.
+        assert_eq!(get(LABEL_EXPERIMENT), Some(OWNER.name));
+        assert_eq!(get(LABEL_NAMESPACE), Some(OWNER.namespace));
     }
 
     #[test]

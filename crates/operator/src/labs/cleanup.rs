@@ -4,7 +4,8 @@
 //! Children are removed stage by stage: the Workflow, the Grafana datasource and the tutorial
 //! kubeconfig Secrets, then the
 //! Applications (Argo CD removes the deployed resources while the cluster is still registered),
-//! then the cluster Secrets, then the claims (the clusters themselves). A stage starts only
+//! then the cluster Secrets and the hub namespace `<experiment>` (when this Experiment created
+//! it), then the claims (the clusters themselves). A stage starts only
 //! when the previous one is gone; `NotFound` counts as gone.
 //!
 //! A pass reads the children from the watch caches, so it may see a child that is already gone
@@ -30,6 +31,8 @@ pub enum ChildKind {
     Application,
     /// Argo CD cluster Secret.
     ClusterSecret,
+    /// The hub namespace `<experiment>` this Experiment created for its hub targets.
+    HubNamespace,
     /// Crossplane claim.
     Claim,
 }
@@ -43,6 +46,7 @@ impl ChildKind {
             Self::KubeconfigSecret => "kubeconfig Secret",
             Self::Application => "Application",
             Self::ClusterSecret => "Secret",
+            Self::HubNamespace => "Namespace",
             Self::Claim => "claim",
         }
     }
@@ -52,7 +56,7 @@ impl ChildKind {
         match self {
             Self::Workflow | Self::Datasource | Self::KubeconfigSecret => 0,
             Self::Application => 1,
-            Self::ClusterSecret => 2,
+            Self::ClusterSecret | Self::HubNamespace => 2,
             Self::Claim => 3,
         }
     }
@@ -63,7 +67,7 @@ impl ChildKind {
 pub struct Child {
     /// Its kind.
     pub kind: ChildKind,
-    /// Namespace.
+    /// Namespace (empty for a cluster-scoped child).
     pub namespace: String,
     /// Name.
     pub name: String,
@@ -74,9 +78,13 @@ pub struct Child {
 }
 
 impl Child {
-    /// `Kind namespace/name`.
+    /// `Kind namespace/name`, or `Kind name` when cluster-scoped.
     pub fn display(&self) -> String {
-        format!("{} {}/{}", self.kind.label(), self.namespace, self.name)
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind.label(), self.name)
+        } else {
+            format!("{} {}/{}", self.kind.label(), self.namespace, self.name)
+        }
     }
 }
 
@@ -333,6 +341,33 @@ mod tests {
             panic!()
         };
         assert_eq!(delete, vec![child(ChildKind::KubeconfigSecret, "k", None)]);
+        // The hub namespace goes only after the Applications that deploy into it (Argo CD
+        // removes their resources first), and before the claims.
+        let hub = vec![
+            child(ChildKind::Claim, "c", None),
+            child(ChildKind::HubNamespace, "gw", None),
+            child(ChildKind::Application, "a", Some(1)),
+        ];
+        let Step::Work { delete, waiting } = plan(&hub) else {
+            panic!()
+        };
+        assert!(delete.is_empty());
+        assert_eq!(waiting[0].kind, ChildKind::Application);
+        let Step::Work { delete, .. } = plan(&hub[..2]) else {
+            panic!()
+        };
+        assert_eq!(delete, vec![child(ChildKind::HubNamespace, "gw", None)]);
+    }
+
+    #[test]
+    fn a_cluster_scoped_child_is_shown_without_a_namespace() {
+        let mut ns = child(ChildKind::HubNamespace, "gw", None);
+        ns.namespace = String::new();
+        assert_eq!(ns.display(), "Namespace gw");
+        assert_eq!(
+            child(ChildKind::Application, "a", None).display(),
+            "Application ns/a"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use agentic_api::labs::{
 };
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::core::v1::{Secret, Service},
+    api::core::v1::{Namespace, Secret, Service},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
 };
 use kube::{
@@ -67,6 +67,9 @@ pub const REASON_KUBECONFIGS: &str = "KubeconfigsNotCopied";
 /// Condition reason: a target's Application waits until the other provisioned targets'
 /// clusters are ready, so their kubeconfigs can be copied onto its cluster first.
 pub const REASON_WAITING_FOR_PEERS: &str = "WaitingForClusters";
+/// Condition reason and Event reason: a hub target's Application waits because the hub
+/// namespace `<experiment>` is still being deleted (by an earlier Experiment of that name).
+pub const REASON_HUB_NAMESPACE_TERMINATING: &str = "HubNamespaceTerminating";
 /// How often a waiting deletion is looked at again (besides watch events).
 const CLEANUP_RECHECK: Duration = Duration::from_secs(5);
 /// Safety resync of a running experiment (watches normally drive it).
@@ -454,6 +457,8 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         .and_then(|t| t.expose_kubeconfig)
         .unwrap_or(false);
     let mut kubeconfig_secrets: BTreeMap<String, String> = BTreeMap::new();
+    // What the hub namespace check found, once per pass for all hub targets.
+    let mut hub_namespace: Option<HubNamespace> = None;
     for tname in &order {
         let deps_ready = views
             .get(tname)
@@ -595,6 +600,32 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         let desired_app = build::application(owner, tname, &server, sources, &ctx.config);
         let needs_obs = target.observability.as_ref().is_some_and(|o| o.enabled);
         if !sources.is_empty() && !expect::up_to_date(&desired_app, view.app_obj.as_deref()) {
+            if view.cluster == ClusterState::Hub {
+                let found = match &hub_namespace {
+                    Some(found) => found.clone(),
+                    None => ensure_hub_namespace(&ctx, owner).await?,
+                };
+                hub_namespace = Some(found.clone());
+                match found {
+                    HubNamespace::Usable => {}
+                    HubNamespace::Terminating(why) => {
+                        publish(
+                            &ctx,
+                            &exp,
+                            EventType::Warning,
+                            REASON_HUB_NAMESPACE_TERMINATING,
+                            format!("target {tname}: {why}"),
+                        )
+                        .await;
+                        view.blocked = Some((REASON_HUB_NAMESPACE_TERMINATING, why));
+                        continue;
+                    }
+                    HubNamespace::Foreign(message) => {
+                        view.cluster = ClusterState::Failed { message };
+                        continue;
+                    }
+                }
+            }
             if let (ClusterState::Ready { endpoint }, Some(cn), Some(cns)) =
                 (&view.cluster, &view.claim_name, &view.claim_ns)
             {
@@ -1636,6 +1667,58 @@ async fn prepare_target_cluster(
     Ok(None)
 }
 
+/// What [`ensure_hub_namespace`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HubNamespace {
+    /// Created now, or already there and not another Experiment's: hub targets deploy into it.
+    Usable,
+    /// Being deleted; Argo CD cannot create anything in it until it is gone.
+    Terminating(String),
+    /// Created by an Experiment of the same name in another namespace.
+    Foreign(String),
+}
+
+/// Creates the hub namespace `<experiment>` ([`build::hub_namespace`]) unless a namespace of
+/// that name exists. Called only before a hub target's Application is written, so a settled
+/// Experiment issues no request. An existing namespace without this Experiment's labels (the
+/// user's own, or one Argo CD created) is used as it is and is never deleted by the cleanup,
+/// which selects on those labels.
+async fn ensure_hub_namespace(ctx: &Ctx, owner: Owner<'_>) -> Result<HubNamespace, Error> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    match api
+        .create(&post_params(), &build::hub_namespace(owner))
+        .await
+    {
+        Ok(_) => return Ok(HubNamespace::Usable),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let terminating = || {
+        HubNamespace::Terminating(format!(
+            "the hub namespace {} is being deleted; the Application is created once it is gone",
+            owner.name
+        ))
+    };
+    // Deleted between the two requests: the next pass creates it.
+    let Some(existing) = api.get_opt(owner.name).await? else {
+        return Ok(terminating());
+    };
+    if existing.metadata.deletion_timestamp.is_some() {
+        return Ok(terminating());
+    }
+    let labels = existing.labels();
+    if labels.get(build::LABEL_EXPERIMENT).map(String::as_str) == Some(owner.name)
+        && let Some(other) = labels.get(build::LABEL_NAMESPACE)
+        && other != owner.namespace
+    {
+        return Ok(HubNamespace::Foreign(format!(
+            "the hub namespace {} belongs to Experiment {other}/{}; Experiment names must be unique across namespaces",
+            owner.name, owner.name
+        )));
+    }
+    Ok(HubNamespace::Usable)
+}
+
 /// One child kind of an Experiment: where it lives and the synced cache holding it, if any.
 struct KindSpec {
     kind: ChildKind,
@@ -1709,6 +1792,13 @@ impl<'a> Children<'a> {
                 ar: secret_resource(),
                 namespace: Some(ctx.config.argocd_namespace.clone()),
                 selector: format!("{selector},{}=cluster", build::ARGOCD_SECRET_TYPE),
+                cache: None,
+            },
+            KindSpec {
+                kind: ChildKind::HubNamespace,
+                ar: ApiResource::erase::<Namespace>(&()),
+                namespace: None,
+                selector: selector.clone(),
                 cache: None,
             },
         ];
@@ -1798,8 +1888,11 @@ impl cleanup::Source for Children<'_> {
         let Some(ar) = &child.resource else {
             return Ok(true);
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.ctx.client.clone(), &child.namespace, ar);
+        let api: Api<DynamicObject> = if child.namespace.is_empty() {
+            Api::all_with(self.ctx.client.clone(), ar)
+        } else {
+            Api::namespaced_with(self.ctx.client.clone(), &child.namespace, ar)
+        };
         let result = api.delete(&child.name, &DeleteParams::background()).await;
         if self.kinds.iter().any(|k| k.ar == *ar && k.cache.is_some()) {
             self.ctx
