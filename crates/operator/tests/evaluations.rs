@@ -629,6 +629,76 @@ async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
     op.stop().await.unwrap();
 }
 
+/// Upstream set `WorkflowReady=True` (`WorkflowCreated`) although the `experiment.json`
+/// `ConfigMap` could not be written. Here every `ConfigMap` write is refused by the API
+/// server: `Ready` and `WorkflowReady` stay False, the `TestWorkflow` is not written (it would
+/// run without its scenarios), the error names the `ConfigMap` and is retried; once writes
+/// are accepted again both become True without any change to the Experiment.
+#[tokio::test]
+async fn a_refused_config_map_write_keeps_the_workflow_not_ready() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    dc.set_faults(devcluster::FaultConfig {
+        error_rate: 1.0,
+        error_codes: vec![500],
+        verbs: vec!["patch".into(), "create".into()],
+        resources: vec!["configmaps".into()],
+        ..devcluster::FaultConfig::default()
+    })
+    .unwrap();
+    let op = start_operator(client.clone(), None);
+    create_object(
+        &client,
+        &experiments(),
+        "team",
+        scenarios_experiment("refused"),
+    )
+    .await;
+    let exp = wait_condition(
+        &client,
+        "team",
+        "refused",
+        "Ready",
+        "False",
+        Some("ReconcileFailed"),
+    )
+    .await;
+    let ready = json_condition(&exp, "Ready").unwrap();
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ConfigMap") && m.contains("refused-experiment")),
+        "{ready}"
+    );
+    let workflow_ready = json_condition(&exp, "WorkflowReady").unwrap();
+    assert_eq!(workflow_ready["status"], "False", "{workflow_ready}");
+    assert_ne!(workflow_ready["reason"], "WorkflowCreated");
+    assert!(generated(&exp).is_empty(), "{exp:#}");
+    assert!(
+        get_object(&client, &workflows(), "team", "refused-workflow")
+            .await
+            .is_none()
+    );
+
+    dc.clear_faults();
+    wait_condition(
+        &client,
+        "team",
+        "refused",
+        "WorkflowReady",
+        "True",
+        Some("WorkflowCreated"),
+    )
+    .await;
+    wait_condition(&client, "team", "refused", "Ready", "True", None).await;
+    assert!(
+        config_map(&client, "team", "refused-experiment")
+            .await
+            .is_some()
+    );
+    op.stop().await.unwrap();
+}
+
 /// Without an Agent, the Service DNS form is used and the status says so; when the Agent
 /// appears its URL is picked up from the watch.
 #[tokio::test]

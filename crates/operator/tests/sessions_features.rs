@@ -889,6 +889,16 @@ async fn fake_runner() -> (
     String,
     tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>,
 ) {
+    fake_runner_refusing(&[]).await
+}
+
+/// [`fake_runner`] answering 500 to the paths in `refused` (still reporting the calls).
+async fn fake_runner_refusing(
+    refused: &'static [&'static str],
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
@@ -923,15 +933,108 @@ async fn fake_runner() -> (
                 .find_map(|l| l.strip_prefix("X-Ambient-Session-Token: "))
                 .unwrap_or_default()
                 .to_owned();
+            let answer: &[u8] = if refused.contains(&path.as_str()) {
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            };
             tx.send((path, token, serde_json::from_str(body).unwrap()))
                 .unwrap();
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                .await
-                .unwrap();
+            stream.write_all(answer).await.unwrap();
         }
     });
     (address, rx)
+}
+
+/// Upstream rewrote `reconciledRepos` from the spec (and advanced its bookkeeping) even when
+/// the runner refused the call, so the status claimed a change the runner never made and it
+/// was never sent again. Here the runner refuses `/workflow`: the repo it accepted is
+/// recorded, the workflow is not, a retry is asked for, and the next pass sends only the
+/// workflow again and records it once the runner takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_call_that_fails_is_not_recorded_and_is_sent_again() {
+    use agentic_operator::sessions::session::live;
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    runner_secret(&admin).await;
+    let operator = start_operator(&cluster, agentic_operator::families()).await;
+    create_session(
+        &admin,
+        "flaky",
+        json!({"repos": [{"url": "https://github.com/example/webapp.git"}]}),
+    )
+    .await;
+    wait_until(&sessions(&admin), "flaky", "recorded repos", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.reconciled_repos.as_ref())
+            .is_some_and(|r| r.len() == 1)
+    })
+    .await;
+    // Only the calls below talk to the runner stand-in.
+    operator.stop().await.unwrap();
+    sessions(&admin)
+        .patch(
+            "flaky",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "repos": [{"url": "https://github.com/example/webapp.git"},
+                          {"url": "https://github.com/example/docs.git"}],
+                "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
+            }})),
+        )
+        .await
+        .unwrap();
+    let operator_client = cluster
+        .service_account_client(OPERATOR_NS, "agentic-operator")
+        .await
+        .unwrap();
+    let now: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
+    let (refusing, mut refused_calls) = fake_runner_refusing(&["/workflow"]).await;
+    let session = sessions(&admin).get("flaky").await.unwrap();
+    let again = live::ensure_runner_spec(&operator_client, &session, &refusing, now)
+        .await
+        .unwrap();
+    assert!(again.is_some(), "a refused call asks for a retry");
+    let paths: Vec<String> = [
+        refused_calls.recv().await.unwrap(),
+        refused_calls.recv().await.unwrap(),
+    ]
+    .into_iter()
+    .map(|(path, _, _)| path)
+    .collect();
+    assert_eq!(paths, ["/repos/add", "/workflow"]);
+    let status = sessions(&admin).get("flaky").await.unwrap().status.unwrap();
+    let names: Vec<Option<String>> = status
+        .reconciled_repos
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, [Some("webapp".into()), Some("docs".into())]);
+    assert!(
+        status.reconciled_workflow.is_none(),
+        "the refused workflow must not be recorded: {:?}",
+        status.reconciled_workflow
+    );
+
+    // The retry sends only what is still missing.
+    let (accepting, mut calls) = fake_runner().await;
+    let session = sessions(&admin).get("flaky").await.unwrap();
+    let again = live::ensure_runner_spec(&operator_client, &session, &accepting, now)
+        .await
+        .unwrap();
+    assert_eq!(again, None);
+    assert_eq!(calls.recv().await.unwrap().0, "/workflow");
+    assert!(
+        calls.try_recv().is_err(),
+        "only the workflow was sent again"
+    );
+    let status = sessions(&admin).get("flaky").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.reconciled_workflow.unwrap().path.as_deref(),
+        Some("review")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
