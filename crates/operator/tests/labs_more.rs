@@ -520,7 +520,9 @@ async fn gateway_tutorial_example_runs_end_to_end() {
 /// deploys something, and deleted at cleanup only when this Experiment created it. A namespace
 /// of that name the user already had is used as it is and kept; an Experiment of the same
 /// name in another namespace fails with a message naming the owner instead of deploying into
-/// (and later deleting) the first one's namespace; a GKE-only Experiment creates none.
+/// (and later deleting) the first one's namespace; a GKE-only Experiment creates none; while a
+/// namespace of the name is still being deleted, the hub target's Application waits
+/// (`HubNamespaceTerminating`) and is written once it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // one scenario, checked step by step
 async fn the_hub_namespace_is_removed_only_when_the_experiment_created_it() {
@@ -587,7 +589,56 @@ async fn the_hub_namespace_is_removed_only_when_the_experiment_created_it() {
     .await;
     assert!(namespaces.get_opt("hubby").await.unwrap().is_some());
 
-    for name in ["hubby", "mine", "gkeonly"] {
+    // A namespace of the name still being deleted (a ConfigMap with a finalizer holds it):
+    // the hub target's Application waits, and is written once the namespace is gone.
+    let mut held = Namespace::default();
+    held.metadata.name = Some("held".into());
+    namespaces
+        .create(&PostParams::default(), &held)
+        .await
+        .unwrap();
+    let holder: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "held");
+    let mut cm = k8s_openapi::api::core::v1::ConfigMap::default();
+    cm.metadata.name = Some("holder".into());
+    cm.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    holder.create(&PostParams::default(), &cm).await.unwrap();
+    namespaces
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
+    experiment(&client, &yaml("held", NS, "main", "hub")).await;
+    let waiting = wait_for(&client, "held", "waiting for the hub namespace", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == "HubNamespaceTerminating")
+    })
+    .await;
+    assert!(
+        cond(&waiting, "ComponentsHealthy")
+            .unwrap()
+            .message
+            .contains("hub namespace held is being deleted"),
+        "{waiting:?}"
+    );
+    assert!(
+        event_reasons(&client, "held")
+            .await
+            .iter()
+            .any(|(_, reason)| reason == "HubNamespaceTerminating")
+    );
+    assert!(apps.get_opt("held-main").await.unwrap().is_none());
+    holder
+        .patch(
+            "holder",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    wait_phase(&client, "held", ExperimentPhase::Running).await;
+    let recreated = namespaces.get("held").await.unwrap();
+    assert_eq!(recreated.labels()["experiments.illm.io/experiment"], "held");
+
+    for name in ["hubby", "mine", "gkeonly", "held"] {
         release_workflow(&client, &format!("{name}-validation")).await;
         wait_cleaned(&client, name).await;
     }
