@@ -575,8 +575,8 @@ fn evaluation_objects(
     out
 }
 
-/// Claims, cluster Secrets, Applications, the Grafana datasource and the Workflow of a lab
-/// Experiment, plus problems that keep parts from being rendered.
+/// Claims, cluster Secrets, the hub Namespace, Applications, the Grafana datasource and the
+/// Workflow of a lab Experiment, plus problems that keep parts from being rendered.
 #[allow(clippy::too_many_lines)] // one pass over the targets, in the reconcile's order
 fn lab_objects(
     exp: &Lab,
@@ -601,6 +601,7 @@ fn lab_objects(
     let mut problems = Vec::new();
     let mut endpoints = Vec::new();
     let mut datasource = false;
+    let mut hub_namespace = false;
     let push = |objects: &mut Vec<Rendered>, object: Value, notes: Vec<String>| {
         objects.push(Rendered {
             source: source.clone(),
@@ -686,6 +687,16 @@ fn lab_objects(
                     lab_build::TAILSCALE_SOURCE_NAMESPACE,
                     lab_build::TAILSCALE_SECRET
                 )],
+            );
+        }
+        if type_ == HUB && !hub_namespace {
+            hub_namespace = true;
+            push(
+                &mut objects,
+                typed(&lab_build::hub_namespace(owner)),
+                vec![
+                    "created only when no namespace of this name exists; an existing one is used as it is and kept at cleanup".into(),
+                ],
             );
         }
         let mut notes = Vec::new();

@@ -312,6 +312,19 @@ fn two_target_lab_renders_claim_cluster_secret_applications_and_workflow() {
         loadgen.object["spec"]["destination"]["server"],
         "https://kubernetes.default.svc"
     );
+    // The hub namespace the load generator deploys into (created only for hub targets).
+    let hub_ns = find(&out, "Namespace", "gateway-tutorial");
+    assert_eq!(
+        hub_ns.object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    assert_eq!(
+        out.objects
+            .iter()
+            .filter(|r| r.kind() == "Namespace")
+            .count(),
+        1
+    );
     assert!(loadgen.notes.iter().any(|n| n.contains("app is healthy")));
     let wf = &find(&out, "Workflow", "gateway-tutorial-validation").object;
     assert_eq!(
