@@ -4,8 +4,9 @@
 //! Children are removed stage by stage: the Workflow, the Grafana datasource and the tutorial
 //! kubeconfig Secrets, then the
 //! Applications (Argo CD removes the deployed resources while the cluster is still registered),
-//! then the cluster Secrets and the hub namespace `<experiment>` (when this Experiment created
-//! it), then the claims (the clusters themselves). A stage starts only
+//! then the cluster Secrets, then the claims (the clusters themselves) and the hub namespace
+//! `<experiment>` when this Experiment created it (deleted together, so a namespace slow to
+//! terminate never holds back the deletion of a cluster). A stage starts only
 //! when the previous one is gone; `NotFound` counts as gone.
 //!
 //! A pass reads the children from the watch caches, so it may see a child that is already gone
@@ -56,8 +57,8 @@ impl ChildKind {
         match self {
             Self::Workflow | Self::Datasource | Self::KubeconfigSecret => 0,
             Self::Application => 1,
-            Self::ClusterSecret | Self::HubNamespace => 2,
-            Self::Claim => 3,
+            Self::ClusterSecret => 2,
+            Self::Claim | Self::HubNamespace => 3,
         }
     }
 }
@@ -342,10 +343,11 @@ mod tests {
         };
         assert_eq!(delete, vec![child(ChildKind::KubeconfigSecret, "k", None)]);
         // The hub namespace goes only after the Applications that deploy into it (Argo CD
-        // removes their resources first), and before the claims.
+        // removes their resources first), together with the claims.
         let hub = vec![
             child(ChildKind::Claim, "c", None),
             child(ChildKind::HubNamespace, "gw", None),
+            child(ChildKind::ClusterSecret, "s", None),
             child(ChildKind::Application, "a", Some(1)),
         ];
         let Step::Work { delete, waiting } = plan(&hub) else {
@@ -353,10 +355,33 @@ mod tests {
         };
         assert!(delete.is_empty());
         assert_eq!(waiting[0].kind, ChildKind::Application);
+        let Step::Work { delete, .. } = plan(&hub[..3]) else {
+            panic!()
+        };
+        assert_eq!(delete, vec![child(ChildKind::ClusterSecret, "s", None)]);
         let Step::Work { delete, .. } = plan(&hub[..2]) else {
             panic!()
         };
-        assert_eq!(delete, vec![child(ChildKind::HubNamespace, "gw", None)]);
+        assert_eq!(
+            delete,
+            vec![
+                child(ChildKind::Claim, "c", None),
+                child(ChildKind::HubNamespace, "gw", None)
+            ]
+        );
+        // A namespace still terminating does not hold back a claim.
+        let terminating = vec![
+            child(ChildKind::HubNamespace, "gw", Some(30)),
+            child(ChildKind::Claim, "c", None),
+        ];
+        let Step::Work { delete, waiting } = plan(&terminating) else {
+            panic!()
+        };
+        assert_eq!(delete, vec![child(ChildKind::Claim, "c", None)]);
+        assert_eq!(
+            waiting,
+            vec![child(ChildKind::HubNamespace, "gw", Some(30))]
+        );
     }
 
     #[test]
