@@ -946,6 +946,43 @@ async fn fake_runner_refusing(
     (address, rx)
 }
 
+/// Session `name` with `repos` runs until the operator has recorded them; then the operator
+/// is stopped (so only the test's calls reach the runner stand-in: the in-cluster Service
+/// name does not resolve here) and `spec` is merged into the session. Returns a client with
+/// the operator's own RBAC.
+async fn running_then_changed(
+    cluster: &TestCluster,
+    name: &str,
+    repos: Value,
+    spec: Value,
+) -> Client {
+    let admin = cluster.client();
+    runner_secret(&admin).await;
+    let operator = start_operator(cluster, agentic_operator::families()).await;
+    let count = repos.as_array().map_or(0, Vec::len);
+    create_session(&admin, name, json!({ "repos": repos })).await;
+    wait_until(&sessions(&admin), name, "recorded repos", |s| {
+        s.status
+            .as_ref()
+            .and_then(|st| st.reconciled_repos.as_ref())
+            .is_some_and(|r| r.len() == count)
+    })
+    .await;
+    operator.stop().await.unwrap();
+    sessions(&admin)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+    cluster
+        .service_account_client(OPERATOR_NS, "agentic-operator")
+        .await
+        .unwrap()
+}
+
 /// Upstream rewrote `reconciledRepos` from the spec (and advanced its bookkeeping) even when
 /// the runner refused the call, so the status claimed a change the runner never made and it
 /// was never sent again. Here the runner refuses `/workflow`: the repo it accepted is
@@ -956,39 +993,17 @@ async fn a_runner_call_that_fails_is_not_recorded_and_is_sent_again() {
     use agentic_operator::sessions::session::live;
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    runner_secret(&admin).await;
-    let operator = start_operator(&cluster, agentic_operator::families()).await;
-    create_session(
-        &admin,
+    let operator_client = running_then_changed(
+        &cluster,
         "flaky",
-        json!({"repos": [{"url": "https://github.com/example/webapp.git"}]}),
+        json!([{"url": "https://github.com/example/webapp.git"}]),
+        json!({
+            "repos": [{"url": "https://github.com/example/webapp.git"},
+                      {"url": "https://github.com/example/docs.git"}],
+            "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
+        }),
     )
     .await;
-    wait_until(&sessions(&admin), "flaky", "recorded repos", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.reconciled_repos.as_ref())
-            .is_some_and(|r| r.len() == 1)
-    })
-    .await;
-    // Only the calls below talk to the runner stand-in.
-    operator.stop().await.unwrap();
-    sessions(&admin)
-        .patch(
-            "flaky",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {
-                "repos": [{"url": "https://github.com/example/webapp.git"},
-                          {"url": "https://github.com/example/docs.git"}],
-                "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
-            }})),
-        )
-        .await
-        .unwrap();
-    let operator_client = cluster
-        .service_account_client(OPERATOR_NS, "agentic-operator")
-        .await
-        .unwrap();
     let now: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
     let (refusing, mut refused_calls) = fake_runner_refusing(&["/workflow"]).await;
     let session = sessions(&admin).get("flaky").await.unwrap();
@@ -1043,42 +1058,19 @@ async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
     use agentic_operator::sessions::session::live;
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    runner_secret(&admin).await;
-    let operator = start_operator(&cluster, agentic_operator::families()).await;
-    create_session(
-        &admin,
+    let operator_client = running_then_changed(
+        &cluster,
         "live",
-        json!({"repos": [{"url": "https://github.com/example/webapp.git"},
-                         {"url": "https://github.com/example/old.git"}]}),
+        json!([{"url": "https://github.com/example/webapp.git"},
+               {"url": "https://github.com/example/old.git"}]),
+        json!({
+            "repos": [{"url": "https://github.com/example/webapp.git", "branch": "feature"}],
+            "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
+        }),
     )
     .await;
-    wait_until(&sessions(&admin), "live", "recorded repos", |s| {
-        s.status
-            .as_ref()
-            .and_then(|st| st.reconciled_repos.as_ref())
-            .is_some_and(|r| r.len() == 2)
-    })
-    .await;
-    // The operator is stopped so that only the call below talks to the runner stand-in
-    // (the in-cluster Service name does not resolve here).
-    operator.stop().await.unwrap();
-    sessions(&admin)
-        .patch(
-            "live",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {
-                "repos": [{"url": "https://github.com/example/webapp.git", "branch": "feature"}],
-                "activeWorkflow": {"gitUrl": "https://github.com/example/flows.git", "path": "review"},
-            }})),
-        )
-        .await
-        .unwrap();
     let session = sessions(&admin).get("live").await.unwrap();
     let (address, mut calls) = fake_runner().await;
-    let operator_client = cluster
-        .service_account_client(OPERATOR_NS, "agentic-operator")
-        .await
-        .unwrap();
     let now: Timestamp = "2026-11-23T07:00:00Z".parse().unwrap();
     let again = live::ensure_runner_spec(&operator_client, &session, &address, now)
         .await
