@@ -989,6 +989,55 @@ async fn unreadable_experiments_and_components_fail_alone() {
     env.stop().await;
 }
 
+/// §6.1: upstream added its finalizer with a full typed `Update`, which dropped every spec
+/// field its Go types did not know (`series`, `ttlDays`). Here a field no version of the
+/// types knows (stored under a schema that keeps unknown fields) survives the finalizer,
+/// every status write and the completion cleanup: the operator only ever patches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_the_operator_does_not_know_survive_its_writes() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let exp_ar = ApiResource::erase::<Experiment>(&());
+    support::loosen_spec_schema_and_create(
+        &client,
+        "experiments.experiments.illm.io",
+        &exp_ar,
+        Some(NS),
+        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "future", "namespace": NS},
+            "spec": {
+                "targets": [{"name": "main", "cluster": {"type": "hub"}, "components": [{"app": "web"}]}],
+                "workflow": {"template": "ok", "completion": {"mode": "workflow"}},
+                "futureField": {"kept": true},
+            }}),
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    wait_for(&client, "future", "complete and cleaned", |e| {
+        e.phase() == ExperimentPhase::Complete
+            && e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    let stored = support::get_object(&client, &exp_ar, NS, "future")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored["spec"]["futureField"],
+        json!({"kept": true}),
+        "{stored}"
+    );
+    assert!(
+        stored["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "experiments.illm.io/finalizer")),
+        "{stored}"
+    );
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// Unknown `depends` names and cycles are validation conditions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_depends_is_reported() {
