@@ -931,6 +931,22 @@ async fn component_resolution_reports_and_recovers() {
     env.stop().await;
 }
 
+/// Opens the Experiment CRD's spec schema to anything and creates Experiment `name` in [`NS`]
+/// with `spec`, which our types may not read; returns the Experiment's API resource.
+async fn loose_experiment(client: &Client, name: &str, spec: Value) -> ApiResource {
+    let exp_ar = ApiResource::erase::<Experiment>(&());
+    support::loosen_spec_schema_and_create(
+        client,
+        "experiments.experiments.illm.io",
+        &exp_ar,
+        Some(NS),
+        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+    )
+    .await;
+    exp_ar
+}
+
 /// Objects stored under looser schemas than this operator's: an Experiment whose `targets` is
 /// a number fails alone, with a Warning Event `InvalidObject` naming the field, and one whose
 /// Component does not read is told so in `ComponentsHealthy` (`InvalidComponent`); the list
@@ -940,16 +956,7 @@ async fn unreadable_experiments_and_components_fail_alone() {
     let env = Env::start().await;
     let client = env.client.clone();
     template(&client, "ok", "{}", false).await;
-    let exp_ar = ApiResource::erase::<Experiment>(&());
-    support::loosen_spec_schema_and_create(
-        &client,
-        "experiments.experiments.illm.io",
-        &exp_ar,
-        Some(NS),
-        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
-            "metadata": {"name": "odd", "namespace": NS}, "spec": {"targets": 3}}),
-    )
-    .await;
+    let exp_ar = loose_experiment(&client, "odd", json!({"targets": 3})).await;
     let comp_ar = ApiResource::erase::<agentic_api::labs::Component>(&());
     support::loosen_spec_schema_and_create(
         &client,
@@ -999,19 +1006,14 @@ async fn fields_the_operator_does_not_know_survive_its_writes() {
     let client = env.client.clone();
     catalogue(&client).await;
     template(&client, "ok", "{}", false).await;
-    let exp_ar = ApiResource::erase::<Experiment>(&());
-    support::loosen_spec_schema_and_create(
+    let exp_ar = loose_experiment(
         &client,
-        "experiments.experiments.illm.io",
-        &exp_ar,
-        Some(NS),
-        json!({"apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
-            "metadata": {"name": "future", "namespace": NS},
-            "spec": {
-                "targets": [{"name": "main", "cluster": {"type": "hub"}, "components": [{"app": "web"}]}],
-                "workflow": {"template": "ok", "completion": {"mode": "workflow"}},
-                "futureField": {"kept": true},
-            }}),
+        "future",
+        json!({
+            "targets": [{"name": "main", "cluster": {"type": "hub"}, "components": [{"app": "web"}]}],
+            "workflow": {"template": "ok", "completion": {"mode": "workflow"}},
+            "futureField": {"kept": true},
+        }),
     )
     .await;
     let op = start_operator(&client, fast());
