@@ -601,11 +601,13 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         let needs_obs = target.observability.as_ref().is_some_and(|o| o.enabled);
         if !sources.is_empty() && !expect::up_to_date(&desired_app, view.app_obj.as_deref()) {
             if view.cluster == ClusterState::Hub {
-                let found = match &hub_namespace {
-                    Some(found) => found.clone(),
-                    None => ensure_hub_namespace(&ctx, owner).await?,
+                let found = if let Some(found) = hub_namespace.clone() {
+                    found
+                } else {
+                    let found = ensure_hub_namespace(&ctx, owner).await?;
+                    hub_namespace = Some(found.clone());
+                    found
                 };
-                hub_namespace = Some(found.clone());
                 match found {
                     HubNamespace::Usable => {}
                     HubNamespace::Terminating(why) => {
