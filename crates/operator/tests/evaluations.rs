@@ -1472,14 +1472,17 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
     let dc = cluster(true).await;
     let client = dc.client();
     create_agent(&client, 9000).await;
-    let op = start_operator(client.clone(), None);
-    // The Agent is resolved before the Experiment exists, so its status is decided at once.
+    // The Agent has its URL before the operator starts, so the operator's first list of
+    // Agents has it and the Experiment's children are decided at once (an operator started
+    // earlier could reconcile the Experiment before the Agent's update reached its cache,
+    // and rightly write again once it did).
     wait_for("the agent's URL", || async {
         get_object(&client, &agents(), "agents", "weather-agent")
             .await
             .filter(|a| a["status"]["url"].is_string())
     })
     .await;
+    let op = start_operator(client.clone(), None);
     let mut body = scenarios_experiment("once");
     body["spec"]["trigger"] = json!({"enabled": true});
     create_object(&client, &experiments(), "team", body).await;

@@ -568,7 +568,7 @@ async fn workflow_failure_fails_the_experiment() {
         })
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    support::wait_quiet(&env.cluster).await;
     let reconciles = op.reconciles(agentic_operator::labs::CONTROLLER);
     env.cluster.cluster().reset_stats();
     let api = Api::<Experiment>::namespaced(client.clone(), NS);

@@ -18,11 +18,14 @@ use devcluster::{
     hooks::{AdmissionRequest, Operation},
     simulators::Simulators,
 };
-use futures::future::BoxFuture;
+use futures::{StreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{
+        DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+        WatchParams,
+    },
     discovery::ApiResource,
 };
 use serde_json::{Value, json};
@@ -1204,6 +1207,10 @@ async fn labs_flags_configure_the_family() {
         settings,
         vec![Box::new(Labs::from_settings())],
     );
+    // Watched from before the Experiment exists: the claim lives only until the short
+    // timeout fails its target, which a test that gets the CPU late could miss by polling.
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), "clusters");
+    let watch = claims.watch(&WatchParams::default(), "0").await.unwrap();
     experiment(
         &client,
         r"
@@ -1219,10 +1226,18 @@ spec:
 ",
     )
     .await;
-    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), "clusters");
-    let claim = wait_get(&claims, "flags-app", "claim in clusters", |o| o.is_some())
-        .await
-        .unwrap();
+    let mut watch = std::pin::pin!(watch);
+    let claim = tokio::time::timeout(support::DEADLINE, async {
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Added(o))) if o.name_any() == "flags-app" => break o,
+                Some(Ok(_)) => {}
+                other => panic!("the claim watch ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the claim flags-app in namespace clusters");
     assert_eq!(claim.data["spec"]["zone"], json!("europe-west4-a"));
     let e = wait_phase(&client, "flags", ExperimentPhase::Failed).await;
     let c = cond(&e, "Provisioned").unwrap();

@@ -177,7 +177,7 @@ async fn create_run_complete() {
     create(
         &client,
         "happy",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "8",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
                "devcluster.io/exit-code.ambient-code-runner": "0"}),
         json!({"initialPrompt": "hello", "timeout": 600,
                "userContext": {"userId": "u-1"}}),
@@ -266,6 +266,8 @@ async fn create_run_complete() {
     })
     .await;
 
+    // The runner exits 0.
+    support::end_runner(&client, NS, "happy").await;
     let done = wait_phase(&client, "happy", SessionPhase::Completed).await;
     assert!(done.status.as_ref().unwrap().completion_time.is_some());
     assert_eq!(ready_reason(&done), "Completed");
@@ -388,12 +390,13 @@ async fn oom_while_running_fails() {
     create(
         &client,
         "oom",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
                "devcluster.io/oom-kill.ambient-code-runner": "true"}),
         json!({}),
     )
     .await;
     wait_phase(&client, "oom", SessionPhase::Running).await;
+    support::end_runner(&client, NS, "oom").await;
     let failed = wait_phase(&client, "oom", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "OOMKilled");
     assert!(condition(&failed, "Ready").unwrap().message.contains("137"));
@@ -408,7 +411,7 @@ async fn oom_while_a_sidecar_keeps_the_pod_running_fails() {
     create(
         &client,
         "oom-sidecar",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "4",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
                "devcluster.io/oom-kill.ambient-code-runner": "true"}),
         json!({}),
     )
@@ -419,6 +422,7 @@ async fn oom_while_a_sidecar_keeps_the_pod_running_fails() {
     assert_eq!(containers[1].name, "state-sync");
     // The runner container dies while the sidecar keeps the pod Running (upstream kept such
     // sessions Running until the idler fired).
+    support::end_runner(&client, NS, "oom-sidecar").await;
     let failed = wait_phase(&client, "oom-sidecar", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "OOMKilled");
     operator.stop().await.unwrap();
@@ -768,6 +772,12 @@ async fn unmanaged_namespaces_are_left_alone_and_settled_sessions_cause_no_write
         "every session to be reconciled by the new operator",
         || async { operator.reconciles("agenticsession") >= 4 },
     )
+    .await;
+    // The four counted may not include the Running session's (the unmanaged one is counted
+    // too): wait for its Secret read before the quiet period.
+    eventually("the Running session's token Secret to be read", || async {
+        cluster.stats().get("get", "secrets").count >= 1
+    })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // No write of any kind: no status, no child, no Event (the simulators are settled too).

@@ -436,7 +436,9 @@ async fn converged_project_makes_no_writes() {
         binding_names(&client, "team-d").await == vec!["devs-edit".to_owned()]
     })
     .await;
-    // Let the reconciles triggered by our own writes run out.
+    // Let the reconciles triggered by our own writes run out: no write and no reconcile for
+    // over a second (a reconcile that ran before the binding's watch event reached the cache
+    // may still re-apply it).
     let mut last = (u64::MAX, u64::MAX);
     eventually("the controller to settle", || {
         let now = (
@@ -449,7 +451,7 @@ async fn converged_project_makes_no_writes() {
         let settled = now == last;
         last = now;
         async move {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             settled
         }
     })

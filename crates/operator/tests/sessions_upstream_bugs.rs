@@ -204,23 +204,10 @@ async fn settled_sessions_are_not_polled() {
             .all(|s| s.phase() == SessionPhase::Running)
     })
     .await;
-    // Let the last status writes and their watch events settle.
-    let settled = |operator: &Operator| operator.reconciles("agenticsession");
-    let mut last = settled(&operator);
-    eventually("the reconciles to stop", || {
-        let now = settled(&operator);
-        let quiet = now == last;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            quiet
-        }
-    })
-    .await;
     // Every successful request but watches (long-lived; a reconnect is not polling), of
     // every client: the runner pods run until stopped, so the simulators are idle too.
     // (Failed lists are the watches of optional kinds whose CRDs are not installed here,
-    // retried with backoff.) The window is longer than upstream's 5 s polling tick.
+    // retried with backoff.)
     let requests_now = |c: &TestCluster| -> std::collections::BTreeMap<String, u64> {
         c.stats()
             .requests
@@ -229,6 +216,22 @@ async fn settled_sessions_are_not_polled() {
             .map(|(key, s)| (key, s.count - s.errors))
             .collect()
     };
+    // Let the last status writes, the simulators' Job updates and the reconciles they wake
+    // settle: a whole second without a reconcile or a request (a slow machine may take
+    // several seconds to get there).
+    eventually("the reconciles and requests to stop", || {
+        let before = (
+            operator.reconciles("agenticsession"),
+            requests_now(&cluster),
+        );
+        let (operator, cluster) = (&operator, &cluster);
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (operator.reconciles("agenticsession"), requests_now(cluster)) == before
+        }
+    })
+    .await;
+    // The window is longer than upstream's 5 s polling tick.
     let before = requests_now(&cluster);
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
@@ -257,12 +260,13 @@ async fn killed_runner_fails_while_a_sidecar_keeps_the_pod_running() {
         &client,
         NS,
         "killed",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "3",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
                "devcluster.io/exit-code.ambient-code-runner": "137"}),
         json!({}),
     )
     .await;
     wait_phase(&client, NS, "killed", SessionPhase::Running).await;
+    support::end_runner(&client, NS, "killed").await;
     let failed = wait_phase(&client, NS, "killed", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&failed), "RunnerKilled");
     operator.stop().await.unwrap();
@@ -281,7 +285,7 @@ async fn restart_waits_for_the_terminating_pod_of_the_previous_run() {
         &client,
         NS,
         "again",
-        json!({"devcluster.io/run-seconds.ambient-code-runner": "3",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever",
                "devcluster.io/exit-code.ambient-code-runner": "0"}),
         json!({}),
     )
@@ -294,11 +298,14 @@ async fn restart_waits_for_the_terminating_pod_of_the_previous_run() {
     let old = runner_pods(&client, NS, "again").await;
     assert_eq!(old.len(), 1);
     let old_name = old[0].name_any();
-    // Something (a slow kubelet, a finalizer) keeps the old pod terminating.
+    // Something (a slow kubelet, a finalizer) keeps the old pod terminating; the runner
+    // exits 0 in the same write, so the run cannot end before the hold is in place.
     pods.patch(
         &old_name,
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold"]}})),
+        &Patch::Merge(json!({"metadata": {
+            "finalizers": ["example.com/hold"],
+            "annotations": {"devcluster.io/run-seconds.ambient-code-runner": "0"}}})),
     )
     .await
     .unwrap();
@@ -450,16 +457,7 @@ async fn a_finished_run_is_kept_until_its_outcome_is_written() {
         })
         .unwrap();
     // The runner exits 0 now.
-    let pod = runner_pods(&client, NS, "finishing").await.remove(0);
-    Api::<Pod>::namespaced(client.clone(), NS)
-        .patch(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                "devcluster.io/run-seconds.ambient-code-runner": "0"}}})),
-        )
-        .await
-        .unwrap();
+    support::end_runner(&client, NS, "finishing").await;
     eventually(
         "the session's status writes to be refused three times",
         || async {

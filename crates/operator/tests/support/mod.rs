@@ -510,6 +510,25 @@ impl Deref for TestCluster {
     }
 }
 
+/// Waits until `cluster` has answered no write for a whole second, failing after
+/// [`DEADLINE`]: what a test does before counting writes, instead of a fixed sleep that a
+/// slow machine may outrun.
+pub async fn wait_quiet(cluster: &devcluster::DevCluster) {
+    let mut last = u64::MAX;
+    eventually("a second without writes", || {
+        let before = last;
+        let now = cluster.stats().writes;
+        last = now;
+        async move {
+            if now != before {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            now == before
+        }
+    })
+    .await;
+}
+
 /// An object a scripted child's `devcluster.io/*` annotations are copied from.
 pub struct ScriptSource {
     /// API group of the source.
@@ -898,4 +917,30 @@ pub async fn invalid_object_note(client: &Client, ns: &str, name: &str) -> Strin
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"), "{event:?}");
     event.note.unwrap_or_default()
+}
+
+/// Ends the runner container of the session `ns/session` now, through its pod's
+/// `devcluster.io/run-seconds.ambient-code-runner` annotation: a test creates the session with
+/// `run-seconds: forever` and ends the run when it is ready, so it never has to catch a run
+/// that ends on a timer.
+pub async fn end_runner(client: &Client, ns: &str, session: &str) {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&format!("agentic-session={session}")))
+        .await
+        .unwrap();
+    let [pod] = listed.items.as_slice() else {
+        panic!(
+            "session {ns}/{session} has {} runner pods",
+            listed.items.len()
+        );
+    };
+    pods.patch(
+        &kube::ResourceExt::name_any(pod),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            "devcluster.io/run-seconds.ambient-code-runner": "0"}}})),
+    )
+    .await
+    .unwrap();
 }
