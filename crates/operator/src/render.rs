@@ -296,18 +296,19 @@ fn documents(yaml: &str) -> Result<Vec<Value>, serde_yaml::Error> {
 
 const UID_NOTE: &str = "owner uid is a placeholder: the API server assigns the real one";
 
-/// The session controller's settings from the environment (`BACKEND_NAMESPACE` defaults to
-/// `default`, as the runtime's), or why they cannot be used.
+/// The session controller's settings from the environment, read as `run` reads them: the
+/// runner image from `AMBIENT_CODE_RUNNER_IMAGE`, `BACKEND_NAMESPACE` falling back to
+/// `NAMESPACE` and then `default`; or why they cannot be used.
 fn session_config() -> Result<SessionConfig, String> {
-    let backend_namespace = std::env::var("BACKEND_NAMESPACE")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let backend_namespace = var("BACKEND_NAMESPACE")
+        .or_else(|| var("NAMESPACE"))
         .unwrap_or_else(|| "default".to_owned());
-    SessionConfig::from_lookup(
-        crate::runtime::config::DEFAULT_RUNNER_IMAGE,
-        &backend_namespace,
-        |k| std::env::var(k).ok(),
-    )
+    let runner_image = var("AMBIENT_CODE_RUNNER_IMAGE")
+        .unwrap_or_else(|| crate::runtime::config::DEFAULT_RUNNER_IMAGE.to_owned());
+    SessionConfig::from_lookup(&runner_image, &backend_namespace, |k| {
+        std::env::var(k).ok()
+    })
     .map_err(|e| format!("invalid operator setting {e}"))
 }
 

@@ -386,6 +386,21 @@ fn binary_renders_files_and_rejects_missing_ones() {
     let stdout = String::from_utf8(ok.stdout).unwrap();
     assert!(stdout.contains("kind: Job"));
     assert!(stdout.contains("name: fix-login-redirect-job"));
+    assert!(stdout.contains(&format!(
+        "image: {}",
+        agentic_operator::runtime::config::DEFAULT_RUNNER_IMAGE
+    )));
+
+    // The runner image comes from the environment, as `run` takes it.
+    let custom = std::process::Command::new(bin)
+        .args(["render", "-f"])
+        .arg(&path)
+        .env("AMBIENT_CODE_RUNNER_IMAGE", "example.com/runner:custom")
+        .output()
+        .unwrap();
+    assert!(custom.status.success());
+    let stdout = String::from_utf8(custom.stdout).unwrap();
+    assert!(stdout.contains("image: example.com/runner:custom"), "{stdout}");
 
     let missing = std::process::Command::new(bin)
         .args(["render", "-f", "/nonexistent/file.yaml"])
