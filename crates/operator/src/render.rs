@@ -306,10 +306,8 @@ fn session_config() -> Result<SessionConfig, String> {
         .unwrap_or_else(|| "default".to_owned());
     let runner_image = var("AMBIENT_CODE_RUNNER_IMAGE")
         .unwrap_or_else(|| crate::runtime::config::DEFAULT_RUNNER_IMAGE.to_owned());
-    SessionConfig::from_lookup(&runner_image, &backend_namespace, |k| {
-        std::env::var(k).ok()
-    })
-    .map_err(|e| format!("invalid operator setting {e}"))
+    SessionConfig::from_lookup(&runner_image, &backend_namespace, |k| std::env::var(k).ok())
+        .map_err(|e| format!("invalid operator setting {e}"))
 }
 
 /// What a namespace gets once for all its sessions: the runner `NetworkPolicy` and the copies

@@ -400,7 +400,10 @@ fn binary_renders_files_and_rejects_missing_ones() {
         .unwrap();
     assert!(custom.status.success());
     let stdout = String::from_utf8(custom.stdout).unwrap();
-    assert!(stdout.contains("image: example.com/runner:custom"), "{stdout}");
+    assert!(
+        stdout.contains("image: example.com/runner:custom"),
+        "{stdout}"
+    );
 
     let missing = std::process::Command::new(bin)
         .args(["render", "-f", "/nonexistent/file.yaml"])

@@ -353,6 +353,17 @@ async fn failing_runners() {
         condition(&invalid, "Ready")
     );
     assert!(job(&client, &long_name).await.is_none());
+    // A dot is allowed in the session's name but not in its Service's: refused the same way.
+    create(&client, "fix.login", json!({}), json!({})).await;
+    let dotted = wait_phase(&client, "fix.login", SessionPhase::Failed).await;
+    assert_eq!(ready_reason(&dotted), "InvalidName");
+    assert!(
+        condition(&dotted, "Ready")
+            .unwrap()
+            .message
+            .contains("without dots")
+    );
+    assert!(job(&client, "fix.login").await.is_none());
 
     let one = wait_phase(&client, "exit-one", SessionPhase::Failed).await;
     assert_eq!(ready_reason(&one), "RunnerExit");
@@ -371,7 +382,7 @@ async fn failing_runners() {
     let text = operator.metrics.encode().unwrap();
     assert!(
         text.contains(
-            "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Failed\"} 4"
+            "ambient_sessions_completed_total{namespace=\"team-a\",final_phase=\"Failed\"} 5"
         ),
         "{text}"
     );

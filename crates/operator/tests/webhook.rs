@@ -328,6 +328,11 @@ async fn session_names_and_lab_dependencies_are_checked() {
     );
     assert!(message.contains("Service"), "{message}");
     assert!(message.contains("at most 55"), "{message}");
+    let message = denial(
+        try_create(client, &sessions, session("fix.login".to_owned())).await,
+        "dotted session name",
+    );
+    assert!(message.contains("without dots"), "{message}");
 
     let labs = resource(
         "experiments.illm.io",

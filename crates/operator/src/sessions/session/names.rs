@@ -35,9 +35,18 @@ pub fn token_secret(session: &str) -> String {
     format!("ambient-runner-token-{session}")
 }
 
-/// Checks that every generated name and label fits Kubernetes' limits. The message names
-/// the object that would not fit and the longest session name allowed.
+/// Checks that every generated name and label fits Kubernetes' limits: no dots (the Service
+/// name is a DNS label) and short enough. The message names the object that would not fit
+/// and what the session name may be.
 pub fn check(session: &str) -> Result<(), String> {
+    // The API server accepts dots in a custom resource's name, but the Service
+    // `session-<name>` must be a DNS-1035 label.
+    if session.contains('.') {
+        return Err(format!(
+            "metadata.name {session:?} contains '.': the Service name {:?} must be a DNS label (lowercase letters, digits and '-'); use a session name without dots",
+            service(session)
+        ));
+    }
     let limited = [
         ("label agentic-session", session.to_owned(), DNS_LABEL_MAX),
         ("Service", service(session), DNS_LABEL_MAX),
@@ -81,6 +90,9 @@ mod tests {
         assert!(err.contains("Service"), "{err}");
         assert!(err.contains("at most 55 characters"), "{err}");
         assert!(err.contains("64 characters"), "{err}");
+        let dotted = check("fix.login").unwrap_err();
+        assert!(dotted.contains("\"session-fix.login\""), "{dotted}");
+        assert!(dotted.contains("without dots"), "{dotted}");
         let very_long = "a".repeat(64);
         let err = check(&very_long).unwrap_err();
         assert!(err.contains("label agentic-session"), "{err}");
