@@ -1046,7 +1046,8 @@ async fn fields_the_operator_does_not_know_survive_its_writes() {
     env.stop().await;
 }
 
-/// Unknown `depends` names and cycles are validation conditions.
+/// Unknown `depends` names and cycles are validation conditions, and so are Experiment names
+/// that cannot name the Workflow or the components' namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_depends_is_reported() {
     let env = Env::start().await;
@@ -1070,6 +1071,31 @@ async fn invalid_depends_is_reported() {
         cond(&e, "Ready")
     );
     assert_eq!(e.phase(), ExperimentPhase::Pending);
+    // A dot is allowed in the Experiment's name but not in the namespace its components go
+    // to; a name of 53 characters makes a Workflow name Argo refuses.
+    let long = "l".repeat(53);
+    for (name, expected) in [
+        (
+            "gw.v2",
+            "metadata.name: \"gw.v2\" must be a lowercase DNS label",
+        ),
+        (long.as_str(), "the Workflow"),
+    ] {
+        experiment(
+            &client,
+            &TWO_TARGETS
+                .replace("ANNOTATIONS", "{}")
+                .replace("name: gw\n", &format!("name: {name}\n")),
+        )
+        .await;
+        let e = wait_for(&client, name, "InvalidSpec", |e| {
+            cond(e, "Ready").is_some_and(|c| c.reason == "InvalidSpec")
+        })
+        .await;
+        let message = &cond(&e, "Ready").unwrap().message;
+        assert!(message.contains(expected), "{message}");
+        assert_eq!(e.phase(), ExperimentPhase::Pending);
+    }
     let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(
         claims

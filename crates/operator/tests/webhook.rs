@@ -378,6 +378,38 @@ async fn session_names_and_lab_dependencies_are_checked() {
         "cycle",
     );
     assert!(message.contains("cycle"), "{message}");
+    // The name gives the Workflow `<name>-validation` (at most 63 characters) and, with
+    // components, their namespace (a DNS label).
+    let message = denial(
+        try_create(
+            client,
+            &labs,
+            lab(
+                &"l".repeat(53),
+                json!([{"name": "app", "cluster": {"type": "hub"}}]),
+            ),
+        )
+        .await,
+        "long experiment name",
+    );
+    assert!(message.contains("at most 52"), "{message}");
+    let with_component =
+        json!([{"name": "app", "cluster": {"type": "hub"}, "components": [{"app": "web"}]}]);
+    let message = denial(
+        try_create(client, &labs, lab("gw.v2", with_component.clone())).await,
+        "dotted experiment name with components",
+    );
+    assert!(message.contains("DNS label"), "{message}");
+    try_create(
+        client,
+        &labs,
+        lab(
+            "gw.v3",
+            json!([{"name": "app", "cluster": {"type": "hub"}}]),
+        ),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

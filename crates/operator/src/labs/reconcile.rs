@@ -52,6 +52,15 @@ pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
 pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
+/// Whether any target deploys something (components or observability), that is, whether
+/// Applications deploy into a namespace named after the Experiment.
+fn deploys_components(exp: &Experiment) -> bool {
+    exp.spec.targets.iter().any(|t| {
+        t.components.as_ref().is_some_and(|c| !c.is_empty())
+            || t.observability.as_ref().is_some_and(|o| o.enabled)
+    })
+}
+
 /// Event reason: a stuck claim was deleted to be created again.
 pub const REASON_CLAIM_RECREATED: &str = "ClaimRecreated";
 /// Claim annotation: which creation of the target's claim this is (absent on the first).
@@ -296,9 +305,12 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
     }
 
     // validate
-    let validated = validate::validate(&name, &exp.spec.targets, &ctx.config).and_then(|order| {
-        validate::validate_tutorial(exp.spec.tutorial.as_ref(), &exp.spec.targets).map(|()| order)
-    });
+    let validated = validate::experiment_name(&name, deploys_components(&exp))
+        .and_then(|()| validate::validate(&name, &exp.spec.targets, &ctx.config))
+        .and_then(|order| {
+            validate::validate_tutorial(exp.spec.tutorial.as_ref(), &exp.spec.targets)
+                .map(|()| order)
+        });
     let order = match validated {
         Ok(order) => order,
         Err(e) => {

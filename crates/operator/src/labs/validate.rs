@@ -83,6 +83,29 @@ pub enum ValidationError {
         /// The target names.
         allowed: String,
     },
+    /// The Experiment's name is not a DNS label although it names the namespace its
+    /// components are deployed into.
+    #[error(
+        "metadata.name: {name:?} must be a lowercase DNS label (a-z, 0-9, '-'): the components are deployed into a namespace of that name"
+    )]
+    BadExperimentName {
+        /// The name.
+        name: String,
+    },
+    /// `<experiment>-validation` does not fit Argo's 63-character Workflow name limit.
+    #[error(
+        "metadata.name: {name:?} is {len} characters; the Workflow {workflow:?} must fit in 63, so an Experiment name may have at most {max}"
+    )]
+    ExperimentNameTooLong {
+        /// The name.
+        name: String,
+        /// Its length.
+        len: usize,
+        /// The Workflow name it gives.
+        workflow: String,
+        /// The longest Experiment name allowed.
+        max: usize,
+    },
     /// `depends` forms a cycle.
     #[error("spec.targets[].depends: cycle {}; dependencies must form a DAG", cycle.join(" -> "))]
     Cycle {
@@ -98,6 +121,28 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Checks the Experiment's own name: its Workflow `<name>-validation` must fit Argo's limit
+/// of 63 characters, and when it deploys components (`deploys`) the name must be a DNS label,
+/// since it names the namespace they go to.
+pub fn experiment_name(name: &str, deploys: bool) -> Result<(), ValidationError> {
+    const MAX_WORKFLOW_NAME: usize = 63;
+    let workflow = super::build::workflow_name(name);
+    if workflow.len() > MAX_WORKFLOW_NAME {
+        return Err(ValidationError::ExperimentNameTooLong {
+            name: name.to_owned(),
+            len: name.len(),
+            max: MAX_WORKFLOW_NAME - (workflow.len() - name.len()),
+            workflow,
+        });
+    }
+    if deploys && !is_dns_label(name) {
+        return Err(ValidationError::BadExperimentName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks the targets of experiment `experiment` and returns them in dependency order
@@ -252,6 +297,28 @@ mod tests {
                 .then(|| depends.iter().map(|d| (*d).to_owned()).collect()),
             ..Target::default()
         }
+    }
+
+    #[test]
+    fn experiment_names_fit_the_workflow_and_the_namespace() {
+        assert_eq!(experiment_name(&"a".repeat(52), true), Ok(()));
+        let long = experiment_name(&"a".repeat(53), false).unwrap_err();
+        assert!(
+            long.to_string()
+                .contains("is 53 characters; the Workflow \""),
+            "{long}"
+        );
+        assert!(long.to_string().contains("at most 52"), "{long}");
+        // A dot names a valid Workflow but not a namespace: refused only when something is
+        // deployed into that namespace.
+        assert_eq!(experiment_name("gw.v2", false), Ok(()));
+        let dotted = experiment_name("gw.v2", true).unwrap_err();
+        assert!(
+            dotted
+                .to_string()
+                .starts_with("metadata.name: \"gw.v2\" must be a lowercase DNS label"),
+            "{dotted}"
+        );
     }
 
     #[test]

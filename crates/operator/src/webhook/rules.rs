@@ -135,8 +135,10 @@ pub fn agentic_session(object: &Value) -> Verdict {
     verdict
 }
 
-/// Rules for `experiments.illm.io/v1alpha1` `Experiment`: every `depends` entry names another
-/// target of the same experiment, and the dependencies form no cycle.
+/// Rules for `experiments.illm.io/v1alpha1` `Experiment`: the name fits the Workflow name
+/// and, when components are deployed, is a DNS label (it names their namespace); every
+/// `depends` entry names another target of the same experiment, and the dependencies form
+/// no cycle.
 pub fn lab_experiment(object: &Value) -> Verdict {
     let mut verdict = Verdict::default();
     let targets = object
@@ -144,6 +146,21 @@ pub fn lab_experiment(object: &Value) -> Verdict {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let deploys = targets.iter().any(|t| {
+        t.get("components")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty())
+            || t.pointer("/observability/enabled") == Some(&Value::Bool(true))
+    });
+    if !name.is_empty()
+        && let Err(e) = crate::labs::validate::experiment_name(name, deploys)
+    {
+        verdict.denials.push(e.to_string());
+    }
     let names: Vec<String> = targets
         .iter()
         .map(|t| {
