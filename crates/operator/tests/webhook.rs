@@ -302,7 +302,8 @@ async fn missing_agent_crd_allows_the_experiment() {
 }
 
 #[tokio::test]
-async fn session_names_and_lab_dependencies_are_checked() {
+#[allow(clippy::too_many_lines)] // one list of admission cases against one webhook
+async fn session_names_and_lab_names_and_dependencies_are_checked() {
     let s = setup(false).await;
     let client = &s.client;
     let sessions = resource(
