@@ -29,6 +29,8 @@ enum TestError {
     Transient,
     #[error("spec.size must be positive")]
     Invalid,
+    #[error("write ConfigMap failed")]
+    Api(#[source] kube::Error),
 }
 
 impl ReconcileError for TestError {
@@ -36,6 +38,7 @@ impl ReconcileError for TestError {
         match self {
             Self::Transient => "BackendUnavailable",
             Self::Invalid => "InvalidSpec",
+            Self::Api(_) => "ApiError",
         }
     }
 
@@ -95,6 +98,7 @@ fn options(timeout: Option<Duration>) -> ControllerOptions {
             jitter: 0.0,
             ..BackoffPolicy::default()
         },
+        error_events: true,
     }
 }
 
@@ -358,4 +362,100 @@ async fn shutdown_lets_the_in_flight_reconcile_finish() {
         "controller_runtime_reconcile_total{controller=\"test\",result=\"success\"} 1"
     );
     drop(tx);
+}
+
+fn api_error(code: u16) -> ControllerError<TestError> {
+    ControllerError::Reconcile(TestError::Api(kube::Error::Api(
+        kube::core::Status::failure("refused", "")
+            .with_code(code)
+            .boxed(),
+    )))
+}
+
+/// Failed reconciles are told on the object as Warning Events `ReconcileFailed`, on the 1st,
+/// 2nd, 4th, 8th, ... failure in a row; permanent errors (the family reports them), lost
+/// write races (409) and throttling (429) are not.
+#[tokio::test]
+async fn failures_are_told_in_a_few_warning_events() {
+    let cluster = devcluster::DevCluster::start().await.unwrap();
+    let client = cluster.client();
+    let recorders = agentic_operator::runtime::events::EventRecorders::new(client.clone(), "test");
+    let metrics = Metrics::new();
+    let script = Arc::new(Script {
+        steps: Vec::new(),
+        calls: AtomicU32::new(0),
+    });
+    let reconcile: Reconcile = |obj, script| Box::pin(scripted(obj, script));
+    let guard = Guarded::new(
+        options(None),
+        metrics.controllers().clone(),
+        reconcile,
+        script,
+    )
+    .with_error_events(recorders);
+    let failing = config_map("failing");
+    for _ in 0..5 {
+        guard.error_policy(&failing, &ControllerError::Reconcile(TestError::Transient));
+    }
+    let quiet = config_map("quiet");
+    guard.error_policy(&quiet, &ControllerError::Reconcile(TestError::Invalid));
+    for code in [409, 429, 409, 429] {
+        guard.error_policy(&quiet, &api_error(code));
+    }
+    // A refusal is told, with the API's answer in the error's chain.
+    let refused = config_map("refused");
+    guard.error_policy(&refused, &api_error(422));
+
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(client, "default");
+    let notes = |about: &'static str| {
+        let events = events.clone();
+        async move {
+            let mut notes: Vec<String> = events
+                .list(&kube::api::ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(about))
+                .inspect(|e| {
+                    assert_eq!(e.type_.as_deref(), Some("Warning"));
+                    assert_eq!(e.reason.as_deref(), Some("ReconcileFailed"));
+                })
+                .filter_map(|e| e.note)
+                .collect();
+            notes.sort();
+            notes
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while notes("failing").await.len() < 3 || notes("refused").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            notes("failing").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every publish was spawned before the first one was seen; give stragglers a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let failing = notes("failing").await;
+    assert_eq!(failing.len(), 3, "{failing:?}");
+    for n in [1, 2, 4] {
+        assert!(
+            failing.iter().any(|note| note.starts_with(&format!(
+                "the backend is unavailable (failure {n} in a row;"
+            ))),
+            "{failing:?}"
+        );
+    }
+    assert_eq!(notes("quiet").await, Vec::<String>::new());
+    assert_eq!(notes("refused").await.len(), 1);
+}
+
+#[test]
+fn failures_told_are_the_first_second_fourth_and_so_on() {
+    use agentic_operator::runtime::controller::reports_failure;
+    let reported: Vec<u32> = (1..=20).filter(|n| reports_failure(*n)).collect();
+    assert_eq!(reported, [1, 2, 4, 8, 16]);
 }

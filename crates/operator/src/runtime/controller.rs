@@ -25,7 +25,10 @@ use std::{
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
     Resource, ResourceExt,
-    runtime::controller::{self, Action, Controller},
+    runtime::{
+        controller::{self, Action, Controller},
+        events::{Event, EventType},
+    },
 };
 use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
@@ -34,6 +37,7 @@ use tracing::Instrument;
 
 use super::{
     backoff::{BackoffPolicy, FailureTracker},
+    events::EventRecorders,
     manager::RuntimeContext,
     metrics::{ControllerMetrics, ReconcileResult},
     watches::SharedWatch,
@@ -89,30 +93,46 @@ impl<E: ReconcileError> ControllerError<E> {
     /// source chain the API server answered 409 Conflict. Such a reconcile is simply retried
     /// against the newer object, so it is logged quietly instead of as a failure.
     pub fn is_conflict(&self) -> bool {
+        self.api_status_code() == Some(409)
+    }
+
+    /// Whether the API server asked to be left alone for a while (429 Too Many Requests).
+    pub fn is_throttled(&self) -> bool {
+        self.api_status_code() == Some(429)
+    }
+
+    /// The code of the first API status in the error's source chain, if there is one.
+    fn api_status_code(&self) -> Option<u16> {
         match self {
-            Self::Reconcile(e) => chain_has_conflict(e),
-            Self::Panicked { .. } | Self::TimedOut(_) => false,
+            Self::Reconcile(e) => chain_status_code(e),
+            Self::Panicked { .. } | Self::TimedOut(_) => None,
         }
     }
 }
 
-/// Walks an error's source chain looking for a kube API error with code 409.
-fn chain_has_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Walks an error's source chain for a kube API error and returns its status code.
+fn chain_status_code(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let mut current = Some(error);
     while let Some(e) = current {
-        let api_conflict = matches!(
-            e.downcast_ref::<kube::Error>(),
-            Some(kube::Error::Api(status)) if status.code == 409
-        );
-        let status_conflict = e
-            .downcast_ref::<kube::core::Status>()
-            .is_some_and(|status| status.code == 409);
-        if api_conflict || status_conflict {
-            return true;
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            return Some(status.code);
+        }
+        if let Some(status) = e.downcast_ref::<kube::core::Status>() {
+            return Some(status.code);
         }
         current = e.source();
     }
-    false
+    None
+}
+
+/// Event reason of a failed reconcile told on the object.
+pub const REASON_RECONCILE_FAILED: &str = "ReconcileFailed";
+
+/// Whether the `failures`-th failure in a row of one object is told in a Warning Event: the
+/// 1st, 2nd, 4th, 8th, ... so an object that keeps failing costs a handful of Event writes,
+/// not one per retry.
+pub fn reports_failure(failures: u32) -> bool {
+    failures.is_power_of_two()
 }
 
 /// Per-controller options of the wrapper.
@@ -126,6 +146,9 @@ pub struct ControllerOptions {
     pub timeout: Option<Duration>,
     /// Retry schedule.
     pub backoff: BackoffPolicy,
+    /// Whether failed reconciles are told on the object as Warning Events `ReconcileFailed`
+    /// (off for controllers that publish their own Event for every failure).
+    pub error_events: bool,
 }
 
 impl ControllerOptions {
@@ -136,6 +159,7 @@ impl ControllerOptions {
             concurrency: rt.settings.max_concurrent_reconciles,
             timeout: rt.settings.reconcile_timeout,
             backoff: BackoffPolicy::default(),
+            error_events: true,
         }
     }
 }
@@ -190,6 +214,7 @@ pub struct Guarded<K, Ctx, E, F> {
     tracker: FailureTracker,
     reconcile: F,
     ctx: Arc<Ctx>,
+    events: Option<EventRecorders>,
     _types: PhantomData<fn(Arc<K>) -> E>,
 }
 
@@ -223,8 +248,17 @@ where
             metrics,
             reconcile,
             ctx,
+            events: None,
             _types: PhantomData,
         }
+    }
+
+    /// Tells failed reconciles through `recorders` as Warning Events `ReconcileFailed` on the
+    /// object (see [`Guarded::error_policy`]).
+    #[must_use]
+    pub fn with_error_events(mut self, recorders: EventRecorders) -> Self {
+        self.events = Some(recorders);
+        self
     }
 
     /// The options this wrapper was built with.
@@ -315,8 +349,14 @@ where
     }
 
     /// kube's `error_policy`: a permanent error waits for a change; anything else is retried
-    /// after the object's next backoff delay.
-    pub fn error_policy(&self, obj: &K, error: &ControllerError<E>) -> Action {
+    /// after the object's next backoff delay. With [`Guarded::with_error_events`], a failure
+    /// that is neither permanent (the family reports those itself), a lost write race (409)
+    /// nor throttling (429) is also told on the object as a Warning Event `ReconcileFailed`
+    /// with the error, on the failures [`reports_failure`] picks.
+    pub fn error_policy(&self, obj: &K, error: &ControllerError<E>) -> Action
+    where
+        K::DynamicType: Default,
+    {
         let name = self.options.name.as_str();
         let key = object_key(obj);
         if error.is_permanent() {
@@ -327,6 +367,28 @@ where
             return Action::await_change();
         }
         let (failures, delay) = self.tracker.next_retry(&key);
+        if let Some(recorders) = &self.events
+            && !error.is_conflict()
+            && !error.is_throttled()
+            && reports_failure(failures)
+        {
+            let recorders = recorders.clone();
+            let controller = name.to_owned();
+            let regarding = obj.object_ref(&K::DynamicType::default());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: REASON_RECONCILE_FAILED.into(),
+                note: Some(format!(
+                    "{error} (failure {failures} in a row; retrying in {:.1}s)",
+                    delay.as_secs_f64()
+                )),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            tokio::spawn(async move {
+                recorders.publish_new(&controller, &event, &regarding).await;
+            });
+        }
         self.metrics.inc_retries(name);
         self.metrics
             .set_queue_depth(name, self.tracker.pending_retries());
@@ -420,12 +482,12 @@ where
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
     let name = options.name.clone();
-    let guard = Arc::new(Guarded::new(
-        options,
-        rt.metrics.controllers().clone(),
-        reconcile,
-        ctx,
-    ));
+    let error_events = options.error_events;
+    let mut guard = Guarded::new(options, rt.metrics.controllers().clone(), reconcile, ctx);
+    if error_events {
+        guard = guard.with_error_events(rt.recorders.clone());
+    }
+    let guard = Arc::new(guard);
     let shutdown = rt.shutdown.clone();
     let legacy = rt.settings.legacy_watch;
     let task_name = name.clone();
@@ -457,7 +519,7 @@ pub async fn run_guarded<K, Ctx, E, F, Fut>(
     shutdown: CancellationToken,
 ) where
     K: Clone + Resource + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Debug + Unpin + Send + Sync,
+    K::DynamicType: Eq + Hash + Clone + Default + Debug + Unpin + Send + Sync,
     Ctx: Send + Sync + 'static,
     E: ReconcileError,
     F: Fn(Arc<K>, Arc<Ctx>) -> Fut + Send + Sync + 'static,

@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client,
-    runtime::events::{Event, Recorder, Reporter},
+    runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
 /// Field manager and `reportingController` prefix used by this operator.
@@ -66,6 +66,70 @@ impl EventRecorders {
     }
 }
 
+impl EventRecorders {
+    /// Publishes `event` about `regarding` for `controller` as a new Event object, never as a
+    /// repeat of an earlier one. A [`Recorder`] merges Events with the same type, reason and
+    /// action about the same object into the first one's series and keeps that one's note;
+    /// this is for Events whose note changes (each says what failed this time), published
+    /// rarely enough that one object each is cheap. Failures are logged, as in [`publish`].
+    pub async fn publish_new(&self, controller: &str, event: &Event, regarding: &ObjectReference) {
+        let now = jiff::Timestamp::now();
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let reporting_controller = format!("{REPORTING_CONTROLLER}/{controller}");
+        let object = k8s_openapi::api::events::v1::Event {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or(controller),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(namespace.clone()),
+                ..kube::api::ObjectMeta::default()
+            },
+            action: Some(event.action.clone()),
+            reason: Some(event.reason.clone()),
+            note: event.note.as_deref().map(cut_note),
+            type_: Some(
+                match event.type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            event_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                now,
+            )),
+            regarding: Some(regarding.clone()),
+            related: event.secondary.clone(),
+            reporting_controller: Some(reporting_controller),
+            reporting_instance: Some(self.instance.clone()),
+            ..k8s_openapi::api::events::v1::Event::default()
+        };
+        let api: kube::Api<k8s_openapi::api::events::v1::Event> =
+            kube::Api::namespaced(self.client.clone(), &namespace);
+        if let Err(error) = api.create(&kube::api::PostParams::default(), &object).await {
+            tracing::warn!(%error, reason = %event.reason, "cannot publish Event");
+        }
+    }
+}
+
+/// `text` cut to the 1,024 bytes an Event's note may have (at a character boundary, ending
+/// in `...` when cut).
+pub fn cut_note(text: &str) -> String {
+    const MAX_NOTE: usize = 1024;
+    if text.len() <= MAX_NOTE {
+        return text.to_owned();
+    }
+    let mut end = MAX_NOTE - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 /// Publishes `event` about `regarding` without failing the caller: Events are advisory, so a
 /// failure to record one (RBAC, a conflict, the API server being busy) is logged at WARN with
 /// the Event's reason and otherwise ignored.
@@ -85,8 +149,8 @@ pub async fn invalid_object(
     warning(recorder, "InvalidObject", error, regarding).await;
 }
 
-/// Publishes a Warning Event `reason` about `regarding` with `error` as its note (cut to
-/// 1,000 characters, the API server's limit).
+/// Publishes a Warning Event `reason` about `regarding` with `error` as its note (cut to the
+/// API server's limit by [`cut_note`]).
 pub async fn warning(
     recorder: &Recorder,
     reason: &str,
@@ -96,7 +160,7 @@ pub async fn warning(
     let event = Event {
         type_: kube::runtime::events::EventType::Warning,
         reason: reason.into(),
-        note: Some(error.to_string().chars().take(1000).collect()),
+        note: Some(cut_note(&error.to_string())),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -119,5 +183,17 @@ mod tests {
         let other = recorders.recorder("projectsettings");
         assert!(Arc::ptr_eq(&first, &again));
         assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn notes_are_cut_to_the_api_limit_at_a_character_boundary() {
+        assert_eq!(cut_note("short"), "short");
+        let exact = "a".repeat(1024);
+        assert_eq!(cut_note(&exact), exact);
+        let long = "é".repeat(1000);
+        let note = cut_note(&long);
+        assert!(note.len() <= 1024, "{}", note.len());
+        assert!(note.ends_with("..."));
+        assert!(note.trim_end_matches("...").chars().all(|c| c == 'é'));
     }
 }

@@ -32,7 +32,10 @@ use kube::{
     runtime::{reflector::ObjectRef, watcher},
 };
 
-use crate::runtime::{ControllerTask, FamilyError, RuntimeContext, SharedWatches, controller_task};
+use crate::runtime::{
+    ControllerOptions, ControllerTask, FamilyError, RuntimeContext, SharedWatches, controller_task,
+    controller_task_with,
+};
 
 use model::ProjectSettingsView;
 
@@ -104,9 +107,14 @@ pub fn controllers(
         project_settings: settings_for_ns.reader.clone(),
     });
 
-    let ps_task = controller_task(
+    // The ProjectSettings reconcile publishes its own `ReconcileFailed` Event (and sets the
+    // condition) for every failure, so the runtime's would only repeat it.
+    let ps_task = controller_task_with(
         rt,
-        PROJECT_SETTINGS_CONTROLLER,
+        ControllerOptions {
+            error_events: false,
+            ..ControllerOptions::from_context(rt, PROJECT_SETTINGS_CONTROLLER)
+        },
         settings,
         move |c| {
             // A deleted child is recreated: deletions trigger the owner like changes do.

@@ -1043,13 +1043,15 @@ impl Reconciler<'_> {
             build::role(self.session),
             build::role_binding(self.session),
         );
-        // Independent objects (a binding may name a Role or account that does not exist yet):
-        // written at once.
+        // The account and the Role are written at once; the binding after the Role. The
+        // operator may grant only what it holds, so the API server resolves the Role a binding
+        // names (the operator has no `bind` on Roles) and answers 404 while it does not exist:
+        // written together, the binding could lose that race and fail the whole start.
         futures::try_join!(
             apply(client, ns, &account, "ServiceAccount"),
             apply(client, ns, &role, "Role"),
-            apply(client, ns, &binding, "RoleBinding"),
         )?;
+        apply(client, ns, &binding, "RoleBinding").await?;
         let token = self.request_token().await?;
         let agui = format!("{:032x}", rand::random::<u128>());
         let secret = build::token_secret(self.session, &token, &agui, &self.now.to_string());
