@@ -256,6 +256,20 @@ async fn evaluation_experiments_are_checked_on_admission() {
         "invalid trigger event",
     );
     assert!(message.contains("spec.trigger.event"), "{message}");
+    // A cron expression of the right shape (the CRD's pattern) with a value out of range.
+    let message = denial(
+        try_create(
+            client,
+            &ar,
+            evaluation("bad-cron", &json!({"schedule": {"cron": "99 * * * *"}})),
+        )
+        .await,
+        "cron minute out of range",
+    );
+    assert!(
+        message.contains("spec.schedule.cron: minute: \"99\" is not allowed"),
+        "{message}"
+    );
 
     // An update that leaves the spec alone is always admitted (finalizers can be removed).
     Api::<DynamicObject>::namespaced_with(client.clone(), "team", &ar)

@@ -247,6 +247,105 @@ fn check_trigger(errors: &mut Vec<FieldError>, spec: &Value) {
     }
 }
 
+/// The five fields of a cron expression: name, smallest and largest value, and the names
+/// the field also accepts (their position plus the smallest value is their number).
+const CRON_FIELDS: [(&str, u32, u32, &[&str]); 5] = [
+    ("minute", 0, 59, &[]),
+    ("hour", 0, 23, &[]),
+    ("day of month", 1, 31, &[]),
+    (
+        "month",
+        1,
+        12,
+        &[
+            "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+        ],
+    ),
+    (
+        "day of week",
+        0,
+        7,
+        &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
+    ),
+];
+
+/// One value of a cron field: a number in range or one of the field's names.
+fn cron_value(text: &str, min: u32, max: u32, names: &[&str]) -> Option<u32> {
+    if let Ok(n) = text.parse::<u32>() {
+        return (min..=max).contains(&n).then_some(n);
+    }
+    let upper = text.to_ascii_uppercase();
+    names
+        .iter()
+        .position(|n| *n == upper)
+        .and_then(|i| u32::try_from(i).ok())
+        .map(|i| i + min)
+}
+
+/// Why one comma-separated item of a cron field (`*`, `N`, `A-B`, each optionally `/STEP`)
+/// is not valid, if it is not.
+fn cron_item_problem(
+    item: &str,
+    (field, min, max, names): (&str, u32, u32, &[&str]),
+) -> Option<String> {
+    let allowed = if names.is_empty() {
+        format!("{min}-{max}")
+    } else {
+        format!("{min}-{max} or {}-{}", names[0], names[names.len() - 1])
+    };
+    let (range, step) = match item.split_once('/') {
+        Some((range, step)) => (range, Some(step)),
+        None => (item, None),
+    };
+    if let Some(step) = step
+        && step.parse::<u32>().map_or(true, |s| s == 0)
+    {
+        return Some(format!(
+            "{field}: step {step:?} in {item:?} must be a number of 1 or more"
+        ));
+    }
+    if range == "*" {
+        return None;
+    }
+    let (low, high) = range.split_once('-').unwrap_or((range, range));
+    match (
+        cron_value(low, min, max, names),
+        cron_value(high, min, max, names),
+    ) {
+        (Some(a), Some(b)) if a <= b => None,
+        (Some(_), Some(_)) => Some(format!("{field}: range {range:?} runs backwards")),
+        _ => Some(format!(
+            "{field}: {item:?} is not allowed; use *, a value {allowed}, a range A-B, a list A,B and an optional /STEP"
+        )),
+    }
+}
+
+fn check_schedule(errors: &mut Vec<FieldError>, spec: &Value) {
+    let Some(cron) = spec.pointer("/schedule/cron").and_then(Value::as_str) else {
+        return;
+    };
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    if fields.len() != CRON_FIELDS.len() {
+        err(
+            errors,
+            "spec.schedule.cron",
+            format!(
+                "{cron:?} has {} fields; a cron expression has five: minute hour day-of-month month day-of-week",
+                fields.len()
+            ),
+        );
+        return;
+    }
+    for (text, field) in fields.iter().zip(CRON_FIELDS) {
+        if let Some(problem) = text
+            .split(',')
+            .find_map(|item| cron_item_problem(item, field))
+        {
+            err(errors, "spec.schedule.cron", problem);
+        }
+    }
+}
+
 /// Validates an `Experiment` spec given as JSON.
 pub fn validate_spec(spec: &Value) -> Findings {
     let mut errors = Vec::new();
@@ -289,6 +388,7 @@ pub fn validate_spec(spec: &Value) -> Findings {
         check_dataset(&mut errors, &mut warnings, spec, dataset);
     }
     check_trigger(&mut errors, spec);
+    check_schedule(&mut errors, spec);
 
     Findings { errors, warnings }
 }
@@ -297,6 +397,63 @@ pub fn validate_spec(spec: &Value) -> Findings {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn schedule_errors(cron: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        check_schedule(&mut errors, &json!({"schedule": {"cron": cron}}));
+        errors.into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn cron_expressions_are_checked_field_by_field() {
+        for good in [
+            "0 2 * * *",
+            "*/15 * * * 1-5",
+            "0 0 1,15 * *",
+            "30 6 * JAN-MAR mon",
+            "0 0 * * 7",
+            "5-55/10 0-23/2 1-31 1-12 0-6",
+        ] {
+            assert_eq!(schedule_errors(good), Vec::<String>::new(), "{good}");
+        }
+        let cases = [
+            (
+                "99 * * * *",
+                "minute: \"99\" is not allowed; use *, a value 0-59",
+            ),
+            (
+                "0 24 * * *",
+                "hour: \"24\" is not allowed; use *, a value 0-23",
+            ),
+            (
+                "0 0 0 * *",
+                "day of month: \"0\" is not allowed; use *, a value 1-31",
+            ),
+            (
+                "0 0 * 13 *",
+                "month: \"13\" is not allowed; use *, a value 1-12 or JAN-DEC",
+            ),
+            (
+                "0 0 * * FUN",
+                "day of week: \"FUN\" is not allowed; use *, a value 0-7 or SUN-SAT",
+            ),
+            (
+                "*/0 * * * *",
+                "minute: step \"0\" in \"*/0\" must be a number of 1 or more",
+            ),
+            ("0 5-1 * * *", "hour: range \"5-1\" runs backwards"),
+            ("0 2 * *", "has 4 fields; a cron expression has five"),
+        ];
+        for (cron, expected) in cases {
+            let errors = schedule_errors(cron);
+            assert!(
+                errors.len() == 1
+                    && errors[0].starts_with("spec.schedule.cron: ")
+                    && errors[0].contains(expected),
+                "{cron}: {errors:?}"
+            );
+        }
+    }
 
     fn scenarios() -> Value {
         json!([{"name": "s", "steps": [{"input": "hi"}]}])

@@ -106,6 +106,16 @@ pub enum ValidationError {
         /// The longest Experiment name allowed.
         max: usize,
     },
+    /// A number outside what the field allows.
+    #[error("{field}: {value} is out of range; allowed: {allowed}")]
+    OutOfRange {
+        /// The field path.
+        field: String,
+        /// The value given.
+        value: i64,
+        /// The allowed range.
+        allowed: &'static str,
+    },
     /// `depends` forms a cycle.
     #[error("spec.targets[].depends: cycle {}; dependencies must form a DAG", cycle.join(" -> "))]
     Cycle {
@@ -181,6 +191,18 @@ pub fn validate(
                     allowed: allowed.join(", "),
                 });
             };
+            for (field, value) in [
+                ("nodeCount", t.cluster.node_count),
+                ("diskSizeGb", t.cluster.disk_size_gb),
+            ] {
+                if let Some(value) = value.filter(|v| *v < 1) {
+                    return Err(ValidationError::OutOfRange {
+                        field: format!("spec.targets[{index}].cluster.{field}"),
+                        value,
+                        allowed: "1 or more",
+                    });
+                }
+            }
             let claim = claim_name(experiment, &t.name);
             if claim.len() > mapping.max_name_length {
                 return Err(ValidationError::NameTooLong {
@@ -220,6 +242,13 @@ pub fn validate_tutorial(
         .and_then(|t| t.services.as_deref())
         .unwrap_or_default();
     for (index, s) in services.iter().enumerate() {
+        if let Some(port) = s.port.filter(|p| !(1..=65535).contains(p)) {
+            return Err(ValidationError::OutOfRange {
+                field: format!("spec.tutorial.services[{index}].port"),
+                value: port,
+                allowed: "1 to 65535",
+            });
+        }
         if !targets.iter().any(|t| t.name == s.target) {
             return Err(ValidationError::UnknownTutorialTarget {
                 index,
@@ -417,6 +446,57 @@ mod tests {
             err.to_string(),
             "spec.tutorial.services[0].target: \"ghost\" is not a target of this experiment; allowed: app"
         );
+    }
+
+    #[test]
+    fn sizes_and_ports_must_be_in_range() {
+        let c = LabsConfig::default();
+        let mut gke = target("app", ClusterType::Gke, &[]);
+        gke.cluster.node_count = Some(3);
+        gke.cluster.disk_size_gb = Some(50);
+        assert!(validate("e", std::slice::from_ref(&gke), &c).is_ok());
+        gke.cluster.node_count = Some(0);
+        assert_eq!(
+            validate("e", std::slice::from_ref(&gke), &c)
+                .unwrap_err()
+                .to_string(),
+            "spec.targets[0].cluster.nodeCount: 0 is out of range; allowed: 1 or more"
+        );
+        gke.cluster.node_count = None;
+        gke.cluster.disk_size_gb = Some(-5);
+        assert_eq!(
+            validate("e", std::slice::from_ref(&gke), &c)
+                .unwrap_err()
+                .to_string(),
+            "spec.targets[0].cluster.diskSizeGb: -5 is out of range; allowed: 1 or more"
+        );
+        // The hub is not provisioned: its cluster fields are not used, so not checked.
+        let mut hub = target("hub", ClusterType::Hub, &[]);
+        hub.cluster.node_count = Some(0);
+        assert!(validate("e", &[hub], &c).is_ok());
+
+        let t = [target("app", ClusterType::Hub, &[])];
+        let with_port = |port: i64| TutorialSpec {
+            services: Some(vec![agentic_api::labs::TutorialServiceRef {
+                name: "grafana".into(),
+                target: "app".into(),
+                service: "grafana".into(),
+                namespace: "monitoring".into(),
+                port: Some(port),
+            }]),
+            ..TutorialSpec::default()
+        };
+        assert!(validate_tutorial(Some(&with_port(3000)), &t).is_ok());
+        for bad in [0, 65536] {
+            assert_eq!(
+                validate_tutorial(Some(&with_port(bad)), &t)
+                    .unwrap_err()
+                    .to_string(),
+                format!(
+                    "spec.tutorial.services[0].port: {bad} is out of range; allowed: 1 to 65535"
+                )
+            );
+        }
     }
 
     #[test]
