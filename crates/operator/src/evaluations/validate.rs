@@ -247,6 +247,24 @@ fn check_trigger(errors: &mut Vec<FieldError>, spec: &Value) {
     }
 }
 
+/// Whether `name` is a Kubernetes object name of at most `max` characters: a DNS label, or
+/// with `dots` a DNS subdomain (labels joined by '.').
+fn is_dns_name(name: &str, max: usize, dots: bool) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= max
+        && if dots {
+            name.split('.').all(label)
+        } else {
+            label(name)
+        }
+}
+
 /// The five fields of a cron expression: name, smallest and largest value, and the names
 /// the field also accepts (their position plus the smallest value is their number).
 const CRON_FIELDS: [(&str, u32, u32, &[&str]); 5] = [
@@ -351,12 +369,42 @@ pub fn validate_spec(spec: &Value) -> Findings {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
 
-    if spec
-        .pointer("/agentRef/name")
+    match spec.pointer("/agentRef/name").and_then(Value::as_str) {
+        None | Some("") => err(&mut errors, "spec.agentRef.name", "is required"),
+        Some(name) if !is_dns_name(name, 253, true) => err(
+            &mut errors,
+            "spec.agentRef.name",
+            format!(
+                "{name:?} cannot name an Agent: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            ),
+        ),
+        Some(_) => {}
+    }
+    if let Some(namespace) = spec
+        .pointer("/agentRef/namespace")
         .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
+        .filter(|n| !n.is_empty() && !is_dns_name(n, 63, false))
     {
-        err(&mut errors, "spec.agentRef.name", "is required");
+        err(
+            &mut errors,
+            "spec.agentRef.namespace",
+            format!(
+                "{namespace:?} cannot name a namespace: use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        );
+    }
+    if let Some(endpoint) = spec
+        .get("otlpEndpoint")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty() && !e.starts_with("http://") && !e.starts_with("https://"))
+    {
+        err(
+            &mut errors,
+            "spec.otlpEndpoint",
+            format!(
+                "must be an http:// or https:// URL (OTEL_EXPORTER_OTLP_ENDPOINT), got {endpoint}"
+            ),
+        );
     }
 
     let has_dataset = present(spec, "dataset");
@@ -402,6 +450,48 @@ mod tests {
         let mut errors = Vec::new();
         check_schedule(&mut errors, &json!({"schedule": {"cron": cron}}));
         errors.into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn references_and_endpoints_must_be_usable() {
+        let base = |extra: Value| {
+            let mut spec = json!({"agentRef": {"name": "weather-agent"}, "dataset": {"url": "https://x/d.json"}});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            validate_spec(&spec)
+                .errors
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(base(json!({})), Vec::<String>::new());
+        assert_eq!(
+            base(
+                json!({"agentRef": {"name": "agents.v2", "namespace": "team-a"},
+                        "otlpEndpoint": "http://otel:4318"})
+            ),
+            Vec::<String>::new()
+        );
+        let bad_name = base(json!({"agentRef": {"name": "Weather_Agent"}}));
+        assert!(
+            bad_name.len() == 1
+                && bad_name[0]
+                    .starts_with("spec.agentRef.name: \"Weather_Agent\" cannot name an Agent"),
+            "{bad_name:?}"
+        );
+        let bad_ns = base(json!({"agentRef": {"name": "a", "namespace": "team.a"}}));
+        assert!(
+            bad_ns.len() == 1 && bad_ns[0].starts_with("spec.agentRef.namespace: \"team.a\""),
+            "{bad_ns:?}"
+        );
+        let bad_endpoint = base(json!({"otlpEndpoint": "otel:4317"}));
+        assert_eq!(
+            bad_endpoint,
+            [
+                "spec.otlpEndpoint: must be an http:// or https:// URL (OTEL_EXPORTER_OTLP_ENDPOINT), got otel:4317"
+            ]
+        );
     }
 
     #[test]

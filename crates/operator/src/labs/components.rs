@@ -59,7 +59,8 @@ pub enum ComponentError {
     },
     /// A parameter value does not match its declared type.
     #[error(
-        "{field}.params.{parameter}: {value:?} is not a valid {type_} for Component {component:?}"
+        "{field}.params.{parameter}: {value:?} is not a valid {type_} for Component {component:?}; allowed: {}",
+        allowed_values(type_)
     )]
     BadParameter {
         /// Path of the reference.
@@ -73,6 +74,15 @@ pub enum ComponentError {
         /// The declared type.
         type_: &'static str,
     },
+}
+
+/// What a parameter of declared type `type_` may be, for the message of a bad value.
+fn allowed_values(type_: &str) -> &'static str {
+    match type_ {
+        "int" => "a whole number, e.g. 3",
+        "bool" => "true or false",
+        _ => "any text",
+    }
 }
 
 impl ComponentError {
@@ -414,11 +424,20 @@ spec:
         assert!(
             matches!(err, ComponentError::BadParameter { ref parameter, type_: "int", .. } if parameter == "replicas")
         );
+        assert!(
+            err.to_string()
+                .ends_with("; allowed: a whole number, e.g. 3"),
+            "{err}"
+        );
         let err = resolve(&web_ref(&[("zone", "x"), ("debug", "yes")]), "f", &lookup).unwrap_err();
         assert!(matches!(
             err,
             ComponentError::BadParameter { type_: "bool", .. }
         ));
+        assert!(
+            err.to_string().ends_with("; allowed: true or false"),
+            "{err}"
+        );
         assert!(resolve(&web_ref(&[("zone", "x"), ("debug", "true")]), "f", &lookup).is_ok());
     }
 
