@@ -7,6 +7,8 @@
 use agentic_api::evaluations::DEFAULT_THRESHOLD;
 use serde_json::Value;
 
+use crate::runtime::names;
+
 /// Testkube's `TestTrigger` event names accepted in `spec.trigger.event` (compared lower-cased).
 pub const TESTKUBE_EVENTS: [&str; 9] = [
     "created",
@@ -247,24 +249,6 @@ fn check_trigger(errors: &mut Vec<FieldError>, spec: &Value) {
     }
 }
 
-/// Whether `name` is a Kubernetes object name of at most `max` characters: a DNS label, or
-/// with `dots` a DNS subdomain (labels joined by '.').
-fn is_dns_name(name: &str, max: usize, dots: bool) -> bool {
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    name.len() <= max
-        && if dots {
-            name.split('.').all(label)
-        } else {
-            label(name)
-        }
-}
-
 /// The five fields of a cron expression: name, smallest and largest value, and the names
 /// the field also accepts (their position plus the smallest value is their number).
 const CRON_FIELDS: [(&str, u32, u32, &[&str]); 5] = [
@@ -371,7 +355,7 @@ pub fn validate_spec(spec: &Value) -> Findings {
 
     match spec.pointer("/agentRef/name").and_then(Value::as_str) {
         None | Some("") => err(&mut errors, "spec.agentRef.name", "is required"),
-        Some(name) if !is_dns_name(name, 253, true) => err(
+        Some(name) if !names::is_dns_subdomain(name) => err(
             &mut errors,
             "spec.agentRef.name",
             format!(
@@ -383,7 +367,7 @@ pub fn validate_spec(spec: &Value) -> Findings {
     if let Some(namespace) = spec
         .pointer("/agentRef/namespace")
         .and_then(Value::as_str)
-        .filter(|n| !n.is_empty() && !is_dns_name(n, 63, false))
+        .filter(|n| !n.is_empty() && !names::is_dns_label(n))
     {
         err(
             &mut errors,

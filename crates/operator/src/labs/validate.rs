@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use agentic_api::labs::{Target, TutorialSpec};
 
 use super::{build::claim_name, config::LabsConfig};
+use crate::runtime::names::is_dns_label;
 
 /// Why a spec cannot be run. Each message names the field and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,15 +123,6 @@ pub enum ValidationError {
         /// The targets on the cycle, first repeated at the end.
         cycle: Vec<String>,
     },
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// Checks the Experiment's own name: its Workflow `<name>-validation` must fit Argo's limit

@@ -15,6 +15,7 @@ pub mod lenient;
 pub mod logging;
 pub mod manager;
 pub mod metrics;
+pub mod names;
 pub mod packed;
 pub mod probes;
 pub mod relist;
