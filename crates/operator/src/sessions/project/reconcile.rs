@@ -31,6 +31,7 @@ use super::{
     model::{InvalidSpec, ProjectSettingsView, validate},
     status::{Outcome, desired_status},
 };
+use crate::runtime::controller::REASON_RECONCILE_FAILED;
 use crate::runtime::watches::{CACHE_SYNC_RECHECK, synced};
 
 /// What the `ProjectSettings` reconcile reads and writes through.
@@ -493,7 +494,7 @@ pub async fn reconcile(
                 &ps,
                 Event {
                     type_: EventType::Warning,
-                    reason: "ReconcileFailed".into(),
+                    reason: REASON_RECONCILE_FAILED.into(),
                     note: Some(truncate(&error.to_string(), 1000)),
                     action: "Reconcile".into(),
                     secondary: None,
@@ -504,7 +505,7 @@ pub async fn reconcile(
                 &ctx,
                 &namespace,
                 &owner.uid,
-                ("ReconcileFailed".into(), error.to_string()),
+                (REASON_RECONCILE_FAILED.into(), error.to_string()),
             )
         }
     };
