@@ -7,7 +7,8 @@
 # allocator is compiled in with musl-gcc from musl-tools), so a static musl binary runs on
 # the smallest distroless base and does not depend on the base image's glibc version.
 # Stage 2 copies it into distroless/static:nonroot (CA certificates, /etc/passwd with the
-# nonroot user 65532, no shell, no package manager).
+# nonroot user 65532, no shell, no package manager), with a link /app/operator for the
+# scheduled-session CronJobs.
 #
 #   docker build -t agentic-operator:0.1.0 .
 
@@ -24,9 +25,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --no-default-features \
       -p agentic-operator --bin agentic-operator \
       --target x86_64-unknown-linux-musl \
- && cp target/x86_64-unknown-linux-musl/release/agentic-operator /agentic-operator
+ && mkdir -p /out/app \
+ && cp target/x86_64-unknown-linux-musl/release/agentic-operator /out/agentic-operator \
+ && ln -s /agentic-operator /out/app/operator
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /agentic-operator /agentic-operator
+# /app/operator is the name the ambient-code backend's scheduled-session CronJobs run
+# (`./operator session-trigger` in the working directory /app), as in the upstream image.
+COPY --from=build /out/ /
+WORKDIR /app
 USER 65532:65532
 ENTRYPOINT ["/agentic-operator"]

@@ -458,6 +458,19 @@ fn dockerfile_builds_a_nonroot_static_image() {
             .any(|l| *l == "USER 65532:65532" || *l == "USER 65532")
     );
     assert!(lines.contains(&r#"ENTRYPOINT ["/agentic-operator"]"#));
+    // The ambient-code backend's scheduled-session CronJobs run `./operator session-trigger`
+    // with the operator image and no working directory of their own: the final stage must
+    // work in /app and ship /app/operator (a link to the binary, copied with the tree).
+    let final_stage = &lines[lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("FROM")..];
+    assert!(final_stage.contains(&"WORKDIR /app"), "{final_stage:?}");
+    assert!(final_stage.contains(&"COPY --from=build /out/ /"), "{final_stage:?}");
+    assert!(
+        dockerfile.contains("ln -s /agentic-operator /out/app/operator"),
+        "/app/operator links to the binary"
+    );
     assert!(dockerfile.contains("--locked"), "builds from Cargo.lock");
 
     // A default feature set (for local development) must stay out of the image.
