@@ -466,7 +466,10 @@ fn dockerfile_builds_a_nonroot_static_image() {
         .rposition(|l| l.starts_with("FROM "))
         .expect("FROM")..];
     assert!(final_stage.contains(&"WORKDIR /app"), "{final_stage:?}");
-    assert!(final_stage.contains(&"COPY --from=build /out/ /"), "{final_stage:?}");
+    assert!(
+        final_stage.contains(&"COPY --from=build /out/ /"),
+        "{final_stage:?}"
+    );
     assert!(
         dockerfile.contains("ln -s /agentic-operator /out/app/operator"),
         "/app/operator links to the binary"

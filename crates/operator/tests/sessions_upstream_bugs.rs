@@ -27,7 +27,7 @@ use kube::{
 use serde_json::{Value, json};
 use support::{
     MANAGED, Operator, SessionsWithSidecar, Setup, TestCluster, eventually, find_condition,
-    runner_secret, scripted_runner_pods, settings_for, wait_until,
+    runner_secret, scripted_runner_pods, settings_for, wait_gone, wait_until,
 };
 
 /// Test namespace (managed, with the runner secret).
@@ -837,4 +837,83 @@ async fn the_token_refresh_is_scheduled_and_survives_a_restart() {
     let session = sessions(&client, NS).get("timed").await.unwrap();
     assert_eq!(session.phase(), SessionPhase::Running);
     restarted.stop().await.unwrap();
+}
+
+/// A run's init container reads the token once, when it starts, so a session resumed after
+/// a long stop must not start with the token it had when it stopped: the operator renews
+/// a token older than the refresh age before it creates the resumed run's Job. The new
+/// runner is held in `ContainerCreating`, so the refresh a Running session gets cannot be
+/// what renewed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_starts_with_a_renewed_token() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = start_operator(&client);
+    create(
+        &client,
+        NS,
+        "paused",
+        json!({"devcluster.io/run-seconds.ambient-code-runner": "forever"}),
+        json!({}),
+    )
+    .await;
+    wait_phase(&client, NS, "paused", SessionPhase::Running).await;
+    annotate(
+        &client,
+        NS,
+        "paused",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped"}),
+    )
+    .await;
+    wait_phase(&client, NS, "paused", SessionPhase::Stopped).await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
+    wait_gone(&jobs, "paused-job").await;
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let stale = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
+    secrets
+        .patch(
+            "ambient-runner-token-paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": stale}}
+            })),
+        )
+        .await
+        .unwrap();
+    let before = secrets.get("ambient-runner-token-paused").await.unwrap();
+    annotate(
+        &client,
+        NS,
+        "paused",
+        json!({ANNOTATION_DESIRED_PHASE: "Running",
+               "devcluster.io/start-seconds": "forever"}),
+    )
+    .await;
+    let job = support::wait_for("the resumed run's Job", || {
+        let jobs = &jobs;
+        async move { jobs.get_opt("paused-job").await.unwrap() }
+    })
+    .await;
+    let after = secrets.get("ambient-runner-token-paused").await.unwrap();
+    assert_ne!(
+        after
+            .annotations()
+            .get("ambient-code.io/token-refreshed-at"),
+        Some(&stale),
+        "the Job of the resumed run was created with the stale token"
+    );
+    assert_ne!(
+        before.data.as_ref().unwrap()["k8s-token"],
+        after.data.as_ref().unwrap()["k8s-token"],
+        "no new token was minted"
+    );
+    let session = sessions(&client, NS).get("paused").await.unwrap();
+    assert_ne!(
+        session.phase(),
+        SessionPhase::Running,
+        "the runner was held"
+    );
+    assert!(job.metadata.creation_timestamp.is_some());
+    operator.stop().await.unwrap();
 }

@@ -967,7 +967,11 @@ impl Reconciler<'_> {
     async fn start_run(&self, run_id: String) -> Result<bool, SessionError> {
         let token_name = names::token_secret(&self.name);
         let has_token = self.ctx.tokens.get(&self.ns, &token_name).is_some();
-        if !has_token {
+        if has_token {
+            // A resumed run: its init container reads the token once, at start, so a token
+            // that aged while the session was stopped is renewed before the Job exists.
+            self.refresh_token_if_due().await?;
+        } else {
             let started = Instant::now();
             self.provision_credentials().await?;
             self.ctx

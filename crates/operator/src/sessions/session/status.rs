@@ -214,6 +214,20 @@ pub fn desired(
             }
         }
     }
+    // A runner seen only after it ended (a short run, or one that ended while the operator
+    // was down) still ran: a later start must resume rather than run the prompt again.
+    if let RunView::Current {
+        pod: PodView::Terminated { .. },
+        pod_uid,
+        ..
+    } = &obs.run
+        && s.runner_started_at.is_none()
+    {
+        s.runner_started_at = Some(now.clone());
+        if s.runner_pod_uid.is_none() {
+            s.runner_pod_uid.clone_from(pod_uid);
+        }
+    }
     s.conditions = (!conditions.is_empty()).then_some(conditions);
     s
 }
@@ -270,6 +284,52 @@ mod tests {
             .iter()
             .find(|c| c.type_ == "Ready")
             .unwrap()
+    }
+
+    #[test]
+    fn a_runner_seen_only_after_it_ended_counts_as_started() {
+        let obs = Observed::default();
+        let pending = desired(None, &next(None, &obs), &obs, &inputs(0));
+        for (code, reason) in [(0, "Completed"), (1, "Error"), (137, "OOMKilled")] {
+            let ended = Observed {
+                run: RunView::Current {
+                    job: JobView::Active,
+                    pod: PodView::Terminated {
+                        exit_code: code,
+                        reason: reason.into(),
+                        message: String::new(),
+                    },
+                    pod_uid: Some("uid-7".into()),
+                },
+                ..Observed::default()
+            };
+            let t = next(Some(SessionPhase::Creating), &ended);
+            assert!(t.to.is_terminal(), "{reason}: {:?}", t.to);
+            let after = desired(Some(&pending), &t, &ended, &inputs(4));
+            assert_eq!(
+                after.runner_started_at,
+                Some(Time(inputs(4).now)),
+                "{reason}"
+            );
+            assert_eq!(after.runner_pod_uid.as_deref(), Some("uid-7"), "{reason}");
+        }
+        // A pod that failed before the runner ran does not count.
+        let never_ran = Observed {
+            run: RunView::Current {
+                job: JobView::Active,
+                pod: PodView::Failed {
+                    reason: "Evicted".into(),
+                    message: String::new(),
+                },
+                pod_uid: Some("uid-8".into()),
+            },
+            ..Observed::default()
+        };
+        let t = next(Some(SessionPhase::Creating), &never_ran);
+        assert_eq!(
+            desired(Some(&pending), &t, &never_ran, &inputs(4)).runner_started_at,
+            None
+        );
     }
 
     #[test]
