@@ -336,8 +336,9 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
     env.extend(observability_env(inputs.config));
     env.extend(vertex_env(inputs.config.vertex.as_ref()));
     env.push(value("REPOS_JSON", repos_json(session)));
-    if let Some(custom) = spec.mcp_servers.as_ref().and_then(|m| m.custom.as_ref()) {
-        env.push(value("CUSTOM_MCP_SERVERS", json_or_empty(custom)));
+    // The whole `spec.mcpServers` object, `custom` and `disabled`, as upstream passed it.
+    if let Some(servers) = &spec.mcp_servers {
+        env.push(value("CUSTOM_MCP_SERVERS", json_or_empty(servers)));
     }
     if let Some(project) = inputs.project_mcp {
         env.push(value("PROJECT_MCP_SERVERS", json_or_empty(project)));

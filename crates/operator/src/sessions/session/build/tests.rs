@@ -586,3 +586,55 @@ fn vertex_secret_copy_snapshot_and_owners() {
     assert_eq!(patch["data"]["new-key.json"], "e30=");
     assert!(patch["metadata"].get("ownerReferences").is_none());
 }
+
+#[test]
+fn mcp_servers_reach_the_runner_as_json_objects() {
+    let config = config();
+    let value_of = |env: &[EnvVar], name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    // Unset: neither variable.
+    let env = runner_env(&session(), &inputs(&config));
+    assert_eq!(value_of(&env, "CUSTOM_MCP_SERVERS"), None);
+    assert_eq!(value_of(&env, "PROJECT_MCP_SERVERS"), None);
+
+    // The session's object is passed whole: `disabled` alone still reaches the runner.
+    let mut s = session();
+    s.spec.mcp_servers = Some(McpServers {
+        custom: None,
+        disabled: Some(vec!["github".into()]),
+    });
+    let env = runner_env(&s, &inputs(&config));
+    let custom: serde_json::Value =
+        serde_json::from_str(&value_of(&env, "CUSTOM_MCP_SERVERS").unwrap()).unwrap();
+    assert_eq!(custom, serde_json::json!({"disabled": ["github"]}));
+
+    s.spec.mcp_servers = Some(McpServers {
+        custom: Some(BTreeMap::from([(
+            "docs".to_owned(),
+            serde_json::json!({"command": "mcp-docs", "args": ["--read-only"]}),
+        )])),
+        disabled: Some(vec!["github".into()]),
+    });
+    let project = McpServers {
+        custom: None,
+        disabled: Some(vec!["jira".into()]),
+    };
+    let mut i = inputs(&config);
+    i.project_mcp = Some(&project);
+    let env = runner_env(&s, &i);
+    let custom: serde_json::Value =
+        serde_json::from_str(&value_of(&env, "CUSTOM_MCP_SERVERS").unwrap()).unwrap();
+    assert_eq!(
+        custom,
+        serde_json::json!({
+            "custom": {"docs": {"command": "mcp-docs", "args": ["--read-only"]}},
+            "disabled": ["github"]
+        })
+    );
+    let project: serde_json::Value =
+        serde_json::from_str(&value_of(&env, "PROJECT_MCP_SERVERS").unwrap()).unwrap();
+    assert_eq!(project, serde_json::json!({"disabled": ["jira"]}));
+}
