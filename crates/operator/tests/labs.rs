@@ -1259,6 +1259,66 @@ async fn stuck_claim_deletion_is_a_condition() {
     env.stop().await;
 }
 
+/// An Application whose deletion hangs (Argo CD down, a target that refuses deletes) does not
+/// keep the clusters running: once it has been deleting for `cleanupStuckAfter`, the cleanup
+/// goes on to the cluster Secrets and the claims, reports the Application as stuck, and keeps
+/// the finalizer until it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_application_does_not_keep_the_cluster() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "gateway-validation",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    experiment(&client, &TWO_TARGETS.replace("ANNOTATIONS", "{}")).await;
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    wait_get(&apps, "gw-app", "the app Application", |o| o.is_some()).await;
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    wait_get(&claims, "gw-app", "the claim", |o| o.is_some()).await;
+    // Something other than Argo CD holds the Application (its resources finalizer alone is
+    // removed by the simulated Argo CD at once).
+    apps.patch(
+        "gw-app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": [
+            "resources-finalizer.argocd.argoproj.io", "example.com/hold"]}})),
+    )
+    .await
+    .unwrap();
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete("gw", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The cluster goes although the Application is still there.
+    wait_get(&claims, "gw-app", "the claim deleted", |o| o.is_none()).await;
+    let app = apps.get("gw-app").await.unwrap();
+    assert!(app.metadata.deletion_timestamp.is_some());
+    let e = wait_for(&client, "gw", "CleanupStuck", |e| {
+        cond(e, "Ready").is_some_and(|c| c.reason == "CleanupStuck")
+    })
+    .await;
+    let message = &cond(&e, "Ready").unwrap().message;
+    assert!(message.contains("Application argocd/gw-app"), "{message}");
+    assert!(!message.contains("claim"), "{message}");
+    // The Experiment keeps its finalizer until the Application is gone too.
+    apps.patch(
+        "gw-app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    wait_gone(&client, "gw").await;
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// An operator restart mid-provisioning adopts the existing claim (same UID) and runs on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_provisioning_creates_no_duplicate_claim() {

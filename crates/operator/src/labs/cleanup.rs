@@ -103,14 +103,30 @@ pub enum Step {
     },
 }
 
-/// Plans the next step from the children that still exist.
-pub fn plan(children: &[Child]) -> Step {
-    let Some(stage) = children.iter().map(|c| c.kind.stage()).min() else {
-        return Step::Done;
+/// Plans the next step from the children that still exist. A child whose deletion has
+/// lasted `stuck_after` or longer no longer holds back the later stages (it is still waited
+/// for and reported): an Application that Argo CD cannot finish deleting must not keep the
+/// clusters, which cost money, running.
+pub fn plan(children: &[Child], stuck_after: Duration) -> Step {
+    let is_stuck = |c: &Child| c.deleting_for.is_some_and(|d| d >= stuck_after);
+    let Some(stage) = children
+        .iter()
+        .filter(|c| !is_stuck(c))
+        .map(|c| c.kind.stage())
+        .min()
+    else {
+        return if children.is_empty() {
+            Step::Done
+        } else {
+            Step::Work {
+                delete: Vec::new(),
+                waiting: children.to_vec(),
+            }
+        };
     };
     let (waiting, delete): (Vec<Child>, Vec<Child>) = children
         .iter()
-        .filter(|c| c.kind.stage() == stage)
+        .filter(|c| c.kind.stage() == stage || (c.kind.stage() < stage && is_stuck(c)))
         .cloned()
         .partition(|c| c.deleting_for.is_some());
     Step::Work { delete, waiting }
@@ -151,13 +167,14 @@ pub enum Outcome {
 /// Upper bound of plan steps in one pass (each step deletes at least one child).
 const MAX_STEPS: usize = 256;
 
-/// One cleanup pass: deletes stage after stage for as long as each stage is gone at once, and
+/// One cleanup pass: deletes stage after stage for as long as each stage is gone at once
+/// (children stuck for `stuck_after` do not hold back later stages, see [`plan`]), and
 /// reports [`Outcome::Done`] only after [`Source::confirm`] found nothing left.
-pub async fn run<S: Source + Sync>(source: &S) -> Result<Outcome, S::Error> {
+pub async fn run<S: Source + Sync>(source: &S, stuck_after: Duration) -> Result<Outcome, S::Error> {
     let mut children = source.observe().await?;
     let mut confirmed = false;
     for _ in 0..MAX_STEPS {
-        match plan(&children) {
+        match plan(&children, stuck_after) {
             Step::Done if confirmed => return Ok(Outcome::Done),
             Step::Done => {
                 children = source.confirm().await?;
@@ -181,7 +198,7 @@ pub async fn run<S: Source + Sync>(source: &S) -> Result<Outcome, S::Error> {
             }
         }
     }
-    let waiting = match plan(&children) {
+    let waiting = match plan(&children, stuck_after) {
         Step::Work { delete, waiting } => waiting.into_iter().chain(delete).collect(),
         Step::Done => Vec::new(),
     };
@@ -193,6 +210,9 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    /// A stuck threshold no test child reaches.
+    const HOUR: Duration = Duration::from_hours(1);
 
     fn child(kind: ChildKind, name: &str, deleting: Option<u64>) -> Child {
         Child {
@@ -254,7 +274,7 @@ mod tests {
         // The claim's cache has not seen the claim yet; the API server has it.
         let claim = child(ChildKind::Claim, "c", None);
         let fake = Fake::new(vec![], vec![claim.clone()], vec!["c"]);
-        let outcome = run(&fake).await.unwrap();
+        let outcome = run(&fake, HOUR).await.unwrap();
         assert_eq!(
             outcome,
             Outcome::Waiting(vec![child(ChildKind::Claim, "c", Some(0))])
@@ -263,7 +283,7 @@ mod tests {
         assert_eq!(*fake.confirms.lock().unwrap(), 1);
         // The same with a cache error the other way: it still shows a child that is gone.
         let gone = Fake::new(vec![child(ChildKind::Workflow, "w", None)], vec![], vec![]);
-        assert_eq!(run(&gone).await.unwrap(), Outcome::Done);
+        assert_eq!(run(&gone, HOUR).await.unwrap(), Outcome::Done);
         assert_eq!(*gone.confirms.lock().unwrap(), 1);
     }
 
@@ -276,12 +296,12 @@ mod tests {
             child(ChildKind::Workflow, "w", None),
         ];
         let fake = Fake::new(all.clone(), all.clone(), vec![]);
-        assert_eq!(run(&fake).await.unwrap(), Outcome::Done);
+        assert_eq!(run(&fake, HOUR).await.unwrap(), Outcome::Done);
         assert_eq!(*fake.deleted.lock().unwrap(), ["w", "a", "s", "c"]);
         // An Application with a finalizer holds back the rest, and is deleted once.
         let fake = Fake::new(all.clone(), all, vec!["a"]);
         assert_eq!(
-            run(&fake).await.unwrap(),
+            run(&fake, HOUR).await.unwrap(),
             Outcome::Waiting(vec![child(ChildKind::Application, "a", Some(0))])
         );
         assert_eq!(*fake.deleted.lock().unwrap(), ["w", "a"]);
@@ -297,7 +317,7 @@ mod tests {
             child(ChildKind::Datasource, "d", None),
             child(ChildKind::Workflow, "w", None),
         ];
-        let Step::Work { delete, waiting } = plan(&all) else {
+        let Step::Work { delete, waiting } = plan(&all, HOUR) else {
             panic!("work expected")
         };
         assert_eq!(
@@ -307,7 +327,7 @@ mod tests {
         assert!(waiting.is_empty());
 
         // Applications only once the workflow and datasource are gone.
-        let Step::Work { delete, .. } = plan(&all[..3]) else {
+        let Step::Work { delete, .. } = plan(&all[..3], HOUR) else {
             panic!()
         };
         assert_eq!(delete[0].kind, ChildKind::Application);
@@ -318,27 +338,27 @@ mod tests {
             child(ChildKind::Application, "a", Some(3)),
         ];
         assert_eq!(
-            plan(&mid),
+            plan(&mid, HOUR),
             Step::Work {
                 delete: vec![],
                 waiting: vec![child(ChildKind::Application, "a", Some(3))]
             }
         );
-        let Step::Work { delete, .. } = plan(&all[..2]) else {
+        let Step::Work { delete, .. } = plan(&all[..2], HOUR) else {
             panic!()
         };
         assert_eq!(delete[0].kind, ChildKind::ClusterSecret);
-        let Step::Work { delete, .. } = plan(&all[..1]) else {
+        let Step::Work { delete, .. } = plan(&all[..1], HOUR) else {
             panic!()
         };
         assert_eq!(delete[0].kind, ChildKind::Claim);
-        assert_eq!(plan(&[]), Step::Done);
+        assert_eq!(plan(&[], HOUR), Step::Done);
         // Tutorial kubeconfig Secrets go in the first stage, before the Applications.
         let tutorial = vec![
             child(ChildKind::Application, "a", None),
             child(ChildKind::KubeconfigSecret, "k", None),
         ];
-        let Step::Work { delete, .. } = plan(&tutorial) else {
+        let Step::Work { delete, .. } = plan(&tutorial, HOUR) else {
             panic!()
         };
         assert_eq!(delete, vec![child(ChildKind::KubeconfigSecret, "k", None)]);
@@ -350,16 +370,16 @@ mod tests {
             child(ChildKind::ClusterSecret, "s", None),
             child(ChildKind::Application, "a", Some(1)),
         ];
-        let Step::Work { delete, waiting } = plan(&hub) else {
+        let Step::Work { delete, waiting } = plan(&hub, HOUR) else {
             panic!()
         };
         assert!(delete.is_empty());
         assert_eq!(waiting[0].kind, ChildKind::Application);
-        let Step::Work { delete, .. } = plan(&hub[..3]) else {
+        let Step::Work { delete, .. } = plan(&hub[..3], HOUR) else {
             panic!()
         };
         assert_eq!(delete, vec![child(ChildKind::ClusterSecret, "s", None)]);
-        let Step::Work { delete, .. } = plan(&hub[..2]) else {
+        let Step::Work { delete, .. } = plan(&hub[..2], HOUR) else {
             panic!()
         };
         assert_eq!(
@@ -374,7 +394,7 @@ mod tests {
             child(ChildKind::HubNamespace, "gw", Some(30)),
             child(ChildKind::Claim, "c", None),
         ];
-        let Step::Work { delete, waiting } = plan(&terminating) else {
+        let Step::Work { delete, waiting } = plan(&terminating, HOUR) else {
             panic!()
         };
         assert_eq!(delete, vec![child(ChildKind::Claim, "c", None)]);
@@ -405,5 +425,48 @@ mod tests {
         let s = stuck(&c, Duration::from_mins(10));
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].display(), "claim ns/slow");
+    }
+
+    #[test]
+    fn a_stuck_application_does_not_keep_the_clusters() {
+        let children = vec![
+            child(ChildKind::Application, "app", Some(600)),
+            child(ChildKind::ClusterSecret, "cluster-secret", None),
+            child(ChildKind::Claim, "claim", None),
+        ];
+        // Deleting for 600 s: under a threshold of an hour the Application still holds the
+        // rest back; at ten minutes it is stuck, and the cluster Secret goes next.
+        assert_eq!(
+            plan(&children, HOUR),
+            Step::Work {
+                delete: vec![],
+                waiting: vec![children[0].clone()]
+            }
+        );
+        let ten_minutes = Duration::from_mins(10);
+        let Step::Work { delete, waiting } = plan(&children, ten_minutes) else {
+            panic!("work expected");
+        };
+        assert_eq!(delete, vec![children[1].clone()]);
+        assert_eq!(
+            waiting,
+            vec![children[0].clone()],
+            "the stuck one is still reported"
+        );
+        // With the Secret gone, the claim (the cluster) is deleted.
+        let Step::Work { delete, .. } =
+            plan(&[children[0].clone(), children[2].clone()], ten_minutes)
+        else {
+            panic!("work expected");
+        };
+        assert_eq!(delete, vec![children[2].clone()]);
+        // Only stuck children left: nothing to delete, they are waited for, never Done.
+        assert_eq!(
+            plan(&children[..1], ten_minutes),
+            Step::Work {
+                delete: vec![],
+                waiting: vec![children[0].clone()]
+            }
+        );
     }
 }

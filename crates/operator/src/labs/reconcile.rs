@@ -1934,10 +1934,11 @@ async fn run_cleanup(
     owner: Owner<'_>,
     ctx: &Ctx,
 ) -> Result<Option<(&'static str, String)>, Error> {
-    let waiting = match cleanup::run(&Children::new(ctx, owner)).await? {
-        cleanup::Outcome::Done => return Ok(None),
-        cleanup::Outcome::Waiting(waiting) => waiting,
-    };
+    let waiting =
+        match cleanup::run(&Children::new(ctx, owner), ctx.config.cleanup_stuck_after).await? {
+            cleanup::Outcome::Done => return Ok(None),
+            cleanup::Outcome::Waiting(waiting) => waiting,
+        };
     let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
     if !stuck.is_empty() {
         let message = format!(
