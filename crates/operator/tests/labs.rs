@@ -1319,6 +1319,157 @@ async fn a_stuck_application_does_not_keep_the_cluster() {
     env.stop().await;
 }
 
+/// Upstream's GKE Composition declares no connection details: the claim's own connection
+/// Secret gets no `kubeconfig`, which lives in the composite's
+/// `crossplane-system/<composite>-cluster-conn`. The operator falls back to that Secret
+/// (the composite named by the claim's `spec.resourceRef`), registers the cluster with Argo CD
+/// and deploys the target's Application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubeconfig_is_read_from_the_composites_secret_when_the_claims_has_none() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "gateway-validation",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        &TWO_TARGETS.replace(
+            "ANNOTATIONS",
+            "{devcluster.io/connection-secret: composite}",
+        ),
+    )
+    .await;
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    let app = wait_get(&apps, "gw-app", "the app Application", |o| o.is_some())
+        .await
+        .unwrap();
+    let server = app
+        .data
+        .pointer("/spec/destination/server")
+        .unwrap()
+        .clone();
+    // The claim's own Secret exists without the key; the composite's holds it.
+    let claim = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS)
+        .get("gw-app")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.data.pointer("/spec/resourceRef/name"),
+        Some(&json!("gw-app-xr"))
+    );
+    let own = Api::<Secret>::namespaced(client.clone(), NS)
+        .get("gw-app-conn")
+        .await
+        .unwrap();
+    assert!(
+        !own.data.unwrap_or_default().contains_key("kubeconfig"),
+        "the claim's Secret has no kubeconfig in this mode"
+    );
+    let registration = Api::<Secret>::namespaced(client.clone(), "argocd")
+        .get("cluster-gw-app")
+        .await
+        .unwrap();
+    let data = registration.data.unwrap();
+    assert_eq!(
+        json!(String::from_utf8_lossy(&data["server"].0)),
+        server,
+        "the Application deploys to the registered cluster"
+    );
+    let config: Value = serde_json::from_slice(&data["config"].0).unwrap();
+    assert!(
+        config.pointer("/tlsClientConfig/certData").is_some(),
+        "{config}"
+    );
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
+/// A Ready claim whose kubeconfig is in neither Secret is reported (a Warning Event naming both
+/// Secrets) and retried; nothing is deployed to that target meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_claim_without_a_kubeconfig_is_reported_and_retried() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "gateway-validation",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    // The composite's Secret exists without the key (the simulated Crossplane leaves an
+    // existing Secret alone).
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "crossplane-system"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let composite = Api::<Secret>::namespaced(client.clone(), "crossplane-system");
+    composite
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "gw-app-xr-cluster-conn", "namespace": "crossplane-system"},
+                "data": {"other": "eA=="}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        &TWO_TARGETS.replace(
+            "ANNOTATIONS",
+            "{devcluster.io/connection-secret: composite}",
+        ),
+    )
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let note = support::wait_for("a ReconcileFailed Event naming both Secrets", || {
+        let events = &events;
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+                .filter_map(|e| e.note)
+                .find(|n| n.contains("crossplane-system/gw-app-xr-cluster-conn"))
+        }
+    })
+    .await;
+    assert!(note.contains("experiments/gw-app-conn"), "{note}");
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    assert!(apps.get_opt("gw-app").await.unwrap().is_none());
+    // Once the composite's Secret holds the kubeconfig, the retry deploys the target.
+    let kubeconfig = devcluster::simulators::crossplane::kubeconfig("gw-app", "10.1.2.3");
+    composite
+        .patch(
+            "gw-app-xr-cluster-conn",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"data": {"kubeconfig": k8s_openapi::ByteString(kubeconfig.into_bytes())}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_get(&apps, "gw-app", "the app Application", |o| o.is_some()).await;
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// An operator restart mid-provisioning adopts the existing claim (same UID) and runs on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_provisioning_creates_no_duplicate_claim() {

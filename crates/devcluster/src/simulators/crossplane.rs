@@ -11,6 +11,10 @@
 //! with a bearer token instead of the fake client certificate, so a test can stand up a
 //! second dev cluster as the "provisioned" cluster and see what is written on it). Without
 //! the annotation the kubeconfig points at `Simulators::cluster_server` when set.
+//! `devcluster.io/connection-secret: composite` acts like upstream's GKE Composition, which
+//! declares no connection details: the claim gets `spec.resourceRef` naming its composite
+//! `<claim>-xr`, its own connection Secret is written without keys, and the kubeconfig goes
+//! to the composite's `crossplane-system/<claim>-xr-cluster-conn` instead.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -198,8 +202,12 @@ async fn reconcile(
         if !has_finalizer || truthy(annotation(&claim, "stuck-deletion")) {
             return Ok(Action::await_change());
         }
-        if let Some(s) = &secret_name {
-            match secrets.delete(s, &kube::api::DeleteParams::default()).await {
+        let composite_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
+        let composite = composite_mode(&claim).then(|| composite_secret_name(&name));
+        for (api, s) in [(&secrets, &secret_name), (&composite_secrets, &composite)] {
+            let Some(s) = s else { continue };
+            match api.delete(s, &kube::api::DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
@@ -270,39 +278,46 @@ async fn reconcile(
     }
     let h = hash_of(&[&ns, &name]);
     let endpoint = format!("10.{}.{}.{}", (h >> 16) % 256, (h >> 8) % 256, h % 254 + 1);
-    if let Some(s) = &secret_name
-        && secrets.get_opt(s).await?.is_none()
-    {
-        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": s, "namespace": ns},
-            "type": "connection.crossplane.io/v1alpha1",
-            "data": {
-                "kubeconfig": base64::engine::general_purpose::STANDARD.encode(
-                    match (annotation(&claim, "kubeconfig-server"), server.as_ref()) {
-                        (Some(url), _) => reachable_kubeconfig(&name, url, "devcluster"),
-                        (None, Some((url, token))) => reachable_kubeconfig(&name, url, token),
-                        (None, None) => kubeconfig(&name, &endpoint),
-                    },
-                ),
-                "endpoint": base64::engine::general_purpose::STANDARD.encode(&endpoint),
+    let data = json!({
+        "kubeconfig": base64::engine::general_purpose::STANDARD.encode(
+            match (annotation(&claim, "kubeconfig-server"), server.as_ref()) {
+                (Some(url), _) => reachable_kubeconfig(&name, url, "devcluster"),
+                (None, Some((url, token))) => reachable_kubeconfig(&name, url, token),
+                (None, None) => kubeconfig(&name, &endpoint),
             },
-        }))
-        .map_err(SimError::Encode)?;
-        match secrets
-            .create(
-                &PostParams {
-                    field_manager: Some(MANAGER.into()),
-                    ..PostParams::default()
-                },
-                &secret,
-            )
-            .await
+        ),
+        "endpoint": base64::engine::general_purpose::STANDARD.encode(&endpoint),
+    });
+    if composite_mode(&claim) {
+        let xr = composite_name(&name);
+        if claim
+            .data
+            .pointer("/spec/resourceRef/name")
+            .and_then(Value::as_str)
+            != Some(&xr)
         {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"resourceRef": {
+                    "apiVersion": claim.types.as_ref().map_or("", |t| t.api_version.as_str()),
+                    "kind": format!("X{}", claim.types.as_ref().map_or("", |t| t.kind.as_str())),
+                    "name": xr,
+                }}})),
+            )
+            .await?;
         }
+        ensure_namespace(&ctx.client, COMPOSITE_SECRET_NAMESPACE).await?;
+        let composite_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
+        create_secret(&composite_secrets, &composite_secret_name(&name), data).await?;
+        // Crossplane writes the claim's Secret with the connection details the Composition
+        // declares: none.
+        if let Some(s) = &secret_name {
+            create_secret(&secrets, s, json!({})).await?;
+        }
+    } else if let Some(s) = &secret_name {
+        create_secret(&secrets, s, data).await?;
     }
     let conditions = json!([
         cond("Synced", true, "ReconcileSuccess", "", &now),
@@ -317,6 +332,66 @@ async fn reconcile(
         .await?;
     }
     Ok(Action::await_change())
+}
+
+/// Namespace of the composites' connection Secrets in `connection-secret: composite` mode.
+const COMPOSITE_SECRET_NAMESPACE: &str = "crossplane-system";
+
+/// Whether the claim asks for upstream's GKE Composition behaviour.
+fn composite_mode(claim: &DynamicObject) -> bool {
+    annotation(claim, "connection-secret") == Some("composite")
+}
+
+/// The composite a claim names in `connection-secret: composite` mode.
+fn composite_name(claim: &str) -> String {
+    format!("{claim}-xr")
+}
+
+/// The composite's connection Secret in `connection-secret: composite` mode.
+fn composite_secret_name(claim: &str) -> String {
+    format!("{}-cluster-conn", composite_name(claim))
+}
+
+/// Creates namespace `name` (where a Crossplane install has it) unless it exists.
+async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<(), SimError> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let namespace: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).map_err(SimError::Encode)?;
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates connection Secret `name` with `data` unless it exists.
+async fn create_secret(
+    api: &Api<k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    data: Value,
+) -> Result<(), SimError> {
+    if api.get_opt(name).await?.is_some() {
+        return Ok(());
+    }
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "connection.crossplane.io/v1alpha1",
+        "data": data,
+    }))
+    .map_err(SimError::Encode)?;
+    let params = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn write_status(api: &Api<DynamicObject>, name: &str, status: Value) -> Result<(), SimError> {

@@ -108,6 +108,16 @@ pub fn connection_secret_name(claim: &str) -> String {
     format!("{claim}-conn")
 }
 
+/// Namespace of the connection Secrets that upstream's GKE Composition writes for its
+/// composites.
+pub const COMPOSITE_CONNECTION_NAMESPACE: &str = "crossplane-system";
+
+/// Name of the connection Secret upstream's GKE Composition writes for composite `xr` (in
+/// [`COMPOSITE_CONNECTION_NAMESPACE`]).
+pub fn composite_connection_secret_name(xr: &str) -> String {
+    format!("{xr}-cluster-conn")
+}
+
 /// Name of the Argo CD cluster Secret of a cluster.
 pub fn cluster_secret_name(cluster: &str) -> String {
     format!("cluster-{cluster}")

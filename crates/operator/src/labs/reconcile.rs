@@ -1424,7 +1424,11 @@ async fn apply(
     Ok(applied)
 }
 
-/// The kubeconfig in a claim's connection Secret, with the Secret's `namespace/name` and key.
+/// The kubeconfig of a claim's cluster, with the Secret's `namespace/name` and key: from the
+/// claim's connection Secret, else (a Composition that declares no connection details, such as
+/// upstream's GKE one, leaves that Secret without the key) from the composite's
+/// `crossplane-system/<composite>-cluster-conn`, the composite named by the claim's
+/// `spec.resourceRef.name`.
 async fn read_kubeconfig(
     ctx: &Ctx,
     cluster: &str,
@@ -1438,24 +1442,66 @@ async fn read_kubeconfig(
         .map_or("kubeconfig", |m| m.kubeconfig_key.as_str());
     let secret_name = build::connection_secret_name(cluster);
     let shown = format!("{claim_ns}/{secret_name}");
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), claim_ns);
-    let secret = secrets.get_opt(&secret_name).await?;
-    let kubeconfig = secret
-        .as_ref()
-        .and_then(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                .or_else(|| s.string_data.as_ref()?.get(key).cloned())
-        })
-        .ok_or_else(|| build::BuildError::Kubeconfig {
-            secret: shown.clone(),
+    if let Some(kubeconfig) = secret_value(ctx, claim_ns, &secret_name, key).await? {
+        return Ok((kubeconfig, shown, key.to_owned()));
+    }
+    let composite = ctx.claim(type_, claim_ns, cluster).and_then(|c| {
+        c.data
+            .pointer("/spec/resourceRef/name")
+            .and_then(serde_json::Value::as_str)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+    });
+    let Some(composite) = composite else {
+        return Err(build::BuildError::Kubeconfig {
+            secret: shown,
             key: key.to_owned(),
-            message: "missing (the claim is Ready but has not written its connection Secret)"
+            message: "missing (the claim is Ready but has not written its connection Secret, \
+                      and names no composite in spec.resourceRef)"
                 .into(),
-        })?;
-    Ok((kubeconfig, shown, key.to_owned()))
+        }
+        .into());
+    };
+    let fallback_name = build::composite_connection_secret_name(&composite);
+    let fallback = format!("{}/{fallback_name}", build::COMPOSITE_CONNECTION_NAMESPACE);
+    match secret_value(
+        ctx,
+        build::COMPOSITE_CONNECTION_NAMESPACE,
+        &fallback_name,
+        key,
+    )
+    .await?
+    {
+        Some(kubeconfig) => Ok((kubeconfig, fallback, key.to_owned())),
+        None => Err(build::BuildError::Kubeconfig {
+            secret: shown,
+            key: key.to_owned(),
+            message: format!(
+                "missing, and missing in the composite's Secret {fallback} too (the claim is \
+                 Ready but no connection Secret holds its kubeconfig yet)"
+            ),
+        }
+        .into()),
+    }
+}
+
+/// `key` of Secret `namespace/name` as text (`data`, else `stringData`); `None` when the
+/// Secret or the key does not exist.
+async fn secret_value(
+    ctx: &Ctx,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(name).await?;
+    Ok(secret.as_ref().and_then(|s| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .or_else(|| s.string_data.as_ref()?.get(key).cloned())
+    }))
 }
 
 /// Copies a Ready target's kubeconfig into the tutorial Secret in the Experiment's namespace
