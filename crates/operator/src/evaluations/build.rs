@@ -254,15 +254,31 @@ pub fn workflow_templates(
         })),
         Some(ScenarioSource::Inline(_)) | None => {}
     }
-    chain.push(json!({"name": "run-template", "config": {"agentUrl": agent_url}}));
+    // The newest templates (from a late revision of the fourth upstream API on) declare
+    // `experimentName` without a default in run, publish and visualize; the older ones do
+    // not declare it, so it goes only to Experiments written for the newest API.
+    let name = gateway::newest_template_keys(exp).then(|| exp.name_any());
+    let with_name = |template: &str, mut config: serde_json::Map<String, Value>| {
+        if let Some(name) = &name {
+            config.insert("experimentName".into(), json!(name));
+        }
+        if config.is_empty() {
+            json!({"name": template})
+        } else {
+            json!({"name": template, "config": config})
+        }
+    };
+    let mut run = serde_json::Map::new();
+    run.insert("agentUrl".into(), json!(agent_url));
+    chain.push(with_name("run-template", run));
     chain.push(match gateway_url {
         Some(url) => {
             json!({"name": "evaluate-template", "config": gateway::evaluate_config(exp, url)})
         }
         None => json!({"name": "evaluate-template"}),
     });
-    chain.push(json!({"name": "publish-template"}));
-    chain.push(json!({"name": "visualize-template"}));
+    chain.push(with_name("publish-template", serde_json::Map::new()));
+    chain.push(with_name("visualize-template", serde_json::Map::new()));
     chain
 }
 
@@ -431,6 +447,54 @@ mod tests {
         let types = serde_json::to_value(&d.workflow).unwrap();
         assert_eq!(types["apiVersion"], "testworkflows.testkube.io/v1");
         assert_eq!(types["kind"], "TestWorkflow");
+    }
+
+    /// Templates of the newest API declare `experimentName` in run, publish and visualize;
+    /// the older ones do not, so older-shaped Experiments do not get it.
+    #[test]
+    fn experiment_name_goes_to_the_newest_templates_only() {
+        let configs = |spec: Value| {
+            let d = desired(&experiment(spec), None, &url(), &Gateway::None);
+            d.workflow.data["spec"]["use"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| (u["name"].as_str().unwrap().to_owned(), u["config"].clone()))
+                .collect::<Vec<_>>()
+        };
+        let older = configs(inline_spec());
+        assert_eq!(
+            older,
+            [
+                (
+                    "run-template".to_owned(),
+                    json!({"agentUrl": "http://weather-agent.sample-agents:8000"})
+                ),
+                ("evaluate-template".to_owned(), Value::Null),
+                ("publish-template".to_owned(), Value::Null),
+                ("visualize-template".to_owned(), Value::Null),
+            ]
+        );
+        let mut newest = inline_spec();
+        newest["env"] = json!([]);
+        assert_eq!(
+            configs(newest),
+            [
+                (
+                    "run-template".to_owned(),
+                    json!({"agentUrl": "http://weather-agent.sample-agents:8000", "experimentName": "weather"})
+                ),
+                ("evaluate-template".to_owned(), Value::Null),
+                (
+                    "publish-template".to_owned(),
+                    json!({"experimentName": "weather"})
+                ),
+                (
+                    "visualize-template".to_owned(),
+                    json!({"experimentName": "weather"})
+                ),
+            ]
+        );
     }
 
     /// Upstream passed `datasetUrl`, which no setup template declares.
