@@ -336,7 +336,7 @@ pub fn trigger(exp: &Experiment, names: &Names) -> Option<DynamicObject> {
         .as_deref()
         .filter(|e| !e.is_empty())
         .map_or_else(|| "modified".to_owned(), str::to_ascii_lowercase);
-    let spec = json!({
+    let mut spec = json!({
         "resource": "deployment",
         "resourceSelector": {"name": agent.name, "namespace": agent.namespace_or(&exp_ns)},
         "event": event,
@@ -346,10 +346,29 @@ pub fn trigger(exp: &Experiment, names: &Names) -> Option<DynamicObject> {
         "testSelector": {"name": names.workflow, "namespace": names.namespace},
         "disabled": false,
     });
+    if gateway::newest_template_keys(exp) {
+        // The newest upstream API waits for the rollout to finish before it runs, so the run
+        // tests the new pods rather than old or terminating ones.
+        spec["conditionSpec"] = rollout_finished();
+    }
     let ar = test_trigger_resource();
     let mut obj = DynamicObject::new(&names.trigger, &ar).data(json!({"spec": spec}));
     obj.metadata = metadata(exp, names, &names.trigger, "trigger");
     Some(obj)
+}
+
+/// The `TestTrigger` `conditionSpec` of the newest upstream API: the Deployment's rollout
+/// has finished (a new ReplicaSet is available and the Deployment is `Available`), checked
+/// for up to 100 s after a 2 s delay.
+fn rollout_finished() -> Value {
+    json!({
+        "timeout": 100,
+        "delay": 2,
+        "conditions": [
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "ttl": 60},
+            {"type": "Available", "status": "True"}
+        ]
+    })
 }
 
 /// Everything the Experiment generates.
@@ -620,6 +639,36 @@ mod tests {
         assert_eq!(t.data["spec"]["event"], "deployment-image-update");
         assert_eq!(t.data["spec"]["resourceSelector"]["namespace"], "team");
         assert_eq!(t.data["spec"]["concurrencyPolicy"], "allow");
+        assert!(t.data["spec"].get("conditionSpec").is_none());
+    }
+
+    /// The newest upstream API's trigger waits for the agent's rollout to finish.
+    #[test]
+    fn newest_api_triggers_wait_for_the_rollout() {
+        let spec = json!({
+            "agentRef": {"name": "weather-agent", "namespace": "sample-agents"},
+            "dataset": {"inline": {"scenarios": [{"name": "s", "steps": [{"input": "hi"}]}]}},
+            "trigger": {"enabled": true}
+        });
+        let t = desired(&experiment(spec), None, &url(), &Gateway::None)
+            .trigger
+            .unwrap();
+        assert_eq!(
+            t.data["spec"]["conditionSpec"],
+            json!({
+                "timeout": 100,
+                "delay": 2,
+                "conditions": [
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "ttl": 60},
+                    {"type": "Available", "status": "True"}
+                ]
+            })
+        );
+        assert_eq!(t.data["spec"]["event"], "modified");
+        assert_eq!(
+            t.data["spec"]["resourceSelector"],
+            json!({"name": "weather-agent", "namespace": "sample-agents"})
+        );
     }
 
     /// Upstream left everything in the Experiment's namespace, where Testkube does not look.
