@@ -358,7 +358,7 @@ pub fn trigger(exp: &Experiment, names: &Names) -> Option<DynamicObject> {
 }
 
 /// The `TestTrigger` `conditionSpec` of the newest upstream API: the Deployment's rollout
-/// has finished (a new ReplicaSet is available and the Deployment is `Available`), checked
+/// has finished (a new `ReplicaSet` is available and the Deployment is `Available`), checked
 /// for up to 100 s after a 2 s delay.
 fn rollout_finished() -> Value {
     json!({
