@@ -355,6 +355,7 @@ fn session_objects(
         run_id: "<status.startTime>".into(),
         resume: false,
         project_mcp: project.and_then(|p| p.spec.mcp_servers.as_ref()),
+        storage: session_build::Storage::default(),
     };
     let job = session_build::job(session, &inputs);
     let mut job_with_uid = job.clone();

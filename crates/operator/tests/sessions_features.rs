@@ -1401,3 +1401,159 @@ async fn the_runner_binding_is_written_after_its_role() {
     }
     operator.stop().await.unwrap();
 }
+
+/// The operator's defaults for sessions (backend namespace `ambient-code`).
+struct PlainSessions;
+
+impl Family for PlainSessions {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        agentic_operator::sessions::Sessions.required_crds()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
+        agentic_operator::sessions::session::controllers_with(rt, watches, config)
+    }
+}
+
+/// Where `init-hydrate` and `state-sync` find S3, as upstream decided it: by default the
+/// operator's endpoint and bucket with the credentials of `minio-credentials` from the
+/// backend's namespace (copied into the session's namespace and referenced, never written into
+/// the pod spec; a missing source just means S3 is not set up, with no Warning); with
+/// `STORAGE_MODE=custom` in the project's `ambient-non-vertex-integrations`, all four settings
+/// from that Secret, and no shared credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // the three storage situations, one after the other
+async fn state_sync_storage_follows_the_projects_storage_mode() {
+    const MINIO: &str = "minio-credentials";
+    const INTEGRATIONS: &str = "ambient-non-vertex-integrations";
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    runner_secret(&admin).await;
+    let operator = start_operator(&cluster, vec![Box::new(PlainSessions)]).await;
+    let s3 = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+        let init = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == "init-hydrate")
+            .expect("init-hydrate");
+        [
+            "S3_ENDPOINT",
+            "S3_BUCKET",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ]
+        .iter()
+        .map(|name| {
+            let var = init
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == *name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            match (&var.value, &var.value_from) {
+                (Some(v), _) => format!("{name}={v}"),
+                (None, Some(from)) => {
+                    let r = from.secret_key_ref.as_ref().unwrap();
+                    format!("{name}<-{}/{}", r.name, r.key)
+                }
+                (None, None) => format!("{name}="),
+            }
+        })
+        .collect::<Vec<_>>()
+    };
+
+    // No shared credentials exist: the run starts, referencing them (optional), silently.
+    create_session(&admin, "st1", json!({})).await;
+    wait_phase(&admin, "st1", SessionPhase::Running).await;
+    assert_eq!(
+        s3(&runner_pod(&admin, "st1").await),
+        [
+            "S3_ENDPOINT=https://s3.amazonaws.com",
+            "S3_BUCKET=ambient-sessions",
+            "AWS_ACCESS_KEY_ID<-minio-credentials/access-key",
+            "AWS_SECRET_ACCESS_KEY<-minio-credentials/secret-key",
+        ]
+    );
+    assert!(copy_of(&admin, MINIO).await.is_none());
+    let copy_warnings = Api::<Event>::namespaced(admin.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretCopyFailed"))
+        .count();
+    assert_eq!(
+        copy_warnings, 0,
+        "a missing minio-credentials is no failure"
+    );
+
+    // With the shared credentials in the backend's namespace, a run gets its copy.
+    put_secret(
+        &admin,
+        OPERATOR_NS,
+        MINIO,
+        &[("access-key", "minio"), ("secret-key", "minio123")],
+    )
+    .await;
+    create_session(&admin, "st2", json!({})).await;
+    wait_phase(&admin, "st2", SessionPhase::Running).await;
+    let copy = copy_of(&admin, MINIO)
+        .await
+        .expect("minio-credentials copied");
+    assert_eq!(secret_data(&copy)["access-key"], "minio");
+    assert_eq!(owner_names(&copy), ["st2"]);
+
+    // A project with its own storage: everything from its integration Secret.
+    put_secret(
+        &admin,
+        NS,
+        INTEGRATIONS,
+        &[
+            ("STORAGE_MODE", "custom"),
+            ("S3_ENDPOINT", "https://s3.team-a.example"),
+            ("S3_BUCKET", "team-a-state"),
+            ("S3_ACCESS_KEY", "a"),
+            ("S3_SECRET_KEY", "s"),
+        ],
+    )
+    .await;
+    create_session(&admin, "st3", json!({})).await;
+    wait_phase(&admin, "st3", SessionPhase::Running).await;
+    assert_eq!(
+        s3(&runner_pod(&admin, "st3").await),
+        [
+            "S3_ENDPOINT<-ambient-non-vertex-integrations/S3_ENDPOINT",
+            "S3_BUCKET<-ambient-non-vertex-integrations/S3_BUCKET",
+            "AWS_ACCESS_KEY_ID<-ambient-non-vertex-integrations/S3_ACCESS_KEY",
+            "AWS_SECRET_ACCESS_KEY<-ambient-non-vertex-integrations/S3_SECRET_KEY",
+        ]
+    );
+    let copy = copy_of(&admin, MINIO).await.unwrap();
+    assert_eq!(
+        owner_names(&copy),
+        ["st2"],
+        "the custom project's run holds no copy"
+    );
+
+    // The copy goes with the last run that used it.
+    stop(&admin, "st2", "2026-11-23T06:00:00Z").await;
+    wait_phase(&admin, "st2", SessionPhase::Stopped).await;
+    eventually(
+        "the unused minio-credentials copy to be deleted",
+        || async { copy_of(&admin, MINIO).await.is_none() },
+    )
+    .await;
+    assert_no_denials(&cluster);
+    operator.stop().await.unwrap();
+}

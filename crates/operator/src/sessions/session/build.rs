@@ -49,6 +49,34 @@ pub const AGUI_PORT: i32 = 8001;
 pub const RUNNER_SECRETS: &str = "ambient-runner-secrets";
 /// Optional Secret with integration settings (`envFrom`).
 pub const INTEGRATION_SECRETS: &str = "ambient-non-vertex-integrations";
+/// The S3 credentials of state sync in the shared storage mode (keys `access-key` and
+/// `secret-key`), copied from `BACKEND_NAMESPACE`.
+pub const MINIO_SECRET: &str = "minio-credentials";
+/// Key of [`INTEGRATION_SECRETS`] that selects the project's own storage (`custom`).
+pub const STORAGE_MODE_KEY: &str = "STORAGE_MODE";
+
+/// Where `init-hydrate` and `state-sync` find S3 (upstream's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// The operator's `S3_ENDPOINT` and `S3_BUCKET`, with the credentials of
+    /// [`MINIO_SECRET`].
+    #[default]
+    Shared,
+    /// `STORAGE_MODE=custom` in the project's [`INTEGRATION_SECRETS`]: its `S3_ENDPOINT`,
+    /// `S3_BUCKET`, `S3_ACCESS_KEY` and `S3_SECRET_KEY`.
+    Custom,
+}
+
+impl Storage {
+    /// The mode a project's [`INTEGRATION_SECRETS`] `STORAGE_MODE` value selects.
+    pub fn from_mode(value: Option<&str>) -> Self {
+        if value.is_some_and(|v| v.trim() == "custom") {
+            Self::Custom
+        } else {
+            Self::Shared
+        }
+    }
+}
 /// Where the runner token file is mounted.
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/ambient";
 /// Where the copied `ambient-vertex` Secret is mounted in Vertex AI mode.
@@ -86,6 +114,8 @@ pub struct RunInputs<'a> {
     pub resume: bool,
     /// The project's MCP servers (`ProjectSettings.spec.mcpServers`).
     pub project_mcp: Option<&'a McpServers>,
+    /// Where state sync finds S3.
+    pub storage: Storage,
 }
 
 fn labels(session: &str, app: &str) -> BTreeMap<String, String> {
@@ -190,25 +220,39 @@ fn state_dir(session: &AgenticSession) -> String {
         .unwrap_or_else(|| ".claude".to_owned())
 }
 
-fn s3_env(session: &AgenticSession, config: &SessionConfig) -> Vec<EnvVar> {
-    vec![
+/// The S3 settings of `init-hydrate` and `state-sync`. The credentials are always references
+/// to a Secret in the session's namespace, never values in the pod spec; every reference is
+/// optional, so a storage that is not set up leaves them empty and the pod still starts.
+fn s3_env(session: &AgenticSession, config: &SessionConfig, storage: Storage) -> Vec<EnvVar> {
+    let mut env = vec![
         value("SESSION_NAME", session.name_any()),
         value("NAMESPACE", session.namespace().unwrap_or_default()),
-        value("S3_ENDPOINT", config.s3_endpoint.clone()),
-        value("S3_BUCKET", config.s3_bucket.clone()),
-        secret_ref(
-            "AWS_ACCESS_KEY_ID",
-            INTEGRATION_SECRETS,
-            "S3_ACCESS_KEY",
-            true,
-        ),
-        secret_ref(
-            "AWS_SECRET_ACCESS_KEY",
-            INTEGRATION_SECRETS,
-            "S3_SECRET_KEY",
-            true,
-        ),
-    ]
+    ];
+    match storage {
+        Storage::Shared => env.extend([
+            value("S3_ENDPOINT", config.s3_endpoint.clone()),
+            value("S3_BUCKET", config.s3_bucket.clone()),
+            secret_ref("AWS_ACCESS_KEY_ID", MINIO_SECRET, "access-key", true),
+            secret_ref("AWS_SECRET_ACCESS_KEY", MINIO_SECRET, "secret-key", true),
+        ]),
+        Storage::Custom => env.extend([
+            secret_ref("S3_ENDPOINT", INTEGRATION_SECRETS, "S3_ENDPOINT", true),
+            secret_ref("S3_BUCKET", INTEGRATION_SECRETS, "S3_BUCKET", true),
+            secret_ref(
+                "AWS_ACCESS_KEY_ID",
+                INTEGRATION_SECRETS,
+                "S3_ACCESS_KEY",
+                true,
+            ),
+            secret_ref(
+                "AWS_SECRET_ACCESS_KEY",
+                INTEGRATION_SECRETS,
+                "S3_SECRET_KEY",
+                true,
+            ),
+        ]),
+    }
+    env
 }
 
 fn workflow_env(session: &AgenticSession, env: &mut Vec<EnvVar>) {
@@ -491,7 +535,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         ..Container::default()
     };
 
-    let mut init_env = s3_env(session, config);
+    let mut init_env = s3_env(session, config, inputs.storage);
     init_env.extend([
         value("BACKEND_API_URL", backend_api_url(config)),
         value("PROJECT_NAME", session.namespace().unwrap_or_default()),
@@ -513,7 +557,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
 
     let mut containers = vec![runner];
     if config.state_sync {
-        let mut env = s3_env(session, config);
+        let mut env = s3_env(session, config, inputs.storage);
         env.extend([
             value("SYNC_INTERVAL", "60"),
             value("MAX_SYNC_SIZE", "1073741824"),

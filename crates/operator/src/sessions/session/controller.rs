@@ -954,6 +954,31 @@ impl Reconciler<'_> {
         Ok(None)
     }
 
+    /// The project's storage mode: `STORAGE_MODE` of its `ambient-non-vertex-integrations`
+    /// (read when a run starts, so a change applies from the next run).
+    async fn storage(&self) -> Result<build::Storage, SessionError> {
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let secret = api.get_opt(build::INTEGRATION_SECRETS).await.map_err(|e| {
+            SessionError::kube(
+                format!("get Secret {}/{}", self.ns, build::INTEGRATION_SECRETS),
+                e,
+            )
+        })?;
+        let mode = secret.as_ref().and_then(|s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(build::STORAGE_MODE_KEY))
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .or_else(|| {
+                    s.string_data
+                        .as_ref()?
+                        .get(build::STORAGE_MODE_KEY)
+                        .cloned()
+                })
+        });
+        Ok(build::Storage::from_mode(mode.as_deref()))
+    }
+
     async fn secret_exists(&self, ns: &str, name: &str) -> Result<bool, SessionError> {
         let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(self.ctx.client.clone(), ns);
         api.get_metadata_opt(name)
@@ -999,17 +1024,20 @@ impl Reconciler<'_> {
             Some(uid)
         } else {
             let project = self.project()?;
+            let storage = self.storage().await?;
             let inputs = RunInputs {
                 config: &self.ctx.config,
                 run_id: run_id.clone(),
                 resume: self.status().is_some_and(|s| s.runner_started_at.is_some()),
                 project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
+                storage,
             };
             let job = build::job(self.session, &inputs);
             let job = super::extras::ensure_run_extras(
                 &self.ctx.client,
                 self.session,
                 &self.ctx.config,
+                storage,
                 self.ctx.recorder.as_deref(),
                 job,
             )

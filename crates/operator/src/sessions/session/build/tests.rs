@@ -52,6 +52,7 @@ fn inputs(config: &SessionConfig) -> RunInputs<'_> {
         run_id: "2026-11-23T06:00:00Z".into(),
         resume: false,
         project_mcp: None,
+        storage: Storage::default(),
     }
 }
 
@@ -637,4 +638,13 @@ fn mcp_servers_reach_the_runner_as_json_objects() {
     let project: serde_json::Value =
         serde_json::from_str(&value_of(&env, "PROJECT_MCP_SERVERS").unwrap()).unwrap();
     assert_eq!(project, serde_json::json!({"disabled": ["jira"]}));
+}
+
+#[test]
+fn storage_mode_custom_only_when_the_project_says_so() {
+    assert_eq!(Storage::from_mode(Some("custom")), Storage::Custom);
+    assert_eq!(Storage::from_mode(Some(" custom\n")), Storage::Custom);
+    for other in [None, Some(""), Some("shared"), Some("Custom"), Some("minio")] {
+        assert_eq!(Storage::from_mode(other), Storage::Shared, "{other:?}");
+    }
 }
