@@ -777,6 +777,64 @@ async fn provisioning_timeout_fails_with_the_claim_message() {
     env.stop().await;
 }
 
+/// An Application that does not become Synced and Healthy within `componentsTimeoutSeconds`
+/// of its creation fails the experiment (upstream waited for ever, with the cluster running),
+/// naming the Application and where its health and sync stood; the children are cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_that_never_become_healthy_fail_the_experiment() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "gateway-validation", "{}", false).await;
+    let op = start_operator(
+        &client,
+        LabsConfig {
+            components_timeout: Duration::from_secs(3),
+            ..fast()
+        },
+    );
+    experiment(
+        &client,
+        &TWO_TARGETS.replace("ANNOTATIONS", "{devcluster.io/health: Degraded}"),
+    )
+    .await;
+    let e = wait_phase(&client, "gw", ExperimentPhase::Failed).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let note = support::wait_for("the TargetFailed Event", || {
+        let events = &events;
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("TargetFailed"))
+                .and_then(|e| e.note)
+        }
+    })
+    .await;
+    assert!(
+        note.contains("target app failed")
+            && note.contains("Application argocd/gw-app")
+            && note.contains("within 3s")
+            && note.contains("health Degraded"),
+        "{note}"
+    );
+    assert!(
+        e.status.as_ref().unwrap().workflow_status.is_none(),
+        "no Workflow was submitted"
+    );
+    wait_for(&client, "gw", "cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    assert!(claims.get_opt("gw-app").await.unwrap().is_none());
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// With `stuckClaimRecreateAfterSeconds`, a claim that is not Ready in time is deleted and
 /// created again (beads `ku4`, `87v`, …: stuck asynchronous GKE creates), at most
 /// `maxClaimRecreations` times: the target reports `claimRecreations`, a Warning Event

@@ -30,7 +30,7 @@ pub enum ConfigError {
     },
     /// The file is not valid YAML of the expected shape.
     #[error(
-        "labs configuration {path}: {source}; expected keys clusterTypes, argocdNamespace, workflowNamespace, grafanaNamespace, metricsURL, provisioningTimeoutSeconds, manualDeadlineSeconds, cleanupStuckAfterSeconds, stuckClaimRecreateAfterSeconds, maxClaimRecreations"
+        "labs configuration {path}: {source}; expected keys clusterTypes, argocdNamespace, workflowNamespace, grafanaNamespace, metricsURL, provisioningTimeoutSeconds, componentsTimeoutSeconds, manualDeadlineSeconds, cleanupStuckAfterSeconds, stuckClaimRecreateAfterSeconds, maxClaimRecreations"
     )]
     Parse {
         /// The file.
@@ -129,6 +129,9 @@ pub struct LabsConfig {
     pub metrics_url: String,
     /// How long a claim may take to become Ready.
     pub provisioning_timeout: Duration,
+    /// How long a target's Application may stay short of Synced and Healthy, counted from
+    /// its creation, before the experiment fails (while it is provisioning).
+    pub components_timeout: Duration,
     /// How long a `manual` experiment may run before it fails.
     pub manual_deadline: Duration,
     /// After how long an external deletion counts as stuck.
@@ -153,6 +156,7 @@ struct FileConfig {
     #[serde(rename = "metricsURL")]
     metrics_url: Option<String>,
     provisioning_timeout_seconds: Option<u64>,
+    components_timeout_seconds: Option<u64>,
     manual_deadline_seconds: Option<u64>,
     cleanup_stuck_after_seconds: Option<u64>,
     stuck_claim_recreate_after_seconds: Option<u64>,
@@ -243,6 +247,7 @@ impl Default for LabsConfig {
                 "http://victoria-metrics-victoria-metrics-single-server.observability.svc:8428"
                     .into(),
             provisioning_timeout: Duration::from_mins(20),
+            components_timeout: Duration::from_mins(20),
             manual_deadline: Duration::from_hours(24),
             cleanup_stuck_after: Duration::from_mins(10),
             stuck_claim_recreate_after: None,
@@ -289,6 +294,15 @@ impl LabsConfig {
         set(&mut config.metrics_url, file.metrics_url);
         if let Some(s) = file.provisioning_timeout_seconds {
             config.provisioning_timeout = Duration::from_secs(s);
+        }
+        if let Some(s) = file.components_timeout_seconds {
+            if s == 0 {
+                return Err(ConfigError::Invalid {
+                    field: "componentsTimeoutSeconds".into(),
+                    message: "must be at least 1 (seconds)".into(),
+                });
+            }
+            config.components_timeout = Duration::from_secs(s);
         }
         if let Some(s) = file.manual_deadline_seconds {
             config.manual_deadline = Duration::from_secs(s);
@@ -418,6 +432,14 @@ mod tests {
         );
         assert_eq!(c.provisioning_timeout, Duration::from_secs(5));
         assert_eq!(c.argocd_namespace, "gitops");
+        assert_eq!(c.components_timeout, Duration::from_mins(20));
+        let c = LabsConfig::from_yaml("f", "componentsTimeoutSeconds: 90\n").unwrap();
+        assert_eq!(c.components_timeout, Duration::from_secs(90));
+        let err = LabsConfig::from_yaml("f", "componentsTimeoutSeconds: 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("componentsTimeoutSeconds"),
+            "{err}"
+        );
 
         let err = LabsConfig::from_yaml(
             "f",

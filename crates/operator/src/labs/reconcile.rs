@@ -124,6 +124,9 @@ struct TargetView<'a> {
     cluster: ClusterState,
     sources: Result<Vec<AppSource>, ComponentError>,
     app: AppState,
+    /// While provisioning, how long the Application (created, not Synced and Healthy yet)
+    /// has left before the components timeout fails its target.
+    components_due: Option<Duration>,
     app_obj: Option<Arc<DynamicObject>>,
     deps_ready: bool,
     /// Why the Application is held back: a condition reason and a message.
@@ -441,6 +444,16 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
             (_, None) => AppState::Missing,
             (_, Some(a)) => app_state(a),
         };
+        let components_due = match (&app, &app_obj) {
+            (AppState::Progressing { .. }, Some(a)) if phase == ExperimentPhase::Provisioning => {
+                Some(
+                    ctx.config
+                        .components_timeout
+                        .saturating_sub(age(a.metadata.creation_timestamp.as_ref())),
+                )
+            }
+            _ => None,
+        };
         views.insert(
             target.name.clone(),
             TargetView {
@@ -451,6 +464,7 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 sources,
                 app,
                 app_obj,
+                components_due,
                 deps_ready: false,
                 blocked: None,
                 recreations,
@@ -720,6 +734,19 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         .find_map(|v| match &v.cluster {
             ClusterState::Failed { message } => Some((v.target.name.clone(), message.clone())),
             _ => None,
+        })
+        .or_else(|| {
+            views.values().find_map(|v| {
+                let (Some(Duration::ZERO), AppState::Progressing { health, sync }) =
+                    (v.components_due, &v.app)
+                else {
+                    return None;
+                };
+                Some((
+                    v.target.name.clone(),
+                    components_timeout_message(v, health, sync, ctx.config.components_timeout),
+                ))
+            })
         })
         .or_else(|| {
             let message = wf_obj.as_deref().and_then(|w| foreign_owner(w, owner))?;
@@ -1072,6 +1099,9 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         if let ClusterState::Provisioning { remaining, .. } = v.cluster {
             next_check = next_check.min(remaining + Duration::from_millis(100));
         }
+        if let (Some(left), false) = (v.components_due, new_phase.is_terminal()) {
+            next_check = next_check.min(left + Duration::from_millis(100));
+        }
     }
     if manual && new_phase == ExperimentPhase::Running {
         let left = ctx
@@ -1230,6 +1260,42 @@ fn observe_claim(claim: &DynamicObject, was_ready: bool, timeout: Duration) -> C
         message,
         remaining: timeout.saturating_sub(elapsed),
     }
+}
+
+/// Why a target failed the components timeout: its Application, how long it had, and where
+/// its health and sync stood (with Argo CD's message when it gives one).
+fn components_timeout_message(
+    v: &TargetView<'_>,
+    health: &str,
+    sync: &str,
+    timeout: Duration,
+) -> String {
+    let app = v.app_obj.as_deref();
+    let name = app.map_or_else(String::new, |a| {
+        format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any())
+    });
+    let detail = app
+        .and_then(|a| {
+            a.data
+                .pointer("/status/health/message")
+                .or_else(|| a.data.pointer("/status/conditions/0/message"))
+                .and_then(Value::as_str)
+        })
+        .filter(|m| !m.is_empty())
+        .map_or_else(String::new, |m| format!(": {m}"));
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "none".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    format!(
+        "Application {name} was not Synced and Healthy within {}s of its creation (health {}, sync {}){detail}",
+        timeout.as_secs(),
+        or_none(health),
+        or_none(sync)
+    )
 }
 
 fn app_state(app: &DynamicObject) -> AppState {

@@ -644,7 +644,13 @@ fn mcp_servers_reach_the_runner_as_json_objects() {
 fn storage_mode_custom_only_when_the_project_says_so() {
     assert_eq!(Storage::from_mode(Some("custom")), Storage::Custom);
     assert_eq!(Storage::from_mode(Some(" custom\n")), Storage::Custom);
-    for other in [None, Some(""), Some("shared"), Some("Custom"), Some("minio")] {
+    for other in [
+        None,
+        Some(""),
+        Some("shared"),
+        Some("Custom"),
+        Some("minio"),
+    ] {
         assert_eq!(Storage::from_mode(other), Storage::Shared, "{other:?}");
     }
 }
