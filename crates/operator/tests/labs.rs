@@ -18,7 +18,7 @@ use devcluster::{hooks::AdmissionRequest, simulators::Simulators};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
     discovery::ApiResource,
 };
 use serde_json::{Value, json};
@@ -1524,6 +1524,119 @@ async fn a_ready_claim_without_a_kubeconfig_is_reported_and_retried() {
         .await
         .unwrap();
     wait_get(&apps, "gw-app", "the app Application", |o| o.is_some()).await;
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
+/// An Experiment that upstream's operator finished but never cleaned up (its cleanup could
+/// stick or be skipped) still has that operator's children, which carry its labels but not
+/// this operator's namespace label: its claim (in upstream's `experiments` namespace), the
+/// `-infra` Application of a layered deployment, the cluster Secret and the Workflow. The
+/// cleanup finds them by those labels and removes them, so no cluster keeps running after the
+/// switch; another Experiment's objects stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // the leftovers are built one by one
+async fn upstream_leftovers_of_a_finished_experiment_are_cleaned_up() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let upstream = |name: &str, ns: &str, ar: &ApiResource, labels: Value, spec: Value| {
+        let mut o = DynamicObject::new(name, ar)
+            .within(ns)
+            .data(json!({"spec": spec}));
+        o.metadata.labels = serde_json::from_value(labels).unwrap();
+        o
+    };
+    let pp = PostParams::default();
+    let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    claims
+        .create(
+            &pp,
+            &upstream(
+                "old-main",
+                NS,
+                &claim_ar("GKECluster", "gkeclusters"),
+                json!({"app.kubernetes.io/managed-by": "experiment-operator",
+                       "experiments.illm.io/cluster": "old-main"}),
+                json!({"zone": "us-central1-a"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    for (name, experiment) in [("old-main-infra", "old"), ("other-main", "other")] {
+        apps.create(
+            &pp,
+            &upstream(
+                name,
+                "argocd",
+                &argo("Application", "applications"),
+                json!({"app.kubernetes.io/managed-by": "experiment-operator",
+                       "experiments.illm.io/experiment": experiment,
+                       "experiments.illm.io/target": "main"}),
+                json!({"project": "default", "destination": {"server": "https://10.0.0.1", "namespace": experiment}}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let workflows = dynamic(&client, &argo("Workflow", "workflows"), "argo-workflows");
+    workflows
+        .create(
+            &pp,
+            &upstream(
+                "old-validation",
+                "argo-workflows",
+                &argo("Workflow", "workflows"),
+                json!({"app.kubernetes.io/managed-by": "experiment-operator",
+                       "experiments.illm.io/experiment": "old"}),
+                json!({"workflowTemplateRef": {"name": "ok"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    secrets
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "metadata": {"name": "cluster-old-main", "namespace": "argocd", "labels": {
+                    "argocd.argoproj.io/secret-type": "cluster",
+                    "experiments.illm.io/cluster": "old-main"}},
+                "stringData": {"name": "old-main", "server": "https://10.0.0.1"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // The Experiment, finished under upstream's operator.
+    experiment(&client, &exp_yaml("old", "gke", "ok", "workflow", "{}")).await;
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .patch_status(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Complete"}})),
+        )
+        .await
+        .unwrap();
+
+    let op = start_operator(&client, fast());
+    wait_for(&client, "old", "cleaned", |e| {
+        e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
+    })
+    .await;
+    assert!(
+        claims.get_opt("old-main").await.unwrap().is_none(),
+        "the cluster is gone"
+    );
+    assert!(apps.get_opt("old-main-infra").await.unwrap().is_none());
+    assert!(workflows.get_opt("old-validation").await.unwrap().is_none());
+    assert!(secrets.get_opt("cluster-old-main").await.unwrap().is_none());
+    assert!(
+        apps.get_opt("other-main").await.unwrap().is_some(),
+        "another Experiment's Application stays"
+    );
     op.stop().await.unwrap();
     env.stop().await;
 }

@@ -1878,7 +1878,88 @@ fn synced(store: &Store<DynamicObject>) -> Option<Store<DynamicObject>> {
 }
 
 impl<'a> Children<'a> {
-    fn new(ctx: &'a Ctx, owner: Owner<'a>) -> Self {
+    /// The children of the Experiment `owner` with targets `targets`: the objects carrying
+    /// its owner labels, and the objects upstream's operator created for it, found by the
+    /// labels that operator set (see [`Self::legacy`]).
+    fn new(ctx: &'a Ctx, owner: Owner<'a>, targets: &[&str]) -> Self {
+        let mut children = Self::labelled(ctx, owner);
+        children.legacy(targets);
+        children
+    }
+
+    /// Objects upstream's operator created for this Experiment, which carry its labels but
+    /// not this operator's namespace label (so they were never adopted): the Workflow and the
+    /// Applications (`app.kubernetes.io/managed-by` and `experiments.illm.io/experiment`;
+    /// the `-infra` and `-obs` Applications of its layered deployments among them), the
+    /// Argo CD cluster Secrets and the claims (`experiments.illm.io/cluster` naming one of
+    /// the Experiment's `<exp>-<target>` clusters). Upstream named them without the
+    /// Experiment's namespace, so these belong to the Experiment of that name in any
+    /// namespace, as they did upstream. Listed from the API server on each pass.
+    fn legacy(&mut self, targets: &[&str]) {
+        let not_adopted = format!("!{}", build::LABEL_NAMESPACE);
+        let by_owner = format!(
+            "{}={},{}={},{not_adopted}",
+            agentic_api::labs::LABEL_MANAGED_BY,
+            agentic_api::labs::MANAGED_BY,
+            build::LABEL_EXPERIMENT,
+            self.owner.name
+        );
+        let mut legacy = vec![
+            KindSpec {
+                kind: ChildKind::Workflow,
+                ar: self.ctx.workflows.0.clone(),
+                namespace: Some(self.ctx.config.workflow_namespace.clone()),
+                selector: by_owner.clone(),
+                cache: None,
+            },
+            KindSpec {
+                kind: ChildKind::Application,
+                ar: self.ctx.applications.0.clone(),
+                namespace: Some(self.ctx.config.argocd_namespace.clone()),
+                selector: by_owner,
+                cache: None,
+            },
+        ];
+        if !targets.is_empty() {
+            let clusters = targets
+                .iter()
+                .map(|t| build::claim_name(self.owner.name, t))
+                .collect::<Vec<_>>()
+                .join(",");
+            let by_cluster = format!(
+                "{} in ({clusters}),{not_adopted}",
+                agentic_api::labs::LABEL_CLUSTER
+            );
+            legacy.push(KindSpec {
+                kind: ChildKind::ClusterSecret,
+                ar: secret_resource(),
+                namespace: Some(self.ctx.config.argocd_namespace.clone()),
+                selector: format!("{}=cluster,{by_cluster}", build::ARGOCD_SECRET_TYPE),
+                cache: None,
+            });
+            let mut claim_kinds: Vec<&ApiResource> = Vec::new();
+            for (ar, _) in self.ctx.claims.values() {
+                if claim_kinds.contains(&ar) {
+                    continue;
+                }
+                claim_kinds.push(ar);
+                legacy.push(KindSpec {
+                    kind: ChildKind::Claim,
+                    ar: ar.clone(),
+                    namespace: None,
+                    selector: format!(
+                        "{}={},{by_cluster}",
+                        agentic_api::labs::LABEL_MANAGED_BY,
+                        agentic_api::labs::MANAGED_BY
+                    ),
+                    cache: None,
+                });
+            }
+        }
+        self.kinds.extend(legacy);
+    }
+
+    fn labelled(ctx: &'a Ctx, owner: Owner<'a>) -> Self {
         let selector = owner.selector();
         let mut kinds = vec![
             KindSpec {
@@ -2046,11 +2127,16 @@ async fn run_cleanup(
     owner: Owner<'_>,
     ctx: &Ctx,
 ) -> Result<Option<(&'static str, String)>, Error> {
-    let waiting =
-        match cleanup::run(&Children::new(ctx, owner), ctx.config.cleanup_stuck_after).await? {
-            cleanup::Outcome::Done => return Ok(None),
-            cleanup::Outcome::Waiting(waiting) => waiting,
-        };
+    let targets: Vec<&str> = exp.spec.targets.iter().map(|t| t.name.as_str()).collect();
+    let waiting = match cleanup::run(
+        &Children::new(ctx, owner, &targets),
+        ctx.config.cleanup_stuck_after,
+    )
+    .await?
+    {
+        cleanup::Outcome::Done => return Ok(None),
+        cleanup::Outcome::Waiting(waiting) => waiting,
+    };
     let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
     if !stuck.is_empty() {
         let message = format!(
