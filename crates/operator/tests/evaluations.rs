@@ -1591,3 +1591,140 @@ async fn an_experiment_that_does_not_read_fails_alone() {
     assert!(stored.get("status").is_none_or(Value::is_null), "{stored}");
     op.stop().await.unwrap();
 }
+
+/// Objects that upstream's later versions generated carry its labels (`managed-by`,
+/// `experiment-name`, `experiment-namespace`) but not this operator's owner annotation. Those
+/// under the names this operator generates are adopted in place (same object, freed from the
+/// anchor `ConfigMap` that owned them); the others (the anchor, and the `<exp>-testkube-*`
+/// objects of an Experiment in the Testkube namespace, whose names differ here) are removed,
+/// so a stale trigger no longer starts a stale workflow.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // the old layout is built object by object
+async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
+    let dc = cluster(true).await;
+    let client = dc.client();
+    let labels = |name: &str, ns: &str, kind: &str| {
+        json!({
+            "testbench.agentic-layer.ai/managed-by": "experiment-controller",
+            "testbench.agentic-layer.ai/experiment-name": name,
+            "testbench.agentic-layer.ai/experiment-namespace": ns,
+            "testbench.agentic-layer.ai/resource-type": kind,
+        })
+    };
+    let anchor: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "weather-team-anchor", "namespace": "testkube",
+                     "labels": labels("weather", "team", "anchor")}
+    }))
+    .unwrap();
+    let anchor = Api::<ConfigMap>::namespaced(client.clone(), "testkube")
+        .create(&PostParams::default(), &anchor)
+        .await
+        .unwrap();
+    let owned_by_anchor = json!([{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "weather-team-anchor",
+        "uid": anchor.metadata.uid.clone().unwrap()
+    }]);
+    let old = |ar: &ApiResource, name: &str, exp: &str, ns: &str, kind: &str, owners: Value| {
+        let mut meta =
+            json!({"name": name, "namespace": "testkube", "labels": labels(exp, ns, kind)});
+        if !owners.is_null() {
+            meta["ownerReferences"] = owners;
+        }
+        json!({"apiVersion": ar.api_version, "kind": ar.kind, "metadata": meta, "spec": {}})
+    };
+    for (ar, name, exp, ns, kind, owners) in [
+        (
+            workflows(),
+            "weather-team-workflow",
+            "weather",
+            "team",
+            "workflow",
+            owned_by_anchor.clone(),
+        ),
+        (
+            triggers(),
+            "weather-team-trigger",
+            "weather",
+            "team",
+            "trigger",
+            owned_by_anchor,
+        ),
+        (
+            workflows(),
+            "local-testkube-workflow",
+            "local",
+            "testkube",
+            "workflow",
+            Value::Null,
+        ),
+        (
+            triggers(),
+            "local-testkube-trigger",
+            "local",
+            "testkube",
+            "trigger",
+            Value::Null,
+        ),
+    ] {
+        create_object(
+            &client,
+            &ar,
+            "testkube",
+            old(&ar, name, exp, ns, kind, owners),
+        )
+        .await;
+    }
+    let before = get_object(&client, &workflows(), "testkube", "weather-team-workflow")
+        .await
+        .unwrap();
+
+    let op = start_operator(client.clone(), Some("testkube"));
+    let mut weather = scenarios_experiment("weather");
+    weather["spec"]["trigger"] = json!({"enabled": true});
+    create_object(&client, &experiments(), "team", weather).await;
+    let mut local = scenarios_experiment("local");
+    local["metadata"]["namespace"] = json!("testkube");
+    local["spec"]["trigger"] = json!({"enabled": true});
+    create_object(&client, &experiments(), "testkube", local).await;
+    wait_condition(&client, "team", "weather", "Ready", "True", None).await;
+    wait_condition(&client, "testkube", "local", "Ready", "True", None).await;
+
+    // Removed: the anchor and the objects under names this operator does not generate.
+    wait_gone(&client, &triggers(), "testkube", "local-testkube-trigger").await;
+    wait_gone(&client, &workflows(), "testkube", "local-testkube-workflow").await;
+    support::wait_gone(
+        &Api::<ConfigMap>::namespaced(client.clone(), "testkube"),
+        "weather-team-anchor",
+    )
+    .await;
+    assert!(
+        get_object(&client, &workflows(), "testkube", "local-workflow")
+            .await
+            .is_some()
+    );
+    // Adopted in place: the same object, no longer owned by the anchor.
+    let adopted = wait_for("the adopted workflow to lose its anchor owner", || {
+        let client = &client;
+        async move {
+            get_object(client, &workflows(), "testkube", "weather-team-workflow")
+                .await
+                .filter(|w| {
+                    w["metadata"]
+                        .get("ownerReferences")
+                        .is_none_or(|o| o.as_array().is_some_and(Vec::is_empty))
+                })
+        }
+    })
+    .await;
+    assert_eq!(adopted["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(
+        adopted["metadata"]["annotations"]["testbench.agentic-layer.ai/experiment"],
+        "team/weather"
+    );
+    assert!(
+        get_object(&client, &triggers(), "testkube", "weather-team-trigger")
+            .await
+            .is_some()
+    );
+    op.stop().await.unwrap();
+}

@@ -256,6 +256,25 @@ pub fn fingerprint_of(obj: &DynamicObject) -> u64 {
     fingerprint(&obj.metadata, &obj.data)
 }
 
+/// The Experiment (`namespace/name`) a generated object belongs to: this operator's owner
+/// annotation, else the `experiment-namespace` and `experiment-name` labels that upstream's
+/// later versions set on their objects (anchor `ConfigMap`s included), so those are cleaned up
+/// like this operator's own (upstream could not create objects whose name label was too
+/// long, so the label is the whole name there).
+fn owner_of(meta: &ObjectMeta) -> Option<String> {
+    if let Some(owner) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(build::ANNOTATION_OWNER))
+    {
+        return Some(owner.clone());
+    }
+    let labels = meta.labels.as_ref()?;
+    let name = labels.get(agentic_api::evaluations::LABEL_EXPERIMENT_NAME)?;
+    let namespace = labels.get(agentic_api::evaluations::LABEL_EXPERIMENT_NAMESPACE)?;
+    (!name.is_empty() && !namespace.is_empty()).then(|| format!("{namespace}/{name}"))
+}
+
 /// The cache's projection of `obj`.
 pub fn project(obj: &DynamicObject) -> (Key, Child) {
     let key = (
@@ -264,12 +283,7 @@ pub fn project(obj: &DynamicObject) -> (Key, Child) {
     );
     let child = Child {
         resource_version: obj.metadata.resource_version.clone(),
-        owner: obj
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(build::ANNOTATION_OWNER))
-            .cloned(),
+        owner: owner_of(&obj.metadata),
         fingerprint: fingerprint_of(obj),
         last_execution: last_execution(obj.data.get("status")).map(Box::new),
     };

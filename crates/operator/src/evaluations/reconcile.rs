@@ -322,13 +322,22 @@ async fn delete_dynamic(
     }
 }
 
+/// Deletes a `ConfigMap`. With `orphan`, objects it owns are kept (their owner reference to
+/// it is removed): the anchor `ConfigMap` of upstream's later versions owns the workflow and
+/// trigger this operator has adopted under the same names.
 async fn delete_config_map(
     client: &Client,
     namespace: &str,
     name: &str,
+    orphan: bool,
 ) -> Result<(), EvaluationError> {
+    let params = if orphan {
+        DeleteParams::orphan()
+    } else {
+        DeleteParams::background()
+    };
     match Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .delete(name, &DeleteParams::background())
+        .delete(name, &params)
         .await
     {
         Ok(_) => Ok(()),
@@ -375,7 +384,7 @@ async fn delete_stale(
 ) -> Result<(), EvaluationError> {
     for (kind, ns, name) in stale(ctx, exp, keep) {
         match kind {
-            "ConfigMap" => delete_config_map(&ctx.client, &ns, &name).await?,
+            "ConfigMap" => delete_config_map(&ctx.client, &ns, &name, true).await?,
             "TestWorkflow" => {
                 delete_dynamic(&ctx.client, &test_workflow_resource(), &ns, &name).await?;
             }
@@ -417,7 +426,7 @@ async fn finalize(ctx: &Context, exp: &Experiment) -> Result<Action, EvaluationE
         &exp.namespace().unwrap_or_default(),
         ctx.testkube_namespace.as_deref(),
     );
-    delete_config_map(&ctx.client, &names.namespace, &names.config_map).await?;
+    delete_config_map(&ctx.client, &names.namespace, &names.config_map, false).await?;
     delete_dynamic(
         &ctx.client,
         &test_workflow_resource(),
