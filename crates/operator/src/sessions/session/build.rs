@@ -324,6 +324,28 @@ pub fn with_session_service_account(template: &mut PodTemplateSpec, session: &st
     }
 }
 
+/// The MCP servers' settings from the operator's environment: the Google Workspace server's
+/// credentials directory always; the MCP configuration file, the OAuth client and the OAuth
+/// redirect URI when set. A variable the operator does not set is left to the runner's
+/// `envFrom` Secrets (an explicit `env` entry would hide theirs).
+pub fn mcp_env(mcp: &super::config::McpSettings) -> Vec<EnvVar> {
+    let mut env = vec![value(
+        "GOOGLE_MCP_CREDENTIALS_DIR",
+        super::config::GOOGLE_MCP_CREDENTIALS_DIR,
+    )];
+    for (name, setting) in [
+        ("MCP_CONFIG_FILE", &mcp.config_file),
+        ("GOOGLE_OAUTH_CLIENT_ID", &mcp.google_client_id),
+        ("GOOGLE_OAUTH_CLIENT_SECRET", &mcp.google_client_secret),
+        ("GOOGLE_OAUTH_REDIRECT_URI", &mcp.google_redirect_uri),
+    ] {
+        if let Some(v) = setting {
+            env.push(value(name, v.clone()));
+        }
+    }
+    env
+}
+
 fn repos_json(session: &AgenticSession) -> String {
     json_or_empty(&session.spec.repos.clone().unwrap_or_default())
 }
@@ -380,6 +402,7 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
     env.extend(observability_env(inputs.config));
     env.extend(vertex_env(inputs.config.vertex.as_ref()));
     env.push(value("REPOS_JSON", repos_json(session)));
+    env.extend(mcp_env(&inputs.config.mcp));
     // The whole `spec.mcpServers` object, `custom` and `disabled`, as upstream passed it.
     if let Some(servers) = &spec.mcp_servers {
         env.push(value("CUSTOM_MCP_SERVERS", json_or_empty(servers)));

@@ -68,7 +68,27 @@ pub struct SessionConfig {
     /// How often a session waiting for a missing Secret is looked at again even when no
     /// watch event wakes it (a safety net; 30 s).
     pub waiting_recheck: Duration,
+    /// Settings passed on to the runner's MCP servers.
+    pub mcp: McpSettings,
 }
+
+/// What the runner's MCP servers get from the operator's environment, as upstream passed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpSettings {
+    /// `MCP_CONFIG_FILE`: the MCP configuration file inside the runner image.
+    pub config_file: Option<String>,
+    /// `GOOGLE_OAUTH_CLIENT_ID` of the Google Workspace MCP server.
+    pub google_client_id: Option<String>,
+    /// `GOOGLE_OAUTH_CLIENT_SECRET` of the Google Workspace MCP server.
+    pub google_client_secret: Option<String>,
+    /// `GOOGLE_OAUTH_REDIRECT_URI`: `<BACKEND_PUBLIC_URL>/oauth2callback`, when the backend's
+    /// public URL is set.
+    pub google_redirect_uri: Option<String>,
+}
+
+/// Where the Google Workspace MCP server keeps its credentials in the runner
+/// (`GOOGLE_MCP_CREDENTIALS_DIR`).
+pub const GOOGLE_MCP_CREDENTIALS_DIR: &str = "/workspace/.google_workspace_mcp/credentials";
 
 /// Requests and limits of the runner container, each a valid Kubernetes quantity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +367,13 @@ impl SessionConfig {
             runner_resources: RunnerResources::default(),
             enforce_timeout: true,
             waiting_recheck: Duration::from_secs(30),
+            mcp: McpSettings {
+                config_file: var("MCP_CONFIG_FILE"),
+                google_client_id: var("GOOGLE_OAUTH_CLIENT_ID"),
+                google_client_secret: var("GOOGLE_OAUTH_CLIENT_SECRET"),
+                google_redirect_uri: var("BACKEND_PUBLIC_URL")
+                    .map(|url| format!("{}/oauth2callback", url.trim_end_matches('/'))),
+            },
         }
     }
 
@@ -378,6 +405,7 @@ mod tests {
         .unwrap();
         assert!(c.state_sync);
         assert_eq!(c.state_sync_image, "sync:1");
+        assert_eq!(c.mcp, McpSettings::default(), "nothing MCP-related was set");
         assert_eq!(c.default_inactivity_timeout, 0);
         assert_eq!(c.image_pull_policy, "IfNotPresent");
         assert!(!c.require_runner_secrets);
@@ -656,5 +684,26 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn mcp_settings_come_from_the_environment() {
+        let c = SessionConfig::from_lookup("img", "b", |k| match k {
+            "MCP_CONFIG_FILE" => Some("/app/.mcp.json".into()),
+            "GOOGLE_OAUTH_CLIENT_ID" => Some("id.apps.googleusercontent.com".into()),
+            "GOOGLE_OAUTH_CLIENT_SECRET" => Some(" s3cret ".into()),
+            "BACKEND_PUBLIC_URL" => Some("https://ambient.example.com/".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.mcp,
+            McpSettings {
+                config_file: Some("/app/.mcp.json".into()),
+                google_client_id: Some("id.apps.googleusercontent.com".into()),
+                google_client_secret: Some("s3cret".into()),
+                google_redirect_uri: Some("https://ambient.example.com/oauth2callback".into()),
+            }
+        );
     }
 }

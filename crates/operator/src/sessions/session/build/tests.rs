@@ -654,3 +654,33 @@ fn storage_mode_custom_only_when_the_project_says_so() {
         assert_eq!(Storage::from_mode(other), Storage::Shared, "{other:?}");
     }
 }
+
+#[test]
+fn mcp_settings_reach_the_runner_only_when_set() {
+    let mut config = config();
+    let names = |env: &[EnvVar]| {
+        env.iter()
+            .filter(|e| e.name.contains("MCP") || e.name.starts_with("GOOGLE_OAUTH"))
+            .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&runner_env(&session(), &inputs(&config))),
+        ["GOOGLE_MCP_CREDENTIALS_DIR=/workspace/.google_workspace_mcp/credentials"]
+    );
+    config.mcp = super::super::config::McpSettings {
+        config_file: Some("/app/.mcp.json".into()),
+        google_client_id: Some("id".into()),
+        google_client_secret: None,
+        google_redirect_uri: Some("https://ambient.example.com/oauth2callback".into()),
+    };
+    assert_eq!(
+        names(&runner_env(&session(), &inputs(&config))),
+        [
+            "GOOGLE_MCP_CREDENTIALS_DIR=/workspace/.google_workspace_mcp/credentials",
+            "MCP_CONFIG_FILE=/app/.mcp.json",
+            "GOOGLE_OAUTH_CLIENT_ID=id",
+            "GOOGLE_OAUTH_REDIRECT_URI=https://ambient.example.com/oauth2callback",
+        ]
+    );
+}
