@@ -167,7 +167,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         &[""],
         &["secrets"],
         &["get", "list", "watch", "create", "patch", "delete"],
-        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh), the project's ambient-non-vertex-integrations (STORAGE_MODE), ambient-vertex, ambient-admin-langfuse-secret, ambient-admin-mlflow-observability-secret and minio-credentials copied into session namespaces, refreshed and deleted when unused; get is also held so the per-session Role can grant it",
+        "sessions: ambient-runner-secrets check, runner-token Secrets (label-selected metadata watch, refresh), the project's ambient-non-vertex-integrations (STORAGE_MODE) and the backend's minio-credentials read when a run starts, ambient-vertex, ambient-admin-langfuse-secret and ambient-admin-mlflow-observability-secret copied into session namespaces, refreshed and deleted when unused; get is also held so the per-session Role can grant it",
     ),
     rule(
         &[""],

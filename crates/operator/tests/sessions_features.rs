@@ -1425,11 +1425,12 @@ impl Family for PlainSessions {
 }
 
 /// Where `init-hydrate` and `state-sync` find S3, as upstream decided it: by default the
-/// operator's endpoint and bucket with the credentials of `minio-credentials` from the
-/// backend's namespace (copied into the session's namespace and referenced, never written into
-/// the pod spec; a missing source just means S3 is not set up, with no Warning); with
+/// operator's endpoint and bucket with the key pair of `minio-credentials` from the backend's
+/// namespace, as values in those two containers only (a copy in the project's namespace would
+/// be readable by the agent, whose Role may get every Secret there, and that pair opens every
+/// project's state); without that Secret, no credentials and no failure. With
 /// `STORAGE_MODE=custom` in the project's `ambient-non-vertex-integrations`, all four settings
-/// from that Secret, and no shared credentials.
+/// are references to that Secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // the three storage situations, one after the other
 async fn state_sync_storage_follows_the_projects_storage_mode() {
@@ -1439,13 +1440,7 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
     let admin = cluster.client();
     runner_secret(&admin).await;
     let operator = start_operator(&cluster, vec![Box::new(PlainSessions)]).await;
-    let s3 = |pod: &k8s_openapi::api::core::v1::PodSpec| {
-        let init = pod
-            .init_containers
-            .iter()
-            .flatten()
-            .find(|c| c.name == "init-hydrate")
-            .expect("init-hydrate");
+    let env_of = |container: &k8s_openapi::api::core::v1::Container| {
         [
             "S3_ENDPOINT",
             "S3_BUCKET",
@@ -1453,52 +1448,51 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
             "AWS_SECRET_ACCESS_KEY",
         ]
         .iter()
-        .map(|name| {
-            let var = init
-                .env
-                .iter()
-                .flatten()
-                .find(|e| e.name == *name)
-                .unwrap_or_else(|| panic!("{name} missing"));
-            match (&var.value, &var.value_from) {
+        .filter_map(|name| {
+            let var = container.env.iter().flatten().find(|e| e.name == *name)?;
+            Some(match (&var.value, &var.value_from) {
                 (Some(v), _) => format!("{name}={v}"),
                 (None, Some(from)) => {
                     let r = from.secret_key_ref.as_ref().unwrap();
                     format!("{name}<-{}/{}", r.name, r.key)
                 }
                 (None, None) => format!("{name}="),
-            }
+            })
         })
         .collect::<Vec<_>>()
     };
+    let s3 = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+        let init = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == "init-hydrate")
+            .expect("init-hydrate");
+        let runner = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "ambient-code-runner")
+            .expect("runner");
+        assert!(
+            !env_of(runner).iter().any(|e| e.starts_with("AWS_")),
+            "the runner never gets the S3 credentials"
+        );
+        env_of(init)
+    };
 
-    // No shared credentials exist: the run starts, referencing them (optional), silently.
+    // No shared credentials exist: the run starts without them, silently.
     create_session(&admin, "st1", json!({})).await;
     wait_phase(&admin, "st1", SessionPhase::Running).await;
     assert_eq!(
         s3(&runner_pod(&admin, "st1").await),
         [
             "S3_ENDPOINT=https://s3.amazonaws.com",
-            "S3_BUCKET=ambient-sessions",
-            "AWS_ACCESS_KEY_ID<-minio-credentials/access-key",
-            "AWS_SECRET_ACCESS_KEY<-minio-credentials/secret-key",
+            "S3_BUCKET=ambient-sessions"
         ]
     );
-    assert!(copy_of(&admin, MINIO).await.is_none());
-    let copy_warnings = Api::<Event>::namespaced(admin.clone(), NS)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("SecretCopyFailed"))
-        .count();
-    assert_eq!(
-        copy_warnings, 0,
-        "a missing minio-credentials is no failure"
-    );
 
-    // With the shared credentials in the backend's namespace, a run gets its copy.
+    // With the shared credentials in the backend's namespace, init-hydrate gets them; nothing
+    // is copied into the project's namespace.
     put_secret(
         &admin,
         OPERATOR_NS,
@@ -1508,11 +1502,16 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
     .await;
     create_session(&admin, "st2", json!({})).await;
     wait_phase(&admin, "st2", SessionPhase::Running).await;
-    let copy = copy_of(&admin, MINIO)
-        .await
-        .expect("minio-credentials copied");
-    assert_eq!(secret_data(&copy)["access-key"], "minio");
-    assert_eq!(owner_names(&copy), ["st2"]);
+    assert_eq!(
+        s3(&runner_pod(&admin, "st2").await),
+        [
+            "S3_ENDPOINT=https://s3.amazonaws.com",
+            "S3_BUCKET=ambient-sessions",
+            "AWS_ACCESS_KEY_ID=minio",
+            "AWS_SECRET_ACCESS_KEY=minio123",
+        ]
+    );
+    assert!(copy_of(&admin, MINIO).await.is_none());
 
     // A project with its own storage: everything from its integration Secret.
     put_secret(
@@ -1539,21 +1538,6 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
             "AWS_SECRET_ACCESS_KEY<-ambient-non-vertex-integrations/S3_SECRET_KEY",
         ]
     );
-    let copy = copy_of(&admin, MINIO).await.unwrap();
-    assert_eq!(
-        owner_names(&copy),
-        ["st2"],
-        "the custom project's run holds no copy"
-    );
-
-    // The copy goes with the last run that used it.
-    stop(&admin, "st2", "2026-11-23T06:00:00Z").await;
-    wait_phase(&admin, "st2", SessionPhase::Stopped).await;
-    eventually(
-        "the unused minio-credentials copy to be deleted",
-        || async { copy_of(&admin, MINIO).await.is_none() },
-    )
-    .await;
     assert_no_denials(&cluster);
     operator.stop().await.unwrap();
 }

@@ -158,12 +158,9 @@ async fn session_watches_are_label_selected_and_secrets_and_namespaces_metadata_
     assert!(!secrets.is_empty(), "token Secrets are watched: {keys:?}");
     for key in &secrets {
         assert!(
-            ((key.contains("|labels=app=ambient-runner-token|")
+            (key.contains("|labels=app=ambient-runner-token|")
                 || key.ends_with("|labels=|fields=metadata.name=ambient-runner-secrets"))
-                && !key.starts_with("k8s_openapi::api::core::v1::secret::Secret|"))
-                // The one source Secret the copies of `minio-credentials` are refreshed from,
-                // in the backend's namespace, by name.
-                || key.ends_with("/namespaces/default/secrets|labels=|fields=metadata.name=minio-credentials"),
+                && !key.starts_with("k8s_openapi::api::core::v1::secret::Secret|"),
             "Secrets are watched as a slim view, by label or name: {key}"
         );
     }

@@ -50,32 +50,46 @@ pub const RUNNER_SECRETS: &str = "ambient-runner-secrets";
 /// Optional Secret with integration settings (`envFrom`).
 pub const INTEGRATION_SECRETS: &str = "ambient-non-vertex-integrations";
 /// The S3 credentials of state sync in the shared storage mode (keys `access-key` and
-/// `secret-key`), copied from `BACKEND_NAMESPACE`.
+/// `secret-key`), read from `BACKEND_NAMESPACE`.
 pub const MINIO_SECRET: &str = "minio-credentials";
 /// Key of [`INTEGRATION_SECRETS`] that selects the project's own storage (`custom`).
 pub const STORAGE_MODE_KEY: &str = "STORAGE_MODE";
 
 /// Where `init-hydrate` and `state-sync` find S3 (upstream's rules).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Storage {
     /// The operator's `S3_ENDPOINT` and `S3_BUCKET`, with the credentials of
-    /// [`MINIO_SECRET`].
+    /// [`MINIO_SECRET`] in the backend's namespace when it exists.
     #[default]
     Shared,
+    /// The shared storage with the credentials read from [`MINIO_SECRET`].
+    SharedWith(S3Credentials),
     /// `STORAGE_MODE=custom` in the project's [`INTEGRATION_SECRETS`]: its `S3_ENDPOINT`,
     /// `S3_BUCKET`, `S3_ACCESS_KEY` and `S3_SECRET_KEY`.
     Custom,
 }
 
-impl Storage {
-    /// The mode a project's [`INTEGRATION_SECRETS`] `STORAGE_MODE` value selects.
-    pub fn from_mode(value: Option<&str>) -> Self {
-        if value.is_some_and(|v| v.trim() == "custom") {
-            Self::Custom
-        } else {
-            Self::Shared
-        }
+/// The shared storage's access key pair.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    /// `access-key`.
+    pub access_key: String,
+    /// `secret-key`.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
     }
+}
+
+/// Whether a project's [`INTEGRATION_SECRETS`] `STORAGE_MODE` value selects its own storage.
+pub fn is_custom_storage(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim() == "custom")
 }
 /// Where the runner token file is mounted.
 pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/ambient";
@@ -220,10 +234,11 @@ fn state_dir(session: &AgenticSession) -> String {
         .unwrap_or_else(|| ".claude".to_owned())
 }
 
-/// The S3 settings of `init-hydrate` and `state-sync`. The credentials are always references
-/// to a Secret in the session's namespace, never values in the pod spec; every reference is
-/// optional, so a storage that is not set up leaves them empty and the pod still starts.
-fn s3_env(session: &AgenticSession, config: &SessionConfig, storage: Storage) -> Vec<EnvVar> {
+/// The S3 settings of `init-hydrate` and `state-sync`: the project's own storage as optional
+/// references to its Secret, the shared storage as the operator's settings and, when
+/// `minio-credentials` exists, its key pair. A storage that is not set up leaves the
+/// credentials out and the pod still starts.
+fn s3_env(session: &AgenticSession, config: &SessionConfig, storage: &Storage) -> Vec<EnvVar> {
     let mut env = vec![
         value("SESSION_NAME", session.name_any()),
         value("NAMESPACE", session.namespace().unwrap_or_default()),
@@ -232,8 +247,15 @@ fn s3_env(session: &AgenticSession, config: &SessionConfig, storage: Storage) ->
         Storage::Shared => env.extend([
             value("S3_ENDPOINT", config.s3_endpoint.clone()),
             value("S3_BUCKET", config.s3_bucket.clone()),
-            secret_ref("AWS_ACCESS_KEY_ID", MINIO_SECRET, "access-key", true),
-            secret_ref("AWS_SECRET_ACCESS_KEY", MINIO_SECRET, "secret-key", true),
+        ]),
+        // As values, as upstream: a copy of the shared credentials in the project's namespace
+        // would be readable by the agent (its Role may get every Secret there), and these
+        // open every project's state. Only `init-hydrate` and `state-sync` get them.
+        Storage::SharedWith(credentials) => env.extend([
+            value("S3_ENDPOINT", config.s3_endpoint.clone()),
+            value("S3_BUCKET", config.s3_bucket.clone()),
+            value("AWS_ACCESS_KEY_ID", credentials.access_key.clone()),
+            value("AWS_SECRET_ACCESS_KEY", credentials.secret_key.clone()),
         ]),
         Storage::Custom => env.extend([
             secret_ref("S3_ENDPOINT", INTEGRATION_SECRETS, "S3_ENDPOINT", true),
@@ -558,7 +580,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         ..Container::default()
     };
 
-    let mut init_env = s3_env(session, config, inputs.storage);
+    let mut init_env = s3_env(session, config, &inputs.storage);
     init_env.extend([
         value("BACKEND_API_URL", backend_api_url(config)),
         value("PROJECT_NAME", session.namespace().unwrap_or_default()),
@@ -580,7 +602,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
 
     let mut containers = vec![runner];
     if config.state_sync {
-        let mut env = s3_env(session, config, inputs.storage);
+        let mut env = s3_env(session, config, &inputs.storage);
         env.extend([
             value("SYNC_INTERVAL", "60"),
             value("MAX_SYNC_SIZE", "1073741824"),

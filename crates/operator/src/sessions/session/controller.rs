@@ -656,6 +656,17 @@ pub fn idle_deadline(session: &AgenticSession, timeout: i64) -> Option<Timestamp
     Timestamp::from_second(last.0.as_second().saturating_add(timeout)).ok()
 }
 
+/// `key` of `secret` as text (`data`, else `stringData`), when set and not empty.
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .or_else(|| secret.string_data.as_ref()?.get(key).cloned())
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// How long a runner token stamped `refreshed_at` (RFC 3339) stays fresh at `now`; `None`
 /// when it is due for a refresh (older than [`TOKEN_REFRESH_AFTER`], or the stamp is missing
 /// or unreadable).
@@ -954,29 +965,36 @@ impl Reconciler<'_> {
         Ok(None)
     }
 
-    /// The project's storage mode: `STORAGE_MODE` of its `ambient-non-vertex-integrations`
-    /// (read when a run starts, so a change applies from the next run).
+    /// Where the run's state sync finds S3: the project's own storage when its
+    /// `ambient-non-vertex-integrations` says `STORAGE_MODE: custom`, else the shared one with
+    /// the key pair of `minio-credentials` in the backend's namespace when that exists (both
+    /// read when a run starts, so a change applies from the next run).
     async fn storage(&self) -> Result<build::Storage, SessionError> {
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
-        let secret = api.get_opt(build::INTEGRATION_SECRETS).await.map_err(|e| {
-            SessionError::kube(
-                format!("get Secret {}/{}", self.ns, build::INTEGRATION_SECRETS),
-                e,
-            )
-        })?;
-        let mode = secret.as_ref().and_then(|s| {
-            s.data
-                .as_ref()
-                .and_then(|d| d.get(build::STORAGE_MODE_KEY))
-                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-                .or_else(|| {
-                    s.string_data
-                        .as_ref()?
-                        .get(build::STORAGE_MODE_KEY)
-                        .cloned()
-                })
+        let integrations = self
+            .read_secret(&self.ns, build::INTEGRATION_SECRETS)
+            .await?;
+        let mode = integrations
+            .as_ref()
+            .and_then(|s| secret_text(s, build::STORAGE_MODE_KEY));
+        if build::is_custom_storage(mode.as_deref()) {
+            return Ok(build::Storage::Custom);
+        }
+        let backend = &self.ctx.config.backend_namespace;
+        let shared = self.read_secret(backend, build::MINIO_SECRET).await?;
+        let credentials = shared.as_ref().and_then(|s| {
+            Some(build::S3Credentials {
+                access_key: secret_text(s, "access-key")?,
+                secret_key: secret_text(s, "secret-key")?,
+            })
         });
-        Ok(build::Storage::from_mode(mode.as_deref()))
+        Ok(credentials.map_or(build::Storage::Shared, build::Storage::SharedWith))
+    }
+
+    async fn read_secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, SessionError> {
+        Api::<Secret>::namespaced(self.ctx.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| SessionError::kube(format!("get Secret {ns}/{name}"), e))
     }
 
     async fn secret_exists(&self, ns: &str, name: &str) -> Result<bool, SessionError> {
@@ -1037,7 +1055,6 @@ impl Reconciler<'_> {
                 &self.ctx.client,
                 self.session,
                 &self.ctx.config,
-                storage,
                 self.ctx.recorder.as_deref(),
                 job,
             )

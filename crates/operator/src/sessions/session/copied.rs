@@ -88,23 +88,12 @@ pub const MLFLOW: CopiedSecret = CopiedSecret {
     required: false,
 };
 
-/// `minio-credentials`, the S3 credentials of state sync in the shared storage mode (the
-/// project's `STORAGE_MODE` is not `custom`). Best effort, and a missing source is not an
-/// error: S3 is then not set up and the runner starts without the credentials, as upstream's.
-pub const MINIO: CopiedSecret = CopiedSecret {
-    name: build::MINIO_SECRET,
-    refresher: "minio-credentials",
-    purpose: "S3 credentials of state sync",
-    required: false,
-};
-
 /// The Secrets `config` asks to copy, required ones first.
 pub fn enabled(config: &SessionConfig) -> Vec<CopiedSecret> {
     [
         (VERTEX, config.vertex.is_some()),
         (LANGFUSE, config.langfuse),
         (MLFLOW, config.mlflow),
-        (MINIO, true),
     ]
     .into_iter()
     .filter_map(|(secret, on)| on.then_some(secret))
@@ -310,24 +299,13 @@ pub async fn ensure_copies(
     client: &Client,
     session: &AgenticSession,
     config: &SessionConfig,
-    storage: build::Storage,
     recorder: Option<&Recorder>,
 ) -> Result<Vec<(CopiedSecret, Secret)>, SessionError> {
     let mut in_effect = Vec::new();
     for secret in enabled(config) {
-        if secret == MINIO && storage == build::Storage::Custom {
-            continue;
-        }
         match ensure_copy(client, session, &config.backend_namespace, secret).await {
             Ok(copy) => in_effect.push((secret, copy)),
             Err(error) if secret.required || error.is_transient() => return Err(error),
-            Err(error) if secret == MINIO && error.is_not_found() => {
-                tracing::debug!(
-                    namespace = %config.backend_namespace,
-                    "no {} Secret; state sync runs without S3 credentials",
-                    secret.name
-                );
-            }
             Err(error) => {
                 tracing::warn!(
                     secret = secret.name,
@@ -659,23 +637,15 @@ mod tests {
         let mut config = SessionConfig::defaults("img", "ambient-code");
         config.langfuse = true;
         config.mlflow = true;
-        // minio-credentials is missing too: S3 is not set up, which is no error at all.
         let (client, server) = scripted(vec![
             (404, status(404, "NotFound")),
             (200, secret_json("ambient-code", "1", "http://m", &[])),
             (404, status(404, "NotFound")),
             (201, secret_json("team-a", "5", "http://m", &[])),
-            (404, status(404, "NotFound")),
         ]);
-        let in_effect = ensure_copies(
-            &client,
-            &session("s1", "uid-1"),
-            &config,
-            build::Storage::Shared,
-            None,
-        )
-        .await
-        .unwrap();
+        let in_effect = ensure_copies(&client, &session("s1", "uid-1"), &config, None)
+            .await
+            .unwrap();
         assert_eq!(in_effect.len(), 1);
         assert_eq!(in_effect[0].0, MLFLOW);
         let seen = server.await.unwrap();
@@ -684,30 +654,6 @@ mod tests {
             seen[3].2["metadata"]["ownerReferences"][0]["controller"],
             true
         );
-        assert_eq!(seen.len(), 5, "minio-credentials was looked up once");
-        assert!(
-            seen[4]
-                .1
-                .ends_with("/namespaces/ambient-code/secrets/minio-credentials"),
-            "{}",
-            seen[4].1
-        );
-
-        // A project with its own storage (STORAGE_MODE=custom) does not get the shared
-        // credentials: nothing is read for them.
-        let plain = SessionConfig::defaults("img", "ambient-code");
-        let (client, server) = scripted(vec![]);
-        let in_effect = ensure_copies(
-            &client,
-            &session("s1", "uid-1"),
-            &plain,
-            build::Storage::Custom,
-            None,
-        )
-        .await
-        .unwrap();
-        assert!(in_effect.is_empty());
-        assert!(server.await.unwrap().is_empty());
 
         // The same failure of the required Vertex copy stops the start.
         let mut vertex = SessionConfig::defaults("img", "ambient-code");
@@ -717,15 +663,9 @@ mod tests {
             credentials_path: "/app/vertex/k.json".into(),
         });
         let (client, _server) = scripted(vec![(404, status(404, "NotFound"))]);
-        let err = ensure_copies(
-            &client,
-            &session("s1", "uid-1"),
-            &vertex,
-            build::Storage::Shared,
-            None,
-        )
-        .await
-        .unwrap_err();
+        let err = ensure_copies(&client, &session("s1", "uid-1"), &vertex, None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(VERTEX_SECRET), "{err}");
     }
 
@@ -773,20 +713,20 @@ mod tests {
     #[test]
     fn enabled_follows_the_switches_required_first() {
         let mut config = SessionConfig::defaults("img", "b");
-        assert_eq!(enabled(&config), [MINIO]);
+        assert!(enabled(&config).is_empty());
         config.mlflow = true;
-        assert_eq!(enabled(&config), [MLFLOW, MINIO]);
+        assert_eq!(enabled(&config), [MLFLOW]);
         config.langfuse = true;
         config.vertex = Some(super::super::config::VertexConfig {
             project_id: "p".into(),
             region: "r".into(),
             credentials_path: "k".into(),
         });
-        assert_eq!(enabled(&config), [VERTEX, LANGFUSE, MLFLOW, MINIO]);
+        assert_eq!(enabled(&config), [VERTEX, LANGFUSE, MLFLOW]);
         let required: Vec<bool> = enabled(&config).iter().map(|s| s.required).collect();
         assert_eq!(
             required,
-            [true, false, false, false],
+            [true, false, false],
             "only the Vertex AI copy is required"
         );
     }

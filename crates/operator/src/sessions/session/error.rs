@@ -65,11 +65,6 @@ impl SessionError {
         }
     }
 
-    /// Whether the API server answered 404 Not Found.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 404)
-    }
-
     /// Whether a retry can succeed where this failed: the API server was overloaded (429),
     /// failed (5xx) or could not be reached or read. A refusal (403, 404, 422, ...) or a bug
     /// in the request is not transient.

@@ -36,8 +36,7 @@ pub fn wants_session_identity(in_effect: &[(CopiedSecret, Secret)]) -> bool {
 /// - copies the Secrets the settings ask for into the namespace ([`copied::ensure_copies`]:
 ///   a failure of the Vertex AI copy, or a transient failure of any copy, stops the start
 ///   and the reconcile is retried; a refusal of the Langfuse or `MLflow` copy is logged and
-///   published as a Warning Event on the session, and the run starts without it), and
-///   `minio-credentials` in the shared `storage` mode when its source exists;
+///   published as a Warning Event on the session, and the run starts without it);
 /// - runs the pod as `ambient-session-<name>` with its token mounted when the `MLflow`
 ///   Secret asks for Kubernetes authentication;
 /// - mounts `trusted-ca-bundle` when the namespace has one.
@@ -45,7 +44,6 @@ pub async fn ensure_run_extras(
     client: &Client,
     session: &AgenticSession,
     config: &SessionConfig,
-    storage: build::Storage,
     recorder: Option<&Recorder>,
     mut job: Job,
 ) -> Result<Job, SessionError> {
@@ -72,7 +70,7 @@ pub async fn ensure_run_extras(
             }
         }
     }
-    let in_effect = copied::ensure_copies(client, session, config, storage, recorder).await?;
+    let in_effect = copied::ensure_copies(client, session, config, recorder).await?;
     if let Some(spec) = job.spec.as_mut() {
         if wants_session_identity(&in_effect) {
             build::with_session_service_account(&mut spec.template, &session.name_any());
