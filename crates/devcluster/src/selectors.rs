@@ -56,8 +56,44 @@ fn parse_set(s: &str) -> Result<Vec<String>, ApiError> {
         .collect())
 }
 
+/// Refuses a value no label can hold, as the API server does (a selector naming one can match
+/// nothing, and clients must not rely on that silently).
+fn check_value(key: &str, value: &str) -> Result<(), ApiError> {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    let why = if value.len() > 63 {
+        Some("must be no more than 63 characters")
+    } else if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !edge(value.chars().next())
+        || !edge(value.chars().last())
+    {
+        Some(
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+        )
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ApiError::bad_request(format!(
+            "unable to parse requirement: values[0][{key}]: Invalid value: {value:?}: {why}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl LabelReq {
+    fn check(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Eq(k, v) | Self::NotEq(k, v) => check_value(k, v),
+            Self::In(k, vs) | Self::NotIn(k, vs) => vs.iter().try_for_each(|v| check_value(k, v)),
+            Self::Exists(_) | Self::NotExists(_) => Ok(()),
+        }
+    }
+}
+
 impl LabelSelector {
-    /// Parses the `labelSelector` query value.
+    /// Parses the `labelSelector` query value; a value no label can hold is refused (400).
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         for part in split_top(s) {
@@ -90,6 +126,9 @@ impl LabelSelector {
             } else {
                 reqs.push(LabelReq::Exists(part.to_string()));
             }
+        }
+        for r in &reqs {
+            r.check()?;
         }
         Ok(Self(reqs))
     }
@@ -206,5 +245,22 @@ mod tests {
         assert!(f.matches(&o));
         assert_eq!(f.pinned_name(), Some("a"));
         assert!(!FieldSelector::parse("metadata.name=b").unwrap().matches(&o));
+    }
+
+    #[test]
+    fn values_no_label_can_hold_are_refused() {
+        assert!(LabelSelector::parse("a=ok.value_1,b in (x,y),c!=").is_ok());
+        for bad in [
+            format!("a={}", "x".repeat(64)),
+            format!("a in (ok,{})", "x".repeat(64)),
+            "a=-x".to_owned(),
+            "a notin (a/b)".to_owned(),
+        ] {
+            let err = LabelSelector::parse(&bad).unwrap_err();
+            assert!(
+                format!("{err:?}").contains("Invalid value"),
+                "{bad}: {err:?}"
+            );
+        }
     }
 }

@@ -1920,12 +1920,15 @@ impl<'a> Children<'a> {
                 cache: None,
             },
         ];
-        if !targets.is_empty() {
-            let clusters = targets
-                .iter()
-                .map(|t| build::claim_name(self.owner.name, t))
-                .collect::<Vec<_>>()
-                .join(",");
+        // Only names a label can hold: upstream could not label its objects with any other,
+        // and one invalid value would make the API server refuse the whole selector.
+        let clusters: Vec<String> = targets
+            .iter()
+            .map(|t| build::claim_name(self.owner.name, t))
+            .filter(|c| !c.is_empty() && crate::runtime::names::is_label_value(c))
+            .collect();
+        if !clusters.is_empty() {
+            let clusters = clusters.join(",");
             let by_cluster = format!(
                 "{} in ({clusters}),{not_adopted}",
                 agentic_api::labs::LABEL_CLUSTER

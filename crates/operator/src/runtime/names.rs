@@ -12,6 +12,18 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Whether `s` is a valid label value: empty, or at most 63 letters, digits, '-', '_' and
+/// '.', starting and ending with a letter or digit. A label selector naming another value is
+/// refused by the API server.
+pub fn is_label_value(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+}
+
 /// Whether `s` is a DNS subdomain (RFC 1123): at most 253 characters of DNS labels joined by
 /// '.'. Most object names must be one.
 pub fn is_dns_subdomain(s: &str) -> bool {
@@ -28,6 +40,12 @@ mod tests {
         assert!(is_dns_label(&"a".repeat(63)));
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
             assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        assert!(
+            is_label_value("") && is_label_value("Gw_app.1-x") && is_label_value(&"a".repeat(63))
+        );
+        for bad in ["-a", "a-", "a b", "a/b", "é", &"a".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad:?}");
         }
         assert!(is_dns_subdomain("agents.v2"));
         for bad in ["a..b", ".a", "a.", "Agents", &"a".repeat(254)] {
