@@ -684,6 +684,10 @@ pub struct TargetStatus {
     /// Whether the ArgoCD Applications were created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apps_created: Option<bool>,
+    /// When the target's Application was first seen Synced and Healthy; from then on the
+    /// components timeout no longer applies to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components_healthy_at: Option<Time>,
     /// How many times the target's claim was deleted and created again because it was not
     /// Ready in time (only with the stuck-claim recreation of the labs configuration).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -835,6 +835,86 @@ async fn components_that_never_become_healthy_fail_the_experiment() {
     env.stop().await;
 }
 
+/// The components timeout covers only the wait for an Application to come up: once it has
+/// been Synced and Healthy (recorded as `componentsHealthyAt`), a later dip (a rollout, a
+/// restarting pod) while another target still provisions does not fail the experiment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_was_healthy_does_not_time_out_later() {
+    const TWO: &str = r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: dip
+  namespace: experiments
+  annotations: {devcluster.io/fail-message: 'GCE quota exceeded'}
+spec:
+  targets:
+  - name: web
+    cluster: {type: hub}
+    components:
+    - app: web
+  - name: slow
+    cluster: {type: gke}
+  workflow:
+    template: ok
+    completion: {mode: workflow}
+";
+    let env = Env::start().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(&client, "ok", "{}", false).await;
+    let op = start_operator(
+        &client,
+        LabsConfig {
+            components_timeout: Duration::from_secs(1),
+            ..fast()
+        },
+    );
+    experiment(&client, TWO).await;
+    // The hub target's Application comes up while the other target's claim cannot.
+    let e = wait_for(&client, "dip", "componentsHealthyAt of target web", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.targets.as_ref())
+            .and_then(|t| t.iter().find(|t| t.name == "web"))
+            .is_some_and(|t| t.components_healthy_at.is_some())
+    })
+    .await;
+    assert_eq!(e.status.unwrap().phase, Some(ExperimentPhase::Provisioning));
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    let created = apps
+        .get("dip-web")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap()
+        .0;
+    // Past the timeout counted from its creation, the Application dips.
+    support::wait_for("the components timeout to pass", || async {
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(2) > created).then_some(())
+    })
+    .await;
+    apps.patch(
+        "dip-web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"devcluster.io/health": "Degraded"}}})),
+    )
+    .await
+    .unwrap();
+    let e = wait_for(&client, "dip", "the dip to be seen", |e| {
+        cond(e, "ComponentsHealthy").is_some_and(|c| c.message.contains("Degraded"))
+    })
+    .await;
+    assert_eq!(
+        e.status.unwrap().phase,
+        Some(ExperimentPhase::Provisioning),
+        "a dip after the Application was healthy failed the experiment"
+    );
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// With `stuckClaimRecreateAfterSeconds`, a claim that is not Ready in time is deleted and
 /// created again (beads `ku4`, `87v`, …: stuck asynchronous GKE creates), at most
 /// `maxClaimRecreations` times: the target reports `claimRecreations`, a Warning Event

@@ -444,8 +444,13 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
             (_, None) => AppState::Missing,
             (_, Some(a)) => app_state(a),
         };
+        let was_healthy = previous
+            .get(&target.name)
+            .is_some_and(|t| t.components_healthy_at.is_some());
         let components_due = match (&app, &app_obj) {
-            (AppState::Progressing { .. }, Some(a)) if phase == ExperimentPhase::Provisioning => {
+            (AppState::Progressing { .. }, Some(a))
+                if phase == ExperimentPhase::Provisioning && !was_healthy =>
+            {
                 Some(
                     ctx.config
                         .components_timeout
@@ -1371,6 +1376,9 @@ fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx)
             AppState::NotNeeded | AppState::Healthy | AppState::Progressing { .. }
         )),
         claim_recreations: (v.recreations > 0).then_some(v.recreations),
+        components_healthy_at: previous
+            .and_then(|p| p.components_healthy_at.clone())
+            .or_else(|| (v.app == AppState::Healthy).then(|| Time(Timestamp::now()))),
     }
 }
 
