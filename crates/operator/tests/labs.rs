@@ -1398,7 +1398,8 @@ async fn stuck_claim_deletion_is_a_condition() {
 }
 
 /// An Application whose deletion hangs (Argo CD down, a target that refuses deletes) does not
-/// keep the clusters running: once it has been deleting for `cleanupStuckAfter`, the cleanup
+/// keep the clusters running: once it has been deleting for three times `cleanupStuckAfter`
+/// (reported as stuck after one), the cleanup
 /// goes on to the cluster Secrets and the claims, reports the Application as stuck, and keeps
 /// the finalizer until it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2129,6 +2129,12 @@ impl cleanup::Source for Children<'_> {
     }
 }
 
+/// How many times `cleanupStuckAfter` a deletion may hang before the later cleanup stages go
+/// on without it: long enough for slow but working deletions (cloud load balancers and disks
+/// behind an Application's finalizer) to finish while their cluster still exists, short enough
+/// that a deletion that never finishes does not keep a cluster running for ever.
+const CLEANUP_FORCE_FACTOR: u32 = 3;
+
 /// One cleanup pass. `None` when everything is gone (confirmed against the API server);
 /// otherwise the condition reason and message describing what is still being removed. A stage
 /// whose objects have no finalizers is gone at once, so the pass moves on to the next stage
@@ -2141,7 +2147,7 @@ async fn run_cleanup(
     let targets: Vec<&str> = exp.spec.targets.iter().map(|t| t.name.as_str()).collect();
     let waiting = match cleanup::run(
         &Children::new(ctx, owner, &targets),
-        ctx.config.cleanup_stuck_after,
+        ctx.config.cleanup_stuck_after * CLEANUP_FORCE_FACTOR,
     )
     .await?
     {
