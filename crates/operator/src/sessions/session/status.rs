@@ -59,6 +59,9 @@ fn upsert(
     }
 }
 
+/// Termination reasons of a container that was never started (its process never ran).
+const NEVER_STARTED: [&str; 2] = ["StartError", "ContainerCannotRun"];
+
 /// The status after `t`, computed from the `current` one.
 #[allow(clippy::too_many_lines)] // one rule per phase, kept together
 pub fn desired(
@@ -215,13 +218,15 @@ pub fn desired(
         }
     }
     // A runner seen only after it ended (a short run, or one that ended while the operator
-    // was down) still ran: a later start must resume rather than run the prompt again.
+    // was down) still ran: a later start must resume rather than run the prompt again. One
+    // that could not be started at all did not.
     if let RunView::Current {
-        pod: PodView::Terminated { .. },
+        pod: PodView::Terminated { reason, .. },
         pod_uid,
         ..
     } = &obs.run
         && s.runner_started_at.is_none()
+        && !NEVER_STARTED.contains(&reason.as_str())
     {
         s.runner_started_at = Some(now.clone());
         if s.runner_pod_uid.is_none() {
@@ -313,7 +318,27 @@ mod tests {
             );
             assert_eq!(after.runner_pod_uid.as_deref(), Some("uid-7"), "{reason}");
         }
-        // A pod that failed before the runner ran does not count.
+        // A runner that could not be started does not count, nor a pod that failed before it.
+        for reason in NEVER_STARTED {
+            let not_started = Observed {
+                run: RunView::Current {
+                    job: JobView::Active,
+                    pod: PodView::Terminated {
+                        exit_code: 128,
+                        reason: reason.into(),
+                        message: String::new(),
+                    },
+                    pod_uid: Some("uid-9".into()),
+                },
+                ..Observed::default()
+            };
+            let t = next(Some(SessionPhase::Creating), &not_started);
+            assert_eq!(
+                desired(Some(&pending), &t, &not_started, &inputs(4)).runner_started_at,
+                None,
+                "{reason}"
+            );
+        }
         let never_ran = Observed {
             run: RunView::Current {
                 job: JobView::Active,
