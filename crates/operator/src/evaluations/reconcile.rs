@@ -377,14 +377,18 @@ fn stale(
     out
 }
 
+/// Deletes the generated objects of `exp` that `keep` does not name. While the Experiment
+/// lives, `ConfigMap`s go with orphan propagation (an upstream anchor's dependents may be the
+/// objects just adopted); when it is deleted (`keep` empty), with everything they own.
 async fn delete_stale(
     ctx: &Context,
     exp: &Experiment,
     keep: &[(&str, &str, &str)],
 ) -> Result<(), EvaluationError> {
+    let orphan = !keep.is_empty();
     for (kind, ns, name) in stale(ctx, exp, keep) {
         match kind {
-            "ConfigMap" => delete_config_map(&ctx.client, &ns, &name, true).await?,
+            "ConfigMap" => delete_config_map(&ctx.client, &ns, &name, orphan).await?,
             "TestWorkflow" => {
                 delete_dynamic(&ctx.client, &test_workflow_resource(), &ns, &name).await?;
             }
