@@ -280,6 +280,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
         "labs: Crossplane cluster claims of the shipped cluster-type mappings (add the claim kinds of a custom mapping)",
     ),
     rule(
+        &["illm.io"],
+        &["xgkeclusters", "xtalosclusters", "xvclusters"],
+        &["get"],
+        "labs: the composite a claim names in spec.resourceRef, checked to belong to that claim before its crossplane-system connection Secret is read (add the composite kinds of a custom mapping)",
+    ),
+    rule(
         &["argoproj.io"],
         &["applications", "workflows"],
         &["get", "list", "watch", "create", "patch", "delete"],

@@ -66,6 +66,21 @@ impl Env {
         .await
     }
 
+    /// [`Self::start`] plus the composite kind `XGKECluster` (claims in
+    /// `devcluster.io/connection-secret: composite` mode get one).
+    async fn with_composites() -> Self {
+        Self::start_with(&[
+            "claim-gkecluster.yaml",
+            "claim-taloscluster.yaml",
+            "claim-vcluster.yaml",
+            "composite-xgkecluster.yaml",
+            "argocd-application.yaml",
+            "argo-workflow.yaml",
+            "argo-workflowtemplate.yaml",
+        ])
+        .await
+    }
+
     /// A cluster with the lab CRDs and only the `fixtures` of the foreign kinds.
     async fn start_with(fixtures: &[&str]) -> Self {
         let mut setup = Setup::new()
@@ -1465,7 +1480,7 @@ async fn a_stuck_application_does_not_keep_the_cluster() {
 /// and deploys the target's Application.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubeconfig_is_read_from_the_composites_secret_when_the_claims_has_none() {
-    let env = Env::start().await;
+    let env = Env::with_composites().await;
     let client = env.client.clone();
     catalogue(&client).await;
     template(
@@ -1529,11 +1544,86 @@ async fn the_kubeconfig_is_read_from_the_composites_secret_when_the_claims_has_n
     env.stop().await;
 }
 
+/// A claim's spec can be edited by whoever may edit claims in its namespace, so its
+/// `spec.resourceRef` is not trusted on its own: a claim naming another claim's composite
+/// (whose `spec.claimRef` names that other claim) does not get that cluster's kubeconfig. The
+/// reconcile fails with an Event saying why, and nothing is registered or deployed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_naming_another_claims_composite_gets_no_kubeconfig() {
+    let env = Env::with_composites().await;
+    let client = env.client.clone();
+    catalogue(&client).await;
+    template(
+        &client,
+        "gateway-validation",
+        "{devcluster.io/run-seconds: forever}",
+        false,
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    experiment(
+        &client,
+        &TWO_TARGETS.replace(
+            "ANNOTATIONS",
+            "{devcluster.io/connection-secret: composite}",
+        ),
+    )
+    .await;
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    wait_get(
+        &apps,
+        "gw-app",
+        "the honest Experiment's Application",
+        |o| o.is_some(),
+    )
+    .await;
+    // A second Experiment whose claim names the first one's composite.
+    experiment(
+        &client,
+        &TWO_TARGETS.replace("name: gw", "name: thief").replace(
+            "ANNOTATIONS",
+            "{devcluster.io/connection-secret: composite, devcluster.io/resource-ref: gw-app-xr}",
+        ),
+    )
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let note = support::wait_for("a ReconcileFailed Event about the composite", || {
+        let events = &events;
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+                .filter_map(|e| e.note)
+                .find(|n| n.contains("thief-app-conn"))
+        }
+    })
+    .await;
+    assert!(
+        note.contains("XGKECluster gw-app-xr") && note.contains("does not name this claim"),
+        "{note}"
+    );
+    assert!(apps.get_opt("thief-app").await.unwrap().is_none());
+    let registrations: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    assert!(
+        registrations
+            .get_opt("cluster-thief-app")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// A Ready claim whose kubeconfig is in neither Secret is reported (a Warning Event naming both
 /// Secrets) and retried; nothing is deployed to that target meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ready_claim_without_a_kubeconfig_is_reported_and_retried() {
-    let env = Env::start().await;
+    let env = Env::with_composites().await;
     let client = env.client.clone();
     catalogue(&client).await;
     template(

@@ -13,8 +13,11 @@
 //! the annotation the kubeconfig points at `Simulators::cluster_server` when set.
 //! `devcluster.io/connection-secret: composite` acts like upstream's GKE Composition, which
 //! declares no connection details: the claim gets `spec.resourceRef` naming its composite
-//! `<claim>-xr`, its own connection Secret is written without keys, and the kubeconfig goes
-//! to the composite's `crossplane-system/<claim>-xr-cluster-conn` instead.
+//! `<claim>-xr` (created, with `spec.claimRef` naming the claim, when the composite CRD
+//! `X<Kind>` is installed), its own connection Secret is written without keys, and the
+//! kubeconfig goes to the composite's `crossplane-system/<claim>-xr-cluster-conn` instead.
+//! `devcluster.io/resource-ref: <name>` makes such a claim name another composite instead
+//! (a tampered claim), for which nothing is created.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -204,7 +207,20 @@ async fn reconcile(
         }
         let composite_secrets: Api<k8s_openapi::api::core::v1::Secret> =
             Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
-        let composite = composite_mode(&claim).then(|| composite_secret_name(&name));
+        let composite = (composite_mode(&claim) && annotation(&claim, "resource-ref").is_none())
+            .then(|| composite_secret_name(&name));
+        if composite.is_some() {
+            let xrs: Api<DynamicObject> =
+                Api::all_with(ctx.client.clone(), &composite_resource(&ctx.ar));
+            match xrs
+                .delete(&composite_name(&name), &kube::api::DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for (api, s) in [(&secrets, &secret_name), (&composite_secrets, &composite)] {
             let Some(s) = s else { continue };
             match api.delete(s, &kube::api::DeleteParams::default()).await {
@@ -289,7 +305,9 @@ async fn reconcile(
         "endpoint": base64::engine::general_purpose::STANDARD.encode(&endpoint),
     });
     if composite_mode(&claim) {
-        let xr = composite_name(&name);
+        let tampered = annotation(&claim, "resource-ref").map(str::to_owned);
+        let xr = tampered.clone().unwrap_or_else(|| composite_name(&name));
+        let xr_ar = composite_resource(&ctx.ar);
         if claim
             .data
             .pointer("/spec/resourceRef/name")
@@ -300,17 +318,21 @@ async fn reconcile(
                 &name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"spec": {"resourceRef": {
-                    "apiVersion": claim.types.as_ref().map_or("", |t| t.api_version.as_str()),
-                    "kind": format!("X{}", claim.types.as_ref().map_or("", |t| t.kind.as_str())),
+                    "apiVersion": xr_ar.api_version,
+                    "kind": xr_ar.kind,
                     "name": xr,
                 }}})),
             )
             .await?;
         }
-        ensure_namespace(&ctx.client, COMPOSITE_SECRET_NAMESPACE).await?;
-        let composite_secrets: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
-        create_secret(&composite_secrets, &composite_secret_name(&name), data).await?;
+        // A tampered claim names someone else's composite: it gets none of its own.
+        if tampered.is_none() {
+            create_composite(&ctx.client, &xr_ar, &xr, &ns, &name).await?;
+            ensure_namespace(&ctx.client, COMPOSITE_SECRET_NAMESPACE).await?;
+            let composite_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
+            create_secret(&composite_secrets, &composite_secret_name(&name), data).await?;
+        }
         // Crossplane writes the claim's Secret with the connection details the Composition
         // declares: none.
         if let Some(s) = &secret_name {
@@ -350,6 +372,39 @@ fn composite_name(claim: &str) -> String {
 /// The composite's connection Secret in `connection-secret: composite` mode.
 fn composite_secret_name(claim: &str) -> String {
     format!("{}-cluster-conn", composite_name(claim))
+}
+
+/// The composite kind `X<Kind>` (plural `x<plural>`) of a claim kind.
+fn composite_resource(claim: &ApiResource) -> ApiResource {
+    ApiResource {
+        kind: format!("X{}", claim.kind),
+        plural: format!("x{}", claim.plural),
+        ..claim.clone()
+    }
+}
+
+/// Creates composite `name` of kind `ar` for claim `namespace/claim` unless it exists; nothing
+/// when the composite CRD is not installed.
+async fn create_composite(
+    client: &kube::Client,
+    ar: &ApiResource,
+    name: &str,
+    namespace: &str,
+    claim: &str,
+) -> Result<(), SimError> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let mut xr = DynamicObject::new(name, ar);
+    xr.data = json!({"spec": {"claimRef": {
+        "apiVersion": ar.api_version,
+        "kind": ar.kind.trim_start_matches('X'),
+        "name": claim,
+        "namespace": namespace,
+    }}});
+    match api.create(&PostParams::default(), &xr).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates namespace `name` (where a Crossplane install has it) unless it exists.

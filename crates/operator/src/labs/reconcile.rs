@@ -1519,14 +1519,16 @@ async fn read_kubeconfig(
     if let Some(kubeconfig) = secret_value(ctx, claim_ns, &secret_name, key).await? {
         return Ok((kubeconfig, shown, key.to_owned()));
     }
-    let composite = ctx.claim(type_, claim_ns, cluster).and_then(|c| {
-        c.data
-            .pointer("/spec/resourceRef/name")
-            .and_then(serde_json::Value::as_str)
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned)
+    let reference = ctx.claim(type_, claim_ns, cluster).and_then(|c| {
+        let r = c.data.pointer("/spec/resourceRef")?;
+        let text = |k: &str| r.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        Some((
+            text("apiVersion")?.to_owned(),
+            text("kind")?.to_owned(),
+            text("name")?.to_owned(),
+        ))
     });
-    let Some(composite) = composite else {
+    let Some((api_version, kind, composite)) = reference else {
         return Err(build::BuildError::Kubeconfig {
             secret: shown,
             key: key.to_owned(),
@@ -1536,6 +1538,34 @@ async fn read_kubeconfig(
         }
         .into());
     };
+    // The claim's spec is writable by whoever may edit claims in its namespace: its
+    // resourceRef is trusted only when the composite names this claim back.
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, &kind));
+    let xr = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar)
+        .get_opt(&composite)
+        .await?;
+    let claim_ref = xr.as_ref().and_then(|x| x.data.pointer("/spec/claimRef"));
+    let names_this_claim = claim_ref.is_some_and(|r| {
+        r.get("namespace").and_then(Value::as_str) == Some(claim_ns)
+            && r.get("name").and_then(Value::as_str) == Some(cluster)
+    });
+    if !names_this_claim {
+        return Err(build::BuildError::Kubeconfig {
+            secret: shown,
+            key: key.to_owned(),
+            message: format!(
+                "missing, and the claim's spec.resourceRef names {kind} {composite}, which {}; \
+                 its connection Secret is not used",
+                if xr.is_none() {
+                    "does not exist"
+                } else {
+                    "does not name this claim in spec.claimRef"
+                }
+            ),
+        }
+        .into());
+    }
     let fallback_name = build::composite_connection_secret_name(&composite);
     let fallback = format!("{}/{fallback_name}", build::COMPOSITE_CONNECTION_NAMESPACE);
     match secret_value(
