@@ -3,7 +3,7 @@
 
 /// Foreign `CustomResourceDefinition`s (Agent runtime, Testkube, Crossplane claims, Argo CD,
 /// Argo Workflows), as `(file, YAML)`.
-pub const FOREIGN_CRDS: [(&str, &str); 10] = [
+pub const FOREIGN_CRDS: [(&str, &str); 11] = [
     (
         "evaluations/aigateways.runtime.agentic-layer.ai.yaml",
         include_str!(
@@ -49,6 +49,10 @@ pub const FOREIGN_CRDS: [(&str, &str); 10] = [
     (
         "labs/claim-vcluster.yaml",
         include_str!("../../../devcluster/fixtures/labs/claim-vcluster.yaml"),
+    ),
+    (
+        "labs/composite-xgkecluster.yaml",
+        include_str!("../../../devcluster/fixtures/labs/composite-xgkecluster.yaml"),
     ),
 ];
 
