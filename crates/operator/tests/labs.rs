@@ -512,6 +512,27 @@ spec:
     completion: {mode: MODE}
 ";
 
+/// Waits for an Event with `reason` in the test namespace whose note contains `needle`;
+/// returns the note.
+async fn event_note(client: &Client, reason: &str, needle: &str) -> String {
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    support::wait_for(&format!("a {reason} Event about {needle}"), || {
+        let events = &events;
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .filter_map(|e| e.note)
+                .find(|n| n.contains(needle))
+        }
+    })
+    .await
+}
+
 fn exp_yaml(name: &str, cluster: &str, template: &str, mode: &str, annotations: &str) -> String {
     HUB_ONLY
         .replace("NAME", name)
@@ -814,21 +835,7 @@ async fn components_that_never_become_healthy_fail_the_experiment() {
     )
     .await;
     let e = wait_phase(&client, "gw", ExperimentPhase::Failed).await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    let note = support::wait_for("the TargetFailed Event", || {
-        let events = &events;
-        async move {
-            events
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("TargetFailed"))
-                .and_then(|e| e.note)
-        }
-    })
-    .await;
+    let note = event_note(&client, "TargetFailed", "target app failed").await;
     assert!(
         note.contains("target app failed")
             && note.contains("Application argocd/gw-app")
@@ -1586,22 +1593,7 @@ async fn a_claim_naming_another_claims_composite_gets_no_kubeconfig() {
         ),
     )
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    let note = support::wait_for("a ReconcileFailed Event about the composite", || {
-        let events = &events;
-        async move {
-            events
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
-                .filter_map(|e| e.note)
-                .find(|n| n.contains("thief-app-conn"))
-        }
-    })
-    .await;
+    let note = event_note(&client, "ReconcileFailed", "thief-app-conn").await;
     assert!(
         note.contains("XGKECluster gw-app-xr") && note.contains("does not name this claim"),
         "{note}"
@@ -1663,21 +1655,11 @@ async fn a_ready_claim_without_a_kubeconfig_is_reported_and_retried() {
         ),
     )
     .await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
-    let note = support::wait_for("a ReconcileFailed Event naming both Secrets", || {
-        let events = &events;
-        async move {
-            events
-                .list(&ListParams::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("ReconcileFailed"))
-                .filter_map(|e| e.note)
-                .find(|n| n.contains("crossplane-system/gw-app-xr-cluster-conn"))
-        }
-    })
+    let note = event_note(
+        &client,
+        "ReconcileFailed",
+        "crossplane-system/gw-app-xr-cluster-conn",
+    )
     .await;
     assert!(note.contains("experiments/gw-app-conn"), "{note}");
     let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
