@@ -97,10 +97,11 @@ async fn cluster(runner_seconds: &'static str) -> TestCluster {
     cluster
 }
 
-/// The sessions family with Vertex AI mode on (backend namespace `ambient-code`).
-struct VertexSessions;
+/// The sessions family with the [`SessionConfig`] `config` builds from the runner image
+/// (backend namespace `ambient-code`), instead of one read from the process environment.
+struct ConfiguredSessions(fn(&str) -> SessionConfig);
 
-impl Family for VertexSessions {
+impl Family for ConfiguredSessions {
     fn name(&self) -> &'static str {
         "sessions"
     }
@@ -114,41 +115,30 @@ impl Family for VertexSessions {
         rt: &RuntimeContext,
         watches: &mut SharedWatches,
     ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let mut config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
-        config.vertex = Some(VertexConfig {
-            project_id: "my-project".into(),
-            region: "us-east5".into(),
-            credentials_path: "/app/vertex/ambient-code-key.json".into(),
-        });
-        config.require_runner_secrets = false;
-        config.waiting_recheck = std::time::Duration::from_mins(10);
+        let config = (self.0)(&rt.settings.runner_image);
         agentic_operator::sessions::session::controllers_with(rt, watches, config)
     }
 }
 
-/// The sessions family with Langfuse and `MLflow` tracing on (backend namespace
-/// `ambient-code`).
-struct ObservabilitySessions;
+/// Settings with Vertex AI mode on.
+fn vertex_config(runner_image: &str) -> SessionConfig {
+    let mut config = SessionConfig::defaults(runner_image, OPERATOR_NS);
+    config.vertex = Some(VertexConfig {
+        project_id: "my-project".into(),
+        region: "us-east5".into(),
+        credentials_path: "/app/vertex/ambient-code-key.json".into(),
+    });
+    config.require_runner_secrets = false;
+    config.waiting_recheck = std::time::Duration::from_mins(10);
+    config
+}
 
-impl Family for ObservabilitySessions {
-    fn name(&self) -> &'static str {
-        "sessions"
-    }
-
-    fn required_crds(&self) -> Vec<CrdRef> {
-        agentic_operator::sessions::Sessions.required_crds()
-    }
-
-    fn build(
-        &self,
-        rt: &RuntimeContext,
-        watches: &mut SharedWatches,
-    ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let mut config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
-        config.langfuse = true;
-        config.mlflow = true;
-        agentic_operator::sessions::session::controllers_with(rt, watches, config)
-    }
+/// Settings with Langfuse and `MLflow` tracing on.
+fn observability_config(runner_image: &str) -> SessionConfig {
+    let mut config = SessionConfig::defaults(runner_image, OPERATOR_NS);
+    config.langfuse = true;
+    config.mlflow = true;
+    config
 }
 
 /// The operator as its `ServiceAccount`, running `families`.
@@ -312,7 +302,8 @@ async fn vertex_mode_network_policy_and_ca_bundle() {
         .create(&PostParams::default(), &ca)
         .await
         .unwrap();
-    let operator = start_operator(&cluster, vec![Box::new(VertexSessions)]).await;
+    let operator =
+        start_operator(&cluster, vec![Box::new(ConfiguredSessions(vertex_config))]).await;
 
     // Without the source Secret the run does not start: the session stays Pending with a
     // condition naming the missing Secret, a Warning Event says so once, and no Job exists.
@@ -563,7 +554,11 @@ async fn langfuse_and_mlflow_copies_are_best_effort_refreshed_and_released() {
         ],
     )
     .await;
-    let operator = start_operator(&cluster, vec![Box::new(ObservabilitySessions)]).await;
+    let operator = start_operator(
+        &cluster,
+        vec![Box::new(ConfiguredSessions(observability_config))],
+    )
+    .await;
 
     // A missing Langfuse source does not hold the run back: it is reported as a Warning
     // Event on the session, and the MLflow copy is made.
@@ -1155,42 +1150,28 @@ async fn spec_changes_are_pushed_to_the_runner_and_recorded() {
     assert_no_denials(&cluster);
 }
 
-/// The sessions family with the operator-wide runner resources set and `spec.timeout` not
+/// Settings with the operator-wide runner resources set and `spec.timeout` not
 /// enforced (`RUNNER_MEMORY_LIMIT=16Gi`, `RUNNER_CPU_REQUEST=1`,
 /// `ENFORCE_SESSION_TIMEOUT=false`), read through the same parser as the environment.
-struct UnenforcedSessions;
-
-impl Family for UnenforcedSessions {
-    fn name(&self) -> &'static str {
-        "sessions"
-    }
-
-    fn required_crds(&self) -> Vec<CrdRef> {
-        agentic_operator::sessions::Sessions.required_crds()
-    }
-
-    fn build(
-        &self,
-        rt: &RuntimeContext,
-        watches: &mut SharedWatches,
-    ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let config =
-            SessionConfig::from_lookup(&rt.settings.runner_image, OPERATOR_NS, |k| match k {
-                "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
-                "RUNNER_CPU_REQUEST" => Some("1".into()),
-                "ENFORCE_SESSION_TIMEOUT" | "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
-                _ => None,
-            })
-            .unwrap();
-        agentic_operator::sessions::session::controllers_with(rt, watches, config)
-    }
+fn unenforced_config(runner_image: &str) -> SessionConfig {
+    SessionConfig::from_lookup(runner_image, OPERATOR_NS, |k| match k {
+        "RUNNER_MEMORY_LIMIT" => Some("16Gi".into()),
+        "RUNNER_CPU_REQUEST" => Some("1".into()),
+        "ENFORCE_SESSION_TIMEOUT" | "REQUIRE_RUNNER_SECRETS" => Some("false".into()),
+        _ => None,
+    })
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_wide_runner_resources_and_a_session_outliving_its_unenforced_timeout() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
-    let operator = start_operator(&cluster, vec![Box::new(UnenforcedSessions)]).await;
+    let operator = start_operator(
+        &cluster,
+        vec![Box::new(ConfiguredSessions(unenforced_config))],
+    )
+    .await;
     create_session(&admin, "long", json!({"timeout": 2})).await;
     wait_phase(&admin, "long", SessionPhase::Running).await;
 
@@ -1402,26 +1383,9 @@ async fn the_runner_binding_is_written_after_its_role() {
     operator.stop().await.unwrap();
 }
 
-/// The operator's defaults for sessions (backend namespace `ambient-code`).
-struct PlainSessions;
-
-impl Family for PlainSessions {
-    fn name(&self) -> &'static str {
-        "sessions"
-    }
-
-    fn required_crds(&self) -> Vec<CrdRef> {
-        agentic_operator::sessions::Sessions.required_crds()
-    }
-
-    fn build(
-        &self,
-        rt: &RuntimeContext,
-        watches: &mut SharedWatches,
-    ) -> Result<Vec<ControllerTask>, FamilyError> {
-        let config = SessionConfig::defaults(&rt.settings.runner_image, OPERATOR_NS);
-        agentic_operator::sessions::session::controllers_with(rt, watches, config)
-    }
+/// The operator's default settings.
+fn plain_config(runner_image: &str) -> SessionConfig {
+    SessionConfig::defaults(runner_image, OPERATOR_NS)
 }
 
 /// Where `init-hydrate` and `state-sync` find S3, as upstream decided it: by default the
@@ -1439,7 +1403,7 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
     let cluster = cluster("forever").await;
     let admin = cluster.client();
     runner_secret(&admin).await;
-    let operator = start_operator(&cluster, vec![Box::new(PlainSessions)]).await;
+    let operator = start_operator(&cluster, vec![Box::new(ConfiguredSessions(plain_config))]).await;
     let env_of = |container: &k8s_openapi::api::core::v1::Container| {
         [
             "S3_ENDPOINT",
