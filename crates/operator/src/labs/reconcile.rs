@@ -1599,13 +1599,9 @@ async fn secret_value(
 ) -> Result<Option<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets.get_opt(name).await?;
-    Ok(secret.as_ref().and_then(|s| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .or_else(|| s.string_data.as_ref()?.get(key).cloned())
-    }))
+    Ok(secret
+        .as_ref()
+        .and_then(|s| crate::runtime::secrets::text(s, key)))
 }
 
 /// Copies a Ready target's kubeconfig into the tutorial Secret in the Experiment's namespace

@@ -19,6 +19,7 @@ pub mod names;
 pub mod packed;
 pub mod probes;
 pub mod relist;
+pub mod secrets;
 pub mod shutdown;
 pub mod slim;
 pub mod startup;

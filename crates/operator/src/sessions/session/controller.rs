@@ -658,13 +658,7 @@ pub fn idle_deadline(session: &AgenticSession, timeout: i64) -> Option<Timestamp
 
 /// `key` of `secret` as text (`data`, else `stringData`), when set and not empty.
 fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-        .or_else(|| secret.string_data.as_ref()?.get(key).cloned())
-        .filter(|v| !v.trim().is_empty())
+    crate::runtime::secrets::text(secret, key).filter(|v| !v.trim().is_empty())
 }
 
 /// How long a runner token stamped `refreshed_at` (RFC 3339) stays fresh at `now`; `None`
