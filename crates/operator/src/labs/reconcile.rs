@@ -1502,7 +1502,7 @@ async fn apply(
 /// claim's connection Secret, else (a Composition that declares no connection details, such as
 /// upstream's GKE one, leaves that Secret without the key) from the composite's
 /// `crossplane-system/<composite>-cluster-conn`, the composite named by the claim's
-/// `spec.resourceRef.name`.
+/// `spec.resourceRef`, and only when that composite's `spec.claimRef` names the claim back.
 async fn read_kubeconfig(
     ctx: &Ctx,
     cluster: &str,
