@@ -152,3 +152,79 @@ async fn one_leader_standby_idle_and_takeover_after_a_crash() {
         "the Lease is released on shutdown"
     );
 }
+
+/// The Lease's renew time, with its holder.
+async fn renewal(admin: &Client) -> Option<(String, jiff::Timestamp)> {
+    let spec = Api::<Lease>::namespaced(admin.clone(), "ambient-code")
+        .get_opt(LEASE)
+        .await
+        .unwrap()?
+        .spec?;
+    Some((spec.holder_identity?, spec.renew_time?.0))
+}
+
+/// A leader that is shutting down keeps renewing its Lease while its in-flight reconciles
+/// finish (they may still write), and releases it only afterwards: before, renewals stopped
+/// with the signal, so a standby took over after one lease duration while the old leader's
+/// reconciles still wrote for up to 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
+    let cluster = cluster(false).await;
+    let admin = cluster.client();
+    namespace(&admin, "ambient-code", &[]).await;
+    let op = Operator::start(
+        admin.clone(),
+        settings("op-a", |a| {
+            a.leader_elect = true;
+            a.leader_election_namespace = Some("ambient-code".into());
+            a.lease_duration = Duration::from_secs(3);
+            a.renew_deadline = Duration::from_secs(2);
+            a.retry_period = Duration::from_millis(200);
+        }),
+    );
+    eventually("the replica to lead", || async { leading(&op) }).await;
+
+    // A project's reconcile hangs on its ServiceAccount write.
+    cluster
+        .set_faults(devcluster::FaultConfig {
+            paused: true,
+            verbs: vec!["patch".into()],
+            resources: vec!["serviceaccounts".into()],
+            ..devcluster::FaultConfig::default()
+        })
+        .unwrap();
+    namespace(&admin, "team-drain", &[MANAGED]).await;
+    eventually("a ProjectSettings reconcile in flight", || async {
+        op.metric(
+            "controller_runtime_active_workers",
+            &[("controller", "projectsettings")],
+        ) >= 1
+    })
+    .await;
+
+    op.shutdown.cancel();
+    let (_, at_signal) = renewal(&admin).await.unwrap();
+    let lease = jiff::SignedDuration::from_secs(3);
+    eventually(
+        "renewals past one lease duration after the signal",
+        || async {
+            renewal(&admin).await.is_some_and(|(holder, renewed)| {
+                holder.starts_with("op-a") && renewed > at_signal + lease
+            })
+        },
+    )
+    .await;
+    assert!(!op.task.is_finished(), "the reconcile is still in flight");
+
+    cluster.clear_faults();
+    tokio::time::timeout(support::DEADLINE, op.task)
+        .await
+        .expect("the operator stops once the reconcile has finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        holder(&admin).await,
+        None,
+        "the Lease is released at the end"
+    );
+}

@@ -114,7 +114,9 @@ pub fn desired_spec(
     lease_duration: Duration,
     now: jiff::Timestamp,
 ) -> Option<LeaseSpec> {
-    let seconds = i32::try_from(lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+    // Whole seconds on the wire; rounded up, so that standbys never wait less than configured.
+    let seconds =
+        i32::try_from(lease_duration.as_millis().div_ceil(1000).max(1)).unwrap_or(i32::MAX);
     let transitions = old.and_then(|s| s.lease_transitions).unwrap_or(0);
     match decision {
         Decision::Follow { .. } => None,
@@ -372,21 +374,27 @@ impl LeaderElector {
     /// replica took the Lease or no renewal succeeded within the renew deadline.
     pub async fn hold(&mut self, shutdown: &CancellationToken) -> Result<(), LeaseError> {
         let mut last_renewed = self.last_renewed.unwrap_or_else(Instant::now);
+        let deadline = self.settings.renew_deadline;
         loop {
+            // Neither the pause nor the attempt may run past the renew deadline: a leader that
+            // lost the Lease must notice before a standby may take it over.
+            let left = deadline.saturating_sub(last_renewed.elapsed());
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                () = tokio::time::sleep(self.settings.retry_period) => {}
+                () = tokio::time::sleep(self.settings.retry_period.min(left)) => {}
             }
-            let attempt =
-                tokio::time::timeout(self.settings.renew_deadline, self.try_acquire_or_renew())
-                    .await;
+            let started = Instant::now();
+            let left = deadline.saturating_sub(last_renewed.elapsed());
+            let attempt = tokio::time::timeout(left, self.try_acquire_or_renew()).await;
             let lost = |reason: String| LeaseError::Lost {
                 namespace: self.settings.namespace.clone(),
                 name: self.settings.lease_name.clone(),
                 reason,
             };
             match attempt {
-                Ok(Ok(Attempt::Leading)) => last_renewed = Instant::now(),
+                // The renewal counts from when it was sent: the Lease may have been written
+                // any time after that.
+                Ok(Ok(Attempt::Leading)) => last_renewed = started,
                 Ok(Ok(Attempt::Following {
                     holder: Some(holder),
                 })) => {
@@ -544,6 +552,24 @@ mod tests {
                 leading,
                 "{elapsed:?}"
             );
+        }
+    }
+
+    /// The Lease holds whole seconds: a fraction is rounded up, never down to less than the
+    /// configured duration (1.5 s once became 1 s, shorter than a 1.2 s renew deadline).
+    #[test]
+    fn lease_seconds_are_rounded_up() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        for (millis, seconds) in [(1, 1), (1000, 1), (1001, 2), (1500, 2), (15_000, 15)] {
+            let spec = desired_spec(
+                &Decision::Create,
+                None,
+                ME,
+                Duration::from_millis(millis),
+                now,
+            )
+            .unwrap();
+            assert_eq!(spec.lease_duration_seconds, Some(seconds), "{millis} ms");
         }
     }
 

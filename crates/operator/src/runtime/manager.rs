@@ -505,7 +505,19 @@ impl Manager {
             }
             _ => None,
         };
-        self.drain(&mut controllers).await;
+        // In-flight reconciles may still write while they finish, so the Lease is renewed
+        // until they have: a standby must not take over before this replica stops writing.
+        if let Err(error) = self.drain_holding(&mut controllers, elector.as_mut()).await {
+            controllers.abort_all();
+            reflectors.abort_all();
+            let _ = leading_tx.send(false);
+            if let Some(le) = &self.settings.leader_election {
+                self.metrics.controllers().set_leader(&le.lease_name, false);
+            }
+            self.health
+                .loop_failed("leader-election", &error.to_string());
+            return Err(error.into());
+        }
         reflectors.abort_all();
         let _ = leading_tx.send(false);
         if let Some(elector) = elector.as_mut() {
@@ -522,6 +534,26 @@ impl Manager {
         }
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+
+    /// [`Manager::drain`] while `elector` (if any) keeps renewing the Lease. Returns the
+    /// Lease error when leadership is lost before the reconciles have finished; the caller then
+    /// aborts them.
+    async fn drain_holding(
+        &self,
+        controllers: &mut JoinSet<String>,
+        elector: Option<&mut LeaderElector>,
+    ) -> Result<(), LeaseError> {
+        let Some(elector) = elector else {
+            self.drain(controllers).await;
+            return Ok(());
+        };
+        // Never cancelled: `hold` only returns when leadership is lost.
+        let renew_until_drained = CancellationToken::new();
+        tokio::select! {
+            () = self.drain(controllers) => Ok(()),
+            lost = elector.hold(&renew_until_drained) => lost,
+        }
     }
 
     /// Waits for the controllers to finish their in-flight reconciles, at most
