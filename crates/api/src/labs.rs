@@ -645,7 +645,9 @@ pub struct ExperimentStatus {
     /// Quality-gate progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iteration_status: Option<IterationStatus>,
-    /// `QualityGate`, `ReviewGate`, `AnalysisComplete`, ...
+    /// `Ready`, `Provisioned`, `ComponentsHealthy`, `WorkflowSucceeded`, `Failed` and
+    /// `UnsupportedFields` (upstream's `QualityGate`, `ReviewGate`, `AnalysisComplete` are not
+    /// written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Option<Vec<Condition>>,

@@ -847,10 +847,27 @@ async fn components_that_never_become_healthy_fail_the_experiment() {
         e.status.as_ref().unwrap().workflow_status.is_none(),
         "no Workflow was submitted"
     );
-    wait_for(&client, "gw", "cleaned", |e| {
+    let cleaned = wait_for(&client, "gw", "cleaned", |e| {
         e.status.as_ref().and_then(|s| s.resources_cleaned) == Some(true)
     })
     .await;
+    // Why it failed outlives the cleanup (whose reasons replace Ready's), and the clusters,
+    // which were fine, are not blamed.
+    let failed = cond(&cleaned, "Failed").expect("a Failed condition");
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_str()),
+        ("True", "TargetFailed")
+    );
+    assert!(
+        failed.message.contains("target app failed") && failed.message.contains("within 3s"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(cond(&cleaned, "Ready").unwrap().reason, "Cleaned");
+    assert_ne!(
+        cond(&cleaned, "Provisioned").unwrap().reason,
+        "ProvisioningFailed"
+    );
     let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     assert!(claims.get_opt("gw-app").await.unwrap().is_none());
     op.stop().await.unwrap();

@@ -303,6 +303,8 @@ fn metrics_service_and_monitor_reach_the_pods() {
         "the ServiceMonitor selects exactly the metrics Service"
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    // The sessions metrics' own `namespace` label (the session's) must survive the scrape.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     assert_eq!(
         strings(&monitor["spec"]["namespaceSelector"]["matchNames"]),
         ["ambient-code"]

@@ -50,6 +50,9 @@ pub const CONDITION_WORKFLOW_SUCCEEDED: &str = "WorkflowSucceeded";
 /// Condition (present only when it applies): the spec sets fields this operator accepts but
 /// does not act on.
 pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
+/// Condition type recording why a failed Experiment failed: written with the `Failed` phase and
+/// never changed afterwards, so the reason outlives the cleanup's `Ready` reasons and the Event.
+pub const CONDITION_FAILED: &str = "Failed";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
 /// Whether any target deploys something (components or observability), that is, whether
@@ -896,7 +899,12 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
     let rejected = views
         .values()
         .any(|v| matches!(v.cluster, ClusterState::Rejected { .. }));
-    if observed.failed_target.is_some() {
+    // Only a failed cluster is a provisioning failure (a components timeout or a foreign
+    // Workflow fails the Experiment too, reported by the `Failed` condition).
+    let cluster_failed = views
+        .values()
+        .any(|v| matches!(v.cluster, ClusterState::Failed { .. }));
+    if cluster_failed {
         condition(
             conditions,
             CONDITION_PROVISIONED,
@@ -1059,6 +1067,20 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
             "False",
             "NotReady",
             "waiting for clusters and components",
+            generation,
+        );
+    }
+    if let Some((_, _, reason, message)) = transitions
+        .iter()
+        .rev()
+        .find(|t| t.1 == ExperimentPhase::Failed)
+    {
+        condition(
+            status.conditions.get_or_insert_default(),
+            CONDITION_FAILED,
+            "True",
+            reason,
+            message,
             generation,
         );
     }
