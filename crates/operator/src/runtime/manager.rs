@@ -486,16 +486,7 @@ impl Manager {
         };
 
         if let Ending::LeaseLost(error) = ending {
-            // Stop every write at once: dropping the controller streams aborts their reconciles.
-            controllers.abort_all();
-            reflectors.abort_all();
-            let _ = leading_tx.send(false);
-            if let Some(le) = &self.settings.leader_election {
-                self.metrics.controllers().set_leader(&le.lease_name, false);
-            }
-            self.health
-                .loop_failed("leader-election", &error.to_string());
-            return Err(error.into());
+            return Err(self.step_down(error, &mut controllers, &mut reflectors, &leading_tx));
         }
         shutdown.cancel();
         let stopped = match ending {
@@ -508,15 +499,7 @@ impl Manager {
         // In-flight reconciles may still write while they finish, so the Lease is renewed
         // until they have: a standby must not take over before this replica stops writing.
         if let Err(error) = self.drain_holding(&mut controllers, elector.as_mut()).await {
-            controllers.abort_all();
-            reflectors.abort_all();
-            let _ = leading_tx.send(false);
-            if let Some(le) = &self.settings.leader_election {
-                self.metrics.controllers().set_leader(&le.lease_name, false);
-            }
-            self.health
-                .loop_failed("leader-election", &error.to_string());
-            return Err(error.into());
+            return Err(self.step_down(error, &mut controllers, &mut reflectors, &leading_tx));
         }
         reflectors.abort_all();
         let _ = leading_tx.send(false);
@@ -534,6 +517,27 @@ impl Manager {
         }
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+
+    /// Leadership is lost: stops every write at once (aborting the controller tasks drops
+    /// their streams and with them every in-flight reconcile), marks this replica as not
+    /// leading and returns the error the process exits with.
+    fn step_down(
+        &self,
+        error: LeaseError,
+        controllers: &mut JoinSet<String>,
+        reflectors: &mut JoinSet<()>,
+        leading: &watch::Sender<bool>,
+    ) -> RunError {
+        controllers.abort_all();
+        reflectors.abort_all();
+        let _ = leading.send(false);
+        if let Some(le) = &self.settings.leader_election {
+            self.metrics.controllers().set_leader(&le.lease_name, false);
+        }
+        self.health
+            .loop_failed("leader-election", &error.to_string());
+        error.into()
     }
 
     /// [`Manager::drain`] while `elector` (if any) keeps renewing the Lease. Returns the
