@@ -32,12 +32,14 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Config, Resource,
-    api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams},
+    api::{ApiResource, DeleteParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use support::{Setup, api_resource};
+use support::{
+    MANAGED, Setup, api_resource, create_object, dynamic, get_object, json_condition, merge_object,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentic-operator");
 /// How long each expected state may take to show (a real cluster pulls images first).
@@ -216,7 +218,16 @@ async fn run(
         ns: format!("agentic-e2e-{suffix}"),
         suffix,
     };
-    create_namespace(&e2e).await;
+    // Labelled as an ambient-code project, so the sessions controller manages it.
+    support::namespace(
+        &e2e.client,
+        &e2e.ns,
+        &[
+            MANAGED,
+            ("app.kubernetes.io/part-of", "agentic-operator-e2e"),
+        ],
+    )
+    .await;
     let operator = start_operator.then(|| OperatorProcess::start(kubeconfig, &e2e.ns));
     let result = AssertUnwindSafe(scenarios(&e2e, families))
         .catch_unwind()
@@ -295,29 +306,13 @@ async fn missing_crds(client: &Client, names: &[&str]) -> Option<String> {
     (!missing.is_empty()).then(|| format!("missing CRDs: {}", missing.join(", ")))
 }
 
-/// The run's namespace, labelled as an ambient-code project so the sessions controller
-/// manages it.
-async fn create_namespace(e2e: &E2e) {
-    let ns: Namespace = serde_json::from_value(json!({
-        "metadata": {
-            "name": e2e.ns,
-            "labels": {"ambient-code.io/managed": "true", "app.kubernetes.io/part-of": "agentic-operator-e2e"},
-        }
-    }))
-    .unwrap();
-    Api::<Namespace>::all(e2e.client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
-
 /// Deletes the run's namespace and its `WorkflowTemplate` and waits (up to the deadline) for
 /// the namespace to go, while the operator still runs to release its finalizers.
 async fn clean_up(e2e: &E2e) {
-    let templates = Api::<DynamicObject>::namespaced_with(
-        e2e.client.clone(),
-        WORKFLOW_NS,
+    let templates = dynamic(
+        &e2e.client,
         &argo("WorkflowTemplate", "workflowtemplates"),
+        WORKFLOW_NS,
     );
     let _ = templates
         .delete(&template_name(e2e), &DeleteParams::default())
@@ -426,30 +421,15 @@ where
         .unwrap()
 }
 
-async fn get_dynamic(client: &Client, ar: &ApiResource, ns: &str, name: &str) -> Option<Value> {
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
-        .get_opt(name)
-        .await
-        .unwrap()
-        .map(|o| serde_json::to_value(o).unwrap())
-}
-
 /// Waits until the custom object is gone.
 async fn until_gone(client: &Client, ar: &ApiResource, ns: &str, name: &str) {
     until(&format!("{} {ns}/{name} to be gone", ar.kind), || async {
-        match get_dynamic(client, ar, ns, name).await {
+        match get_object(client, ar, ns, name).await {
             None => Ok(()),
             Some(o) => Err(format!("finalizers {}", o["metadata"]["finalizers"])),
         }
     })
     .await;
-}
-
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
 }
 
 /// A short description of an object's status for failure messages.
@@ -472,23 +452,8 @@ fn status_line(object: &Value) -> String {
     line
 }
 
-async fn create(client: &Client, ar: &ApiResource, ns: &str, object: Value) {
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("creating {} {ns}: {e}", ar.kind));
-}
-
-async fn merge(client: &Client, ar: &ApiResource, ns: &str, name: &str, patch: Value) {
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap_or_else(|e| panic!("patching {} {ns}/{name}: {e}", ar.kind));
-}
-
 async fn delete(client: &Client, ar: &ApiResource, ns: &str, name: &str) {
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, ar)
+    dynamic(client, ar, ns)
         .delete(name, &DeleteParams::default())
         .await
         .unwrap_or_else(|e| panic!("deleting {} {ns}/{name}: {e}", ar.kind));
@@ -516,9 +481,9 @@ fn agentic_sessions() -> ApiResource {
 async fn sessions(e2e: &E2e) -> Outcome {
     let (client, ns) = (&e2e.client, e2e.ns.as_str());
     let name = format!("e2e-session-{}", e2e.suffix);
-    placeholder_runner_secret(client, ns).await;
+    support::runner_secret(client, ns).await;
     let ar = agentic_sessions();
-    create(
+    create_object(
         client,
         &ar,
         ns,
@@ -560,7 +525,7 @@ async fn sessions(e2e: &E2e) -> Outcome {
         format!("ambient-runner-token-{name}").as_str()
     );
 
-    merge(
+    merge_object(
         client,
         &ar,
         ns,
@@ -610,23 +575,10 @@ async fn sessions(e2e: &E2e) -> Outcome {
     Outcome::Passed
 }
 
-/// The runner Secret the sessions controller requires, with a key that opens nothing.
-async fn placeholder_runner_secret(client: &Client, ns: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "ambient-runner-secrets"},
-        "stringData": {"ANTHROPIC_API_KEY": "e2e-placeholder"}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
 /// Waits until the session's phase is one of `phases`; returns it.
 async fn session_in(client: &Client, ns: &str, name: &str, what: &str, phases: &[&str]) -> Value {
     until(&format!("the session to {what}"), || async {
-        let s = get_dynamic(client, &agentic_sessions(), ns, name)
+        let s = get_object(client, &agentic_sessions(), ns, name)
             .await
             .ok_or("no session")?;
         if s["status"]["phase"]
@@ -713,7 +665,7 @@ async fn evaluations(e2e: &E2e) -> Outcome {
     let (client, ns) = (&e2e.client, e2e.ns.as_str());
     let name = format!("e2e-eval-{}", e2e.suffix);
     let ar = evaluation_experiments();
-    create(
+    create_object(
         client,
         &ar,
         ns,
@@ -750,7 +702,7 @@ async fn evaluations(e2e: &E2e) -> Outcome {
     let (workflow_ns, workflow_name) = named("TestWorkflow");
     let (trigger_ns, trigger_name) = named("TestTrigger");
 
-    merge(
+    merge_object(
         client,
         &ar,
         ns,
@@ -777,7 +729,7 @@ async fn evaluations(e2e: &E2e) -> Outcome {
     .await;
     ready_experiment(client, &ar, ns, &name, 3).await;
 
-    merge(
+    merge_object(
         client,
         &ar,
         ns,
@@ -807,10 +759,10 @@ async fn assert_listed_objects_exist(client: &Client, ns: &str, generated: &[Val
         let gns = g["namespace"].as_str().unwrap_or(ns);
         let exists = match kind {
             "ConfigMap" => get::<ConfigMap>(client, gns, name).await.is_some(),
-            "TestWorkflow" => get_dynamic(client, &test_workflows(), gns, name)
+            "TestWorkflow" => get_object(client, &test_workflows(), gns, name)
                 .await
                 .is_some(),
-            "TestTrigger" => get_dynamic(client, &test_triggers(), gns, name)
+            "TestTrigger" => get_object(client, &test_triggers(), gns, name)
                 .await
                 .is_some(),
             other => panic!("unexpected generated kind {other}"),
@@ -844,10 +796,10 @@ async fn ready_experiment(
     until(
         &format!("Experiment {ns}/{name} Ready with {count} objects"),
         || async {
-            let exp = get_dynamic(client, ar, ns, name)
+            let exp = get_object(client, ar, ns, name)
                 .await
                 .ok_or("no Experiment")?;
-            let ready = condition(&exp, "Ready");
+            let ready = json_condition(&exp, "Ready");
             let listed = exp["status"]["generatedResources"]
                 .as_array()
                 .map_or(0, Vec::len);
@@ -905,7 +857,7 @@ async fn labs(e2e: &E2e) -> Outcome {
         return Outcome::Skipped(format!("missing namespace {WORKFLOW_NS} (Argo Workflows)"));
     }
     let template = template_name(e2e);
-    create(
+    create_object(
         client,
         &argo("WorkflowTemplate", "workflowtemplates"),
         WORKFLOW_NS,
@@ -921,7 +873,7 @@ async fn labs(e2e: &E2e) -> Outcome {
     .await;
     let name = format!("e2e-lab-{}", e2e.suffix);
     let ar = lab_experiments();
-    create(
+    create_object(
         client,
         &ar,
         ns,
@@ -938,14 +890,14 @@ async fn labs(e2e: &E2e) -> Outcome {
     let workflows = argo("Workflow", "workflows");
     let workflow_name = format!("{name}-validation");
     until("the Workflow", || async {
-        get_dynamic(client, &workflows, WORKFLOW_NS, &workflow_name)
+        get_object(client, &workflows, WORKFLOW_NS, &workflow_name)
             .await
             .map(|_| ())
             .ok_or_else(|| "no Workflow".to_owned())
     })
     .await;
     let done = until("the lab Experiment to complete", || async {
-        let exp = get_dynamic(client, &ar, ns, &name)
+        let exp = get_object(client, &ar, ns, &name)
             .await
             .ok_or("no Experiment")?;
         match exp["status"]["phase"].as_str() {
@@ -956,7 +908,7 @@ async fn labs(e2e: &E2e) -> Outcome {
     })
     .await;
     assert_eq!(
-        condition(&done, "WorkflowSucceeded").map(|c| c["status"].clone()),
+        json_condition(&done, "WorkflowSucceeded").map(|c| c["status"].clone()),
         Some(json!("True")),
         "{}",
         status_line(&done)
