@@ -785,6 +785,24 @@ async fn runner_token_is_a_file_and_is_refreshed_while_running() {
     operator.stop().await.unwrap();
 }
 
+/// Sets when session `session`'s runner token was last refreshed, as the operator reads it.
+async fn mark_token_refreshed_at(
+    secrets: &Api<k8s_openapi::api::core::v1::Secret>,
+    session: &str,
+    at: &str,
+) {
+    secrets
+        .patch(
+            &format!("ambient-runner-token-{session}"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": at}}
+            })),
+        )
+        .await
+        .unwrap();
+}
+
 /// The refresh is scheduled, not only done when something wakes the session: a token that
 /// becomes due a few seconds from now is refreshed on time with nothing touching the session,
 /// also by an operator restarted in between (the due time is read back from the Secret's
@@ -802,16 +820,7 @@ async fn the_token_refresh_is_scheduled_and_survives_a_restart() {
     // Due in 3 s: 45 min (the refresh age) minus 3 s ago.
     let almost_due =
         (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(45 * 60 - 3)).to_string();
-    secrets
-        .patch(
-            "ambient-runner-token-timed",
-            &PatchParams::default(),
-            &Patch::Merge(json!({
-                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": almost_due}}
-            })),
-        )
-        .await
-        .unwrap();
+    mark_token_refreshed_at(&secrets, "timed", &almost_due).await;
     let before = secrets.get("ambient-runner-token-timed").await.unwrap();
     let restarted = start_operator(&client);
     let refreshed = support::wait_for("the scheduled token refresh", || {
@@ -871,16 +880,7 @@ async fn a_resumed_run_starts_with_a_renewed_token() {
 
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
     let stale = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2)).to_string();
-    secrets
-        .patch(
-            "ambient-runner-token-paused",
-            &PatchParams::default(),
-            &Patch::Merge(json!({
-                "metadata": {"annotations": {"ambient-code.io/token-refreshed-at": stale}}
-            })),
-        )
-        .await
-        .unwrap();
+    mark_token_refreshed_at(&secrets, "paused", &stale).await;
     let before = secrets.get("ambient-runner-token-paused").await.unwrap();
     annotate(
         &client,
