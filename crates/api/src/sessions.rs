@@ -167,6 +167,13 @@ string_enum! {
         description = "Lifecycle phase"
     ),
     printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1,
+        description = "Why the session is in its phase (the Ready condition's reason)"
+    ),
+    printcolumn(
         name = "Display Name",
         type_ = "string",
         json_path = ".spec.displayName",
@@ -458,6 +465,25 @@ string_enum! {
     cel,
     doc = "Per-namespace project settings: group access, repositories, inactivity timeout and MCP servers.",
     validation = Rule::new("self.metadata.name == 'projectsettings'").message("ProjectSettings must be named 'projectsettings' (one per namespace)"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the namespace's RBAC, LimitRange and bindings are in place"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why Ready is what it is"
+    ),
+    printcolumn(
+        name = "Bindings",
+        type_ = "integer",
+        json_path = ".status.groupBindingsCreated",
+        priority = 1,
+        description = "Group RoleBindings created from groupAccess"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -490,15 +490,37 @@ fn printer_columns() {
             col("Age", "date", ".metadata.creationTimestamp", 0),
         ]
     );
+    // Upstream shows only Age for ProjectSettings; Ready, Reason and Bindings are additions.
     assert_eq!(
         columns(&Kind::ProjectSettings.crd()),
-        vec![col("Age", "date", ".metadata.creationTimestamp", 0)]
+        vec![
+            col(
+                "Ready",
+                "string",
+                r#".status.conditions[?(@.type=="Ready")].status"#,
+                0
+            ),
+            col(
+                "Reason",
+                "string",
+                r#".status.conditions[?(@.type=="Ready")].reason"#,
+                0
+            ),
+            col("Bindings", "integer", ".status.groupBindingsCreated", 1),
+            col("Age", "date", ".metadata.creationTimestamp", 0),
+        ]
     );
     // Upstream has none for AgenticSession; these are additions.
     assert_eq!(
         columns(&Kind::AgenticSession.crd()),
         vec![
             col("Phase", "string", ".status.phase", 0),
+            col(
+                "Reason",
+                "string",
+                r#".status.conditions[?(@.type=="Ready")].reason"#,
+                1
+            ),
             col("Display Name", "string", ".spec.displayName", 0),
             col("Model", "string", ".spec.llmSettings.model", 1),
             col("Started", "date", ".status.startTime", 1),

@@ -907,8 +907,31 @@ async fn waits_for_the_runner_secret_and_then_starts_fresh() {
     })
     .await;
     assert_eq!(blocked.phase(), SessionPhase::Pending);
+    // `kubectl get agenticsessions -o wide` shows why.
+    let columns = support::printed_columns("agenticsessions.vteam.ambient-code", &blocked);
+    assert_eq!(
+        columns[..2],
+        [
+            ("Phase".to_owned(), "Pending".to_owned()),
+            ("Reason".to_owned(), "RunnerSecretMissing".to_owned())
+        ]
+    );
     assert!(blocked.status.as_ref().unwrap().start_time.is_some());
     assert!(jobs.get_opt("early-job").await.unwrap().is_none());
+    // `kubectl describe` shows why: a Warning Event naming the Secret and its namespace.
+    eventually("a RunnerSecretMissing Warning Event", || async {
+        support::events_about(&client, "no-keys", "early")
+            .await
+            .iter()
+            .any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("RunnerSecretMissing")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("no-keys/ambient-runner-secrets"))
+            })
+    })
+    .await;
 
     runner_secret(&client, "no-keys").await;
     let job = wait_until(&jobs, "early-job", "started", |_| true).await;
@@ -916,6 +939,51 @@ async fn waits_for_the_runner_secret_and_then_starts_fresh() {
     // initial prompt is not skipped (upstream set IS_RESUME here).
     assert_eq!(env_value(&job, "IS_RESUME"), None);
     assert_eq!(env_value(&job, "INITIAL_PROMPT").as_deref(), Some("first"));
+    operator.stop().await.unwrap();
+}
+
+/// A desired-phase annotation that names no phase (here a lowercase `stop`, stored because no
+/// admission webhook runs) is ignored: the session starts as usual, and a Warning Event
+/// `InvalidDesiredPhase` names the annotation and the allowed values. A valid request then
+/// stops it.
+#[tokio::test]
+async fn an_unknown_desired_phase_is_reported_and_ignored() {
+    let cluster = cluster().await;
+    let client = cluster.client();
+    let operator = start_operator(&client);
+    create(
+        &client,
+        "typo",
+        json!({ANNOTATION_DESIRED_PHASE: "stop"}),
+        json!({"initialPrompt": "hi"}),
+    )
+    .await;
+    wait_phase(&client, "typo", SessionPhase::Running).await;
+    let note = |e: &k8s_openapi::api::events::v1::Event| e.note.clone().unwrap_or_default();
+    eventually("an InvalidDesiredPhase Warning Event", || async {
+        support::events_about(&client, NS, "typo").await.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("InvalidDesiredPhase")
+                && note(e).contains(
+                    r#"metadata.annotations[ambient-code.io/desired-phase]: unknown value "stop"; allowed: Running, Stopped"#,
+                )
+        })
+    })
+    .await;
+    // The value is the user's: it is not removed as an acknowledged request would be.
+    let running = sessions(&client).get("typo").await.unwrap();
+    assert_eq!(running.annotations()[ANNOTATION_DESIRED_PHASE], "stop");
+    annotate(
+        &client,
+        "typo",
+        json!({ANNOTATION_DESIRED_PHASE: "Stopped"}),
+    )
+    .await;
+    let stopped = wait_phase(&client, "typo", SessionPhase::Stopped).await;
+    assert_eq!(
+        stopped.status.unwrap().stopped_reason,
+        Some(StoppedReason::User)
+    );
     operator.stop().await.unwrap();
 }
 

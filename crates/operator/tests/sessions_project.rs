@@ -114,6 +114,26 @@ async fn managed_namespace_gets_project_rbac_limits_and_status() {
         vec![],
         "the default object has no groups"
     );
+    // `kubectl get projectsettings -o wide` shows the Ready condition and its reason.
+    assert_eq!(
+        support::printed_columns("projectsettings.vteam.ambient-code", &ps),
+        [
+            ("Ready", "True"),
+            ("Reason", "Reconciled"),
+            ("Bindings", "0"),
+            (
+                "Age",
+                ps.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .unwrap()
+                    .0
+                    .to_string()
+                    .as_str()
+            ),
+        ]
+        .map(|(c, v)| (c.to_owned(), v.to_owned()))
+    );
     let uid = ps.uid().unwrap();
 
     let owned_by_ps =

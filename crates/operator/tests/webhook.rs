@@ -349,6 +349,35 @@ async fn session_names_and_lab_names_and_dependencies_are_checked() {
     );
     assert!(message.contains("without dots"), "{message}");
 
+    // A start/stop request is an annotation-only update: a value that names no phase is
+    // refused with the allowed values, a valid one is admitted.
+    let api =
+        kube::Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), "team", &sessions);
+    let request = |phase: &str| {
+        kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"ambient-code.io/desired-phase": phase}}}),
+        )
+    };
+    let name = "a".repeat(55);
+    let refused = api
+        .patch(&name, &kube::api::PatchParams::default(), &request("stop"))
+        .await
+        .map(|_| ());
+    let message = denial(refused, "unknown desired phase");
+    assert!(
+        message.contains(
+            r#"metadata.annotations[ambient-code.io/desired-phase]: unknown value "stop"; allowed: Running, Stopped"#
+        ),
+        "{message}"
+    );
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &request("Stopped"),
+    )
+    .await
+    .unwrap();
+
     let labs = resource(
         "experiments.illm.io",
         "v1alpha1",

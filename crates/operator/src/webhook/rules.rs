@@ -119,18 +119,39 @@ pub fn gateway_warning(target: &str, found: &AgentLookup) -> Option<String> {
     }
 }
 
-/// Rules for `vteam.ambient-code/v1alpha1` `AgenticSession`: the name must leave room for
-/// the `session-<name>` Service, the `<name>-job` Job and the other generated names.
-pub fn agentic_session(object: &Value) -> Verdict {
+/// JSON pointer to an object's `ambient-code.io/desired-phase` annotation.
+pub const DESIRED_PHASE_POINTER: &str = "/metadata/annotations/ambient-code.io~1desired-phase";
+
+/// Rules for `vteam.ambient-code/v1alpha1` `AgenticSession` (`old` is the stored object of
+/// an update): on create, the name must leave room for the `session-<name>` Service, the
+/// `<name>-job` Job and the other generated names (a name never changes, so a session stored
+/// before the rule can still be updated); a desired-phase annotation set or changed to
+/// anything but `Running` or `Stopped` is refused (a value already stored is let through, so
+/// other updates of that session still work).
+pub fn agentic_session(object: &Value, old: Option<&Value>) -> Verdict {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
     let mut verdict = Verdict::default();
-    if !name.is_empty()
+    if old.is_none()
+        && !name.is_empty()
         && let Err(message) = crate::sessions::session::names::check(name)
     {
         verdict.denials.push(message);
+    }
+    let phase = object
+        .pointer(DESIRED_PHASE_POINTER)
+        .and_then(Value::as_str);
+    if let Some(value) = phase
+        && phase != old.and_then(|o| o.pointer(DESIRED_PHASE_POINTER)?.as_str())
+        && let Err(error) = value.parse::<agentic_api::sessions::DesiredPhase>()
+    {
+        verdict
+            .denials
+            .push(crate::sessions::session::controller::invalid_desired_phase(
+                &error,
+            ));
     }
     verdict
 }
@@ -298,6 +319,10 @@ mod tests {
         );
     }
 
+    fn session_phase(phase: &str) -> Value {
+        json!({"metadata": {"name": "s", "annotations": {"ambient-code.io/desired-phase": phase}}})
+    }
+
     fn lab(targets: Value) -> Value {
         let mut object =
             json!({"metadata": {"name": "x"}, "spec": {"workflow": {"template": "t"}}});
@@ -380,14 +405,52 @@ mod tests {
             },
             Case {
                 name: "session name fits",
-                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(55)}})),
+                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(55)}}), None),
                 denied_field: None,
                 warning: None,
             },
             Case {
                 name: "session name too long for its Service",
-                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(56)}})),
+                verdict: agentic_session(&json!({"metadata": {"name": "a".repeat(56)}}), None),
                 denied_field: Some("Service"),
+                warning: None,
+            },
+            Case {
+                name: "stored session with a long name is updated",
+                verdict: agentic_session(
+                    &json!({"metadata": {"name": "a".repeat(56)}, "spec": {"timeout": 1}}),
+                    Some(&json!({"metadata": {"name": "a".repeat(56)}})),
+                ),
+                denied_field: None,
+                warning: None,
+            },
+            Case {
+                name: "session desired phase Stopped",
+                verdict: agentic_session(
+                    &session_phase("Stopped"),
+                    Some(&session_phase("Running")),
+                ),
+                denied_field: None,
+                warning: None,
+            },
+            Case {
+                name: "session created with an unknown desired phase",
+                verdict: agentic_session(&session_phase("stopped"), None),
+                denied_field: Some(
+                    r#"metadata.annotations[ambient-code.io/desired-phase]: unknown value "stopped"; allowed: Running, Stopped"#,
+                ),
+                warning: None,
+            },
+            Case {
+                name: "session desired phase changed to an unknown value",
+                verdict: agentic_session(&session_phase("Paused"), Some(&session_phase("Running"))),
+                denied_field: Some(r#"unknown value "Paused""#),
+                warning: None,
+            },
+            Case {
+                name: "session keeps an unknown desired phase stored before the webhook",
+                verdict: agentic_session(&session_phase("Paused"), Some(&session_phase("Paused"))),
+                denied_field: None,
                 warning: None,
             },
             Case {

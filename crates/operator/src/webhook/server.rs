@@ -197,10 +197,12 @@ fn respond(request: &AdmissionRequest<DynamicObject>, verdict: Verdict) -> Revie
 }
 
 /// The request, or the answer to give when there is nothing to check: a malformed review,
-/// a delete, an object being deleted, or an update that leaves the spec as it was (so that
-/// finalizers can always be removed from an object that no longer passes).
+/// a delete, an object being deleted, or an update that leaves the spec and the parts at the
+/// JSON pointers `checked` as they were (so that finalizers can always be removed from an
+/// object that no longer passes).
 fn to_check(
     review: AdmissionReview<DynamicObject>,
+    checked: &[&str],
 ) -> Result<(AdmissionRequest<DynamicObject>, Value, Option<Value>), Box<Review>> {
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(request) => request,
@@ -222,7 +224,9 @@ fn to_check(
         .as_ref()
         .and_then(|o| serde_json::to_value(o).ok());
     if request.operation == Operation::Update
-        && old.as_ref().and_then(|o| o.get("spec")) == object.get("spec")
+        && std::iter::once("/spec")
+            .chain(checked.iter().copied())
+            .all(|at| old.as_ref().and_then(|o| o.pointer(at)) == object.pointer(at))
     {
         return Err(Box::new(respond(&request, Verdict::default())));
     }
@@ -266,7 +270,7 @@ async fn lookup_object(
 }
 
 async fn evaluation_experiment(State(state): State<WebhookState>, Json(review): Review) -> Review {
-    let (request, object, old) = match to_check(review) {
+    let (request, object, old) = match to_check(review, &[]) {
         Ok(parts) => parts,
         Err(answer) => return *answer,
     };
@@ -291,14 +295,16 @@ async fn evaluation_experiment(State(state): State<WebhookState>, Json(review): 
 }
 
 async fn agentic_session(Json(review): Review) -> Review {
-    match to_check(review) {
-        Ok((request, object, _)) => respond(&request, rules::agentic_session(&object)),
+    match to_check(review, &[rules::DESIRED_PHASE_POINTER]) {
+        Ok((request, object, old)) => {
+            respond(&request, rules::agentic_session(&object, old.as_ref()))
+        }
         Err(answer) => *answer,
     }
 }
 
 async fn lab_experiment(Json(review): Review) -> Review {
-    match to_check(review) {
+    match to_check(review, &[]) {
         Ok((request, object, _)) => respond(&request, rules::lab_experiment(&object)),
         Err(answer) => *answer,
     }

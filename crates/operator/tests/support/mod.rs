@@ -269,6 +269,30 @@ pub async fn events_about(
         .collect()
 }
 
+/// Each printer column of the shipped CRD named `crd` and its cell for `object`, evaluated as
+/// the dev cluster does for `kubectl get` (several matches joined with `,`).
+pub fn printed_columns(crd: &str, object: &impl serde::Serialize) -> Vec<(String, String)> {
+    let crd = agentic_api::crds::all()
+        .into_iter()
+        .find(|c| c.metadata.name.as_deref() == Some(crd))
+        .unwrap();
+    let object = serde_json::to_value(object).unwrap();
+    crd.spec.versions[0]
+        .additional_printer_columns
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|column| {
+            let cell = devcluster::table::jsonpath(&object, &column.json_path)
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(",");
+            (column.name, cell)
+        })
+        .collect()
+}
+
 /// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
 pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(String, String)> {
     events_about(client, ns, object)

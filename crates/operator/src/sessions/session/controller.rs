@@ -433,6 +433,17 @@ fn annotation<'a>(session: &'a AgenticSession, key: &str) -> Option<&'a str> {
     session.annotations().get(key).map(String::as_str)
 }
 
+/// What is wrong with a desired-phase annotation that names no phase, naming the annotation
+/// and the allowed values (the Event's note and the admission webhook's denial).
+pub fn invalid_desired_phase(error: &agentic_api::UnknownValue) -> String {
+    format!(
+        "metadata.annotations[{}]: unknown value {:?}; allowed: {}",
+        error.field,
+        error.value,
+        error.allowed.join(", ")
+    )
+}
+
 /// The start/stop request of the desired-phase annotation, and its `*-requested-at` value.
 pub fn request(session: &AgenticSession) -> (Option<Request>, Option<String>) {
     let acted_on = session
@@ -440,11 +451,8 @@ pub fn request(session: &AgenticSession) -> (Option<Request>, Option<String>) {
         .as_ref()
         .and_then(|s| s.observed_desired_phase_at.as_deref());
     let (at_key, request) = match session.desired_phase() {
-        None => return (None, None),
-        Some(Err(error)) => {
-            tracing::warn!(%error, "ignoring the desired-phase annotation");
-            return (None, None);
-        }
+        // An unknown value is reported by the reconcile (`InvalidDesiredPhase`).
+        None | Some(Err(_)) => return (None, None),
         Some(Ok(DesiredPhase::Running)) => (api::ANNOTATION_START_REQUESTED_AT, Request::Start),
         Some(Ok(DesiredPhase::Stopped)) => {
             let reason = if annotation(session, api::ANNOTATION_STOP_REASON) == Some("inactivity") {
@@ -795,6 +803,9 @@ impl Reconciler<'_> {
     async fn run(&self) -> Result<Action, SessionError> {
         let from = self.status().and_then(|s| s.phase);
         let (request, requested_at) = request(self.session);
+        if let Some(Err(error)) = self.session.desired_phase() {
+            self.report_invalid_request(&error).await;
+        }
         let run = observe_run(
             &self.ctx.jobs,
             &self.session_pods(),
@@ -1333,11 +1344,32 @@ impl Reconciler<'_> {
     /// Publishes a Warning Event when the session starts waiting for the Vertex AI source
     /// Secret (once: not again while the recorded condition already says so), and drops the
     /// token-check mark of a session that is no longer Running.
+    /// A Warning Event `InvalidDesiredPhase` for a desired-phase annotation that is neither
+    /// `Running` nor `Stopped`: the request is ignored and the session goes on as it was.
+    /// Every pass while the value stays reports it again, which the recorder counts in the
+    /// Event's series (the admission webhook refuses such a value before it is stored).
+    async fn report_invalid_request(&self, error: &agentic_api::UnknownValue) {
+        tracing::warn!(%error, "ignoring the desired-phase annotation");
+        if let Some(recorder) = &self.ctx.recorder {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidDesiredPhase".into(),
+                note: Some(format!(
+                    "{}; the request is ignored",
+                    invalid_desired_phase(error)
+                )),
+                action: "ReadRequest".into(),
+                secondary: None,
+            };
+            crate::runtime::events::publish(recorder, &event, &self.session.object_ref(&())).await;
+        }
+    }
+
     fn record_blocked(&self, t: &Transition) {
         if t.to != SessionPhase::Running {
             self.ctx.token_checks.take(&self.ns, &self.name);
         }
-        if t.reason != REASON_VERTEX_SECRET_MISSING {
+        if t.reason != REASON_VERTEX_SECRET_MISSING && t.reason != REASON_RUNNER_SECRET_MISSING {
             return;
         }
         let already = self
