@@ -628,6 +628,38 @@ async fn the_hub_namespace_is_removed_only_when_the_experiment_created_it() {
             .iter()
             .any(|(_, reason)| reason == "HubNamespaceTerminating")
     );
+    // Later passes while the target waits (two forced by touching the Experiment) do not
+    // publish the Warning again: a repeat would be counted in the Event's series.
+    for touch in ["1", "2"] {
+        let passes = || op.reconciles("labexperiment");
+        let before = passes();
+        Api::<Experiment>::namespaced(client.clone(), NS)
+            .patch(
+                "held",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"test/touch": touch}}})),
+            )
+            .await
+            .unwrap();
+        support::eventually("another reconcile of the held Experiment", || async {
+            passes() > before
+        })
+        .await;
+    }
+    let warnings: Vec<_> =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("HubNamespaceTerminating"))
+            .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].series.is_none(),
+        "published again: {warnings:?}"
+    );
     assert!(apps.get_opt("held-main").await.unwrap().is_none());
     holder
         .patch(
@@ -1508,6 +1540,60 @@ async fn held_back(client: &Client, name: &str, reason: &str) -> (Experiment, St
     .await;
     let message = cond(&held, "ComponentsHealthy").unwrap().message.clone();
     (held, message)
+}
+
+/// An Experiment deleted while its reconcile's status write is in flight: the write finds it
+/// gone (404), and the phase transitions that write would have recorded are neither counted
+/// in `labs_experiment_phase_transitions_total` nor published as Events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_of_an_experiment_deleted_during_its_status_write_are_not_reported() {
+    let env = start_env(&[]).await;
+    let client = env.client();
+    template(&client, "long", "{devcluster.io/run-seconds: forever}").await;
+    let op = start_operator(&client, fast());
+    // Hold every patch of a lab Experiment (the status write among them). The finalizer is
+    // set up front so that the first reconcile needs no other patch.
+    env.set_faults(devcluster::FaultConfig {
+        paused: true,
+        verbs: vec!["patch".into()],
+        resources: vec!["experiments.experiments.illm.io".into()],
+        ..devcluster::FaultConfig::default()
+    })
+    .unwrap();
+    experiment(
+        &client,
+        &format!(
+            "apiVersion: experiments.illm.io/v1alpha1\nkind: Experiment\nmetadata: {{name: gone, namespace: {NS}, finalizers: [{}]}}\nspec:\n  targets: [{{name: main, cluster: {{type: hub}}}}]\n  workflow: {{template: long, completion: {{mode: workflow}}}}\n",
+            agentic_api::labs::FINALIZER
+        ),
+    )
+    .await;
+    let workers = || {
+        op.metric(
+            "controller_runtime_active_workers",
+            &[("controller", "labexperiment")],
+        )
+    };
+    support::eventually("the first reconcile in flight", || async { workers() >= 1 }).await;
+    // Delete it; a replace (not a patch, which is held) removes the finalizer.
+    let api = experiments(&client);
+    api.delete("gone", &DeleteParams::default()).await.unwrap();
+    let mut last = api.get("gone").await.unwrap();
+    last.metadata.finalizers = None;
+    api.replace("gone", &PostParams::default(), &last)
+        .await
+        .unwrap();
+    assert!(api.get_opt("gone").await.unwrap().is_none());
+    env.clear_faults();
+    support::eventually("the reconcile to end", || async { workers() == 0 }).await;
+    assert_eq!(
+        op.metric("labs_experiment_phase_transitions_total", &[]),
+        0,
+        "transitions of a deleted Experiment were counted"
+    );
+    assert_eq!(event_reasons(&client, "gone").await, Vec::new());
+    op.stop().await.unwrap();
+    env.shutdown().await;
 }
 
 /// `observability.transport: tailscale` on a provisioned target: the Application is held back

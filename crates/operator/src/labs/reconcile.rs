@@ -304,7 +304,7 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
             let outcome = run_cleanup(&exp, owner, &ctx).await?;
             action = record_cleanup(&mut status, outcome, generation);
         }
-        if write_status(&ctx, &api, &exp, status).await? {
+        if write_status(&ctx, &api, &exp, status).await? == Some(true) {
             publish_cleaned(&ctx, &exp).await;
         }
         return Ok(action);
@@ -645,14 +645,16 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 match found {
                     HubNamespace::Usable => {}
                     HubNamespace::Terminating(why) => {
-                        publish(
-                            &ctx,
-                            &exp,
-                            EventType::Warning,
-                            REASON_HUB_NAMESPACE_TERMINATING,
-                            format!("target {tname}: {why}"),
-                        )
-                        .await;
+                        if !held_back_reported(&exp, tname, &why) {
+                            publish(
+                                &ctx,
+                                &exp,
+                                EventType::Warning,
+                                REASON_HUB_NAMESPACE_TERMINATING,
+                                format!("target {tname}: {why}"),
+                            )
+                            .await;
+                        }
                         view.blocked = Some((REASON_HUB_NAMESPACE_TERMINATING, why));
                         continue;
                     }
@@ -676,7 +678,8 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 if let Some((reason, why)) =
                     prepare_target_cluster(&ctx, owner, &on_target, &peers).await?
                 {
-                    if reason != REASON_WAITING_FOR_PEERS {
+                    if reason != REASON_WAITING_FOR_PEERS && !held_back_reported(&exp, tname, &why)
+                    {
                         publish(
                             &ctx,
                             &exp,
@@ -1099,7 +1102,11 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
             generation,
         );
     }
-    let cleaned = write_status(&ctx, &api, &exp, status).await?;
+    let Some(cleaned) = write_status(&ctx, &api, &exp, status).await? else {
+        // Deleted meanwhile: its transitions never happened, so they are neither counted
+        // nor published.
+        return Ok(Action::await_change());
+    };
     for (from, to, reason, message) in transitions {
         let type_ = if to == ExperimentPhase::Failed {
             EventType::Warning
@@ -2230,17 +2237,18 @@ async fn run_cleanup(
     )))
 }
 
-/// Patches `/status` unless the stored status is the same. Returns whether the write recorded
-/// the end of completion cleanup (`resourcesCleaned` became true), for the `Cleaned` Event the
-/// caller publishes after its transition Events.
+/// Patches `/status` unless the stored status is the same. Returns `None` when the Experiment
+/// is gone (nothing it would report happened), else whether the write recorded the end of
+/// completion cleanup (`resourcesCleaned` became true), for the `Cleaned` Event the caller
+/// publishes after its transition Events.
 async fn write_status(
     ctx: &Ctx,
     api: &Api<Experiment>,
     exp: &Experiment,
     status: ExperimentStatus,
-) -> Result<bool, Error> {
+) -> Result<Option<bool>, Error> {
     if exp.status.as_ref() == Some(&status) {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let cleaned = status.resources_cleaned == Some(true)
         && exp.status.as_ref().and_then(|s| s.resources_cleaned) != Some(true);
@@ -2262,12 +2270,26 @@ async fn write_status(
                 updated.resource_version().as_deref(),
                 None,
             );
-            Ok(cleaned)
+            Ok(Some(cleaned))
         }
         // Deleted meanwhile: nothing left to report on.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the recorded status already reports target `tname` held back for `why`: the
+/// `ComponentsHealthy=False` message lists each held target as `<target>: <why>` (its reason
+/// names only the first one's cause). Its Warning Event was then published by an earlier
+/// pass; every pass while the target waits (one each [`TARGET_WRITE_RECHECK`]) would
+/// otherwise add to the Event's series, a write each.
+fn held_back_reported(exp: &Experiment, tname: &str, why: &str) -> bool {
+    let listed = format!("; {tname}: {why}; ");
+    exp.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == CONDITION_COMPONENTS_HEALTHY))
+        .is_some_and(|c| c.status == "False" && format!("; {}; ", c.message).contains(&listed))
 }
 
 async fn publish(ctx: &Ctx, exp: &Experiment, type_: EventType, reason: &str, note: String) {
@@ -2287,6 +2309,58 @@ mod tests {
 
     fn obj(v: Value) -> DynamicObject {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_held_back_target_is_reported_once_per_cause() {
+        let with = |status: &str, message: &str| -> Experiment {
+            serde_json::from_value(json!({
+                "apiVersion": "experiments.illm.io/v1alpha1", "kind": "Experiment",
+                "metadata": {"name": "e", "namespace": "experiments"},
+                "spec": {"targets": [], "workflow": {"template": "t", "completion": {"mode": "workflow"}}},
+                "status": {"conditions": [{"type": "ComponentsHealthy", "status": status,
+                    "reason": "KubeconfigsNotCopied", "message": message,
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+            }))
+            .unwrap()
+        };
+        let two = with(
+            "False",
+            "other: writing Namespace e failed; a; b; remote: the hub Secret is missing",
+        );
+        // Each listed target, whatever the condition's reason (it names the first cause).
+        assert!(held_back_reported(
+            &two,
+            "other",
+            "writing Namespace e failed; a; b"
+        ));
+        assert!(held_back_reported(
+            &two,
+            "remote",
+            "the hub Secret is missing"
+        ));
+        // Another cause, another target, a prefix of the listed cause: not yet reported.
+        assert!(!held_back_reported(&two, "remote", "connection refused"));
+        assert!(!held_back_reported(
+            &two,
+            "third",
+            "the hub Secret is missing"
+        ));
+        assert!(!held_back_reported(&two, "remote", "the hub Secret"));
+        assert!(!held_back_reported(&two, "other", "writing Namespace e"));
+        // Healthy, or no status at all: a new hold is reported.
+        assert!(!held_back_reported(
+            &with("True", "remote: the hub Secret is missing"),
+            "remote",
+            "the hub Secret is missing"
+        ));
+        let mut fresh = two.clone();
+        fresh.status = None;
+        assert!(!held_back_reported(
+            &fresh,
+            "other",
+            "writing Namespace e failed; a; b"
+        ));
     }
 
     #[test]
