@@ -124,6 +124,7 @@ async fn metrics_endpoint_uses_controller_runtime_names_and_types() {
     let samples = [
         "controller_runtime_reconcile_total{controller=\"agenticsession\",result=\"success\"} 1",
         "controller_runtime_reconcile_total{controller=\"agenticsession\",result=\"error\"} 0",
+        "controller_runtime_reconcile_total{controller=\"agenticsession\",result=\"requeue\"} 0",
         "controller_runtime_reconcile_panics_total{controller=\"agenticsession\"} 1",
         "controller_runtime_reconcile_time_seconds_count{controller=\"agenticsession\"} 1",
         "controller_runtime_max_concurrent_reconciles{controller=\"agenticsession\"} 10",

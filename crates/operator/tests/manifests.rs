@@ -710,6 +710,55 @@ fn grafana_dashboard_queries_only_documented_metrics() {
         missing.is_empty(),
         "queried by the dashboard but not in docs/metrics.md: {missing:?}"
     );
+    // Every selector, in the panels and in the variables' `label_values`, is limited to the
+    // chosen `$job`: another controller-runtime operator scraped by the same Prometheus
+    // exports the same `controller_runtime_*` names.
+    let variables: Vec<String> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["name"] != "job")
+        .filter_map(|v| v["query"]["query"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "job"),
+        "a $job variable listing the operator's jobs"
+    );
+    let prefixes = [
+        "controller_runtime_",
+        "workqueue_",
+        "leader_election_",
+        "process_",
+        "ambient_",
+        "evaluations_",
+        "labs_",
+    ];
+    for expr in exprs.iter().chain(&variables) {
+        let mut checked = 0;
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find(|c: char| c.is_ascii_lowercase()) {
+            let word_len = rest[at..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len() - at);
+            let (word, after) = (&rest[at..at + word_len], &rest[at + word_len..]);
+            if prefixes.iter().any(|p| word.starts_with(p)) {
+                assert!(
+                    after.starts_with("{job=~\"$job\""),
+                    "{word} without job=~\"$job\" in {expr}"
+                );
+                checked += 1;
+            }
+            rest = after;
+        }
+        assert!(
+            checked > 0 || !expr.contains('('),
+            "no operator metric found in {expr}"
+        );
+    }
 }
 
 /// Every string literal in the operator's sources that looks like one of its metric names.

@@ -304,6 +304,47 @@ async fn controller_keeps_running_after_panics() {
     drop(tx);
 }
 
+/// An object that keeps failing and is then deleted leaves the retry queue when its retry
+/// finds it gone: `workqueue_depth` returns to 0 and its failure count is dropped.
+#[tokio::test]
+async fn a_deleted_object_leaves_the_retry_queue() {
+    let (guard, script, metrics) = guard(vec![Step::Fail; 1000], None);
+    let obj = config_map("a");
+    let (reader, mut writer) = reflector::store::<ConfigMap>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
+    tx.unbounded_send(Arc::new(obj.clone())).unwrap();
+    let shutdown = CancellationToken::new();
+    let controller = Controller::for_shared_stream(rx, reader);
+    let running = tokio::spawn(run_guarded(controller, guard.clone(), shutdown.clone()));
+
+    let depth = || metric_line(&metrics, "workqueue_depth{");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while guard.tracker().failures("uid-a") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no failure");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.apply_watcher_event(&watcher::Event::Delete(obj));
+    while guard.tracker().failures("uid-a") != 0 || depth() != "workqueue_depth{name=\"test\"} 0" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted object is still queued: {}, {} failures after {} calls",
+            depth(),
+            guard.tracker().failures("uid-a"),
+            script.calls.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("controller did not stop after shutdown")
+        .unwrap();
+    drop(tx);
+}
+
 #[tokio::test]
 async fn shutdown_lets_the_in_flight_reconcile_finish() {
     let metrics = Metrics::new();

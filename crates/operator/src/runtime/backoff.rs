@@ -66,11 +66,13 @@ impl BackoffPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     failures: u32,
     last_failure: Instant,
     retry_pending: bool,
+    /// The object's `namespace/name`, by which [`FailureTracker::forget_object`] finds it.
+    object: String,
 }
 
 /// Consecutive-failure counts per object key, shared between a reconcile wrapper and its error
@@ -105,6 +107,11 @@ impl FailureTracker {
 
     /// Counts one more failure for `key`, marks a retry as pending and returns the new count.
     pub fn record_failure(&self, key: &str) -> u32 {
+        self.record_failure_of(key, key)
+    }
+
+    /// [`FailureTracker::record_failure`] for the object named `object` (`namespace/name`).
+    pub fn record_failure_of(&self, key: &str, object: &str) -> u32 {
         let now = Instant::now();
         let mut entries = self.lock();
         if entries.len() >= 1024 {
@@ -115,6 +122,7 @@ impl FailureTracker {
             failures: 0,
             last_failure: now,
             retry_pending: false,
+            object: object.to_owned(),
         });
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
@@ -124,8 +132,22 @@ impl FailureTracker {
 
     /// Records a failure and returns the jittered delay before the retry.
     pub fn next_retry(&self, key: &str) -> (u32, Duration) {
-        let failures = self.record_failure(key);
+        self.next_retry_of(key, key)
+    }
+
+    /// [`FailureTracker::next_retry`] for the object named `object` (`namespace/name`).
+    pub fn next_retry_of(&self, key: &str, object: &str) -> (u32, Duration) {
+        let failures = self.record_failure_of(key, object);
         (failures, self.policy.next_delay(failures))
+    }
+
+    /// Forgets every entry of the object named `object` (`namespace/name`): its retry found
+    /// it deleted. Returns whether there was one.
+    pub fn forget_object(&self, object: &str) -> bool {
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| e.object != object);
+        entries.len() != before
     }
 
     /// Forgets `key` (after a successful reconcile, or an error that waits for a change).
@@ -214,5 +236,20 @@ mod tests {
         assert_eq!(tracker.failures("a"), 0);
         assert_eq!(tracker.next_retry("a"), (1, Duration::from_millis(5)));
         assert_eq!(tracker.failures("b"), 1);
+    }
+
+    #[test]
+    fn a_deleted_object_is_forgotten_by_name() {
+        let tracker = FailureTracker::new(BackoffPolicy::default());
+        tracker.next_retry_of("uid-1", "team/a");
+        tracker.next_retry_of("uid-2", "team/b");
+        assert_eq!(tracker.pending_retries(), 2);
+        assert!(!tracker.forget_object("team/c"));
+        assert!(!tracker.forget_object("other/a"));
+        assert_eq!(tracker.pending_retries(), 2);
+        assert!(tracker.forget_object("team/a"));
+        assert_eq!(tracker.failures("uid-1"), 0);
+        assert_eq!(tracker.failures("uid-2"), 1);
+        assert_eq!(tracker.pending_retries(), 1);
     }
 }

@@ -348,6 +348,16 @@ where
         result
     }
 
+    /// Forgets the failures of an object whose retry found it deleted (kube reports the retry
+    /// as `ObjectNotFound`), so `workqueue_depth` no longer counts it.
+    pub fn forget_deleted(&self, namespace: Option<&str>, name: &str) {
+        let object = format!("{}/{name}", namespace.unwrap_or_default());
+        if self.tracker.forget_object(&object) {
+            self.metrics
+                .set_queue_depth(&self.options.name, self.tracker.pending_retries());
+        }
+    }
+
     /// kube's `error_policy`: a permanent error waits for a change; anything else is retried
     /// after the object's next backoff delay. With [`Guarded::with_error_events`], a failure
     /// that is neither permanent (the family reports those itself), a lost write race (409)
@@ -366,7 +376,8 @@ where
                 .set_queue_depth(name, self.tracker.pending_retries());
             return Action::await_change();
         }
-        let (failures, delay) = self.tracker.next_retry(&key);
+        let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        let (failures, delay) = self.tracker.next_retry_of(&key, &object);
         if let Some(recorders) = &self.events
             && !error.is_conflict()
             && !error.is_throttled()
@@ -533,13 +544,14 @@ pub async fn run_guarded<K, Ctx, E, F, Fut>(
         .run(
             |obj, guard: Arc<Guarded<K, Ctx, E, F>>| async move { guard.reconcile(obj).await },
             |obj, error, guard| guard.error_policy(&obj, error),
-            guard,
+            guard.clone(),
         )
         .for_each(|item| {
             match item {
                 Ok(_) | Err(controller::Error::ReconcilerFailed(..)) => {}
                 Err(controller::Error::ObjectNotFound(obj)) => {
                     tracing::debug!(controller = %name, object = %obj, "object deleted before its reconcile");
+                    guard.forget_deleted(obj.namespace.as_deref(), &obj.name);
                 }
                 Err(controller::Error::QueueError(error)) => {
                     tracing::warn!(controller = %name, %error, "watch error");

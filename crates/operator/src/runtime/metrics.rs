@@ -186,14 +186,17 @@ impl ControllerMetrics {
     /// concurrency limit.
     pub fn register_controller(&self, name: &str, max_concurrent: u16) {
         let labels = Self::controller(name);
+        // `requeue` (controller-runtime's immediate requeue) stays 0: kube has no such
+        // outcome. It is created so that queries written for controller-runtime find it.
         for result in [
-            ReconcileResult::Success,
-            ReconcileResult::RequeueAfter,
-            ReconcileResult::Error,
+            ReconcileResult::Success.as_str(),
+            ReconcileResult::RequeueAfter.as_str(),
+            ReconcileResult::Error.as_str(),
+            "requeue",
         ] {
             drop(self.reconcile_total.get_or_create(&ResultLabels {
                 controller: name.to_owned(),
-                result: result.as_str().to_owned(),
+                result: result.to_owned(),
             }));
         }
         drop(self.reconcile_errors.get_or_create(&labels));
