@@ -35,6 +35,8 @@ struct FakeState {
     resource_version: u64,
     fail_with: Option<u16>,
     bump_before_put: bool,
+    /// Cancelled by every Lease write: a signal that arrives while the write is in flight.
+    cancel_on_write: Option<CancellationToken>,
     log: Vec<String>,
 }
 
@@ -79,6 +81,11 @@ fn handle(state: &Shared, method: &http::Method, path: &str, body: &[u8]) -> Res
             "InternalError"
         };
         return status(code, reason, "injected failure");
+    }
+    if matches!(method.as_str(), "POST" | "PUT")
+        && let Some(token) = &state.cancel_on_write
+    {
+        token.cancel();
     }
     match (method.as_str(), path) {
         ("GET", "/version") => json(
@@ -282,6 +289,28 @@ async fn a_released_lease_is_taken_at_once() {
         Attempt::Leading
     );
     assert_eq!(holder(&state).as_deref(), Some("me"));
+}
+
+/// Shutdown that comes while the write taking the Lease is in flight: the replica does not
+/// start leading, and hands the Lease it just took straight back.
+#[tokio::test]
+async fn a_lease_taken_while_shutting_down_is_handed_back() {
+    let (client, state) = fake_api();
+    let shutdown = CancellationToken::new();
+    state.lock().unwrap().cancel_on_write = Some(shutdown.clone());
+    let mut elector = LeaderElector::new(client, settings("me"));
+    assert!(!elector.acquire(&shutdown, |_| {}).await.unwrap());
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.log,
+        [
+            format!("GET {LEASE_PATH}"),
+            format!("POST {LEASES_PATH}"),
+            format!("PUT {LEASE_PATH}")
+        ]
+    );
+    let spec = s.lease.as_ref().unwrap().spec.as_ref().unwrap();
+    assert_eq!(spec.holder_identity, None, "the Lease was not handed back");
 }
 
 #[tokio::test]

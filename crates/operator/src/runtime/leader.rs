@@ -346,8 +346,9 @@ impl LeaderElector {
     }
 
     /// Tries every retry period until this replica leads. Returns `Ok(true)` once leading,
-    /// `Ok(false)` if `shutdown` fired first, and an error only for `403 Forbidden` (which
-    /// retrying cannot fix). `on_follow` is called with the holder after each failed attempt.
+    /// `Ok(false)` if `shutdown` fired first (also while the winning write was in flight: the
+    /// Lease is then released again), and an error only for `403 Forbidden` (which retrying
+    /// cannot fix). `on_follow` is called with the holder after each failed attempt.
     pub async fn acquire(
         &mut self,
         shutdown: &CancellationToken,
@@ -355,6 +356,14 @@ impl LeaderElector {
     ) -> Result<bool, LeaseError> {
         loop {
             match self.try_acquire_or_renew().await {
+                // Shutdown came while the write was in flight: a replica on its way out must
+                // not start leading, and the Lease it just took goes straight back.
+                Ok(Attempt::Leading) if shutdown.is_cancelled() => {
+                    if let Err(error) = self.release().await {
+                        tracing::warn!(%error, "could not release the leader-election Lease taken during shutdown");
+                    }
+                    return Ok(false);
+                }
                 Ok(Attempt::Leading) => return Ok(true),
                 Ok(Attempt::Following { holder }) => on_follow(holder.as_deref()),
                 Err(e @ LeaseError::Forbidden { .. }) => return Err(e),
