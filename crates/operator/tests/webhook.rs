@@ -422,6 +422,23 @@ async fn session_names_and_lab_names_and_dependencies_are_checked() {
         "cycle",
     );
     assert!(message.contains("cycle"), "{message}");
+    // The controller's checks that need no configuration, with its messages.
+    let mut tutorial = lab(
+        "guide",
+        json!([{"name": "app", "cluster": {"type": "hub"}}]),
+    );
+    tutorial["spec"]["tutorial"] =
+        json!({"services": [{"name": "ui", "target": "web", "service": "ui", "namespace": "web"}]});
+    let message = denial(
+        try_create(client, &labs, tutorial).await,
+        "tutorial service on an unknown target",
+    );
+    assert!(
+        message.contains(
+            r#"spec.tutorial.services[0].target: "web" is not a target of this experiment; allowed: app"#
+        ),
+        "{message}"
+    );
     // The name gives the Workflow `<name>-validation` (at most 63 characters) and, with
     // components, their namespace (a DNS label).
     let message = denial(

@@ -62,11 +62,13 @@ pub enum ValidationError {
     },
     /// `depends` names a target that does not exist.
     #[error(
-        "spec.targets[{index}].depends: {dependency:?} is not a target of this experiment; allowed: {allowed}"
+        "spec.targets[{index}].depends[{position}]: {dependency:?} is not a target of this experiment; allowed: {allowed}"
     )]
     UnknownDependency {
-        /// Position.
+        /// Position of the target.
         index: usize,
+        /// Position of the entry in its `depends`.
+        position: usize,
         /// The unknown name.
         dependency: String,
         /// The target names.
@@ -118,7 +120,10 @@ pub enum ValidationError {
         allowed: &'static str,
     },
     /// `depends` forms a cycle.
-    #[error("spec.targets[].depends: cycle {}; dependencies must form a DAG", cycle.join(" -> "))]
+    #[error(
+        "spec.targets[].depends: the dependencies form a cycle: {}; they must form a DAG",
+        cycle.join(" -> ")
+    )]
     Cycle {
         /// The targets on the cycle, first repeated at the end.
         cycle: Vec<String>,
@@ -154,6 +159,56 @@ pub fn validate(
     targets: &[Target],
     config: &LabsConfig,
 ) -> Result<Vec<String>, ValidationError> {
+    targets_without_config(targets)?;
+    for (index, t) in targets.iter().enumerate() {
+        let type_ = t.cluster.type_.as_str();
+        if type_ != super::config::HUB {
+            let Some(mapping) = config.cluster_types.get(type_) else {
+                let mut allowed: Vec<&str> =
+                    config.cluster_types.keys().map(String::as_str).collect();
+                allowed.push(super::config::HUB);
+                return Err(ValidationError::UnknownClusterType {
+                    index,
+                    type_: type_.to_owned(),
+                    allowed: allowed.join(", "),
+                });
+            };
+            let claim = claim_name(experiment, &t.name);
+            if claim.len() > mapping.max_name_length {
+                return Err(ValidationError::NameTooLong {
+                    index,
+                    len: claim.len(),
+                    claim,
+                    type_: type_.to_owned(),
+                    max: mapping.max_name_length,
+                });
+            }
+        }
+    }
+    let known: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    for (index, t) in targets.iter().enumerate() {
+        for (position, d) in t.depends_on().iter().enumerate() {
+            if !known.contains(d.as_str()) {
+                return Err(ValidationError::UnknownDependency {
+                    index,
+                    position,
+                    dependency: d.clone(),
+                    allowed: targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    order(targets)
+}
+
+/// The checks of [`validate`] that need no configuration (the admission webhook runs them
+/// too): at least one target, names that are unique DNS labels, and `nodeCount`/`diskSizeGb`
+/// of 1 or more on provisioned targets.
+pub fn targets_without_config(targets: &[Target]) -> Result<(), ValidationError> {
     if targets.is_empty() {
         return Err(ValidationError::NoTargets);
     }
@@ -171,58 +226,24 @@ pub fn validate(
                 name: t.name.clone(),
             });
         }
-        let type_ = t.cluster.type_.as_str();
-        if type_ != super::config::HUB {
-            let Some(mapping) = config.cluster_types.get(type_) else {
-                let mut allowed: Vec<&str> =
-                    config.cluster_types.keys().map(String::as_str).collect();
-                allowed.push(super::config::HUB);
-                return Err(ValidationError::UnknownClusterType {
-                    index,
-                    type_: type_.to_owned(),
-                    allowed: allowed.join(", "),
-                });
-            };
-            for (field, value) in [
-                ("nodeCount", t.cluster.node_count),
-                ("diskSizeGb", t.cluster.disk_size_gb),
-            ] {
-                if let Some(value) = value.filter(|v| *v < 1) {
-                    return Err(ValidationError::OutOfRange {
-                        field: format!("spec.targets[{index}].cluster.{field}"),
-                        value,
-                        allowed: "1 or more",
-                    });
-                }
-            }
-            let claim = claim_name(experiment, &t.name);
-            if claim.len() > mapping.max_name_length {
-                return Err(ValidationError::NameTooLong {
-                    index,
-                    len: claim.len(),
-                    claim,
-                    type_: type_.to_owned(),
-                    max: mapping.max_name_length,
+        // The hub is not provisioned: its cluster fields are not used, so not checked.
+        if t.cluster.type_.as_str() == super::config::HUB {
+            continue;
+        }
+        for (field, value) in [
+            ("nodeCount", t.cluster.node_count),
+            ("diskSizeGb", t.cluster.disk_size_gb),
+        ] {
+            if let Some(value) = value.filter(|v| *v < 1) {
+                return Err(ValidationError::OutOfRange {
+                    field: format!("spec.targets[{index}].cluster.{field}"),
+                    value,
+                    allowed: "1 or more",
                 });
             }
         }
     }
-    for (index, t) in targets.iter().enumerate() {
-        for d in t.depends_on() {
-            if !seen.contains(d.as_str()) {
-                return Err(ValidationError::UnknownDependency {
-                    index,
-                    dependency: d.clone(),
-                    allowed: targets
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
-    }
-    order(targets)
+    Ok(())
 }
 
 /// Checks that every `spec.tutorial.services[].target` names a target.
@@ -363,7 +384,10 @@ mod tests {
         assert!(
             matches!(err, ValidationError::UnknownDependency { ref dependency, .. } if dependency == "ghost")
         );
-        assert!(err.to_string().contains("spec.targets[0].depends"), "{err}");
+        assert!(
+            err.to_string().contains("spec.targets[0].depends[0]"),
+            "{err}"
+        );
 
         let t = [
             target("a", ClusterType::Hub, &["c"]),
@@ -373,7 +397,7 @@ mod tests {
         let err = validate("e", &t, &c).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "spec.targets[].depends: cycle a -> c -> b -> a; dependencies must form a DAG"
+            "spec.targets[].depends: the dependencies form a cycle: a -> c -> b -> a; they must form a DAG"
         );
         let err = validate("e", &[target("a", ClusterType::Hub, &["a"])], &c).unwrap_err();
         assert!(matches!(err, ValidationError::Cycle { ref cycle } if cycle == &["a", "a"]));

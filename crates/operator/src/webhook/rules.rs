@@ -156,11 +156,15 @@ pub fn agentic_session(object: &Value, old: Option<&Value>) -> Verdict {
     verdict
 }
 
-/// Rules for `experiments.illm.io/v1alpha1` `Experiment`: the name fits the Workflow name
-/// and, when components are deployed, is a DNS label (it names their namespace); every
-/// `depends` entry names another target of the same experiment, and the dependencies form
-/// no cycle.
+/// Rules for `experiments.illm.io/v1alpha1` `Experiment`, with the controller's messages
+/// (`crate::labs::validate`): the name fits the Workflow name and, when components are
+/// deployed, is a DNS label (it names their namespace); the targets pass the controller's
+/// checks that need no configuration (at least one, unique DNS-label names, cluster sizes of 1
+/// or more, tutorial services naming a target); every `depends` entry names another target
+/// of the same experiment, and the dependencies form no cycle. Known cluster types and claim
+/// name lengths depend on the operator's configuration and are left to the controller.
 pub fn lab_experiment(object: &Value) -> Verdict {
+    use crate::labs::validate::{self, ValidationError};
     let mut verdict = Verdict::default();
     let targets = object
         .pointer("/spec/targets")
@@ -178,9 +182,22 @@ pub fn lab_experiment(object: &Value) -> Verdict {
             || t.pointer("/observability/enabled") == Some(&Value::Bool(true))
     });
     if !name.is_empty()
-        && let Err(e) = crate::labs::validate::experiment_name(name, deploys)
+        && let Err(e) = validate::experiment_name(name, deploys)
     {
         verdict.denials.push(e.to_string());
+    }
+    // The API server checked the schema before this webhook is called; a spec that does not
+    // read here has no typed checks to fail.
+    if let Some(spec) = object
+        .get("spec")
+        .and_then(|s| serde_json::from_value::<agentic_api::labs::ExperimentSpec>(s.clone()).ok())
+    {
+        if let Err(e) = validate::targets_without_config(&spec.targets) {
+            verdict.denials.push(e.to_string());
+        }
+        if let Err(e) = validate::validate_tutorial(spec.tutorial.as_ref(), &spec.targets) {
+            verdict.denials.push(e.to_string());
+        }
     }
     let names: Vec<String> = targets
         .iter()
@@ -193,33 +210,39 @@ pub fn lab_experiment(object: &Value) -> Verdict {
         .collect();
     let known: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (i, target) in targets.iter().enumerate() {
+    for (index, target) in targets.iter().enumerate() {
         let deps = target
             .get("depends")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        for (j, dep) in deps.iter().enumerate() {
+        for (position, dep) in deps.iter().enumerate() {
             let Some(dep) = dep.as_str() else { continue };
-            if dep == names[i] {
-                verdict.denials.push(format!(
-                    "spec.targets[{i}].depends[{j}]: target {dep:?} cannot depend on itself"
-                ));
-            } else if !known.contains(dep) {
-                verdict.denials.push(format!(
-                    "spec.targets[{i}].depends[{j}]: {dep:?} is not a target of this experiment; known targets: {}",
-                    names.join(", ")
-                ));
-            } else if let Some(known_dep) = known.get(dep) {
-                graph.entry(names[i].as_str()).or_default().push(known_dep);
+            if let Some(known_dep) = known.get(dep) {
+                graph
+                    .entry(names[index].as_str())
+                    .or_default()
+                    .push(known_dep);
+            } else {
+                verdict.denials.push(
+                    ValidationError::UnknownDependency {
+                        index,
+                        position,
+                        dependency: dep.to_owned(),
+                        allowed: names.join(", "),
+                    }
+                    .to_string(),
+                );
             }
         }
     }
     if let Some(cycle) = find_cycle(&graph) {
-        verdict.denials.push(format!(
-            "spec.targets[].depends: the dependencies form a cycle: {}",
-            cycle.join(" -> ")
-        ));
+        verdict.denials.push(
+            ValidationError::Cycle {
+                cycle: cycle.into_iter().map(str::to_owned).collect(),
+            }
+            .to_string(),
+        );
     }
     verdict
 }
@@ -323,9 +346,15 @@ mod tests {
         json!({"metadata": {"name": "s", "annotations": {"ambient-code.io/desired-phase": phase}}})
     }
 
-    fn lab(targets: Value) -> Value {
-        let mut object =
-            json!({"metadata": {"name": "x"}, "spec": {"workflow": {"template": "t"}}});
+    /// A lab Experiment with `targets`, each on the hub unless it names its cluster.
+    fn lab(mut targets: Value) -> Value {
+        for t in targets.as_array_mut().into_iter().flatten() {
+            if t.get("cluster").is_none() {
+                t["cluster"] = json!({"type": "hub"});
+            }
+        }
+        let mut object = json!({"metadata": {"name": "x"},
+            "spec": {"workflow": {"template": "t", "completion": {"mode": "workflow"}}}});
         object["spec"]["targets"] = targets;
         object
     }
@@ -466,13 +495,63 @@ mod tests {
                 verdict: lab_experiment(&lab(
                     json!([{"name": "hub"}, {"name": "app", "depends": ["db"]}]),
                 )),
-                denied_field: Some("spec.targets[1].depends[0]"),
+                denied_field: Some(
+                    r#"spec.targets[1].depends[0]: "db" is not a target of this experiment; allowed: hub, app"#,
+                ),
                 warning: None,
             },
             Case {
                 name: "lab depends on itself",
                 verdict: lab_experiment(&lab(json!([{"name": "app", "depends": ["app"]}]))),
-                denied_field: Some("spec.targets[0].depends[0]"),
+                denied_field: Some(
+                    "spec.targets[].depends: the dependencies form a cycle: app -> app; they must form a DAG",
+                ),
+                warning: None,
+            },
+            Case {
+                name: "lab without targets",
+                verdict: lab_experiment(&lab(json!([]))),
+                denied_field: Some("spec.targets: at least one target is required"),
+                warning: None,
+            },
+            Case {
+                name: "lab target names repeated",
+                verdict: lab_experiment(&lab(json!([{"name": "app"}, {"name": "app"}]))),
+                denied_field: Some(
+                    r#"spec.targets[1].name: "app" is used by more than one target"#,
+                ),
+                warning: None,
+            },
+            Case {
+                name: "lab target name not a DNS label",
+                verdict: lab_experiment(&lab(json!([{"name": "App_1"}]))),
+                denied_field: Some(
+                    r#"spec.targets[0].name: "App_1" must be a lowercase DNS label"#,
+                ),
+                warning: None,
+            },
+            Case {
+                name: "lab provisioned cluster without nodes",
+                verdict: lab_experiment(&lab(
+                    json!([{"name": "app", "cluster": {"type": "gke", "nodeCount": 0}}]),
+                )),
+                denied_field: Some(
+                    "spec.targets[0].cluster.nodeCount: 0 is out of range; allowed: 1 or more",
+                ),
+                warning: None,
+            },
+            Case {
+                name: "lab tutorial service on an unknown target",
+                verdict: lab_experiment(&{
+                    let mut o = lab(json!([{"name": "app"}]));
+                    o["spec"]["tutorial"] = json!({"services": [
+                        {"name": "ui", "target": "web", "service": "ui", "namespace": "web"}
+                    ]});
+                    o
+                }),
+                denied_field: Some(
+                    r#"spec.tutorial.services[0].target: "web" is not a target of this experiment; allowed: app"#,
+                ),
                 warning: None,
             },
             Case {
