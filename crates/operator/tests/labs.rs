@@ -472,15 +472,7 @@ async fn multi_target_experiment_runs_to_complete_and_cleans_up() {
     .await;
     // Cleanup is reported once: one Event, not repeated (a repeat would be counted in its
     // `series`).
-    let cleaned: Vec<_> =
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("Cleaned"))
-            .collect();
+    let cleaned = support::events_with_reason(&client, NS, "Cleaned").await;
     assert_eq!(cleaned.len(), 1, "{cleaned:?}");
     assert!(cleaned[0].series.is_none(), "published again: {cleaned:?}");
 

@@ -646,15 +646,7 @@ async fn the_hub_namespace_is_removed_only_when_the_experiment_created_it() {
         })
         .await;
     }
-    let warnings: Vec<_> =
-        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), NS)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("HubNamespaceTerminating"))
-            .collect();
+    let warnings = support::events_with_reason(&client, NS, "HubNamespaceTerminating").await;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].series.is_none(),

@@ -728,15 +728,6 @@ fn grafana_dashboard_queries_only_documented_metrics() {
             .any(|v| v["name"] == "job"),
         "a $job variable listing the operator's jobs"
     );
-    let prefixes = [
-        "controller_runtime_",
-        "workqueue_",
-        "leader_election_",
-        "process_",
-        "ambient_",
-        "evaluations_",
-        "labs_",
-    ];
     for expr in exprs.iter().chain(&variables) {
         let mut checked = 0;
         let mut rest = expr.as_str();
@@ -745,7 +736,7 @@ fn grafana_dashboard_queries_only_documented_metrics() {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(rest.len() - at);
             let (word, after) = (&rest[at..at + word_len], &rest[at + word_len..]);
-            if prefixes.iter().any(|p| word.starts_with(p)) {
+            if METRIC_PREFIXES.iter().any(|p| word.starts_with(p)) {
                 assert!(
                     after.starts_with("{job=~\"$job\""),
                     "{word} without job=~\"$job\" in {expr}"
@@ -761,17 +752,19 @@ fn grafana_dashboard_queries_only_documented_metrics() {
     }
 }
 
+/// How the operator's metric names begin.
+const METRIC_PREFIXES: [&str; 7] = [
+    "controller_runtime_",
+    "workqueue_",
+    "leader_election_",
+    "process_",
+    "ambient_",
+    "evaluations_",
+    "labs_",
+];
+
 /// Every string literal in the operator's sources that looks like one of its metric names.
 fn registered_metric_names(dir: &Path, out: &mut BTreeSet<String>) {
-    const PREFIXES: [&str; 7] = [
-        "controller_runtime_",
-        "workqueue_",
-        "leader_election_",
-        "process_",
-        "ambient_",
-        "evaluations_",
-        "labs_",
-    ];
     for entry in std::fs::read_dir(dir).expect("readable directory") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
@@ -786,7 +779,7 @@ fn registered_metric_names(dir: &Path, out: &mut BTreeSet<String>) {
             let plausible = literal
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if plausible && PREFIXES.iter().any(|p| literal.starts_with(p)) {
+            if plausible && METRIC_PREFIXES.iter().any(|p| literal.starts_with(p)) {
                 out.insert(literal.to_owned());
             }
         }

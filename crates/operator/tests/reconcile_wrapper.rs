@@ -125,6 +125,27 @@ fn guard(steps: Vec<Step>, timeout: Option<Duration>) -> (TestGuard, Arc<Script>
     (guard, script, metrics)
 }
 
+/// A store holding one object, its writer (to delete it), and the sender and receiver of a
+/// trigger stream that has delivered it once (the sender must live as long as the
+/// controller should).
+type OneObject = (
+    reflector::Store<ConfigMap>,
+    reflector::store::Writer<ConfigMap>,
+    futures::channel::mpsc::UnboundedSender<Arc<ConfigMap>>,
+    futures::channel::mpsc::UnboundedReceiver<Arc<ConfigMap>>,
+);
+
+/// What a kube `Controller` over the one object `obj` needs.
+fn one_object(obj: &ConfigMap) -> OneObject {
+    let (reader, mut writer) = reflector::store::<ConfigMap>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
+    tx.unbounded_send(Arc::new(obj.clone())).unwrap();
+    (reader, writer, tx, rx)
+}
+
 fn metric_line(metrics: &Metrics, prefix: &str) -> String {
     let text = metrics.encode().unwrap();
     text.lines()
@@ -255,12 +276,7 @@ async fn controller_keeps_running_after_panics() {
     let (guard, script, metrics) = guard(vec![Step::Panic, Step::Panic, Step::Fail], None);
     let obj = config_map("a");
 
-    let (reader, mut writer) = reflector::store::<ConfigMap>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
-    tx.unbounded_send(Arc::new(obj)).unwrap();
+    let (reader, _writer, tx, rx) = one_object(&obj);
 
     let shutdown = CancellationToken::new();
     let controller = Controller::for_shared_stream(rx, reader);
@@ -310,12 +326,7 @@ async fn controller_keeps_running_after_panics() {
 async fn a_deleted_object_leaves_the_retry_queue() {
     let (guard, script, metrics) = guard(vec![Step::Fail; 1000], None);
     let obj = config_map("a");
-    let (reader, mut writer) = reflector::store::<ConfigMap>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
-    tx.unbounded_send(Arc::new(obj.clone())).unwrap();
+    let (reader, mut writer, tx, rx) = one_object(&obj);
     let shutdown = CancellationToken::new();
     let controller = Controller::for_shared_stream(rx, reader);
     let running = tokio::spawn(run_guarded(controller, guard.clone(), shutdown.clone()));
@@ -363,12 +374,7 @@ async fn shutdown_lets_the_in_flight_reconcile_finish() {
     ));
 
     let obj = config_map("slow");
-    let (reader, mut writer) = reflector::store::<ConfigMap>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(obj.clone()));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    let (tx, rx) = futures::channel::mpsc::unbounded::<Arc<ConfigMap>>();
-    tx.unbounded_send(Arc::new(obj)).unwrap();
+    let (reader, _writer, tx, rx) = one_object(&obj);
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(run_guarded(
         Controller::for_shared_stream(rx, reader),

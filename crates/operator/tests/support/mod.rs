@@ -293,6 +293,22 @@ pub fn printed_columns(crd: &str, object: &impl serde::Serialize) -> Vec<(String
         .collect()
 }
 
+/// Every Event in namespace `ns` with reason `reason`.
+pub async fn events_with_reason(
+    client: &Client,
+    ns: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
 /// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
 pub async fn event_reasons(client: &Client, ns: &str, object: &str) -> Vec<(String, String)> {
     events_about(client, ns, object)
