@@ -166,14 +166,33 @@ async fn renewal(admin: &Client) -> Option<(String, jiff::Timestamp)> {
 /// A leader that is shutting down keeps renewing its Lease while its in-flight reconciles
 /// finish (they may still write), and releases it only afterwards: before, renewals stopped
 /// with the signal, so a standby took over after one lease duration while the old leader's
-/// reconciles still wrote for up to 30 s.
+/// reconciles still wrote for up to 30 s. Its admission webhook also keeps accepting
+/// connections until then (before, it closed at the signal), and closes at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one shutdown, checked step by step
 async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = cluster(false).await;
     let admin = cluster.client();
     namespace(&admin, "ambient-code", &[]).await;
-    let op = Operator::start(
-        admin.clone(),
+    let certs_dir = std::env::temp_dir().join(format!(
+        "agentic-ha-webhook-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    devcluster::admission::WebhookCertificates::generate(&["webhook.test"])
+        .unwrap()
+        .write_to(&certs_dir)
+        .unwrap();
+    let webhook = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let options = agentic_operator::webhook::WebhookOptions {
+        address: agentic_operator::runtime::config::BindAddress::Listen(webhook),
+        cert_dir: certs_dir.clone(),
+    };
+    let manager = agentic_operator::runtime::manager::Manager::new(
         settings("op-a", |a| {
             a.leader_elect = true;
             a.leader_election_namespace = Some("ambient-code".into());
@@ -181,8 +200,22 @@ async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
             a.renew_deadline = Duration::from_secs(2);
             a.retry_period = Duration::from_millis(200);
         }),
+        agentic_operator::families(),
     );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let op = Operator {
+        metrics: manager.metrics().clone(),
+        shutdown: shutdown.clone(),
+        task: tokio::spawn(agentic_operator::webhook::serve_and_run(
+            manager,
+            options,
+            admin.clone(),
+            shutdown,
+        )),
+    };
     eventually("the replica to lead", || async { leading(&op) }).await;
+    let accepts = || async { tokio::net::TcpStream::connect(webhook).await.is_ok() };
+    assert!(accepts().await, "the webhook listens");
 
     // A project's reconcile hangs on its ServiceAccount write.
     cluster
@@ -215,6 +248,10 @@ async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
     )
     .await;
     assert!(!op.task.is_finished(), "the reconcile is still in flight");
+    assert!(
+        accepts().await,
+        "the webhook closed while the reconciles drain"
+    );
 
     cluster.clear_faults();
     tokio::time::timeout(support::DEADLINE, op.task)
@@ -227,4 +264,6 @@ async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
         None,
         "the Lease is released at the end"
     );
+    eventually("the webhook to close", || async { !accepts().await }).await;
+    let _ = std::fs::remove_dir_all(certs_dir);
 }

@@ -431,6 +431,37 @@ fn manager_settings(pod: &str) -> Settings {
     Settings::resolve(&args, &Environment::fixed([("POD_NAME", pod)], None)).unwrap()
 }
 
+/// With a Lease client of its own (what `run` passes under `--kube-api-qps`), leader
+/// election never goes through the controllers' client: here that one refuses everything,
+/// and the manager still leads and releases the Lease through its own.
+#[tokio::test]
+async fn manager_uses_its_lease_client_for_the_lease() {
+    let (controllers, refused) = fake_api();
+    refused.lock().unwrap().fail_with = Some(403);
+    let (lease_client, state) = fake_api();
+    let settings = manager_settings("pod-f");
+    let identity = settings.identity.clone();
+    let manager = Manager::new(settings, Vec::new()).with_lease_client(lease_client);
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(manager.run_with_client(controllers, shutdown.clone()));
+    eventually("leadership through the Lease client", || {
+        holder(&state).as_deref() == Some(identity.as_str())
+    })
+    .await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(holder(&state), None, "the lease was not released");
+    let through_controllers = refused.lock().unwrap().log.clone();
+    assert!(
+        through_controllers.iter().all(|r| !r.contains("/leases")),
+        "{through_controllers:?}"
+    );
+}
+
 #[tokio::test]
 async fn manager_leads_and_releases_the_lease_on_shutdown() {
     let (client, state) = fake_api();

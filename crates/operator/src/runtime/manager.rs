@@ -214,6 +214,8 @@ pub struct Manager {
     families: Vec<Box<dyn Family>>,
     metrics: Metrics,
     health: HealthState,
+    /// The client the leader election uses, when it is not the controllers'.
+    lease_client: Option<Client>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -247,7 +249,18 @@ impl Manager {
             families,
             metrics: Metrics::new(),
             health: HealthState::new(),
+            lease_client: None,
         }
+    }
+
+    /// Leader election reads and writes its Lease through `client` instead of the client the
+    /// run is given. [`Manager::run`] passes one without the `--kube-api-qps` limit when that is
+    /// set: Lease renewals must not queue behind the controllers' requests, or a busy leader
+    /// misses its renew deadline and exits.
+    #[must_use]
+    pub fn with_lease_client(mut self, client: Client) -> Self {
+        self.lease_client = Some(client);
+        self
     }
 
     /// The metrics registry (to inspect or extend before [`Manager::run`]).
@@ -351,7 +364,11 @@ impl Manager {
         let shutdown = CancellationToken::new();
         super::shutdown::spawn_signal_handler(shutdown.clone());
         let client = startup::connect(self.settings.api_rate).await?;
-        self.run_with_client(client, shutdown).await
+        let manager = match startup::lease_client(self.settings.api_rate).await? {
+            Some(lease) => self.with_lease_client(lease),
+            None => self,
+        };
+        manager.run_with_client(client, shutdown).await
     }
 
     /// Waits for the Lease when leader election is on. Returns `Ok(false)` if shutdown came
@@ -437,11 +454,10 @@ impl Manager {
         let chosen = self.chosen_families(&client).await?;
 
         let (leading_tx, leading_rx) = watch::channel(false);
-        let mut elector = self
-            .settings
-            .leader_election
-            .clone()
-            .map(|le| LeaderElector::new(client.clone(), le));
+        let mut elector = self.settings.leader_election.clone().map(|le| {
+            let lease_client = self.lease_client.clone().unwrap_or_else(|| client.clone());
+            LeaderElector::new(lease_client, le)
+        });
         if !self.acquire_leadership(elector.as_mut(), &shutdown).await? {
             return Ok(());
         }

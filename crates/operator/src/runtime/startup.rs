@@ -187,6 +187,16 @@ pub async fn check_reachable(client: &Client, url: &str) -> Result<(), RunError>
     }
 }
 
+/// The client leader election uses under a request rate limit (`rate`): one without the
+/// limit, so that Lease renewals never wait behind the controllers' requests. `None` without a
+/// limit (the controllers' client is then used).
+pub async fn lease_client(rate: Option<ApiRate>) -> Result<Option<Client>, RunError> {
+    if rate.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(load_client(None).await?.0))
+}
+
 /// [`load_client`] followed by [`check_reachable`].
 pub async fn connect(rate: Option<ApiRate>) -> Result<Client, RunError> {
     let (client, url) = load_client(rate).await?;

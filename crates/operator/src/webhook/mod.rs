@@ -37,13 +37,32 @@ impl WebhookOptions {
 }
 
 /// Runs the operator like [`Manager::run`], with the admission webhook served next to it on
-/// this replica (whether or not it leads) until shutdown.
+/// this replica (whether or not it leads) until the manager has stopped.
 pub async fn run_with_webhook(manager: Manager, options: WebhookOptions) -> Result<(), RunError> {
     let shutdown = CancellationToken::new();
     crate::runtime::shutdown::spawn_signal_handler(shutdown.clone());
     let client = startup::connect(manager.settings().api_rate).await?;
+    let manager = match startup::lease_client(manager.settings().api_rate).await? {
+        Some(lease) => manager.with_lease_client(lease),
+        None => manager,
+    };
+    serve_and_run(manager, options, client, shutdown).await
+}
+
+/// Serves the webhook and runs `manager` with `client` until `shutdown` (or a fatal error).
+/// The webhook keeps answering until the manager has finished, in-flight reconciles and the
+/// Lease release included, not only until the signal: the API server may still send reviews
+/// to a terminating pod until its endpoint is removed everywhere.
+pub async fn serve_and_run(
+    manager: Manager,
+    options: WebhookOptions,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let stop_webhook = CancellationToken::new();
+    let _stop_webhook_on_return = stop_webhook.clone().drop_guard();
     if let BindAddress::Listen(address) = options.address {
-        server::serve(address, &options.cert_dir, client.clone(), shutdown.clone())
+        server::serve(address, &options.cert_dir, client.clone(), stop_webhook)
             .await
             .map_err(|e| RunError::Bind {
                 address: address.to_string(),
