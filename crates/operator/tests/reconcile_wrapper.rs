@@ -271,6 +271,50 @@ async fn deadline_cancels_a_hanging_reconcile() {
     assert!(guard.reconcile(obj).await.is_ok());
 }
 
+/// A reconcile in flight counts in `workqueue_unfinished_work_seconds` and
+/// `workqueue_longest_running_processor_seconds` until it ends (here cancelled by the
+/// deadline); then both are 0 and its duration is in `workqueue_work_duration_seconds`.
+#[tokio::test]
+async fn work_in_flight_is_reported_until_it_ends() {
+    let (guard, _, metrics) = guard(vec![Step::Hang], Some(Duration::from_secs(30)));
+    let value = |prefix: &str| -> f64 {
+        let line = metric_line(&metrics, prefix);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let longest = "workqueue_longest_running_processor_seconds{name=\"test\"}";
+    let unfinished = "workqueue_unfinished_work_seconds{name=\"test\"}";
+    let hanging = tokio::spawn({
+        let guard = guard.clone();
+        async move { guard.reconcile(Arc::new(config_map("a"))).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(value(longest) > 0.0 && value(unfinished) > 0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no work in flight reported: {}",
+            metrics.encode().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hanging.abort();
+    let _ = hanging.await;
+    assert_eq!(metric_line(&metrics, longest), format!("{longest} 0.0"));
+    assert_eq!(
+        metric_line(&metrics, unfinished),
+        format!("{unfinished} 0.0")
+    );
+    assert_eq!(
+        metric_line(&metrics, "controller_runtime_active_workers{"),
+        "controller_runtime_active_workers{controller=\"test\"} 0"
+    );
+    // A finished reconcile is observed in work_duration.
+    assert!(guard.reconcile(Arc::new(config_map("b"))).await.is_ok());
+    assert_eq!(
+        metric_line(&metrics, "workqueue_work_duration_seconds_count{"),
+        "workqueue_work_duration_seconds_count{name=\"test\"} 1"
+    );
+}
+
 #[tokio::test]
 async fn controller_keeps_running_after_panics() {
     let (guard, script, metrics) = guard(vec![Step::Panic, Step::Panic, Step::Fail], None);

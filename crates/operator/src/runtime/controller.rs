@@ -30,7 +30,6 @@ use kube::{
         events::{Event, EventType},
     },
 };
-use prometheus_client::metrics::gauge::Gauge;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -188,21 +187,6 @@ enum Outcome<E> {
     TimedOut(Duration),
 }
 
-struct WorkerGuard(Gauge);
-
-impl WorkerGuard {
-    fn new(gauge: Gauge) -> Self {
-        gauge.inc();
-        Self(gauge)
-    }
-}
-
-impl Drop for WorkerGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// A reconcile function wrapped with deadline, panic isolation, backoff and metrics.
 ///
 /// `reconcile` is the family's `Fn(Arc<K>, Arc<Ctx>) -> impl Future<Output = Result<Action, E>>`.
@@ -285,7 +269,7 @@ where
             namespace = obj.namespace().unwrap_or_default(),
             name = obj.name_any(),
         );
-        let _worker = WorkerGuard::new(self.metrics.active_workers(name));
+        let _worker = self.metrics.start_work(name);
         let started = Instant::now();
         let reconcile = &self.reconcile;
         let ctx = self.ctx.clone();

@@ -5,8 +5,12 @@
 //! [`Metrics::register`]. Process metrics are read from `/proc/self` at scrape time.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -59,6 +63,88 @@ fn reconcile_time_histogram() -> Histogram {
     Histogram::new(RECONCILE_TIME_BUCKETS)
 }
 
+/// controller-runtime's work-queue duration buckets: 10 ns to 1,000 s, by factors of 10.
+fn work_duration_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1e-8, 10.0, 12,
+    ))
+}
+
+/// When each reconcile in flight started, per controller (registered controllers have an
+/// entry, possibly empty), for the unfinished-work gauges computed at scrape time.
+#[derive(Debug, Default)]
+struct InFlight {
+    next: AtomicU64,
+    started: Mutex<BTreeMap<String, BTreeMap<u64, Instant>>>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<u64, Instant>>> {
+        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Encodes `workqueue_unfinished_work_seconds` (the summed age of the reconciles in flight)
+/// and `workqueue_longest_running_processor_seconds` (the oldest one's age) per controller.
+#[derive(Debug)]
+struct InFlightCollector(Arc<InFlight>);
+
+impl Collector for InFlightCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = Instant::now();
+        let ages: Vec<(QueueLabels, f64, f64)> = self
+            .0
+            .lock()
+            .iter()
+            .map(|(name, started)| {
+                let ages = started
+                    .values()
+                    .map(|at| now.duration_since(*at).as_secs_f64());
+                let (sum, longest) = ages.fold((0.0, 0.0_f64), |(s, l), a| (s + a, l.max(a)));
+                (QueueLabels { name: name.clone() }, sum, longest)
+            })
+            .collect();
+        for (metric, help, pick) in [
+            (
+                "workqueue_unfinished_work_seconds",
+                "Seconds of work in progress not yet observed by work_duration: the summed age of the reconciles in flight",
+                0,
+            ),
+            (
+                "workqueue_longest_running_processor_seconds",
+                "Age in seconds of the longest-running reconcile in flight",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for (labels, sum, longest) in &ages {
+                let value = if pick == 0 { *sum } else { *longest };
+                ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A reconcile in progress: counted in `controller_runtime_active_workers` and the
+/// unfinished-work gauges until dropped.
+#[derive(Debug)]
+pub struct WorkInProgress {
+    active: Gauge,
+    in_flight: Arc<InFlight>,
+    name: String,
+    id: u64,
+}
+
+impl Drop for WorkInProgress {
+    fn drop(&mut self) {
+        self.active.dec();
+        if let Some(started) = self.in_flight.lock().get_mut(&self.name) {
+            started.remove(&self.id);
+        }
+    }
+}
+
 /// Outcome of one reconcile, as counted in `controller_runtime_reconcile_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconcileResult {
@@ -94,6 +180,8 @@ pub struct ControllerMetrics {
     max_concurrent: Family<ControllerLabels, Gauge>,
     queue_depth: Family<QueueLabels, Gauge>,
     queue_retries: Family<QueueLabels, Counter>,
+    work_duration: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    in_flight: Arc<InFlight>,
     leader_status: Family<QueueLabels, Gauge>,
 }
 
@@ -110,6 +198,8 @@ impl ControllerMetrics {
             max_concurrent: Family::default(),
             queue_depth: Family::default(),
             queue_retries: Family::default(),
+            work_duration: Family::new_with_constructor(work_duration_histogram),
+            in_flight: Arc::default(),
             leader_status: Family::default(),
         };
         registry.register(
@@ -163,6 +253,12 @@ impl ControllerMetrics {
             m.queue_retries.clone(),
         );
         registry.register(
+            "workqueue_work_duration_seconds",
+            "How long processing an item from the work queue takes: one reconcile, in seconds",
+            m.work_duration.clone(),
+        );
+        registry.register_collector(Box::new(InFlightCollector(m.in_flight.clone())));
+        registry.register(
             "leader_election_master_status",
             "1 while this replica holds the leader-election Lease named by the label, else 0",
             m.leader_status.clone(),
@@ -210,6 +306,27 @@ impl ControllerMetrics {
             .set(i64::from(max_concurrent));
         drop(self.queue_depth.get_or_create(&Self::queue(name)));
         drop(self.queue_retries.get_or_create(&Self::queue(name)));
+        drop(self.work_duration.get_or_create(&Self::queue(name)));
+        self.in_flight.lock().entry(name.to_owned()).or_default();
+    }
+
+    /// Marks a reconcile of controller `name` as started; it counts as in progress until the
+    /// returned guard is dropped.
+    pub fn start_work(&self, name: &str) -> WorkInProgress {
+        let active = self.active_workers(name);
+        active.inc();
+        let id = self.in_flight.next.fetch_add(1, Ordering::Relaxed);
+        self.in_flight
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .insert(id, Instant::now());
+        WorkInProgress {
+            active,
+            in_flight: self.in_flight.clone(),
+            name: name.to_owned(),
+            id,
+        }
     }
 
     /// Counts one finished reconcile and its duration.
@@ -222,6 +339,9 @@ impl ControllerMetrics {
             .inc();
         self.reconcile_time
             .get_or_create(&Self::controller(name))
+            .observe(elapsed.as_secs_f64());
+        self.work_duration
+            .get_or_create(&Self::queue(name))
             .observe(elapsed.as_secs_f64());
         if result == ReconcileResult::Error {
             self.reconcile_errors
