@@ -416,6 +416,18 @@ async fn forbidden_names_the_missing_permission() {
     }
 }
 
+/// Cancels `shutdown` and returns how the manager task `run` ended.
+async fn shut_down(
+    shutdown: &CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), RunError>>,
+) -> Result<(), RunError> {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn manager_settings(pod: &str) -> Settings {
     let args = RunArgs {
         metrics_bind_address: "0".into(),
@@ -448,11 +460,7 @@ async fn manager_uses_its_lease_client_for_the_lease() {
         holder(&state).as_deref() == Some(identity.as_str())
     })
     .await;
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = shut_down(&shutdown, run).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(holder(&state), None, "the lease was not released");
     let through_controllers = refused.lock().unwrap().log.clone();
@@ -489,11 +497,7 @@ async fn manager_leads_and_releases_the_lease_on_shutdown() {
     })
     .await;
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = shut_down(&shutdown, run).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(holder(&state), None, "the lease was not released");
     assert!(
@@ -518,11 +522,7 @@ async fn manager_stands_by_and_is_ready_while_another_replica_leads() {
     eventually("a few polls", || state.lock().unwrap().log.len() >= 3).await;
     assert_eq!(holder(&state).as_deref(), Some("other"));
 
-    shutdown.cancel();
-    let result = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .unwrap()
-        .unwrap();
+    let result = shut_down(&shutdown, run).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(holder(&state).as_deref(), Some("other"));
     assert!(

@@ -146,6 +146,15 @@ fn one_object(obj: &ConfigMap) -> OneObject {
     (reader, writer, tx, rx)
 }
 
+/// Cancels `shutdown` and waits for the controller task `running` to end.
+async fn stop(shutdown: CancellationToken, running: tokio::task::JoinHandle<()>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("controller did not stop after shutdown")
+        .unwrap();
+}
+
 fn metric_line(metrics: &Metrics, prefix: &str) -> String {
     let text = metrics.encode().unwrap();
     text.lines()
@@ -356,11 +365,7 @@ async fn controller_keeps_running_after_panics() {
         "the controller stopped after panics"
     );
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("controller did not stop after shutdown")
-        .unwrap();
+    stop(shutdown, running).await;
     drop(tx);
 }
 
@@ -392,11 +397,7 @@ async fn a_deleted_object_leaves_the_retry_queue() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), running)
-        .await
-        .expect("controller did not stop after shutdown")
-        .unwrap();
+    stop(shutdown, running).await;
     drop(tx);
 }
 

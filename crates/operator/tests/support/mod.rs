@@ -253,11 +253,11 @@ pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
-/// Every Event in namespace `ns` about the object named `object`.
-pub async fn events_about(
+/// Every Event in namespace `ns` that `keep` selects.
+async fn events_where(
     client: &Client,
     ns: &str,
-    object: &str,
+    keep: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
 ) -> Vec<k8s_openapi::api::events::v1::Event> {
     Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
         .list(&kube::api::ListParams::default())
@@ -265,8 +265,20 @@ pub async fn events_about(
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object))
+        .filter(|e| keep(e))
         .collect()
+}
+
+/// Every Event in namespace `ns` about the object named `object`.
+pub async fn events_about(
+    client: &Client,
+    ns: &str,
+    object: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    events_where(client, ns, |e| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+    })
+    .await
 }
 
 /// Each printer column of the shipped CRD named `crd` and its cell for `object`, evaluated as
@@ -299,14 +311,7 @@ pub async fn events_with_reason(
     ns: &str,
     reason: &str,
 ) -> Vec<k8s_openapi::api::events::v1::Event> {
-    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-        .list(&kube::api::ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect()
+    events_where(client, ns, |e| e.reason.as_deref() == Some(reason)).await
 }
 
 /// The `(type, reason)` of every Event in namespace `ns` about the object named `object`.
