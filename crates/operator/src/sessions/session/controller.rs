@@ -1341,9 +1341,6 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Publishes a Warning Event when the session starts waiting for the Vertex AI source
-    /// Secret (once: not again while the recorded condition already says so), and drops the
-    /// token-check mark of a session that is no longer Running.
     /// A Warning Event `InvalidDesiredPhase` for a desired-phase annotation that is neither
     /// `Running` nor `Stopped`: the request is ignored and the session goes on as it was.
     /// Every pass while the value stays reports it again, which the recorder counts in the
@@ -1365,6 +1362,9 @@ impl Reconciler<'_> {
         }
     }
 
+    /// Publishes a Warning Event when the session starts waiting for `ambient-runner-secrets`
+    /// or the Vertex AI source Secret (once: not again while the recorded condition already
+    /// says so), and drops the token-check mark of a session that is no longer Running.
     fn record_blocked(&self, t: &Transition) {
         if t.to != SessionPhase::Running {
             self.ctx.token_checks.take(&self.ns, &self.name);
