@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use support::{
     MANAGED, Setup, api_resource, create_object, dynamic, get_object, json_condition, merge_object,
+    test_triggers, test_workflows,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentic-operator");
@@ -769,19 +770,6 @@ async fn assert_listed_objects_exist(client: &Client, ns: &str, generated: &[Val
         };
         assert!(exists, "{kind} {gns}/{name} is listed but does not exist");
     }
-}
-
-fn test_workflows() -> ApiResource {
-    api_resource(
-        "testworkflows.testkube.io",
-        "v1",
-        "TestWorkflow",
-        "testworkflows",
-    )
-}
-
-fn test_triggers() -> ApiResource {
-    api_resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
 }
 
 /// Waits until the Experiment is `Ready=True` for its current generation and lists `count`

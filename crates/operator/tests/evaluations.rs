@@ -18,7 +18,7 @@ use kube::{
 use serde_json::{Value, json};
 use support::{
     Operator, Setup, TestCluster, api_resource, create_object, dynamic, get_object, install_crd,
-    json_condition, merge_object, settings_for, wait_for,
+    json_condition, merge_object, settings_for, test_triggers, test_workflows, wait_for,
 };
 
 fn experiments() -> ApiResource {
@@ -28,17 +28,6 @@ fn experiments() -> ApiResource {
         "Experiment",
         "experiments",
     )
-}
-fn workflows() -> ApiResource {
-    api_resource(
-        "testworkflows.testkube.io",
-        "v1",
-        "TestWorkflow",
-        "testworkflows",
-    )
-}
-fn triggers() -> ApiResource {
-    api_resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
 }
 fn agents() -> ApiResource {
     api_resource("runtime.agentic-layer.ai", "v1alpha1", "Agent", "agents")
@@ -343,7 +332,7 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
 
     // The agent URL comes from the simulated runtime's status.url, without the card suffix.
     let wf = wait_for("the TestWorkflow to use the Agent's status URL", || async {
-        get_object(&client, &workflows(), "team", "weather-workflow")
+        get_object(&client, &test_workflows(), "team", "weather-workflow")
             .await
             .filter(|w| {
                 w["spec"]["use"][0]["config"]["agentUrl"]
@@ -391,7 +380,7 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
     )
     .await;
     let trigger = wait_for("the TestTrigger", || async {
-        get_object(&client, &triggers(), "team", "weather-trigger").await
+        get_object(&client, &test_triggers(), "team", "weather-trigger").await
     })
     .await;
     assert_eq!(
@@ -431,12 +420,12 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
         json!({"spec": {"trigger": {"enabled": false}}}),
     )
     .await;
-    wait_gone(&client, &triggers(), "team", "weather-trigger").await;
+    wait_gone(&client, &test_triggers(), "team", "weather-trigger").await;
 
     // Switch to dataset mode.
     merge_object(&client, &experiments(), "team", "weather", json!({"spec": {"scenarios": null, "dataset": {"s3": {"bucket": "testbench", "key": "dataset.json"}}}})).await;
     let wf = wait_for("the workflow in dataset mode", || async {
-        get_object(&client, &workflows(), "team", "weather-workflow")
+        get_object(&client, &test_workflows(), "team", "weather-workflow")
             .await
             .filter(|w| w["spec"]["use"][0]["name"] == "setup-template")
     })
@@ -457,7 +446,7 @@ async fn create_update_delete_cascade_in_the_experiment_namespace() {
         .delete("weather", &DeleteParams::background())
         .await
         .unwrap();
-    wait_gone(&client, &workflows(), "team", "weather-workflow").await;
+    wait_gone(&client, &test_workflows(), "team", "weather-workflow").await;
     wait_for("the ConfigMap to be deleted", || async {
         config_map(&client, "team", "weather-experiment")
             .await
@@ -480,31 +469,31 @@ async fn drifted_or_deleted_children_are_repaired_from_their_watch_events() {
     create_object(&client, &experiments(), "team", body).await;
     wait_condition(&client, "team", "drift", "Ready", "True", None).await;
     wait_for("the trigger", || async {
-        get_object(&client, &triggers(), "team", "drift-trigger").await
+        get_object(&client, &test_triggers(), "team", "drift-trigger").await
     })
     .await;
 
     merge_object(
         &client,
-        &workflows(),
+        &test_workflows(),
         "team",
         "drift-workflow",
         json!({"spec": {"use": [{"name": "something-else"}]}}),
     )
     .await;
     wait_for("the workflow to be restored", || async {
-        get_object(&client, &workflows(), "team", "drift-workflow")
+        get_object(&client, &test_workflows(), "team", "drift-workflow")
             .await
             .filter(|w| w["spec"]["use"][0]["name"] == "run-template")
     })
     .await;
 
-    dynamic(&client, &triggers(), "team")
+    dynamic(&client, &test_triggers(), "team")
         .delete("drift-trigger", &DeleteParams::default())
         .await
         .unwrap();
     wait_for("the trigger to be recreated", || async {
-        get_object(&client, &triggers(), "team", "drift-trigger")
+        get_object(&client, &test_triggers(), "team", "drift-trigger")
             .await
             .filter(|t| t["metadata"]["deletionTimestamp"].is_null())
     })
@@ -540,9 +529,14 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
             .any(|f| f == "testbench.agentic-layer.ai/testkube-cleanup"),
         "{exp}"
     );
-    let wf = get_object(&client, &workflows(), "testkube", "weather-team-workflow")
-        .await
-        .unwrap();
+    let wf = get_object(
+        &client,
+        &test_workflows(),
+        "testkube",
+        "weather-team-workflow",
+    )
+    .await
+    .unwrap();
     assert!(wf["metadata"].get("ownerReferences").is_none());
     assert_eq!(
         wf["metadata"]["labels"]["testbench.agentic-layer.ai/experiment-namespace"],
@@ -557,15 +551,20 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
             .await
             .is_some()
     );
-    let trigger = get_object(&client, &triggers(), "testkube", "weather-team-trigger")
-        .await
-        .unwrap();
+    let trigger = get_object(
+        &client,
+        &test_triggers(),
+        "testkube",
+        "weather-team-trigger",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         trigger["spec"]["testSelector"],
         json!({"name": "weather-team-workflow", "namespace": "testkube"})
     );
     assert!(
-        get_object(&client, &workflows(), "team", "weather-workflow")
+        get_object(&client, &test_workflows(), "team", "weather-workflow")
             .await
             .is_none()
     );
@@ -575,8 +574,20 @@ async fn testkube_namespace_mode_uses_labels_and_a_finalizer() {
         .await
         .unwrap();
     wait_gone(&client, &experiments(), "team", "weather").await;
-    wait_gone(&client, &workflows(), "testkube", "weather-team-workflow").await;
-    wait_gone(&client, &triggers(), "testkube", "weather-team-trigger").await;
+    wait_gone(
+        &client,
+        &test_workflows(),
+        "testkube",
+        "weather-team-workflow",
+    )
+    .await;
+    wait_gone(
+        &client,
+        &test_triggers(),
+        "testkube",
+        "weather-team-trigger",
+    )
+    .await;
     assert!(
         config_map(&client, "testkube", "weather-team-experiment")
             .await
@@ -622,7 +633,7 @@ async fn missing_testworkflow_crd_is_reported_and_retried_until_installed() {
     .await;
     wait_condition(&client, "team", "early", "Ready", "True", None).await;
     assert!(
-        get_object(&client, &workflows(), "team", "early-workflow")
+        get_object(&client, &test_workflows(), "team", "early-workflow")
             .await
             .is_some()
     );
@@ -675,7 +686,7 @@ async fn a_refused_config_map_write_keeps_the_workflow_not_ready() {
     assert_ne!(workflow_ready["reason"], "WorkflowCreated");
     assert!(generated(&exp).is_empty(), "{exp:#}");
     assert!(
-        get_object(&client, &workflows(), "team", "refused-workflow")
+        get_object(&client, &test_workflows(), "team", "refused-workflow")
             .await
             .is_none()
     );
@@ -728,7 +739,7 @@ async fn agent_url_follows_the_agent() {
             .unwrap()
             .contains("http://weather-agent.agents:8000")
     );
-    let wf = get_object(&client, &workflows(), "team", "later-workflow")
+    let wf = get_object(&client, &test_workflows(), "team", "later-workflow")
         .await
         .unwrap();
     assert_eq!(
@@ -738,7 +749,7 @@ async fn agent_url_follows_the_agent() {
 
     create_agent(&client, 9100).await;
     wait_for("the workflow to use the Agent's URL", || async {
-        get_object(&client, &workflows(), "team", "later-workflow")
+        get_object(&client, &test_workflows(), "team", "later-workflow")
             .await
             .filter(|w| {
                 w["spec"]["use"][0]["config"]["agentUrl"]
@@ -782,7 +793,7 @@ async fn wait_evaluate_config(client: &Client, workflow: &str, config: &Value) {
     wait_for(
         &format!("{workflow}'s evaluate-template config {config}"),
         || async {
-            let wf = get_object(client, &workflows(), "team", workflow).await?;
+            let wf = get_object(client, &test_workflows(), "team", workflow).await?;
             let evaluate = wf["spec"]["use"]
                 .as_array()?
                 .iter()
@@ -963,12 +974,12 @@ async fn settings_ignored_in_dataset_mode_are_a_warning_event() {
         "{first:?}"
     );
     // More reconciles of the same generation: a deleted workflow is repaired.
-    dynamic(&client, &workflows(), "team")
+    dynamic(&client, &test_workflows(), "team")
         .delete("downloaded-workflow", &DeleteParams::default())
         .await
         .unwrap();
     wait_for("the workflow to be repaired", || async {
-        get_object(&client, &workflows(), "team", "downloaded-workflow").await
+        get_object(&client, &test_workflows(), "team", "downloaded-workflow").await
     })
     .await;
     let after = events().await;
@@ -999,8 +1010,8 @@ async fn restart_converges_without_rewriting_children() {
     op.stop().await.unwrap();
 
     let versions = |w: Option<Value>| w.unwrap()["metadata"]["resourceVersion"].clone();
-    let wf_rv = versions(get_object(&client, &workflows(), "team", "steady-workflow").await);
-    let tr_rv = versions(get_object(&client, &triggers(), "team", "steady-trigger").await);
+    let wf_rv = versions(get_object(&client, &test_workflows(), "team", "steady-workflow").await);
+    let tr_rv = versions(get_object(&client, &test_triggers(), "team", "steady-trigger").await);
     let cm_rv = config_map(&client, "team", "steady-experiment")
         .await
         .unwrap()
@@ -1029,11 +1040,11 @@ async fn restart_converges_without_rewriting_children() {
     let after = wait_condition(&client, "team", "steady", "Ready", "True", None).await;
     // The objects that did not change were not rewritten, and the condition did not flip.
     assert_eq!(
-        versions(get_object(&client, &workflows(), "team", "steady-workflow").await),
+        versions(get_object(&client, &test_workflows(), "team", "steady-workflow").await),
         wf_rv
     );
     assert_eq!(
-        versions(get_object(&client, &triggers(), "team", "steady-trigger").await),
+        versions(get_object(&client, &test_triggers(), "team", "steady-trigger").await),
         tr_rv
     );
     assert_ne!(
@@ -1076,7 +1087,7 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
         .to_owned();
     assert!(message.contains("spec.trigger.event"), "{message}");
     assert!(
-        get_object(&client, &triggers(), "team", "bad-event-trigger")
+        get_object(&client, &test_triggers(), "team", "bad-event-trigger")
             .await
             .is_none()
     );
@@ -1090,7 +1101,7 @@ async fn invalid_trigger_event_is_reported_on_the_experiment() {
     .await;
     wait_condition(&client, "team", "bad-event", "Ready", "True", None).await;
     assert!(
-        get_object(&client, &triggers(), "team", "bad-event-trigger")
+        get_object(&client, &test_triggers(), "team", "bad-event-trigger")
             .await
             .is_some()
     );
@@ -1114,13 +1125,13 @@ async fn examples_reconcile() {
         let name = body["metadata"]["name"].as_str().unwrap().to_owned();
         create_object(&client, &experiments(), "testkube", body).await;
         wait_condition(&client, "testkube", &name, "Ready", "True", None).await;
-        let wf = get_object(&client, &workflows(), "testkube", workflow)
+        let wf = get_object(&client, &test_workflows(), "testkube", workflow)
             .await
             .unwrap();
         assert_eq!(use_names(&wf)[0], first, "{file}");
     }
     wait_for("the example's trigger", || async {
-        get_object(&client, &triggers(), "testkube", "weather-trigger").await
+        get_object(&client, &test_triggers(), "testkube", "weather-trigger").await
     })
     .await;
     op.stop().await.unwrap();
@@ -1148,8 +1159,8 @@ async fn steady_state_reconciles_write_nothing() {
     .await;
     wait_condition(&client, "team", "quiet", "Ready", "True", None).await;
     let rv = |v: Option<Value>| v.unwrap()["metadata"]["resourceVersion"].clone();
-    let workflow = rv(get_object(&client, &workflows(), "team", "quiet-workflow").await);
-    let trigger = rv(get_object(&client, &triggers(), "team", "quiet-trigger").await);
+    let workflow = rv(get_object(&client, &test_workflows(), "team", "quiet-workflow").await);
+    let trigger = rv(get_object(&client, &test_triggers(), "team", "quiet-trigger").await);
     let cm = config_map(&client, "team", "quiet-experiment")
         .await
         .unwrap()
@@ -1178,11 +1189,11 @@ async fn steady_state_reconciles_write_nothing() {
         touched
     );
     assert_eq!(
-        rv(get_object(&client, &workflows(), "team", "quiet-workflow").await),
+        rv(get_object(&client, &test_workflows(), "team", "quiet-workflow").await),
         workflow
     );
     assert_eq!(
-        rv(get_object(&client, &triggers(), "team", "quiet-trigger").await),
+        rv(get_object(&client, &test_triggers(), "team", "quiet-trigger").await),
         trigger
     );
     assert_eq!(
@@ -1242,7 +1253,7 @@ async fn otel_config_presence_is_reported_and_followed() {
 
 /// Writes the execution summary Testkube keeps in a `TestWorkflow`'s status.
 async fn report_execution(client: &Client, ns: &str, workflow: &str, latest: Value) {
-    dynamic(client, &workflows(), ns)
+    dynamic(client, &test_workflows(), ns)
         .patch_status(
             workflow,
             &PatchParams::default(),
@@ -1488,7 +1499,7 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
     create_object(&client, &experiments(), "team", body).await;
     wait_condition(&client, "team", "once", "Ready", "True", None).await;
     wait_for("the trigger", || async {
-        get_object(&client, &triggers(), "team", "once-trigger").await
+        get_object(&client, &test_triggers(), "team", "once-trigger").await
     })
     .await;
     // Give any redundant write time to happen before counting.
@@ -1499,7 +1510,7 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
     assert_eq!(counts(&dc), [1, 1, 1, 1], "{:#?}", dc.stats().requests);
 
     let rv = |v: Option<Value>| v.unwrap()["metadata"]["resourceVersion"].clone();
-    let trigger = rv(get_object(&client, &triggers(), "team", "once-trigger").await);
+    let trigger = rv(get_object(&client, &test_triggers(), "team", "once-trigger").await);
     let cm = config_map(&client, "team", "once-experiment")
         .await
         .unwrap()
@@ -1507,14 +1518,14 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
         .resource_version;
     merge_object(
         &client,
-        &workflows(),
+        &test_workflows(),
         "team",
         "once-workflow",
         json!({"spec": {"use": [{"name": "something-else"}]}}),
     )
     .await;
     wait_for("the workflow to be restored", || async {
-        get_object(&client, &workflows(), "team", "once-workflow")
+        get_object(&client, &test_workflows(), "team", "once-workflow")
             .await
             .filter(|w| w["spec"]["use"][0]["name"] == "run-template")
     })
@@ -1523,7 +1534,7 @@ async fn each_child_is_written_once_and_only_a_drifted_one_again() {
     // The drift (the test's own patch) and one repair; nothing else was written.
     assert_eq!(counts(&dc), [1, 3, 1, 1], "{:#?}", dc.stats().requests);
     assert_eq!(
-        rv(get_object(&client, &triggers(), "team", "once-trigger").await),
+        rv(get_object(&client, &test_triggers(), "team", "once-trigger").await),
         trigger
     );
     assert_eq!(
@@ -1581,7 +1592,7 @@ async fn an_experiment_that_does_not_read_fails_alone() {
     );
     // Nothing was generated for it, and its status was left alone.
     assert!(
-        get_object(&client, &workflows(), "team", "odd-workflow")
+        get_object(&client, &test_workflows(), "team", "odd-workflow")
             .await
             .is_none()
     );
@@ -1634,7 +1645,7 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
     };
     for (ar, name, exp, ns, kind, owners) in [
         (
-            workflows(),
+            test_workflows(),
             "weather-team-workflow",
             "weather",
             "team",
@@ -1642,7 +1653,7 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
             owned_by_anchor.clone(),
         ),
         (
-            triggers(),
+            test_triggers(),
             "weather-team-trigger",
             "weather",
             "team",
@@ -1650,7 +1661,7 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
             owned_by_anchor,
         ),
         (
-            workflows(),
+            test_workflows(),
             "local-testkube-workflow",
             "local",
             "testkube",
@@ -1658,7 +1669,7 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
             Value::Null,
         ),
         (
-            triggers(),
+            test_triggers(),
             "local-testkube-trigger",
             "local",
             "testkube",
@@ -1674,9 +1685,14 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
         )
         .await;
     }
-    let before = get_object(&client, &workflows(), "testkube", "weather-team-workflow")
-        .await
-        .unwrap();
+    let before = get_object(
+        &client,
+        &test_workflows(),
+        "testkube",
+        "weather-team-workflow",
+    )
+    .await
+    .unwrap();
 
     let op = start_operator(client.clone(), Some("testkube"));
     let mut weather = scenarios_experiment("weather");
@@ -1690,15 +1706,27 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
     wait_condition(&client, "testkube", "local", "Ready", "True", None).await;
 
     // Removed: the anchor and the objects under names this operator does not generate.
-    wait_gone(&client, &triggers(), "testkube", "local-testkube-trigger").await;
-    wait_gone(&client, &workflows(), "testkube", "local-testkube-workflow").await;
+    wait_gone(
+        &client,
+        &test_triggers(),
+        "testkube",
+        "local-testkube-trigger",
+    )
+    .await;
+    wait_gone(
+        &client,
+        &test_workflows(),
+        "testkube",
+        "local-testkube-workflow",
+    )
+    .await;
     support::wait_gone(
         &Api::<ConfigMap>::namespaced(client.clone(), "testkube"),
         "weather-team-anchor",
     )
     .await;
     assert!(
-        get_object(&client, &workflows(), "testkube", "local-workflow")
+        get_object(&client, &test_workflows(), "testkube", "local-workflow")
             .await
             .is_some()
     );
@@ -1706,13 +1734,18 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
     let adopted = wait_for("the adopted workflow to lose its anchor owner", || {
         let client = &client;
         async move {
-            get_object(client, &workflows(), "testkube", "weather-team-workflow")
-                .await
-                .filter(|w| {
-                    w["metadata"]
-                        .get("ownerReferences")
-                        .is_none_or(|o| o.as_array().is_some_and(Vec::is_empty))
-                })
+            get_object(
+                client,
+                &test_workflows(),
+                "testkube",
+                "weather-team-workflow",
+            )
+            .await
+            .filter(|w| {
+                w["metadata"]
+                    .get("ownerReferences")
+                    .is_none_or(|o| o.as_array().is_some_and(Vec::is_empty))
+            })
         }
     })
     .await;
@@ -1722,9 +1755,14 @@ async fn objects_of_upstreams_later_layout_are_adopted_or_removed() {
         "team/weather"
     );
     assert!(
-        get_object(&client, &triggers(), "testkube", "weather-team-trigger")
-            .await
-            .is_some()
+        get_object(
+            &client,
+            &test_triggers(),
+            "testkube",
+            "weather-team-trigger"
+        )
+        .await
+        .is_some()
     );
     op.stop().await.unwrap();
 }

@@ -253,6 +253,21 @@ pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
+/// Testkube's `TestWorkflow` (`testworkflows.testkube.io/v1`).
+pub fn test_workflows() -> ApiResource {
+    api_resource(
+        "testworkflows.testkube.io",
+        "v1",
+        "TestWorkflow",
+        "testworkflows",
+    )
+}
+
+/// Testkube's `TestTrigger` (`tests.testkube.io/v1`).
+pub fn test_triggers() -> ApiResource {
+    api_resource("tests.testkube.io", "v1", "TestTrigger", "testtriggers")
+}
+
 /// Every Event in namespace `ns` that `keep` selects.
 async fn events_where(
     client: &Client,
