@@ -645,16 +645,14 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 match found {
                     HubNamespace::Usable => {}
                     HubNamespace::Terminating(why) => {
-                        if !held_back_reported(&exp, tname, &why) {
-                            publish(
-                                &ctx,
-                                &exp,
-                                EventType::Warning,
-                                REASON_HUB_NAMESPACE_TERMINATING,
-                                format!("target {tname}: {why}"),
-                            )
-                            .await;
-                        }
+                        publish_held_back(
+                            &ctx,
+                            &exp,
+                            REASON_HUB_NAMESPACE_TERMINATING,
+                            tname,
+                            &why,
+                        )
+                        .await;
                         view.blocked = Some((REASON_HUB_NAMESPACE_TERMINATING, why));
                         continue;
                     }
@@ -678,16 +676,8 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 if let Some((reason, why)) =
                     prepare_target_cluster(&ctx, owner, &on_target, &peers).await?
                 {
-                    if reason != REASON_WAITING_FOR_PEERS && !held_back_reported(&exp, tname, &why)
-                    {
-                        publish(
-                            &ctx,
-                            &exp,
-                            EventType::Warning,
-                            reason,
-                            format!("target {tname}: {why}"),
-                        )
-                        .await;
+                    if reason != REASON_WAITING_FOR_PEERS {
+                        publish_held_back(&ctx, &exp, reason, tname, &why).await;
                     }
                     view.blocked = Some((reason, why));
                     continue;
@@ -2290,6 +2280,15 @@ fn held_back_reported(exp: &Experiment, tname: &str, why: &str) -> bool {
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == CONDITION_COMPONENTS_HEALTHY))
         .is_some_and(|c| c.status == "False" && format!("; {}; ", c.message).contains(&listed))
+}
+
+/// The Warning Event of target `tname` held back with `reason` for `why`, unless an earlier
+/// pass already published it ([`held_back_reported`]).
+async fn publish_held_back(ctx: &Ctx, exp: &Experiment, reason: &str, tname: &str, why: &str) {
+    if !held_back_reported(exp, tname, why) {
+        let note = format!("target {tname}: {why}");
+        publish(ctx, exp, EventType::Warning, reason, note).await;
+    }
 }
 
 async fn publish(ctx: &Ctx, exp: &Experiment, type_: EventType, reason: &str, note: String) {
