@@ -18,6 +18,14 @@
 //! kubeconfig goes to the composite's `crossplane-system/<claim>-xr-cluster-conn` instead.
 //! `devcluster.io/resource-ref: <name>` makes such a claim name another composite instead
 //! (a tampered claim), for which nothing is created.
+//!
+//! Deleting a claim in composite mode deletes its composite, which holds the finalizer
+//! [`MANAGED_FINALIZER`] for its composed cloud resources; the simulator releases it unless
+//! the claim carries `devcluster.io/stuck-composite-deletion: "true"` (a cloud resource that
+//! cannot be deleted, such as a VPC network still in use). As Crossplane does, a claim with
+//! `spec.compositeDeletePolicy: Foreground` keeps its own finalizer until the composite is
+//! gone; otherwise (`Background`, Crossplane's default) it is released at once and a stuck
+//! composite stays behind.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +48,8 @@ use super::util::{Length, fmt_ts, hash_of, seconds, since, truthy};
 const MANAGER: &str = "devcluster-crossplane";
 /// Finalizer Crossplane puts on claims.
 pub const CLAIM_FINALIZER: &str = "finalizer.apiextensions.crossplane.io";
+/// Finalizer the simulated composites carry for their composed cloud resources.
+pub const MANAGED_FINALIZER: &str = "devcluster.io/composed-resources";
 
 /// The claim kinds this simulator drives (the lab fixtures' claim CRDs).
 pub fn claim_resources() -> Vec<ApiResource> {
@@ -209,17 +219,9 @@ async fn reconcile(
             Api::namespaced(ctx.client.clone(), COMPOSITE_SECRET_NAMESPACE);
         let composite = (composite_mode(&claim) && annotation(&claim, "resource-ref").is_none())
             .then(|| composite_secret_name(&name));
-        if composite.is_some() {
-            let xrs: Api<DynamicObject> =
-                Api::all_with(ctx.client.clone(), &composite_resource(&ctx.ar));
-            match xrs
-                .delete(&composite_name(&name), &kube::api::DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
+        if composite.is_some() && !delete_composite(&ctx, &claim, &name).await? {
+            // Foreground: the claim stays until its composite is gone.
+            return Ok(Action::requeue(Duration::from_millis(500)));
         }
         for (api, s) in [(&secrets, &secret_name), (&composite_secrets, &composite)] {
             let Some(s) = s else { continue };
@@ -356,6 +358,51 @@ async fn reconcile(
     Ok(Action::await_change())
 }
 
+/// Deletes the composite of claim `name` and, unless the claim scripts a stuck cloud
+/// deletion, releases its [`MANAGED_FINALIZER`]. Whether the claim may go now: always under
+/// `Background`, only once the composite is gone under `Foreground`.
+async fn delete_composite(
+    ctx: &KindCtx,
+    claim: &DynamicObject,
+    name: &str,
+) -> Result<bool, SimError> {
+    let xrs: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &composite_resource(&ctx.ar));
+    let xr = composite_name(name);
+    match xrs.delete(&xr, &kube::api::DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !truthy(annotation(claim, "stuck-composite-deletion"))
+        && let Some(obj) = xrs.get_opt(&xr).await?
+        && obj.finalizers().iter().any(|f| f == MANAGED_FINALIZER)
+    {
+        let rest: Vec<&String> = obj
+            .finalizers()
+            .iter()
+            .filter(|f| *f != MANAGED_FINALIZER)
+            .collect();
+        match xrs
+            .patch(
+                &xr,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": rest}})),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let foreground = claim
+        .data
+        .pointer("/spec/compositeDeletePolicy")
+        .and_then(Value::as_str)
+        == Some("Foreground");
+    Ok(!foreground || xrs.get_opt(&xr).await?.is_none())
+}
+
 /// Namespace of the composites' connection Secrets in `connection-secret: composite` mode.
 const COMPOSITE_SECRET_NAMESPACE: &str = "crossplane-system";
 
@@ -394,6 +441,7 @@ async fn create_composite(
 ) -> Result<(), SimError> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
     let mut xr = DynamicObject::new(name, ar);
+    xr.metadata.finalizers = Some(vec![MANAGED_FINALIZER.to_owned()]);
     xr.data = json!({"spec": {"claimRef": {
         "apiVersion": ar.api_version,
         "kind": ar.kind.trim_start_matches('X'),

@@ -195,6 +195,12 @@ pub fn claim(owner: Owner<'_>, target: &Target, mapping: &ClusterTypeMapping) ->
             spec.insert(to.clone(), v.clone());
         }
     }
+    if !mapping.composite_delete_policy.is_empty() {
+        spec.insert(
+            "compositeDeletePolicy".into(),
+            Value::String(mapping.composite_delete_policy.clone()),
+        );
+    }
     for (k, v) in &mapping.extra_spec {
         spec.insert(k.clone(), v.clone());
     }
@@ -700,7 +706,7 @@ mod tests {
 kind: GKECluster
 metadata:
   annotations:
-    experiments.illm.io/applied-hash: d7cfa2e0bf725fd4
+    experiments.illm.io/applied-hash: 2f343dde196590cb
   labels:
     app.kubernetes.io/managed-by: experiment-operator
     experiment: gw
@@ -711,6 +717,7 @@ metadata:
   name: gw-app
   namespace: experiments
 spec:
+  compositeDeletePolicy: Foreground
   diskSizeGb: 50
   machineType: e2-medium
   nodeCount: 2
@@ -742,6 +749,13 @@ spec:
             ..Target::default()
         };
         let c = claim(OWNER, &target, &mapping);
+        assert_eq!(c.data["spec"]["compositeDeletePolicy"], "Foreground");
+        mapping.composite_delete_policy = String::new();
+        let c = claim(OWNER, &target, &mapping);
+        assert!(
+            c.data["spec"].get("compositeDeletePolicy").is_none(),
+            "an empty policy leaves the field to the XRD's default"
+        );
         assert_eq!(c.metadata.namespace.as_deref(), Some("clusters"));
         assert_eq!(c.data["spec"]["parameters.nodes"], 3);
         assert_eq!(c.data["spec"]["compositionRef"]["name"], "vc");

@@ -77,6 +77,20 @@ pub struct ClusterTypeMapping {
     /// Key of the kubeconfig in the claim's connection Secret.
     #[serde(default = "default_kubeconfig_key")]
     pub kubeconfig_key: String,
+    /// The claim's `spec.compositeDeletePolicy`: `Foreground` (the default) keeps a deleted
+    /// claim until its composite and the composite's cloud resources are gone, so a network
+    /// the cloud refuses to delete holds the cleanup and is reported instead of leaking;
+    /// `Background` lets the claim go at once; empty leaves the field out (the XRD's
+    /// `defaultCompositeDeletePolicy` decides).
+    #[serde(default = "default_composite_delete_policy")]
+    pub composite_delete_policy: String,
+}
+
+/// The values `compositeDeletePolicy` allows (empty: not set on the claim).
+pub const COMPOSITE_DELETE_POLICIES: [&str; 3] = ["Foreground", "Background", ""];
+
+fn default_composite_delete_policy() -> String {
+    "Foreground".into()
 }
 
 fn default_max_name() -> usize {
@@ -198,6 +212,7 @@ pub fn default_cluster_types() -> BTreeMap<String, ClusterTypeMapping> {
             // GCP names are `illm-<claim>-<5 characters>` and at most 40 characters.
             max_name_length: 29,
             kubeconfig_key: default_kubeconfig_key(),
+            composite_delete_policy: default_composite_delete_policy(),
         },
     );
     out.insert(
@@ -216,6 +231,7 @@ pub fn default_cluster_types() -> BTreeMap<String, ClusterTypeMapping> {
             extra_spec: BTreeMap::new(),
             max_name_length: default_max_name(),
             kubeconfig_key: default_kubeconfig_key(),
+            composite_delete_policy: default_composite_delete_policy(),
         },
     );
     out.insert(
@@ -230,6 +246,7 @@ pub fn default_cluster_types() -> BTreeMap<String, ClusterTypeMapping> {
             extra_spec: BTreeMap::new(),
             max_name_length: default_max_name(),
             kubeconfig_key: default_kubeconfig_key(),
+            composite_delete_policy: default_composite_delete_policy(),
         },
     );
     out
@@ -275,6 +292,15 @@ impl LabsConfig {
                 return Err(ConfigError::Invalid {
                     field: format!("clusterTypes.{name}.apiVersion"),
                     message: format!("{:?} must be group/version", mapping.api_version),
+                });
+            }
+            if !COMPOSITE_DELETE_POLICIES.contains(&mapping.composite_delete_policy.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: format!("clusterTypes.{name}.compositeDeletePolicy"),
+                    message: format!(
+                        "{:?} is not allowed; use Foreground, Background or \"\" (not set)",
+                        mapping.composite_delete_policy
+                    ),
                 });
             }
             config.cluster_types.insert(name, mapping);
@@ -453,6 +479,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("group/version"), "{err}");
+        // The composite deletion policy defaults to Foreground; only the allowed values pass.
+        assert_eq!(
+            LabsConfig::from_yaml("f", yaml).unwrap().cluster_types["kind"].composite_delete_policy,
+            "Foreground"
+        );
+        let typed = |policy: &str| {
+            LabsConfig::from_yaml(
+                "f",
+                &format!(
+                    "clusterTypes:\n  kind:\n    apiVersion: a/v1\n    kind: K\n    plural: ks\n    compositeDeletePolicy: {policy}\n"
+                ),
+            )
+        };
+        assert_eq!(
+            typed("Background").unwrap().cluster_types["kind"].composite_delete_policy,
+            "Background"
+        );
+        assert_eq!(
+            typed("''").unwrap().cluster_types["kind"].composite_delete_policy,
+            ""
+        );
+        let err = typed("foreground").unwrap_err().to_string();
+        assert!(
+            err.contains("clusterTypes.kind.compositeDeletePolicy")
+                && err.contains("\"foreground\" is not allowed")
+                && err.contains("Foreground, Background"),
+            "{err}"
+        );
         let err = LabsConfig::from_yaml("f", "bogus: 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }

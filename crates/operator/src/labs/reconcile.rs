@@ -2201,8 +2201,13 @@ async fn run_cleanup(
     };
     let stuck = cleanup::stuck(&waiting, ctx.config.cleanup_stuck_after);
     if !stuck.is_empty() {
+        let claim_hint = if stuck.iter().any(|c| c.kind == ChildKind::Claim) {
+            "; a claim deleted in the foreground stays until Crossplane has deleted its composite's cloud resources (`kubectl get managed` shows the one that fails)"
+        } else {
+            ""
+        };
         let message = format!(
-            "deletion is stuck: {} still exist after {}s; check their finalizers",
+            "deletion is stuck: {} still exist after {}s; check their finalizers{claim_hint}",
             stuck
                 .iter()
                 .map(|c| c.display())
