@@ -191,6 +191,7 @@ async fn the_lease_is_renewed_until_in_flight_reconciles_finish() {
     let options = agentic_operator::webhook::WebhookOptions {
         address: agentic_operator::runtime::config::BindAddress::Listen(webhook),
         cert_dir: certs_dir.clone(),
+        labs: None,
     };
     let manager = agentic_operator::runtime::manager::Manager::new(
         settings("op-a", |a| {

@@ -132,6 +132,9 @@ async fn setup(agents: bool) -> Setup {
         "127.0.0.1:0".parse().unwrap(),
         &certs_dir,
         client.clone(),
+        Some(std::sync::Arc::new(
+            agentic_operator::labs::config::LabsConfig::default(),
+        )),
         stop.clone(),
     )
     .await
@@ -437,6 +440,40 @@ async fn session_names_and_lab_names_and_dependencies_are_checked() {
         message.contains(
             r#"spec.tutorial.services[0].target: "web" is not a target of this experiment; allowed: app"#
         ),
+        "{message}"
+    );
+    // With the labs configuration: the claim name `<experiment>-<target>` must fit the
+    // cluster type (29 characters for gke), with the controller's message.
+    let message = denial(
+        try_create(
+            client,
+            &labs,
+            lab(
+                "gateway-comparison-x7k2p",
+                json!([{"name": "frontend", "cluster": {"type": "gke"}}]),
+            ),
+        )
+        .await,
+        "claim name too long for gke",
+    );
+    assert!(
+        message.contains(
+            r#"spec.targets[0].name: cluster name "gateway-comparison-x7k2p-frontend" is 33 characters; gke allows at most 29"#
+        ),
+        "{message}"
+    );
+    // Upstream's Experiments use generateName; the check sees the generated name.
+    let mut generated = lab(
+        "",
+        json!([{"name": "frontend", "cluster": {"type": "gke"}}]),
+    );
+    generated["metadata"] = json!({"generateName": "gateway-comparison-", "namespace": "team"});
+    let message = denial(
+        try_create(client, &labs, generated).await,
+        "generated name too long for gke",
+    );
+    assert!(
+        message.contains("is 33 characters; gke allows at most 29"),
         "{message}"
     );
     // The name gives the Workflow `<name>-validation` (at most 63 characters) and, with

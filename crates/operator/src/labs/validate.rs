@@ -160,6 +160,35 @@ pub fn validate(
     config: &LabsConfig,
 ) -> Result<Vec<String>, ValidationError> {
     targets_without_config(targets)?;
+    targets_with_config(experiment, targets, config)?;
+    let known: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    for (index, t) in targets.iter().enumerate() {
+        for (position, d) in t.depends_on().iter().enumerate() {
+            if !known.contains(d.as_str()) {
+                return Err(ValidationError::UnknownDependency {
+                    index,
+                    position,
+                    dependency: d.clone(),
+                    allowed: targets
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    order(targets)
+}
+
+/// The checks of [`validate`] that depend on the labs configuration (the admission webhook
+/// runs them too): every provisioned target's cluster type has a claim mapping, and its claim
+/// name `<experiment>-<target>` fits the mapping's `maxNameLength`.
+pub fn targets_with_config(
+    experiment: &str,
+    targets: &[Target],
+    config: &LabsConfig,
+) -> Result<(), ValidationError> {
     for (index, t) in targets.iter().enumerate() {
         let type_ = t.cluster.type_.as_str();
         if type_ != super::config::HUB {
@@ -185,24 +214,7 @@ pub fn validate(
             }
         }
     }
-    let known: BTreeSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    for (index, t) in targets.iter().enumerate() {
-        for (position, d) in t.depends_on().iter().enumerate() {
-            if !known.contains(d.as_str()) {
-                return Err(ValidationError::UnknownDependency {
-                    index,
-                    position,
-                    dependency: d.clone(),
-                    allowed: targets
-                        .iter()
-                        .map(|t| t.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
-    }
-    order(targets)
+    Ok(())
 }
 
 /// The checks of [`validate`] that need no configuration (the admission webhook runs them

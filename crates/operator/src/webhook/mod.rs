@@ -7,31 +7,44 @@
 pub mod rules;
 pub mod server;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::labs::config::LabsConfig;
 use crate::runtime::{
     config::{BindAddress, Settings},
     manager::Manager,
     startup::{self, RunError},
 };
 
-/// Where and with which certificates the webhook is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and with which certificates the webhook is served, and the labs configuration its
+/// labs checks use.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookOptions {
     /// `--webhook-bind-address`.
     pub address: BindAddress,
     /// `--webhook-cert-dir`.
     pub cert_dir: PathBuf,
+    /// The labs configuration (`--labs-config`, `--labs-provisioning-timeout`): cluster types
+    /// and claim name lengths are checked against it. `None` leaves those checks to the
+    /// controller.
+    pub labs: Option<Arc<LabsConfig>>,
 }
 
 impl WebhookOptions {
-    /// The webhook options of `settings`.
+    /// The webhook options of `settings`. A labs configuration that does not load gives
+    /// `None` here; the labs controller then stops the operator with the reason.
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             address: settings.webhook_address,
             cert_dir: settings.webhook_cert_dir.clone(),
+            labs: LabsConfig::resolve(
+                settings.labs.config.as_deref(),
+                settings.labs.provisioning_timeout,
+            )
+            .ok()
+            .map(Arc::new),
         }
     }
 }
@@ -62,14 +75,20 @@ pub async fn serve_and_run(
     let stop_webhook = CancellationToken::new();
     let _stop_webhook_on_return = stop_webhook.clone().drop_guard();
     if let BindAddress::Listen(address) = options.address {
-        server::serve(address, &options.cert_dir, client.clone(), stop_webhook)
-            .await
-            .map_err(|e| RunError::Bind {
-                address: address.to_string(),
-                purpose: "admission webhook",
-                flag: "webhook-bind-address",
-                detail: e.to_string(),
-            })?;
+        server::serve(
+            address,
+            &options.cert_dir,
+            client.clone(),
+            options.labs.clone(),
+            stop_webhook,
+        )
+        .await
+        .map_err(|e| RunError::Bind {
+            address: address.to_string(),
+            purpose: "admission webhook",
+            flag: "webhook-bind-address",
+            detail: e.to_string(),
+        })?;
     }
     manager.run_with_client(client, shutdown).await
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::evaluations::validate;
+use crate::labs::config::LabsConfig;
 
 /// The outcome of one admission check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -156,16 +157,39 @@ pub fn agentic_session(object: &Value, old: Option<&Value>) -> Verdict {
     verdict
 }
 
+/// What the labs configuration refuses in Experiment `object` (an unmapped cluster type, a
+/// claim name too long for its type), if anything; nothing before the name is known.
+fn lab_config_problem(object: &Value, config: &LabsConfig) -> Option<String> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
+    let spec: agentic_api::labs::ExperimentSpec =
+        serde_json::from_value(object.get("spec")?.clone()).ok()?;
+    crate::labs::validate::targets_with_config(name, &spec.targets, config)
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// Rules for `experiments.illm.io/v1alpha1` `Experiment`, with the controller's messages
 /// (`crate::labs::validate`): the name fits the Workflow name and, when components are
 /// deployed, is a DNS label (it names their namespace); the targets pass the controller's
 /// checks that need no configuration (at least one, unique DNS-label names, cluster sizes of 1
 /// or more, tutorial services naming a target); every `depends` entry names another target
-/// of the same experiment, and the dependencies form no cycle. Known cluster types and claim
-/// name lengths depend on the operator's configuration and are left to the controller.
-pub fn lab_experiment(object: &Value) -> Verdict {
+/// of the same experiment, and the dependencies form no cycle. With the operator's labs
+/// configuration (`labs`), also that each provisioned target's cluster type is mapped and its
+/// claim name `<experiment>-<target>` fits the type's `maxNameLength`; an update is refused
+/// for these only when it introduces the problem (`old` passed), so an Experiment stored
+/// under another configuration can still be edited.
+pub fn lab_experiment(object: &Value, old: Option<&Value>, labs: Option<&LabsConfig>) -> Verdict {
     use crate::labs::validate::{self, ValidationError};
     let mut verdict = Verdict::default();
+    if let Some(config) = labs
+        && let Some(problem) = lab_config_problem(object, config)
+        && old.is_none_or(|old| lab_config_problem(old, config).is_none())
+    {
+        verdict.denials.push(problem);
+    }
     let targets = object
         .pointer("/spec/targets")
         .and_then(Value::as_array)
@@ -484,17 +508,21 @@ mod tests {
             },
             Case {
                 name: "lab depends ok",
-                verdict: lab_experiment(&lab(
-                    json!([{"name": "hub"}, {"name": "app", "depends": ["hub"]}]),
-                )),
+                verdict: lab_experiment(
+                    &lab(json!([{"name": "hub"}, {"name": "app", "depends": ["hub"]}])),
+                    None,
+                    None,
+                ),
                 denied_field: None,
                 warning: None,
             },
             Case {
                 name: "lab depends unknown",
-                verdict: lab_experiment(&lab(
-                    json!([{"name": "hub"}, {"name": "app", "depends": ["db"]}]),
-                )),
+                verdict: lab_experiment(
+                    &lab(json!([{"name": "hub"}, {"name": "app", "depends": ["db"]}])),
+                    None,
+                    None,
+                ),
                 denied_field: Some(
                     r#"spec.targets[1].depends[0]: "db" is not a target of this experiment; allowed: hub, app"#,
                 ),
@@ -502,7 +530,11 @@ mod tests {
             },
             Case {
                 name: "lab depends on itself",
-                verdict: lab_experiment(&lab(json!([{"name": "app", "depends": ["app"]}]))),
+                verdict: lab_experiment(
+                    &lab(json!([{"name": "app", "depends": ["app"]}])),
+                    None,
+                    None,
+                ),
                 denied_field: Some(
                     "spec.targets[].depends: the dependencies form a cycle: app -> app; they must form a DAG",
                 ),
@@ -510,13 +542,17 @@ mod tests {
             },
             Case {
                 name: "lab without targets",
-                verdict: lab_experiment(&lab(json!([]))),
+                verdict: lab_experiment(&lab(json!([])), None, None),
                 denied_field: Some("spec.targets: at least one target is required"),
                 warning: None,
             },
             Case {
                 name: "lab target names repeated",
-                verdict: lab_experiment(&lab(json!([{"name": "app"}, {"name": "app"}]))),
+                verdict: lab_experiment(
+                    &lab(json!([{"name": "app"}, {"name": "app"}])),
+                    None,
+                    None,
+                ),
                 denied_field: Some(
                     r#"spec.targets[1].name: "app" is used by more than one target"#,
                 ),
@@ -524,7 +560,7 @@ mod tests {
             },
             Case {
                 name: "lab target name not a DNS label",
-                verdict: lab_experiment(&lab(json!([{"name": "App_1"}]))),
+                verdict: lab_experiment(&lab(json!([{"name": "App_1"}])), None, None),
                 denied_field: Some(
                     r#"spec.targets[0].name: "App_1" must be a lowercase DNS label"#,
                 ),
@@ -532,9 +568,11 @@ mod tests {
             },
             Case {
                 name: "lab provisioned cluster without nodes",
-                verdict: lab_experiment(&lab(
-                    json!([{"name": "app", "cluster": {"type": "gke", "nodeCount": 0}}]),
-                )),
+                verdict: lab_experiment(
+                    &lab(json!([{"name": "app", "cluster": {"type": "gke", "nodeCount": 0}}])),
+                    None,
+                    None,
+                ),
                 denied_field: Some(
                     "spec.targets[0].cluster.nodeCount: 0 is out of range; allowed: 1 or more",
                 ),
@@ -542,13 +580,17 @@ mod tests {
             },
             Case {
                 name: "lab tutorial service on an unknown target",
-                verdict: lab_experiment(&{
-                    let mut o = lab(json!([{"name": "app"}]));
-                    o["spec"]["tutorial"] = json!({"services": [
-                        {"name": "ui", "target": "web", "service": "ui", "namespace": "web"}
-                    ]});
-                    o
-                }),
+                verdict: lab_experiment(
+                    &{
+                        let mut o = lab(json!([{"name": "app"}]));
+                        o["spec"]["tutorial"] = json!({"services": [
+                            {"name": "ui", "target": "web", "service": "ui", "namespace": "web"}
+                        ]});
+                        o
+                    },
+                    None,
+                    None,
+                ),
                 denied_field: Some(
                     r#"spec.tutorial.services[0].target: "web" is not a target of this experiment; allowed: app"#,
                 ),
@@ -556,9 +598,13 @@ mod tests {
             },
             Case {
                 name: "lab cycle",
-                verdict: lab_experiment(&lab(
-                    json!([{"name": "a", "depends": ["c"]}, {"name": "b", "depends": ["a"]}, {"name": "c", "depends": ["b"]}]),
-                )),
+                verdict: lab_experiment(
+                    &lab(
+                        json!([{"name": "a", "depends": ["c"]}, {"name": "b", "depends": ["a"]}, {"name": "c", "depends": ["b"]}]),
+                    ),
+                    None,
+                    None,
+                ),
                 denied_field: Some("cycle"),
                 warning: None,
             },
@@ -593,11 +639,68 @@ mod tests {
         }
     }
 
+    /// The checks that need the labs configuration: a claim name too long for its cluster
+    /// type is refused only with the configuration, on create, and on an update only when the
+    /// update makes it too long; the hub is not provisioned, so its names are not limited.
+    #[test]
+    fn lab_claim_names_are_checked_against_the_configuration() {
+        let config = LabsConfig::default();
+        let named = |experiment: &str, target: &str, type_: &str| {
+            let mut o = lab(json!([{"name": target, "cluster": {"type": type_}}]));
+            o["metadata"]["name"] = json!(experiment);
+            o
+        };
+        // gke claims are at most 29 characters: "gateway-comparison-x7k2p-frontend" is 33.
+        let long = named("gateway-comparison-x7k2p", "frontend", "gke");
+        let v = lab_experiment(&long, None, Some(&config));
+        assert!(
+            v.message().contains(
+                r#"spec.targets[0].name: cluster name "gateway-comparison-x7k2p-frontend" is 33 characters; gke allows at most 29"#
+            ),
+            "{}",
+            v.message()
+        );
+        assert!(
+            lab_experiment(&long, None, None).allowed(),
+            "without the configuration the length is left to the controller"
+        );
+        let short = named("gateway-comparison-x7k2p", "app", "gke");
+        assert!(lab_experiment(&short, None, Some(&config)).allowed());
+        assert!(
+            lab_experiment(
+                &named("gateway-comparison-x7k2p", "frontend", "hub"),
+                None,
+                Some(&config)
+            )
+            .allowed(),
+            "a hub target gets no claim"
+        );
+        // Renaming the target so that the claim no longer fits is refused...
+        assert!(!lab_experiment(&long, Some(&short), Some(&config)).allowed());
+        // ...but an Experiment stored with a name that already did not fit can still change.
+        let mut edited = long.clone();
+        edited["spec"]["workflow"]["template"] = json!("other");
+        assert!(lab_experiment(&edited, Some(&long), Some(&config)).allowed());
+        // A smaller limit configured for the type applies.
+        let mut strict = LabsConfig::default();
+        if let Some(m) = strict.cluster_types.get_mut("gke") {
+            m.max_name_length = 20;
+        }
+        let v = lab_experiment(&short, None, Some(&strict));
+        assert!(
+            v.message().contains("gke allows at most 20"),
+            "{}",
+            v.message()
+        );
+    }
+
     #[test]
     fn cycle_path_is_reported() {
-        let v = lab_experiment(&lab(
-            json!([{"name": "a", "depends": ["b"]}, {"name": "b", "depends": ["a"]}]),
-        ));
+        let v = lab_experiment(
+            &lab(json!([{"name": "a", "depends": ["b"]}, {"name": "b", "depends": ["a"]}])),
+            None,
+            None,
+        );
         assert!(v.message().contains("a -> b -> a"), "{}", v.message());
     }
 

@@ -31,6 +31,7 @@ use crate::evaluations::{
     agent::{AGENT_GROUP, AGENT_VERSION, agent_resource},
     gateway::ai_gateway_resource,
 };
+use crate::labs::config::LabsConfig;
 
 /// Path validating evaluation `Experiment`s (`testbench.agentic-layer.ai/v1alpha1`).
 pub const PATH_EVALUATION_EXPERIMENT: &str =
@@ -170,15 +171,19 @@ impl ResolvesServerCert for CertStore {
 #[derive(Clone)]
 struct WebhookState {
     client: Client,
+    /// The labs configuration for the labs checks that need it (`None`: left to the
+    /// controller).
+    labs: Option<Arc<LabsConfig>>,
 }
 
-/// The admission routes, one `POST` path per kind.
-pub fn router(client: Client) -> Router {
+/// The admission routes, one `POST` path per kind; `labs` enables the labs checks that need
+/// the configuration.
+pub fn router(client: Client, labs: Option<Arc<LabsConfig>>) -> Router {
     Router::new()
         .route(PATH_EVALUATION_EXPERIMENT, post(evaluation_experiment))
         .route(PATH_AGENTIC_SESSION, post(agentic_session))
         .route(PATH_LAB_EXPERIMENT, post(lab_experiment))
-        .with_state(WebhookState { client })
+        .with_state(WebhookState { client, labs })
 }
 
 type Review = Json<AdmissionReview<DynamicObject>>;
@@ -303,9 +308,12 @@ async fn agentic_session(Json(review): Review) -> Review {
     }
 }
 
-async fn lab_experiment(Json(review): Review) -> Review {
+async fn lab_experiment(State(state): State<WebhookState>, Json(review): Review) -> Review {
     match to_check(review, &[]) {
-        Ok((request, object, _)) => respond(&request, rules::lab_experiment(&object)),
+        Ok((request, object, old)) => respond(
+            &request,
+            rules::lab_experiment(&object, old.as_ref(), state.labs.as_deref()),
+        ),
         Err(answer) => *answer,
     }
 }
@@ -313,10 +321,12 @@ async fn lab_experiment(Json(review): Review) -> Review {
 /// Binds `address` and serves the webhook over HTTPS until `shutdown`; returns the bound
 /// address. The certificate is loaded from `cert_dir` now and re-read every
 /// [`CERT_POLL_INTERVAL`]; while none is loadable, handshakes fail and a warning is logged.
+/// `labs` enables the labs checks that need the configuration.
 pub async fn serve(
     address: SocketAddr,
     cert_dir: &Path,
     client: Client,
+    labs: Option<Arc<LabsConfig>>,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, WebhookError> {
     let certs = Arc::new(CertStore::new(cert_dir));
@@ -364,7 +374,7 @@ pub async fn serve(
         }
     });
 
-    let app = router(client);
+    let app = router(client, labs);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
