@@ -241,7 +241,9 @@ fn every_example_and_fixture_is_embedded() {
 
 /// Names the examples leave in the cluster once settled, by `group/resource namespace`: a
 /// generated name's random suffix is replaced by `*`. Events and Leases are left out, since
-/// how many there are depends on timing and retries.
+/// how many there are depends on timing and retries, and so are objects being deleted: a
+/// deleted runner Job's pod takes a while to terminate, so whether a quiet second still
+/// shows it depends on timing too.
 fn inventory(env: &DevEnvironment) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     let cluster = env.cluster().cluster();
@@ -251,6 +253,9 @@ fn inventory(env: &DevEnvironment) -> BTreeMap<String, Vec<String>> {
         }
         for o in cluster.list(&group, &resource) {
             let meta = &o["metadata"];
+            if !meta["deletionTimestamp"].is_null() {
+                continue;
+            }
             let name = match meta["generateName"].as_str() {
                 Some(prefix) if !prefix.is_empty() => format!("{prefix}*"),
                 _ => meta["name"].as_str().unwrap_or_default().to_owned(),
