@@ -37,6 +37,8 @@ struct FakeState {
     bump_before_put: bool,
     /// Cancelled by every Lease write: a signal that arrives while the write is in flight.
     cancel_on_write: Option<CancellationToken>,
+    /// Requests get no answer at all (an API server that hangs).
+    hang: bool,
     log: Vec<String>,
 }
 
@@ -127,7 +129,18 @@ fn fake_api() -> (Client, Shared) {
     let state: Shared = Arc::default();
     let served = state.clone();
     tokio::spawn(async move {
+        // Requests left unanswered are kept here, so their callers wait instead of failing.
+        let mut unanswered = Vec::new();
         while let Some((request, respond)) = handle_rx.next_request().await {
+            if served.lock().unwrap().hang {
+                served.lock().unwrap().log.push(format!(
+                    "{} {} (no answer)",
+                    request.method(),
+                    request.uri().path()
+                ));
+                unanswered.push(respond);
+                continue;
+            }
             let (parts, body) = request.into_parts();
             let bytes = body.collect_bytes().await.unwrap();
             let response = handle(&served, &parts.method, parts.uri.path(), &bytes);
@@ -393,6 +406,101 @@ async fn release_clears_the_holder() {
     assert_eq!(spec.holder_identity, None);
     assert_eq!(spec.lease_duration_seconds, Some(1));
     assert_eq!(s.log.last().unwrap(), &format!("PUT {LEASE_PATH}"));
+}
+
+/// A release the API server never answers gives up after the renew deadline instead of
+/// holding up the shutdown (the Lease then expires on its own).
+#[tokio::test]
+async fn release_gives_up_when_the_api_server_does_not_answer() {
+    let (client, state) = fake_api();
+    let mut elector = LeaderElector::new(client, settings("me"));
+    assert_eq!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        Attempt::Leading
+    );
+    state.lock().unwrap().hang = true;
+    let result = tokio::time::timeout(Duration::from_mins(1), elector.release())
+        .await
+        .expect("the release did not give up");
+    match result {
+        Err(error @ LeaseError::TimedOut { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("update Lease ops/agentic-operator-leader")
+                    && text.contains("--renew-deadline"),
+                "{text}"
+            );
+        }
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    assert_eq!(
+        state.lock().unwrap().log.last().unwrap(),
+        &format!("PUT {LEASE_PATH} (no answer)")
+    );
+}
+
+/// A shutdown that comes while a renewal hangs ends `hold` at once instead of after the
+/// renew deadline (two minutes here), so the drain starts without that delay.
+#[tokio::test]
+async fn hold_sees_the_shutdown_while_a_renewal_hangs() {
+    let (client, state) = fake_api();
+    let patient = LeaderElectionSettings {
+        lease_duration: Duration::from_mins(3),
+        renew_deadline: Duration::from_mins(2),
+        ..settings("me")
+    };
+    let mut elector = LeaderElector::new(client, patient);
+    assert_eq!(
+        elector.try_acquire_or_renew().await.unwrap(),
+        Attempt::Leading
+    );
+    state.lock().unwrap().hang = true;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let holding = tokio::spawn(async move { elector.hold(&stop).await });
+    eventually("a renewal that gets no answer", || {
+        state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.ends_with("(no answer)"))
+    })
+    .await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_mins(1), holding)
+        .await
+        .expect("hold waited for the hanging renewal")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// While the API server does not answer, a replica waiting for the Lease still sees its
+/// shutdown: each attempt is abandoned after the renew deadline.
+#[tokio::test]
+async fn acquire_sees_the_shutdown_while_the_api_server_does_not_answer() {
+    let (client, state) = fake_api();
+    state.lock().unwrap().hang = true;
+    let mut elector = LeaderElector::new(client, settings("me"));
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let acquiring = tokio::spawn(async move { elector.acquire(&stop, |_| {}).await });
+    eventually("an unanswered request", || {
+        state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.ends_with("(no answer)"))
+    })
+    .await;
+    shutdown.cancel();
+    let led = tokio::time::timeout(Duration::from_mins(1), acquiring)
+        .await
+        .expect("acquire did not see the shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(!led);
 }
 
 #[tokio::test]

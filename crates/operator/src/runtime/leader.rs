@@ -186,6 +186,20 @@ pub enum LeaseError {
         /// What happened.
         reason: String,
     },
+    /// The API server did not answer within the renew deadline.
+    #[error(
+        "leader election: {verb} Lease {namespace}/{name} got no answer within {after:?} (--renew-deadline)"
+    )]
+    TimedOut {
+        /// The verb that got no answer.
+        verb: &'static str,
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// How long it waited.
+        after: Duration,
+    },
     /// Any other API error.
     #[error("leader election: {verb} Lease {namespace}/{name} failed: {source}")]
     Api {
@@ -256,6 +270,15 @@ impl LeaderElector {
                 name,
                 source: Box::new(source),
             },
+        }
+    }
+
+    fn timed_out(&self, verb: &'static str) -> LeaseError {
+        LeaseError::TimedOut {
+            verb,
+            namespace: self.settings.namespace.clone(),
+            name: self.settings.lease_name.clone(),
+            after: self.settings.renew_deadline,
         }
     }
 
@@ -348,14 +371,21 @@ impl LeaderElector {
     /// Tries every retry period until this replica leads. Returns `Ok(true)` once leading,
     /// `Ok(false)` if `shutdown` fired first (also while the winning write was in flight: the
     /// Lease is then released again), and an error only for `403 Forbidden` (which retrying
-    /// cannot fix). `on_follow` is called with the holder after each failed attempt.
+    /// cannot fix). `on_follow` is called with the holder after each failed attempt. An attempt
+    /// the API server does not answer within the renew deadline is abandoned and retried, so
+    /// a hanging API server never keeps a replica from seeing its shutdown (a write it may
+    /// still have applied expires with the Lease's duration).
     pub async fn acquire(
         &mut self,
         shutdown: &CancellationToken,
         mut on_follow: impl FnMut(Option<&str>),
     ) -> Result<bool, LeaseError> {
         loop {
-            match self.try_acquire_or_renew().await {
+            let attempt =
+                tokio::time::timeout(self.settings.renew_deadline, self.try_acquire_or_renew())
+                    .await
+                    .unwrap_or_else(|_| Err(self.timed_out("acquire")));
+            match attempt {
                 // Shutdown came while the write was in flight: a replica on its way out must
                 // not start leading, and the Lease it just took goes straight back.
                 Ok(Attempt::Leading) if shutdown.is_cancelled() => {
@@ -394,7 +424,12 @@ impl LeaderElector {
             }
             let started = Instant::now();
             let left = deadline.saturating_sub(last_renewed.elapsed());
-            let attempt = tokio::time::timeout(left, self.try_acquire_or_renew()).await;
+            // A shutdown does not wait for a renewal in flight: the caller goes on renewing
+            // while it drains, from the last renewal that succeeded.
+            let attempt = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                attempt = tokio::time::timeout(left, self.try_acquire_or_renew()) => attempt,
+            };
             let lost = |reason: String| LeaseError::Lost {
                 namespace: self.settings.namespace.clone(),
                 name: self.settings.lease_name.clone(),
@@ -429,7 +464,9 @@ impl LeaderElector {
     }
 
     /// Steps down: clears the holder of the Lease this replica last wrote. Does nothing if this
-    /// replica never led; a conflict (someone else wrote since) is not an error.
+    /// replica never led; a conflict (someone else wrote since) is not an error. Gives up with
+    /// [`LeaseError::TimedOut`] when the API server does not answer within the renew deadline,
+    /// so a shutdown never hangs on it (a standby then takes over once the Lease expires).
     pub async fn release(&mut self) -> Result<(), LeaseError> {
         let Some(mut lease) = self.last_written.take() else {
             return Ok(());
@@ -442,11 +479,13 @@ impl LeaderElector {
         }
         lease.spec = Some(released_spec(spec, jiff::Timestamp::now()));
         let name = lease.name_any();
-        match self
-            .api
-            .replace(&name, &PostParams::default(), &lease)
-            .await
-        {
+        let written = tokio::time::timeout(
+            self.settings.renew_deadline,
+            self.api.replace(&name, &PostParams::default(), &lease),
+        )
+        .await
+        .map_err(|_| self.timed_out("update"))?;
+        match written {
             Ok(_) => Ok(()),
             Err(e) if Self::is_conflict(&e) => Ok(()),
             Err(e) => Err(self.api_error("update", e)),
