@@ -33,6 +33,9 @@ struct Fake {
     /// Watch requests that are never answered (an idle watch).
     held: Vec<tower_test::mock::SendResponse<Response<Body>>>,
     watches: usize,
+    /// Event writes get no answer until the test sends one (`held_events`).
+    hold_events: bool,
+    held_events: Vec<tower_test::mock::SendResponse<Response<Body>>>,
     crds_installed: bool,
 }
 
@@ -70,6 +73,13 @@ fn fake_api() -> (Client, Shared) {
             let mut fake = served.lock().unwrap();
             fake.requests
                 .push(format!("{} {path}?{query}", request.method()));
+            if fake.hold_events
+                && request.method() == http::Method::POST
+                && path.ends_with("/events")
+            {
+                fake.held_events.push(send);
+                continue;
+            }
             match path.as_str() {
                 "/api/v1/configmaps" if query.contains("watch=true") => {
                     fake.watches += 1;
@@ -185,6 +195,43 @@ impl Family for Widgets {
             tasks.push(controller_task(rt, name, primary, |c| c, record, ctx));
         }
         Ok(tasks)
+    }
+}
+
+async fn fail(_obj: Arc<ConfigMap>, _ctx: Arc<()>) -> Result<Action, NeverError> {
+    Err(NeverError)
+}
+
+/// A family whose one controller fails every reconcile, so its error policy publishes a
+/// `ReconcileFailed` Event in the background.
+struct Failing;
+
+impl Family for Failing {
+    fn name(&self) -> &'static str {
+        "sessions"
+    }
+
+    fn required_crds(&self) -> Vec<CrdRef> {
+        Vec::new()
+    }
+
+    fn build(
+        &self,
+        rt: &RuntimeContext,
+        watches: &mut SharedWatches,
+    ) -> Result<Vec<ControllerTask>, FamilyError> {
+        let primary = watches.subscribe(
+            Api::<ConfigMap>::all(rt.client.clone()),
+            watcher::Config::default(),
+        )?;
+        Ok(vec![controller_task(
+            rt,
+            "failing",
+            primary,
+            |c| c,
+            fail,
+            Arc::new(()),
+        )])
     }
 }
 
@@ -378,6 +425,58 @@ async fn family_with_installed_crd_runs() {
     let all = expected(&["a", "b", "c"]);
     eventually("reconciles", || *seen.names.lock().unwrap() == all).await;
     shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// A graceful shutdown waits for the Events still being published in the background (here the
+/// `ReconcileFailed` Events of a failing controller, whose writes the API server has not
+/// answered yet) before it ends; before, they were dropped with the process.
+#[tokio::test]
+async fn shutdown_waits_for_events_being_published() {
+    let (client, fake) = fake_api();
+    fake.lock().unwrap().hold_events = true;
+    let manager = Manager::new(settings(|_| {}), vec![Box::new(Failing)]);
+    let health = manager.health().clone();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(manager.run_with_client(client, shutdown.clone()));
+    eventually("a ReconcileFailed Event being written", || {
+        !fake.lock().unwrap().held_events.is_empty()
+    })
+    .await;
+    let running = || -> Option<usize> {
+        health.liveness().details.iter().find_map(|d| {
+            d.strip_prefix("ok (")?
+                .strip_suffix(" loops running)")?
+                .parse()
+                .ok()
+        })
+    };
+    let before = running().unwrap();
+    shutdown.cancel();
+    // The controller stops (one loop fewer is running)...
+    eventually("the controller loop to stop", || {
+        running() == Some(before - 1)
+    })
+    .await;
+    // ...but the manager waits for the Event write.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !run.is_finished(),
+        "the manager ended with an Event still being written"
+    );
+    let held: Vec<_> = std::mem::take(&mut fake.lock().unwrap().held_events);
+    for send in held {
+        send.send_response(respond(
+            &serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "e", "namespace": "default"}}),
+            201,
+        ));
+    }
+    fake.lock().unwrap().hold_events = false;
     let result = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .unwrap()

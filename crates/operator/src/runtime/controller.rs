@@ -380,8 +380,9 @@ where
                 action: "Reconcile".into(),
                 secondary: None,
             };
-            tokio::spawn(async move {
-                recorders.publish_new(&controller, &event, &regarding).await;
+            let publisher = recorders.clone();
+            recorders.spawn(async move {
+                publisher.publish_new(&controller, &event, &regarding).await;
             });
         }
         self.metrics.inc_retries(name);

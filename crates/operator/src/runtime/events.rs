@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -14,16 +15,19 @@ use kube::{
     Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
+use tokio_util::task::TaskTracker;
 
 /// Field manager and `reportingController` prefix used by this operator.
 pub const REPORTING_CONTROLLER: &str = "agentic-operator";
 
-/// Creates and caches one [`Recorder`] per controller name.
+/// Creates and caches one [`Recorder`] per controller name, and tracks the Events published
+/// in the background so a graceful shutdown can wait for them.
 #[derive(Clone)]
 pub struct EventRecorders {
     client: Client,
     instance: String,
     recorders: Arc<Mutex<HashMap<String, Arc<Recorder>>>>,
+    background: TaskTracker,
 }
 
 impl std::fmt::Debug for EventRecorders {
@@ -42,7 +46,29 @@ impl EventRecorders {
             client,
             instance: instance.into(),
             recorders: Arc::new(Mutex::new(HashMap::new())),
+            background: TaskTracker::new(),
         }
+    }
+
+    /// Runs `publishing` (an Event being published) in the background, for callers that
+    /// cannot wait for it (a synchronous error policy, a reconcile that must not be slowed by
+    /// its Events). [`EventRecorders::flush`] waits for it.
+    pub fn spawn(&self, publishing: impl Future<Output = ()> + Send + 'static) {
+        self.background.spawn(publishing);
+    }
+
+    /// The tracker of the background Events, for code that holds no [`EventRecorders`].
+    pub fn background(&self) -> TaskTracker {
+        self.background.clone()
+    }
+
+    /// Waits until every Event published in the background has been written (or has failed).
+    /// Used at shutdown, after the controllers have drained; later [`EventRecorders::spawn`]s
+    /// still run.
+    pub async fn flush(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
     }
 
     /// The shared recorder for `controller`; its `reportingController` is

@@ -514,7 +514,10 @@ impl Manager {
         };
         // In-flight reconciles may still write while they finish, so the Lease is renewed
         // until they have: a standby must not take over before this replica stops writing.
-        if let Err(error) = self.drain_holding(&mut controllers, elector.as_mut()).await {
+        if let Err(error) = self
+            .drain_holding(&mut controllers, &rt.recorders, elector.as_mut())
+            .await
+        {
             return Err(self.step_down(error, &mut controllers, &mut reflectors, &leading_tx));
         }
         reflectors.abort_all();
@@ -562,29 +565,31 @@ impl Manager {
     async fn drain_holding(
         &self,
         controllers: &mut JoinSet<String>,
+        events: &EventRecorders,
         elector: Option<&mut LeaderElector>,
     ) -> Result<(), LeaseError> {
         let Some(elector) = elector else {
-            self.drain(controllers).await;
+            self.drain(controllers, events).await;
             return Ok(());
         };
         // Never cancelled: `hold` only returns when leadership is lost.
         let renew_until_drained = CancellationToken::new();
         tokio::select! {
-            () = self.drain(controllers) => Ok(()),
+            () = self.drain(controllers, events) => Ok(()),
             lost = elector.hold(&renew_until_drained) => lost,
         }
     }
 
-    /// Waits for the controllers to finish their in-flight reconciles, at most
-    /// [`GRACEFUL_SHUTDOWN_TIMEOUT`].
-    async fn drain(&self, controllers: &mut JoinSet<String>) {
+    /// Waits for the controllers to finish their in-flight reconciles, then for the Events
+    /// they published in the background, at most [`GRACEFUL_SHUTDOWN_TIMEOUT`] in all.
+    async fn drain(&self, controllers: &mut JoinSet<String>, events: &EventRecorders) {
         let drained = tokio::time::timeout(GRACEFUL_SHUTDOWN_TIMEOUT, async {
             while let Some(joined) = controllers.join_next().await {
                 if let Ok(name) = joined {
                     self.health.loop_stopped(&name);
                 }
             }
+            events.flush().await;
         })
         .await;
         if drained.is_err() {

@@ -101,6 +101,8 @@ pub struct Ctx {
     pub metrics: SessionMetrics,
     /// Event recorder, if Events are published.
     pub recorder: Option<Arc<Recorder>>,
+    /// Where Events published without waiting run (the manager waits for them at shutdown).
+    pub background: tokio_util::task::TaskTracker,
     /// The controller's own writes the caches may not show yet.
     pub recent: Arc<RecentWrites>,
     /// When each Running session is looked at next (one shared timer instead of a requeue
@@ -284,6 +286,7 @@ pub fn controllers_with(
         projects,
         metrics,
         recorder: Some(rt.recorders.recorder(CONTROLLER)),
+        background: rt.recorders.background(),
         recent,
         rechecks,
         token_checks,
@@ -1394,7 +1397,7 @@ impl Reconciler<'_> {
             secondary: None,
         };
         let reference = self.session.object_ref(&());
-        tokio::spawn(async move {
+        self.ctx.background.spawn(async move {
             crate::runtime::events::publish(&recorder, &event, &reference).await;
         });
     }
@@ -1441,7 +1444,7 @@ impl Reconciler<'_> {
                 secondary: None,
             };
             let reference = self.session.object_ref(&());
-            tokio::spawn(async move {
+            self.ctx.background.spawn(async move {
                 crate::runtime::events::publish(&recorder, &event, &reference).await;
             });
         }
