@@ -227,7 +227,7 @@ async fn transient_errors_back_off_per_object_and_reset_on_success() {
     assert_eq!(guard.error_policy(&b, &error), Action::requeue(ms(5)));
     assert_eq!(
         metric_line(&metrics, "workqueue_retries_total{"),
-        "workqueue_retries_total{name=\"test\"} 4"
+        "workqueue_retries_total{name=\"test\",controller=\"test\"} 4"
     );
 
     assert!(guard.reconcile(a.clone()).await.is_ok());
@@ -290,8 +290,8 @@ async fn work_in_flight_is_reported_until_it_ends() {
         let line = metric_line(&metrics, prefix);
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    let longest = "workqueue_longest_running_processor_seconds{name=\"test\"}";
-    let unfinished = "workqueue_unfinished_work_seconds{name=\"test\"}";
+    let longest = "workqueue_longest_running_processor_seconds{name=\"test\",controller=\"test\"}";
+    let unfinished = "workqueue_unfinished_work_seconds{name=\"test\",controller=\"test\"}";
     let hanging = tokio::spawn({
         let guard = guard.clone();
         async move { guard.reconcile(Arc::new(config_map("a"))).await }
@@ -320,7 +320,7 @@ async fn work_in_flight_is_reported_until_it_ends() {
     assert!(guard.reconcile(Arc::new(config_map("b"))).await.is_ok());
     assert_eq!(
         metric_line(&metrics, "workqueue_work_duration_seconds_count{"),
-        "workqueue_work_duration_seconds_count{name=\"test\"} 1"
+        "workqueue_work_duration_seconds_count{name=\"test\",controller=\"test\"} 1"
     );
 }
 
@@ -387,7 +387,9 @@ async fn a_deleted_object_leaves_the_retry_queue() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     writer.apply_watcher_event(&watcher::Event::Delete(obj));
-    while guard.tracker().failures("uid-a") != 0 || depth() != "workqueue_depth{name=\"test\"} 0" {
+    while guard.tracker().failures("uid-a") != 0
+        || depth() != "workqueue_depth{name=\"test\",controller=\"test\"} 0"
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the deleted object is still queued: {}, {} failures after {} calls",

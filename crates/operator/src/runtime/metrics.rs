@@ -52,10 +52,20 @@ pub struct ResultLabels {
     pub result: String,
 }
 
-/// Label set `{name}` of the work-queue metrics (the controller name).
+/// Label set `{name, controller}` of the work-queue metrics: both the controller name, as
+/// controller-runtime sets them (dashboards select by either).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
-    /// Queue (controller) name.
+    /// Queue name (the controller name).
+    pub name: String,
+    /// Controller name.
+    pub controller: String,
+}
+
+/// Label set `{name}` of `leader_election_master_status` (the Lease name).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    /// Lease name.
     pub name: String,
 }
 
@@ -101,7 +111,7 @@ impl Collector for InFlightCollector {
                     .values()
                     .map(|at| now.duration_since(*at).as_secs_f64());
                 let (sum, longest) = ages.fold((0.0, 0.0_f64), |(s, l), a| (s + a, l.max(a)));
-                (QueueLabels { name: name.clone() }, sum, longest)
+                (ControllerMetrics::queue(name), sum, longest)
             })
             .collect();
         for (metric, help, pick) in [
@@ -182,7 +192,7 @@ pub struct ControllerMetrics {
     queue_retries: Family<QueueLabels, Counter>,
     work_duration: Family<QueueLabels, Histogram, fn() -> Histogram>,
     in_flight: Arc<InFlight>,
-    leader_status: Family<QueueLabels, Gauge>,
+    leader_status: Family<LeaseLabels, Gauge>,
 }
 
 impl ControllerMetrics {
@@ -275,6 +285,7 @@ impl ControllerMetrics {
     fn queue(name: &str) -> QueueLabels {
         QueueLabels {
             name: name.to_owned(),
+            controller: name.to_owned(),
         }
     }
 
@@ -393,7 +404,9 @@ impl ControllerMetrics {
     /// Sets `leader_election_master_status{name}`.
     pub fn set_leader(&self, lease_name: &str, leader: bool) {
         self.leader_status
-            .get_or_create(&Self::queue(lease_name))
+            .get_or_create(&LeaseLabels {
+                name: lease_name.to_owned(),
+            })
             .set(i64::from(leader));
     }
 }
