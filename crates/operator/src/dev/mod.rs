@@ -80,6 +80,12 @@ pub struct DevArgs {
     /// Address of the operator's /healthz and /readyz probes ("0" = disabled).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub health_probe_bind_address: String,
+
+    /// The operator's longest retry delay for an object whose reconciles keep failing (as
+    /// `run --max-retry-backoff`).
+    #[arg(long, default_value = "1000s", value_parser = crate::runtime::config::parse_duration,
+          value_name = "DURATION")]
+    pub max_retry_backoff: Duration,
 }
 
 impl Default for DevArgs {
@@ -92,6 +98,7 @@ impl Default for DevArgs {
             kubeconfig: None,
             metrics_bind_address: "127.0.0.1:0".into(),
             health_probe_bind_address: "127.0.0.1:0".into(),
+            max_retry_backoff: Duration::from_secs(1000),
         }
     }
 }
@@ -391,6 +398,7 @@ impl DevEnvironment {
             metrics_bind_address: args.metrics_bind_address.clone(),
             health_probe_bind_address: args.health_probe_bind_address.clone(),
             webhook_bind_address: "0".into(),
+            max_retry_backoff: args.max_retry_backoff,
             ..RunArgs::default()
         };
         let settings = Settings::resolve(

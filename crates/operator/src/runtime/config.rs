@@ -160,6 +160,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub reconcile_timeout: Duration,
 
+    /// Longest wait before retrying an object whose reconciles keep failing (the per-object
+    /// backoff starts at 5 ms and doubles up to this; controller-runtime's limit is 1000 s).
+    #[arg(long, default_value = "1000s", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_retry_backoff: Duration,
+
     /// Namespace Testkube watches (normally "testkube"): evaluation Experiments' workflows and
     /// triggers are created there. Default: each Experiment's own namespace.
     #[arg(long, value_name = "NAMESPACE")]
@@ -210,6 +215,7 @@ impl Default for RunArgs {
             legacy_watch: false,
             controllers: None,
             reconcile_timeout: Duration::from_mins(5),
+            max_retry_backoff: Duration::from_secs(1000),
             testkube_namespace: None,
             webhook_bind_address: ":9443".into(),
             webhook_cert_dir: PathBuf::from(DEFAULT_WEBHOOK_CERT_DIR),
@@ -294,6 +300,8 @@ pub struct Settings {
     pub controllers: Option<Vec<String>>,
     /// Per-reconcile deadline; `None` when disabled with `--reconcile-timeout=0`.
     pub reconcile_timeout: Option<Duration>,
+    /// Longest per-object retry delay (`--max-retry-backoff`).
+    pub max_retry_backoff: Duration,
     /// `--testkube-namespace`, `None` when unset or empty.
     pub testkube_namespace: Option<String>,
     /// Where the admission webhook is served (`--webhook-bind-address`).
@@ -402,6 +410,12 @@ pub enum ConfigError {
     /// `--max-concurrent-reconciles=0` with no usable environment override.
     #[error("--max-concurrent-reconciles must be at least 1")]
     ZeroConcurrency,
+    /// `--max-retry-backoff` below the first retry delay.
+    #[error("--max-retry-backoff={value:?} is too short: use 5ms or more (default 1000s)")]
+    RetryBackoff {
+        /// The rejected value.
+        value: Duration,
+    },
     /// A labs provisioning timeout that is zero or not a number of seconds.
     #[error(
         "{source_name}={value:?} is not a valid provisioning timeout: use a duration above zero (flag: e.g. 20m; environment: whole seconds, e.g. 1200)"
@@ -490,6 +504,7 @@ impl Settings {
             .and_then(|v| v.trim().parse::<u16>().ok())
             .filter(|n| *n > 0)
             .unwrap_or(args.max_concurrent_reconciles);
+        let max_retry_backoff = max_retry_backoff(args)?;
         if max_concurrent_reconciles == 0 {
             return Err(ConfigError::ZeroConcurrency);
         }
@@ -514,25 +529,7 @@ impl Settings {
             .or_else(|| env.var("HOSTNAME"))
             .unwrap_or_else(|| "agentic-operator".to_owned());
         let identity = format!("{host}_{}", env.random_suffix);
-        let controllers = match &args.controllers {
-            None => None,
-            Some(list) => {
-                let mut names = Vec::new();
-                for raw in list {
-                    let name = raw.trim().to_ascii_lowercase();
-                    if name.is_empty() {
-                        continue;
-                    }
-                    if !KNOWN_FAMILIES.contains(&name.as_str()) {
-                        return Err(ConfigError::UnknownFamily { name: raw.clone() });
-                    }
-                    if !names.contains(&name) {
-                        names.push(name);
-                    }
-                }
-                Some(names)
-            }
-        };
+        let controllers = requested_families(args)?;
 
         let leader_election = if args.leader_elect {
             let (lease, renew, retry) =
@@ -568,6 +565,7 @@ impl Settings {
             legacy_watch: args.legacy_watch,
             controllers,
             reconcile_timeout: Some(args.reconcile_timeout).filter(|d| !d.is_zero()),
+            max_retry_backoff,
             testkube_namespace: args
                 .testkube_namespace
                 .as_deref()
@@ -589,6 +587,38 @@ impl Settings {
             api_rate: ApiRate::resolve(args.kube_api_qps, args.kube_api_burst)?,
         })
     }
+}
+
+/// The families `--controllers` names (lowercased, without blanks or repeats); `None` when
+/// the flag is not given.
+fn requested_families(args: &RunArgs) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(list) = &args.controllers else {
+        return Ok(None);
+    };
+    let mut names = Vec::new();
+    for raw in list {
+        let name = raw.trim().to_ascii_lowercase();
+        if name.is_empty() {
+            continue;
+        }
+        if !KNOWN_FAMILIES.contains(&name.as_str()) {
+            return Err(ConfigError::UnknownFamily { name: raw.clone() });
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(Some(names))
+}
+
+/// `--max-retry-backoff`, which must not be shorter than the first retry delay (5 ms).
+fn max_retry_backoff(args: &RunArgs) -> Result<Duration, ConfigError> {
+    if args.max_retry_backoff < super::backoff::BackoffPolicy::default().base {
+        return Err(ConfigError::RetryBackoff {
+            value: args.max_retry_backoff,
+        });
+    }
+    Ok(args.max_retry_backoff)
 }
 
 /// `--labs-config` over `LABS_CONFIG_FILE`, and `--labs-provisioning-timeout` over
@@ -820,6 +850,27 @@ mod tests {
                 "MAX_CONCURRENT_RECONCILES={value:?}"
             );
         }
+    }
+
+    #[test]
+    fn max_retry_backoff_sets_the_controllers_backoff_limit() {
+        let settings = Settings::resolve(&run_args(&[]), &no_env()).unwrap();
+        assert_eq!(settings.max_retry_backoff, Duration::from_secs(1000));
+        let settings =
+            Settings::resolve(&run_args(&["--max-retry-backoff=30s"]), &no_env()).unwrap();
+        assert_eq!(settings.max_retry_backoff, Duration::from_secs(30));
+        // Shorter than the first retry delay: refused, naming the flag and the minimum.
+        let err = Settings::resolve(&run_args(&["--max-retry-backoff=0"]), &no_env()).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::RetryBackoff {
+                value: Duration::ZERO
+            }
+        );
+        assert!(
+            err.to_string().contains("--max-retry-backoff") && err.to_string().contains("5ms"),
+            "{err}"
+        );
     }
 
     #[test]

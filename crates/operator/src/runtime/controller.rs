@@ -157,7 +157,10 @@ impl ControllerOptions {
             name: name.to_owned(),
             concurrency: rt.settings.max_concurrent_reconciles,
             timeout: rt.settings.reconcile_timeout,
-            backoff: BackoffPolicy::default(),
+            backoff: BackoffPolicy {
+                max: rt.settings.max_retry_backoff,
+                ..BackoffPolicy::default()
+            },
             error_events: true,
         }
     }
@@ -553,6 +556,38 @@ pub async fn run_guarded<K, Ctx, E, F, Fut>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--max-retry-backoff` is the longest retry delay of every controller built from the
+    /// runtime settings.
+    #[tokio::test]
+    async fn controllers_take_the_retry_limit_from_the_settings() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let client = kube::Client::new(service, "default");
+        let args = crate::runtime::config::RunArgs {
+            max_retry_backoff: Duration::from_secs(30),
+            ..crate::runtime::config::RunArgs::default()
+        };
+        let settings = crate::runtime::config::Settings::resolve(
+            &args,
+            &crate::runtime::config::Environment::fixed([("POD_NAME", "t")], None),
+        )
+        .unwrap();
+        let rt = RuntimeContext {
+            recorders: EventRecorders::new(client.clone(), "t"),
+            client,
+            settings: Arc::new(settings),
+            metrics: crate::runtime::metrics::Metrics::new(),
+            health: crate::runtime::probes::HealthState::new(),
+            leading: tokio::sync::watch::channel(true).1,
+            shutdown: CancellationToken::new(),
+        };
+        let options = ControllerOptions::from_context(&rt, "c");
+        assert_eq!(options.backoff.max, Duration::from_secs(30));
+        assert_eq!(options.backoff.delay(40), Duration::from_secs(30));
+    }
 
     /// A family error that wraps a kube error, as the families' `thiserror` enums do.
     #[derive(Debug, thiserror::Error)]
