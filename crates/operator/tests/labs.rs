@@ -1382,6 +1382,32 @@ async fn deletion_in_every_phase_releases_the_finalizer() {
     env.stop().await;
 }
 
+/// Deletes Experiment `name` and waits until its cleanup reports `CleanupStuck`; returns the
+/// `Ready` message.
+async fn delete_until_cleanup_stuck(client: &Client, name: &str) -> String {
+    Api::<Experiment>::namespaced(client.clone(), NS)
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let e = wait_for(client, name, "CleanupStuck", |e| {
+        cond(e, "Ready").is_some_and(|c| c.reason == "CleanupStuck")
+    })
+    .await;
+    cond(&e, "Ready").unwrap().message.clone()
+}
+
+/// Ends a scripted hang: sets the simulator `annotation` of claim `name` to `"false"`.
+async fn unstick(claims: &Api<DynamicObject>, name: &str, annotation: &str) {
+    claims
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {annotation: "false"}}})),
+        )
+        .await
+        .unwrap();
+}
+
 /// A claim whose deletion hangs holds the finalizer and surfaces as a condition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_claim_deletion_is_a_condition() {
@@ -1403,31 +1429,13 @@ async fn stuck_claim_deletion_is_a_condition() {
     .await;
     let claims = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
     wait_get(&claims, "stuck-main", "claim created", |o| o.is_some()).await;
-    Api::<Experiment>::namespaced(client.clone(), NS)
-        .delete("stuck", &DeleteParams::default())
-        .await
-        .unwrap();
-    let e = wait_for(&client, "stuck", "CleanupStuck", |e| {
-        cond(e, "Ready").is_some_and(|c| c.reason == "CleanupStuck")
-    })
-    .await;
+    let message = delete_until_cleanup_stuck(&client, "stuck").await;
     assert!(
-        cond(&e, "Ready")
-            .unwrap()
-            .message
-            .contains("claim experiments/stuck-main")
+        message.contains("claim experiments/stuck-main"),
+        "{message}"
     );
     // Unsticking the claim lets the deletion finish.
-    claims
-        .patch(
-            "stuck-main",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"devcluster.io/stuck-deletion": "false"}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    unstick(&claims, "stuck-main", "devcluster.io/stuck-deletion").await;
     wait_gone(&client, "stuck").await;
     op.stop().await.unwrap();
     env.stop().await;
@@ -1470,25 +1478,10 @@ async fn a_composite_that_cannot_be_deleted_holds_the_cleanup() {
         o.is_some()
     })
     .await;
-    Api::<Experiment>::namespaced(client.clone(), NS)
-        .delete("leak", &DeleteParams::default())
-        .await
-        .unwrap();
-    let e = wait_for(&client, "leak", "CleanupStuck", |e| {
-        cond(e, "Ready").is_some_and(|c| c.reason == "CleanupStuck")
-    })
-    .await;
+    let message = delete_until_cleanup_stuck(&client, "leak").await;
     assert!(
-        cond(&e, "Ready")
-            .unwrap()
-            .message
-            .contains("claim experiments/leak-main")
-            && cond(&e, "Ready")
-                .unwrap()
-                .message
-                .contains("kubectl get managed"),
-        "{:?}",
-        cond(&e, "Ready")
+        message.contains("claim experiments/leak-main") && message.contains("kubectl get managed"),
+        "{message}"
     );
     let claim = claims.get("leak-main").await.unwrap();
     assert!(
@@ -1501,15 +1494,12 @@ async fn a_composite_that_cannot_be_deleted_holds_the_cleanup() {
         "its composite too"
     );
     // Once the cloud lets the network go, the claim, its composite and the Experiment go.
-    claims
-        .patch(
-            "leak-main",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                "devcluster.io/stuck-composite-deletion": "false"}}})),
-        )
-        .await
-        .unwrap();
+    unstick(
+        &claims,
+        "leak-main",
+        "devcluster.io/stuck-composite-deletion",
+    )
+    .await;
     wait_gone(&client, "leak").await;
     assert!(composites.get_opt("leak-main-xr").await.unwrap().is_none());
     assert!(claims.get_opt("leak-main").await.unwrap().is_none());

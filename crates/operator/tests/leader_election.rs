@@ -196,6 +196,19 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the fake API has left a request unanswered (with `hang` set).
+async fn unanswered(state: &Shared) {
+    eventually("a request that gets no answer", || {
+        state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .any(|l| l.ends_with("(no answer)"))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn creates_a_missing_lease_then_renews_it() {
     let (client, state) = fake_api();
@@ -458,15 +471,7 @@ async fn hold_sees_the_shutdown_while_a_renewal_hangs() {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let holding = tokio::spawn(async move { elector.hold(&stop).await });
-    eventually("a renewal that gets no answer", || {
-        state
-            .lock()
-            .unwrap()
-            .log
-            .iter()
-            .any(|l| l.ends_with("(no answer)"))
-    })
-    .await;
+    unanswered(&state).await;
     shutdown.cancel();
     let result = tokio::time::timeout(Duration::from_mins(1), holding)
         .await
@@ -485,15 +490,7 @@ async fn acquire_sees_the_shutdown_while_the_api_server_does_not_answer() {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     let acquiring = tokio::spawn(async move { elector.acquire(&stop, |_| {}).await });
-    eventually("an unanswered request", || {
-        state
-            .lock()
-            .unwrap()
-            .log
-            .iter()
-            .any(|l| l.ends_with("(no answer)"))
-    })
-    .await;
+    unanswered(&state).await;
     shutdown.cancel();
     let led = tokio::time::timeout(Duration::from_mins(1), acquiring)
         .await
