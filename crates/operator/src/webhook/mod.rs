@@ -34,17 +34,23 @@ pub struct WebhookOptions {
 
 impl WebhookOptions {
     /// The webhook options of `settings`. A labs configuration that does not load gives
-    /// `None` here; the labs controller then stops the operator with the reason.
+    /// `None` here, with a warning; the labs controller then stops the operator with the
+    /// reason.
     pub fn from_settings(settings: &Settings) -> Self {
+        let labs = match LabsConfig::resolve(
+            settings.labs.config.as_deref(),
+            settings.labs.provisioning_timeout,
+        ) {
+            Ok(config) => Some(Arc::new(config)),
+            Err(error) => {
+                tracing::warn!(%error, "the admission webhook leaves the labs cluster-type and claim-name checks to the controller");
+                None
+            }
+        };
         Self {
             address: settings.webhook_address,
             cert_dir: settings.webhook_cert_dir.clone(),
-            labs: LabsConfig::resolve(
-                settings.labs.config.as_deref(),
-                settings.labs.provisioning_timeout,
-            )
-            .ok()
-            .map(Arc::new),
+            labs,
         }
     }
 }
@@ -91,4 +97,28 @@ pub async fn serve_and_run(
         })?;
     }
     manager.run_with_client(client, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::{Environment, RunArgs};
+
+    fn settings(labs_config: Option<&str>) -> Settings {
+        let args = RunArgs {
+            labs_config: labs_config.map(PathBuf::from),
+            ..RunArgs::default()
+        };
+        Settings::resolve(&args, &Environment::fixed([("POD_NAME", "t")], None)).unwrap()
+    }
+
+    /// The webhook checks labs Experiments against the configuration the replica loads; one
+    /// that does not load leaves those checks to the controller instead of failing here.
+    #[test]
+    fn the_labs_configuration_is_loaded_for_the_webhook() {
+        let options = WebhookOptions::from_settings(&settings(None));
+        assert_eq!(options.labs.as_deref(), Some(&LabsConfig::default()));
+        let options = WebhookOptions::from_settings(&settings(Some("/nonexistent/labs.yaml")));
+        assert_eq!(options.labs, None);
+    }
 }
