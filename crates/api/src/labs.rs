@@ -383,6 +383,20 @@ pub struct ComponentRef {
     /// Helm parameters for the component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<BTreeMap<String, String>>,
+    /// Namespace the component's sources are templated into, overriding each source's
+    /// `namespace` (Helm sources get `helm.namespace`, path sources `kustomize.namespace`).
+    /// Unset: the sources' own `namespace`, else the Application's destination namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
+    /// Git revision (branch, tag or commit) for the component's Git sources, overriding their
+    /// `targetRevision`; chart sources keep their chart version. Unset: the sources' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub target_revision: Option<String>,
 }
 
 /// Telemetry shipping of a target.
@@ -874,6 +888,14 @@ pub struct ComponentSource {
     /// Helm settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helm: Option<HelmSource>,
+    /// Namespace this source is templated into (Helm sources get `helm.namespace`, path
+    /// sources `kustomize.namespace`), instead of the Application's destination namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub namespace: Option<String>,
 }
 
 /// Helm settings of a source.

@@ -1111,6 +1111,116 @@ async fn component_resolution_reports_and_recovers() {
     env.stop().await;
 }
 
+/// Beads `jto` and `gfe`: a component reference's `namespace` and `targetRevision` and a
+/// Component source's `namespace` reach the Application's sources (Helm sources get
+/// `helm.namespace`, path sources `kustomize.namespace`, chart sources keep their version) and
+/// Argo CD deploys into those namespaces. Bad values are refused by the API server, naming
+/// the field, and nothing is created for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_overrides_reach_the_application() {
+    let env = Env::start().await;
+    let client = env.client.clone();
+    template(&client, "hold", "{}", true).await;
+    component(&client, "web", "app", "").await;
+    component(
+        &client,
+        "cache",
+        "app",
+        "  - repoURL: https://git.example/lab.git\n    path: k8s/db\n    namespace: cache-db\n",
+    )
+    .await;
+    let op = start_operator(&client, fast());
+    let yaml = exp_yaml("ovr", "hub", "hold", "workflow", "{}").replace(
+        "    - app: web\n",
+        "    - {app: web, namespace: shop}\n    - {app: cache, targetRevision: feature-x}\n",
+    );
+    experiment(&client, &yaml).await;
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    let app = wait_get(&apps, "ovr-main", "deployed resources", |a| {
+        a.and_then(|a| a.data.pointer("/status/resources"))
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.len() == 3)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        app.data["spec"]["sources"],
+        json!([
+            {"repoURL": "https://charts.example.com", "targetRevision": "1.0.0", "chart": "web",
+             "helm": {"releaseName": "web", "namespace": "shop"}},
+            {"repoURL": "https://charts.example.com", "targetRevision": "1.0.0", "chart": "cache",
+             "helm": {"releaseName": "cache"}},
+            {"repoURL": "https://git.example/lab.git", "targetRevision": "feature-x",
+             "path": "k8s/db", "kustomize": {"namespace": "cache-db"}},
+        ])
+    );
+    let deployed: Vec<(String, String)> = app.data["status"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["namespace"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deployed,
+        [
+            ("web".to_owned(), "shop".to_owned()),
+            ("cache".to_owned(), "ovr".to_owned()),
+            ("db".to_owned(), "cache-db".to_owned()),
+        ]
+    );
+    wait_phase(&client, "ovr", ExperimentPhase::Running).await;
+
+    // Bad values: refused at admission, naming the field; no Experiment is stored.
+    let experiments = Api::<Experiment>::namespaced(client.clone(), NS);
+    for (name, reference, field) in [
+        ("bad-ns", "{app: web, namespace: Shop_1}", "namespace"),
+        (
+            "long-ns",
+            &*format!("{{app: web, namespace: {}}}", "a".repeat(64)),
+            "namespace",
+        ),
+        ("no-rev", "{app: web, targetRevision: ''}", "targetRevision"),
+    ] {
+        let yaml = exp_yaml(name, "hub", "hold", "workflow", "{}")
+            .replace("    - app: web\n", &format!("    - {reference}\n"));
+        let exp: Experiment = serde_yaml::from_str(&yaml).unwrap();
+        let err = experiments
+            .create(&PostParams::default(), &exp)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("spec.targets[0].components[0].{field}")),
+            "{name}: {err}"
+        );
+        assert!(experiments.get_opt(name).await.unwrap().is_none());
+    }
+    let ar = ApiResource::erase::<agentic_api::labs::Component>(&());
+    let bad: DynamicObject = serde_yaml::from_str(
+        "apiVersion: experiments.illm.io/v1alpha1\nkind: Component\nmetadata: {name: bad}\nspec:\n  type: app\n  sources:\n  - {repoURL: https://git.example/lab.git, path: x, namespace: -x}\n",
+    )
+    .unwrap();
+    let err = Api::<DynamicObject>::all_with(client.clone(), &ar)
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("spec.sources[0].namespace"), "{err}");
+
+    experiments
+        .delete("ovr", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&client, "ovr").await;
+    op.stop().await.unwrap();
+    env.stop().await;
+}
+
 /// Opens the Experiment CRD's spec schema to anything and creates Experiment `name` in [`NS`]
 /// with `spec`, which our types may not read; returns the Experiment's API resource.
 async fn loose_experiment(client: &Client, name: &str, spec: Value) -> ApiResource {

@@ -85,7 +85,8 @@ async fn registered(client: &kube::Client, ns: &str, server: &str) -> Result<boo
 }
 
 /// One Deployment per source that deploys something (chart or path; `ref`-only sources
-/// just provide values files).
+/// just provide values files), in the source's `helm.namespace` or `kustomize.namespace` when
+/// it sets one, else in the destination namespace.
 pub fn resources(app: &Value) -> Vec<Value> {
     let ns = app
         .pointer("/spec/destination/namespace")
@@ -107,6 +108,11 @@ pub fn resources(app: &Value) -> Vec<Value> {
                 .and_then(Value::as_str)
                 .or_else(|| s.get("chart").and_then(Value::as_str))
                 .or_else(|| s.get("path").and_then(Value::as_str).and_then(|p| p.rsplit('/').next()))?;
+            let ns = s
+                .pointer("/helm/namespace")
+                .or_else(|| s.pointer("/kustomize/namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or(ns);
             Some(json!({"group": "apps", "version": "v1", "kind": "Deployment", "namespace": ns, "name": name, "status": "Synced", "health": {"status": "Healthy"}}))
         })
         .collect()
@@ -276,6 +282,22 @@ mod tests {
             .collect();
         assert_eq!(names, ["frontend", "demo"]);
         assert_eq!(resources(&app)[0]["namespace"], "gw");
+    }
+
+    #[test]
+    fn resources_follow_a_sources_namespace() {
+        let app = json!({"spec": {
+        "destination": {"namespace": "gw"},
+        "sources": [
+            {"repoURL": "r", "chart": "web", "helm": {"namespace": "shop"}},
+            {"repoURL": "r", "path": "k8s/db", "kustomize": {"namespace": "db"}},
+            {"repoURL": "r", "path": "k8s/plain"},
+        ]}});
+        let namespaces: Vec<String> = resources(&app)
+            .iter()
+            .map(|r| r["namespace"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(namespaces, ["shop", "db", "gw"]);
     }
 
     #[test]

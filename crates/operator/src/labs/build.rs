@@ -825,7 +825,9 @@ users:
                     value: "1".into(),
                     force_string: Some(true),
                 }],
+                namespace: None,
             }),
+            kustomize: None,
         }];
         let got = yaml(&application(
             OWNER,

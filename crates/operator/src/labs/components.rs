@@ -1,7 +1,8 @@
 //! Component resolution: a `ComponentRef` (`app`, `workflow` or `config` plus `params`) names a
 //! cluster-scoped `Component`; its declared `parameters` are checked and defaulted, and its
-//! sources become Argo CD Application sources. Nothing is guessed: a missing Component or a bad
-//! parameter is an error naming it.
+//! sources become Argo CD Application sources, with the reference's `namespace` and
+//! `targetRevision` overrides applied. Nothing is guessed: a missing Component, a bad parameter
+//! or a bad override is an error naming it.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,27 @@ pub enum ComponentError {
         /// The parameter.
         parameter: String,
     },
+    /// A `namespace` override (on the reference or on a Component source) is not a namespace
+    /// name.
+    #[error(
+        "{field}: {value:?} is not a namespace name; allowed: a lowercase DNS label (a-z, 0-9, '-'; at most 63 characters)"
+    )]
+    BadNamespace {
+        /// Path of the field, naming the Component for a source's field.
+        field: String,
+        /// The value.
+        value: String,
+        /// Whether the field is the Component's (not the reference's).
+        in_component: bool,
+    },
+    /// The reference's `targetRevision` override is empty.
+    #[error(
+        "{field}.targetRevision: must not be empty; allowed: a Git branch, tag or commit, or leave the field out"
+    )]
+    EmptyRevision {
+        /// Path of the reference.
+        field: String,
+    },
     /// A parameter value does not match its declared type.
     #[error(
         "{field}.params.{parameter}: {value:?} is not a valid {type_} for Component {component:?}; allowed: {}",
@@ -89,9 +111,18 @@ impl ComponentError {
     /// Condition reason for this error.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NoName { .. } | Self::Ambiguous { .. } => "InvalidComponentRef",
+            Self::NoName { .. }
+            | Self::Ambiguous { .. }
+            | Self::EmptyRevision { .. }
+            | Self::BadNamespace {
+                in_component: false,
+                ..
+            } => "InvalidComponentRef",
             Self::NotFound { .. } => "ComponentNotFound",
-            Self::Unreadable { .. } => "InvalidComponent",
+            Self::Unreadable { .. }
+            | Self::BadNamespace {
+                in_component: true, ..
+            } => "InvalidComponent",
             Self::MissingParameter { .. } | Self::BadParameter { .. } => "InvalidParameter",
         }
     }
@@ -123,6 +154,18 @@ pub struct AppHelm {
     /// Parameters, sorted by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parameters: Vec<AppHelmParameter>,
+    /// Namespace the chart is templated into (`.Release.Namespace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Kustomize block of an Application source: only the namespace Kustomize sets on every
+/// resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppKustomize {
+    /// Namespace set on every resource of the kustomization.
+    pub namespace: String,
 }
 
 /// One Argo CD Application source.
@@ -146,6 +189,9 @@ pub struct AppSource {
     /// Helm settings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub helm: Option<AppHelm>,
+    /// Kustomize settings (a namespace override of a path source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<AppKustomize>,
 }
 
 /// The referenced name, or why the reference is malformed.
@@ -221,16 +267,30 @@ pub fn effective_params(
     Ok(out)
 }
 
+/// What a `ComponentRef` overrides in every source of its Component.
+struct Overrides<'a> {
+    /// Effective Helm parameters.
+    params: &'a BTreeMap<String, String>,
+    /// Namespace replacing each source's own.
+    namespace: Option<&'a str>,
+    /// Revision of the Git (non-chart) sources.
+    target_revision: Option<&'a str>,
+}
+
 fn convert_source(
     source: &ComponentSource,
-    params: &BTreeMap<String, String>,
+    overrides: &Overrides<'_>,
     values_ref: bool,
 ) -> AppSource {
-    let target_revision = source
-        .target_revision
-        .clone()
-        .unwrap_or_else(|| "HEAD".to_owned());
-    let helm = source.helm.as_ref().map(|h| {
+    let params = overrides.params;
+    let target_revision = match (overrides.target_revision, &source.chart) {
+        (Some(revision), None) => revision.to_owned(),
+        _ => source
+            .target_revision
+            .clone()
+            .unwrap_or_else(|| "HEAD".to_owned()),
+    };
+    let mut helm = source.helm.as_ref().map(|h| {
         let mut merged: BTreeMap<String, AppHelmParameter> = h
             .parameters
             .as_deref()
@@ -261,6 +321,7 @@ fn convert_source(
             release_name: h.release_name.clone(),
             value_files: h.values_files.clone().unwrap_or_default(),
             parameters: merged.into_values().collect(),
+            namespace: None,
         }
     });
     let (chart, path, ref_) = if source.chart.is_some() {
@@ -270,6 +331,25 @@ fn convert_source(
     } else {
         (None, source.path.clone(), None)
     };
+    let mut kustomize = None;
+    // A values-only source deploys nothing, so it has no namespace to set.
+    if let Some(namespace) = overrides.namespace.or(source.namespace.as_deref())
+        && ref_.is_none()
+    {
+        if helm.is_some() || chart.is_some() {
+            helm.get_or_insert_with(|| AppHelm {
+                release_name: None,
+                value_files: Vec::new(),
+                parameters: Vec::new(),
+                namespace: None,
+            })
+            .namespace = Some(namespace.to_owned());
+        } else {
+            kustomize = Some(AppKustomize {
+                namespace: namespace.to_owned(),
+            });
+        }
+    }
     AppSource {
         repo_url: source.repo_url.clone(),
         target_revision,
@@ -277,7 +357,52 @@ fn convert_source(
         path,
         ref_,
         helm,
+        kustomize,
     }
+}
+
+/// Checks the `namespace` and `targetRevision` overrides of `r` (at spec path `field`) and
+/// the `namespace` of each source of `component`: an object stored before the schema checked
+/// them still gets a message naming the field.
+fn check_overrides(
+    r: &ComponentRef,
+    component: &Component,
+    field: &str,
+) -> Result<(), ComponentError> {
+    use crate::runtime::names::is_dns_label;
+    if let Some(ns) = r.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+        return Err(ComponentError::BadNamespace {
+            field: format!("{field}.namespace"),
+            value: ns.to_owned(),
+            in_component: false,
+        });
+    }
+    if r.target_revision
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty())
+    {
+        return Err(ComponentError::EmptyRevision {
+            field: field.to_owned(),
+        });
+    }
+    let name = component.metadata.name.as_deref().unwrap_or_default();
+    for (index, source) in component
+        .spec
+        .sources
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Some(ns) = source.namespace.as_deref().filter(|ns| !is_dns_label(ns)) {
+            return Err(ComponentError::BadNamespace {
+                field: format!("{field}: Component {name:?} spec.sources[{index}].namespace"),
+                value: ns.to_owned(),
+                in_component: true,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a Component lookup by name finds: nothing, the Component, or why the stored one does
@@ -302,6 +427,12 @@ pub fn resolve(
             problem,
         })?;
     let params = effective_params(r, &component, field)?;
+    check_overrides(r, &component, field)?;
+    let overrides = Overrides {
+        params: &params,
+        namespace: r.namespace.as_deref(),
+        target_revision: r.target_revision.as_deref(),
+    };
     let sources = component.spec.sources.as_deref().unwrap_or_default();
     let values_ref = sources.iter().any(|s| {
         s.helm.as_ref().is_some_and(|h| {
@@ -314,7 +445,7 @@ pub fn resolve(
     });
     Ok(sources
         .iter()
-        .map(|s| convert_source(s, &params, values_ref))
+        .map(|s| convert_source(s, &overrides, values_ref))
         .collect())
 }
 
@@ -403,6 +534,120 @@ spec:
   targetRevision: HEAD
   ref: values
 "
+        );
+    }
+
+    #[test]
+    fn namespace_and_revision_overrides_reach_the_sources_they_apply_to() {
+        let lookup = catalogue();
+        let mut r = web_ref(&[("zone", "eu")]);
+        r.namespace = Some("shop".into());
+        r.target_revision = Some("feature/x".into());
+        let sources = resolve(&r, "f", &lookup).unwrap();
+        // The chart keeps its chart version and is templated into the namespace; the Git
+        // values source follows the branch and, deploying nothing, gets no namespace.
+        assert_eq!(sources[0].target_revision, "1.2.3");
+        assert_eq!(
+            sources[0].helm.as_ref().unwrap().namespace.as_deref(),
+            Some("shop")
+        );
+        assert_eq!(sources[1].target_revision, "feature/x");
+        assert_eq!(sources[1].ref_.as_deref(), Some("values"));
+        assert!(sources[1].helm.is_none() && sources[1].kustomize.is_none());
+
+        // A path source gets Kustomize's namespace; a chart without a helm block gets one
+        // holding only the namespace; the reference's namespace wins over the source's.
+        let c = component(
+            r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Component
+metadata: {name: mixed}
+spec:
+  type: app
+  sources:
+  - {repoURL: https://git.example/lab.git, path: k8s/db, namespace: db}
+  - {repoURL: https://charts.example, chart: cache, targetRevision: 0.4.0}
+",
+        );
+        let lookup = move |_: &str| Some(Ok(c.clone()));
+        let mut r = ComponentRef {
+            app: Some("mixed".into()),
+            ..ComponentRef::default()
+        };
+        let yaml = serde_yaml::to_string(&resolve(&r, "f", &lookup).unwrap()).unwrap();
+        assert_eq!(
+            yaml,
+            r"- repoURL: https://git.example/lab.git
+  targetRevision: HEAD
+  path: k8s/db
+  kustomize:
+    namespace: db
+- repoURL: https://charts.example
+  targetRevision: 0.4.0
+  chart: cache
+"
+        );
+        r.namespace = Some("lab-1".into());
+        let sources = resolve(&r, "f", &lookup).unwrap();
+        assert_eq!(sources[0].kustomize.as_ref().unwrap().namespace, "lab-1");
+        let helm = sources[1].helm.as_ref().unwrap();
+        assert_eq!(helm.namespace.as_deref(), Some("lab-1"));
+        assert_eq!(
+            serde_yaml::to_string(helm).unwrap(),
+            "namespace: lab-1\n",
+            "a helm block made for the namespace carries nothing else"
+        );
+    }
+
+    #[test]
+    fn bad_overrides_name_their_field() {
+        let lookup = catalogue();
+        let mut r = web_ref(&[("zone", "eu")]);
+        r.namespace = Some("Shop_1".into());
+        let err = resolve(&r, "spec.targets[0].components[2]", &lookup).unwrap_err();
+        assert_eq!(err.reason(), "InvalidComponentRef");
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[0].components[2].namespace: \"Shop_1\" is not a namespace name; allowed: a lowercase DNS label (a-z, 0-9, '-'; at most 63 characters)"
+        );
+        r.namespace = Some("a".repeat(64));
+        assert!(matches!(
+            resolve(&r, "f", &lookup),
+            Err(ComponentError::BadNamespace { .. })
+        ));
+        r.namespace = None;
+        r.target_revision = Some(" ".into());
+        let err = resolve(&r, "spec.targets[0].components[2]", &lookup).unwrap_err();
+        assert_eq!(err.reason(), "InvalidComponentRef");
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[0].components[2].targetRevision: must not be empty; allowed: a Git branch, tag or commit, or leave the field out"
+        );
+
+        let c = component(
+            r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Component
+metadata: {name: odd-ns}
+spec:
+  type: app
+  sources:
+  - {repoURL: https://git.example/lab.git, path: ok}
+  - {repoURL: https://git.example/lab.git, path: bad, namespace: -x}
+",
+        );
+        let r = ComponentRef {
+            app: Some("odd-ns".into()),
+            ..ComponentRef::default()
+        };
+        let err = resolve(&r, "spec.targets[1].components[0]", &move |_: &str| {
+            Some(Ok(c.clone()))
+        })
+        .unwrap_err();
+        assert_eq!(err.reason(), "InvalidComponent");
+        assert_eq!(
+            err.to_string(),
+            "spec.targets[1].components[0]: Component \"odd-ns\" spec.sources[1].namespace: \"-x\" is not a namespace name; allowed: a lowercase DNS label (a-z, 0-9, '-'; at most 63 characters)"
         );
     }
 
