@@ -747,6 +747,8 @@ fn trigger_config(reuse: bool) -> TriggerConfig {
         namespace: NS.into(),
         schedule: "nightly".into(),
         reuse,
+        backend: trigger::BackendApi::in_namespace(OPERATOR_NS),
+        token_file: trigger::SERVICE_ACCOUNT_TOKEN_FILE.into(),
     }
 }
 
@@ -879,7 +881,94 @@ fn session_trigger_command_rejects_bad_settings_with_exit_status_2() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("SCHEDULED_SESSION_NAME"));
 }
 
-/// A runner stand-in: answers every request with `200` and reports what it received.
+/// With reuse, a `Running` last session of the schedule gets the template's prompt as a new
+/// AG-UI run through the backend, authenticated with the `ServiceAccount` token, and no session
+/// is created. A backend that refuses it, or a token that cannot be read, fails the run with
+/// the reason (exit status 1); a template without a prompt leaves the session alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_trigger_sends_the_prompt_to_a_running_session() {
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    let name = "nightly-triage-1";
+    let session: AgenticSession = serde_json::from_value(json!({
+        "apiVersion": "vteam.ambient-code/v1alpha1", "kind": "AgenticSession",
+        "metadata": {"name": name, "labels": {
+            "ambient-code.io/scheduled-session-name": "nightly",
+            "ambient-code.io/scheduled-run": "true"}},
+        "spec": {"initialPrompt": "first run"},
+    }))
+    .unwrap();
+    sessions(&admin)
+        .create(&PostParams::default(), &session)
+        .await
+        .unwrap();
+    // No operator runs here: the phase stays what the test writes.
+    sessions(&admin)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await
+        .unwrap();
+    let token_file = std::env::temp_dir().join(format!("trigger-token-{}", std::process::id()));
+    std::fs::write(&token_file, "sa-token-1\n").unwrap();
+    let (address, mut requests) = fake_runner().await;
+    let mut config = trigger_config(true);
+    config.backend = trigger::BackendApi::from_url(&format!("http://{address}/api")).unwrap();
+    config.token_file = token_file.clone();
+
+    let t: Timestamp = "2026-11-23T04:00:00Z".parse().unwrap();
+    let done = trigger::run(&admin, &config, t).await.unwrap();
+    assert_eq!(
+        done,
+        format!("sent the prompt to running AgenticSession {NS}/{name}")
+    );
+    let (path, credential, body) = requests.recv().await.unwrap();
+    assert_eq!(
+        path,
+        format!("/api/projects/{NS}/agentic-sessions/{name}/agui/run")
+    );
+    assert_eq!(credential, "Bearer sa-token-1");
+    assert_eq!(body, trigger::follow_up_input(name, "Triage new issues", t));
+    assert_eq!(scheduled(&admin).await.len(), 1, "no session was created");
+
+    // Without a prompt there is nothing to send.
+    let mut silent = config.clone();
+    silent.template.initial_prompt = None;
+    let done = trigger::run(&admin, &silent, t).await.unwrap();
+    assert!(done.ends_with("is still active; nothing to do"), "{done}");
+    assert!(requests.try_recv().is_err(), "nothing was sent");
+
+    // A backend that refuses the prompt fails the run, naming the session and the status.
+    let (refusing, _calls) =
+        fake_runner_refusing(&["/api/projects/team-a/agentic-sessions/nightly-triage-1/agui/run"])
+            .await;
+    let mut refused = config.clone();
+    refused.backend = trigger::BackendApi::from_url(&format!("http://{refusing}/api")).unwrap();
+    let err = trigger::run(&admin, &refused, t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("running AgenticSession {NS}/{name}")) && err.contains("500"),
+        "{err}"
+    );
+
+    // No token: nothing is sent.
+    std::fs::remove_file(&token_file).unwrap();
+    let err = trigger::run(&admin, &config, t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("read the ServiceAccount token"), "{err}");
+    assert!(requests.try_recv().is_err(), "nothing was sent");
+    assert_eq!(scheduled(&admin).await.len(), 1);
+}
+
+/// A runner (or backend) stand-in: answers every request with `200` and reports what it
+/// received: the path, the credential header (the runner's session token or the
+/// `Authorization` value) and the JSON body.
 async fn fake_runner() -> (
     String,
     tokio::sync::mpsc::UnboundedReceiver<(String, String, Value)>,
@@ -925,7 +1014,10 @@ async fn fake_runner_refusing(
             let path = head.split_whitespace().nth(1).unwrap().to_owned();
             let token = head
                 .lines()
-                .find_map(|l| l.strip_prefix("X-Ambient-Session-Token: "))
+                .find_map(|l| {
+                    l.strip_prefix("X-Ambient-Session-Token: ")
+                        .or_else(|| l.strip_prefix("Authorization: "))
+                })
                 .unwrap_or_default()
                 .to_owned();
             let answer: &[u8] = if refused.contains(&path.as_str()) {

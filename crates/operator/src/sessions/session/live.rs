@@ -244,7 +244,7 @@ pub fn baseline_status(session: &AgenticSession, now: Timestamp) -> Value {
     json!({"reconciledRepos": repos, "reconciledWorkflow": workflow})
 }
 
-/// Why a request to the runner failed.
+/// Why a JSON POST (to a runner, or to the backend from `session-trigger`) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No answer within [`REQUEST_TIMEOUT`].
@@ -268,8 +268,8 @@ pub enum CallError {
         #[source]
         source: std::io::Error,
     },
-    /// The runner answered with a status other than 2xx.
-    #[error("POST {path} to {address}: the runner answered {status}: {body}")]
+    /// The peer answered with a status other than 2xx.
+    #[error("POST {path} to {address}: answered {status}: {body}")]
     Status {
         /// Runner address.
         address: String,
@@ -290,18 +290,38 @@ pub async fn post(
     call: &RunnerCall,
     timeout: Duration,
 ) -> Result<(), CallError> {
+    post_json(
+        address,
+        call.path,
+        (TOKEN_HEADER, token),
+        &call.body,
+        timeout,
+    )
+    .await
+}
+
+/// Sends `body` as one JSON POST to `path` at `address` (`host:port`) with the extra `header`
+/// (name, value), over plain HTTP/1.1, and waits at most `timeout` for the answer. Succeeds
+/// on a 2xx status; any other is an error carrying the start of the answer's body.
+pub async fn post_json(
+    address: &str,
+    path: &str,
+    header: (&str, &str),
+    body: &Value,
+    timeout: Duration,
+) -> Result<(), CallError> {
     let io = |source| CallError::Io {
         address: address.to_owned(),
-        path: call.path.to_owned(),
+        path: path.to_owned(),
         source,
     };
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address).await.map_err(io)?;
-        let body = call.body.to_string();
+        let body = body.to_string();
         let host = address.split(':').next().unwrap_or(address);
+        let (name, value) = header;
         let request = format!(
-            "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{TOKEN_HEADER}: {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            call.path,
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{name}: {value}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes()).await.map_err(io)?;
@@ -317,7 +337,7 @@ pub async fn post(
         .await
         .map_err(|_| CallError::Timeout {
             address: address.to_owned(),
-            path: call.path.to_owned(),
+            path: path.to_owned(),
             timeout,
         })??;
     let text = String::from_utf8_lossy(&answer);
@@ -338,7 +358,7 @@ pub async fn post(
         .collect();
     Err(CallError::Status {
         address: address.to_owned(),
-        path: call.path.to_owned(),
+        path: path.to_owned(),
         status,
         body,
     })

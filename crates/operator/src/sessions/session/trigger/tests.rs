@@ -96,6 +96,85 @@ fn settings_are_read_and_bad_ones_name_the_variable() {
 }
 
 #[test]
+fn the_backend_is_found_from_its_namespace_or_url() {
+    let c = TriggerConfig::from_lookup(env(GOOD)).unwrap();
+    assert_eq!(
+        c.backend.address,
+        "backend-service.ambient-code.svc.cluster.local:8080"
+    );
+    assert_eq!(
+        c.backend.run_path("team-a", "s-1"),
+        "/api/projects/team-a/agentic-sessions/s-1/agui/run"
+    );
+    assert_eq!(c.token_file, PathBuf::from(SERVICE_ACCOUNT_TOKEN_FILE));
+
+    let with = |extra: &'static [(&'static str, &'static str)]| {
+        let mut all = GOOD.to_vec();
+        all.extend_from_slice(extra);
+        let all: &'static [(&'static str, &'static str)] = Box::leak(all.into_boxed_slice());
+        TriggerConfig::from_lookup(env(all))
+    };
+    let ns = with(&[("BACKEND_NAMESPACE", "vteam")]).unwrap();
+    assert_eq!(
+        ns.backend.address,
+        "backend-service.vteam.svc.cluster.local:8080"
+    );
+    let bad_ns = with(&[("BACKEND_NAMESPACE", "Team_A")]).unwrap_err();
+    assert_eq!(bad_ns.variable, "BACKEND_NAMESPACE");
+    assert!(bad_ns.message.contains("DNS label"), "{bad_ns}");
+
+    // The URL wins over the namespace; the port defaults to 80; a trailing '/' is dropped.
+    let url = with(&[
+        ("BACKEND_NAMESPACE", "vteam"),
+        ("BACKEND_API_URL", "http://127.0.0.1:9000/api/"),
+    ])
+    .unwrap();
+    assert_eq!(
+        url.backend,
+        BackendApi {
+            address: "127.0.0.1:9000".into(),
+            prefix: "/api".into()
+        }
+    );
+    assert_eq!(
+        BackendApi::from_url("http://backend").unwrap(),
+        BackendApi {
+            address: "backend:80".into(),
+            prefix: String::new()
+        }
+    );
+    for (bad, needle) in [
+        ("https://backend/api", "not an http:// URL"),
+        ("backend:8080/api", "not an http:// URL"),
+        ("http:///api", "no usable host"),
+        ("http://backend:http/api", "bad port"),
+        ("http://backend:99999/api", "bad port"),
+    ] {
+        let err = BackendApi::from_url(bad).unwrap_err();
+        assert!(err.contains(needle), "{bad}: {err}");
+    }
+    let bad_url = with(&[("BACKEND_API_URL", "https://backend/api")]).unwrap_err();
+    assert_eq!(bad_url.variable, "BACKEND_API_URL");
+}
+
+#[test]
+fn the_follow_up_is_one_user_message_on_the_sessions_thread() {
+    let now: Timestamp = "2026-11-23T06:00:00Z".parse().unwrap();
+    assert_eq!(
+        follow_up_input("s-2", "Triage new issues", now),
+        serde_json::json!({
+            "threadId": "s-2",
+            "runId": format!("scheduled-{}", now.as_second()),
+            "messages": [{
+                "id": format!("scheduled-msg-{}", now.as_nanosecond()),
+                "role": "user",
+                "content": "Triage new issues",
+            }],
+        })
+    );
+}
+
+#[test]
 fn names_are_safe_and_short_enough_for_the_service() {
     assert_eq!(
         sanitize_name("Daily Triage: Team A!"),
@@ -144,8 +223,11 @@ fn existing(name: &str, created: &str, phase: Option<SessionPhase>) -> AgenticSe
 #[test]
 fn decisions_follow_the_last_session() {
     let old = existing("s-1", "2026-11-20T00:00:00Z", Some(SessionPhase::Running));
-    assert_eq!(decide(false, std::slice::from_ref(&old)), Decision::Create);
-    assert_eq!(decide(true, &[]), Decision::Create);
+    assert_eq!(
+        decide(false, true, std::slice::from_ref(&old)),
+        Decision::Create
+    );
+    assert_eq!(decide(true, true, &[]), Decision::Create);
     for (phase, expected) in [
         (
             Some(SessionPhase::Completed),
@@ -153,13 +235,33 @@ fn decisions_follow_the_last_session() {
         ),
         (Some(SessionPhase::Stopped), Decision::Restart("s-2".into())),
         (Some(SessionPhase::Failed), Decision::Create),
-        (Some(SessionPhase::Running), Decision::Skip("s-2".into())),
+        (
+            Some(SessionPhase::Running),
+            Decision::FollowUp("s-2".into()),
+        ),
+        (Some(SessionPhase::Creating), Decision::Skip("s-2".into())),
+        (Some(SessionPhase::Stopping), Decision::Skip("s-2".into())),
         (Some(SessionPhase::Pending), Decision::Skip("s-2".into())),
         (None, Decision::Skip("s-2".into())),
     ] {
         let newest = existing("s-2", "2026-11-22T00:00:00Z", phase);
-        assert_eq!(decide(true, &[newest, old.clone()]), expected, "{phase:?}");
+        assert_eq!(
+            decide(true, true, &[newest, old.clone()]),
+            expected,
+            "{phase:?}"
+        );
     }
+    // A running session with no prompt to send is left alone.
+    let running = existing("s-2", "2026-11-22T00:00:00Z", Some(SessionPhase::Running));
+    assert_eq!(
+        decide(true, false, &[running, old]),
+        Decision::Skip("s-2".into())
+    );
+    let blank = AgenticSessionSpec {
+        initial_prompt: Some("  ".into()),
+        ..AgenticSessionSpec::default()
+    };
+    assert!(prompt(&blank).is_none());
 }
 
 #[test]
