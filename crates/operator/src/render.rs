@@ -356,6 +356,14 @@ fn session_objects(
         resume: false,
         project_mcp: project.and_then(|p| p.spec.mcp_servers.as_ref()),
         storage: session_build::Storage::default(),
+        // The registry file named by `AGENT_REGISTRY_PATH`, when it exists where this runs.
+        runner: crate::sessions::session::registry::Registry::new(
+            config.agent_registry_path.clone(),
+        )
+        .resolve(crate::sessions::session::registry::runner_type(
+            session.spec.environment_variables.as_ref(),
+        ))
+        .profile(),
     };
     let job = session_build::job(session, &inputs);
     let mut job_with_uid = job.clone();

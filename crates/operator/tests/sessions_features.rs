@@ -1597,3 +1597,169 @@ async fn state_sync_storage_follows_the_projects_storage_mode() {
     assert_no_denials(&cluster);
     operator.stop().await.unwrap();
 }
+
+/// The agent registry file of this test process (nextest runs each test in its own).
+fn registry_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("agent-registry-{}.json", std::process::id()))
+}
+
+/// The operator's default settings reading [`registry_path`] as the agent registry.
+fn registry_config(runner_image: &str) -> SessionConfig {
+    let mut config = plain_config(runner_image);
+    config.agent_registry_path = registry_path().display().to_string();
+    config
+}
+
+/// `spec.environmentVariables.RUNNER_TYPE` picks the runner from the agent registry: its
+/// image, environment, resources, state directory, state-sync image, pod parts, workspace size
+/// and grace period; no `RUNNER_TYPE` means `claude-agent-sdk`. A type the registry does not
+/// list runs the built-in runner, and a value that cannot be used is left out; both are a
+/// Warning Event `RunnerTypeProblem` naming the field (and the listed types).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // four runner types, one after the other
+async fn runner_types_come_from_the_agent_registry() {
+    std::fs::write(
+        registry_path(),
+        r#"[
+  {"id": "claude-agent-sdk", "displayName": "Claude Code",
+   "container": {"image": "runner:claude", "port": 8001, "env": {"RUNNER_TYPE": "claude-agent-sdk"},
+                 "resources": {"limits": {"memory": "4Gi"}}},
+   "sandbox": {"stateDir": ".claude", "persistence": "s3", "seed": {"cloneRepos": true, "hydrateState": true}},
+   "models": [{"value": "claude-sonnet-4-5", "label": "Claude Sonnet 4.5"}]},
+  {"id": "gemini-cli",
+   "container": {"image": "runner:gemini", "env": {"RUNNER_STATE_DIR": ".gemini"}},
+   "sandbox": {"stateDir": ".gemini", "stateSyncImage": "sync:gemini", "persistence": "s3",
+               "workspaceSize": "20Gi", "terminationGracePeriod": 90,
+               "seed": {"cloneRepos": true, "hydrateState": true}}},
+  {"id": "lightweight",
+   "container": {"image": "runner:light", "resources": {"requests": {"cpu": "lots"}}},
+   "sandbox": {"persistence": "none"}}
+]"#,
+    )
+    .unwrap();
+    let cluster = cluster("forever").await;
+    let admin = cluster.client();
+    runner_secret(&admin).await;
+    let operator = start_operator(
+        &cluster,
+        vec![Box::new(ConfiguredSessions(registry_config))],
+    )
+    .await;
+    let container = |pod: &k8s_openapi::api::core::v1::PodSpec, name: &str| {
+        pod.containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned()
+    };
+    let env = |c: &k8s_openapi::api::core::v1::Container, name: &str| {
+        c.env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+
+    create_session(
+        &admin,
+        "g1",
+        json!({"environmentVariables": {"RUNNER_TYPE": "gemini-cli"}}),
+    )
+    .await;
+    wait_phase(&admin, "g1", SessionPhase::Running).await;
+    let pod = runner_pod(&admin, "g1").await;
+    let runner = container(&pod, "ambient-code-runner").unwrap();
+    assert_eq!(runner.image.as_deref(), Some("runner:gemini"));
+    assert_eq!(env(&runner, "RUNNER_STATE_DIR").as_deref(), Some(".gemini"));
+    assert!(
+        runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/app/.gemini" && m.sub_path.as_deref() == Some(".gemini")),
+        "{:?}",
+        runner.volume_mounts
+    );
+    assert_eq!(pod.termination_grace_period_seconds, Some(90));
+    let workspace = pod.volumes.iter().flatten().find(|v| v.name == "workspace");
+    assert_eq!(
+        workspace
+            .and_then(|v| v.empty_dir.as_ref())
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.0.as_str()),
+        Some("20Gi")
+    );
+    for part in ["init-hydrate", "state-sync"] {
+        assert_eq!(
+            container(&pod, part).and_then(|c| c.image).as_deref(),
+            Some("sync:gemini"),
+            "{part}"
+        );
+    }
+
+    // No RUNNER_TYPE: claude-agent-sdk, with its memory limit over the operator's.
+    create_session(&admin, "d1", json!({})).await;
+    wait_phase(&admin, "d1", SessionPhase::Running).await;
+    let runner = container(&runner_pod(&admin, "d1").await, "ambient-code-runner").unwrap();
+    assert_eq!(runner.image.as_deref(), Some("runner:claude"));
+    assert_eq!(
+        env(&runner, "RUNNER_TYPE").as_deref(),
+        Some("claude-agent-sdk")
+    );
+    let limits = runner.resources.unwrap().limits.unwrap();
+    assert_eq!(limits["memory"].0, "4Gi");
+    assert_eq!(
+        limits["cpu"].0, "2000m",
+        "keys the registry leaves out keep the default"
+    );
+
+    // persistence none without seeding: no init-hydrate, no state-sync, no workspace; the
+    // request that is not a quantity is left out, with a Warning.
+    create_session(
+        &admin,
+        "l1",
+        json!({"environmentVariables": {"RUNNER_TYPE": "lightweight"}}),
+    )
+    .await;
+    wait_phase(&admin, "l1", SessionPhase::Running).await;
+    let pod = runner_pod(&admin, "l1").await;
+    assert!(pod.init_containers.is_none(), "{:?}", pod.init_containers);
+    assert_eq!(pod.containers.len(), 1);
+    assert!(!pod.volumes.iter().flatten().any(|v| v.name == "workspace"));
+    let runner = container(&pod, "ambient-code-runner").unwrap();
+    assert!(
+        !runner
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "workspace")
+    );
+    assert_eq!(runner.resources.unwrap().requests.unwrap()["cpu"].0, "500m");
+    warning_about(
+        &admin,
+        "l1",
+        "RunnerTypeProblem",
+        "container.resources.requests.cpu: \"lots\" is not a resource quantity",
+    )
+    .await;
+
+    // A type the registry does not list: the built-in runner and a Warning naming the types.
+    create_session(
+        &admin,
+        "u1",
+        json!({"environmentVariables": {"RUNNER_TYPE": "codex"}}),
+    )
+    .await;
+    wait_phase(&admin, "u1", SessionPhase::Running).await;
+    let runner = container(&runner_pod(&admin, "u1").await, "ambient-code-runner").unwrap();
+    assert_ne!(runner.image.as_deref(), Some("runner:claude"));
+    warning_about(
+        &admin,
+        "u1",
+        "RunnerTypeProblem",
+        "allowed: claude-agent-sdk, gemini-cli, lightweight",
+    )
+    .await;
+    operator.stop().await.unwrap();
+    std::fs::remove_file(registry_path()).unwrap();
+}

@@ -130,6 +130,8 @@ pub struct RunInputs<'a> {
     pub project_mcp: Option<&'a McpServers>,
     /// Where state sync finds S3.
     pub storage: Storage,
+    /// The session's runner type from the agent registry (the built-in runner by default).
+    pub runner: super::registry::RunnerProfile,
 }
 
 fn labels(session: &str, app: &str) -> BTreeMap<String, String> {
@@ -223,7 +225,9 @@ fn backend_api_url(config: &SessionConfig) -> String {
     )
 }
 
-fn state_dir(session: &AgenticSession) -> String {
+/// The runner's state directory: `RUNNER_STATE_DIR` of the session, else the runner type's
+/// `sandbox.stateDir`, else `.claude`.
+fn state_dir(session: &AgenticSession, runner: &super::registry::RunnerProfile) -> String {
     session
         .spec
         .environment_variables
@@ -231,6 +235,7 @@ fn state_dir(session: &AgenticSession) -> String {
         .and_then(|e| e.get("RUNNER_STATE_DIR"))
         .filter(|d| !d.trim().is_empty())
         .cloned()
+        .or_else(|| runner.state_dir.clone())
         .unwrap_or_else(|| ".claude".to_owned())
 }
 
@@ -522,13 +527,24 @@ fn restricted() -> SecurityContext {
 pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemplateSpec {
     let name = session.name_any();
     let config = inputs.config;
+    let runner_type = &inputs.runner;
     let user_env = session.spec.environment_variables.as_ref();
-    let state_dir = state_dir(session);
+    let state_dir = state_dir(session, runner_type);
     let token_secret = names::token_secret(&name);
+    let sync_image = runner_type
+        .state_sync_image
+        .clone()
+        .unwrap_or_else(|| config.state_sync_image.clone());
+    let workspace = runner_type.workspace || runner_type.init;
 
     let mut runner_env = runner_env(session, inputs);
+    add_missing_env(&mut runner_env, Some(&runner_type.env));
     apply_user_env(&mut runner_env, user_env);
-    let mut runner_mounts = mounts(&state_dir);
+    let mut runner_mounts = if workspace {
+        mounts(&state_dir)
+    } else {
+        Vec::new()
+    };
     runner_mounts.push(VolumeMount {
         name: "runner-token".into(),
         mount_path: TOKEN_MOUNT_PATH.into(),
@@ -563,7 +579,12 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
     }
     let runner = Container {
         name: api::RUNNER_CONTAINER.to_owned(),
-        image: Some(config.runner_image.clone()),
+        image: Some(
+            runner_type
+                .image
+                .clone()
+                .unwrap_or_else(|| config.runner_image.clone()),
+        ),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         ports: Some(vec![ContainerPort {
             name: Some("agui".into()),
@@ -575,7 +596,9 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         env_from: Some(env_from),
         readiness_probe: Some(probe(3, 5, 2)),
         liveness_probe: Some(probe(20, 30, 5)),
-        resources: Some(runner_resources(&config.runner_resources)),
+        resources: Some(runner_resources(
+            &runner_type.resources(&config.runner_resources).0,
+        )),
         volume_mounts: Some(runner_mounts),
         ..Container::default()
     };
@@ -591,7 +614,7 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
     add_missing_env(&mut init_env, user_env);
     let init = Container {
         name: "init-hydrate".into(),
-        image: Some(config.state_sync_image.clone()),
+        image: Some(sync_image.clone()),
         image_pull_policy: Some(config.image_pull_policy.clone()),
         command: Some(vec!["/usr/local/bin/hydrate.sh".into()]),
         env: Some(init_env),
@@ -601,16 +624,17 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
     };
 
     let mut containers = vec![runner];
-    if config.state_sync {
+    if runner_type.state_sync.unwrap_or(config.state_sync) {
         let mut env = s3_env(session, config, &inputs.storage);
         env.extend([
             value("SYNC_INTERVAL", "60"),
             value("MAX_SYNC_SIZE", "1073741824"),
         ]);
+        add_missing_env(&mut env, Some(&runner_type.env));
         add_missing_env(&mut env, user_env);
         containers.push(Container {
             name: "state-sync".into(),
-            image: Some(config.state_sync_image.clone()),
+            image: Some(sync_image.clone()),
             image_pull_policy: Some(config.image_pull_policy.clone()),
             command: Some(vec!["/usr/local/bin/sync.sh".into()]),
             env: Some(env),
@@ -625,29 +649,30 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         });
     }
 
-    let mut volumes = vec![
-        Volume {
+    let mut volumes = Vec::new();
+    if workspace {
+        volumes.push(Volume {
             name: "workspace".into(),
             empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: Some(Quantity("10Gi".into())),
+                size_limit: Some(Quantity(runner_type.workspace_size.clone())),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
-        },
-        Volume {
-            name: "runner-token".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(token_secret),
-                items: Some(vec![KeyToPath {
-                    key: "k8s-token".into(),
-                    path: "bot-token".into(),
-                    mode: None,
-                }]),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-    ];
+        });
+    }
+    volumes.extend([Volume {
+        name: "runner-token".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(token_secret),
+            items: Some(vec![KeyToPath {
+                key: "k8s-token".into(),
+                path: "bot-token".into(),
+                mode: None,
+            }]),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }]);
     if config.vertex.is_some() {
         volumes.push(Volume {
             name: "vertex".into(),
@@ -666,14 +691,14 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         }),
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
-            termination_grace_period_seconds: Some(60),
+            termination_grace_period_seconds: Some(runner_type.termination_grace),
             automount_service_account_token: Some(false),
             security_context: config.pod_fs_group.map(|g| PodSecurityContext {
                 fs_group: Some(g),
                 fs_group_change_policy: Some("OnRootMismatch".into()),
                 ..PodSecurityContext::default()
             }),
-            init_containers: Some(vec![init]),
+            init_containers: runner_type.init.then(|| vec![init]),
             containers,
             volumes: Some(volumes),
             ..PodSpec::default()

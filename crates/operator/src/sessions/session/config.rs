@@ -70,6 +70,9 @@ pub struct SessionConfig {
     pub waiting_recheck: Duration,
     /// Settings passed on to the runner's MCP servers.
     pub mcp: McpSettings,
+    /// The agent registry file (`AGENT_REGISTRY_PATH`, default
+    /// [`super::registry::DEFAULT_REGISTRY_PATH`]).
+    pub agent_registry_path: String,
 }
 
 /// What the runner's MCP servers get from the operator's environment, as upstream passed it.
@@ -374,6 +377,8 @@ impl SessionConfig {
                 google_redirect_uri: var("BACKEND_PUBLIC_URL")
                     .map(|url| format!("{}/oauth2callback", url.trim_end_matches('/'))),
             },
+            agent_registry_path: var("AGENT_REGISTRY_PATH")
+                .unwrap_or_else(|| super::registry::DEFAULT_REGISTRY_PATH.to_owned()),
         }
     }
 

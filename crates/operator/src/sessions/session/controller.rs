@@ -111,6 +111,8 @@ pub struct Ctx {
     /// Running sessions (namespace, name) whose token Secret changed since they were last
     /// reconciled: their next reconcile reads the Secret and repairs its content.
     pub token_checks: Arc<TokenChecks>,
+    /// The agent registry (runner types), read again at most once a minute.
+    pub registry: Arc<super::registry::Registry>,
 }
 
 /// Sessions whose runner-token Secret changed and must be checked by their next reconcile.
@@ -276,6 +278,9 @@ pub fn controllers_with(
     let vertex_refresher = super::copied::refresher(rt, watches, &config)?;
     let rechecks = Arc::new(Rechecks::default());
     let recheck_wakeups = rechecks::wakeups(rechecks.clone(), rechecks::TICK);
+    let registry = Arc::new(super::registry::Registry::new(
+        config.agent_registry_path.clone(),
+    ));
     let ctx = Arc::new(Ctx {
         client,
         config,
@@ -290,6 +295,7 @@ pub fn controllers_with(
         recent,
         rechecks,
         token_checks,
+        registry,
     });
     let task = controller_task(
         rt,
@@ -973,6 +979,42 @@ impl Reconciler<'_> {
         Ok(None)
     }
 
+    /// The runner type this run is built with, from the agent registry. A type the registry
+    /// does not list runs the built-in runner, and registry values that cannot be used are
+    /// left out; both are published as a Warning Event `RunnerTypeProblem` naming the field.
+    async fn runner_profile(&self) -> super::registry::RunnerProfile {
+        use super::registry::{self, Resolution};
+        let wanted =
+            registry::runner_type(self.session.spec.environment_variables.as_ref()).to_owned();
+        let resolution = self.ctx.registry.resolve(&wanted);
+        let profile = resolution.profile();
+        let mut problems = match &resolution {
+            Resolution::Unknown(known) => vec![format!(
+                "spec.environmentVariables.RUNNER_TYPE: runner type {wanted:?} is not in the agent registry {}; the built-in runner is used; allowed: {}",
+                self.ctx.config.agent_registry_path,
+                known.join(", ")
+            )],
+            Resolution::Found(_) | Resolution::NoRegistry => Vec::new(),
+        };
+        problems.extend(profile.problems.iter().cloned());
+        problems.extend(profile.resources(&self.ctx.config.runner_resources).1);
+        if !problems.is_empty() {
+            let note = problems.join("; ");
+            tracing::warn!(namespace = %self.ns, session = %self.name, "{note}");
+            if let Some(recorder) = self.ctx.recorder.as_deref() {
+                super::copied::warn_session(
+                    recorder,
+                    self.session,
+                    registry::REASON_RUNNER_TYPE_PROBLEM,
+                    note,
+                    "ResolveRunnerType",
+                )
+                .await;
+            }
+        }
+        profile
+    }
+
     /// Where the run's state sync finds S3: the project's own storage when its
     /// `ambient-non-vertex-integrations` says `STORAGE_MODE: custom`, else the shared one with
     /// the key pair of `minio-credentials` in the backend's namespace when that exists (both
@@ -1051,12 +1093,14 @@ impl Reconciler<'_> {
         } else {
             let project = self.project()?;
             let storage = self.storage().await?;
+            let runner = self.runner_profile().await;
             let inputs = RunInputs {
                 config: &self.ctx.config,
                 run_id: run_id.clone(),
                 resume: self.status().is_some_and(|s| s.runner_started_at.is_some()),
                 project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
                 storage,
+                runner,
             };
             let job = build::job(self.session, &inputs);
             let job = super::extras::ensure_run_extras(

@@ -25,6 +25,7 @@ pub mod network;
 pub mod project;
 pub mod recent;
 pub mod rechecks;
+pub mod registry;
 pub mod state;
 pub mod status;
 pub mod trigger;

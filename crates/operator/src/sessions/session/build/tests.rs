@@ -53,6 +53,7 @@ fn inputs(config: &SessionConfig) -> RunInputs<'_> {
         resume: false,
         project_mcp: None,
         storage: Storage::default(),
+        runner: crate::sessions::session::registry::RunnerProfile::default(),
     }
 }
 
