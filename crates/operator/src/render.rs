@@ -364,6 +364,11 @@ fn session_objects(
             session.spec.environment_variables.as_ref(),
         ))
         .profile(),
+        model_vertex_id: crate::sessions::session::models::Models::new(
+            config.models_manifest_path.clone(),
+            std::time::Duration::ZERO,
+        )
+        .vertex_id(&session_build::model(session)),
     };
     let job = session_build::job(session, &inputs);
     let mut job_with_uid = job.clone();

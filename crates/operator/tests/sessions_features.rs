@@ -1603,10 +1603,17 @@ fn registry_path() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("agent-registry-{}.json", std::process::id()))
 }
 
-/// The operator's default settings reading [`registry_path`] as the agent registry.
+/// The models manifest of this test process.
+fn models_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("models-{}.json", std::process::id()))
+}
+
+/// The operator's default settings reading [`registry_path`] as the agent registry and
+/// [`models_path`] as the models manifest.
 fn registry_config(runner_image: &str) -> SessionConfig {
     let mut config = plain_config(runner_image);
     config.agent_registry_path = registry_path().display().to_string();
+    config.models_manifest_path = models_path().display().to_string();
     config
 }
 
@@ -1614,7 +1621,8 @@ fn registry_config(runner_image: &str) -> SessionConfig {
 /// image, environment, resources, state directory, state-sync image, pod parts, workspace size
 /// and grace period; no `RUNNER_TYPE` means `claude-agent-sdk`. A type the registry does not
 /// list runs the built-in runner, and a value that cannot be used is left out; both are a
-/// Warning Event `RunnerTypeProblem` naming the field (and the listed types).
+/// Warning Event `RunnerTypeProblem` naming the field (and the listed types). The models
+/// manifest gives the runner `LLM_MODEL_VERTEX_ID` for an available model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::too_many_lines)] // four runner types, one after the other
 async fn runner_types_come_from_the_agent_registry() {
@@ -1635,6 +1643,16 @@ async fn runner_types_come_from_the_agent_registry() {
    "container": {"image": "runner:light", "resources": {"requests": {"cpu": "lots"}}},
    "sandbox": {"persistence": "none"}}
 ]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        models_path(),
+        format!(
+            r#"{{"version": 2, "models": [
+              {{"id": "{}", "vertexId": "default-model@20250929", "available": true}},
+              {{"id": "gemini-2.5-pro", "vertexId": "gemini-2.5-pro@default", "available": false}}]}}"#,
+            agentic_api::sessions::DEFAULT_MODEL
+        ),
     )
     .unwrap();
     let cluster = cluster("forever").await;
@@ -1663,13 +1681,19 @@ async fn runner_types_come_from_the_agent_registry() {
     create_session(
         &admin,
         "g1",
-        json!({"environmentVariables": {"RUNNER_TYPE": "gemini-cli"}}),
+        json!({"environmentVariables": {"RUNNER_TYPE": "gemini-cli"},
+               "llmSettings": {"model": "gemini-2.5-pro"}}),
     )
     .await;
     wait_phase(&admin, "g1", SessionPhase::Running).await;
     let pod = runner_pod(&admin, "g1").await;
     let runner = container(&pod, "ambient-code-runner").unwrap();
     assert_eq!(runner.image.as_deref(), Some("runner:gemini"));
+    assert_eq!(
+        env(&runner, "LLM_MODEL_VERTEX_ID"),
+        None,
+        "the manifest lists the model as unavailable"
+    );
     assert_eq!(env(&runner, "RUNNER_STATE_DIR").as_deref(), Some(".gemini"));
     assert!(
         runner
@@ -1705,6 +1729,10 @@ async fn runner_types_come_from_the_agent_registry() {
     assert_eq!(
         env(&runner, "RUNNER_TYPE").as_deref(),
         Some("claude-agent-sdk")
+    );
+    assert_eq!(
+        env(&runner, "LLM_MODEL_VERTEX_ID").as_deref(),
+        Some("default-model@20250929")
     );
     let limits = runner.resources.unwrap().limits.unwrap();
     assert_eq!(limits["memory"].0, "4Gi");
@@ -1762,4 +1790,5 @@ async fn runner_types_come_from_the_agent_registry() {
     .await;
     operator.stop().await.unwrap();
     std::fs::remove_file(registry_path()).unwrap();
+    std::fs::remove_file(models_path()).unwrap();
 }

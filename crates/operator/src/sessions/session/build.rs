@@ -132,6 +132,9 @@ pub struct RunInputs<'a> {
     pub storage: Storage,
     /// The session's runner type from the agent registry (the built-in runner by default).
     pub runner: super::registry::RunnerProfile,
+    /// `LLM_MODEL_VERTEX_ID`: the Vertex AI name of the session's model from the models
+    /// manifest, when it lists one.
+    pub model_vertex_id: Option<String>,
 }
 
 fn labels(session: &str, app: &str) -> BTreeMap<String, String> {
@@ -373,6 +376,16 @@ pub fn mcp_env(mcp: &super::config::McpSettings) -> Vec<EnvVar> {
     env
 }
 
+/// The session's model: `spec.llmSettings.model`, else the default model.
+pub fn model(session: &AgenticSession) -> String {
+    session
+        .spec
+        .llm_settings
+        .as_ref()
+        .and_then(|l| l.model.clone())
+        .unwrap_or_else(|| api::DEFAULT_MODEL.to_owned())
+}
+
 fn repos_json(session: &AgenticSession) -> String {
     json_or_empty(&session.spec.repos.clone().unwrap_or_default())
 }
@@ -403,10 +416,7 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
             "INITIAL_PROMPT",
             spec.initial_prompt.clone().unwrap_or_default(),
         ),
-        value(
-            "LLM_MODEL",
-            llm.model.unwrap_or_else(|| api::DEFAULT_MODEL.to_owned()),
-        ),
+        value("LLM_MODEL", model(session)),
         value(
             "LLM_TEMPERATURE",
             format!("{:.2}", llm.temperature.unwrap_or(api::DEFAULT_TEMPERATURE)),
@@ -426,6 +436,9 @@ pub fn runner_env(session: &AgenticSession, inputs: &RunInputs<'_>) -> Vec<EnvVa
         ),
         value("BACKEND_API_URL", backend_api_url(inputs.config)),
     ];
+    if let Some(vertex_id) = &inputs.model_vertex_id {
+        env.push(value("LLM_MODEL_VERTEX_ID", vertex_id.clone()));
+    }
     env.extend(observability_env(inputs.config));
     env.extend(vertex_env(inputs.config.vertex.as_ref()));
     env.push(value("REPOS_JSON", repos_json(session)));

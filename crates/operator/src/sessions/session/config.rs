@@ -73,6 +73,9 @@ pub struct SessionConfig {
     /// The agent registry file (`AGENT_REGISTRY_PATH`, default
     /// [`super::registry::DEFAULT_REGISTRY_PATH`]).
     pub agent_registry_path: String,
+    /// The models manifest (`MODELS_MANIFEST_PATH`, default
+    /// [`super::models::DEFAULT_MODELS_PATH`]).
+    pub models_manifest_path: String,
 }
 
 /// What the runner's MCP servers get from the operator's environment, as upstream passed it.
@@ -379,6 +382,8 @@ impl SessionConfig {
             },
             agent_registry_path: var("AGENT_REGISTRY_PATH")
                 .unwrap_or_else(|| super::registry::DEFAULT_REGISTRY_PATH.to_owned()),
+            models_manifest_path: var("MODELS_MANIFEST_PATH")
+                .unwrap_or_else(|| super::models::DEFAULT_MODELS_PATH.to_owned()),
         }
     }
 

@@ -113,6 +113,8 @@ pub struct Ctx {
     pub token_checks: Arc<TokenChecks>,
     /// The agent registry (runner types), read again at most once a minute.
     pub registry: Arc<super::registry::Registry>,
+    /// The models manifest (Vertex AI model names), read again at most once a minute.
+    pub models: Arc<super::models::Models>,
 }
 
 /// Sessions whose runner-token Secret changed and must be checked by their next reconcile.
@@ -281,6 +283,10 @@ pub fn controllers_with(
     let registry = Arc::new(super::registry::Registry::new(
         config.agent_registry_path.clone(),
     ));
+    let models = Arc::new(super::models::Models::new(
+        config.models_manifest_path.clone(),
+        super::registry::REFRESH,
+    ));
     let ctx = Arc::new(Ctx {
         client,
         config,
@@ -296,6 +302,7 @@ pub fn controllers_with(
         rechecks,
         token_checks,
         registry,
+        models,
     });
     let task = controller_task(
         rt,
@@ -1101,6 +1108,7 @@ impl Reconciler<'_> {
                 project_mcp: project.as_ref().and_then(|p| p.spec.mcp_servers.as_ref()),
                 storage,
                 runner,
+                model_vertex_id: self.ctx.models.vertex_id(&build::model(self.session)),
             };
             let job = build::job(self.session, &inputs);
             let job = super::extras::ensure_run_extras(

@@ -20,6 +20,8 @@ pub mod error;
 pub mod extras;
 pub mod live;
 pub mod metrics;
+pub mod models;
+pub mod mounted;
 pub mod names;
 pub mod network;
 pub mod project;

@@ -7,15 +7,10 @@
 //! period. Without the file, or for a type it does not list, every session gets the built-in
 //! runner ([`RunnerProfile::default`]).
 //!
-//! The file is read again at most once a minute; a file that cannot be read or parsed keeps
-//! the entries read last (and is logged), as upstream.
+//! The file is read again at most once a minute ([`super::mounted`]); a file that cannot be
+//! read or parsed keeps the entries read last (and is logged), as upstream.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use serde::Deserialize;
 
@@ -329,18 +324,9 @@ impl Resolution {
     }
 }
 
-/// The shared list of entries read from the registry file.
-type Entries = Arc<Vec<RunnerType>>;
-/// When the file was last read, and the entries then in effect (`None`: no file).
-type Read = (Instant, Option<Entries>);
-
 /// The registry file and the entries read from it last.
 #[derive(Debug)]
-pub struct Registry {
-    path: PathBuf,
-    refresh: Duration,
-    cache: Mutex<Option<Read>>,
-}
+pub struct Registry(super::mounted::JsonFile<Vec<RunnerType>>);
 
 impl Registry {
     /// A registry read from `path` when first needed, and again after [`REFRESH`].
@@ -350,41 +336,17 @@ impl Registry {
 
     /// A registry read from `path` when first needed, and again after `refresh`.
     pub fn with_refresh(path: impl Into<PathBuf>, refresh: Duration) -> Self {
-        Self {
-            path: path.into(),
+        Self(super::mounted::JsonFile::new(
+            path,
+            "agent registry",
             refresh,
-            cache: Mutex::new(None),
-        }
+        ))
     }
 
-    /// The entries, read again when the last read is older than the refresh interval. `None` while
-    /// there is no file; a file that does not read keeps the entries read before.
+    /// The entries, read again when the last read is older than the refresh interval. `None`
+    /// while there is no file; a file that does not read keeps the entries read before.
     pub fn entries(&self) -> Option<Arc<Vec<RunnerType>>> {
-        let Ok(mut cache) = self.cache.lock() else {
-            return None;
-        };
-        if let Some((at, entries)) = cache.as_ref()
-            && at.elapsed() < self.refresh
-        {
-            return entries.clone();
-        }
-        let previous = cache.as_ref().and_then(|(_, e)| e.clone());
-        let entries = match std::fs::read_to_string(&self.path) {
-            Ok(text) => match parse(&text) {
-                Ok(list) => Some(Arc::new(list)),
-                Err(error) => {
-                    tracing::warn!(path = %self.path.display(), %error, "agent registry does not parse; keeping the runner types read before");
-                    previous
-                }
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-            Err(error) => {
-                tracing::warn!(path = %self.path.display(), %error, "cannot read the agent registry; keeping the runner types read before");
-                previous
-            }
-        };
-        *cache = Some((Instant::now(), entries.clone()));
-        entries
+        self.0.get()
     }
 
     /// Resolves runner type `id`.

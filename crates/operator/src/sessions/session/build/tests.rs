@@ -54,6 +54,7 @@ fn inputs(config: &SessionConfig) -> RunInputs<'_> {
         project_mcp: None,
         storage: Storage::default(),
         runner: crate::sessions::session::registry::RunnerProfile::default(),
+        model_vertex_id: None,
     }
 }
 
