@@ -468,7 +468,13 @@ async fn shutdown_waits_for_events_being_published() {
         !run.is_finished(),
         "the manager ended with an Event still being written"
     );
-    let held: Vec<_> = std::mem::take(&mut fake.lock().unwrap().held_events);
+    // Answer the held writes and stop holding in one step: an Event write that arrives
+    // in between would otherwise stay unanswered until the drain gives up.
+    let held: Vec<_> = {
+        let mut fake = fake.lock().unwrap();
+        fake.hold_events = false;
+        std::mem::take(&mut fake.held_events)
+    };
     for send in held {
         send.send_response(respond(
             &serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
@@ -476,7 +482,6 @@ async fn shutdown_waits_for_events_being_published() {
             201,
         ));
     }
-    fake.lock().unwrap().hold_events = false;
     let result = tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .unwrap()

@@ -492,9 +492,15 @@ impl Manager {
                         Err(e) => Ending::LeaseLost(e),
                     },
                     Some(joined) = controllers.join_next(), if !controllers.is_empty() => {
-                        let name = joined.unwrap_or_else(|e| format!("(task {e})"));
                         if !shutdown.is_cancelled() {
-                            break Ending::ControllerStopped(name);
+                            break Ending::ControllerStopped(
+                                joined.unwrap_or_else(|e| format!("(task {e})")),
+                            );
+                        }
+                        // A loop that ended for the shutdown before the drain began: the
+                        // drain will not see it, so it is marked stopped here.
+                        if let Ok(name) = joined {
+                            self.health.loop_stopped(&name);
                         }
                     }
                 }
