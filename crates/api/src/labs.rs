@@ -700,6 +700,10 @@ pub struct TargetStatus {
     /// Whether the ArgoCD Applications were created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apps_created: Option<bool>,
+    /// Whether the target's cluster is registered with Argo CD (its cluster Secret was
+    /// written); only for provisioned targets, the hub needs no registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_registered: Option<bool>,
     /// When the target's Application was first seen Synced and Healthy; from then on the
     /// components timeout no longer applies to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1534,6 +1534,140 @@ async fn held_back(client: &Client, name: &str, reason: &str) -> (Experiment, St
     (held, message)
 }
 
+/// Provisioned targets with nothing to deploy are still registered with Argo CD and get each
+/// other's kubeconfigs, as upstream (before, they were skipped): a target waits for the
+/// other cluster like one with components, the experiment goes `Running` once both are
+/// registered, no Application is created for them, the status records `clusterRegistered`
+/// (not for the hub), and the cleanup removes the registrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, checked step by step
+async fn provisioned_targets_without_components_are_registered() {
+    let (target, env, client, op) = with_target_cluster().await;
+    experiment(
+        &client,
+        r"
+apiVersion: experiments.illm.io/v1alpha1
+kind: Experiment
+metadata:
+  name: bare
+  namespace: experiments
+  annotations: {devcluster.io/ready-seconds: forever}
+spec:
+  targets:
+  - {name: first, cluster: {type: gke}}
+  - {name: second, cluster: {type: vcluster}}
+  - {name: local, cluster: {type: hub}}
+  workflow: {template: long, completion: {mode: workflow}}
+",
+    )
+    .await;
+    let registered = |e: &Experiment| -> Vec<(String, Option<bool>)> {
+        e.status
+            .as_ref()
+            .and_then(|s| s.targets.as_ref())
+            .map(|t| {
+                t.iter()
+                    .map(|t| (t.name.clone(), t.cluster_registered))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ready_now = json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}});
+    let gke = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
+    wait_get(&gke, "bare-first", "first claim", |o| o.is_some()).await;
+    gke.patch(
+        "bare-first",
+        &PatchParams::default(),
+        &Patch::Merge(&ready_now),
+    )
+    .await
+    .unwrap();
+    // The first cluster waits for the second one's kubeconfig, as a target with components
+    // does; until then it is not registered and the experiment is not Ready.
+    let (held, message) = held_back(&client, "bare", "WaitingForClusters").await;
+    assert!(
+        message.contains("first: waiting for the clusters of second"),
+        "{message}"
+    );
+    assert_eq!(held.phase(), ExperimentPhase::Provisioning);
+    assert_eq!(
+        registered(&held),
+        [
+            ("first".to_owned(), Some(false)),
+            ("second".to_owned(), Some(false)),
+            ("local".to_owned(), None)
+        ]
+    );
+
+    dynamic(&client, &claim_ar("VCluster", "vclusters"), NS)
+        .patch(
+            "bare-second",
+            &PatchParams::default(),
+            &Patch::Merge(&ready_now),
+        )
+        .await
+        .unwrap();
+    let e = wait_phase(&client, "bare", ExperimentPhase::Running).await;
+    assert_eq!(
+        registered(&e),
+        [
+            ("first".to_owned(), Some(true)),
+            ("second".to_owned(), Some(true)),
+            ("local".to_owned(), None)
+        ]
+    );
+    let targets = e.status.as_ref().unwrap().targets.clone().unwrap();
+    assert!(targets.iter().all(|t| t.apps_created == Some(true)));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "argocd");
+    let cluster_secrets = || async {
+        secrets
+            .list(&ListParams::default().labels("argocd.argoproj.io/secret-type=cluster"))
+            .await
+            .unwrap()
+            .items
+    };
+    let found = cluster_secrets().await;
+    let found_names: Vec<String> = found.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(found_names, ["cluster-bare-first", "cluster-bare-second"]);
+    for (secret, status) in found.iter().zip(&targets) {
+        let data = secret.data.as_ref().unwrap();
+        let endpoint = status.endpoint.as_deref().unwrap();
+        let server = String::from_utf8_lossy(&data["server"].0).into_owned();
+        assert!(
+            server.starts_with("https://")
+                && server.ends_with(endpoint.trim_start_matches("https://")),
+            "{server} for {endpoint}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&data["name"].0),
+            status.cluster_name.as_deref().unwrap()
+        );
+    }
+    let apps = dynamic(&client, &argo("Application", "applications"), "argocd");
+    for app in ["bare-first", "bare-second", "bare-local"] {
+        assert!(apps.get_opt(app).await.unwrap().is_none(), "{app}");
+    }
+    let copies: Api<Secret> = Api::namespaced(target.client(), "bare");
+    for peer in ["first", "second"] {
+        assert!(
+            copies
+                .get_opt(&format!("{peer}-cluster-kubeconfig"))
+                .await
+                .unwrap()
+                .is_some(),
+            "{peer}"
+        );
+    }
+
+    release_workflow(&client, "bare-validation").await;
+    wait_cleaned(&client, "bare").await;
+    assert!(cluster_secrets().await.is_empty());
+    delete_and_wait(&client, "bare").await;
+    op.stop().await.unwrap();
+    env.shutdown().await;
+    target.shutdown().await;
+}
+
 /// An Experiment deleted while its reconcile's status write is in flight: the write finds it
 /// gone (404), and the phase transitions that write would have recorded are neither counted
 /// in `labs_experiment_phase_transitions_total` nor published as Events.

@@ -498,12 +498,28 @@ async fn session_names_and_lab_names_and_dependencies_are_checked() {
         "dotted experiment name with components",
     );
     assert!(message.contains("DNS label"), "{message}");
+    // Two provisioned targets get each other's kubeconfigs in namespace `<name>`.
+    let message = denial(
+        try_create(
+            client,
+            &labs,
+            lab(
+                "gw.v4",
+                json!([{"name": "a", "cluster": {"type": "gke"}},
+                       {"name": "b", "cluster": {"type": "vcluster"}}]),
+            ),
+        )
+        .await,
+        "dotted experiment name with two provisioned targets",
+    );
+    assert!(message.contains("other clusters' kubeconfigs"), "{message}");
     try_create(
         client,
         &labs,
         lab(
             "gw.v3",
-            json!([{"name": "app", "cluster": {"type": "hub"}}]),
+            json!([{"name": "app", "cluster": {"type": "hub"}},
+                   {"name": "one", "cluster": {"type": "gke"}}]),
         ),
     )
     .await

@@ -55,13 +55,15 @@ pub const CONDITION_UNSUPPORTED: &str = "UnsupportedFields";
 pub const CONDITION_FAILED: &str = "Failed";
 /// How often hub tutorial Services without an address are looked at again.
 const SERVICE_RECHECK: Duration = Duration::from_secs(10);
-/// Whether any target deploys something (components or observability), that is, whether
-/// Applications deploy into a namespace named after the Experiment.
-fn deploys_components(exp: &Experiment) -> bool {
-    exp.spec.targets.iter().any(|t| {
-        t.components.as_ref().is_some_and(|c| !c.is_empty())
-            || t.observability.as_ref().is_some_and(|o| o.enabled)
-    })
+/// Whether the Experiment's name becomes a namespace ([`validate::name_is_a_namespace`]).
+fn name_is_a_namespace(exp: &Experiment) -> bool {
+    validate::name_is_a_namespace(exp.spec.targets.iter().map(|t| {
+        (
+            t.cluster.type_.as_str(),
+            t.components.as_ref().is_some_and(|c| !c.is_empty())
+                || t.observability.as_ref().is_some_and(|o| o.enabled),
+        )
+    }))
 }
 
 /// Event reason: a stuck claim was deleted to be created again.
@@ -110,9 +112,10 @@ enum ClusterState {
 /// Observed components of a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum AppState {
-    /// Nothing to deploy (no sources).
+    /// Nothing to deploy (no sources), and a provisioned cluster is registered with Argo CD.
     NotNeeded,
-    /// Not created yet (or waiting for dependencies).
+    /// Not created yet (or waiting for dependencies); with no sources, the provisioned
+    /// cluster is not registered with Argo CD yet.
     Missing,
     /// Created, not Synced and Healthy.
     Progressing { health: String, sync: String },
@@ -134,6 +137,9 @@ struct TargetView<'a> {
     deps_ready: bool,
     /// Why the Application is held back: a condition reason and a message.
     blocked: Option<(&'static str, String)>,
+    /// A provisioned target's cluster is registered with Argo CD (its cluster Secret was
+    /// written); always `false` for the hub.
+    registered: bool,
     /// How many times the claim was created again (from the status).
     recreations: i64,
     /// The claim is stuck and is to be deleted and created again in this pass.
@@ -311,7 +317,7 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
     }
 
     // validate
-    let validated = validate::experiment_name(&name, deploys_components(&exp))
+    let validated = validate::experiment_name(&name, name_is_a_namespace(&exp))
         .and_then(|()| validate::validate(&name, &exp.spec.targets, &ctx.config))
         .and_then(|order| {
             validate::validate_tutorial(exp.spec.tutorial.as_ref(), &exp.spec.targets)
@@ -442,8 +448,17 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         if let Some(message) = app_obj.as_deref().and_then(|a| foreign_owner(a, owner)) {
             cluster = ClusterState::Failed { message };
         }
+        // An Application is only ever written after its cluster's registration, so one that
+        // exists means a registered cluster (also for a status written before the field was).
+        let registered = type_ != HUB
+            && (app_obj.is_some()
+                || previous
+                    .get(&target.name)
+                    .and_then(|t| t.cluster_registered)
+                    == Some(true));
         let app = match (&sources, &app_obj) {
-            (Ok(s), _) if s.is_empty() => AppState::NotNeeded,
+            (Ok(s), _) if s.is_empty() && (type_ == HUB || registered) => AppState::NotNeeded,
+            (Ok(s), _) if s.is_empty() => AppState::Missing,
             (_, None) => AppState::Missing,
             (_, Some(a)) => app_state(a),
         };
@@ -475,6 +490,7 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                 components_due,
                 deps_ready: false,
                 blocked: None,
+                registered,
                 recreations,
                 recreate,
             },
@@ -631,9 +647,20 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
         let (Some(server), true, Ok(sources)) = (server, deps_ready, &view.sources) else {
             continue;
         };
+        if sources.is_empty() {
+            // No Application, but a provisioned cluster is still registered with Argo CD (and
+            // gets the other clusters' kubeconfigs), as upstream did, so a Workflow can deploy
+            // to it through Argo CD.
+            if view.app == AppState::Missing
+                && register_target(&ctx, &exp, owner, view, &peers).await?
+            {
+                view.app = AppState::NotNeeded;
+            }
+            continue;
+        }
         let desired_app = build::application(owner, tname, &server, sources, &ctx.config);
         let needs_obs = target.observability.as_ref().is_some_and(|o| o.enabled);
-        if !sources.is_empty() && !expect::up_to_date(&desired_app, view.app_obj.as_deref()) {
+        if !expect::up_to_date(&desired_app, view.app_obj.as_deref()) {
             if view.cluster == ClusterState::Hub {
                 let found = if let Some(found) = hub_namespace.clone() {
                     found
@@ -662,26 +689,8 @@ async fn reconcile_experiment(exp: Arc<Experiment>, ctx: Arc<Ctx>) -> Result<Act
                     }
                 }
             }
-            if let (ClusterState::Ready { endpoint }, Some(cn), Some(cns)) =
-                (&view.cluster, &view.claim_name, &view.claim_ns)
-            {
-                let on_target = TargetCluster {
-                    target: tname,
-                    claim: cn,
-                    claim_ns: cns,
-                    endpoint,
-                    type_,
-                    tailscale: build::wants_tailscale(target),
-                };
-                if let Some((reason, why)) =
-                    prepare_target_cluster(&ctx, owner, &on_target, &peers).await?
-                {
-                    if reason != REASON_WAITING_FOR_PEERS {
-                        publish_held_back(&ctx, &exp, reason, tname, &why).await;
-                    }
-                    view.blocked = Some((reason, why));
-                    continue;
-                }
+            if type_ != HUB && !register_target(&ctx, &exp, owner, view, &peers).await? {
+                continue;
             }
             if needs_obs && !registered_datasource {
                 apply(
@@ -1394,6 +1403,7 @@ fn target_status(v: &TargetView<'_>, previous: Option<&TargetStatus>, ctx: &Ctx)
             v.app,
             AppState::NotNeeded | AppState::Healthy | AppState::Progressing { .. }
         )),
+        cluster_registered: (type_ != HUB).then_some(v.registered),
         claim_recreations: (v.recreations > 0).then_some(v.recreations),
         components_healthy_at: previous
             .and_then(|p| p.components_healthy_at.clone())
@@ -1749,6 +1759,44 @@ struct Peer {
     claim_ns: String,
     type_: String,
     ready: bool,
+}
+
+/// Registers a provisioned target's cluster ([`prepare_target_cluster`]) once its claim is
+/// Ready. Returns whether it is registered now; if not, `view.blocked` says why (and a
+/// Warning Event does, unless it only waits for the other clusters).
+async fn register_target(
+    ctx: &Ctx,
+    exp: &Experiment,
+    owner: Owner<'_>,
+    view: &mut TargetView<'_>,
+    peers: &[Peer],
+) -> Result<bool, Error> {
+    let (ClusterState::Ready { endpoint }, Some(claim), Some(claim_ns)) =
+        (&view.cluster, &view.claim_name, &view.claim_ns)
+    else {
+        return Ok(false);
+    };
+    let on_target = TargetCluster {
+        target: &view.target.name,
+        claim,
+        claim_ns,
+        endpoint,
+        type_: view.target.cluster.type_.as_str(),
+        tailscale: build::wants_tailscale(view.target),
+    };
+    match prepare_target_cluster(ctx, owner, &on_target, peers).await? {
+        None => {
+            view.registered = true;
+            Ok(true)
+        }
+        Some((reason, why)) => {
+            if reason != REASON_WAITING_FOR_PEERS {
+                publish_held_back(ctx, exp, reason, &view.target.name, &why).await;
+            }
+            view.blocked = Some((reason, why));
+            Ok(false)
+        }
+    }
 }
 
 /// Everything a provisioned target's cluster needs before its Application is created, from

@@ -86,10 +86,10 @@ pub enum ValidationError {
         /// The target names.
         allowed: String,
     },
-    /// The Experiment's name is not a DNS label although it names the namespace its
-    /// components are deployed into.
+    /// The Experiment's name is not a DNS label although it names a namespace (see
+    /// [`name_is_a_namespace`]).
     #[error(
-        "metadata.name: {name:?} must be a lowercase DNS label (a-z, 0-9, '-'): the components are deployed into a namespace of that name"
+        "metadata.name: {name:?} must be a lowercase DNS label (a-z, 0-9, '-'): it names the namespace the components are deployed into and, with two or more provisioned targets, the one on each cluster that holds the other clusters' kubeconfigs"
     )]
     BadExperimentName {
         /// The name.
@@ -150,6 +150,23 @@ pub fn experiment_name(name: &str, deploys: bool) -> Result<(), ValidationError>
         });
     }
     Ok(())
+}
+
+/// Whether an Experiment's name becomes a namespace, from its targets' cluster types and
+/// whether each deploys something (components or observability): the namespace its
+/// components are deployed into, or, with two or more provisioned (non-hub) targets, the one
+/// on each target's cluster that holds the other clusters' kubeconfigs.
+pub fn name_is_a_namespace<'a>(targets: impl IntoIterator<Item = (&'a str, bool)>) -> bool {
+    let mut provisioned = 0;
+    for (type_, deploys) in targets {
+        if deploys {
+            return true;
+        }
+        if type_ != super::config::HUB {
+            provisioned += 1;
+        }
+    }
+    provisioned >= 2
 }
 
 /// Checks the targets of experiment `experiment` and returns them in dependency order
@@ -366,6 +383,10 @@ mod tests {
         // A dot names a valid Workflow but not a namespace: refused only when something is
         // deployed into that namespace.
         assert_eq!(experiment_name("gw.v2", false), Ok(()));
+        assert!(!name_is_a_namespace([("hub", false), ("gke", false)]));
+        assert!(name_is_a_namespace([("hub", true), ("gke", false)]));
+        assert!(name_is_a_namespace([("gke", false), ("talos", false)]));
+        assert!(!name_is_a_namespace([]));
         let dotted = experiment_name("gw.v2", true).unwrap_err();
         assert!(
             dotted

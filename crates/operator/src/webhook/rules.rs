@@ -199,14 +199,19 @@ pub fn lab_experiment(object: &Value, old: Option<&Value>, labs: Option<&LabsCon
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let deploys = targets.iter().any(|t| {
-        t.get("components")
-            .and_then(Value::as_array)
-            .is_some_and(|c| !c.is_empty())
-            || t.pointer("/observability/enabled") == Some(&Value::Bool(true))
-    });
+    let namespaced = validate::name_is_a_namespace(targets.iter().map(|t| {
+        (
+            t.pointer("/cluster/type")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            t.get("components")
+                .and_then(Value::as_array)
+                .is_some_and(|c| !c.is_empty())
+                || t.pointer("/observability/enabled") == Some(&Value::Bool(true)),
+        )
+    }));
     if !name.is_empty()
-        && let Err(e) = validate::experiment_name(name, deploys)
+        && let Err(e) = validate::experiment_name(name, namespaced)
     {
         verdict.denials.push(e.to_string());
     }
