@@ -14,10 +14,10 @@ use k8s_openapi::{
         batch::v1::{Job, JobSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
-            EnvVarSource, HTTPGetAction, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Probe, ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector,
-            SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-            Volume, VolumeMount,
+            EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+            SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+            ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -534,6 +534,34 @@ fn restricted() -> SecurityContext {
     }
 }
 
+/// Where a runner image may ship Google Workspace MCP credentials; the `postStart` hook
+/// copies them into [`GOOGLE_MCP_CREDENTIALS_DIR`](super::config::GOOGLE_MCP_CREDENTIALS_DIR).
+const IMAGE_GOOGLE_CREDENTIALS_DIR: &str = "/app/.google_workspace_mcp/credentials";
+
+/// The runner's `postStart` hook, as upstream's: creates the Google Workspace MCP credentials
+/// directory in the workspace and copies in whatever the image ships at
+/// [`IMAGE_GOOGLE_CREDENTIALS_DIR`]. The command always succeeds (`|| true`): nothing to
+/// copy, or no workspace to write to, does not fail the container. It needs `/bin/sh` in the
+/// runner image, as upstream's did.
+fn google_credentials_hook() -> Lifecycle {
+    let dir = super::config::GOOGLE_MCP_CREDENTIALS_DIR;
+    Lifecycle {
+        post_start: Some(LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!(
+                        "mkdir -p {dir} && cp -f {IMAGE_GOOGLE_CREDENTIALS_DIR}/* {dir}/ 2>/dev/null || true"
+                    ),
+                ]),
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
+}
+
 /// The runner pod template: `init-hydrate`, `ambient-code-runner` and, when configured,
 /// `state-sync`.
 #[allow(clippy::too_many_lines)] // one literal pod spec, easier to read whole
@@ -609,6 +637,8 @@ pub fn pod_template(session: &AgenticSession, inputs: &RunInputs<'_>) -> PodTemp
         env_from: Some(env_from),
         readiness_probe: Some(probe(3, 5, 2)),
         liveness_probe: Some(probe(20, 30, 5)),
+        lifecycle: Some(google_credentials_hook()),
+        security_context: Some(restricted()),
         resources: Some(runner_resources(
             &runner_type.resources(&config.runner_resources).0,
         )),

@@ -694,3 +694,54 @@ fn mcp_settings_reach_the_runner_only_when_set() {
         ]
     );
 }
+
+/// The runner container gets upstream's `postStart` hook, which creates the directory named by
+/// `GOOGLE_MCP_CREDENTIALS_DIR` and never fails, and every container drops all capabilities
+/// and privilege escalation.
+#[test]
+fn runner_hook_makes_the_google_credentials_directory_and_containers_are_restricted() {
+    let config = config();
+    let mut config_sync = config.clone();
+    config_sync.state_sync = true;
+    let template = pod_template(&session(), &inputs(&config_sync));
+    let spec = template.spec.unwrap();
+    let runner = &spec.containers[0];
+    let dir = env_of(runner, "GOOGLE_MCP_CREDENTIALS_DIR")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let command = runner
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .unwrap();
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    assert!(
+        command[2].starts_with(&format!("mkdir -p {dir} && cp -f ")),
+        "{command:?}"
+    );
+    assert!(command[2].ends_with("|| true"), "{command:?}");
+    let containers: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .collect();
+    assert_eq!(containers.len(), 3);
+    for c in containers {
+        let security = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            security.allow_privilege_escalation,
+            Some(false),
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            security.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()]),
+            "{}",
+            c.name
+        );
+    }
+}
