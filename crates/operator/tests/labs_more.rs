@@ -1525,6 +1525,23 @@ fn example_xrds_fit_the_shipped_mappings() {
 
 /// Waits until `name`'s Application is held back with `ComponentsHealthy` reason `reason`;
 /// returns the Experiment and the condition's message.
+/// Waits for claim `name` of kind `ar` in the experiments namespace, then lets the simulated
+/// Crossplane make it Ready at once (for experiments created with `ready-seconds: forever`).
+async fn make_ready(client: &Client, ar: &ApiResource, name: &str) {
+    let claims = dynamic(client, ar, NS);
+    wait_get(&claims, name, "claim", |o| o.is_some()).await;
+    claims
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
 async fn held_back(client: &Client, name: &str, reason: &str) -> (Experiment, String) {
     let held = wait_for(client, name, reason, |e| {
         cond(e, "ComponentsHealthy").is_some_and(|c| c.reason == reason)
@@ -1572,16 +1589,12 @@ spec:
             })
             .unwrap_or_default()
     };
-    let ready_now = json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}});
-    let gke = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
-    wait_get(&gke, "bare-first", "first claim", |o| o.is_some()).await;
-    gke.patch(
+    make_ready(
+        &client,
+        &claim_ar("GKECluster", "gkeclusters"),
         "bare-first",
-        &PatchParams::default(),
-        &Patch::Merge(&ready_now),
     )
-    .await
-    .unwrap();
+    .await;
     // The first cluster waits for the second one's kubeconfig, as a target with components
     // does; until then it is not registered and the experiment is not Ready.
     let (held, message) = held_back(&client, "bare", "WaitingForClusters").await;
@@ -1599,14 +1612,7 @@ spec:
         ]
     );
 
-    dynamic(&client, &claim_ar("VCluster", "vclusters"), NS)
-        .patch(
-            "bare-second",
-            &PatchParams::default(),
-            &Patch::Merge(&ready_now),
-        )
-        .await
-        .unwrap();
+    make_ready(&client, &claim_ar("VCluster", "vclusters"), "bare-second").await;
     let e = wait_phase(&client, "bare", ExperimentPhase::Running).await;
     assert_eq!(
         registered(&e),
@@ -1865,16 +1871,12 @@ spec:
 ",
     )
     .await;
-    let ready_now = json!({"metadata": {"annotations": {"devcluster.io/ready-seconds": "0"}}});
-    let gke = dynamic(&client, &claim_ar("GKECluster", "gkeclusters"), NS);
-    wait_get(&gke, "pair-first", "first claim", |o| o.is_some()).await;
-    gke.patch(
+    make_ready(
+        &client,
+        &claim_ar("GKECluster", "gkeclusters"),
         "pair-first",
-        &PatchParams::default(),
-        &Patch::Merge(&ready_now),
     )
-    .await
-    .unwrap();
+    .await;
     let (_, message) = held_back(&client, "pair", "WaitingForClusters").await;
     assert!(
         message.contains("first: waiting for the clusters of second"),
@@ -1890,15 +1892,7 @@ spec:
             .any(|(_, reason)| reason == "WaitingForClusters")
     );
 
-    let vclusters = dynamic(&client, &claim_ar("VCluster", "vclusters"), NS);
-    vclusters
-        .patch(
-            "pair-second",
-            &PatchParams::default(),
-            &Patch::Merge(&ready_now),
-        )
-        .await
-        .unwrap();
+    make_ready(&client, &claim_ar("VCluster", "vclusters"), "pair-second").await;
     // Both deploy now (their Applications stay Progressing: the experiment's ready-seconds
     // annotation also scripts them).
     for app in ["pair-first", "pair-second"] {
